@@ -1,0 +1,109 @@
+/**
+ * Typed errors. Every error pcluster raises is a `PclusterError` with a stable `code`, so that an error
+ * answered over the wire is rebuilt on the other side as the same class (see `errorFromWire`).
+ *
+ * @example
+ * try { await cluster.setup("p", "1", chain) } catch (e) { if (e instanceof NodeBusyError) … }
+ */
+export class PclusterError extends Error {
+  /** Stable machine-readable code; travels over the wire with the message. */
+  readonly code: string = "internal";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The peer sent bytes or a message that break the protocol (garbage, oversize frame, bad field). */
+export class ProtocolError extends PclusterError {
+  override readonly code: string = "protocol";
+}
+
+/** The peers speak different protocol versions. */
+export class VersionMismatchError extends ProtocolError {
+  override readonly code = "version";
+}
+
+/** A token was missing, wrong, or the peer could not prove it knows it. */
+export class AuthError extends PclusterError {
+  override readonly code = "auth";
+}
+
+/** The node already runs another root's pipeline. */
+export class NodeBusyError extends PclusterError {
+  override readonly code = "busy";
+}
+
+/** A taskchain or package could not be set up (missing export, install failure, unsafe path…). */
+export class SetupError extends PclusterError {
+  override readonly code = "setup";
+}
+
+/** A request got no answer in time, or a peer fell silent. */
+export class TimeoutError extends PclusterError {
+  override readonly code = "timeout";
+}
+
+/** The connection closed (or was never open) while something still depended on it. */
+export class ConnectionClosedError extends PclusterError {
+  override readonly code = "closed";
+}
+
+/** The root has no node left to run items on. */
+export class NoNodesError extends PclusterError {
+  override readonly code = "no-nodes";
+}
+
+/** `feed` was called on a full, bounded root queue (use `feedAsync` to wait for room). */
+export class QueueFullError extends PclusterError {
+  override readonly code = "queue-full";
+}
+
+/** The receiver was asked to do something its state does not allow (feed before setup, …). */
+export class StateError extends PclusterError {
+  override readonly code = "state";
+}
+
+/** A task threw, or an item failed after its retries. Given to `errorHandler`. */
+export class TaskError extends PclusterError {
+  override readonly code = "task";
+  constructor(
+    message: string,
+    /** Name of the task (export) that failed, or "worker" when the worker thread died. */
+    readonly task: string,
+    /** The remote stack trace, when there is one. */
+    readonly remoteStack: string | undefined,
+    /** Whether the item was given up after exhausting its retries (worker crashes). */
+    readonly failed = false,
+  ) {
+    super(message);
+  }
+}
+
+const byCode: Record<string, new (message: string) => PclusterError> = {
+  protocol: ProtocolError,
+  version: VersionMismatchError,
+  auth: AuthError,
+  busy: NodeBusyError,
+  setup: SetupError,
+  timeout: TimeoutError,
+  closed: ConnectionClosedError,
+  "no-nodes": NoNodesError,
+  "queue-full": QueueFullError,
+  state: StateError,
+};
+
+/** Rebuilds the typed error a peer answered with. */
+export function errorFromWire(code: string, message: string): PclusterError {
+  const Class = byCode[code] ?? PclusterError;
+  const error = new Class(message);
+  if (Class === PclusterError) (error as { code: string }).code = code;
+  return error;
+}
+
+/** The code and message to send for any thrown value. */
+export function errorToWire(error: unknown): { code: string; message: string } {
+  if (error instanceof PclusterError) return { code: error.code, message: error.message };
+  if (error instanceof Error) return { code: "internal", message: error.message };
+  return { code: "internal", message: String(error) };
+}

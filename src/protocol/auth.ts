@@ -1,0 +1,201 @@
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { hostname } from "node:os";
+import { AuthError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
+import { VERSION } from "../version.ts";
+import { type ClientTls, type Connection, type ConnectionOptions, type ServerTls, connect, listen } from "./connection.ts";
+import { type HelloMessage, type Message, PROTOCOL_VERSION } from "./messages.ts";
+
+/**
+ * The handshake every connection starts with:
+ *
+ *   server → hello   { protocol, service, version, auth, nonce: 32 random bytes }
+ *   client → auth    { protocol, nonce: 32 random bytes, mac: HMAC-SHA256(token, "client" ‖ server nonce) }
+ *   server → welcome { mac: HMAC-SHA256(token, "server" ‖ client nonce) }   or   err, then close
+ *
+ * The token itself never crosses the wire. Both sides prove they know it, so a root does not ship
+ * code to an impostor node. Version mismatches are refused by both sides with a clear message.
+ */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const NONCE_BYTES = 32;
+
+function mac(token: string, role: "client" | "server", nonce: Uint8Array): Uint8Array {
+  return createHmac("sha256", token).update(`pcluster-v${PROTOCOL_VERSION}-${role}`).update(nonce).digest();
+}
+
+function macMatches(expected: Uint8Array, got: Uint8Array | undefined): boolean {
+  return got !== undefined && got.length === expected.length && timingSafeEqual(expected, got);
+}
+
+/** Resolves with the next message on the connection, or rejects on timeout, close or a peer error. */
+function nextMessage(connection: Connection, timeoutMs: number, waitingFor: string): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new TimeoutError(`no ${waitingFor} from ${connection.remoteAddress} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    connection.onMessage = (message) => {
+      clearTimeout(timer);
+      connection.onMessage = () => {};
+      if (message.t === "err") reject(errorFromWire(message.code, message.message));
+      else resolve(message);
+    };
+    connection.closed.then((reason) => {
+      clearTimeout(timer);
+      reject(reason ?? new AuthError(`${connection.remoteAddress} closed the connection during the handshake`));
+    });
+  });
+}
+
+export interface AcceptOptions {
+  service: "node" | "log";
+  /** When set, clients must prove they know it. */
+  token?: string;
+  timeoutMs?: number;
+}
+
+/** Runs the server side of the handshake. On failure the client is told why and the connection closed. */
+export async function acceptHandshake(connection: Connection, options: AcceptOptions): Promise<{ client?: string }> {
+  const nonce = randomBytes(NONCE_BYTES);
+  const token = options.token || undefined;
+  connection.send({
+    t: "hello",
+    protocol: PROTOCOL_VERSION,
+    service: options.service,
+    version: VERSION,
+    auth: token !== undefined,
+    nonce,
+  });
+  try {
+    const message = await nextMessage(connection, options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, "handshake");
+    if (message.t !== "auth") {
+      throw new ProtocolError(`expected an "auth" message to open the connection, got "${message.t}"`);
+    }
+    if (message.protocol !== PROTOCOL_VERSION) {
+      throw new VersionMismatchError(
+        `protocol version mismatch: the client speaks v${message.protocol}, this ${options.service} speaks ` +
+          `v${PROTOCOL_VERSION} (pcluster ${VERSION}); run the same pcluster version on root and nodes`,
+      );
+    }
+    let proof: Uint8Array | undefined;
+    if (token !== undefined) {
+      if (message.mac === undefined) {
+        throw new AuthError(`this ${options.service} requires a token: pass --token or set PCLUSTER_TOKEN on the client`);
+      }
+      if (!macMatches(mac(token, "client", nonce), message.mac)) {
+        throw new AuthError(`wrong token: the client's proof does not match this ${options.service}'s token`);
+      }
+      proof = mac(token, "server", message.nonce);
+    }
+    connection.send({ t: "welcome", mac: proof });
+    return { client: message.client };
+  } catch (error) {
+    connection.fail(error);
+    throw error;
+  }
+}
+
+export interface HandshakeOptions {
+  token?: string;
+  /** The service the client expects to reach; anything else is refused. */
+  service?: "node" | "log";
+  timeoutMs?: number;
+  /** A name for this client in the server's logs. */
+  client?: string;
+}
+
+/** Runs the client side of the handshake; resolves with the server's hello. */
+export async function clientHandshake(connection: Connection, options: HandshakeOptions = {}): Promise<HelloMessage> {
+  const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+  const address = connection.remoteAddress;
+  try {
+    const hello = await nextMessage(connection, timeoutMs, "hello");
+    if (hello.t !== "hello") throw new ProtocolError(`expected "hello" from ${address}, got "${hello.t}"`);
+    if (options.service !== undefined && hello.service !== options.service) {
+      throw new ProtocolError(`${address} is a pcluster ${hello.service} server, not a ${options.service}`);
+    }
+    const token = options.token || undefined;
+    const nonce = randomBytes(NONCE_BYTES);
+    if (hello.auth && token === undefined) {
+      throw new AuthError(`${address} requires a token: pass one (or set PCLUSTER_TOKEN)`);
+    }
+    connection.send({
+      t: "auth",
+      protocol: PROTOCOL_VERSION,
+      nonce,
+      mac: hello.auth && token !== undefined ? mac(token, "client", hello.nonce) : undefined,
+      client: options.client ?? `${hostname()}:${process.pid}`,
+    });
+    if (hello.protocol !== PROTOCOL_VERSION) {
+      throw new VersionMismatchError(
+        `protocol version mismatch: ${address} speaks v${hello.protocol} (pcluster ${hello.version}), this client ` +
+          `speaks v${PROTOCOL_VERSION} (pcluster ${VERSION}); run the same pcluster version on root and nodes`,
+      );
+    }
+    const welcome = await nextMessage(connection, timeoutMs, "welcome");
+    if (welcome.t !== "welcome") throw new ProtocolError(`expected "welcome" from ${address}, got "${welcome.t}"`);
+    if (hello.auth && !macMatches(mac(token!, "server", nonce), welcome.mac)) {
+      throw new AuthError(`${address} could not prove it knows the token; refusing to talk to it`);
+    }
+    return hello;
+  } catch (error) {
+    connection.destroy(error instanceof PclusterError ? error : undefined);
+    throw error;
+  }
+}
+
+// ---- servers and clients ------------------------------------------------------------------------
+
+export interface ServeOptions extends ConnectionOptions {
+  hostname: string;
+  port: number;
+  service: "node" | "log";
+  token?: string;
+  tls?: ServerTls;
+  /** Called with each connection that passed the handshake. */
+  onPeer: (connection: Connection, client: string | undefined) => void;
+  /** Called when a client is refused (bad bytes, version, token), with why. */
+  onRefused?: (remoteAddress: string, error: unknown) => void;
+}
+
+export interface Server {
+  readonly hostname: string;
+  readonly port: number;
+  /** Stops listening and closes every connection. */
+  stop(): void;
+}
+
+/** Listens and runs the server handshake on every connection. */
+export function serve(options: ServeOptions): Server {
+  const listener = listen(options, (connection) => {
+    acceptHandshake(connection, { service: options.service, token: options.token }).then(
+      ({ client }) => options.onPeer(connection, client),
+      (error) => options.onRefused?.(connection.remoteAddress, error),
+    );
+  });
+  return {
+    hostname: listener.hostname,
+    port: listener.port,
+    stop: () => listener.stop(true),
+  };
+}
+
+export interface DialOptions extends ConnectionOptions, HandshakeOptions {
+  hostname: string;
+  port: number;
+  tls?: ClientTls;
+  connectTimeoutMs?: number;
+}
+
+/** Connects and runs the client handshake; resolves with a ready connection and the server's hello. */
+export async function dial(options: DialOptions): Promise<{ connection: Connection; hello: HelloMessage }> {
+  let handshake: Promise<HelloMessage> | undefined;
+  const connection = await connect({
+    ...options,
+    // Start listening for the hello before any byte can arrive.
+    onOpen: (opened) => {
+      handshake = clientHandshake(opened, options);
+      handshake.catch(() => {});
+    },
+  });
+  const hello = await handshake!;
+  return { connection, hello };
+}

@@ -1,0 +1,206 @@
+import { Packr } from "msgpackr";
+import { ProtocolError } from "../errors.ts";
+import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
+
+/**
+ * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;
+ * `undefined` as nil). Chosen by measurement over `@msgpack/msgpack` — see `bench/framing.bench.ts`
+ * and the README. One Packr per thread (this module is instantiated once per thread), reused for
+ * every value; its output buffers are never overwritten, so encoded bytes may be kept.
+ */
+const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64AsType: "number" });
+
+/** Encodes one item (or message) to standard MessagePack. */
+export function encode(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/** Decodes one MessagePack value from `bytes[start, end)`. Throws on malformed input. */
+export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknown {
+  return packr.unpack(bytes, { start, end });
+}
+
+/**
+ * Records: how items travel as bytes between root, node socket thread and workers. A batch (a "blob")
+ * is records back to back, each a 12-byte little-endian header and a payload:
+ *
+ *   kind u8 | stage u8 | flags u16 | id u32 | payload length u32 | payload
+ *
+ * The same layout is used in feed frames, in the node's rings and in result frames, so the node moves
+ * records by copying spans of bytes and never decodes an item.
+ */
+export const RECORD_HEADER_BYTES = 12;
+
+export const RecordKind = {
+  /** An item to run, starting at task `stage` (payload: the encoded item). */
+  Input: 1,
+  /** An output of the last task (payload: the encoded output). */
+  Output: 2,
+  /** An input item and all its descendants are finished (no payload). */
+  Done: 3,
+  /** A task threw on an item, which was dropped (payload: encoded `TaskErrorReport`). */
+  TaskError: 4,
+  /** An item was given up after its worker died too often (payload: encoded `TaskErrorReport`). */
+  Failed: 5,
+  /** A worker hands a sub-item (to run from `stage`) to the engine for an idle worker. Node-internal. */
+  Spill: 6,
+} as const;
+export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
+
+/** Record flag: the id is the engine's id of a spilled sub-item, not a root's item id. */
+export const FLAG_SUB_ITEM = 1;
+
+/** What a task error record carries. */
+export interface TaskErrorReport {
+  task: string;
+  message: string;
+  stack?: string;
+  /** The root item id the failing item descends from. */
+  item: number;
+  /** Times a worker died on this item (Failed records only). */
+  attempts?: number;
+}
+
+export function writeRecordHeader(
+  view: DataView,
+  offset: number,
+  kind: number,
+  stage: number,
+  flags: number,
+  id: number,
+  length: number,
+): void {
+  view.setUint8(offset, kind);
+  view.setUint8(offset + 1, stage);
+  view.setUint16(offset + 2, flags, true);
+  view.setUint32(offset + 4, id, true);
+  view.setUint32(offset + 8, length, true);
+}
+
+/**
+ * Walks the records of a blob without copying or decoding anything. `next()` moves to the next record
+ * and fills the public fields; a record running past the blob's end is a `ProtocolError`.
+ *
+ * @example
+ * const reader = new RecordReader(blob);
+ * while (reader.next()) if (reader.kind === RecordKind.Output) use(decode(blob, reader.payloadStart, reader.payloadEnd));
+ */
+export class RecordReader {
+  kind = 0;
+  stage = 0;
+  flags = 0;
+  id = 0;
+  /** Offset of this record's header. */
+  recordStart = 0;
+  payloadStart = 0;
+  payloadEnd = 0;
+  readonly #view: DataView;
+  #offset = 0;
+
+  constructor(readonly blob: Uint8Array) {
+    this.#view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+  }
+
+  next(): boolean {
+    const offset = this.#offset;
+    const size = this.blob.length;
+    if (offset >= size) return false;
+    if (size - offset < RECORD_HEADER_BYTES) {
+      throw new ProtocolError(`record header at offset ${offset} is cut short: ${size - offset} of 12 bytes`);
+    }
+    const view = this.#view;
+    const length = view.getUint32(offset + 8, true);
+    const payloadStart = offset + RECORD_HEADER_BYTES;
+    if (length > size - payloadStart) {
+      throw new ProtocolError(
+        `record at offset ${offset} claims ${length} payload bytes but only ${size - payloadStart} remain in the batch`,
+      );
+    }
+    this.kind = view.getUint8(offset);
+    this.stage = view.getUint8(offset + 1);
+    this.flags = view.getUint16(offset + 2, true);
+    this.id = view.getUint32(offset + 4, true);
+    this.recordStart = offset;
+    this.payloadStart = payloadStart;
+    this.payloadEnd = payloadStart + length;
+    this.#offset = payloadStart + length;
+    return true;
+  }
+}
+
+/**
+ * Builds a blob of records in one growing buffer with room reserved in front for the frame head, so a
+ * finished batch goes to the socket as it is (`finishFrame`). A builder starts a fresh buffer after
+ * each finish: the finished frame belongs to the caller.
+ */
+export class RecordBatchBuilder {
+  #buffer: Uint8Array;
+  #view: DataView;
+  #end = MAX_BLOB_HEAD_BYTES;
+  #count = 0;
+
+  constructor(readonly initialBytes = 64 * 1024) {
+    this.#buffer = new Uint8Array(initialBytes);
+    this.#view = new DataView(this.#buffer.buffer);
+  }
+
+  /** Records in the batch. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Payload and header bytes in the batch. */
+  get byteLength(): number {
+    return this.#end - MAX_BLOB_HEAD_BYTES;
+  }
+
+  /** Appends a record; returns where its payload lies in the buffer (valid until `finishFrame`). */
+  append(kind: number, stage: number, flags: number, id: number, payload: Uint8Array): void {
+    const at = this.#reserve(RECORD_HEADER_BYTES + payload.length);
+    writeRecordHeader(this.#view, at, kind, stage, flags, id, payload.length);
+    this.#buffer.set(payload, at + RECORD_HEADER_BYTES);
+    this.#count++;
+  }
+
+  /** Appends bytes that already are whole records (`count` of them), copied as one span. */
+  appendRecords(records: Uint8Array, count: number): void {
+    const at = this.#reserve(records.length);
+    this.#buffer.set(records, at);
+    this.#count += count;
+  }
+
+  /**
+   * Appends one record whose payload is `length` bytes the caller writes itself into the returned
+   * buffer at the returned offset (used to copy payloads straight out of a ring).
+   */
+  appendWith(kind: number, stage: number, flags: number, id: number, length: number): { buffer: Uint8Array; at: number } {
+    const at = this.#reserve(RECORD_HEADER_BYTES + length);
+    writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
+    this.#count++;
+    return { buffer: this.#buffer, at: at + RECORD_HEADER_BYTES };
+  }
+
+  /** The finished frame `{ t: type, ...fields, blob }`, ready for the socket; the builder starts over. */
+  finishFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
+    const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
+    const frame = this.#buffer.subarray(start, this.#end);
+    this.#buffer = new Uint8Array(Math.max(this.initialBytes, Math.min(this.#end, 4 * this.initialBytes)));
+    this.#view = new DataView(this.#buffer.buffer);
+    this.#end = MAX_BLOB_HEAD_BYTES;
+    this.#count = 0;
+    return frame;
+  }
+
+  #reserve(bytes: number): number {
+    const at = this.#end;
+    const needed = at + bytes;
+    if (needed > this.#buffer.length) {
+      const grown = new Uint8Array(Math.max(needed, this.#buffer.length * 2));
+      grown.set(this.#buffer.subarray(0, at));
+      this.#buffer = grown;
+      this.#view = new DataView(grown.buffer);
+    }
+    this.#end = needed;
+    return at;
+  }
+}

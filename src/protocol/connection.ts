@@ -1,0 +1,427 @@
+import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
+import { ConnectionClosedError, PclusterError, ProtocolError, TimeoutError, errorFromWire, errorToWire } from "../errors.ts";
+import { encode } from "./codec.ts";
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameOf } from "./frame.ts";
+import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
+
+export interface ConnectionOptions {
+  /** Largest frame body accepted from the peer (default 64 MiB). */
+  maxFrameBytes?: number;
+  /** Bytes queued for the socket above which `writable()` makes senders wait (default 8 MiB). */
+  maxQueuedBytes?: number;
+  /** Default time a request waits for its answer (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+/** Answers a request; what it returns (or throws, as a typed error) goes back to the requester. */
+export type RequestHandler = (cmd: string, args: unknown, connection: Connection) => unknown;
+
+/** Frames smaller than this are copied together into one socket write; larger ones are written as they are. */
+const COALESCE_BELOW = 64 * 1024;
+const SCRATCH_BYTES = 256 * 1024;
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A framed, message-level connection over one Bun socket, the same for roots, nodes and log servers.
+ *
+ * Writes are queued and flushed once per microtask turn, so many small frames cost one syscall. Bun's
+ * `socket.write` may take only part of the bytes: the rest stays queued, in order, until `drain`.
+ * Senders that produce faster than the peer reads await `writable()`, which holds them while more than
+ * `maxQueuedBytes` are queued. Nothing is dropped or reordered.
+ */
+export class Connection {
+  /** Called with every message that is not an answer to one of our requests and not a request. */
+  onMessage: (message: Message, connection: Connection) => void = () => {};
+  /** Answers the peer's requests; without one, requests go to `onMessage` like any message. */
+  onRequest: RequestHandler | undefined;
+  /** Resolves once the connection is closed, with the reason when it was not a clean close. */
+  readonly closed: Promise<PclusterError | undefined>;
+  /** The peer's address as the socket reports it. */
+  readonly remoteAddress: string;
+
+  readonly #socket: Socket<unknown>;
+  readonly #decoder: FrameDecoder;
+  readonly #maxQueuedBytes: number;
+  readonly #requestTimeoutMs: number;
+  #queue: Uint8Array[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #scratch: Uint8Array | undefined;
+  #flushScheduled = false;
+  #awaitingDrain = false;
+  #endAfterFlush = false;
+  #isClosed = false;
+  #closeReason: PclusterError | undefined;
+  #resolveClosed!: (reason: PclusterError | undefined) => void;
+  #writableWaiters: Array<() => void> = [];
+  #nextRequestId = 1;
+  readonly #pending = new Map<number, PendingRequest>();
+
+  constructor(socket: Socket<unknown>, options: ConnectionOptions = {}) {
+    this.#socket = socket;
+    this.#decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.remoteAddress = socket.remoteAddress;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
+  /** Bytes waiting to be written to the socket. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Encodes and queues a message. Throws `ConnectionClosedError` once closed. */
+  send(message: Message): void {
+    this.sendFrame(frameOf(encode(message)));
+  }
+
+  /** Queues a whole, already encoded frame (header included). The bytes must not change afterwards. */
+  sendFrame(frame: Uint8Array): void {
+    if (this.#isClosed || this.#endAfterFlush) {
+      throw new ConnectionClosedError(`connection to ${this.remoteAddress} is closed`, { cause: this.#closeReason });
+    }
+    this.#queue.push(frame);
+    this.#queuedBytes += frame.length;
+    if (!this.#flushScheduled && !this.#awaitingDrain) {
+      this.#flushScheduled = true;
+      queueMicrotask(this.#flush);
+    }
+  }
+
+  /** Resolves when the write queue is at or below its bound (at once if it already is, or if closed). */
+  writable(): Promise<void> {
+    if (this.#queuedBytes <= this.#maxQueuedBytes || this.#isClosed) return Promise.resolve();
+    return new Promise((resolve) => this.#writableWaiters.push(resolve));
+  }
+
+  /** Sends a request and resolves with the peer's answer; rejects with its typed error or a timeout. */
+  request<T = unknown>(cmd: string, args?: unknown, timeoutMs = this.#requestTimeoutMs): Promise<T> {
+    if (this.#isClosed) {
+      return Promise.reject(
+        new ConnectionClosedError(`cannot send "${cmd}": connection to ${this.remoteAddress} is closed`, {
+          cause: this.#closeReason,
+        }),
+      );
+    }
+    const id = this.#nextRequestId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer =
+        timeoutMs > 0 && Number.isFinite(timeoutMs)
+          ? setTimeout(() => {
+              this.#pending.delete(id);
+              reject(new TimeoutError(`"${cmd}" got no answer from ${this.remoteAddress} within ${timeoutMs} ms`));
+            }, timeoutMs)
+          : undefined;
+      this.#pending.set(id, { cmd, resolve: resolve as (value: unknown) => void, reject, timer });
+      this.send({ t: "req", id, cmd, args });
+    });
+  }
+
+  /** Stops reading from the socket (the peer's writes then back up in TCP). */
+  pause(): void {
+    if (!this.#isClosed) this.#socket.pause();
+  }
+
+  resume(): void {
+    if (!this.#isClosed) this.#socket.resume();
+  }
+
+  /** Flushes what is queued, then closes. */
+  close(): void {
+    if (this.#isClosed) return;
+    if (this.#queuedBytes === 0) this.#socket.end();
+    else this.#endAfterFlush = true;
+  }
+
+  /** Sends an error about the connection itself (if still possible), then closes. */
+  fail(error: unknown): void {
+    if (this.#isClosed) return;
+    const wire = errorToWire(error);
+    try {
+      this.send({ t: "err", code: wire.code, message: wire.message });
+    } catch {
+      // already closing
+    }
+    this.#closeReason ??= error instanceof PclusterError ? error : undefined;
+    this.close();
+  }
+
+  /** Closes at once, dropping anything queued. */
+  destroy(reason?: PclusterError): void {
+    if (this.#isClosed) return;
+    this.#closeReason ??= reason;
+    this.#socket.terminate();
+    this.handleClose();
+  }
+
+  // ---- called by the socket handlers ------------------------------------------------------------
+
+  /** @internal */
+  handleData(chunk: Uint8Array): void {
+    if (this.#isClosed) return;
+    try {
+      this.#decoder.push(chunk, this.#onFrame);
+    } catch (error) {
+      // A protocol error is the peer's fault and is told to it; anything else is a bug in a handler,
+      // which must not take the process down: the connection fails with it, and its owner sees why.
+      if (!(error instanceof ProtocolError)) console.error("pcluster: connection handler failed:", error);
+      this.fail(error);
+    }
+  }
+
+  /** @internal */
+  handleDrain(): void {
+    this.#awaitingDrain = false;
+    this.#flush();
+  }
+
+  /** @internal */
+  handleClose(error?: Error): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    if (error !== undefined && this.#closeReason === undefined) {
+      this.#closeReason = new ConnectionClosedError(`connection to ${this.remoteAddress} failed: ${error.message}`, {
+        cause: error,
+      });
+    }
+    const reason = this.#closeReason;
+    for (const [id, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(
+        reason ?? new ConnectionClosedError(`connection to ${this.remoteAddress} closed before "${pending.cmd}" was answered`),
+      );
+      this.#pending.delete(id);
+    }
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    this.#releaseWriters();
+    this.#resolveClosed(reason);
+  }
+
+  readonly #onFrame = (body: Uint8Array): void => {
+    const message = parseMessage(body);
+    switch (message.t) {
+      case "res":
+        return this.#settle(message);
+      case "err":
+        if (message.id !== undefined) return this.#settle(message);
+        this.#closeReason ??= errorFromWire(message.code, message.message);
+        return this.onMessage(message, this);
+      case "req":
+        // Before its owner takes requests (during the handshake) a request is just a message.
+        if (this.onRequest === undefined) return this.onMessage(message, this);
+        return this.#answer(message.id, message.cmd, message.args);
+      default:
+        return this.onMessage(message, this);
+    }
+  };
+
+  #settle(message: { t: "res"; id: number; result?: unknown } | ErrorMessage): void {
+    const pending = this.#pending.get(message.id!);
+    if (pending === undefined) return; // answered after its timeout
+    this.#pending.delete(message.id!);
+    clearTimeout(pending.timer);
+    if (message.t === "res") pending.resolve(message.result);
+    else pending.reject(errorFromWire(message.code, message.message));
+  }
+
+  #answer(id: number, cmd: string, args: unknown): void {
+    const handler = this.onRequest!;
+    const reply = (result: unknown) => {
+      if (!this.#isClosed) this.send({ t: "res", id, result });
+    };
+    const refuse = (error: unknown) => {
+      if (this.#isClosed) return;
+      const wire = errorToWire(error);
+      this.send({ t: "err", id, code: wire.code, message: wire.message });
+    };
+    try {
+      const result = handler(cmd, args, this);
+      if (result instanceof Promise) result.then(reply, refuse);
+      else reply(result);
+    } catch (error) {
+      refuse(error);
+    }
+  }
+
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    if (this.#isClosed || this.#awaitingDrain) return;
+    const queue = this.#queue;
+    while (this.#queueHead < queue.length) {
+      let chunk = queue[this.#queueHead]!;
+      let coalesced = false;
+      if (chunk.length < COALESCE_BELOW && this.#queueHead + 1 < queue.length) {
+        const scratch = (this.#scratch ??= new Uint8Array(SCRATCH_BYTES));
+        let size = 0;
+        while (this.#queueHead < queue.length && size + queue[this.#queueHead]!.length <= SCRATCH_BYTES) {
+          const piece = queue[this.#queueHead]!;
+          queue[this.#queueHead++] = EMPTY; // written frames must not stay reachable
+          scratch.set(piece, size);
+          size += piece.length;
+        }
+        chunk = scratch.subarray(0, size);
+        coalesced = true;
+      } else {
+        queue[this.#queueHead++] = EMPTY;
+      }
+      const written = this.#socket.write(chunk);
+      if (written < 0) return; // the socket is closing; handleClose follows
+      this.#queuedBytes -= written;
+      if (written < chunk.length) {
+        // Keep the rest in front of the queue; scratch bytes must be copied since scratch is reused.
+        const rest = coalesced ? chunk.slice(written) : chunk.subarray(written);
+        queue[--this.#queueHead] = rest;
+        this.#awaitingDrain = true;
+        this.#compactQueue();
+        this.#releaseWriters();
+        return;
+      }
+    }
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#releaseWriters();
+    if (this.#endAfterFlush) this.#socket.end();
+  };
+
+  #compactQueue(): void {
+    if (this.#queueHead > 64 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  #releaseWriters(): void {
+    if (this.#writableWaiters.length === 0) return;
+    if (this.#queuedBytes > this.#maxQueuedBytes && !this.#isClosed) return;
+    const waiters = this.#writableWaiters;
+    this.#writableWaiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+interface PendingRequest {
+  cmd: string;
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+// ---- sockets ---------------------------------------------------------------------------------------
+
+/** TLS for a server: PEM certificate and key (contents or `Bun.file`s). */
+export type ServerTls = TLSOptions;
+/** TLS for a client: `true` to verify against system CAs, or options (`ca`, `rejectUnauthorized`, `serverName`). */
+export type ClientTls = boolean | TLSOptions;
+
+function handlersFor(
+  options: ConnectionOptions,
+  onOpen: (connection: Connection) => void,
+): SocketHandler<{ connection?: Connection }> {
+  return {
+    open(socket) {
+      const connection = new Connection(socket as Socket<unknown>, options);
+      socket.data = { connection };
+      onOpen(connection);
+    },
+    data(socket, chunk) {
+      socket.data.connection?.handleData(chunk);
+    },
+    drain(socket) {
+      socket.data.connection?.handleDrain();
+    },
+    close(socket, error) {
+      socket.data.connection?.handleClose(error);
+    },
+    end(socket) {
+      socket.end();
+    },
+    error(socket, error) {
+      socket.data.connection?.handleClose(error);
+    },
+  };
+}
+
+export interface ListenOptions extends ConnectionOptions {
+  hostname: string;
+  port: number;
+  tls?: ServerTls;
+}
+
+/** Listens for framed connections; `onConnection` gets each one as soon as its socket opens. */
+export function listen(
+  options: ListenOptions,
+  onConnection: (connection: Connection) => void,
+): TCPSocketListener<{ connection?: Connection }> {
+  return Bun.listen<{ connection?: Connection }>({
+    hostname: options.hostname,
+    port: options.port,
+    ...(options.tls ? { tls: options.tls } : {}),
+    socket: handlersFor(options, onConnection),
+    data: {},
+  });
+}
+
+export interface ConnectOptions extends ConnectionOptions {
+  hostname: string;
+  port: number;
+  tls?: ClientTls;
+  /** Give up connecting after this long (default 5 s). */
+  connectTimeoutMs?: number;
+  /** Called for the connection as soon as its socket opens, before any byte is read. */
+  onOpen?: (connection: Connection) => void;
+}
+
+/** Opens a framed connection. Rejects with a `ConnectionClosedError` naming the address on failure. */
+export function connect(options: ConnectOptions): Promise<Connection> {
+  const address = `${options.hostname}:${options.port}`;
+  const timeoutMs = options.connectTimeoutMs ?? 5000;
+  return new Promise<Connection>((resolve, reject) => {
+    let opened: Connection | undefined;
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      opened?.destroy();
+      reject(new TimeoutError(`could not connect to ${address} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const handlers = handlersFor(options, (connection) => {
+      opened = connection;
+      options.onOpen?.(connection);
+    });
+    Bun.connect<{ connection?: Connection }>({
+      hostname: options.hostname,
+      port: options.port,
+      ...(options.tls ? { tls: options.tls } : {}),
+      socket: {
+        ...handlers,
+        connectError(_socket, error) {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          reject(new ConnectionClosedError(`could not connect to ${address}: ${error.message}`, { cause: error }));
+        },
+      },
+      data: {},
+    }).then(
+      () => {
+        clearTimeout(timer);
+        if (settled) return opened?.destroy();
+        settled = true;
+        resolve(opened!);
+      },
+      (error: Error) => {
+        clearTimeout(timer);
+        if (settled) return;
+        settled = true;
+        reject(new ConnectionClosedError(`could not connect to ${address}: ${error.message}`, { cause: error }));
+      },
+    );
+  });
+}

@@ -1,0 +1,137 @@
+import { describe, expect, test } from "bun:test";
+import { decode as decodeStd } from "@msgpack/msgpack";
+import { ProtocolError } from "../../src/errors.ts";
+import { encode } from "../../src/protocol/codec.ts";
+import { FrameDecoder, MAX_BLOB_HEAD_BYTES, blobFrameHead, frameOf } from "../../src/protocol/frame.ts";
+import { parseMessage } from "../../src/protocol/messages.ts";
+import { seededRandom } from "../support/random.ts";
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+describe("FrameDecoder", () => {
+  test("reassembles frames cut at random points (5000 seeded cases)", () => {
+    const random = seededRandom(42);
+    for (let round = 0; round < 5000; round++) {
+      const count = 1 + Math.floor(random() * 8);
+      const bodies: Uint8Array[] = [];
+      for (let i = 0; i < count; i++) {
+        const size = 1 + Math.floor(random() ** 3 * 3000);
+        const body = new Uint8Array(size);
+        for (let j = 0; j < size; j++) body[j] = (round * 31 + i * 7 + j) & 0xff;
+        bodies.push(body);
+      }
+      const stream = concat(bodies.map(frameOf));
+      const decoder = new FrameDecoder();
+      const got: Uint8Array[] = [];
+      let offset = 0;
+      while (offset < stream.length) {
+        // Mix of tiny cuts (inside headers) and large ones (many frames per chunk).
+        const step = random() < 0.3 ? 1 + Math.floor(random() * 5) : 1 + Math.floor(random() * 4000);
+        decoder.push(stream.subarray(offset, offset + step), (body) => got.push(body));
+        offset += step;
+      }
+      expect(got.length).toBe(count);
+      for (let i = 0; i < count; i++) expect(got[i]).toEqual(bodies[i]!);
+      expect(decoder.bufferedBytes).toBe(0);
+    }
+  });
+
+  test("a frame split into one-byte chunks arrives whole", () => {
+    const body = new Uint8Array(10_000).map((_, i) => i & 0xff);
+    const frame = frameOf(body);
+    const decoder = new FrameDecoder();
+    const got: Uint8Array[] = [];
+    for (let i = 0; i < frame.length; i++) decoder.push(frame.subarray(i, i + 1), (b) => got.push(b));
+    expect(got).toEqual([body]);
+  });
+
+  test("bodies handed out stay intact while later chunks arrive", () => {
+    const decoder = new FrameDecoder();
+    const kept: Uint8Array[] = [];
+    const frames = [frameOf(new Uint8Array(100).fill(1)), frameOf(new Uint8Array(100).fill(2))];
+    const stream = concat(frames);
+    decoder.push(stream.subarray(0, 50), (b) => kept.push(b));
+    decoder.push(stream.subarray(50, 150), (b) => kept.push(b));
+    decoder.push(stream.subarray(150), (b) => kept.push(b));
+    expect(kept[0]).toEqual(new Uint8Array(100).fill(1));
+    expect(kept[1]).toEqual(new Uint8Array(100).fill(2));
+  });
+
+  test("a length above the maximum is a ProtocolError before any body byte arrives", () => {
+    const decoder = new FrameDecoder(1024);
+    const header = Uint8Array.of(0, 0, 4, 1); // 1025
+    expect(() => decoder.push(header, () => {})).toThrow(ProtocolError);
+    expect(() => new FrameDecoder(1024).push(header, () => {})).toThrow(/exceeds the maximum of 1024 bytes/);
+    // The default maximum is 64 MiB; a 4 GiB claim is refused without allocating.
+    expect(() => new FrameDecoder().push(Uint8Array.of(0xff, 0xff, 0xff, 0xff), () => {})).toThrow(/exceeds/);
+  });
+
+  test("an oversize header cut across chunks is refused as soon as it is complete", () => {
+    const decoder = new FrameDecoder(100);
+    decoder.push(Uint8Array.of(0, 0), () => {});
+    expect(() => decoder.push(Uint8Array.of(1, 0), () => {})).toThrow(/exceeds the maximum of 100/);
+  });
+
+  test("a truncated frame never emits", () => {
+    const frame = frameOf(encode({ t: "credit", bytes: 5 }));
+    const decoder = new FrameDecoder();
+    let calls = 0;
+    decoder.push(frame.subarray(0, frame.length - 1), () => calls++);
+    expect(calls).toBe(0);
+    expect(decoder.bufferedBytes).toBe(frame.length - 1 - 4);
+  });
+
+  test("a zero-length frame is refused", () => {
+    expect(() => new FrameDecoder().push(Uint8Array.of(0, 0, 0, 0), () => {})).toThrow(/empty frame/);
+  });
+});
+
+describe("parseMessage", () => {
+  test("garbage bodies are ProtocolErrors that say what was wrong", () => {
+    expect(() => parseMessage(Uint8Array.of(0xc1))).toThrow(/not valid MessagePack/);
+    expect(() => parseMessage(encode([1, 2, 3]))).toThrow(/must be a map with a "t" field, got an array of 3/);
+    expect(() => parseMessage(encode({ t: "dance" }))).toThrow(/unknown message type "dance"/);
+    expect(() => parseMessage(encode({ t: "req", id: -1, cmd: "x" }))).toThrow(
+      /message "req": field "id" must be a non-negative integer, got -1/,
+    );
+    expect(() => parseMessage(encode({ t: "feed", blob: "text" }))).toThrow(/field "blob" must be binary/);
+    expect(() => parseMessage(encode({ t: "log", lines: [{ ts: 1, host: "h", pid: 1, msg: 5 }] }))).toThrow(
+      /field "lines\[0\].msg" must be a string, got 5/,
+    );
+  });
+
+  test("random byte soup never crashes the parser: it parses or throws a ProtocolError", () => {
+    const random = seededRandom(7);
+    for (let i = 0; i < 3000; i++) {
+      const body = new Uint8Array(1 + Math.floor(random() * 40)).map(() => Math.floor(random() * 256));
+      try {
+        parseMessage(body);
+      } catch (error) {
+        expect(error).toBeInstanceOf(ProtocolError);
+      }
+    }
+  });
+});
+
+describe("blob frames", () => {
+  test("a hand-written blob envelope is standard MessagePack, read alike by both libraries", () => {
+    const blob = new Uint8Array(300).map((_, i) => i & 0xff);
+    const buffer = new Uint8Array(MAX_BLOB_HEAD_BYTES + blob.length);
+    buffer.set(blob, MAX_BLOB_HEAD_BYTES);
+    const start = blobFrameHead(buffer, MAX_BLOB_HEAD_BYTES, "results", { idle: 3, big: 70_000 }, blob.length);
+    const frame = buffer.subarray(start);
+    const decoder = new FrameDecoder();
+    let body!: Uint8Array;
+    decoder.push(frame, (b) => (body = b));
+    expect(parseMessage(body)).toMatchObject({ t: "results", idle: 3, blob });
+    expect(decodeStd(body)).toEqual({ t: "results", idle: 3, big: 70_000, blob });
+  });
+});
