@@ -191,6 +191,14 @@ export class RecordBatchBuilder {
     return frame;
   }
 
+  /** The records appended so far as a buffer of their own (no frame head); the builder starts over. */
+  takeRecords(): Uint8Array {
+    const records = this.#buffer.slice(MAX_BLOB_HEAD_BYTES, this.#end);
+    this.#end = MAX_BLOB_HEAD_BYTES;
+    this.#count = 0;
+    return records;
+  }
+
   #reserve(bytes: number): number {
     const at = this.#end;
     const needed = at + bytes;

@@ -1,0 +1,762 @@
+import { availableParallelism } from "node:os";
+import { ProtocolError, SetupError, StateError } from "../errors.ts";
+import {
+  FLAG_SUB_ITEM,
+  RECORD_HEADER_BYTES,
+  RecordBatchBuilder,
+  RecordKind,
+  type TaskErrorReport,
+  decode,
+  encode,
+} from "../protocol/codec.ts";
+import type { LogLine } from "../protocol/messages.ts";
+import type { TaskSpec } from "../protocol/pipeline.ts";
+import { ItemTracker } from "./item-tracker.ts";
+import { ByteRing } from "./ring.ts";
+import { STAT_FIELDS } from "./taskchain.ts";
+import {
+  Control,
+  FLAG_SPILLED_BYTES,
+  type FromWorker,
+  SPILL_TARGET_SHIFT,
+  controlSlots,
+  itemKey,
+} from "./worker-messages.ts";
+
+export interface EngineOptions {
+  /** Worker threads (default: the number of cores). */
+  workers?: number;
+  /** Bytes of each worker's input ring (default 1 MiB). */
+  inputRingBytes?: number;
+  /** Bytes of each worker's output ring (default 1 MiB). */
+  outputRingBytes?: number;
+  /** Times an item may take its worker down before it is given up (default 3). */
+  maxAttempts?: number;
+  /** Result batches are handed out once they reach about this size (default 256 KiB). */
+  resultBatchBytes?: number;
+}
+
+/** What the engine tells its owner. `onResults` must consume the batch before it returns. */
+export interface EngineEvents {
+  /** Output, TaskError, Failed and Done records for root items, ready to frame (`finishFrame`). */
+  onResults(batch: RecordBatchBuilder): void;
+  /** A task threw, or an item was given up; the item's record is in the results too. */
+  onTaskError?(report: TaskErrorReport & { stage: number; failed: boolean }): void;
+  /** A worker thread died; it has been replaced. */
+  onWorkerDied?(worker: number, reason: string): void;
+  /** Log lines from tasks (their `log()` calls), to forward to the log server. */
+  onLog?(lines: LogLine[]): void;
+}
+
+export interface TaskStats {
+  task: string;
+  processed: number;
+  dropped: number;
+  errors: number;
+  totalMs: number;
+  meanMs: number;
+}
+
+/** One worker thread, its two rings, and the engine's side of their positions. */
+interface WorkerSlot {
+  index: number;
+  worker: Worker;
+  input: ByteRing;
+  output: ByteRing;
+  /** The engine's (producer's) position in the input ring. */
+  inputPosition: number;
+  /** The engine's (consumer's) position in the output ring. */
+  outputPosition: number;
+  /** Input records given to this worker and not yet Done. */
+  queued: number;
+  /** Key of the last item this worker finished: after a crash it is not run again. */
+  lastDone: number;
+  /** Bytes of spilled inputs, kept until Done so a replacement worker can get them again. */
+  spilledInputs: Map<number, SharedArrayBuffer>;
+  /** Bytes of spilled outputs, arrived by message, waiting for their placeholder record. */
+  spilledOutputs: Map<number, ArrayBuffer>;
+  /** The spilled output ref draining waits for (0: none). */
+  awaitingRef: number;
+  /** Whether a wait for output data is armed. */
+  armed: boolean;
+  /** The dispatch pass in which this slot's ring was found full. */
+  fullInPass: number;
+  asleep: boolean;
+  alive: boolean;
+  lastError: string | undefined;
+}
+
+const EMPTY = new Uint8Array(0);
+/** Records given to one worker in a row before the least loaded one is picked again. */
+const SPAN_RECORDS = 64;
+
+/**
+ * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
+ *
+ * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
+ * copied span by span into the least loaded workers' rings. Outputs, completions and errors are
+ * drained from the output rings into result batches for the owner. When the owner pauses output (its
+ * socket or its consumer is slow), the output rings fill, the workers wait, and input stops too: no
+ * buffer grows without bound. A worker that dies is replaced on the same rings; the item it was running
+ * is retried up to `maxAttempts` times, then reported as failed.
+ */
+export class Engine {
+  readonly workerCount: number;
+  readonly #tasks: TaskSpec[];
+  readonly #entries: Record<string, string>;
+  readonly #events: EngineEvents;
+  readonly #maxAttempts: number;
+  readonly #resultBatchBytes: number;
+  readonly #control: Int32Array;
+  readonly #controlBuffer: SharedArrayBuffer;
+  readonly #statsBuffer: SharedArrayBuffer;
+  readonly #slots: WorkerSlot[] = [];
+  readonly #tracker = new ItemTracker();
+  readonly #results = new RecordBatchBuilder(256 * 1024);
+  /** Batches (or their undispatched rests) waiting for ring space, oldest first. */
+  #backlog: Uint8Array[] = [];
+  /** Root items accepted and not yet Done. */
+  #inFlight = 0;
+  /** Marks slots found full during one dispatch pass (see `#dispatchBlob`). */
+  #dispatchPass = 0;
+  /** Crashes per item key, for items whose worker died while running them. */
+  readonly #attempts = new Map<number, number>();
+  #outputPaused = false;
+  #drainScheduled = false;
+  #stopped = false;
+  #sleeping = false;
+  #waiters: Array<{ ready: () => boolean; resolve: () => void; reject: (error: Error) => void }> = [];
+
+  private constructor(tasks: TaskSpec[], entries: Record<string, string>, options: EngineOptions, events: EngineEvents) {
+    this.workerCount = Math.max(1, options.workers || availableParallelism());
+    this.#tasks = tasks;
+    this.#entries = entries;
+    this.#events = events;
+    this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
+    this.#resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
+    this.#controlBuffer = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
+    this.#control = new Int32Array(this.#controlBuffer);
+    this.#statsBuffer = new SharedArrayBuffer(this.workerCount * tasks.length * STAT_FIELDS * 8);
+    const inputBytes = options.inputRingBytes ?? 1 << 20;
+    const outputBytes = options.outputRingBytes ?? 1 << 20;
+    for (let index = 0; index < this.workerCount; index++) {
+      const input = new ByteRing(ByteRing.allocate(inputBytes));
+      const output = new ByteRing(ByteRing.allocate(outputBytes));
+      this.#slots.push({
+        index,
+        worker: undefined as unknown as Worker,
+        input,
+        output,
+        inputPosition: input.writePosition,
+        outputPosition: output.readPosition,
+        queued: 0,
+        lastDone: -1,
+        spilledInputs: new Map(),
+        spilledOutputs: new Map(),
+        awaitingRef: 0,
+        armed: false,
+        fullInPass: 0,
+        asleep: false,
+        alive: false,
+        lastError: undefined,
+      });
+    }
+  }
+
+  /**
+   * Starts the workers and resolves once every one of them has loaded the taskchain. If any fails, all
+   * are stopped and the promise rejects with every distinct setup error.
+   */
+  static async start(
+    tasks: TaskSpec[],
+    entries: Record<string, string>,
+    options: EngineOptions,
+    events: EngineEvents,
+  ): Promise<Engine> {
+    if (tasks.length === 0) throw new SetupError("the taskchain is empty: give at least one task");
+    if (tasks.length > 255) throw new SetupError(`a taskchain has at most 255 tasks, got ${tasks.length}`);
+    const engine = new Engine(tasks, entries, options, events);
+    const outcomes = await Promise.all(engine.#slots.map((slot) => engine.#spawn(slot)));
+    const errors = [...new Set(outcomes.filter((outcome): outcome is string => outcome !== undefined))];
+    if (errors.length > 0) {
+      await engine.reset();
+      throw new SetupError(errors.length === 1 ? errors[0]! : `workers failed to set up:\n${errors.join("\n")}`);
+    }
+    for (const slot of engine.#slots) engine.#arm(slot);
+    return engine;
+  }
+
+  // ---- input ------------------------------------------------------------------------------------
+
+  /**
+   * Takes a batch of Input records (a root's feed blob) and copies them, unchanged, into the workers'
+   * rings; what does not fit waits in the backlog, in order. Throws a `ProtocolError` (and takes none
+   * of the batch) when a record is malformed, not an Input, or names a task past the chain's end.
+   */
+  dispatch(blob: Uint8Array): void {
+    if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
+    this.#inFlight += this.#validateFeed(blob);
+    if (this.#backlog.length > 0) this.#backlog.push(blob);
+    else this.#dispatchBlob(blob, false);
+  }
+
+  /** Root items accepted and not yet finished. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Bytes waiting for ring space. */
+  get backlogBytes(): number {
+    let bytes = 0;
+    for (const blob of this.#backlog) bytes += blob.length;
+    return bytes;
+  }
+
+  #validateFeed(blob: Uint8Array): number {
+    const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+    let count = 0;
+    for (let offset = 0; offset < blob.length; ) {
+      if (blob.length - offset < RECORD_HEADER_BYTES) {
+        throw new ProtocolError(`feed: record header at offset ${offset} is cut short`);
+      }
+      const kind = view.getUint8(offset);
+      const stage = view.getUint8(offset + 1);
+      const flags = view.getUint16(offset + 2, true);
+      const length = view.getUint32(offset + 8, true);
+      if (kind !== RecordKind.Input || flags !== 0) {
+        throw new ProtocolError(`feed: record ${count} at offset ${offset} is not an input item (kind ${kind}, flags ${flags})`);
+      }
+      if (stage >= this.#tasks.length) {
+        throw new ProtocolError(`feed: record ${count} starts at task ${stage}, but the taskchain has ${this.#tasks.length}`);
+      }
+      if (length > blob.length - offset - RECORD_HEADER_BYTES) {
+        throw new ProtocolError(`feed: record ${count} at offset ${offset} claims ${length} bytes, more than the batch holds`);
+      }
+      offset += RECORD_HEADER_BYTES + length;
+      count++;
+    }
+    return count;
+  }
+
+  /**
+   * Copies records from `blob` into rings, in spans of up to SPAN_RECORDS records per worker, each span
+   * one memcpy. Returns false (and keeps the rest in the backlog) when every ring is full.
+   */
+  #dispatchBlob(blob: Uint8Array, fromBacklog: boolean): boolean {
+    const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+    let offset = 0;
+    let pass = ++this.#dispatchPass;
+    while (offset < blob.length) {
+      const slot = this.#leastLoaded(pass);
+      if (slot === undefined) {
+        const rest = blob.subarray(offset);
+        if (fromBacklog) this.#backlog[0] = rest;
+        else this.#backlog.push(rest);
+        return false;
+      }
+      const next = this.#writeSpan(slot, blob, view, offset);
+      if (next === offset) slot.fullInPass = pass; // try the others before giving up
+      else pass = ++this.#dispatchPass;
+      offset = next;
+    }
+    if (fromBacklog) this.#backlog.shift();
+    return true;
+  }
+
+  /** The live worker with the fewest queued items that was not found full in this pass. */
+  #leastLoaded(pass: number): WorkerSlot | undefined {
+    let best: WorkerSlot | undefined;
+    for (const slot of this.#slots) {
+      if (!slot.alive || slot.fullInPass === pass) continue;
+      if (best === undefined || slot.queued < best.queued) best = slot;
+    }
+    return best;
+  }
+
+  /** Writes up to SPAN_RECORDS records from `offset` into the slot's ring; returns where it stopped. */
+  #writeSpan(slot: WorkerSlot, blob: Uint8Array, view: DataView, offset: number): number {
+    const ring = slot.input;
+    let position = slot.inputPosition;
+    let spanStart = offset;
+    let spanDestination = -1;
+    let count = 0;
+    const flush = (end: number) => {
+      if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
+      spanDestination = -1;
+    };
+    while (offset < blob.length && count < SPAN_RECORDS) {
+      const length = view.getUint32(offset + 8, true);
+      const size = RECORD_HEADER_BYTES + length;
+      if (length > ring.maxPayload) {
+        flush(offset);
+        const next = this.#writeSpilledInput(slot, position, view, blob, offset, length);
+        if (next < 0) break;
+        position = next;
+      } else {
+        const destination = ring.reserve(position, size);
+        if (destination < 0) break;
+        if (spanDestination >= 0 && destination !== spanDestination + (offset - spanStart)) flush(offset);
+        if (destination === 0 && ring.offsetOf(position) !== 0) position = ring.padTo(position);
+        if (spanDestination < 0) {
+          spanDestination = destination;
+          spanStart = offset;
+        }
+        position = (position + size) >>> 0;
+      }
+      offset += size;
+      count++;
+    }
+    flush(offset);
+    if (count > 0) {
+      slot.inputPosition = position;
+      slot.queued += count;
+      ring.commit(position);
+    }
+    return offset;
+  }
+
+  /** An item too large for the ring: its bytes go in a shared buffer, a placeholder keeps its place. */
+  #writeSpilledInput(
+    slot: WorkerSlot,
+    position: number,
+    view: DataView,
+    blob: Uint8Array,
+    offset: number,
+    length: number,
+  ): number {
+    const stage = view.getUint8(offset + 1);
+    const flags = view.getUint16(offset + 2, true);
+    const id = view.getUint32(offset + 4, true);
+    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_SPILLED_BYTES, id, EMPTY);
+    if (next < 0) return -1;
+    const bytes = new SharedArrayBuffer(length);
+    new Uint8Array(bytes).set(blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length));
+    const key = itemKey(flags, id);
+    slot.spilledInputs.set(key, bytes);
+    // Posted before the placeholder is committed: the worker gets the bytes no later than it needs them.
+    slot.worker.postMessage({ type: "spilled-input", key, bytes });
+    return next;
+  }
+
+  #dispatchBacklog(): void {
+    while (this.#backlog.length > 0 && this.#dispatchBlob(this.#backlog[0]!, true));
+  }
+
+  // ---- output -----------------------------------------------------------------------------------
+
+  /** Stops handing out results; workers stop once their output rings are full. */
+  pauseOutput(): void {
+    this.#outputPaused = true;
+  }
+
+  resumeOutput(): void {
+    if (!this.#outputPaused) return;
+    this.#outputPaused = false;
+    this.#scheduleDrain();
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled || this.#stopped) return;
+    this.#drainScheduled = true;
+    // setImmediate, not a microtask: a stream of results must not starve the socket's own I/O.
+    setImmediate(this.#drainAll);
+  }
+
+  readonly #drainAll = (): void => {
+    this.#drainScheduled = false;
+    if (this.#stopped) return;
+    for (const slot of this.#slots) {
+      if (this.#outputPaused) break;
+      if (slot.alive && slot.awaitingRef === 0) this.#drainSlot(slot);
+    }
+    this.#flushResults();
+    this.#dispatchBacklog();
+    this.#settleWaiters();
+    if (!this.#outputPaused) for (const slot of this.#slots) this.#arm(slot);
+  };
+
+  /** Arms a wake-up for when the worker commits more output. */
+  #arm(slot: WorkerSlot): void {
+    if (slot.armed || !slot.alive || slot.awaitingRef !== 0 || this.#stopped) return;
+    const wait = slot.output.waitForData(slot.outputPosition);
+    if (wait === undefined) return this.#scheduleDrain();
+    slot.armed = true;
+    wait.then(() => {
+      slot.armed = false;
+      this.#scheduleDrain();
+    });
+  }
+
+  /**
+   * Moves a worker's output records into the result batch. Plain records are copied in spans; records
+   * of spilled sub-items get their root item's id first; Done and Spill records are handled here.
+   */
+  #drainSlot(slot: WorkerSlot, dying = false): void {
+    const ring = slot.output;
+    const view = ring.view;
+    let position = slot.outputPosition;
+    let spanOffset = -1;
+    let spanEnd = 0;
+    let spanCount = 0;
+    const flushSpan = () => {
+      if (spanCount > 0) this.#results.appendRecords(ring.data.subarray(spanOffset, spanEnd), spanCount);
+      spanCount = 0;
+      spanOffset = -1;
+    };
+    for (;;) {
+      const at = ring.peek(position);
+      if (at < 0) break;
+      const offset = ring.offsetOf(at);
+      const kind = view.getUint8(offset);
+      const stage = view.getUint8(offset + 1);
+      const flags = view.getUint16(offset + 2, true);
+      const id = view.getUint32(offset + 4, true);
+      const length = view.getUint32(offset + 8, true);
+      const size = RECORD_HEADER_BYTES + length;
+      if (spanCount > 0 && offset !== spanEnd) flushSpan();
+
+      if (kind === RecordKind.Output || kind === RecordKind.TaskError) {
+        if ((flags & FLAG_SPILLED_BYTES) !== 0) {
+          flushSpan();
+          const ref = view.getUint32(offset + RECORD_HEADER_BYTES, true);
+          const bytes = slot.spilledOutputs.get(ref);
+          if (bytes === undefined && !dying) {
+            slot.awaitingRef = ref; // its message is on the way; drain on when it arrives
+            break;
+          }
+          slot.spilledOutputs.delete(ref);
+          if (bytes !== undefined) {
+            this.#results.append(kind, stage, 0, this.#tracker.rootOf(flags, id), new Uint8Array(bytes));
+          }
+        } else {
+          if ((flags & FLAG_SUB_ITEM) !== 0) {
+            view.setUint32(offset + 4, this.#tracker.rootOf(flags, id), true);
+            view.setUint16(offset + 2, 0, true);
+          }
+          if (spanCount === 0) spanOffset = offset;
+          spanEnd = offset + size;
+          spanCount++;
+        }
+        if (kind === RecordKind.TaskError) this.#reportTaskError(ring.data, offset, length, stage, flags, id);
+      } else if (kind === RecordKind.Done) {
+        flushSpan();
+        this.#onDone(slot, flags, id);
+      } else if (kind === RecordKind.Spill) {
+        flushSpan();
+        this.#onSpill(slot, stage, flags, id, ring.data.subarray(offset + RECORD_HEADER_BYTES, offset + size));
+      }
+      position = (at + size) >>> 0;
+      if (this.#results.byteLength + (spanCount > 0 ? spanEnd - spanOffset : 0) >= this.#resultBatchBytes) {
+        flushSpan();
+        ring.release(position);
+        slot.outputPosition = position;
+        this.#flushResults();
+        if (this.#outputPaused && !dying) return;
+      }
+    }
+    flushSpan();
+    ring.release(position);
+    slot.outputPosition = position;
+  }
+
+  #reportTaskError(data: Uint8Array, offset: number, length: number, stage: number, flags: number, id: number): void {
+    if (this.#events.onTaskError === undefined) return;
+    let report: { task?: string; message?: string; stack?: string } = {};
+    try {
+      report = decode(data, offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length) as typeof report;
+    } catch {
+      // reported with what we have
+    }
+    this.#events.onTaskError({
+      task: report.task ?? this.#tasks[stage]?.export ?? "?",
+      message: report.message ?? "unknown error",
+      stack: report.stack,
+      item: this.#tracker.rootOf(flags, id),
+      stage,
+      failed: false,
+    });
+  }
+
+  #onDone(slot: WorkerSlot, flags: number, id: number): void {
+    slot.queued--;
+    const key = itemKey(flags, id);
+    slot.lastDone = key;
+    if (slot.spilledInputs.size > 0) slot.spilledInputs.delete(key);
+    if (this.#attempts.size > 0) this.#attempts.delete(key);
+    const root = this.#tracker.finish(flags, id);
+    if (root >= 0) this.#finishRoot(root);
+  }
+
+  #finishRoot(root: number): void {
+    this.#results.append(RecordKind.Done, 0, 0, root, EMPTY);
+    this.#inFlight--;
+  }
+
+  /** A worker hands over a sub-item for the hungry worker it claimed (or, if that one is gone, the least loaded). */
+  #onSpill(from: WorkerSlot, stage: number, flags: number, id: number, payload: Uint8Array): void {
+    const subId = this.#tracker.spill(flags, id);
+    let target: WorkerSlot | undefined = this.#slots[(flags >>> SPILL_TARGET_SHIFT) - 1];
+    if (target === undefined || !target.alive) {
+      target = undefined;
+      for (const slot of this.#slots) {
+        if (slot.alive && slot !== from && (target === undefined || slot.queued < target.queued)) target = slot;
+      }
+      target ??= from;
+    }
+    if (payload.length <= target.input.maxPayload) {
+      const next = target.input.tryWrite(target.inputPosition, RecordKind.Input, stage, FLAG_SUB_ITEM, subId, payload);
+      if (next >= 0) {
+        target.inputPosition = next;
+        target.queued++;
+        target.input.commit(next);
+        return;
+      }
+    }
+    // No room right now: the sub-item waits in front of the backlog (finishing started items first).
+    const record = new RecordBatchBuilder(RECORD_HEADER_BYTES + payload.length);
+    record.append(RecordKind.Input, stage, FLAG_SUB_ITEM, subId, payload);
+    this.#backlog.unshift(record.takeRecords());
+  }
+
+  #flushResults(): void {
+    if (this.#results.count > 0) this.#events.onResults(this.#results);
+  }
+
+  // ---- workers ----------------------------------------------------------------------------------
+
+  /** Starts (or restarts) the slot's worker; resolves with its setup error, if any. */
+  #spawn(slot: WorkerSlot): Promise<string | undefined> {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+    slot.worker = worker;
+    slot.lastError = undefined;
+    return new Promise((resolve) => {
+      let settled = false;
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const message = event.data;
+        switch (message.type) {
+          case "ready":
+            slot.alive = true;
+            settled = true;
+            resolve(undefined);
+            this.#scheduleDrain();
+            return;
+          case "setup-error":
+            settled = true;
+            resolve(message.message);
+            return;
+          case "spilled-output":
+            slot.spilledOutputs.set(message.ref, message.bytes);
+            if (slot.awaitingRef === message.ref) {
+              slot.awaitingRef = 0;
+              this.#scheduleDrain();
+            }
+            return;
+          case "asleep":
+            slot.asleep = true;
+            // Drain first: what the worker wrote before pausing belongs before `sleep()` resolves.
+            this.#scheduleDrain();
+            return;
+          case "awake":
+            slot.asleep = false;
+            return;
+          case "log":
+            this.#events.onLog?.(message.lines);
+            return;
+        }
+      };
+      worker.addEventListener("error", (event) => {
+        slot.lastError = (event as ErrorEvent).message || String((event as ErrorEvent).error);
+      });
+      worker.addEventListener("close", (event) => {
+        if (!settled) {
+          settled = true;
+          resolve(slot.lastError ?? `worker exited with code ${(event as CloseEvent).code} during setup`);
+          return;
+        }
+        if (worker === slot.worker) this.#onWorkerDied(slot, (event as CloseEvent).code);
+      });
+      worker.postMessage({
+        type: "setup",
+        index: slot.index,
+        workers: this.workerCount,
+        taskchain: this.#tasks,
+        entries: this.#entries,
+        input: slot.input.buffer,
+        output: slot.output.buffer,
+        control: this.#controlBuffer,
+        stats: this.#statsBuffer,
+        spilled: [...slot.spilledInputs],
+      });
+    });
+  }
+
+  /**
+   * A worker died mid-run. Its finished work is drained; the item it was running counts one attempt
+   * (and is given up after `maxAttempts`); items it had not started stay in its ring for the
+   * replacement, which starts on the same rings.
+   */
+  #onWorkerDied(slot: WorkerSlot, code: number): void {
+    if (this.#stopped || !slot.alive) return;
+    slot.alive = false;
+    slot.armed = false;
+    const reason = slot.lastError ?? `worker exited with code ${code}`;
+    this.#events.onWorkerDied?.(slot.index, reason);
+
+    slot.awaitingRef = 0;
+    this.#drainSlot(slot, true);
+    slot.spilledOutputs.clear();
+
+    const input = slot.input;
+    let position = input.readPosition;
+    let at = input.peek(position);
+    if (at >= 0 && this.#keyAt(input, at) === slot.lastDone) {
+      position = (at + input.recordSize(input.offsetOf(at))) >>> 0; // finished, but not yet released
+      at = input.peek(position);
+    }
+    if (at >= 0) {
+      const offset = input.offsetOf(at);
+      const key = this.#keyAt(input, at);
+      const attempts = (this.#attempts.get(key) ?? 0) + 1;
+      if (attempts >= this.#maxAttempts) {
+        this.#attempts.delete(key);
+        position = (at + input.recordSize(offset)) >>> 0;
+        this.#giveUp(slot, input, offset, attempts, reason);
+      } else {
+        this.#attempts.set(key, attempts);
+      }
+    }
+    input.release(position);
+    this.#flushResults();
+    this.#respawn(slot);
+  }
+
+  /** Starts a replacement worker; retries after a pause while setting it up fails. */
+  #respawn(slot: WorkerSlot): void {
+    void this.#spawn(slot).then((error) => {
+      if (this.#stopped) return;
+      if (error === undefined) return this.#arm(slot);
+      this.#events.onWorkerDied?.(slot.index, `its replacement failed to start (retrying in 1 s): ${error}`);
+      setTimeout(() => this.#stopped || this.#respawn(slot), 1000);
+    });
+  }
+
+  #keyAt(ring: ByteRing, position: number): number {
+    const offset = ring.offsetOf(position);
+    return itemKey(ring.view.getUint16(offset + 2, true), ring.view.getUint32(offset + 4, true));
+  }
+
+  /** Reports an item as failed after its attempts, and counts it done. */
+  #giveUp(slot: WorkerSlot, input: ByteRing, offset: number, attempts: number, reason: string): void {
+    const stage = input.view.getUint8(offset + 1);
+    const flags = input.view.getUint16(offset + 2, true) & ~FLAG_SPILLED_BYTES;
+    const id = input.view.getUint32(offset + 4, true);
+    const root = this.#tracker.rootOf(flags, id);
+    const message = `gave up after ${attempts} attempts, each of which took its worker down: ${reason}`;
+    const task = this.#tasks[stage]?.export ?? "?";
+    this.#results.append(RecordKind.Failed, stage, 0, root, encode({ task, message, attempts }));
+    this.#events.onTaskError?.({ task, message, item: root, stage, failed: true, attempts });
+    this.#onDone(slot, flags, id);
+  }
+
+  // ---- state and lifecycle ----------------------------------------------------------------------
+
+  /** Workers with nothing queued and not asleep. */
+  get idleWorkers(): number {
+    let idle = 0;
+    for (const slot of this.#slots) if (slot.alive && slot.queued === 0 && !slot.asleep) idle++;
+    return idle;
+  }
+
+  /** Whether no item is anywhere in the engine and every result has been handed out. */
+  get isEmpty(): boolean {
+    return this.#inFlight === 0 && this.#backlog.length === 0 && this.#results.count === 0;
+  }
+
+  get isAsleep(): boolean {
+    return this.#sleeping;
+  }
+
+  /** Resolves when some worker is idle and nothing waits for ring space. */
+  whenIdle(): Promise<void> {
+    return this.#when(() => this.#backlog.length === 0 && this.idleWorkers > 0);
+  }
+
+  /** Resolves when every accepted item is finished and every result handed out. */
+  whenEmpty(): Promise<void> {
+    return this.#when(() => this.isEmpty);
+  }
+
+  /** Workers finish their current item, then pause. Resolves once all are paused. */
+  sleep(): Promise<void> {
+    this.#sleeping = true;
+    Atomics.store(this.#control, Control.Sleep, 1);
+    for (const slot of this.#slots) slot.input.nudge();
+    return this.#when(() => this.#slots.every((slot) => !slot.alive || slot.asleep));
+  }
+
+  wakeup(): void {
+    this.#sleeping = false;
+    Atomics.store(this.#control, Control.Sleep, 0);
+    Atomics.notify(this.#control, Control.Sleep);
+  }
+
+  /** Per task: processed, dropped, errors, total and mean milliseconds, summed over the workers. */
+  stats(): TaskStats[] {
+    const all = new Float64Array(this.#statsBuffer);
+    const width = this.#tasks.length * STAT_FIELDS;
+    return this.#tasks.map((task, stage) => {
+      let processed = 0;
+      let dropped = 0;
+      let errors = 0;
+      let totalMs = 0;
+      for (let worker = 0; worker < this.workerCount; worker++) {
+        const at = worker * width + stage * STAT_FIELDS;
+        processed += all[at]!;
+        dropped += all[at + 1]!;
+        errors += all[at + 2]!;
+        totalMs += all[at + 3]!;
+      }
+      const calls = processed + errors;
+      return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0 };
+    });
+  }
+
+  /** Stops every worker and frees the rings. Pending waits reject; the engine cannot be used again. */
+  async reset(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    Atomics.store(this.#control, Control.Sleep, 0);
+    Atomics.notify(this.#control, Control.Sleep);
+    const closed = this.#slots.map((slot) => {
+      slot.alive = false;
+      slot.input.close();
+      slot.output.close();
+      const worker = slot.worker;
+      if (worker === undefined) return Promise.resolve();
+      const gone = new Promise<void>((resolve) => worker.addEventListener("close", () => resolve()));
+      worker.terminate();
+      return Promise.race([gone, Bun.sleep(2000)]);
+    });
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiters) waiter.reject(new StateError("the engine was reset"));
+    this.#backlog = [];
+    this.#tracker.clear();
+    await Promise.all(closed);
+  }
+
+  #when(ready: () => boolean): Promise<void> {
+    if (this.#stopped) return Promise.reject(new StateError("the engine was reset"));
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#waiters.push({ ready, resolve, reject }));
+  }
+
+  #settleWaiters(): void {
+    if (this.#waiters.length === 0) return;
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (!waiter.ready()) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+}

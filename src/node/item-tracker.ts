@@ -1,0 +1,64 @@
+import { FLAG_SUB_ITEM } from "../protocol/codec.ts";
+
+/**
+ * Knows when a root's item is finished although parts of its fan-out ran on other workers.
+ *
+ * A worker that spills a sub-item hands it to the engine, which gives it an id of its own (a sub-item
+ * id, flagged `FLAG_SUB_ITEM`) and counts one more outstanding part for the root item. The root item
+ * is done when its own worker's Done and every spilled part's Done have come in. Items that never
+ * spilled cost nothing here: the Maps only ever hold items with spilled parts in flight.
+ */
+export class ItemTracker {
+  /** Sub-item id → the root item id it descends from. */
+  readonly #roots = new Map<number, number>();
+  /** Root item id → outstanding parts (its own run plus spilled sub-items), only while above 1. */
+  readonly #parts = new Map<number, number>();
+  #nextSubId = 1;
+
+  /** The root item id behind a record's id. */
+  rootOf(flags: number, id: number): number {
+    return (flags & FLAG_SUB_ITEM) === 0 ? id : (this.#roots.get(id) ?? id);
+  }
+
+  /** Registers a spilled sub-item of the item (`flags`, `id`); returns the sub-item's id. */
+  spill(flags: number, id: number): number {
+    const root = this.rootOf(flags, id);
+    this.#parts.set(root, (this.#parts.get(root) ?? 1) + 1);
+    const subId = this.#nextSubId;
+    this.#nextSubId = (this.#nextSubId + 1) >>> 0 || 1;
+    this.#roots.set(subId, root);
+    return subId;
+  }
+
+  /**
+   * One part of an item is finished. Returns the root item id when that was its last part (the root
+   * item is done), or -1 while parts remain.
+   */
+  finish(flags: number, id: number): number {
+    let root = id;
+    if ((flags & FLAG_SUB_ITEM) !== 0) {
+      root = this.#roots.get(id) ?? id;
+      this.#roots.delete(id);
+    }
+    if (this.#parts.size === 0) return root;
+    const parts = this.#parts.get(root);
+    if (parts === undefined) return root;
+    if (parts > 2) {
+      this.#parts.set(root, parts - 1);
+      return -1;
+    }
+    // Down to one part: drop the entry, so that last part's Done finishes the root like any item's.
+    this.#parts.delete(root);
+    return -1;
+  }
+
+  /** Sub-items in flight (for tests and status). */
+  get subItems(): number {
+    return this.#roots.size;
+  }
+
+  clear(): void {
+    this.#roots.clear();
+    this.#parts.clear();
+  }
+}

@@ -1,0 +1,214 @@
+import { RECORD_HEADER_BYTES, writeRecordHeader } from "../protocol/codec.ts";
+
+/**
+ * `ByteRing`: a single-producer/single-consumer ring of records (the 12-byte record header of
+ * codec.ts, then the payload) on a SharedArrayBuffer, shared by the node's engine thread and one worker.
+ *
+ * Positions are byte counters that only grow (kept as uint32, so they wrap at 2^32 and all arithmetic
+ * is `>>> 0`). A record is never split by the end of the buffer: when it would be, the producer writes
+ * a pad record (kind 0) to the end — or, when fewer than 12 bytes are left, the consumer skips them — so
+ * the consumer can decode any record in place, straight from shared memory.
+ *
+ * Wake-ups cost a futex only when someone sleeps: a consumer announces it is about to wait by raising
+ * its waiting flag and re-checking, and the producer notifies only when that flag is up (and vice versa
+ * for a producer waiting for space). Every access goes through `Atomics`, which are sequentially
+ * consistent, so a wake-up cannot be lost between the check and the wait.
+ */
+
+// Int32 slots of the header, each on its own 64-byte line so producer and consumer don't share one.
+const WRITE = 0;
+const READ = 16;
+const READER_WAITING = 32;
+const WRITER_WAITING = 48;
+const CLOSED = 64;
+const HEADER_BYTES = 320;
+
+export const PAD_KIND = 0;
+
+export class ByteRing {
+  readonly capacity: number;
+  readonly data: Uint8Array;
+  readonly view: DataView;
+  readonly #state: Int32Array;
+  readonly #mask: number;
+
+  /** Wraps a buffer made by `ByteRing.allocate` (in either thread). */
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.capacity = buffer.byteLength - HEADER_BYTES;
+    if (this.capacity <= 0 || (this.capacity & (this.capacity - 1)) !== 0) {
+      throw new RangeError("ByteRing capacity must be a power of two");
+    }
+    this.#mask = this.capacity - 1;
+    this.#state = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    this.data = new Uint8Array(buffer, HEADER_BYTES, this.capacity);
+    this.view = new DataView(buffer, HEADER_BYTES, this.capacity);
+  }
+
+  /** A shared buffer for a ring of at least `capacity` bytes (rounded up to a power of two, at least 4 KiB). */
+  static allocate(capacity: number): SharedArrayBuffer {
+    let size = 4096;
+    while (size < capacity) size *= 2;
+    return new SharedArrayBuffer(HEADER_BYTES + size);
+  }
+
+  /** The largest payload a single record may have in this ring; larger items take the spill path. */
+  get maxPayload(): number {
+    return (this.capacity >>> 2) - RECORD_HEADER_BYTES;
+  }
+
+  // ---- producer side ----------------------------------------------------------------------------
+
+  /** Bytes committed by the producer so far (mod 2^32). */
+  get writePosition(): number {
+    return Atomics.load(this.#state, WRITE) >>> 0;
+  }
+
+  /** Bytes released by the consumer so far (mod 2^32). */
+  get readPosition(): number {
+    return Atomics.load(this.#state, READ) >>> 0;
+  }
+
+  /** Bytes in use (written and not yet released). */
+  get used(): number {
+    return (this.writePosition - this.readPosition) >>> 0;
+  }
+
+  /**
+   * Where a record of `size` bytes (header included) can be written now, as an offset into `data`, or
+   * -1 when there is not enough room. `position` is the producer's uncommitted write position; the
+   * returned offset may follow a pad this call wrote at the end of the buffer (see `padTo`).
+   */
+  reserve(position: number, size: number): number {
+    const free = this.capacity - ((position - this.readPosition) >>> 0);
+    const offset = position & this.#mask;
+    const toEnd = this.capacity - offset;
+    if (size <= toEnd) return size <= free ? offset : -1;
+    // Wrap: the tail up to the end is wasted, so the record needs toEnd more bytes of room.
+    return size + toEnd <= free ? 0 : -1;
+  }
+
+  /**
+   * Writes what a wrap needs at `position` (a pad record, or nothing when fewer than 12 bytes are
+   * left) and returns the position at the start of the buffer. Call only when `reserve` wrapped.
+   */
+  padTo(position: number): number {
+    const offset = position & this.#mask;
+    const toEnd = this.capacity - offset;
+    if (toEnd >= RECORD_HEADER_BYTES) {
+      writeRecordHeader(this.view, offset, PAD_KIND, 0, 0, 0, toEnd - RECORD_HEADER_BYTES);
+    }
+    return (position + toEnd) >>> 0;
+  }
+
+  /**
+   * Writes one whole record (payload `bytes[start, end)`) if it fits; returns the new uncommitted
+   * position, or -1 when the ring is too full. Nothing is visible to the consumer until `commit`.
+   */
+  tryWrite(
+    position: number,
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    bytes: Uint8Array,
+    start = 0,
+    end = bytes.length,
+  ): number {
+    const size = RECORD_HEADER_BYTES + (end - start);
+    const offset = this.reserve(position, size);
+    if (offset < 0) return -1;
+    if (offset === 0 && (position & this.#mask) !== 0) position = this.padTo(position);
+    writeRecordHeader(this.view, offset, kind, stage, flags, id, end - start);
+    this.data.set(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), offset + RECORD_HEADER_BYTES);
+    return (position + size) >>> 0;
+  }
+
+  /** Makes everything written up to `position` visible, and wakes the consumer if it sleeps. */
+  commit(position: number): void {
+    Atomics.store(this.#state, WRITE, position | 0);
+    if (Atomics.load(this.#state, READER_WAITING) !== 0) Atomics.notify(this.#state, WRITE);
+  }
+
+  // ---- consumer side ----------------------------------------------------------------------------
+
+  /**
+   * The consumer position of the first record at or after `position`, skipping pads and wrap gaps, or
+   * -1 when no record is committed there yet. Its bytes are at `offsetOf(that position)` in `data`.
+   */
+  peek(position: number): number {
+    for (;;) {
+      if (this.writePosition === position) return -1;
+      const offset = position & this.#mask;
+      const toEnd = this.capacity - offset;
+      if (toEnd < RECORD_HEADER_BYTES || this.view.getUint8(offset) === PAD_KIND) {
+        position = (position + toEnd) >>> 0;
+        continue;
+      }
+      return position;
+    }
+  }
+
+  /** Offset in `data` of consumer or producer position `position`. */
+  offsetOf(position: number): number {
+    return position & this.#mask;
+  }
+
+  /** Size in bytes (header included) of the record at `offset`. */
+  recordSize(offset: number): number {
+    return RECORD_HEADER_BYTES + this.view.getUint32(offset + 8, true);
+  }
+
+  /** Gives the bytes up to `position` back to the producer, and wakes it if it waits for room. */
+  release(position: number): void {
+    Atomics.store(this.#state, READ, position | 0);
+    if (Atomics.load(this.#state, WRITER_WAITING) !== 0) Atomics.notify(this.#state, READ);
+  }
+
+  // ---- waiting ----------------------------------------------------------------------------------
+
+  /**
+   * Resolves when the producer commits past `position` (or the ring is closed). Never blocks the
+   * thread: it uses `Atomics.waitAsync`, so the caller's event loop keeps serving messages meanwhile.
+   */
+  waitForData(position: number, timeoutMs = Infinity): Promise<unknown> | undefined {
+    return this.#waitAsync(READER_WAITING, WRITE, () => this.writePosition !== position, timeoutMs);
+  }
+
+  /** Resolves when the consumer releases bytes (or the ring is closed); for a producer out of room. */
+  waitForRoom(readPosition: number, timeoutMs = Infinity): Promise<unknown> | undefined {
+    return this.#waitAsync(WRITER_WAITING, READ, () => this.readPosition !== readPosition, timeoutMs);
+  }
+
+  /** Returns undefined when the condition already holds, so the caller can go on without awaiting. */
+  #waitAsync(flag: number, slot: number, ready: () => boolean, timeoutMs: number): Promise<unknown> | undefined {
+    if (ready() || this.closed) return undefined;
+    Atomics.store(this.#state, flag, 1);
+    const observed = Atomics.load(this.#state, slot);
+    if (ready() || this.closed) {
+      Atomics.store(this.#state, flag, 0);
+      return undefined;
+    }
+    const result = Atomics.waitAsync(this.#state, slot, observed, timeoutMs);
+    const clear = (value: unknown) => {
+      Atomics.store(this.#state, flag, 0);
+      return value;
+    };
+    return result.async ? result.value.then(clear) : Promise.resolve(clear(result.value));
+  }
+
+  /** Wakes a consumer parked in `waitForData` without writing anything, so it looks at its control state. */
+  nudge(): void {
+    Atomics.notify(this.#state, WRITE);
+  }
+
+  /** Marks the ring closed and wakes both sides, so nobody stays parked on it (used on reset). */
+  close(): void {
+    Atomics.store(this.#state, CLOSED, 1);
+    Atomics.notify(this.#state, WRITE);
+    Atomics.notify(this.#state, READ);
+  }
+
+  get closed(): boolean {
+    return Atomics.load(this.#state, CLOSED) !== 0;
+  }
+}

@@ -1,0 +1,226 @@
+import { SetupError } from "../errors.ts";
+import type { TaskSpec } from "../protocol/pipeline.ts";
+
+/** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
+export interface ResolvedTask {
+  name: string;
+  isGenerator: boolean;
+  call: (item: unknown) => unknown;
+}
+
+function isClass(value: Function): boolean {
+  return /^class[\s{]/.test(Function.prototype.toString.call(value)) || typeof value.prototype?.process === "function";
+}
+
+/**
+ * Imports each task's package and resolves its export. Classes are constructed here, once per worker,
+ * with the task's `args`. Any export that is missing or of the wrong kind fails the whole setup with a
+ * message naming the task, the package and what it does export.
+ */
+export async function loadTaskchain(specs: TaskSpec[], entries: Record<string, string>): Promise<ResolvedTask[]> {
+  const modules = new Map<string, Record<string, unknown>>();
+  const tasks: ResolvedTask[] = [];
+  for (const [index, spec] of specs.entries()) {
+    const where = `task ${index + 1} ("${spec.package}#${spec.export}")`;
+    const entry = entries[spec.package];
+    if (entry === undefined) throw new SetupError(`${where}: package "${spec.package}" was not shipped with the pipeline`);
+    let module = modules.get(spec.package);
+    if (module === undefined) {
+      try {
+        module = (await import(entry)) as Record<string, unknown>;
+      } catch (error) {
+        throw new SetupError(`${where}: importing package "${spec.package}" failed: ${(error as Error).message}`);
+      }
+      modules.set(spec.package, module);
+    }
+    const value = module[spec.export];
+    if (value === undefined) {
+      const names = Object.keys(module).filter((name) => typeof module[name] === "function");
+      throw new SetupError(
+        `${where}: package "${spec.package}" has no export "${spec.export}" (its function and class exports: ${names.join(", ") || "none"})`,
+      );
+    }
+    if (typeof value !== "function") {
+      throw new SetupError(`${where}: export "${spec.export}" is a ${typeof value}, not a function or class`);
+    }
+    tasks.push(resolve(value, spec, where));
+  }
+  return tasks;
+}
+
+function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
+  if (!isClass(value)) {
+    return { name: spec.export, isGenerator: spec.isGenerator, call: value as (item: unknown) => unknown };
+  }
+  let instance: { process?: unknown };
+  try {
+    instance = new (value as new (...args: unknown[]) => { process?: unknown })(...(spec.args ?? []));
+  } catch (error) {
+    throw new SetupError(`${where}: constructing class "${spec.export}" failed: ${(error as Error).message}`);
+  }
+  if (typeof instance.process !== "function") {
+    throw new SetupError(`${where}: class "${spec.export}" has no process(item) method to call for each item`);
+  }
+  const process = instance.process as (item: unknown) => unknown;
+  return { name: spec.export, isGenerator: spec.isGenerator, call: (item) => process.call(instance, item) };
+}
+
+/** Per-task counters, as doubles in shared memory so the engine can read them at any time. */
+export const STAT_FIELDS = 4;
+const PROCESSED = 0;
+const DROPPED = 1;
+const ERRORS = 2;
+const MILLISECONDS = 3;
+
+export interface ChainHooks {
+  /** An item came out of the last task. Returns a promise when the caller must wait (output full). */
+  emit(output: unknown): void | Promise<void>;
+  /** A task threw (or its generator did): that item is dropped. */
+  taskError(stage: number, error: unknown): void | Promise<void>;
+  /** Offers a sub-item that would run from `stage` to an idle worker; true if it was taken. */
+  trySpill(item: unknown, stage: number): boolean;
+}
+
+type Step = void | Promise<void>;
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === "object" && typeof (value as { then?: unknown }).then === "function";
+}
+
+/**
+ * Runs items through a taskchain depth-first: every descendant of an item is finished before the next
+ * sibling is pulled from a generator, so memory stays bounded by the chain's depth, not its fan-out.
+ *
+ * Sync tasks run without a single Promise: `run` returns undefined when everything finished
+ * synchronously, and a Promise only from the first task (or output write) that had to wait.
+ */
+export class ChainRunner {
+  readonly #tasks: ResolvedTask[];
+  readonly #hooks: ChainHooks;
+  readonly #stats: Float64Array;
+
+  constructor(tasks: ResolvedTask[], hooks: ChainHooks, stats: Float64Array) {
+    this.#tasks = tasks;
+    this.#hooks = hooks;
+    this.#stats = stats;
+  }
+
+  /** Runs `item` from task `stage` to the end of the chain. */
+  run(item: unknown, stage: number): Step {
+    const tasks = this.#tasks;
+    while (stage < tasks.length) {
+      const task = tasks[stage]!;
+      const started = performance.now();
+      let result: unknown;
+      try {
+        result = task.call(item);
+      } catch (error) {
+        return this.#failed(stage, started, error);
+      }
+      if (isThenable(result)) return this.#settle(result, stage, started);
+      this.#count(stage, started, result, task.isGenerator);
+      if (task.isGenerator) return this.#fanOut(result, stage);
+      if (result === null || result === undefined) return;
+      item = result;
+      stage++;
+    }
+    return this.#hooks.emit(item);
+  }
+
+  async #settle(pending: PromiseLike<unknown>, stage: number, started: number): Promise<void> {
+    let result: unknown;
+    try {
+      result = await pending;
+    } catch (error) {
+      return this.#failed(stage, started, error);
+    }
+    const task = this.#tasks[stage]!;
+    this.#count(stage, started, result, task.isGenerator);
+    if (task.isGenerator) return this.#fanOut(result, stage);
+    if (result !== null && result !== undefined) return this.run(result, stage + 1);
+  }
+
+  #count(stage: number, started: number, result: unknown, isGenerator: boolean): void {
+    const stats = this.#stats;
+    const at = stage * STAT_FIELDS;
+    stats[at + PROCESSED]!++;
+    stats[at + MILLISECONDS]! += performance.now() - started;
+    if (!isGenerator && (result === null || result === undefined)) stats[at + DROPPED]!++;
+  }
+
+  #failed(stage: number, started: number, error: unknown): Step {
+    const at = stage * STAT_FIELDS;
+    this.#stats[at + ERRORS]!++;
+    this.#stats[at + MILLISECONDS]! += performance.now() - started;
+    return this.#hooks.taskError(stage, error);
+  }
+
+  /** Runs one output of a generator task: here, or on an idle worker. */
+  #child(value: unknown, next: number): Step {
+    if (next < this.#tasks.length && this.#hooks.trySpill(value, next)) return;
+    return this.run(value, next);
+  }
+
+  #fanOut(result: unknown, stage: number): Step {
+    if (result === null || result === undefined) return;
+    const next = stage + 1;
+    if (Array.isArray(result)) return this.#fanOutArray(result, 0, next);
+    if (typeof result === "object" || typeof result === "function") {
+      if (typeof (result as Iterable<unknown>)[Symbol.iterator] === "function") {
+        return this.#fanOutIterator((result as Iterable<unknown>)[Symbol.iterator](), stage);
+      }
+      if (typeof (result as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
+        return this.#fanOutAsync((result as AsyncIterable<unknown>)[Symbol.asyncIterator](), stage);
+      }
+    }
+    const task = this.#tasks[stage]!;
+    return this.#hooks.taskError(
+      stage,
+      new TypeError(
+        `task "${task.name}" is marked isGenerator but returned ${typeof result === "string" ? "a string" : typeof result}; ` +
+          "return an array, an iterable, a generator or an async iterable",
+      ),
+    );
+  }
+
+  #fanOutArray(values: unknown[], from: number, next: number): Step {
+    for (let i = from; i < values.length; i++) {
+      const step = this.#child(values[i], next);
+      if (step !== undefined) return step.then(() => this.#fanOutArray(values, i + 1, next));
+    }
+  }
+
+  /** A lazy iterator (e.g. a generator): time spent producing each value counts as the task's time. */
+  #fanOutIterator(iterator: Iterator<unknown>, stage: number): Step {
+    const at = stage * STAT_FIELDS + MILLISECONDS;
+    for (;;) {
+      const started = performance.now();
+      let step: IteratorResult<unknown>;
+      try {
+        step = iterator.next();
+      } catch (error) {
+        return this.#failed(stage, started, error);
+      }
+      this.#stats[at]! += performance.now() - started;
+      if (step.done) return;
+      const pending = this.#child(step.value, stage + 1);
+      if (pending !== undefined) return pending.then(() => this.#fanOutIterator(iterator, stage));
+    }
+  }
+
+  async #fanOutAsync(iterator: AsyncIterator<unknown>, stage: number): Promise<void> {
+    const at = stage * STAT_FIELDS + MILLISECONDS;
+    for (;;) {
+      const started = performance.now();
+      let step: IteratorResult<unknown>;
+      try {
+        step = await iterator.next();
+      } catch (error) {
+        return this.#failed(stage, started, error);
+      }
+      this.#stats[at]! += performance.now() - started;
+      if (step.done) return;
+      await this.#child(step.value, stage + 1);
+    }
+  }
+}

@@ -1,0 +1,63 @@
+import type { LogLine } from "../protocol/messages.ts";
+import type { TaskSpec } from "../protocol/pipeline.ts";
+
+/**
+ * What the engine and its workers tell each other through `postMessage`: control only. Items travel
+ * through the rings (ring.ts), except items too large for a ring, whose bytes take the spill path:
+ * a shared buffer announced here, with a small placeholder record in the ring keeping their place.
+ */
+
+/** Slots of the control array all workers share with the engine. */
+export const Control = {
+  /** 1 while the engine wants the workers asleep. */
+  Sleep: 0,
+  /** How many workers are hungry now (the fast path: one load per sub-item). */
+  HungryCount: 1,
+  /** From here, one slot per worker: 1 while that worker is about to run out of input. */
+  Hungry: 2,
+} as const;
+
+/** Int32 slots of the control array for `workers` workers. */
+export function controlSlots(workers: number): number {
+  return Control.Hungry + workers;
+}
+
+/** Spill records name their target worker in the flags' high byte (index + 1; 0: any). */
+export const SPILL_TARGET_SHIFT = 8;
+
+/** Record flag: the payload is not in the ring; it travels as a buffer announced by `postMessage`. */
+export const FLAG_SPILLED_BYTES = 2;
+
+/** The key of a record's item in Maps: sub-item ids and root ids live in separate namespaces. */
+export function itemKey(flags: number, id: number): number {
+  return (flags & 1) * 0x1_0000_0000 + id;
+}
+
+export interface SetupMessage {
+  type: "setup";
+  index: number;
+  workers: number;
+  taskchain: TaskSpec[];
+  entries: Record<string, string>;
+  input: SharedArrayBuffer;
+  output: SharedArrayBuffer;
+  control: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  /** Spilled input bytes this worker must have before it reads their placeholders (after a restart). */
+  spilled: Array<[key: number, bytes: SharedArrayBuffer]>;
+}
+
+export type ToWorker =
+  | SetupMessage
+  /** Bytes of an input item too large for the ring; its placeholder record has key `key`. */
+  | { type: "spilled-input"; key: number; bytes: SharedArrayBuffer }
+  | { type: "stop" };
+
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "setup-error"; message: string }
+  /** Bytes of an output too large for the ring; the Output placeholder's payload is `ref`. */
+  | { type: "spilled-output"; ref: number; bytes: ArrayBuffer }
+  | { type: "asleep" }
+  | { type: "awake" }
+  | { type: "log"; lines: LogLine[] };

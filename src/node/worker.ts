@@ -1,0 +1,339 @@
+/**
+ * A worker thread's loop: read an input record from the ring, decode it, run it through the taskchain
+ * depth-first, encode each output into the output ring, then mark the item done. Only the engine
+ * writes this worker's input ring and only this worker writes its output ring.
+ *
+ * The worker uses web-`Worker` messaging only (`self.onmessage` / `postMessage`), never
+ * `worker_threads`: mixing the two in one Bun worker loses messages.
+ */
+import { setLogSink } from "../log/client.ts";
+import type { LogLine } from "../protocol/messages.ts";
+import { RECORD_HEADER_BYTES, RecordKind, decode, encode } from "../protocol/codec.ts";
+import { ByteRing } from "./ring.ts";
+import { ChainRunner, type ResolvedTask, STAT_FIELDS, loadTaskchain } from "./taskchain.ts";
+import {
+  Control,
+  FLAG_SPILLED_BYTES,
+  type FromWorker,
+  SPILL_TARGET_SHIFT,
+  type SetupMessage,
+  type ToWorker,
+  itemKey,
+} from "./worker-messages.ts";
+
+const port = globalThis as unknown as {
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+  postMessage(message: FromWorker, transfer?: ArrayBuffer[]): void;
+};
+const post = (message: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(message, transfer);
+const EMPTY = new Uint8Array(0);
+const MAX_REPORT_CHARS = 16_000;
+/** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
+const SPILL_BUDGET = 1024;
+
+/** Bytes of spilled inputs that arrived by message, and readers waiting for ones that have not. */
+const spilledInputs = new Map<number, SharedArrayBuffer>();
+const spilledWaiters = new Map<number, (bytes: SharedArrayBuffer) => void>();
+
+port.onmessage = (event) => {
+  const message = event.data;
+  switch (message.type) {
+    case "setup":
+      void start(message);
+      return;
+    case "spilled-input": {
+      const waiter = spilledWaiters.get(message.key);
+      if (waiter === undefined) spilledInputs.set(message.key, message.bytes);
+      else {
+        spilledWaiters.delete(message.key);
+        waiter(message.bytes);
+      }
+      return;
+    }
+    case "stop":
+      process.exit(0);
+  }
+};
+
+function spilledInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuffer> {
+  const bytes = spilledInputs.get(key);
+  if (bytes !== undefined) return bytes;
+  return new Promise((resolve) => spilledWaiters.set(key, resolve));
+}
+
+/** Writes records to the output ring; waits (without blocking the thread) when it is full. */
+class OutputWriter {
+  #position: number;
+  #nextRef = 1;
+
+  constructor(readonly ring: ByteRing) {
+    this.#position = ring.writePosition;
+  }
+
+  write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
+    if (bytes.length > this.ring.maxPayload) return this.#writeSpilled(kind, stage, flags, id, bytes);
+    const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
+    if (next < 0) return this.#writeWhenRoom(kind, stage, flags, id, bytes);
+    this.#position = next;
+    this.ring.commit(next);
+  }
+
+  /** Writes only if there is room right now. */
+  tryWrite(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): boolean {
+    if (bytes.length > this.ring.maxPayload) return false;
+    const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
+    if (next < 0) return false;
+    this.#position = next;
+    this.ring.commit(next);
+    return true;
+  }
+
+  async #writeWhenRoom(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): Promise<void> {
+    for (;;) {
+      if (this.ring.closed) process.exit(0);
+      const released = this.ring.readPosition;
+      const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
+      if (next >= 0) {
+        this.#position = next;
+        this.ring.commit(next);
+        return;
+      }
+      await this.ring.waitForRoom(released);
+    }
+  }
+
+  /** Too large for the ring: the bytes go by message, a 4-byte placeholder keeps their place in order. */
+  #writeSpilled(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
+    const ref = this.#nextRef++;
+    const copy = new ArrayBuffer(bytes.length);
+    new Uint8Array(copy).set(bytes);
+    post({ type: "spilled-output", ref, bytes: copy }, [copy]);
+    const placeholder = new Uint8Array(4);
+    new DataView(placeholder.buffer).setUint32(0, ref, true);
+    return this.write(kind, stage, flags | FLAG_SPILLED_BYTES, id, placeholder);
+  }
+}
+
+/**
+ * Hunger: how a worker about to run out of input tells the busy ones, so that a worker fanning out a
+ * generator hands it sub-items. Each worker owns one slot (1: hungry) and a shared count keeps the
+ * busy workers' check to one load per sub-item. A claim flips a slot from 1 to 0, so each announcement
+ * is taken by one spiller at most, and no worker can take back another's.
+ */
+class Hunger {
+  constructor(
+    readonly control: Int32Array,
+    readonly self: number,
+    readonly workers: number,
+  ) {}
+
+  announce(): void {
+    if (Atomics.compareExchange(this.control, Control.Hungry + this.self, 0, 1) === 0) {
+      Atomics.add(this.control, Control.HungryCount, 1);
+    }
+  }
+
+  retract(): void {
+    if (Atomics.load(this.control, Control.Hungry + this.self) === 0) return;
+    this.#take(this.self);
+  }
+
+  /** Claims another hungry worker; returns its index, or -1 when none is hungry. */
+  claim(): number {
+    if (Atomics.load(this.control, Control.HungryCount) <= 0) return -1;
+    for (let other = 0; other < this.workers; other++) {
+      if (other !== this.self && this.#take(other)) return other;
+    }
+    return -1;
+  }
+
+  /** Gives a claim back (the spill could not be written). */
+  release(other: number): void {
+    if (Atomics.compareExchange(this.control, Control.Hungry + other, 0, 1) === 0) {
+      Atomics.add(this.control, Control.HungryCount, 1);
+    }
+  }
+
+  #take(worker: number): boolean {
+    if (Atomics.compareExchange(this.control, Control.Hungry + worker, 1, 0) !== 1) return false;
+    Atomics.sub(this.control, Control.HungryCount, 1);
+    return true;
+  }
+}
+
+/**
+ * Shares a fan-out with the hungry workers this one claimed: sub-items go round-robin to this worker and
+ * each claimed one, so all of them run an equal share. Each claim lasts SPILL_BUDGET sub-items, long
+ * enough to hide the engine's round trip; a worker still hungry after that announces itself again.
+ */
+class SpillRotation {
+  readonly #targets: number[] = [];
+  readonly #budgets: number[] = [];
+  #turn = 0;
+
+  constructor(readonly hunger: Hunger) {}
+
+  /** The worker that should run the next sub-item, or -1 for this one. */
+  next(): number {
+    const claimed = this.hunger.claim();
+    if (claimed >= 0) {
+      this.#targets.push(claimed);
+      this.#budgets.push(SPILL_BUDGET);
+    }
+    const targets = this.#targets.length;
+    if (targets === 0) return -1;
+    this.#turn = this.#turn >= targets ? 0 : this.#turn + 1;
+    if (this.#turn === 0) return -1;
+    const index = this.#turn - 1;
+    const target = this.#targets[index]!;
+    if (--this.#budgets[index]! === 0) this.#drop(index);
+    return target;
+  }
+
+  /** The spill to `target` could not be written: give its claim back and stop spilling to it. */
+  failed(target: number): void {
+    const index = this.#targets.indexOf(target);
+    if (index >= 0) this.#drop(index);
+    this.hunger.release(target);
+  }
+
+  #drop(index: number): void {
+    this.#targets.splice(index, 1);
+    this.#budgets.splice(index, 1);
+  }
+}
+
+async function start(setup: SetupMessage): Promise<void> {
+  let tasks: ResolvedTask[];
+  try {
+    for (const [key, bytes] of setup.spilled) spilledInputs.set(key, bytes);
+    setLogSink((lines: LogLine[]) => post({ type: "log", lines }));
+    tasks = await loadTaskchain(setup.taskchain, setup.entries);
+  } catch (error) {
+    post({ type: "setup-error", message: (error as Error).message });
+    return;
+  }
+  post({ type: "ready" });
+  await runLoop(setup, tasks);
+}
+
+function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
+  const message = error instanceof Error ? error.message : String(error);
+  const stack = error instanceof Error ? error.stack : undefined;
+  return encode({
+    task: task.name,
+    message: message.slice(0, MAX_REPORT_CHARS),
+    stack: stack?.slice(0, MAX_REPORT_CHARS),
+  });
+}
+
+async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void> {
+  const input = new ByteRing(setup.input);
+  const output = new OutputWriter(new ByteRing(setup.output));
+  const control = new Int32Array(setup.control);
+  const stats = new Float64Array(setup.stats, setup.index * tasks.length * STAT_FIELDS * 8, tasks.length * STAT_FIELDS);
+
+  const hunger = new Hunger(control, setup.index, setup.workers);
+  const rotation = new SpillRotation(hunger);
+
+  // The item being run: every output, error and spill is labelled with it.
+  let currentId = 0;
+  let currentFlags = 0;
+
+  const runner = new ChainRunner(
+    tasks,
+    {
+      emit(value) {
+        let bytes: Uint8Array;
+        try {
+          bytes = encode(value);
+        } catch (error) {
+          const task = tasks[tasks.length - 1]!;
+          return output.write(RecordKind.TaskError, tasks.length - 1, currentFlags, currentId, errorReport(task, new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`)));
+        }
+        return output.write(RecordKind.Output, 0, currentFlags, currentId, bytes);
+      },
+      taskError(stage, error) {
+        return output.write(RecordKind.TaskError, stage, currentFlags, currentId, errorReport(tasks[stage]!, error));
+      },
+      trySpill(item, stage) {
+        const target = rotation.next();
+        if (target < 0) return false;
+        let bytes: Uint8Array;
+        try {
+          bytes = encode(item);
+        } catch {
+          return false; // the local run reports it
+        }
+        const flags = currentFlags | ((target + 1) << SPILL_TARGET_SHIFT);
+        if (output.tryWrite(RecordKind.Spill, stage, flags, currentId, bytes)) return true;
+        rotation.failed(target);
+        return false;
+      },
+    },
+    stats,
+  );
+
+  let position = input.readPosition;
+  for (;;) {
+    if (Atomics.load(control, Control.Sleep) === 1) {
+      hunger.retract();
+      await sleepWhileAsked(control);
+    }
+    if (input.closed) process.exit(0);
+    const at = input.peek(position);
+    if (at < 0) {
+      hunger.announce();
+      await input.waitForData(position);
+      continue;
+    }
+    const offset = input.offsetOf(at);
+    const view = input.view;
+    const stage = view.getUint8(offset + 1);
+    const flags = view.getUint16(offset + 2, true);
+    const id = view.getUint32(offset + 4, true);
+    const length = view.getUint32(offset + 8, true);
+    // Say we are hungry while still busy with our last item, so spilled work arrives before we idle.
+    if (input.peek((at + RECORD_HEADER_BYTES + length) >>> 0) < 0) hunger.announce();
+    else hunger.retract();
+    currentId = id;
+    currentFlags = flags & ~FLAG_SPILLED_BYTES;
+
+    let item: unknown;
+    let decoded = true;
+    try {
+      if ((flags & FLAG_SPILLED_BYTES) === 0) {
+        item = decode(input.data, offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
+      } else {
+        const key = itemKey(flags, id);
+        const bytes = await spilledInput(key);
+        spilledInputs.delete(key);
+        item = decode(new Uint8Array(bytes));
+      }
+    } catch (error) {
+      decoded = false;
+      const task = tasks[Math.min(stage, tasks.length - 1)]!;
+      const failure = output.write(RecordKind.TaskError, stage, currentFlags, id, errorReport(task, new TypeError(`the item could not be decoded: ${(error as Error).message}`)));
+      if (failure !== undefined) await failure;
+    }
+    if (decoded && stage < tasks.length) {
+      const running = runner.run(item, stage);
+      if (running !== undefined) await running;
+    }
+    // Done first, then give the input's bytes back: if this worker dies in between, the engine sees
+    // the Done and knows not to run the item again.
+    const done = output.write(RecordKind.Done, 0, currentFlags, id, EMPTY);
+    if (done !== undefined) await done;
+    position = (at + RECORD_HEADER_BYTES + length) >>> 0;
+    input.release(position);
+  }
+}
+
+async function sleepWhileAsked(control: Int32Array): Promise<void> {
+  post({ type: "asleep" });
+  while (Atomics.load(control, Control.Sleep) === 1) {
+    const wait = Atomics.waitAsync(control, Control.Sleep, 1);
+    if (wait.async) await wait.value;
+  }
+  post({ type: "awake" });
+}

@@ -1,0 +1,91 @@
+import { SetupError } from "../errors.ts";
+import {
+  type Check,
+  arrayOf,
+  isAny,
+  isBinary,
+  isBoolean,
+  isString,
+  isUint,
+  optional,
+  shape,
+  validate,
+} from "./messages.ts";
+
+/**
+ * What a root sends to set a pipeline up on a node: the taskchain by package and export name, and the
+ * task packages as files. Shared by the root (which builds it) and the node (which validates it).
+ */
+
+/** One task of a taskchain, as it travels. */
+export interface TaskSpec {
+  /** The shipped package (its `PackageBundle.name`) that exports the task. */
+  package: string;
+  /** The export: a function, or a class built once per worker with `args` and called via `process(item)`. */
+  export: string;
+  /** Whether the task returns many outputs (an array, any iterable or async iterable) instead of one. */
+  isGenerator: boolean;
+  /** Constructor arguments for a class task. */
+  args?: unknown[];
+}
+
+/** One file of a shipped package, its path relative to the package folder (POSIX separators). */
+export interface PackageFile {
+  path: string;
+  data: Uint8Array;
+  /** File mode bits (only the executable bit is kept). */
+  mode?: number;
+}
+
+/** A local package folder, as files. `name` is the folder the node writes it to. */
+export interface PackageBundle {
+  name: string;
+  files: PackageFile[];
+}
+
+export interface SetupArgs {
+  name: string;
+  version: string;
+  taskchain: TaskSpec[];
+  packages: PackageBundle[];
+  /** npm specs (`lodash@4`) installed into the pipeline's own folder on the node. */
+  remotePackages: string[];
+  /** Content hash of packages and remote packages: an unchanged pipeline is not written or installed again. */
+  hash: string;
+  /** Worker threads for this pipeline (default: the node's `--workers`). */
+  workers?: number;
+  /** Attempts for an item whose worker dies before it is given up (default 3). */
+  maxAttempts?: number;
+}
+
+const taskSpec: Check = shape({
+  package: isString,
+  export: isString,
+  isGenerator: isBoolean,
+  args: optional(arrayOf(isAny, 1000)),
+});
+
+const packageBundle: Check = shape({
+  name: isString,
+  files: arrayOf(shape({ path: isString, data: isBinary, mode: optional(isUint) }), 100_000),
+});
+
+const setupArgs: Check = shape({
+  name: isString,
+  version: isString,
+  taskchain: arrayOf(taskSpec, 255),
+  packages: arrayOf(packageBundle, 1000),
+  remotePackages: arrayOf(isString, 1000),
+  hash: isString,
+  workers: optional(isUint),
+  maxAttempts: optional(isUint),
+});
+
+/** Validates setup arguments from the wire; throws a `ProtocolError` naming the bad field. */
+export function parseSetupArgs(args: unknown): SetupArgs {
+  const parsed = validate<SetupArgs>(args, setupArgs, 'command "setup"');
+  if (parsed.taskchain.length === 0) {
+    throw new SetupError("the taskchain is empty: give at least one task");
+  }
+  return parsed;
+}

@@ -1,0 +1,228 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
+import { spawnBun } from "../support/processes.ts";
+
+const TASKS = `
+const thread = Math.random().toString(36).slice(2);
+export function identity(item) { return item; }
+export function fanOut(count) { return (function* () { for (let i = 0; i < count; i++) yield i; })(); }
+export function work(i) { let x = i; for (let k = 0; k < 300; k++) x = (x * 31 + k) % 1000003; return { i, thread, pad: "y".repeat(1000) }; }
+export function big(n) { const bytes = new Uint8Array(n); for (let i = 0; i < n; i += 4096) bytes[i] = (i >>> 12) & 255; return bytes; }
+export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i += 4096) s += bytes[i]; return { length: bytes.length, s }; }
+export function exitOn(item) { if (item === "die") process.exit(3); return item; }
+export function throwLaterOn(item) {
+  if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); }
+  return item;
+}
+export function dieOnce(item) {
+  // Dies the first time it sees "flaky" in this worker thread only if a marker file is absent.
+  if (item.flaky && !globalThis.__seen && !require("node:fs").existsSync(item.marker)) {
+    require("node:fs").writeFileSync(item.marker, "x");
+    process.exit(4);
+  }
+  return item.value;
+}
+export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
+`;
+
+const dir = writeTaskPackage({ "index.ts": TASKS });
+afterAll(() => removeDir(dir));
+
+describe("fan-out and memory", () => {
+  test("a 100 000-way generator keeps memory bounded and busies both workers", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "work" }], { workers: 2 });
+    harness.keepOutputs = false;
+    const threads = new Map<string, number>();
+    let maxBatch = 0;
+    const { decode, RecordReader, RecordKind } = await import("../../src/protocol/codec.ts");
+    harness.onBatch = (records) => {
+      maxBatch = Math.max(maxBatch, records.length);
+      const reader = new RecordReader(records);
+      while (reader.next()) {
+        if (reader.kind !== RecordKind.Output) continue;
+        const { thread } = decode(records, reader.payloadStart, reader.payloadEnd) as { thread: string };
+        threads.set(thread, (threads.get(thread) ?? 0) + 1);
+      }
+    };
+    Bun.gc(true);
+    const rssBefore = process.memoryUsage.rss();
+    let rssPeak = rssBefore;
+    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 20);
+    try {
+      harness.feed([100_000]);
+      await harness.waitEmpty(60_000);
+    } finally {
+      clearInterval(sampler);
+      await harness.engine.reset();
+    }
+    expect(harness.outputCount).toBe(100_000);
+    expect(harness.done.length).toBe(1);
+    // ~110 MB of outputs went through; what the engine held at any time stayed far below that.
+    expect(harness.outputBytes).toBeGreaterThan(100_000_000);
+    expect(rssPeak - rssBefore).toBeLessThan(80 * 1024 * 1024);
+    expect(maxBatch).toBeLessThan(2 * 1024 * 1024);
+    // Both workers took a real share of the sub-items.
+    expect(threads.size).toBe(2);
+    for (const count of threads.values()) expect(count).toBeGreaterThan(30_000);
+  }, 90_000);
+
+  test("a 50 MB item passes through in both directions", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    try {
+      const item = new Uint8Array(50 * 1024 * 1024);
+      for (let i = 0; i < item.length; i += 4096) item[i] = (i >>> 12) & 255;
+      harness.feed([item, "small"]);
+      await harness.waitEmpty();
+      const values = harness.values();
+      const back = values.find((v) => v instanceof Uint8Array) as Uint8Array;
+      expect(back.length).toBe(item.length);
+      expect(Buffer.from(back).equals(Buffer.from(item))).toBe(true);
+      expect(values).toContain("small");
+    } finally {
+      await harness.engine.reset();
+    }
+    const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], { workers: 1, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    try {
+      made.feed([50 * 1024 * 1024]);
+      await made.waitEmpty();
+      let s = 0;
+      for (let i = 0; i < 50 * 1024 * 1024; i += 4096) s += (i >>> 12) & 255;
+      expect(made.values()).toEqual([{ length: 50 * 1024 * 1024, s }]);
+    } finally {
+      await made.engine.reset();
+    }
+  }, 60_000);
+
+  test("a slow consumer stops the workers instead of growing memory, and nothing is lost", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "identity" }], {
+      workers: 2,
+      outputRingBytes: 1 << 16,
+    });
+    harness.keepOutputs = false;
+    try {
+      harness.engine.pauseOutput();
+      harness.feed([200_000]);
+      await Bun.sleep(300);
+      const stats1 = harness.engine.stats();
+      await Bun.sleep(300);
+      const stats2 = harness.engine.stats();
+      // The workers filled their small output rings and stopped: no progress while paused.
+      expect(stats2[1]!.processed).toBe(stats1[1]!.processed);
+      expect(stats2[1]!.processed).toBeLessThan(50_000);
+      expect(harness.outputCount).toBe(0);
+      // A consumer that reads in bursts.
+      const drip = setInterval(() => {
+        harness.engine.resumeOutput();
+        setTimeout(() => harness.engine.pauseOutput(), 2);
+      }, 10);
+      await Bun.sleep(200);
+      clearInterval(drip);
+      await Bun.sleep(20); // let the last burst's pause pass before resuming for good
+      harness.engine.resumeOutput();
+      await harness.waitEmpty(60_000);
+      expect(harness.outputCount).toBe(200_000);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 90_000);
+});
+
+describe("lifecycle", () => {
+  test("sleep pauses workers after their current item, wakeup resumes, idle and empty resolve", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "cpu" }], { workers: 2 });
+    try {
+      expect(harness.engine.idleWorkers).toBe(2);
+      await harness.engine.whenIdle();
+      await harness.engine.sleep();
+      expect(harness.engine.isAsleep).toBe(true);
+      harness.feed(Array.from({ length: 20 }, (_, i) => i));
+      await Bun.sleep(200);
+      expect(harness.outputCount).toBe(0);
+      expect(harness.engine.inFlight).toBe(20);
+      harness.engine.wakeup();
+      await harness.waitEmpty();
+      expect(harness.outputCount).toBe(20);
+      await harness.engine.whenIdle();
+      // Sleep while busy: each worker finishes the item it is on, then stops.
+      harness.feed(Array.from({ length: 200 }, (_, i) => i));
+      await Bun.sleep(20);
+      await harness.engine.sleep();
+      const frozen = harness.outputCount;
+      await Bun.sleep(100);
+      expect(harness.outputCount).toBe(frozen);
+      expect(frozen).toBeLessThan(200);
+      harness.engine.wakeup();
+      await harness.waitEmpty();
+      expect(harness.outputCount).toBe(220);
+    } finally {
+      await harness.engine.reset();
+    }
+    await expect(harness.engine.whenEmpty()).rejects.toThrow(/reset/);
+    expect(() => harness.feed([1])).toThrow(/reset/);
+  });
+
+  test("after reset a new engine can be set up, and a process that reset exits by itself", async () => {
+    const child = spawnBun([join(import.meta.dir, "../support/engine-exit.ts"), dir]);
+    const code = await child.waitExit(20_000);
+    expect(child.stdout).toContain("outputs 1000");
+    expect(child.stdout).toContain("second setup outputs 10");
+    expect(code).toBe(0);
+  }, 30_000);
+});
+
+describe("dying workers", () => {
+  test("a worker that exits is replaced; its item is retried, then reported failed; nothing else is lost or doubled", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "exitOn" }], { workers: 2, maxAttempts: 3 });
+    const deaths: string[] = [];
+    try {
+      const items = Array.from({ length: 300 }, (_, i) => (i === 150 ? "die" : i));
+      const ids = harness.feed(items);
+      await harness.waitEmpty();
+      expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => i !== "die")));
+      expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
+      const failed = harness.errors.filter((e) => e.kind === "failed");
+      expect(failed.length).toBe(1);
+      expect(failed[0]!.id).toBe(ids[150]!);
+      expect(failed[0]!.message).toContain("gave up after 3 attempts");
+      expect(failed[0]!.message).toContain("exited with code 3");
+      // The engine still works with its replacement workers.
+      harness.feed([1, 2, 3]);
+      await harness.waitEmpty();
+      expect(harness.outputCount).toBe(302);
+    } finally {
+      await harness.engine.reset();
+    }
+    void deaths;
+  }, 60_000);
+
+  test("an asynchronous throw outside the task takes the worker down; the item is retried and others go on", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "throwLaterOn" }], { workers: 2, maxAttempts: 2 });
+    try {
+      const ids = harness.feed(["a", "boom", "b", "c"]);
+      await harness.waitEmpty();
+      expect(sorted(harness.values())).toEqual(["a", "b", "c"]);
+      const failed = harness.errors.filter((e) => e.kind === "failed");
+      expect(failed.map((e) => e.id)).toEqual([ids[1]!]);
+      expect(failed[0]!.message).toContain("async boom");
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
+  test("an item whose worker died once succeeds on its retry, exactly once", async () => {
+    const marker = join(dir, `marker-${Date.now()}`);
+    const harness = await EngineHarness.start(dir, [{ export: "dieOnce" }], { workers: 2 });
+    try {
+      const items = Array.from({ length: 50 }, (_, i) => ({ value: i, flaky: i === 25, marker }));
+      harness.feed(items);
+      await harness.waitEmpty();
+      expect(sorted(harness.values())).toEqual(sorted(items.map((i) => i.value)));
+      expect(harness.errors).toEqual([]);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+});
+
+const sorted = (values: unknown[]) => [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));

@@ -1,0 +1,154 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { SetupError } from "../../src/errors.ts";
+import { Engine } from "../../src/node/engine.ts";
+import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
+
+const TASKS = `
+const thread = Math.random().toString(36).slice(2);
+export function identity(item) { return item; }
+export function double(item) { return item * 2; }
+export async function slowDouble(item) { await Bun.sleep(1); return item * 2; }
+export function dropOdd(item) { return item % 2 ? null : item; }
+export function dropUndefined(item) { if (item % 3 === 0) return undefined; return item; }
+export function pair(item) { return [item, item]; }
+export function asSet(item) { return new Set([item, item + 1000]); }
+export function* counted(item) { for (let i = 0; i < 3; i++) yield item * 10 + i; }
+export async function* asyncCounted(item) { for (let i = 0; i < 2; i++) { await Bun.sleep(0); yield item + i / 10; } }
+export function nothing() { return null; }
+export function notIterable() { return 42; }
+export function failOnSeven(item) { if (item === 7) throw new Error("seven is not allowed"); return item; }
+export async function rejectOnFive(item) { if (item === 5) throw new RangeError("five rejected"); return item; }
+export function* breaksHalfway(item) { yield item; throw new Error("generator broke"); }
+export function tag(item) { return { item, thread }; }
+export class Counter {
+  static built = 0;
+  constructor(prefix) { Counter.built++; this.prefix = prefix; this.instance = Math.random(); }
+  process(item) { return { label: this.prefix + item, builtInThread: Counter.built, instance: this.instance }; }
+}
+export class NoProcess { constructor() {} }
+export function fanOut(count) { return (function* () { for (let i = 0; i < count; i++) yield i; })(); }
+export function work(i) { let x = i; for (let k = 0; k < 2000; k++) x = (x * 31 + k) % 1000003; return { i, thread, pad: "y".repeat(1000) }; }
+export function big(n) { const bytes = new Uint8Array(n); for (let i = 0; i < n; i += 4096) bytes[i] = i & 255; return bytes; }
+export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i += 4096) s += bytes[i]; return { length: bytes.length, s }; }
+export function exitOn(item) { if (item === "die") process.exit(3); return item; }
+export function throwLaterOn(item) { if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); } return item; }
+export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
+`;
+
+const dir = writeTaskPackage({ "index.ts": TASKS });
+afterAll(() => removeDir(dir));
+
+async function run(tasks: Parameters<typeof EngineHarness.start>[1], items: unknown[], workers = 2) {
+  const harness = await EngineHarness.start(dir, tasks, { workers });
+  try {
+    const ids = harness.feed(items);
+    await harness.waitEmpty();
+    return { harness, ids, stats: harness.engine.stats() };
+  } finally {
+    await harness.engine.reset();
+  }
+}
+
+const sorted = (values: unknown[]) => [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
+
+describe("taskchains", () => {
+  test("identity: every item comes back once, every id is done once", async () => {
+    const items = Array.from({ length: 5000 }, (_, i) => ({ i, payload: "x".repeat(64) }));
+    const { harness, ids } = await run([{ export: "identity" }], items);
+    expect(sorted(harness.values())).toEqual(sorted(items));
+    expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
+    for (const output of harness.outputs) expect((output.value as { i: number }).i).toBe(output.id - ids[0]!);
+  });
+
+  test("sync and async tasks chain", async () => {
+    const { harness } = await run([{ export: "double" }, { export: "slowDouble" }], [1, 2, 3]);
+    expect(sorted(harness.values())).toEqual([12, 4, 8]);
+  });
+
+  test("null and undefined drop the item, and are counted as drops", async () => {
+    const { harness, stats } = await run([{ export: "dropOdd" }, { export: "dropUndefined" }], [0, 1, 2, 3, 4, 5, 6]);
+    expect(sorted(harness.values())).toEqual([2, 4]);
+    expect(stats[0]).toMatchObject({ task: "dropOdd", processed: 7, dropped: 3 });
+    expect(stats[1]).toMatchObject({ task: "dropUndefined", processed: 4, dropped: 2 });
+    expect(harness.done.length).toBe(7);
+  });
+
+  test("every generator form: array, iterable, generator, async generator, null", async () => {
+    const chain = [
+      { export: "pair", isGenerator: true },
+      { export: "asSet", isGenerator: true },
+      { export: "counted", isGenerator: true },
+      { export: "asyncCounted", isGenerator: true },
+    ];
+    const { harness, stats } = await run(chain, [1]);
+    // 1 → [1,1] → each {1,1001} → each ×3 → each ×2 = 2*2*3*2 = 24 outputs
+    expect(harness.values().length).toBe(24);
+    expect(sorted(harness.values())).toContain(10010.1);
+    expect(stats.map((s) => s.processed)).toEqual([1, 2, 4, 12]);
+    const none = await run([{ export: "nothing", isGenerator: true }], [1, 2]);
+    expect(none.harness.values()).toEqual([]);
+    expect(none.harness.done.length).toBe(2);
+  });
+
+  test("a class is built once per worker with its args and called through process()", async () => {
+    const items = Array.from({ length: 400 }, (_, i) => i);
+    const { harness } = await run([{ export: "Counter", args: ["n-"] }], items);
+    const values = harness.values() as Array<{ label: string; builtInThread: number; instance: number }>;
+    expect(values.length).toBe(400);
+    expect(values.every((v) => v.builtInThread === 1)).toBe(true);
+    expect(new Set(values.map((v) => v.instance)).size).toBe(2);
+    expect(sorted(values.map((v) => v.label))).toEqual(sorted(items.map((i) => `n-${i}`)));
+  });
+
+  test("a throwing task drops that item, reports task, message, stack and item, and nothing else stops", async () => {
+    const items = Array.from({ length: 20 }, (_, i) => i);
+    const { harness, ids, stats } = await run([{ export: "failOnSeven" }, { export: "rejectOnFive" }], items);
+    expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => i !== 7 && i !== 5)));
+    const errors = harness.errors.sort((a, b) => a.id - b.id);
+    expect(errors.map((e) => [e.task, e.message, e.id, e.stage, e.kind])).toEqual([
+      ["rejectOnFive", "five rejected", ids[5]!, 1, "error"],
+      ["failOnSeven", "seven is not allowed", ids[7]!, 0, "error"],
+    ]);
+    expect(errors[1]!.stack).toContain("failOnSeven");
+    expect(stats[0]!.errors).toBe(1);
+    expect(harness.done.length).toBe(20);
+  });
+
+  test("a generator that breaks half-way keeps its earlier outputs and reports the error", async () => {
+    const { harness } = await run([{ export: "breaksHalfway", isGenerator: true }], [1, 2]);
+    expect(sorted(harness.values())).toEqual([1, 2]);
+    expect(harness.errors.map((e) => e.message)).toEqual(["generator broke", "generator broke"]);
+  });
+
+  test("a generator task that returns no iterable is a clear task error", async () => {
+    const { harness } = await run([{ export: "notIterable", isGenerator: true }], [1]);
+    expect(harness.errors[0]!.message).toContain('task "notIterable" is marked isGenerator but returned number');
+  });
+});
+
+describe("setup", () => {
+  test("a missing export fails setup, naming the task and what the package exports", async () => {
+    const start = EngineHarness.start(dir, [{ export: "identity" }, { export: "noSuchTask" }], { workers: 2 });
+    await expect(start).rejects.toBeInstanceOf(SetupError);
+    await expect(start).rejects.toThrow(/task 2 \("tasks#noSuchTask"\): package "tasks" has no export "noSuchTask" \(its function and class exports: .*identity/);
+  });
+
+  test("a class without process() fails setup", async () => {
+    await expect(EngineHarness.start(dir, [{ export: "NoProcess" }], { workers: 1 })).rejects.toThrow(
+      /class "NoProcess" has no process\(item\) method/,
+    );
+  });
+
+  test("a package that cannot be imported fails setup with the import error", async () => {
+    const broken = writeTaskPackage({ "index.ts": "export const x = ;" });
+    try {
+      await expect(EngineHarness.start(broken, [{ export: "x" }], { workers: 1 })).rejects.toThrow(/importing package "tasks" failed/);
+    } finally {
+      removeDir(broken);
+    }
+  });
+
+  test("an empty taskchain is refused", async () => {
+    await expect(Engine.start([], {}, {}, { onResults() {} })).rejects.toThrow(/taskchain is empty/);
+  });
+});

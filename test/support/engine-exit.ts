@@ -1,0 +1,15 @@
+// Sets up an engine, runs items, resets, sets up a second one, resets it, and then must exit on its
+// own: nothing (worker, waitAsync, timer, log socket) may keep the process alive after a reset.
+import { EngineHarness } from "./engine.ts";
+
+const dir = process.argv[2]!;
+const first = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2 });
+first.feed(Array.from({ length: 1000 }, (_, i) => i));
+await first.waitEmpty();
+console.log(`outputs ${first.outputCount}`);
+await first.engine.reset();
+const second = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2 });
+second.feed(Array.from({ length: 10 }, (_, i) => i));
+await second.waitEmpty();
+console.log(`second setup outputs ${second.outputCount}`);
+await second.engine.reset();

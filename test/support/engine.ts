@@ -1,0 +1,119 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Engine, type EngineOptions } from "../../src/node/engine.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../../src/protocol/codec.ts";
+import type { TaskSpec } from "../../src/protocol/pipeline.ts";
+
+/** Writes a task package (files by relative path) into a fresh temp folder; returns the folder. */
+export function writeTaskPackage(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), "pcluster-tasks-"));
+  for (const [path, text] of Object.entries(files)) writeFileSync(join(dir, path), text);
+  return dir;
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface ErrorRecord {
+  id: number;
+  stage: number;
+  kind: "error" | "failed";
+  task: string;
+  message: string;
+  stack?: string;
+}
+
+/**
+ * Drives an `Engine` in-process the way the node server does: encodes items into feed blobs, and
+ * decodes the result records it hands out. Outputs are kept unless `keepOutputs` is false.
+ */
+export class EngineHarness {
+  readonly outputs: Array<{ id: number; value: unknown }> = [];
+  readonly done: number[] = [];
+  readonly errors: ErrorRecord[] = [];
+  outputCount = 0;
+  outputBytes = 0;
+  #nextId = 1;
+  keepOutputs = true;
+  /** Called with each result batch before it is decoded (e.g. to slow the consumer down). */
+  onBatch: ((records: Uint8Array) => void) | undefined;
+
+  private constructor(readonly engine: Engine) {}
+
+  static async start(
+    dir: string,
+    tasks: Array<Partial<TaskSpec> & { export: string }>,
+    options: EngineOptions = {},
+  ): Promise<EngineHarness> {
+    let harness: EngineHarness | undefined;
+    const pending: Uint8Array[] = [];
+    const specs = tasks.map((task) => ({ package: "tasks", isGenerator: false, ...task }));
+    const engine = await Engine.start(specs, { tasks: join(dir, "index.ts") }, options, {
+      onResults(batch) {
+        const records = batch.takeRecords();
+        if (harness === undefined) pending.push(records);
+        else harness.#take(records);
+      },
+    });
+    harness = new EngineHarness(engine);
+    for (const records of pending) harness.#take(records);
+    return harness;
+  }
+
+  /** Feeds items (starting at task `stage`); returns their ids. */
+  feed(items: unknown[], stage = 0): number[] {
+    const batch = new RecordBatchBuilder();
+    const ids: number[] = [];
+    for (const item of items) {
+      const id = this.#nextId++;
+      ids.push(id);
+      batch.append(RecordKind.Input, stage, 0, id, encode(item));
+    }
+    this.engine.dispatch(batch.takeRecords());
+    return ids;
+  }
+
+  /** Waits (bounded) until the engine is empty. */
+  async waitEmpty(timeoutMs = 30_000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.engine.whenEmpty(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`engine not empty after ${timeoutMs} ms (in flight: ${this.engine.inFlight})`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  values(): unknown[] {
+    return this.outputs.map((output) => output.value);
+  }
+
+  #take(records: Uint8Array): void {
+    this.onBatch?.(records);
+    const reader = new RecordReader(records);
+    while (reader.next()) {
+      switch (reader.kind) {
+        case RecordKind.Output:
+          this.outputCount++;
+          this.outputBytes += reader.payloadEnd - reader.payloadStart;
+          if (this.keepOutputs) this.outputs.push({ id: reader.id, value: decode(records, reader.payloadStart, reader.payloadEnd) });
+          break;
+        case RecordKind.Done:
+          this.done.push(reader.id);
+          break;
+        case RecordKind.TaskError:
+        case RecordKind.Failed: {
+          const report = decode(records, reader.payloadStart, reader.payloadEnd) as ErrorRecord;
+          this.errors.push({ ...report, id: reader.id, stage: reader.stage, kind: reader.kind === RecordKind.Failed ? "failed" : "error" });
+          break;
+        }
+      }
+    }
+  }
+}
