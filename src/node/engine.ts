@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { ProtocolError, SetupError, StateError } from "../errors.ts";
 import {
+  DoneList,
   FLAG_SUB_ITEM,
   RECORD_HEADER_BYTES,
   RecordBatchBuilder,
@@ -13,7 +14,7 @@ import type { LogLine } from "../protocol/messages.ts";
 import type { TaskSpec } from "../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
 import { ByteRing } from "./ring.ts";
-import { STAT_FIELDS } from "./taskchain.ts";
+import { STAT_FIELDS, statsStride } from "./taskchain.ts";
 import {
   Control,
   FLAG_SPILLED_BYTES,
@@ -69,7 +70,7 @@ interface WorkerSlot {
   outputPosition: number;
   /** Input records given to this worker and not yet Done. */
   queued: number;
-  /** Key of the last item this worker finished: after a crash it is not run again. */
+  /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
   lastDone: number;
   /** Bytes of spilled inputs, kept until Done so a replacement worker can get them again. */
   spilledInputs: Map<number, SharedArrayBuffer>;
@@ -113,6 +114,8 @@ export class Engine {
   readonly #slots: WorkerSlot[] = [];
   readonly #tracker = new ItemTracker();
   readonly #results = new RecordBatchBuilder(256 * 1024);
+  /** Root items finished since the last Done record went into the results. */
+  readonly #finished = new DoneList(1024);
   /** Batches (or their undispatched rests) waiting for ring space, oldest first. */
   #backlog: Uint8Array[] = [];
   /** Root items accepted and not yet Done. */
@@ -136,7 +139,7 @@ export class Engine {
     this.#resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#controlBuffer = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(this.#controlBuffer);
-    this.#statsBuffer = new SharedArrayBuffer(this.workerCount * tasks.length * STAT_FIELDS * 8);
+    this.#statsBuffer = new SharedArrayBuffer(this.workerCount * statsStride(tasks.length) * 8);
     const inputBytes = options.inputRingBytes ?? 1 << 20;
     const outputBytes = options.outputRingBytes ?? 1 << 20;
     for (let index = 0; index < this.workerCount; index++) {
@@ -440,7 +443,10 @@ export class Engine {
         if (kind === RecordKind.TaskError) this.#reportTaskError(ring.data, offset, length, stage, flags, id);
       } else if (kind === RecordKind.Done) {
         flushSpan();
-        this.#onDone(slot, flags, id);
+        const data = ring.data;
+        for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += 4) {
+          this.#onDone(slot, flags, (data[at]! | (data[at + 1]! << 8) | (data[at + 2]! << 16) | (data[at + 3]! << 24)) >>> 0);
+        }
       } else if (kind === RecordKind.Spill) {
         flushSpan();
         this.#onSpill(slot, stage, flags, id, ring.data.subarray(offset + RECORD_HEADER_BYTES, offset + size));
@@ -488,8 +494,15 @@ export class Engine {
   }
 
   #finishRoot(root: number): void {
-    this.#results.append(RecordKind.Done, 0, 0, root, EMPTY);
+    if (this.#finished.add(root)) this.#appendFinished();
     this.#inFlight--;
+  }
+
+  /** Appends the root items finished so far as one Done record (after their outputs). */
+  #appendFinished(): void {
+    if (this.#finished.count === 0) return;
+    const last = this.#finished.ids[this.#finished.count - 1]!;
+    this.#results.append(RecordKind.Done, 0, 0, last, this.#finished.take());
   }
 
   /** A worker hands over a sub-item for the hungry worker it claimed (or, if that one is gone, the least loaded). */
@@ -519,6 +532,7 @@ export class Engine {
   }
 
   #flushResults(): void {
+    this.#appendFinished();
     if (this.#results.count > 0) this.#events.onResults(this.#results);
   }
 
@@ -606,21 +620,20 @@ export class Engine {
     this.#drainSlot(slot, true);
     slot.spilledOutputs.clear();
 
+    // Items it finished whose Done it had not committed run again (at least once); the one it was
+    // running when it died counts an attempt, and is given up after `maxAttempts`.
     const input = slot.input;
-    let position = input.readPosition;
-    let at = input.peek(position);
-    if (at >= 0 && this.#keyAt(input, at) === slot.lastDone) {
-      position = (at + input.recordSize(input.offsetOf(at))) >>> 0; // finished, but not yet released
-      at = input.peek(position);
-    }
-    if (at >= 0) {
-      const offset = input.offsetOf(at);
-      const key = this.#keyAt(input, at);
+    const position = this.#pastFinished(slot);
+    const running = input.runningPosition;
+    const unread = (input.writePosition - position) >>> 0;
+    if (((running - position) >>> 0) < unread && input.peek(running) === running) {
+      const offset = input.offsetOf(running);
+      const key = this.#keyAt(input, running);
       const attempts = (this.#attempts.get(key) ?? 0) + 1;
       if (attempts >= this.#maxAttempts) {
         this.#attempts.delete(key);
-        position = (at + input.recordSize(offset)) >>> 0;
         this.#giveUp(slot, input, offset, attempts, reason);
+        input.view.setUint8(offset, RecordKind.Void);
       } else {
         this.#attempts.set(key, attempts);
       }
@@ -638,6 +651,23 @@ export class Engine {
       this.#events.onWorkerDied?.(slot.index, `its replacement failed to start (retrying in 1 s): ${error}`);
       setTimeout(() => this.#stopped || this.#respawn(slot), 1000);
     });
+  }
+
+  /**
+   * Where the dead worker's unfinished input starts. A worker runs its ring in order and gives bytes
+   * back in batches, so the finished items form a prefix of what it had not released yet: everything up
+   * to the record of its last Done.
+   */
+  #pastFinished(slot: WorkerSlot): number {
+    const input = slot.input;
+    const start = input.readPosition;
+    let position = start;
+    let past = start;
+    for (let at = input.peek(position); at >= 0; at = input.peek(position)) {
+      position = (at + input.recordSize(input.offsetOf(at))) >>> 0;
+      if (this.#keyAt(input, at) === slot.lastDone) past = position;
+    }
+    return past;
   }
 
   #keyAt(ring: ByteRing, position: number): number {
@@ -669,7 +699,7 @@ export class Engine {
 
   /** Whether no item is anywhere in the engine and every result has been handed out. */
   get isEmpty(): boolean {
-    return this.#inFlight === 0 && this.#backlog.length === 0 && this.#results.count === 0;
+    return this.#inFlight === 0 && this.#backlog.length === 0 && this.#results.count === 0 && this.#finished.count === 0;
   }
 
   get isAsleep(): boolean {
@@ -702,14 +732,23 @@ export class Engine {
 
   /** Per task: processed, dropped, errors, total and mean milliseconds, summed over the workers. */
   stats(): TaskStats[] {
+    return this.#taskStats(0, this.workerCount);
+  }
+
+  /** The same counters for each worker on its own (index = worker). */
+  statsByWorker(): TaskStats[][] {
+    return this.#slots.map((slot) => this.#taskStats(slot.index, slot.index + 1));
+  }
+
+  #taskStats(fromWorker: number, toWorker: number): TaskStats[] {
     const all = new Float64Array(this.#statsBuffer);
-    const width = this.#tasks.length * STAT_FIELDS;
+    const width = statsStride(this.#tasks.length);
     return this.#tasks.map((task, stage) => {
       let processed = 0;
       let dropped = 0;
       let errors = 0;
       let totalMs = 0;
-      for (let worker = 0; worker < this.workerCount; worker++) {
+      for (let worker = fromWorker; worker < toWorker; worker++) {
         const at = worker * width + stage * STAT_FIELDS;
         processed += all[at]!;
         dropped += all[at + 1]!;

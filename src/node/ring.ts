@@ -21,6 +21,8 @@ const READ = 16;
 const READER_WAITING = 32;
 const WRITER_WAITING = 48;
 const CLOSED = 64;
+/** Consumer-only: where the record the consumer is working on starts (for the engine after a crash). */
+const RUNNING = 72;
 const HEADER_BYTES = 320;
 
 export const PAD_KIND = 0;
@@ -156,6 +158,16 @@ export class ByteRing {
   /** Size in bytes (header included) of the record at `offset`. */
   recordSize(offset: number): number {
     return RECORD_HEADER_BYTES + this.view.getUint32(offset + 8, true);
+  }
+
+  /** Notes that the consumer now works on the record at `position` (one plain store per record). */
+  markRunning(position: number): void {
+    Atomics.store(this.#state, RUNNING, position | 0);
+  }
+
+  /** The position the consumer last marked as running. */
+  get runningPosition(): number {
+    return Atomics.load(this.#state, RUNNING) >>> 0;
   }
 
   /** Gives the bytes up to `position` back to the producer, and wakes it if it waits for room. */

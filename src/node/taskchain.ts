@@ -67,6 +67,14 @@ function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
 
 /** Per-task counters, as doubles in shared memory so the engine can read them at any time. */
 export const STAT_FIELDS = 4;
+
+/**
+ * Doubles per worker in the shared stats buffer: its tasks' counters, padded to whole 128-byte
+ * blocks so that two workers never write the same cache line (each item updates its counters).
+ */
+export function statsStride(tasks: number): number {
+  return Math.ceil((tasks * STAT_FIELDS) / 16) * 16;
+}
 const PROCESSED = 0;
 const DROPPED = 1;
 const ERRORS = 2;

@@ -1,4 +1,4 @@
-import { Packr } from "msgpackr";
+import { Packr, Unpackr } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
 
@@ -9,15 +9,30 @@ import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
  * every value; its output buffers are never overwritten, so encoded bytes may be kept.
  */
 const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64AsType: "number" });
+/**
+ * Items are decoded with `copyBuffers`: a binary value in an item must own its bytes, because the bytes
+ * it was decoded from (a ring slot, a frame) are reused or would be kept alive by a view.
+ */
+const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "number", copyBuffers: true });
 
 /** Encodes one item (or message) to standard MessagePack. */
 export function encode(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
-/** Decodes one MessagePack value from `bytes[start, end)`. Throws on malformed input. */
+/** One options object for every decode: a hot path must not allocate one per item. */
+const range = { start: 0, end: 0 };
+
+/** Decodes one item from `bytes[start, end)`; binary values in it get bytes of their own. Throws on malformed input. */
 export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknown {
-  return packr.unpack(bytes, { start, end });
+  range.start = start;
+  range.end = end;
+  return itemUnpackr.unpack(bytes, range);
+}
+
+/** Decodes a message envelope: its binary fields (the record blobs) stay views of `bytes`, uncopied. */
+export function decodeMessage(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
 }
 
 /**
@@ -36,7 +51,10 @@ export const RecordKind = {
   Input: 1,
   /** An output of the last task (payload: the encoded output). */
   Output: 2,
-  /** An input item and all its descendants are finished (no payload). */
+  /**
+   * Items are finished (each with all its descendants). The payload is their ids, u32 little-endian,
+   * in the order they finished; one record covers many items so completions cost a few bytes each.
+   */
   Done: 3,
   /** A task threw on an item, which was dropped (payload: encoded `TaskErrorReport`). */
   TaskError: 4,
@@ -44,8 +62,50 @@ export const RecordKind = {
   Failed: 5,
   /** A worker hands a sub-item (to run from `stage`) to the engine for an idle worker. Node-internal. */
   Spill: 6,
+  /** An input given up after crashing its workers: the next worker skips it. Node-internal. */
+  Void: 7,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
+
+/** Calls `each` with every item id of a Done record's payload `bytes[start, end)`. */
+export function forEachDoneId(bytes: Uint8Array, start: number, end: number, each: (id: number) => void): void {
+  for (let at = start; at + 4 <= end; at += 4) {
+    each((bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0);
+  }
+}
+
+/**
+ * Collects finished item ids and appends them as Done records (`maxIds` per record at most), so that
+ * a record is paid per batch of completions, not per item.
+ */
+export class DoneList {
+  readonly ids: Uint32Array;
+  count = 0;
+  readonly #bytes: Uint8Array;
+
+  constructor(readonly maxIds = 1024) {
+    this.ids = new Uint32Array(maxIds);
+    this.#bytes = new Uint8Array(this.ids.buffer);
+  }
+
+  /** Adds an id; returns true when the list is full and must be flushed before the next add. */
+  add(id: number): boolean {
+    this.ids[this.count++] = id;
+    return this.count === this.maxIds;
+  }
+
+  /** The ids as a Done payload (a view, valid until the next add). */
+  payload(): Uint8Array {
+    return this.#bytes.subarray(0, this.count * 4);
+  }
+
+  /** The ids as a Done payload (a view, valid until the next add), and empties the list. */
+  take(): Uint8Array {
+    const payload = this.payload();
+    this.count = 0;
+    return payload;
+  }
+}
 
 /** Record flag: the id is the engine's id of a spilled sub-item, not a root's item id. */
 export const FLAG_SUB_ITEM = 1;

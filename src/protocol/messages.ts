@@ -1,6 +1,6 @@
 import { C1 } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
-import { decode } from "./codec.ts";
+import { decodeMessage } from "./codec.ts";
 
 /** Bumped on any incompatible change to frames, messages or records. */
 export const PROTOCOL_VERSION = 1;
@@ -195,7 +195,7 @@ const schemas: Record<Message["t"], Check> = {
 export function parseMessage(body: Uint8Array): Message {
   let value: unknown;
   try {
-    value = decode(body);
+    value = decodeMessage(body);
     if (value === C1) throw new Error("0xc1 is a byte MessagePack never uses");
   } catch (error) {
     throw new ProtocolError(

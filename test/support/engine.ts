@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine, type EngineOptions } from "../../src/node/engine.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, forEachDoneId } from "../../src/protocol/codec.ts";
 import type { TaskSpec } from "../../src/protocol/pipeline.ts";
 
 /** Writes a task package (files by relative path) into a fresh temp folder; returns the folder. */
@@ -105,7 +105,7 @@ export class EngineHarness {
           if (this.keepOutputs) this.outputs.push({ id: reader.id, value: decode(records, reader.payloadStart, reader.payloadEnd) });
           break;
         case RecordKind.Done:
-          this.done.push(reader.id);
+          forEachDoneId(records, reader.payloadStart, reader.payloadEnd, (id) => this.done.push(id));
           break;
         case RecordKind.TaskError:
         case RecordKind.Failed: {

@@ -1,0 +1,368 @@
+import { constants } from "node:fs";
+import { lstat, mkdir, open, readFile, realpath, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { SetupError } from "../errors.ts";
+import { findPackageEntry, isInsideFolder, packageNameProblem, segmentProblem } from "../protocol/package-layout.ts";
+import type { PackageBundle } from "../protocol/pipeline.ts";
+
+/**
+ * The node's half of code shipping: writing a pipeline's packages under
+ * `<workdir>/pipelines/<name>@<version>/<package>/` without ever letting a file land outside that
+ * folder, and installing their dependencies there.
+ *
+ * Every installer runs with its cwd inside the pipeline folder and never with `--global`, so the
+ * node's own node_modules and the host's global packages are never touched. (Bun's shared download
+ * cache under ~/.bun is filled along the way; it is a cache of tarballs, not an install anything
+ * resolves imports from.)
+ */
+
+export interface InstallOptions {
+  /** The node's work dir; pipelines go to `<workdir>/pipelines/`. */
+  workdir: string;
+  /** Pipeline name and version, each one folder name. */
+  name: string;
+  version: string;
+  packages: PackageBundle[];
+  /** npm specs (`lodash@4`), `bun add`ed into the pipeline folder. */
+  remotePackages: string[];
+  /** Content hash from the root (`pipelineHash`): an unchanged pipeline is not written or installed again. */
+  hash: string;
+  /** Each line the installers print, as it comes. */
+  onOutput?: (line: string) => void;
+  /** Bound on each installer run (default 10 minutes). */
+  installTimeoutMs?: number;
+}
+
+export interface InstalledPipeline {
+  /** The pipeline folder. */
+  dir: string;
+  /** For each package name, the absolute path of the module a worker imports. */
+  entries: Record<string, string>;
+  /** True when this exact code was already installed and nothing was written. */
+  skipped: boolean;
+}
+
+/** Written last, so a folder whose setup failed half-way is never taken for an installed one. */
+const HASH_MARKER = ".pcluster-hash";
+const DEFAULT_INSTALL_TIMEOUT_MS = 10 * 60_000;
+/** How much of an installer's output a failure report carries. */
+const OUTPUT_TAIL_CHARS = 4000;
+const MAX_PATH_LENGTH = 4096;
+const MAX_SPEC_LENGTH = 512;
+/** The running pcluster's package root (the folder with its package.json), linked into each pipeline. */
+const OWN_PCLUSTER_ROOT = resolve(import.meta.dir, "../..");
+const DEPENDENCY_FIELDS = ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"] as const;
+
+/**
+ * Writes and installs a pipeline's packages, or does nothing when the same hash is installed already.
+ *
+ * @example
+ * const { entries } = await installPipeline({ workdir, name: "p", version: "1.0", packages, remotePackages: [], hash })
+ * const module = await import(entries["task_package"]!)
+ */
+export async function installPipeline(options: InstallOptions): Promise<InstalledPipeline> {
+  const { workdir, name, version, packages, remotePackages, hash } = options;
+  checkPipelineNames(name, version);
+  checkPackageNames(packages);
+  checkRemoteSpecs(remotePackages);
+  if (hash === "" || /\s/.test(hash)) throw new SetupError(`pipeline hash ${JSON.stringify(hash)} is not a hash; send pipelineHash(...)`);
+
+  const pipelines = join(resolve(workdir), "pipelines");
+  await mkdir(pipelines, { recursive: true });
+  const dir = join(pipelines, `${name}@${version}`);
+  if (await isInstalled(dir, hash, packages)) {
+    await linkOwnPcluster(dir); // cheap, and keeps pointing at this node's pcluster if it moved
+    return { dir, entries: entriesOf(dir, packages), skipped: true };
+  }
+
+  await clearPipelineFolder(dir);
+  // All files first, installers after: no install script runs while shipped files are still being placed.
+  for (const bundle of packages) await writePackage(join(dir, bundle.name), bundle);
+  const run = (args: string[], cwd: string, what: string) =>
+    runInstaller(args, cwd, what, options.onOutput, options.installTimeoutMs ?? DEFAULT_INSTALL_TIMEOUT_MS);
+  for (const bundle of packages) {
+    const packageDir = join(dir, bundle.name);
+    if (await prepareManifest(packageDir)) {
+      await run(["install", "--production"], packageDir, `installing the dependencies of package "${bundle.name}"`);
+    }
+  }
+  if (remotePackages.length > 0) {
+    await ensurePipelineManifest(dir, name);
+    await run(["add", ...remotePackages], dir, `installing remote packages ${remotePackages.join(" ")}`);
+  }
+  await linkOwnPcluster(dir);
+  const entries = entriesOf(dir, packages);
+  await writeMarker(dir, hash);
+  return { dir, entries, skipped: false };
+}
+
+// ---- checks on what the root sent ------------------------------------------------------------------
+
+function checkPipelineNames(name: string, version: string): void {
+  // "@" separates name from version in the folder name, so "a@b"+"c" and "a"+"b@c" must not meet.
+  const nameProblem = segmentProblem(name) ?? (name.includes("@") ? 'it contains "@"' : undefined);
+  if (nameProblem !== undefined) {
+    throw new SetupError(`pipeline name ${JSON.stringify(name)} cannot be a folder name: ${nameProblem}; use letters, digits, ".", "_" or "-"`);
+  }
+  const versionProblem = segmentProblem(version);
+  if (versionProblem !== undefined) {
+    throw new SetupError(`pipeline version ${JSON.stringify(version)} cannot be a folder name: ${versionProblem}; use e.g. "1.0"`);
+  }
+}
+
+function checkPackageNames(packages: PackageBundle[]): void {
+  const seen = new Set<string>();
+  for (const { name } of packages) {
+    const problem = packageNameProblem(name);
+    if (problem !== undefined) throw new SetupError(`package name ${JSON.stringify(name)} cannot be a folder name: ${problem}`);
+    if (seen.has(name)) throw new SetupError(`package "${name}" is shipped twice; package names must differ`);
+    seen.add(name);
+  }
+}
+
+/** A spec is one argument to `bun add`: it must not be able to pass an installer flag such as `--global`. */
+function checkRemoteSpecs(specs: string[]): void {
+  for (const spec of specs) {
+    const problem = specProblem(spec);
+    if (problem !== undefined) {
+      throw new SetupError(`remote package ${JSON.stringify(spec)} is refused: ${problem}; give npm specs such as "lodash@4"`);
+    }
+  }
+}
+
+function specProblem(spec: string): string | undefined {
+  if (spec === "") return "it is empty";
+  if (spec.length > MAX_SPEC_LENGTH) return `it is longer than ${MAX_SPEC_LENGTH} characters`;
+  if (spec.startsWith("-")) return "it starts with '-', which the installer would read as a flag";
+  if (/[\s\0]/.test(spec)) return "it contains whitespace or NUL";
+  return undefined;
+}
+
+/** Why a shipped file path is unsafe to write, or undefined when it is a plain relative path. */
+function pathProblem(path: string): string | undefined {
+  if (path === "") return "it is empty";
+  if (path.length > MAX_PATH_LENGTH) return `it is longer than ${MAX_PATH_LENGTH} characters`;
+  if (path.includes("\0")) return "it contains a NUL character";
+  if (path.includes("\\")) return "it contains a backslash (shipped paths use '/')";
+  if (path.startsWith("/") || /^[A-Za-z]:/.test(path)) return "it is absolute";
+  const segments = path.split("/");
+  if (segments.includes("..")) return "it has a '..' segment";
+  if (segments.some((segment) => segment === "" || segment === ".")) return "it has an empty or '.' segment";
+  if (segments.includes("node_modules") || segments.includes(".git")) return "it is inside node_modules/ or .git/, which only the node writes";
+  return undefined;
+}
+
+function unsafePath(packageName: string, path: string, why: string): SetupError {
+  return new SetupError(
+    `refused to write ${JSON.stringify(path)} of package "${packageName}": it would land outside the pipeline folder (${why}); ` +
+      "ship only plain relative paths inside the package",
+  );
+}
+
+// ---- writing ------------------------------------------------------------------------------------------
+
+async function isInstalled(dir: string, hash: string, packages: PackageBundle[]): Promise<boolean> {
+  try {
+    if (!(await lstat(dir)).isDirectory()) return false;
+    if ((await readFile(join(dir, HASH_MARKER), "utf8")) !== hash) return false;
+    for (const { name } of packages) if (!(await lstat(join(dir, name))).isDirectory()) return false;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes an old install of this pipeline. Only this pipeline's folder is touched. */
+async function clearPipelineFolder(dir: string): Promise<void> {
+  // The link to the node's own pcluster goes first and alone: `rm` does not follow links, but this
+  // one leads to the node's own code, so it is not left to chance.
+  await unlink(join(dir, "node_modules", "pcluster")).catch(() => {});
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+}
+
+/**
+ * Writes one package's files into `packageDir`. Each path is checked as text first, then each folder
+ * on the way is created one level at a time and refused if it is a link, and finally the file itself
+ * is opened with O_NOFOLLOW: a link planted in the folder (by an earlier install, say) can never
+ * redirect a write outside.
+ */
+export async function writePackage(packageDir: string, bundle: PackageBundle): Promise<void> {
+  await mkdir(packageDir, { recursive: true });
+  const root = await realpath(packageDir);
+  for (const file of bundle.files) {
+    const problem = pathProblem(file.path);
+    if (problem !== undefined) throw unsafePath(bundle.name, file.path, problem);
+    const target = join(root, file.path);
+    if (!isInsideFolder(root, target)) throw unsafePath(bundle.name, file.path, "it resolves outside the package folder");
+    await makeFoldersInside(root, file.path, bundle.name);
+    await writeNoFollow(target, file.data, file.mode, bundle.name, file.path);
+  }
+}
+
+/** Creates the parent folders of `path` under `root`, refusing any that already exists as a link. */
+async function makeFoldersInside(root: string, path: string, packageName: string): Promise<void> {
+  const folders = path.split("/").slice(0, -1);
+  let current = root;
+  for (const folder of folders) {
+    current = join(current, folder);
+    const info = await lstat(current).catch(() => undefined);
+    if (info === undefined) {
+      await mkdir(current);
+    } else if (info.isSymbolicLink()) {
+      throw unsafePath(packageName, path, `"${folder}" is a symbolic link`);
+    } else if (!info.isDirectory()) {
+      throw new SetupError(`cannot write ${JSON.stringify(path)} of package "${packageName}": "${folder}" is a file, not a folder`);
+    }
+  }
+  const parent = await realpath(dirname(join(root, path)));
+  if (parent !== root && !isInsideFolder(root, parent)) throw unsafePath(packageName, path, "its folder resolves outside");
+}
+
+async function writeNoFollow(target: string, data: Uint8Array, mode: number | undefined, packageName: string, path: string): Promise<void> {
+  const existing = await lstat(target).catch(() => undefined);
+  if (existing?.isSymbolicLink()) throw unsafePath(packageName, path, "the file is a symbolic link");
+  if (existing?.isDirectory()) throw new SetupError(`cannot write ${JSON.stringify(path)} of package "${packageName}": a folder is there`);
+  const permissions = mode !== undefined && mode & 0o111 ? 0o755 : 0o644;
+  // O_NOFOLLOW closes the gap between the lstat above and the open (0 where the platform lacks it).
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NOFOLLOW ?? 0);
+  const handle = await open(target, flags, permissions);
+  try {
+    await handle.writeFile(data);
+    await handle.chmod(permissions);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function writeMarker(dir: string, hash: string): Promise<void> {
+  const temporary = join(dir, `${HASH_MARKER}.tmp`);
+  await writeFile(temporary, hash);
+  await rename(temporary, join(dir, HASH_MARKER));
+}
+
+function entriesOf(dir: string, packages: PackageBundle[]): Record<string, string> {
+  const entries: Record<string, string> = {};
+  for (const { name } of packages) entries[name] = findPackageEntry(join(dir, name));
+  return entries;
+}
+
+// ---- installing --------------------------------------------------------------------------------------
+
+/**
+ * Drops `pcluster` from the package's dependencies (the node links its own, whatever the root's
+ * package.json said about where pcluster came from) and says whether anything is left to install.
+ */
+async function prepareManifest(packageDir: string): Promise<boolean> {
+  const path = join(packageDir, "package.json");
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch {
+    return false; // no package.json: nothing to install
+  }
+  let manifest: Record<string, unknown>;
+  try {
+    manifest = JSON.parse(text) as Record<string, unknown>;
+  } catch (error) {
+    throw new SetupError(`${path} is not valid JSON (${(error as Error).message}); fix the package.json on the root`);
+  }
+  let changed = false;
+  for (const field of DEPENDENCY_FIELDS) {
+    const deps = manifest[field] as Record<string, unknown> | undefined;
+    if (deps !== null && typeof deps === "object" && Object.hasOwn(deps, "pcluster")) {
+      delete deps.pcluster;
+      changed = true;
+    }
+  }
+  if (changed) await writeFile(path, `${JSON.stringify(manifest, null, 2)}\n`);
+  return ["dependencies", "optionalDependencies", "peerDependencies"].some((field) => {
+    const deps = manifest[field];
+    return deps !== null && typeof deps === "object" && Object.keys(deps).length > 0;
+  });
+}
+
+/** The pipeline folder's own package.json, which `bun add` records the remote packages in. */
+async function ensurePipelineManifest(dir: string, name: string): Promise<void> {
+  const path = join(dir, "package.json");
+  const exists = await lstat(path).then(
+    () => true,
+    () => false,
+  );
+  if (exists) return;
+  const packageName = `pcluster-pipeline-${name.toLowerCase().replace(/[^a-z0-9._-]/g, "-")}`;
+  await writeFile(path, `${JSON.stringify({ name: packageName, private: true }, null, 2)}\n`);
+}
+
+/**
+ * Links `<pipeline>/node_modules/pcluster` to this node's pcluster, so that `import { log } from
+ * "pcluster"` in a shipped package (resolved by walking up from its folder) gets the node's own.
+ */
+async function linkOwnPcluster(dir: string): Promise<void> {
+  const modules = join(dir, "node_modules");
+  await mkdir(modules, { recursive: true });
+  const link = join(modules, "pcluster");
+  const existing = await lstat(link).catch(() => undefined);
+  if (existing?.isSymbolicLink() || existing?.isFile()) await unlink(link);
+  else if (existing?.isDirectory()) await rm(link, { recursive: true, force: true });
+  await symlink(OWN_PCLUSTER_ROOT, link, "junction"); // "junction": a folder link Windows allows without admin rights
+}
+
+async function runInstaller(
+  args: string[],
+  cwd: string,
+  what: string,
+  onOutput: ((line: string) => void) | undefined,
+  timeoutMs: number,
+): Promise<void> {
+  const installer = Bun.spawn([process.execPath, ...args], {
+    cwd,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
+  });
+  const output = new InstallerOutput(onOutput);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    installer.kill("SIGKILL");
+  }, timeoutMs);
+  const reading = Promise.all([output.read(installer.stdout), output.read(installer.stderr)]);
+  const code = await installer.exited;
+  clearTimeout(timer);
+  // A script the installer started may still hold the pipes open: wait for them only briefly.
+  await Promise.race([reading, Bun.sleep(1000)]);
+  const command = `bun ${args.join(" ")}`;
+  if (timedOut) {
+    throw new SetupError(`${what} timed out after ${timeoutMs / 1000} s (\`${command}\` in ${cwd}); its output ended with:\n${output.tail()}`);
+  }
+  if (code !== 0) {
+    throw new SetupError(`${what} failed: \`${command}\` in ${cwd} exited with code ${code}; its output ended with:\n${output.tail()}`);
+  }
+}
+
+/** An installer's output: passed on line by line, and its last few thousand characters kept for errors. */
+class InstallerOutput {
+  #tail = "";
+
+  constructor(readonly onLine: ((line: string) => void) | undefined) {}
+
+  /** Reads one of the installer's streams to its end; each stream keeps its own unfinished line. */
+  async read(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    let partial = "";
+    for await (const chunk of stream) {
+      const text = decoder.decode(chunk, { stream: true });
+      this.#tail = (this.#tail + text).slice(-OUTPUT_TAIL_CHARS);
+      const lines = (partial + text).split(/\r?\n/);
+      partial = lines.pop() ?? "";
+      for (const line of lines) this.onLine?.(line);
+    }
+    if (partial !== "") this.onLine?.(partial);
+  }
+
+  tail(): string {
+    return this.#tail.trim() || "(no output)";
+  }
+}
