@@ -131,6 +131,11 @@ export class Connection {
     if (!this.#isClosed) this.#socket.resume();
   }
 
+  /** Lets the process exit while this connection is still open (an idle log connection must not hold it). */
+  unref(): void {
+    if (!this.#isClosed) this.#socket.unref();
+  }
+
   /** Flushes what is queued, then closes. */
   close(): void {
     if (this.#isClosed) return;

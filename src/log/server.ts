@@ -1,0 +1,139 @@
+import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { resolve } from "node:path";
+import { consola } from "consola";
+import { PclusterError, ProtocolError } from "../errors.ts";
+import { type Server, serve } from "../protocol/auth.ts";
+import type { Connection } from "../protocol/connection.ts";
+import { assertSafeListen } from "../protocol/exposure.ts";
+import type { LogLine } from "../protocol/messages.ts";
+import { formatLogLines } from "./format.ts";
+
+export interface LogServerOptions {
+  host: string;
+  /** 0: any free port (see `LogServer.port`). */
+  port: number;
+  outfile: string;
+  /** Truncate the file first; by default lines are appended. */
+  overwrite?: boolean;
+  /** When set, clients must prove they know it. */
+  token?: string;
+  /** Allow listening beyond loopback without a token. */
+  insecure?: boolean;
+  /** Also print every line on stdout (default true). */
+  echo?: boolean;
+}
+
+export interface LogServer {
+  readonly host: string;
+  /** The port listened on (the real one when 0 was asked for). */
+  readonly port: number;
+  /** The absolute path of the file written. */
+  readonly outfile: string;
+  /** Closes every connection and the file. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Collects log lines from any number of clients over persistent connections into one file (and
+ * stdout). Each `log` message is written with one write call, so records of different clients never
+ * interleave within a line.
+ *
+ * @example
+ * const server = await startLogServer({ host: "127.0.0.1", port: 5000, outfile: "pcluster.log" });
+ * await server.stop();
+ */
+export async function startLogServer(options: LogServerOptions): Promise<LogServer> {
+  assertSafeListen(options.host, Boolean(options.token), options.insecure ?? false, "log");
+  const outfile = resolve(options.outfile);
+  const fd = openLogFile(outfile, options.overwrite ?? false);
+  const echo = options.echo ?? true;
+  let stopped = false;
+
+  const write = (lines: LogLine[]): void => {
+    if (stopped || lines.length === 0) return;
+    const text = formatLogLines(lines);
+    try {
+      writeSync(fd, text);
+    } catch (error) {
+      consola.error(`pcluster log server: cannot write to ${outfile}: ${(error as Error).message}`);
+    }
+    if (echo) process.stdout.write(text);
+  };
+
+  const onPeer = (connection: Connection): void => {
+    connection.onMessage = (message) => {
+      if (message.t === "log") return write(message.lines);
+      connection.fail(new ProtocolError(`a log server only takes "log" messages, got "${message.t}"`));
+      consola.warn(`pcluster log server: closed ${connection.remoteAddress}: it sent a "${message.t}" message`);
+    };
+  };
+
+  const onRefused = (address: string, error: unknown): void => {
+    const why = error instanceof Error ? error.message : String(error);
+    // A client without the token hangs up during the handshake without saying why: say what it lacks.
+    const hint =
+      options.token && !(error instanceof ProtocolError)
+        ? " (this log server requires a token: clients need PCLUSTER_TOKEN or setLogToken())"
+        : "";
+    consola.warn(`pcluster log server: refused ${address}: ${why}${hint}`);
+  };
+
+  let server: Server;
+  try {
+    server = serve({ hostname: options.host, port: options.port, service: "log", token: options.token || undefined, onPeer, onRefused });
+  } catch (error) {
+    closeSync(fd);
+    const why = (error as { code?: string }).code === "EADDRINUSE" ? "the port is in use" : (error as Error).message;
+    throw new PclusterError(`cannot listen on ${hostPort(options.host, options.port)}: ${why}`, { cause: error });
+  }
+
+  return {
+    host: options.host,
+    port: server.port,
+    outfile,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      server.stop();
+      fsyncSync(fd);
+      closeSync(fd);
+    },
+  };
+}
+
+/**
+ * `pcluster log`: runs a log server until SIGINT or SIGTERM. Prints one line when it listens; a
+ * refusal (an exposed address without a token, a port in use) is printed and exits with code 1.
+ */
+export async function runLogServer(options: LogServerOptions): Promise<void> {
+  let server: LogServer;
+  try {
+    server = await startLogServer(options);
+  } catch (error) {
+    if (!(error instanceof PclusterError)) throw error;
+    consola.error(error.message);
+    process.exit(1);
+  }
+  console.log(`pcluster log server listening on ${hostPort(server.host, server.port)}, writing to ${server.outfile}`);
+  await new Promise<void>((resolveStopped) => {
+    const stop = (): void => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      server.stop().then(resolveStopped);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
+
+function openLogFile(path: string, overwrite: boolean): number {
+  try {
+    return openSync(path, overwrite ? "w" : "a");
+  } catch (error) {
+    throw new PclusterError(`cannot open the log file ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

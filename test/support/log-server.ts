@@ -1,0 +1,42 @@
+import { readFileSync } from "node:fs";
+import { CLI, type Spawned, spawnBun } from "./processes.ts";
+
+/** A `pcluster log` process on a free port of 127.0.0.1 (or `port`), once it says it listens. */
+export async function spawnLogServer(
+  outfile: string,
+  options: { port?: number; args?: string[]; env?: Record<string, string | undefined> } = {},
+): Promise<{ server: Spawned; port: number; addr: string }> {
+  const args = [CLI, "log", "--host", "127.0.0.1", "--port", String(options.port ?? 0), "--outfile", outfile];
+  const server = spawnBun([...args, ...(options.args ?? [])], { env: options.env });
+  const [, port] = await server.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+  return { server, port: Number(port), addr: `127.0.0.1:${port}` };
+}
+
+/** Waits (bounded) until the file's text satisfies `done`, and returns the text. */
+export async function waitForFile(path: string, done: (text: string) => boolean, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let text = "";
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      // not created yet
+    }
+    if (done(text)) return text;
+    if (Date.now() > deadline) throw new Error(`timed out waiting on ${path}; it holds:\n${text.slice(-2000)}`);
+    await Bun.sleep(50);
+  }
+}
+
+/** One parsed log record: `[time host pid] message`. */
+export const RECORD = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) (\d+)\] (.*)$/;
+
+/** The messages of `pid`'s records in `text`, in file order. */
+export function messagesOf(text: string, pid: number): string[] {
+  const messages: string[] = [];
+  for (const line of text.split("\n")) {
+    const match = RECORD.exec(line);
+    if (match !== null && Number(match[3]) === pid) messages.push(match[4]!);
+  }
+  return messages;
+}
