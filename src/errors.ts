@@ -67,16 +67,27 @@ export class StateError extends PclusterError {
 /** A task threw, or an item failed after its retries. Given to `errorHandler`. */
 export class TaskError extends PclusterError {
   override readonly code = "task";
+  /** Name of the task (its export) that threw, or that ran when its worker died. */
+  readonly task: string;
+  /** The stack trace on the node, when there is one. */
+  readonly remoteStack: string | undefined;
+  /** True when the item was given up after its worker died on it too often (not a throw). */
+  readonly failed: boolean;
+  /** The node ("host:port") it happened on. */
+  readonly node: string | undefined;
+  /** The root's id of the input item it descends from. */
+  readonly item: number | undefined;
+
   constructor(
     message: string,
-    /** Name of the task (export) that failed, or "worker" when the worker thread died. */
-    readonly task: string,
-    /** The remote stack trace, when there is one. */
-    readonly remoteStack: string | undefined,
-    /** Whether the item was given up after exhausting its retries (worker crashes). */
-    readonly failed = false,
+    details: { task: string; stack?: string; failed?: boolean; node?: string; item?: number },
   ) {
     super(message);
+    this.task = details.task;
+    this.remoteStack = details.stack;
+    this.failed = details.failed ?? false;
+    this.node = details.node;
+    this.item = details.item;
   }
 }
 

@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { parseAddress } from "../protocol/address.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { printLogLines } from "./format.ts";
 import { type LogEndpoint, LogSender } from "./log-sender.ts";
@@ -108,21 +109,7 @@ export function closeLogs(): void {
 
 /** Parses a `LogAddress`; throws a `TypeError` saying what is expected. */
 export function parseLogAddress(addr: LogAddress): LogEndpoint {
-  let host: unknown;
-  let port: unknown;
-  if (typeof addr === "string") {
-    const match = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(addr);
-    host = match?.[1] ?? match?.[2];
-    port = match === null ? undefined : Number(match[3]);
-  } else if (Array.isArray(addr)) {
-    [host, port] = addr;
-  }
-  if (typeof host !== "string" || host === "" || typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new TypeError(
-      `invalid log address ${Bun.inspect(addr)}: expected "host:port" (e.g. "127.0.0.1:5000" or "[::1]:5000") or [host, port] with a port from 1 to 65535`,
-    );
-  }
-  return { host, port, key: host.includes(":") ? `[${host}]:${port}` : `${host}:${port}` };
+  return parseAddress(addr, "log address");
 }
 
 function senderFor(endpoint: LogEndpoint): LogSender {

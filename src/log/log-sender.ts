@@ -1,3 +1,4 @@
+import type { Endpoint } from "../protocol/address.ts";
 import { dial } from "../protocol/auth.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type { LogLine } from "../protocol/messages.ts";
@@ -19,11 +20,7 @@ const DIAL_TIMEOUT_MS = 3000;
 const LINGER_MS = 2000;
 
 /** A parsed log server address; `key` names it in messages and in the sender table. */
-export interface LogEndpoint {
-  readonly host: string;
-  readonly port: number;
-  readonly key: string;
-}
+export type LogEndpoint = Endpoint;
 
 /**
  * The one persistent connection of this thread to one log server. Lines queued in the same tick

@@ -2,6 +2,7 @@ import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { consola } from "consola";
 import { PclusterError, ProtocolError } from "../errors.ts";
+import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/exposure.ts";
@@ -84,7 +85,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
   } catch (error) {
     closeSync(fd);
     const why = (error as { code?: string }).code === "EADDRINUSE" ? "the port is in use" : (error as Error).message;
-    throw new PclusterError(`cannot listen on ${hostPort(options.host, options.port)}: ${why}`, { cause: error });
+    throw new PclusterError(`cannot listen on ${formatAddress(options.host, options.port)}: ${why}`, { cause: error });
   }
 
   return {
@@ -114,7 +115,7 @@ export async function runLogServer(options: LogServerOptions): Promise<void> {
     consola.error(error.message);
     process.exit(1);
   }
-  console.log(`pcluster log server listening on ${hostPort(server.host, server.port)}, writing to ${server.outfile}`);
+  console.log(`pcluster log server listening on ${formatAddress(server.host, server.port)}, writing to ${server.outfile}`);
   await new Promise<void>((resolveStopped) => {
     const stop = (): void => {
       process.off("SIGINT", stop);
@@ -132,8 +133,4 @@ function openLogFile(path: string, overwrite: boolean): number {
   } catch (error) {
     throw new PclusterError(`cannot open the log file ${path}: ${(error as Error).message}`, { cause: error });
   }
-}
-
-function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }

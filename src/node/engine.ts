@@ -11,7 +11,7 @@ import {
   encode,
 } from "../protocol/codec.ts";
 import type { LogLine } from "../protocol/messages.ts";
-import type { TaskSpec } from "../protocol/pipeline.ts";
+import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
 import { ByteRing } from "./ring.ts";
 import { STAT_FIELDS, statsStride } from "./taskchain.ts";
@@ -42,21 +42,15 @@ export interface EngineEvents {
   /** Output, TaskError, Failed and Done records for root items, ready to frame (`finishFrame`). */
   onResults(batch: RecordBatchBuilder): void;
   /** A task threw, or an item was given up; the item's record is in the results too. */
-  onTaskError?(report: TaskErrorReport & { stage: number; failed: boolean }): void;
+  onTaskError?(report: TaskErrorReport & { item: number; stage: number; failed: boolean }): void;
   /** A worker thread died; it has been replaced. */
   onWorkerDied?(worker: number, reason: string): void;
   /** Log lines from tasks (their `log()` calls), to forward to the log server. */
   onLog?(lines: LogLine[]): void;
 }
 
-export interface TaskStats {
-  task: string;
-  processed: number;
-  dropped: number;
-  errors: number;
-  totalMs: number;
-  meanMs: number;
-}
+/** Per-task counters (see `Engine.stats`). */
+export type TaskStats = TaskStatsRecord;
 
 /** One worker thread, its two rings, and the engine's side of their positions. */
 interface WorkerSlot {
@@ -721,7 +715,13 @@ export class Engine {
     this.#sleeping = true;
     Atomics.store(this.#control, Control.Sleep, 1);
     for (const slot of this.#slots) slot.input.nudge();
-    return this.#when(() => this.#slots.every((slot) => !slot.alive || slot.asleep));
+    return this.whenAsleep();
+  }
+
+  /** Resolves once every worker has paused after a `sleep()` (at once when not asleep-bound). */
+  whenAsleep(): Promise<void> {
+    if (!this.#sleeping) return Promise.resolve();
+    return this.#when(() => !this.#sleeping || this.#slots.every((slot) => !slot.alive || slot.asleep));
   }
 
   wakeup(): void {

@@ -277,22 +277,6 @@ function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
   });
 }
 
-/**
- * Decodes a record's payload out of the ring through a small private buffer: msgpackr's native string
- * extraction costs in proportion to the buffer it is handed, so copying a small item out first (a byte
- * loop: cheaper than a `subarray` for small sizes) makes it about twice as fast as decoding in place.
- */
-let scratch = new Uint8Array(64 * 1024);
-function decodeFromRing(data: Uint8Array, start: number, length: number): unknown {
-  if (length > scratch.length) {
-    if (length > 1 << 20) return decode(data, start, start + length);
-    scratch = new Uint8Array(1 << (32 - Math.clz32(length - 1)));
-  }
-  if (length <= 256) for (let i = 0; i < length; i++) scratch[i] = data[start + i]!;
-  else scratch.set(data.subarray(start, start + length));
-  return decode(scratch, 0, length);
-}
-
 async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void> {
   const input = new ByteRing(setup.input);
   const output = new OutputWriter(new ByteRing(setup.output));
@@ -386,7 +370,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     let decoded = true;
     try {
       if ((flags & FLAG_SPILLED_BYTES) === 0) {
-        item = decodeFromRing(input.data, offset + RECORD_HEADER_BYTES, length);
+        item = decode(input.data, offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
       } else {
         await settle();
         const key = itemKey(flags, id);

@@ -159,8 +159,8 @@ export interface ServeOptions extends ConnectionOptions {
 export interface Server {
   readonly hostname: string;
   readonly port: number;
-  /** Stops listening and closes every connection. */
-  stop(): void;
+  /** Stops listening; with `closeActive` (the default) also closes every open connection at once. */
+  stop(closeActive?: boolean): void;
 }
 
 /** Listens and runs the server handshake on every connection. */
@@ -174,7 +174,7 @@ export function serve(options: ServeOptions): Server {
   return {
     hostname: listener.hostname,
     port: listener.port,
-    stop: () => listener.stop(true),
+    stop: (closeActive = true) => listener.stop(closeActive),
   };
 }
 

@@ -23,8 +23,25 @@ export function encode(value: unknown): Uint8Array {
 /** One options object for every decode: a hot path must not allocate one per item. */
 const range = { start: 0, end: 0 };
 
+/**
+ * Small items are copied into this buffer before decoding: msgpackr's native string extraction costs in
+ * proportion to the buffer it is handed, and a byte loop over a few dozen bytes costs less than that
+ * (measured: ~15% faster on 80-byte items than decoding in place in a 90 KB batch).
+ */
+const scratch = new Uint8Array(4096);
+const SCRATCH_COPY_BELOW = 256;
+
 /** Decodes one item from `bytes[start, end)`; binary values in it get bytes of their own. Throws on malformed input. */
 export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknown {
+  const length = end - start;
+  // msgpackr reads `end: 0` as "to the end of the buffer": an empty item must fail here, not decode that.
+  if (length <= 0) throw new RangeError("an item is at least one byte of MessagePack; got none");
+  if (length < SCRATCH_COPY_BELOW) {
+    for (let i = 0; i < length; i++) scratch[i] = bytes[start + i]!;
+    range.start = 0;
+    range.end = length;
+    return itemUnpackr.unpack(scratch, range);
+  }
   range.start = start;
   range.end = end;
   return itemUnpackr.unpack(bytes, range);
@@ -110,13 +127,11 @@ export class DoneList {
 /** Record flag: the id is the engine's id of a spilled sub-item, not a root's item id. */
 export const FLAG_SUB_ITEM = 1;
 
-/** What a task error record carries. */
+/** What a TaskError or Failed record carries (the record's id is the root item it descends from). */
 export interface TaskErrorReport {
   task: string;
   message: string;
   stack?: string;
-  /** The root item id the failing item descends from. */
-  item: number;
   /** Times a worker died on this item (Failed records only). */
   attempts?: number;
 }

@@ -136,6 +136,11 @@ export class Connection {
     if (!this.#isClosed) this.#socket.unref();
   }
 
+  /** Keeps the process alive while this connection is open (the default). */
+  ref(): void {
+    if (!this.#isClosed) this.#socket.ref();
+  }
+
   /** Flushes what is queued, then closes. */
   close(): void {
     if (this.#isClosed) return;
@@ -396,9 +401,15 @@ export function connect(options: ConnectOptions): Promise<Connection> {
       opened?.destroy();
       reject(new TimeoutError(`could not connect to ${address} within ${timeoutMs} ms`));
     }, timeoutMs);
+    // Settle on `open`, not on Bun.connect's promise: with TLS the promise can resolve before the
+    // socket's open handler has run, and the connection would not exist yet.
     const handlers = handlersFor(options, (connection) => {
       opened = connection;
       options.onOpen?.(connection);
+      if (settled) return connection.destroy();
+      settled = true;
+      clearTimeout(timer);
+      resolve(connection);
     });
     Bun.connect<{ connection?: Connection }>({
       hostname: options.hostname,
@@ -415,11 +426,9 @@ export function connect(options: ConnectOptions): Promise<Connection> {
       },
       data: {},
     }).then(
-      () => {
-        clearTimeout(timer);
-        if (settled) return opened?.destroy();
-        settled = true;
-        resolve(opened!);
+      (socket) => {
+        // A socket that opens after the timeout gave up is closed at once.
+        if (settled && opened === undefined) socket.end();
       },
       (error: Error) => {
         clearTimeout(timer);

@@ -194,3 +194,10 @@ function uintBytes(value: number): Uint8Array {
   if (value < 0x80) return Uint8Array.of(value);
   return Uint8Array.of(0xce, value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff);
 }
+
+const headScratch = new Uint8Array(MAX_BLOB_HEAD_BYTES);
+
+/** The whole length of the blob frame `blobFrameHead` makes for these fields (what a credit charges). */
+export function blobFrameBytes(type: string, fields: Readonly<Record<string, number>> | undefined, blobLength: number): number {
+  return MAX_BLOB_HEAD_BYTES - blobFrameHead(headScratch, MAX_BLOB_HEAD_BYTES, type, fields, blobLength) + blobLength;
+}

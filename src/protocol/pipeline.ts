@@ -56,6 +56,53 @@ export interface SetupArgs {
   workers?: number;
   /** Attempts for an item whose worker dies before it is given up (default 3). */
   maxAttempts?: number;
+  /** Result bytes the node may send ahead of the root's `credit` messages (default 8 MiB). */
+  resultWindow?: number;
+}
+
+/** What a node answers to `setup`: what it runs on, and how much input it takes in flight. */
+export interface SetupResult {
+  workers: number;
+  cores: number;
+  /** Whether the same code was installed already (nothing was written). */
+  cached: boolean;
+  /** The most items and bytes the root may have in flight on this node. */
+  window: { items: number; bytes: number };
+}
+
+/** What a node answers to `status`. */
+export interface NodeStatus {
+  host: string;
+  /** The address the node listens on, as it sees it. */
+  listen: string;
+  version: string;
+  cores: number;
+  /** Default worker threads per pipeline (`--workers`). */
+  workers: number;
+  /** The pipeline set up now, if any. */
+  pipeline: {
+    name: string;
+    version: string;
+    /** The root that set it up (its client name). */
+    owner: string;
+    /** True when the asking connection is not its owner: the node is busy for it. */
+    busy: boolean;
+    startedAt: number;
+    workers: number;
+    idleWorkers: number;
+    awake: boolean;
+    inFlight: number;
+    tasks: TaskStatsRecord[];
+  } | null;
+}
+
+export interface TaskStatsRecord {
+  task: string;
+  processed: number;
+  dropped: number;
+  errors: number;
+  totalMs: number;
+  meanMs: number;
 }
 
 const taskSpec: Check = shape({
@@ -79,6 +126,7 @@ const setupArgs: Check = shape({
   hash: isString,
   workers: optional(isUint),
   maxAttempts: optional(isUint),
+  resultWindow: optional(isUint),
 });
 
 /** Validates setup arguments from the wire; throws a `ProtocolError` naming the bad field. */

@@ -1,0 +1,851 @@
+/**
+ * Framing bench: the item codec and the feed-frame path, each beside its baseline from the same run.
+ *
+ *   1. Items `{ id, payload: <64-char string> }` encoded and decoded, one at a time and as a feed blob
+ *      of 1000 records, by msgpackr (src/protocol/codec.ts), @msgpack/msgpack tuned as far as its
+ *      options go, and JSON as the reference. Applies the codec rule: msgpackr stays only while it
+ *      encodes+decodes items at least 1.5× as fast as @msgpack/msgpack.
+ *   2. Loopback TCP: feed frames received as a node receives them (Connection → FrameDecoder →
+ *      parseMessage, the blob left as bytes) against raw Bun sockets moving the same bytes unframed.
+ *
+ * The machine is shared and noisy (the same code's rate moves up to 2× within seconds), so figures are
+ * compared only with what was measured next to them: the codec cases run once through mitata's `run()`
+ * (printed), then in short interleaved rounds; the TCP modes alternate round by round; every ratio is
+ * taken within a round, and the report gives the median of those ratios.
+ *
+ *   bun run bench framing
+ *   env: PCLUSTER_BENCH_ROUNDS (4), PCLUSTER_BENCH_TCP_MB (256), PCLUSTER_BENCH_TCP_ROUNDS (7), PCLUSTER_BENCH_ONLY=codec|tcp
+ */
+import { Decoder, Encoder, decode as msgpackDecodeOnce, encode as msgpackEncodeOnce } from "@msgpack/msgpack";
+import { bench, do_not_optimize, group, measure, run } from "mitata";
+import { Packr, isNativeAccelerationEnabled } from "msgpackr";
+import { loadavg } from "node:os";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
+import { connect, listen } from "../src/protocol/connection.ts";
+import { FrameDecoder } from "../src/protocol/frame.ts";
+import { type Message, parseMessage } from "../src/protocol/messages.ts";
+
+const BATCH = 1000;
+const PAYLOAD_CHARS = 64;
+const AIM_DECODE_ITEMS_PER_S = 2.5e6;
+const AIM_FRAMED_OF_RAW = 0.7;
+const CODEC_RULE = 1.5;
+/** Interleaved rounds after the printed pass, and the CPU time each case gets in a round. */
+const ROUNDS = Number(process.env.PCLUSTER_BENCH_ROUNDS ?? 4);
+const ROUND_CPU_NS = 150e6;
+const TCP_BYTES = Number(process.env.PCLUSTER_BENCH_TCP_MB ?? 256) * 2 ** 20;
+const TCP_WARMUP_BYTES = 32 * 2 ** 20;
+const TCP_ROUNDS = Number(process.env.PCLUSTER_BENCH_TCP_ROUNDS ?? 7);
+/** Distinct feed frames a sender cycles through (building 256 MB of unique frames takes longer than sending them). */
+const FRAME_CYCLE = 8;
+const RECEIVE_STREAM_BYTES = 32 * 2 ** 20;
+/** What Bun's socket mostly hands over per `data` call on loopback (measured: ≤ 512 KiB). */
+const RECEIVE_CHUNK_BYTES = 512 * 1024;
+const ONLY = process.env.PCLUSTER_BENCH_ONLY;
+
+interface Item {
+  id: number;
+  payload: string;
+}
+
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/** A deterministic 64-char ASCII payload, different for every id (so no cache sees repeats). */
+function payloadOf(id: number): string {
+  let x = Math.imul(id + 1, 2654435761) >>> 0;
+  let text = "";
+  for (let i = 0; i < PAYLOAD_CHARS; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    text += ALPHABET[(x >>> 16) % ALPHABET.length];
+  }
+  return text;
+}
+
+function itemsFrom(firstId: number, count: number): Item[] {
+  return Array.from({ length: count }, (_, i) => ({ id: firstId + i, payload: payloadOf(firstId + i) }));
+}
+
+// ---- codec candidates ----------------------------------------------------------------------------
+
+/** One way of turning items into record payloads and back, as pcluster would use it. */
+interface ItemCodec {
+  name: string;
+  /** Bytes the caller may keep. */
+  encode(item: Item): Uint8Array;
+  /** Bytes valid until the next call; the batch builder copies them at once. */
+  encodeForBatch(item: Item): Uint8Array;
+  decode(bytes: Uint8Array, start: number, end: number): unknown;
+}
+
+const msgpackr: ItemCodec = { name: "msgpackr", encode, encodeForBatch: encode, decode };
+
+// Tuned: one Encoder and one Decoder reused for every value (the top-level `encode`/`decode` build new
+// ones per call), `encodeSharedRef` where the bytes are copied at once. The other knobs of 3.1.3 do not
+// help: `maxStrLength` and friends are only limits; the length above which strings go through
+// TextDecoder is a module constant (200 bytes, so a 64-char payload is decoded in JS); `keyDecoder:
+// null` measured slower than the default key cache; `rawStrings` changes what a decoded item is.
+const msgpackEncoder = new Encoder();
+const msgpackDecoder = new Decoder();
+const msgpackTuned: ItemCodec = {
+  name: "@msgpack/msgpack",
+  encode: (item) => msgpackEncoder.encode(item),
+  encodeForBatch: (item) => msgpackEncoder.encodeSharedRef(item),
+  decode: (bytes, start, end) => msgpackDecoder.decode(bytes.subarray(start, end)),
+};
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+const json: ItemCodec = {
+  name: "JSON",
+  encode: (item) => textEncoder.encode(JSON.stringify(item)),
+  encodeForBatch: (item) => textEncoder.encode(JSON.stringify(item)),
+  decode: (bytes, start, end) => JSON.parse(textDecoder.decode(bytes.subarray(start, end))),
+};
+
+const CODECS = [json, msgpackr, msgpackTuned];
+
+/** A finished feed frame of `items`, as the root sends it. */
+function feedFrame(codec: ItemCodec, builder: RecordBatchBuilder, items: readonly Item[]): Uint8Array {
+  for (const item of items) builder.append(RecordKind.Input, 0, 0, item.id, codec.encodeForBatch(item));
+  return builder.finishFrame("feed");
+}
+
+/** The blob (records only) of a feed frame. */
+function blobOf(codec: ItemCodec, items: readonly Item[]): Uint8Array {
+  const builder = new RecordBatchBuilder();
+  for (const item of items) builder.append(RecordKind.Input, 0, 0, item.id, codec.encode(item));
+  const length = builder.byteLength;
+  const frame = builder.finishFrame("feed");
+  return frame.subarray(frame.length - length);
+}
+
+/** How a worker reads a blob: record by record, each payload decoded in place. */
+function decodeBlob(codec: ItemCodec, blob: Uint8Array, onItem: (item: unknown) => void): void {
+  const reader = new RecordReader(blob);
+  while (reader.next()) onItem(codec.decode(blob, reader.payloadStart, reader.payloadEnd));
+}
+
+function sameItem(a: unknown, b: Item): boolean {
+  const x = a as Item;
+  return typeof x === "object" && x !== null && x.id === b.id && x.payload === b.payload && Object.keys(x).length === 2;
+}
+
+/** Fails the bench (rather than timing nonsense) if a candidate does not round-trip. */
+function checkRoundTrips(items: readonly Item[], packr: Packr): void {
+  for (const codec of CODECS) {
+    const bytes = codec.encode(items[0]!);
+    if (!sameItem(codec.decode(bytes, 0, bytes.length), items[0]!)) throw new Error(`${codec.name}: an item does not round-trip`);
+    const decoded: unknown[] = [];
+    decodeBlob(codec, blobOf(codec, items), (item) => decoded.push(item));
+    if (decoded.length !== items.length || !decoded.every((item, i) => sameItem(item, items[i]!))) {
+      throw new Error(`${codec.name}: a blob of ${items.length} items does not round-trip`);
+    }
+  }
+  const array = packr.unpack(packr.pack(items)) as unknown[];
+  if (!array.every((item, i) => sameItem(item, items[i]!))) throw new Error("msgpackr: the array does not round-trip");
+}
+
+// ---- micro-benchmark cases -------------------------------------------------------------------------
+
+type Op = "encode 1" | "encode batch" | "decode 1" | "decode batch" | "decode array" | "decode multiple" | "receive (CPU)";
+
+interface Case {
+  op: Op;
+  /** The codec, or for the receive path what is done with the bytes. */
+  codec: string;
+  /** The case of its group the others are compared to. */
+  baseline?: boolean;
+  /** Informative: measured in the printed pass only, not in the rounds behind the verdicts. */
+  printedOnly?: boolean;
+  /** Items handled per call of `fn`. */
+  items: number;
+  note?: string;
+  fn: () => unknown;
+}
+
+const keyOf = (c: { op: Op; codec: string }) => `${c.op}|${c.codec}`;
+
+/** Every case, in report order (groups as in GROUPS). */
+function codecCases(): Case[] {
+  const items = itemsFrom(0, BATCH);
+  const one = items[500]!;
+  // codec.ts's item options (its packr's and its item unpackr's), for the cases codec.ts has no function for.
+  const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64AsType: "number", copyBuffers: true });
+  checkRoundTrips(items, packr);
+  const jsonText = JSON.stringify(one);
+  // Plain Uint8Arrays for both MessagePack codecs (msgpackr's own output is a Buffer, which it reads faster).
+  const packed = new Uint8Array(msgpackr.encode(one));
+  const bytes = msgpackTuned.encode(one);
+  const array = new Uint8Array(packr.pack(items));
+  const backToBack = new Uint8Array(Buffer.concat(items.map((item) => packr.pack(item))));
+  const builders = new Map(CODECS.map((codec) => [codec, new RecordBatchBuilder()]));
+  const blobs = new Map(CODECS.map((codec) => [codec, blobOf(codec, items)]));
+  const batchNotes = new Map([
+    [json, ["stringify + TextEncoder", "TextDecoder + JSON.parse"]],
+    [msgpackTuned, ["encodeSharedRef", "reused Decoder"]],
+  ]);
+  return [
+    {
+      op: "encode 1",
+      codec: "JSON",
+      baseline: true,
+      items: 1,
+      note: "JSON.stringify, string",
+      fn: () => do_not_optimize(JSON.stringify(one)),
+    },
+    { op: "encode 1", codec: "msgpackr", items: 1, fn: () => do_not_optimize(msgpackr.encode(one)) },
+    {
+      op: "encode 1",
+      codec: "@msgpack/msgpack",
+      items: 1,
+      note: "reused Encoder",
+      fn: () => do_not_optimize(msgpackTuned.encode(one)),
+    },
+    {
+      op: "encode 1",
+      codec: "@msgpack/msgpack untuned",
+      printedOnly: true,
+      items: 1,
+      note: "top-level encode()",
+      fn: () => do_not_optimize(msgpackEncodeOnce(one)),
+    },
+    ...CODECS.map((codec): Case => ({
+      op: "encode batch",
+      codec: codec.name,
+      baseline: codec === json,
+      items: BATCH,
+      note: batchNotes.get(codec)?.[0],
+      fn: () => do_not_optimize(feedFrame(codec, builders.get(codec)!, items)),
+    })),
+    {
+      op: "decode 1",
+      codec: "JSON",
+      baseline: true,
+      items: 1,
+      note: "JSON.parse, string",
+      fn: () => do_not_optimize(JSON.parse(jsonText)),
+    },
+    { op: "decode 1", codec: "msgpackr", items: 1, fn: () => do_not_optimize(msgpackr.decode(packed, 0, packed.length)) },
+    {
+      op: "decode 1",
+      codec: "@msgpack/msgpack",
+      items: 1,
+      note: "reused Decoder",
+      fn: () => do_not_optimize(msgpackTuned.decode(bytes, 0, bytes.length)),
+    },
+    {
+      op: "decode 1",
+      codec: "@msgpack/msgpack untuned",
+      printedOnly: true,
+      items: 1,
+      note: "top-level decode()",
+      fn: () => do_not_optimize(msgpackDecodeOnce(bytes)),
+    },
+    ...CODECS.map((codec): Case => ({
+      op: "decode batch",
+      codec: codec.name,
+      baseline: codec === json,
+      items: BATCH,
+      note: batchNotes.get(codec)?.[1],
+      fn: () => decodeBlob(codec, blobs.get(codec)!, do_not_optimize),
+    })),
+    {
+      op: "decode array",
+      codec: "msgpackr",
+      printedOnly: true,
+      items: BATCH,
+      note: "one array of 1000, not pcluster's path",
+      fn: () => do_not_optimize(packr.unpack(array)),
+    },
+    {
+      op: "decode multiple",
+      codec: "msgpackr",
+      printedOnly: true,
+      items: BATCH,
+      note: "unpackMultiple, the 1000 payloads back to back without record headers",
+      fn: () => packr.unpackMultiple(backToBack, do_not_optimize),
+    },
+    ...receivePathCases(),
+  ];
+}
+
+/** Blob bytes per item in the receive-path stream (to turn its items/s into bytes/s). */
+let receiveBytesPerItem = 0;
+
+/**
+ * The node's receive path without the socket: feed frames cut into 512 KiB chunks through
+ * FrameDecoder + parseMessage, against copying the same chunks once. Free of the socket's noise, it
+ * says what framing costs per byte.
+ */
+function receivePathCases(): Case[] {
+  const frames = senderFrames();
+  const pieces: Uint8Array[] = [];
+  for (let size = 0; size < RECEIVE_STREAM_BYTES; size += pieces.at(-1)!.length) {
+    pieces.push(frames[pieces.length % frames.length]!);
+  }
+  const stream = Buffer.concat(pieces);
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < stream.length; at += RECEIVE_CHUNK_BYTES) chunks.push(stream.subarray(at, at + RECEIVE_CHUNK_BYTES));
+  const items = pieces.length * BATCH;
+  receiveBytesPerItem = stream.length / items;
+  const scratch = new Uint8Array(RECEIVE_CHUNK_BYTES);
+  const onFrame = (body: Uint8Array) => {
+    const message = parseMessage(body);
+    if (message.t !== "feed") throw new Error(`unexpected "${message.t}" message`);
+  };
+  return [
+    {
+      op: "receive (CPU)",
+      codec: "memcpy",
+      baseline: true,
+      items,
+      note: "each chunk copied once",
+      fn: () => {
+        for (const chunk of chunks) scratch.set(chunk);
+      },
+    },
+    {
+      op: "receive (CPU)",
+      codec: "FrameDecoder + parseMessage",
+      items,
+      fn: () => {
+        const decoder = new FrameDecoder();
+        for (const chunk of chunks) decoder.push(chunk, onFrame);
+      },
+    },
+  ];
+}
+
+const GROUPS: ReadonlyArray<[readonly Op[], string]> = [
+  [["encode 1"], "encode: one item → bytes"],
+  [["encode batch"], `encode: ${BATCH} items → feed frame (RecordBatchBuilder)`],
+  [["decode 1"], "decode: bytes → one item"],
+  [["decode batch", "decode array", "decode multiple"], `decode: feed blob of ${BATCH} records, record by record (RecordReader)`],
+  [
+    ["receive (CPU)"],
+    `node receive path, CPU only: ${RECEIVE_STREAM_BYTES / 2 ** 20} MiB of feed frames in ${RECEIVE_CHUNK_BYTES / 1024} KiB chunks`,
+  ],
+];
+
+// ---- child processes ---------------------------------------------------------------------------------
+
+/**
+ * A bench subprocess driven over stdin/stdout, one command a line. It answers each command with a line
+ * `@@ <json>`; any other line it prints is passed through to our stdout.
+ */
+class Child {
+  readonly #process: ReturnType<typeof spawnChild>;
+  readonly #lines: AsyncGenerator<string>;
+
+  constructor(readonly role: string, args: string[]) {
+    this.#process = spawnChild(args);
+    this.#lines = this.#readLines();
+  }
+
+  async call<T>(command: string): Promise<T> {
+    this.#process.stdin.write(`${command}\n`);
+    await this.#process.stdin.flush();
+    for (;;) {
+      const line = await this.#lines.next();
+      if (line.done === true) throw new Error(`${this.role} bench process exited during "${command}"`);
+      if (line.value.startsWith("@@ ")) return JSON.parse(line.value.slice(3)) as T;
+      console.log(line.value);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#process.stdin.end();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), 5000)));
+    const exited = await Promise.race([this.#process.exited, timedOut]);
+    clearTimeout(timer);
+    if (exited !== 0) this.#process.kill();
+  }
+
+  async *#readLines(): AsyncGenerator<string> {
+    const decoder = new TextDecoder();
+    let text = "";
+    for await (const chunk of this.#process.stdout) {
+      text += decoder.decode(chunk, { stream: true });
+      for (let newline = text.indexOf("\n"); newline >= 0; newline = text.indexOf("\n")) {
+        yield text.slice(0, newline);
+        text = text.slice(newline + 1);
+      }
+    }
+  }
+}
+
+function spawnChild(args: string[]) {
+  return Bun.spawn([process.execPath, import.meta.path, ...args], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+}
+
+/** The loop of a child: answers each command line with `@@ <json of what handle returned>`. */
+async function serveCommands(handle: (command: string, argument: string) => Promise<unknown>): Promise<void> {
+  for await (const line of console) {
+    if (line.trim() === "") continue;
+    const space = line.indexOf(" ");
+    const [command, argument] = space < 0 ? [line.trim(), ""] : [line.slice(0, space), line.slice(space + 1).trim()];
+    process.stdout.write(`@@ ${JSON.stringify((await handle(command, argument)) ?? null)}\n`);
+  }
+}
+
+// ---- codec runs ----------------------------------------------------------------------------------------
+
+/**
+ * Each codec runs in its own process: in one process the shared loops (`feedFrame`, `decodeBlob`,
+ * `RecordBatchBuilder.append`) see every codec's types and go polymorphic, and a codec's figure depends
+ * on what ran before it (measured over 5 fresh processes each: msgpackr's blob decode 1.05–1.18 M/s
+ * after JSON and @msgpack/msgpack, 1.03–2.01 M/s alone). A pcluster process runs one codec.
+ */
+const PARTS = ["JSON", "msgpackr", "@msgpack/msgpack", "receive"] as const;
+type Part = (typeof PARTS)[number];
+const partOf = (c: Case): Part => (c.op === "receive (CPU)" ? "receive" : (c.codec.replace(" untuned", "") as Part));
+
+/** One case's figures from one pass or round: items/s at mitata's median sample and at its fastest. */
+interface Sample {
+  median: number;
+  best: number;
+}
+
+const sampleOf = (c: Case, stats: { p50: number; min: number }): Sample => ({
+  median: (c.items * 1e9) / stats.p50,
+  best: (c.items * 1e9) / stats.min,
+});
+
+/** In a part's process: `print` runs all its cases through mitata's `run()`; `measure <key>` times one case briefly. */
+async function servePart(part: Part): Promise<void> {
+  const cases = codecCases().filter((c) => partOf(c) === part);
+  await serveCommands(async (command, key) => {
+    if (command === "ready") return true;
+    if (command === "measure") {
+      const c = cases.find((c) => keyOf(c) === key)!;
+      return sampleOf(c, await measure(c.fn, { min_cpu_time: ROUND_CPU_NS }));
+    }
+    const order: Case[] = [];
+    for (const [ops, title] of GROUPS) {
+      const inGroup = cases.filter((c) => ops.includes(c.op));
+      if (inGroup.length === 0) continue;
+      group(title, () => {
+        for (const c of inGroup) {
+          order.push(c);
+          bench(c.note === undefined ? c.codec : `${c.codec} (${c.note})`, c.fn);
+        }
+      });
+    }
+    const { benchmarks, context } = await run({ format: "mitata" });
+    const samples: Record<string, Sample> = {};
+    benchmarks.forEach((trial, i) => {
+      const stats = trial.runs[0]?.stats;
+      if (stats === undefined) throw new Error(`bench "${trial.alias}" failed: ${String(trial.runs[0]?.error)}`);
+      samples[keyOf(order[i]!)] = sampleOf(order[i]!, stats);
+    });
+    return { samples, clockGHz: context.cpu.freq };
+  });
+}
+
+/** Per case: its samples, index 0 from the printed pass, 1… from the rounds (printed-only cases have one). */
+interface CodecResults {
+  samples: Map<string, Sample[]>;
+  /** Each case's group baseline. */
+  baselines: Map<string, string>;
+  order: string[];
+  /** mitata's estimate of the clock each part's process saw: how much the machine's speed moved. */
+  clocks: Map<Part, number>;
+}
+
+async function runCodecBenches(): Promise<CodecResults> {
+  const cases = codecCases(); // also checks that every candidate round-trips, before anything is timed
+  const results: CodecResults = { samples: new Map(), baselines: new Map(), order: cases.map(keyOf), clocks: new Map() };
+  for (const [ops] of GROUPS) {
+    const inGroup = cases.filter((c) => ops.includes(c.op));
+    const baseline = keyOf(inGroup.find((c) => c.baseline === true)!);
+    for (const c of inGroup) results.baselines.set(keyOf(c), baseline);
+  }
+  const add = (key: string, sample: Sample) => {
+    if (!results.samples.has(key)) results.samples.set(key, []);
+    results.samples.get(key)!.push(sample);
+  };
+  const children = new Map(PARTS.map((part) => [part, new Child(part, ["--codec-part", part])]));
+  try {
+    for (const child of children.values()) await child.call("ready"); // all set up before anything is timed
+    for (const [part, child] of children) {
+      console.log(`\n── ${part} (own process) ──`);
+      const printed = await child.call<{ samples: Record<string, Sample>; clockGHz: number }>("print");
+      for (const [key, sample] of Object.entries(printed.samples)) add(key, sample);
+      results.clocks.set(part, printed.clockGHz);
+    }
+    // Rounds: the cases of a group back to back, in a rotating order, so a ratio compares neighbours in time.
+    const roundCases = cases.filter((c) => c.printedOnly !== true && c.op !== "receive (CPU)");
+    for (let round = 0; round < ROUNDS; round++) {
+      console.log(`codec round ${round + 1} of ${ROUNDS} (${ROUND_CPU_NS / 1e6} ms per case)…`);
+      for (const [ops] of GROUPS) {
+        const inGroup = roundCases.filter((c) => ops.includes(c.op));
+        for (let i = 0; i < inGroup.length; i++) {
+          const c = inGroup[(round + i) % inGroup.length]!;
+          add(keyOf(c), await children.get(partOf(c))!.call<Sample>(`measure ${keyOf(c)}`));
+        }
+      }
+    }
+  } finally {
+    await Promise.all([...children.values()].map((child) => child.close()));
+  }
+  return results;
+}
+
+// ---- loopback TCP --------------------------------------------------------------------------------------
+
+/**
+ * raw:    Bun socket → Bun.listen counting bytes (the ceiling)
+ * recv:   Bun socket → Connection (FrameDecoder + parseMessage): the node's receive path alone
+ * framed: Connection.sendFrame → Connection: the root's send path and the node's receive path
+ */
+type TcpMode = "raw" | "recv" | "framed";
+const TCP_MODES: readonly TcpMode[] = ["raw", "recv", "framed"];
+
+/** The frames a sender cycles through: feed frames of 1000 items each, as the root sends them. */
+function senderFrames(): Uint8Array[] {
+  const builder = new RecordBatchBuilder();
+  return Array.from({ length: FRAME_CYCLE }, (_, k) => feedFrame(msgpackr, builder, itemsFrom(k * BATCH, BATCH)));
+}
+
+function framesFor(frames: readonly Uint8Array[], bytes: number): { count: number; bytes: number } {
+  let count = 0;
+  let total = 0;
+  while (total < bytes) total += frames[count++ % frames.length]!.length;
+  return { count, bytes: total };
+}
+
+interface TcpResult {
+  seconds: number;
+  bytes: number;
+  items: number;
+}
+
+/** In the sender process: connects, writes `count` frames, closes. */
+async function send(mode: TcpMode, port: number, count: number, frames: readonly Uint8Array[]): Promise<void> {
+  if (mode === "framed") {
+    const connection = await connect({ hostname: "127.0.0.1", port });
+    for (let k = 0; k < count; k++) {
+      connection.sendFrame(frames[k % frames.length]!);
+      await connection.writable();
+    }
+    connection.close();
+    await connection.closed;
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    let next = 0;
+    let pending: Uint8Array | undefined;
+    const pump = (socket: { write(bytes: Uint8Array): number; end(): void }) => {
+      for (;;) {
+        if (pending === undefined) {
+          if (next === count) return socket.end();
+          pending = frames[next++ % frames.length]!;
+        }
+        const written = socket.write(pending);
+        if (written < 0) return;
+        if (written < pending.length) {
+          pending = pending.subarray(written);
+          return; // until drain
+        }
+        pending = undefined;
+      }
+    };
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open: pump,
+        drain: pump,
+        data() {},
+        close: () => resolve(),
+        error: (_socket, error) => reject(error),
+        connectError: (_socket, error) => reject(error),
+      },
+    }).catch(reject);
+  });
+}
+
+async function serveSends(): Promise<void> {
+  const frames = senderFrames();
+  await serveCommands(async (_command, argument) => {
+    const [mode, port, count] = argument.split(" ");
+    await send(mode as TcpMode, Number(port), Number(count), frames);
+  });
+}
+
+/** The receiving side, listening once for all rounds; `expect` arms it for the next connection. */
+class TcpReceiver {
+  #done: ((result: TcpResult) => void) | undefined;
+  #target = { bytes: 0, frames: 0 };
+  #start = 0;
+  #bytes = 0;
+  #frames = 0;
+  readonly #raw = Bun.listen<undefined>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open: () => this.#opened(),
+      data: (_socket, chunk) => {
+        this.#bytes += chunk.byteLength;
+        if (this.#bytes >= this.#target.bytes) this.#finish(this.#target.frames);
+      },
+      end: (socket) => void socket.end(),
+    },
+  });
+  readonly #framed = listen({ hostname: "127.0.0.1", port: 0 }, (connection) => {
+    this.#opened();
+    connection.onMessage = (message: Message) => {
+      if (message.t !== "feed") throw new Error(`unexpected "${message.t}" message`);
+      if (++this.#frames === this.#target.frames) this.#finish(this.#frames);
+    };
+  });
+
+  portFor(mode: TcpMode): number {
+    return mode === "raw" ? this.#raw.port : this.#framed.port;
+  }
+
+  expect(bytes: number, frames: number): Promise<TcpResult> {
+    this.#target = { bytes, frames };
+    this.#bytes = 0;
+    this.#frames = 0;
+    return new Promise((resolve) => (this.#done = resolve));
+  }
+
+  stop(): void {
+    this.#raw.stop(true);
+    this.#framed.stop(true);
+  }
+
+  #opened(): void {
+    this.#start = Bun.nanoseconds();
+  }
+
+  #finish(frames: number): void {
+    const done = this.#done;
+    this.#done = undefined;
+    done?.({ seconds: (Bun.nanoseconds() - this.#start) / 1e9, bytes: this.#target.bytes, items: frames * BATCH });
+  }
+}
+
+async function tcpRun(
+  receiver: TcpReceiver,
+  sender: Child,
+  mode: TcpMode,
+  bytes: number,
+  frames: readonly Uint8Array[],
+): Promise<TcpResult> {
+  const plan = framesFor(frames, bytes);
+  const received = receiver.expect(plan.bytes, plan.count);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`tcp ${mode}: not all bytes arrived within 60 s`)), 60_000);
+  });
+  try {
+    const sent = sender.call(`send ${mode} ${receiver.portFor(mode)} ${plan.count}`);
+    const [result] = await Promise.race([Promise.all([received, sent]), timeout]);
+    return result;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function runTcpBenches(): Promise<Map<TcpMode, TcpResult[]>> {
+  const frames = senderFrames();
+  const receiver = new TcpReceiver();
+  const sender = new Child("tcp sender", ["--tcp-sender"]);
+  const results = new Map<TcpMode, TcpResult[]>(TCP_MODES.map((mode) => [mode, []]));
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+  console.log(
+    `\nloopback TCP: ${mib(TCP_BYTES)} MiB per run of ${BATCH}-item feed frames (${frames[0]!.length} bytes), sender in its ` +
+      `own process; ${TCP_ROUNDS} rounds of every mode (order rotating) after a ${mib(TCP_WARMUP_BYTES)} MiB warm-up`,
+  );
+  try {
+    for (const mode of TCP_MODES) await tcpRun(receiver, sender, mode, TCP_WARMUP_BYTES, frames);
+    for (let round = 0; round < TCP_ROUNDS; round++) {
+      const line: string[] = [];
+      for (let i = 0; i < TCP_MODES.length; i++) {
+        const mode = TCP_MODES[(round + i) % TCP_MODES.length]!;
+        const result = await tcpRun(receiver, sender, mode, TCP_BYTES, frames);
+        results.get(mode)!.push(result);
+        line.push(`${mode} ${fmtMBps(result.bytes / result.seconds)}`);
+      }
+      console.log(`  round ${round + 1}: ${line.join("  ")}`);
+    }
+  } finally {
+    await sender.close();
+    receiver.stop();
+  }
+  return results;
+}
+
+// ---- report --------------------------------------------------------------------------------------------
+
+const median = (values: readonly number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+const fmtRate = (perSecond: number) =>
+  perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)} M/s` : `${(perSecond / 1e3).toFixed(0)} k/s`;
+const fmtMBps = (bytesPerSecond: number) => `${(bytesPerSecond / 1e6).toFixed(0)} MB/s`;
+const fmtRatio = (ratio: number) => `${ratio.toFixed(2)}×`;
+const pct = (ratio: number) => `${(ratio * 100).toFixed(0)}%`;
+const fmtRange = (values: readonly number[], fmt: (v: number) => string) =>
+  values.length < 2 ? "" : `${fmt(Math.min(...values))} … ${fmt(Math.max(...values))}`;
+
+function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+  const line = (cells: readonly string[]) =>
+    cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ");
+  return [line(head), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+/** `value` computed within each pass/round (from its median samples), for every one that has all it needs. */
+function perRound(results: CodecResults, value: (rateOf: (key: string) => number) => number): number[] {
+  return Array.from({ length: 1 + ROUNDS }, (_, i) => value((key) => results.samples.get(key)?.[i]?.median ?? Number.NaN)).filter(
+    (v) => !Number.isNaN(v),
+  );
+}
+
+/** Items/s of encoding and decoding each item once. */
+const roundTrip = (encodeRate: number, decodeRate: number) => 1 / (1 / encodeRate + 1 / decodeRate);
+
+function reportCodecs(results: CodecResults, out: string[]): void {
+  const rows = results.order.map((key) => {
+    const samples = results.samples.get(key)!;
+    const [op, codec] = key.split("|") as [Op, string];
+    const reference = results.baselines.get(key)!;
+    const rates = samples.map((s) => s.median);
+    return [
+      op,
+      codec,
+      fmtRate(median(rates)),
+      fmtRange(rates, fmtRate),
+      fmtRate(Math.max(...samples.map((s) => s.best))),
+      fmtRatio(median(perRound(results, (rateOf) => rateOf(key) / rateOf(reference)))),
+    ];
+  });
+  out.push(
+    `codecs, each in its own process: items/s = median of mitata's median sample over the printed pass and ${ROUNDS} ` +
+      `round${ROUNDS === 1 ? "" : "s"} (untuned, array and multiple rows: printed pass only);\nbest = fastest sample; × baseline = median of the ` +
+      `within-round ratios to the group's baseline (JSON; memcpy for the receive path). mitata's clock estimate per ` +
+      `process: ${[...results.clocks].map(([part, ghz]) => `${part} ${ghz.toFixed(2)} GHz`).join(", ")}`,
+    "",
+    table(["case", "codec", "items/s", "range", "best", "× baseline"], rows),
+    "",
+  );
+
+  // The codec rule: msgpackr stays only while it encodes+decodes items ≥ 1.5× as fast as @msgpack/msgpack.
+  const ruleRows: string[][] = [];
+  let feedRatios: number[] = [];
+  for (const [label, enc, dec] of [
+    ["feed path (1000-item frames)", "encode batch", "decode batch"],
+    ["one item", "encode 1", "decode 1"],
+  ] as const) {
+    const rt = (codec: string) => (rateOf: (key: string) => number) => roundTrip(rateOf(`${enc}|${codec}`), rateOf(`${dec}|${codec}`));
+    const ratios = perRound(results, (rateOf) => rt("msgpackr")(rateOf) / rt("@msgpack/msgpack")(rateOf));
+    if (enc === "encode batch") feedRatios = ratios;
+    ruleRows.push([
+      label,
+      fmtRate(median(perRound(results, rt("msgpackr")))),
+      fmtRate(median(perRound(results, rt("@msgpack/msgpack")))),
+      fmtRatio(median(ratios)),
+      ratios.map(fmtRatio).join(" "),
+      fmtRatio(median(perRound(results, (rateOf) => rt("msgpackr")(rateOf) / rt("JSON")(rateOf)))),
+    ]);
+  }
+  out.push(table(["encode+decode", "msgpackr", "@msgpack/msgpack", "msgpackr ÷", "per round", "msgpackr × JSON"], ruleRows), "");
+  const feedRatio = median(feedRatios);
+  const chosen = feedRatio >= CODEC_RULE ? "msgpackr" : "@msgpack/msgpack";
+  const below = feedRatios.filter((r) => r < CODEC_RULE).length;
+  out.push(
+    `codec rule (msgpackr only if it encodes+decodes ≥ ${CODEC_RULE}× as fast as @msgpack/msgpack on the feed path): ` +
+      `${fmtRatio(feedRatio)} → ${chosen}` +
+      (below > 0 && below < feedRatios.length ? ` (${below} of ${feedRatios.length} rounds say otherwise)` : "") +
+      (chosen === "msgpackr" ? "; codec.ts uses msgpackr: consistent" : "; codec.ts uses msgpackr: the rule says switch back"),
+  );
+
+  const decodeKey = `decode batch|${chosen}`;
+  const decodeRates = results.samples.get(decodeKey)!.map((s) => s.median);
+  const decodeRate = median(decodeRates);
+  const overJson = median(perRound(results, (rateOf) => rateOf(decodeKey) / rateOf("decode batch|JSON")));
+  const verdict =
+    decodeRate >= AIM_DECODE_ITEMS_PER_S
+      ? "met"
+      : `NOT met: ${pct(decodeRate / AIM_DECODE_ITEMS_PER_S)} of the aim, short by ${fmtRate(AIM_DECODE_ITEMS_PER_S - decodeRate)}` +
+        (Math.max(...decodeRates) >= AIM_DECODE_ITEMS_PER_S ? " (some rounds reached it)" : "");
+  out.push(
+    `aim: ${chosen} decodes feed blobs at ≥ ${fmtRate(AIM_DECODE_ITEMS_PER_S)}: ${fmtRate(decodeRate)} ` +
+      `(${fmtRatio(overJson)} JSON's rate on the same blobs) → ${verdict}`,
+  );
+  // What the per-record calls cost: the same payloads decoded in one msgpackr call, in the same process and pass.
+  const multiple = results.samples.get("decode multiple|msgpackr")![0]!.median;
+  const perRecord = results.samples.get("decode batch|msgpackr")![0]!.median;
+  out.push(
+    `  (the same 1000 payloads back to back, one unpackMultiple call: ${fmtRate(multiple)}, ` +
+      `${fmtRatio(multiple / perRecord)} msgpackr's record-by-record rate in the same pass)`,
+    "",
+  );
+}
+
+function reportTcp(tcp: Map<TcpMode, TcpResult[]>, out: string[], codecs: CodecResults | undefined): void {
+  const raw = tcp.get("raw")!;
+  const ofRaw = (mode: TcpMode) => tcp.get(mode)!.map((r, round) => raw[round]!.seconds / r.seconds);
+  const rows = TCP_MODES.map((mode) => {
+    const runs = tcp.get(mode)!;
+    const rates = runs.map((r) => r.bytes / r.seconds);
+    return [
+      mode,
+      fmtMBps(median(rates)),
+      fmtRange(rates, fmtMBps),
+      fmtRate(median(runs.map((r) => r.items / r.seconds))),
+      pct(median(ofRaw(mode))),
+      ofRaw(mode).map(pct).join(" "),
+    ];
+  });
+  out.push(
+    "loopback TCP: raw = Bun sockets, bytes counted (the ceiling); recv = raw sender → Connection (FrameDecoder + " +
+      "parseMessage); framed = Connection → Connection",
+    "",
+    table(["mode", "median", "range", "items/s", "of raw", "per round"], rows),
+    "",
+  );
+  if (codecs !== undefined) {
+    // If framing's CPU were the only extra work, each byte would cost 1/raw + 1/framing seconds.
+    const rawRate = median(raw.map((r) => r.bytes / r.seconds));
+    const framing = median(codecs.samples.get("receive (CPU)|FrameDecoder + parseMessage")!.map((s) => s.median)) * receiveBytesPerItem;
+    out.push(
+      `the receive path alone does ${fmtMBps(framing)} on one core (${fmtRatio(framing / rawRate)} the raw TCP rate): ` +
+        `its CPU accounts for a framed/raw of ${pct(1 / (1 + rawRate / framing))}; the rest of a gap is the socket path or noise`,
+    );
+  }
+  const framed = median(ofRaw("framed"));
+  const below = ofRaw("framed").filter((r) => r < AIM_FRAMED_OF_RAW).length;
+  out.push(
+    `aim: framed ≥ ${pct(AIM_FRAMED_OF_RAW)} of raw: ${pct(framed)} → ` +
+      (framed >= AIM_FRAMED_OF_RAW ? "met" : `NOT met: short by ${((AIM_FRAMED_OF_RAW - framed) * 100).toFixed(0)} points`) +
+      ` (${below} of ${raw.length} rounds below ${pct(AIM_FRAMED_OF_RAW)})`,
+  );
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  console.log(
+    `framing bench — bun ${Bun.version}, ${navigator.hardwareConcurrency} cores, load ${loadavg()[0]!.toFixed(2)}, ` +
+      `items { id, payload: ${PAYLOAD_CHARS}-char string }, msgpackr native string extraction ` +
+      (isNativeAccelerationEnabled ? "on" : "off"),
+  );
+  const codecs = ONLY === "tcp" ? undefined : await runCodecBenches();
+  const tcp = ONLY === "codec" ? undefined : await runTcpBenches();
+  const out = ["", "═".repeat(110), "framing summary", ""];
+  if (codecs !== undefined) reportCodecs(codecs, out);
+  if (tcp !== undefined) reportTcp(tcp, out, codecs);
+  const seconds = ((performance.now() - started) / 1000).toFixed(0);
+  out.push(`(load average now ${loadavg().map((l) => l.toFixed(2)).join(" ")}; the bench took ${seconds} s)`);
+  console.log(out.join("\n"));
+}
+
+if (process.argv[2] === "--codec-part") await servePart(process.argv[3] as Part);
+else if (process.argv[2] === "--tcp-sender") await serveSends();
+else await main();

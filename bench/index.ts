@@ -1,0 +1,58 @@
+/**
+ * Runs the benches: every `bench/*.bench.ts`, or those named on the command line, one after another,
+ * each in its own `bun` process so that one bench's JIT state, heap and sockets cannot disturb the next.
+ *
+ *   bun run bench                    all of them, in name order
+ *   bun run bench framing engine     bench/framing.bench.ts, then bench/engine.bench.ts
+ */
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+
+const BENCH_DIR = import.meta.dir;
+const SUFFIX = ".bench.ts";
+
+const available = readdirSync(BENCH_DIR)
+  .filter((file) => file.endsWith(SUFFIX))
+  .map((file) => file.slice(0, -SUFFIX.length))
+  .sort();
+
+/** Accepts `framing`, `framing.bench.ts` and `bench/framing.bench.ts`. */
+function benchName(arg: string): string {
+  const base = arg.split("/").pop()!;
+  return base.endsWith(SUFFIX) ? base.slice(0, -SUFFIX.length) : base.replace(/\.ts$/, "");
+}
+
+const requested = process.argv.slice(2).map(benchName);
+const unknown = requested.filter((name) => !available.includes(name));
+if (unknown.length > 0) {
+  console.error(`no such bench: ${unknown.join(", ")}. Available: ${available.join(", ") || "none"} (bench/<name>${SUFFIX})`);
+  process.exit(2);
+}
+const selected = requested.length > 0 ? requested : available;
+
+let running: ReturnType<typeof Bun.spawn> | undefined;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    running?.kill(signal);
+    process.exit(130);
+  });
+}
+
+const outcomes: string[] = [];
+let failed = 0;
+for (const name of selected) {
+  console.log(`\n▶ bench/${name}${SUFFIX}\n`);
+  const started = performance.now();
+  running = Bun.spawn([process.execPath, join(BENCH_DIR, `${name}${SUFFIX}`)], {
+    cwd: join(BENCH_DIR, ".."),
+    stdio: ["inherit", "inherit", "inherit"],
+  });
+  const code = await running.exited;
+  running = undefined;
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  if (code !== 0) failed++;
+  outcomes.push(`${code === 0 ? "ok  " : "FAIL"} ${name} (${seconds} s${code === 0 ? "" : `, exit code ${code}`})`);
+}
+
+if (selected.length > 1 || failed > 0) console.log(`\n${outcomes.join("\n")}`);
+process.exit(failed > 0 ? 1 : 0);
