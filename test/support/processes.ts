@@ -13,12 +13,19 @@ export class Spawned {
   stdout = "";
   stderr = "";
   readonly exited: Promise<number>;
+  /** Resolves once stdout and stderr are read to their end (after the exit, all output is in). */
+  readonly drained: Promise<void>;
   #waiters: Array<() => void> = [];
 
   constructor(readonly proc: Subprocess<"ignore" | "pipe", "pipe", "pipe">) {
     running.add(this);
-    this.#collect(proc.stdout, (text) => (this.stdout += text));
-    this.#collect(proc.stderr, (text) => (this.stderr += text));
+    this.drained = Promise.all([
+      this.#collect(proc.stdout, (text) => (this.stdout += text)),
+      this.#collect(proc.stderr, (text) => (this.stderr += text)),
+    ]).then(
+      () => {},
+      () => {},
+    );
     this.exited = proc.exited.then((code) => {
       running.delete(this);
       this.#notify();

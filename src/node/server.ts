@@ -1,0 +1,410 @@
+import consola from "consola";
+import { availableParallelism, homedir, hostname } from "node:os";
+import { join } from "node:path";
+import { NodeBusyError, PclusterError, ProtocolError, StateError } from "../errors.ts";
+import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
+import { formatAddress } from "../protocol/address.ts";
+import { type Server, serve } from "../protocol/auth.ts";
+import type { RecordBatchBuilder } from "../protocol/codec.ts";
+import type { Connection, ServerTls } from "../protocol/connection.ts";
+import { assertSafeListen } from "../protocol/exposure.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+import type { Message } from "../protocol/messages.ts";
+import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
+import { VERSION } from "../version.ts";
+import { Engine } from "./engine.ts";
+import { installPipeline } from "./packages.ts";
+
+export interface NodeServerOptions {
+  host: string;
+  port: number;
+  /** Where the node and its tasks log (`log()` inside a task goes there). */
+  logAddress?: readonly [host: string, port: number];
+  /** Worker threads per pipeline (default: the number of cores). */
+  workers?: number;
+  /** Where pipelines are written and installed (default `~/.pcluster/node-<port>`). */
+  workdir?: string;
+  /** Shared token roots must prove; required to listen beyond loopback unless `insecure`. */
+  token?: string;
+  insecure?: boolean;
+  tls?: ServerTls;
+  maxFrameBytes?: number;
+  /** Bytes of each worker's input and output ring (default 1 MiB each). */
+  ringBytes?: number;
+  /** How long a pipeline outlives its root's connection before it is reset (default 3 s). */
+  orphanGraceMs?: number;
+}
+
+/** The pipeline a root set up here, and who owns it. */
+interface Pipeline {
+  name: string;
+  version: string;
+  owner: Connection;
+  ownerName: string;
+  startedAt: number;
+  /** Set once the packages are installed and the workers run. */
+  engine: Engine | undefined;
+  /** Result bytes the owner still lets us send (it sends `credit` as it handles them). */
+  credit: number;
+  /** Items the owner may have in flight here, at most (what `setup` granted). */
+  window: SetupResult["window"];
+  orphanTimer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
+const WINDOW_ITEMS_PER_WORKER = 16_384;
+
+/**
+ * `NodeServer`: one per host. Serves roots over persistent framed connections; runs one root's pipeline
+ * at a time on an `Engine`. Input batches go to the engine as bytes and results come back as bytes:
+ * this thread never decodes an item.
+ *
+ * Flow: the root may have `window` items in flight; results go out while the root's credit lasts and
+ * the socket keeps up, otherwise the engine's output pauses, its workers stop, and input stops with them.
+ */
+export class NodeServer {
+  readonly #options: NodeServerOptions;
+  readonly #workdir: string;
+  readonly #defaultWorkers: number;
+  #server: Server | undefined;
+  #pipeline: Pipeline | undefined;
+  /** Serializes setup and reset, so a second root cannot slip in while a pipeline installs or stops. */
+  #lifecycle: Promise<unknown> = Promise.resolve();
+  readonly #connections = new Set<Connection>();
+
+  private constructor(options: NodeServerOptions) {
+    this.#options = options;
+    this.#defaultWorkers = options.workers || availableParallelism();
+    this.#workdir = options.workdir ?? join(homedir(), ".pcluster", `node-${options.port}`);
+  }
+
+  /** Checks the options, listens, and resolves with the running server. */
+  static async start(options: NodeServerOptions): Promise<NodeServer> {
+    assertSafeListen(options.host, Boolean(options.token), options.insecure ?? false, "node");
+    const node = new NodeServer(options);
+    if (options.logAddress !== undefined) setDefaultLogAddress(options.logAddress);
+    node.#server = serve({
+      hostname: options.host,
+      port: options.port,
+      service: "node",
+      token: options.token || undefined,
+      tls: options.tls,
+      maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+      // Setup messages carry whole packages; a command may take long (installs), a result must not wait.
+      requestTimeoutMs: 30_000,
+      onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
+      onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
+    });
+    node.#note("info", `listening on ${node.address} (workers ${node.#defaultWorkers}, workdir ${node.#workdir})`);
+    return node;
+  }
+
+  get port(): number {
+    return this.#server!.port;
+  }
+
+  get address(): string {
+    return formatAddress(this.#options.host, this.port);
+  }
+
+  /** Stops the pipeline, closes every connection and frees the port. */
+  async stop(): Promise<void> {
+    // Stop listening but keep the open connections until the owner has heard the reset event.
+    this.#server?.stop(false);
+    await this.#resetPipeline("the node is shutting down");
+    for (const connection of this.#connections) connection.close();
+  }
+
+  // ---- connections --------------------------------------------------------------------------------
+
+  #accept(connection: Connection, client: string): void {
+    this.#connections.add(connection);
+    connection.onRequest = (cmd, args) => this.#command(connection, client, cmd, args);
+    connection.onMessage = (message) => this.#push(connection, message);
+    connection.closed.then((reason) => {
+      this.#connections.delete(connection);
+      const pipeline = this.#pipeline;
+      if (pipeline?.owner !== connection) return;
+      const grace = this.#options.orphanGraceMs ?? 3000;
+      this.#note("warn", `root ${client} disconnected${reason ? ` (${reason.message})` : ""}; resetting ${describe(pipeline)} in ${grace} ms`);
+      pipeline.orphanTimer = setTimeout(() => {
+        if (this.#pipeline === pipeline) void this.#serialized(() => this.#resetPipeline(`its root ${client} is gone`));
+      }, grace);
+    });
+  }
+
+  #command(connection: Connection, client: string, cmd: string, args: unknown): unknown {
+    switch (cmd) {
+      case "ping":
+        return "pong";
+      case "status":
+        return this.#status(connection);
+      case "setup":
+        return this.#serialized(() => this.#setup(connection, client, parseSetupArgs(args)));
+      case "reset":
+        this.#ownedBy(connection, "reset");
+        return this.#serialized(() => this.#resetPipeline(`reset by its root ${client}`)).then(() => null);
+      case "sleep":
+        return this.#engineOf(connection, cmd)
+          .sleep()
+          .then(() => null);
+      case "wakeup":
+        this.#engineOf(connection, cmd).wakeup();
+        return null;
+      case "waitIdle":
+        return this.#engineOf(connection, cmd)
+          .whenIdle()
+          .then(() => null);
+      case "waitEmpty":
+        return this.#engineOf(connection, cmd)
+          .whenEmpty()
+          .then(() => null);
+      case "waitAsleep":
+        return this.#engineOf(connection, cmd)
+          .whenAsleep()
+          .then(() => null);
+      case "stats":
+        return this.#pipeline?.engine?.stats() ?? [];
+      default:
+        throw new ProtocolError(
+          `unknown command "${cmd}"; a node takes ping, status, setup, reset, sleep, wakeup, waitIdle, waitEmpty, waitAsleep, stats`,
+        );
+    }
+  }
+
+  #push(connection: Connection, message: Message): void {
+    switch (message.t) {
+      case "feed": {
+        const pipeline = this.#pipeline;
+        try {
+          const engine = this.#engineOf(connection, "feed");
+          engine.dispatch(message.blob);
+          if (engine.inFlight > pipeline!.window.items || engine.backlogBytes > pipeline!.window.bytes) {
+            throw new ProtocolError(
+              `feed beyond the window this node granted (${engine.inFlight} items, ${engine.backlogBytes} bytes waiting; ` +
+                `granted ${pipeline!.window.items} items, ${pipeline!.window.bytes} bytes)`,
+            );
+          }
+        } catch (error) {
+          // The root's items stay in its ledger; it re-sends them elsewhere when this connection closes.
+          this.#note("warn", `refused a feed from ${connection.remoteAddress}: ${(error as Error).message}`);
+          connection.fail(error);
+        }
+        return;
+      }
+      case "credit": {
+        const pipeline = this.#pipeline;
+        if (pipeline?.owner !== connection) return;
+        pipeline.credit += message.bytes;
+        this.#updateOutputFlow(pipeline);
+        return;
+      }
+      default:
+        connection.fail(new ProtocolError(`a node does not take "${message.t}" messages outside the handshake`));
+    }
+  }
+
+  // ---- pipeline lifecycle ----------------------------------------------------------------------------
+
+  /** Runs setup/reset one at a time. */
+  #serialized<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.#lifecycle.then(step, step);
+    this.#lifecycle = run.catch(() => {});
+    return run;
+  }
+
+  async #setup(connection: Connection, client: string, args: SetupArgs): Promise<SetupResult> {
+    const current = this.#pipeline;
+    if (current !== undefined && current.owner !== connection) {
+      this.#note("warn", `refused setup of ${describe(args)} for root ${client}: busy with ${describe(current)} for root ${current.ownerName}`);
+      throw new NodeBusyError(
+        `this node runs pipeline ${describe(current)} for root ${current.ownerName} since ${new Date(current.startedAt).toISOString()}; ` +
+          "one root at a time: reset it from that root, or wait until that root disconnects",
+      );
+    }
+    if (connection.isClosed) throw new StateError("the root disconnected before setup began");
+    if (current !== undefined) await this.#resetPipeline(`set up again by its root ${client}`);
+
+    const pipeline: Pipeline = {
+      name: args.name,
+      version: args.version,
+      owner: connection,
+      ownerName: client,
+      startedAt: Date.now(),
+      engine: undefined,
+      credit: args.resultWindow ?? 8 * 1024 * 1024,
+      window: { items: 0, bytes: 0 },
+      orphanTimer: undefined,
+    };
+    this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
+    try {
+      this.#note("info", `setting up ${describe(pipeline)} for root ${client}`);
+      const installed = await installPipeline({
+        workdir: this.#workdir,
+        name: args.name,
+        version: args.version,
+        packages: args.packages,
+        remotePackages: args.remotePackages,
+        hash: args.hash,
+      });
+      const workers = args.workers || this.#defaultWorkers;
+      const ringBytes = this.#options.ringBytes ?? 1 << 20;
+      const engine = await Engine.start(
+        args.taskchain,
+        installed.entries,
+        { workers, inputRingBytes: ringBytes, outputRingBytes: ringBytes, maxAttempts: args.maxAttempts },
+        {
+          onResults: (batch) => this.#sendResults(pipeline, batch),
+          onTaskError: (report) => {
+            const what = report.failed ? "gave up on" : "dropped";
+            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
+          },
+          onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),
+          onLog: (lines) => sendLogLines(lines),
+        },
+      );
+      if (this.#pipeline !== pipeline || connection.isClosed) {
+        await engine.reset();
+        throw new StateError(`setup of ${describe(pipeline)} was cancelled: the root disconnected`);
+      }
+      pipeline.engine = engine;
+      pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
+      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${installed.skipped ? " (code unchanged, not reinstalled)" : ""}`);
+      return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window };
+    } catch (error) {
+      if (this.#pipeline === pipeline) this.#pipeline = undefined;
+      const message = error instanceof Error ? error.message : String(error);
+      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`);
+      throw error;
+    }
+  }
+
+  async #resetPipeline(why: string): Promise<void> {
+    const pipeline = this.#pipeline;
+    if (pipeline === undefined) return;
+    this.#pipeline = undefined;
+    clearTimeout(pipeline.orphanTimer);
+    await pipeline.engine?.reset();
+    this.#note("info", `reset ${describe(pipeline)}: ${why}`);
+    if (!pipeline.owner.isClosed) {
+      try {
+        pipeline.owner.send({ t: "event", name: "reset", data: { why } });
+      } catch {
+        // closing
+      }
+    }
+  }
+
+  #ownedBy(connection: Connection, what: string): Pipeline {
+    const pipeline = this.#pipeline;
+    if (pipeline === undefined) throw new StateError(`cannot ${what}: no pipeline is set up on this node`);
+    if (pipeline.owner !== connection) {
+      throw new NodeBusyError(`cannot ${what}: this node runs pipeline ${describe(pipeline)} for another root (${pipeline.ownerName})`);
+    }
+    return pipeline;
+  }
+
+  #engineOf(connection: Connection, what: string): Engine {
+    const engine = this.#ownedBy(connection, what).engine;
+    if (engine === undefined) throw new StateError(`cannot ${what}: the pipeline is still being set up`);
+    return engine;
+  }
+
+  // ---- results and flow ---------------------------------------------------------------------------
+
+  #sendResults(pipeline: Pipeline, batch: RecordBatchBuilder): void {
+    const connection = pipeline.owner;
+    const engine = pipeline.engine;
+    if (connection.isClosed) {
+      batch.takeRecords(); // the root is gone; what it does not acknowledge, it re-sends elsewhere
+      return;
+    }
+    const frame = batch.finishFrame("results", { idle: engine?.idleWorkers ?? 0 });
+    pipeline.credit -= frame.length;
+    connection.sendFrame(frame);
+    this.#updateOutputFlow(pipeline);
+  }
+
+  /** Pauses the engine's output while the root's credit is spent or the socket lags; resumes after. */
+  #updateOutputFlow(pipeline: Pipeline): void {
+    const engine = pipeline.engine;
+    if (engine === undefined) return;
+    const connection = pipeline.owner;
+    if (pipeline.credit > 0 && connection.queuedBytes <= 4 * 1024 * 1024) {
+      engine.resumeOutput();
+      return;
+    }
+    engine.pauseOutput();
+    if (pipeline.credit > 0) {
+      connection.writable().then(() => {
+        if (this.#pipeline === pipeline) this.#updateOutputFlow(pipeline);
+      });
+    }
+  }
+
+  // ---- status -----------------------------------------------------------------------------------
+
+  #status(connection: Connection): NodeStatus {
+    const pipeline = this.#pipeline;
+    const engine = pipeline?.engine;
+    return {
+      host: hostname(),
+      listen: this.address,
+      version: VERSION,
+      cores: availableParallelism(),
+      workers: this.#defaultWorkers,
+      pipeline:
+        pipeline === undefined
+          ? null
+          : {
+              name: pipeline.name,
+              version: pipeline.version,
+              owner: pipeline.ownerName,
+              busy: pipeline.owner !== connection,
+              startedAt: pipeline.startedAt,
+              workers: engine?.workerCount ?? 0,
+              idleWorkers: engine?.idleWorkers ?? 0,
+              awake: engine !== undefined && !engine.isAsleep,
+              inFlight: engine?.inFlight ?? 0,
+              tasks: engine?.stats() ?? [],
+            },
+    };
+  }
+
+  /** To the console and the log server. */
+  #note(level: "info" | "warn" | "error", message: string): void {
+    consola[level](`[node ${this.#server ? this.address : this.#options.host}] ${message}`);
+    if (this.#options.logAddress !== undefined) log(`[node ${this.#server ? this.address : this.#options.host}] ${message}`);
+  }
+}
+
+function describe(pipeline: { name: string; version: string }): string {
+  return `"${pipeline.name}" ${pipeline.version}`;
+}
+
+/**
+ * `pcluster node`: runs a node until SIGINT or SIGTERM, then stops its workers and frees its port.
+ * A refusal (an exposed address without a token, a port in use) is printed and exits with code 1.
+ */
+export async function runNodeServer(options: NodeServerOptions): Promise<void> {
+  let node: NodeServer;
+  try {
+    node = await NodeServer.start(options);
+  } catch (error) {
+    if (!(error instanceof PclusterError) && (error as { code?: string }).code !== "EADDRINUSE") throw error;
+    consola.error(`pcluster node: ${(error as Error).message}`);
+    process.exit(1);
+  }
+  console.log(`pcluster node listening on ${node.address}`);
+  await new Promise<void>((resolveStopped) => {
+    const stop = (): void => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      node.stop().then(resolveStopped, resolveStopped);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+  await flushLogs(2000);
+  process.exit(0);
+}

@@ -1,0 +1,144 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { NodeBusyError } from "../../src/errors.ts";
+import { waitForFile } from "../support/log-server.ts";
+import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
+import { type RunningNode, startLogServer, startNode, writeProjectPackage } from "../support/nodes.ts";
+import { type Spawned, killAll } from "../support/processes.ts";
+
+/** How a node's pipeline ends: its root goes away, the node is stopped, its log server dies. */
+
+const root = mkdtempSync(join(tmpdir(), "pcluster-server-lifecycle-"));
+const logFile = join(root, "cluster.log");
+let logPort: number;
+let node: RunningNode;
+let packageDir: string;
+const clients: NodeTestClient[] = [];
+const workdirs: string[] = [];
+
+const pipeline = (): PipelineSpec => ({ name: "ticker", version: "1.0", packages: [packageDir], tasks: ["ticker#tick"] });
+const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
+
+beforeAll(async () => {
+  const log = await startLogServer(logFile);
+  logPort = log.port;
+  [packageDir, node] = await Promise.all([
+    writeProjectPackage(root, "ticker", {
+      "package.json": JSON.stringify({ name: "ticker", type: "module" }),
+      "index.ts": `
+import { log } from "pcluster";
+export async function tick(n: number) {
+  await Bun.sleep(2);
+  log(\`tick \${n}\`);
+  return n * 10;
+}
+`,
+    }),
+    startNode({ logPort, workers: 2 }),
+  ]);
+  workdirs.push(node.workdir);
+}, 30_000);
+
+afterAll(async () => {
+  for (const client of clients) client.close();
+  await killAll();
+  rmSync(root, { recursive: true, force: true });
+  for (const dir of workdirs) rmSync(dir, { recursive: true, force: true });
+}, 20_000);
+
+async function connect(port: number, client: string): Promise<NodeTestClient> {
+  const connected = await NodeTestClient.connect({ port, client });
+  clients.push(connected);
+  return connected;
+}
+
+async function expectTicks(client: NodeTestClient, numbers: number[]): Promise<void> {
+  const ids = client.feed(numbers);
+  await client.waitDone(ids);
+  expect(client.outputsOf(ids)).toEqual(numbers.map((n) => [n * 10]));
+}
+
+test("when its root disconnects, the node keeps the pipeline for the grace period, then resets it and is free again", async () => {
+  const owner = await connect(node.port, "root-gone");
+  await owner.setup(pipeline());
+  await expectTicks(owner, range(0, 50));
+  owner.close();
+  await owner.closed;
+  const closedAt = Date.now();
+
+  // Within the grace period the pipeline still belongs to the root that left.
+  const next = await connect(node.port, "root-next");
+  const busy = await next.setup(pipeline()).catch((error: Error) => error);
+  expect(busy).toBeInstanceOf(NodeBusyError);
+  expect((busy as Error).message).toContain('"ticker" 1.0 for root root-gone');
+  await node.proc.waitFor(/root root-gone disconnected.*; resetting "ticker" 1\.0 in 3000 ms/, 5000);
+
+  const deadline = Date.now() + 10_000;
+  while ((await next.status()).pipeline !== null) {
+    if (Date.now() > deadline) throw new Error("the node did not reset the orphaned pipeline within 10 s");
+    await Bun.sleep(100);
+  }
+  expect(Date.now() - closedAt).toBeGreaterThanOrEqual(2500);
+  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: its root root-gone is gone`), 5000);
+  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] root root-gone disconnected; resetting "ticker" 1.0 in 3000 ms`), 5000);
+
+  const result = await next.setup(pipeline());
+  expect(result.cached).toBe(true);
+  await expectTicks(next, range(100, 50));
+}, 30_000);
+
+let stoppedOwner: NodeTestClient;
+
+test("SIGTERM stops the running pipeline, exits with code 0 and frees the port", async () => {
+  const owner = (stoppedOwner = clients.at(-1)!);
+  const before = owner.done.size;
+  const ids = owner.feed(range(1000, 2000));
+  await owner.waitFor(() => owner.done.size > before + 20, 10_000);
+  node.proc.kill("SIGTERM");
+  expect(await node.proc.waitExit(10_000)).toBe(0);
+  await owner.closed;
+  expect(owner.done.size).toBeLessThan(before + ids.length); // it really was mid-run
+
+  // The port can be listened on again at once.
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: node.port, socket: { data() {} } });
+  expect(listener.port).toBe(node.port);
+  listener.stop(true);
+  await node.proc.drained;
+  expect(node.proc.output).toContain(`reset "ticker" 1.0: the node is shutting down`);
+}, 30_000);
+
+test("the root of a node stopped with SIGTERM is told why its pipeline ended (a reset event) before the connection closes", () => {
+  expect(stoppedOwner.events).toContainEqual({ t: "event", name: "reset", data: { why: "the node is shutting down" } });
+});
+
+test("a node stopped with SIGTERM still gets its last lines (the shutdown reset) to the log server", async () => {
+  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: the node is shutting down`), 3000);
+}, 10_000);
+
+test("a log server killed mid-run leaves tasks running; their lines go to the node's stderr instead", async () => {
+  const ownLog = await startLogServer(join(root, "dying.log"));
+  const logServer: Spawned = ownLog.server;
+  const second = await startNode({ logPort: ownLog.port, workers: 2 });
+  workdirs.push(second.workdir);
+  const client = await connect(second.port, "root-logless");
+  await client.setup(pipeline());
+
+  const first = range(0, 600);
+  const ids = client.feed(first);
+  await client.waitFor(() => client.done.size >= 60, 10_000);
+  logServer.kill("SIGKILL");
+  await logServer.waitExit(5000);
+  expect(client.done.size).toBeLessThan(first.length); // killed mid-run
+  await client.waitDone(ids);
+  expect(client.outputsOf(ids)).toEqual(first.map((n) => [n * 10]));
+
+  // And later work runs too, with the log server still gone.
+  await expectTicks(client, range(5000, 100));
+  expect(second.proc.proc.exitCode).toBeNull();
+  await second.proc.waitFor(/log server 127\.0\.0\.1:\d+ unavailable/, 5000);
+  await second.proc.waitFor(/\] tick 5099\n/, 5000);
+  // Lines logged before the kill made it to the file.
+  await waitForFile(join(root, "dying.log"), (text) => text.includes("] tick 0\n"), 3000);
+}, 30_000);
