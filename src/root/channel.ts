@@ -1,0 +1,64 @@
+/**
+ * A bounded async queue: `push` returns a promise while the queue is full, so a producer that awaits
+ * it is held back by a slow consumer. Used to turn the root's outputs into an async iterable.
+ */
+export class OutputChannel<T> implements AsyncIterable<T> {
+  readonly #items: T[] = [];
+  #head = 0;
+  #ended = false;
+  #failure: unknown;
+  #wakeConsumer: (() => void) | undefined;
+  #wakeProducers: Array<() => void> = [];
+
+  constructor(readonly capacity = 1024) {}
+
+  /** Adds a value; resolves at once, or once the consumer has made room. */
+  push(value: T): Promise<void> | undefined {
+    this.#items.push(value);
+    this.#wake();
+    if (this.#items.length - this.#head < this.capacity) return undefined;
+    return new Promise((resolve) => this.#wakeProducers.push(resolve));
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#wake();
+  }
+
+  fail(error: unknown): void {
+    this.#failure = error;
+    this.#ended = true;
+    this.#wake();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      if (this.#head < this.#items.length) {
+        const value = this.#items[this.#head]!;
+        this.#items[this.#head++] = undefined as T;
+        if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+          this.#items.splice(0, this.#head);
+          this.#head = 0;
+        }
+        if (this.#items.length - this.#head < this.capacity) this.#releaseProducers();
+        yield value;
+        continue;
+      }
+      if (this.#failure !== undefined) throw this.#failure;
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => (this.#wakeConsumer = resolve));
+    }
+  }
+
+  #wake(): void {
+    const wake = this.#wakeConsumer;
+    this.#wakeConsumer = undefined;
+    wake?.();
+  }
+
+  #releaseProducers(): void {
+    const producers = this.#wakeProducers;
+    this.#wakeProducers = [];
+    for (const wake of producers) wake();
+  }
+}

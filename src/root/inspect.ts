@@ -1,0 +1,106 @@
+import { type HostPort, parseAddress } from "../protocol/address.ts";
+import { dial } from "../protocol/auth.ts";
+import type { ClientTls } from "../protocol/connection.ts";
+import type { NodeStatus, TaskStatsRecord } from "../protocol/pipeline.ts";
+
+/**
+ * What `pcluster status` and `pcluster benchmark` print: each node's status, and the per-task counts
+ * merged over all workers of all nodes (the seed's benchmark summary).
+ */
+
+export interface NodeReport {
+  address: string;
+  status?: NodeStatus;
+  error?: string;
+}
+
+export interface InspectOptions {
+  token?: string;
+  tls?: ClientTls;
+  timeoutMs?: number;
+}
+
+/** Asks every node for its status, in parallel; a node that cannot be reached is reported, not thrown. */
+export async function fetchStatuses(nodes: HostPort[], options: InspectOptions = {}): Promise<NodeReport[]> {
+  return Promise.all(
+    nodes.map(async (node): Promise<NodeReport> => {
+      const { host, port, key } = parseAddress(node, "node address");
+      try {
+        const { connection } = await dial({
+          hostname: host,
+          port,
+          service: "node",
+          token: options.token,
+          tls: options.tls,
+          connectTimeoutMs: options.timeoutMs ?? 3000,
+          timeoutMs: options.timeoutMs ?? 3000,
+        });
+        try {
+          return { address: key, status: await connection.request<NodeStatus>("status", undefined, options.timeoutMs ?? 3000) };
+        } finally {
+          connection.close();
+        }
+      } catch (error) {
+        return { address: key, error: (error as Error).message };
+      }
+    }),
+  );
+}
+
+/** Per-task counters summed over nodes (tasks matched by position and name). */
+export function mergeTaskStats(perNode: TaskStatsRecord[][]): TaskStatsRecord[] {
+  const merged: TaskStatsRecord[] = [];
+  for (const tasks of perNode) {
+    tasks.forEach((task, index) => {
+      const into = (merged[index] ??= { task: task.task, processed: 0, dropped: 0, errors: 0, totalMs: 0, meanMs: 0 });
+      into.processed += task.processed;
+      into.dropped += task.dropped;
+      into.errors += task.errors;
+      into.totalMs += task.totalMs;
+    });
+  }
+  for (const task of merged) {
+    const calls = task.processed + task.errors;
+    task.meanMs = calls > 0 ? task.totalMs / calls : 0;
+  }
+  return merged;
+}
+
+/** A plain text table: a header row, then rows, columns padded (numbers right-aligned). */
+export function table(header: string[], rows: Array<Array<string | number>>): string {
+  const cells = [header, ...rows.map((row) => row.map(String))];
+  const widths = header.map((_, column) => Math.max(...cells.map((row) => row[column]!.length)));
+  const numeric = header.map((_, column) => rows.length > 0 && rows.every((row) => typeof row[column] === "number"));
+  return cells
+    .map((row) => row.map((cell, column) => (numeric[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join("  ").trimEnd())
+    .join("\n");
+}
+
+const ms = (value: number) => Number(value.toFixed(3));
+
+export function formatStatuses(reports: NodeReport[]): string {
+  const rows = reports.map((report) => {
+    const status = report.status;
+    if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", ""];
+    const pipeline = status.pipeline;
+    return [
+      report.address,
+      pipeline ? `${pipeline.name} ${pipeline.version}` : "(idle)",
+      pipeline ? pipeline.owner : "",
+      `${status.cores}`,
+      pipeline ? `${pipeline.workers}` : `${status.workers}`,
+      pipeline ? `${pipeline.idleWorkers}` : "",
+      pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
+      pipeline ? new Date(pipeline.startedAt).toISOString() : "",
+    ];
+  });
+  return table(["node", "pipeline", "root", "cores", "workers", "idle", "state", "started"], rows);
+}
+
+export function formatTaskStats(tasks: TaskStatsRecord[]): string {
+  if (tasks.length === 0) return "no pipeline runs on these nodes";
+  return table(
+    ["task", "processed", "dropped", "errors", "total ms", "mean ms"],
+    tasks.map((task) => [task.task, task.processed, task.dropped, task.errors, ms(task.totalMs), ms(task.meanMs)]),
+  );
+}

@@ -1,0 +1,282 @@
+import type { Subprocess } from "bun";
+import { rmSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
+import { PclusterError } from "../errors.ts";
+
+/**
+ * The local cluster behind `Root.local()`: a log server and N node servers as real `pcluster`
+ * processes on free ports of 127.0.0.1, sharing one temp work dir. The processes are children of this
+ * one and never outlive it: `stop()` ends them, and so does this process exiting without `stop()`.
+ */
+
+export interface LocalClusterOptions {
+  /** Node processes (default 2). */
+  nodes?: number;
+  /** Worker threads per node (default: cores / nodes, at least 1). */
+  workers?: number;
+  /** Shared token the nodes and the log server require (given to them as `PCLUSTER_TOKEN`). */
+  token?: string;
+  /** Where the log server writes (default `<workdir>/pcluster.log`, removed by `stop()`). */
+  logFile?: string;
+  /** `false` echoes the processes' output, each line prefixed with its process name (default true). */
+  quiet?: boolean;
+}
+
+export interface LocalCluster {
+  /** The nodes, as `[host, port]`. */
+  nodes: Array<[host: string, port: number]>;
+  logAddress: [host: string, port: number];
+  logFile: string;
+  /** The temp folder holding the nodes' work dirs (and, by default, the log file). */
+  workdir: string;
+  /** The processes started: "log", then "node-0", "node-1", … */
+  processes: ReadonlyArray<{ name: string; pid: number }>;
+  /** Ends every process (SIGTERM, then SIGKILL after 3 s) and removes the work dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const CLI = join(import.meta.dir, "..", "cli.ts");
+const START_TIMEOUT_MS = 15_000;
+const STOP_GRACE_MS = 3000;
+const KEPT_LINES = 100;
+const LISTENING = /listening on 127\.0\.0\.1:(\d+)/;
+
+/**
+ * Starts a log server and `nodes` node servers on free loopback ports and resolves once all listen.
+ * A process that fails to start takes the others down with it, and the error shows its output.
+ *
+ * @example
+ * const cluster = await startLocalCluster({ nodes: 2, workers: 1 });
+ * const root = new Root(cluster.nodes);
+ * // …
+ * await cluster.stop();
+ */
+export async function startLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+  const nodeCount = count(options.nodes, 2, "nodes");
+  const workers = count(options.workers, Math.max(1, Math.floor(availableParallelism() / nodeCount)), "workers");
+  const workdir = await mkdtemp(join(tmpdir(), "pcluster-local-"));
+  liveWorkdirs.add(workdir);
+  const logFile = options.logFile ?? join(workdir, "pcluster.log");
+  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" };
+  if (options.token) env.PCLUSTER_TOKEN = options.token;
+  const quiet = options.quiet ?? true;
+  const children: LocalProcess[] = [];
+  const spawn = (name: string, args: string[]): LocalProcess => {
+    const child = new LocalProcess(name, [process.execPath, CLI, ...args], { cwd: workdir, env, quiet });
+    children.push(child);
+    return child;
+  };
+
+  try {
+    const logServer = spawn("log", ["log", "--host", "127.0.0.1", "--port", "0", "--outfile", logFile]);
+    const logPort = await logServer.listeningPort(START_TIMEOUT_MS);
+    const nodes = Array.from({ length: nodeCount }, (_, index) =>
+      spawn(`node-${index}`, [
+        "node",
+        "--host", "127.0.0.1",
+        "--port", "0",
+        "--log-host", "127.0.0.1",
+        "--log-port", String(logPort),
+        "--workers", String(workers),
+        "--workdir", join(workdir, `node-${index}`),
+      ]),
+    );
+    const nodePorts = await Promise.all(nodes.map((node) => node.listeningPort(START_TIMEOUT_MS)));
+
+    let stopping: Promise<void> | undefined;
+    return {
+      nodes: nodePorts.map((port) => ["127.0.0.1", port]),
+      logAddress: ["127.0.0.1", logPort],
+      logFile,
+      workdir,
+      processes: children.map((child) => ({ name: child.name, pid: child.pid })),
+      stop: () => (stopping ??= stopAll(nodes, logServer, workdir)),
+    };
+  } catch (error) {
+    for (const child of children) child.kill("SIGKILL");
+    await Promise.all(children.map((child) => child.exited));
+    await removeWorkdir(workdir);
+    throw error;
+  }
+}
+
+/** Nodes first, so that their last lines still reach the log server; all within one grace period. */
+async function stopAll(nodes: LocalProcess[], logServer: LocalProcess, workdir: string): Promise<void> {
+  const deadline = Date.now() + STOP_GRACE_MS;
+  for (const node of nodes) node.kill("SIGTERM");
+  await within(Promise.all(nodes.map((node) => node.exited)), STOP_GRACE_MS);
+  logServer.kill("SIGTERM");
+  await within(logServer.exited, Math.max(500, deadline - Date.now()));
+  const all = [...nodes, logServer];
+  for (const child of all) child.kill("SIGKILL");
+  await Promise.all(all.map((child) => child.exited));
+  // Their last lines, to the echo, before stop() resolves.
+  await within(Promise.all(all.map((child) => child.drained)), 1000);
+  await removeWorkdir(workdir);
+}
+
+async function removeWorkdir(workdir: string): Promise<void> {
+  await rm(workdir, { recursive: true, force: true, maxRetries: 3 });
+  liveWorkdirs.delete(workdir);
+}
+
+/** Waits for `promise`, at most `ms`; the timer does not keep the process alive after. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+function count(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a positive integer, got ${Bun.inspect(value)}`);
+  return value;
+}
+
+// ---- one child process ----------------------------------------------------------------------------
+
+/**
+ * A `pcluster` child process. Its output is always read (a full pipe would block it) and its last
+ * lines are kept for error reports; it is registered so that it dies with this process.
+ */
+class LocalProcess {
+  readonly exited: Promise<number>;
+  /** Resolves once both output pipes are read to their end. */
+  readonly drained: Promise<unknown>;
+  readonly #proc: Subprocess<"ignore", "pipe", "pipe">;
+  readonly #lines: string[] = [];
+  #onLine: ((line: string) => void) | undefined;
+
+  constructor(
+    readonly name: string,
+    command: string[],
+    options: { cwd: string; env: Record<string, string | undefined>; quiet: boolean },
+  ) {
+    this.#proc = Bun.spawn(command, { cwd: options.cwd, env: options.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    liveChildren.add(this.#proc.pid);
+    updateGuards();
+    this.exited = this.#proc.exited.then((code) => {
+      liveChildren.delete(this.#proc.pid);
+      updateGuards();
+      return code;
+    });
+    const echo = (stream: NodeJS.WriteStream) => (options.quiet ? undefined : (line: string) => stream.write(`[${name}] ${line}\n`));
+    this.drained = Promise.all([
+      this.#read(this.#proc.stdout, echo(process.stdout)),
+      this.#read(this.#proc.stderr, echo(process.stderr)),
+    ]);
+  }
+
+  get pid(): number {
+    return this.#proc.pid;
+  }
+
+  /** Sends a signal by PID while the process runs. */
+  kill(signal: NodeJS.Signals): void {
+    if (this.#proc.exitCode !== null || this.#proc.signalCode !== null) return;
+    try {
+      process.kill(this.#proc.pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Resolves with the port of the "listening on 127.0.0.1:PORT" line; rejects on exit or timeout. */
+  async listeningPort(timeoutMs: number): Promise<number> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const port = await new Promise<number | string>((resolve) => {
+      const seen = this.#lines.map((line) => LISTENING.exec(line)).find((match) => match !== null);
+      if (seen) return resolve(Number(seen[1]));
+      this.#onLine = (line) => {
+        const match = LISTENING.exec(line);
+        if (match !== null) resolve(Number(match[1]));
+      };
+      timer = setTimeout(() => resolve(`did not say it listens within ${timeoutMs} ms`), timeoutMs);
+      this.exited.then((code) => resolve(`exited (${this.#proc.signalCode ?? `code ${code}`}) before listening`));
+    });
+    clearTimeout(timer);
+    this.#onLine = undefined;
+    if (typeof port === "number") return port;
+    // Its last words may still be in the pipes.
+    await within(this.drained, 1000);
+    throw new PclusterError(
+      `local cluster: the ${this.name} process (pid ${this.pid}) ${port}; its output:\n${this.#lines.join("\n") || "(none)"}`,
+    );
+  }
+
+  async #read(stream: ReadableStream<Uint8Array>, echo: ((line: string) => void) | undefined): Promise<void> {
+    const decoder = new TextDecoder();
+    let partial = "";
+    const take = (line: string): void => {
+      this.#lines.push(line);
+      if (this.#lines.length > KEPT_LINES) this.#lines.shift();
+      echo?.(line);
+      this.#onLine?.(line);
+    };
+    try {
+      for await (const chunk of stream) {
+        const lines = (partial + decoder.decode(chunk, { stream: true })).split("\n");
+        partial = lines.pop()!;
+        for (const line of lines) take(line);
+      }
+    } catch {
+      // the pipe broke with the process; what was read is kept
+    }
+    if (partial !== "") take(partial);
+  }
+}
+
+// ---- children die with this process -----------------------------------------------------------------
+
+/** PIDs of local cluster processes still running, of every local cluster of this process. */
+const liveChildren = new Set<number>();
+/** Work dirs of local clusters not stopped yet. */
+const liveWorkdirs = new Set<string>();
+const GUARDED_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+let guarded = false;
+
+/** At exit, without `stop()`: the children are killed and their work dirs removed, synchronously. */
+function onExit(): void {
+  for (const pid of liveChildren) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  for (const workdir of liveWorkdirs) {
+    try {
+      rmSync(workdir, { recursive: true, force: true });
+    } catch {
+      // a dying child may still hold it; it is in the temp dir
+    }
+  }
+}
+
+/**
+ * A signal whose default action would end this process ends the children first, then this process
+ * (the signal raised again without our handler). When the program handles the signal itself, we
+ * leave it to do so: the exit handler still runs when it exits.
+ */
+function onSignal(signal: NodeJS.Signals): void {
+  if (process.listeners(signal).some((listener) => listener !== onSignal)) return;
+  onExit();
+  liveChildren.clear();
+  updateGuards();
+  process.kill(process.pid, signal);
+}
+
+/** Installs the exit and signal handlers while a child runs, and removes them when none does. */
+function updateGuards(): void {
+  if (liveChildren.size > 0 && !guarded) {
+    guarded = true;
+    process.on("exit", onExit);
+    for (const signal of GUARDED_SIGNALS) process.on(signal, onSignal);
+  } else if (liveChildren.size === 0 && guarded) {
+    guarded = false;
+    process.off("exit", onExit);
+    for (const signal of GUARDED_SIGNALS) process.off(signal, onSignal);
+  }
+}

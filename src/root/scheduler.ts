@@ -1,0 +1,225 @@
+import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
+import { AdaptiveWindow } from "./window.ts";
+
+/** What the scheduler needs of a node: somewhere to send finished feed frames. */
+export interface FeedTarget {
+  readonly address: string;
+  sendFeed(frame: Uint8Array): void;
+}
+
+export interface SchedulerOptions {
+  /** Items per feed frame at most (default 4096; 1 turns batching off, for comparison). */
+  maxBatch?: number;
+  /** Bytes per feed frame at most (default 1 MiB). */
+  maxBatchBytes?: number;
+  /** A fixed window instead of the adaptive one (for experiments). */
+  fixedWindow?: number;
+}
+
+/**
+ * One node as the scheduler sees it: its window, and its ledger — every item sent to it and not yet
+ * done, by id, with the item's encoded bytes, so that it can be sent elsewhere if the node is lost.
+ */
+export class NodeLane {
+  readonly ledger = new Map<number, Uint8Array>();
+  inFlightBytes = 0;
+  /** Idle workers the node reported last. */
+  idleWorkers: number;
+  /** Items (by id) whose round trip is being timed, with when they left. */
+  readonly samples = new Map<number, number>();
+
+  constructor(
+    readonly target: FeedTarget,
+    readonly workers: number,
+    readonly window: AdaptiveWindow,
+    readonly maxInFlightBytes: number,
+  ) {
+    this.idleWorkers = workers;
+  }
+
+  get inFlight(): number {
+    return this.ledger.size;
+  }
+
+  get address(): string {
+    return this.target.address;
+  }
+}
+
+/**
+ * The root's scheduler: a queue of encoded items, and one lane per node. `pump` hands out batches
+ * round-robin to every lane with room in its window, as long as items wait; a lane's room comes back
+ * as its items are done. A faster node finishes sooner, so it gets more; a stalled node gets nothing
+ * more; items fed in one turn leave together at the end of that turn, so a trickle goes out at once
+ * and a flood goes out in large frames.
+ */
+export class Scheduler {
+  readonly #maxBatch: number;
+  readonly #maxBatchBytes: number;
+  readonly #fixedWindow: number | undefined;
+  /** Items re-sent after a node was lost go first; then fresh items, oldest first. */
+  #retry: Uint8Array[] = [];
+  #fresh: Uint8Array[] = [];
+  #freshHead = 0;
+  #queuedBytes = 0;
+  #lanes: NodeLane[] = [];
+  #next = 0;
+  #nextId = 1;
+  #pumpScheduled = false;
+  readonly #batch = new RecordBatchBuilder(64 * 1024);
+  /** Called after each pump (room may have changed for feeders waiting on a bounded queue). */
+  onPumped: () => void = () => {};
+
+  constructor(options: SchedulerOptions = {}) {
+    this.#maxBatch = Math.max(1, options.maxBatch ?? 4096);
+    this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
+    this.#fixedWindow = options.fixedWindow;
+  }
+
+  /** Adds a node that can take `grant.items` items and `grant.bytes` bytes in flight. */
+  addLane(target: FeedTarget, workers: number, grant: { items: number; bytes: number }): NodeLane {
+    const floor = Math.max(4, workers * 2);
+    const window =
+      this.#fixedWindow === undefined
+        ? new AdaptiveWindow(floor, Math.max(floor, grant.items))
+        : new AdaptiveWindow(this.#fixedWindow, this.#fixedWindow, this.#fixedWindow);
+    const lane = new NodeLane(target, workers, window, grant.bytes);
+    this.#lanes.push(lane);
+    this.schedulePump();
+    return lane;
+  }
+
+  /**
+   * Takes a node out. Its unfinished items go to the front of the queue (minus `alreadyDone`, whose
+   * Done arrived but was not handled yet); returns how many were re-queued.
+   */
+  removeLane(lane: NodeLane, alreadyDone: Iterable<number> = []): number {
+    const index = this.#lanes.indexOf(lane);
+    if (index < 0) return 0;
+    this.#lanes.splice(index, 1);
+    for (const id of alreadyDone) lane.ledger.delete(id);
+    const requeued = [...lane.ledger.values()];
+    for (const bytes of requeued) this.#queuedBytes += bytes.length;
+    this.#retry = requeued.concat(this.#retry);
+    lane.ledger.clear();
+    lane.inFlightBytes = 0;
+    this.schedulePump();
+    return requeued.length;
+  }
+
+  get lanes(): readonly NodeLane[] {
+    return this.#lanes;
+  }
+
+  /** Queues encoded items. */
+  enqueue(items: Uint8Array[]): void {
+    for (const bytes of items) {
+      this.#fresh.push(bytes);
+      this.#queuedBytes += bytes.length;
+    }
+    this.schedulePump();
+  }
+
+  /** Items waiting at the root. */
+  get queued(): number {
+    return this.#retry.length + this.#fresh.length - this.#freshHead;
+  }
+
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Items sent and not yet done, on all nodes. */
+  get inFlight(): number {
+    let items = 0;
+    for (const lane of this.#lanes) items += lane.ledger.size;
+    return items;
+  }
+
+  /** An item is done on `lane`; returns false when it was not in flight there (a late duplicate). */
+  complete(lane: NodeLane, id: number, now = performance.now()): boolean {
+    const bytes = lane.ledger.get(id);
+    if (bytes === undefined) return false;
+    lane.ledger.delete(id);
+    lane.inFlightBytes -= bytes.length;
+    if (lane.samples.size > 0) {
+      const sent = lane.samples.get(id);
+      if (sent !== undefined) {
+        lane.samples.delete(id);
+        lane.window.sample(now - sent, lane.idleWorkers);
+      }
+    }
+    this.schedulePump();
+    return true;
+  }
+
+  /** The node says how many of its workers are idle now. */
+  reportIdle(lane: NodeLane, idleWorkers: number): void {
+    lane.idleWorkers = idleWorkers;
+    if (idleWorkers > 0 && this.queued > 0 && lane.inFlight >= lane.window.size) lane.window.starved();
+  }
+
+  /** Pumps at the end of this turn (once, however many calls). */
+  schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(this.pump);
+  }
+
+  /** Hands out batches, round-robin, while items wait and some lane has room. */
+  readonly pump = (): void => {
+    this.#pumpScheduled = false;
+    const lanes = this.#lanes;
+    let idleRounds = 0;
+    while (this.queued > 0 && lanes.length > 0 && idleRounds < lanes.length) {
+      const lane = lanes[this.#next++ % lanes.length]!;
+      if (this.#sendBatch(lane) === 0) idleRounds++;
+      else idleRounds = 0;
+    }
+    if (this.#freshHead > 4096 && this.#freshHead * 2 > this.#fresh.length) {
+      this.#fresh = this.#fresh.slice(this.#freshHead);
+      this.#freshHead = 0;
+    }
+    this.onPumped();
+  };
+
+  /** Sends one batch to `lane` if its window and byte budget allow; returns how many items went. */
+  #sendBatch(lane: NodeLane): number {
+    const room = lane.window.size - lane.ledger.size;
+    if (room <= 0 || lane.inFlightBytes >= lane.maxInFlightBytes) return 0;
+    const count = Math.min(room, lane.window.batchSize(this.#maxBatch), this.queued);
+    const batch = this.#batch;
+    let bytes = 0;
+    let firstId = -1;
+    while (batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
+      const item = this.#retry.length > 0 ? this.#retry.pop()! : this.#fresh[this.#freshHead++]!;
+      const id = this.#nextId;
+      this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+      batch.append(RecordKind.Input, 0, 0, id, item);
+      lane.ledger.set(id, item);
+      bytes += item.length;
+      if (firstId < 0) firstId = id;
+    }
+    const sent = batch.count;
+    lane.idleWorkers = Math.max(0, lane.idleWorkers - sent); // until the node reports again
+    this.#queuedBytes -= bytes;
+    lane.inFlightBytes += bytes;
+    // Time one item per batch: enough to see queueing build up, cheap enough to do always.
+    if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
+    lane.target.sendFeed(batch.finishFrame("feed"));
+    return sent;
+  }
+
+  /** Drops every queued item and every lane's ledger (on reset). */
+  clear(): void {
+    this.#retry = [];
+    this.#fresh = [];
+    this.#freshHead = 0;
+    this.#queuedBytes = 0;
+    for (const lane of this.#lanes) {
+      lane.ledger.clear();
+      lane.samples.clear();
+    }
+    this.#lanes = [];
+  }
+}

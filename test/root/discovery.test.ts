@@ -1,0 +1,191 @@
+import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
+import { mkdtemp, realpath, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { dial } from "../../src/protocol/auth.ts";
+import type { Connection } from "../../src/protocol/connection.ts";
+import type { SetupArgs } from "../../src/protocol/pipeline.ts";
+import { scanForNodes } from "../../src/root/discovery.ts";
+import { pipelineHash, readLocalPackages, resolveTaskchain } from "../../src/root/packager.ts";
+import { CLI, type Spawned, killAll, spawnBun } from "../support/processes.ts";
+
+/**
+ * Real node processes on 127.0.0.2 and 127.0.0.3 (Linux routes all of 127/8 to loopback), scanned
+ * over 127.0.0.0/24. Nothing beyond loopback is ever contacted.
+ */
+
+const TOKEN = "scan-secret";
+let temp: string;
+let port: number;
+let owner: Connection | undefined;
+
+/** A node on `host:port`, or undefined when it could not listen there (the port is taken). */
+async function tryNode(host: string, nodePort: number, extra: string[] = []): Promise<Spawned | undefined> {
+  const workdir = join(temp, `node-${host.replaceAll(/[^0-9a-f]/g, "_")}-${nodePort}`);
+  const args = [CLI, "node", "--host", host, "--port", String(nodePort), "--workers", "1", "--workdir", workdir, ...extra];
+  const proc = spawnBun(args, { env: { PCLUSTER_TOKEN: undefined } });
+  try {
+    await proc.waitFor(/pcluster node listening on /, 15_000);
+    return proc;
+  } catch {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    return undefined;
+  }
+}
+
+/** A free port of 127.0.0.1 (nothing listens there once this returns). */
+function freePort(): number {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const free = listener.port;
+  listener.stop(true);
+  return free;
+}
+
+const canBindIPv6 = (() => {
+  try {
+    Bun.listen({ hostname: "::1", port: 0, socket: { data() {} } }).stop(true);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+beforeAll(async () => {
+  temp = await realpath(await mkdtemp(join(tmpdir(), "pcluster-discovery-")));
+  // The same port on three loopback addresses; another port if any of them is taken.
+  for (let attempt = 0; attempt < 8; attempt++) {
+    port = 20_000 + Math.floor(Math.random() * 40_000);
+    const started = await Promise.all([
+      tryNode("127.0.0.2", port),
+      tryNode("127.0.0.3", port),
+      tryNode("127.0.0.4", port, ["--token", TOKEN]),
+    ]);
+    if (started.every((proc) => proc !== undefined)) return;
+    await killAll();
+  }
+  throw new Error("could not start nodes on one port of 127.0.0.2, .3 and .4 in 8 attempts");
+}, 60_000);
+
+afterAll(async () => {
+  owner?.close();
+  await killAll();
+  await rm(temp, { recursive: true, force: true });
+});
+
+describe("scanForNodes", () => {
+  test("finds the idle nodes of a /24, sorted, and lists a node that wants a token under refused", async () => {
+    const result = await scanForNodes({ network: "127.0.0.0/24", port });
+    expect(result.idle.map((node) => node.address)).toEqual([`127.0.0.2:${port}`, `127.0.0.3:${port}`]);
+    expect(result.busy).toEqual([]);
+    expect(result.refused.map((node) => node.address)).toEqual([`127.0.0.4:${port}`]);
+    expect(result.refused[0]!.reason).toContain("token");
+    const [first] = result.idle;
+    expect(first).toMatchObject({ host: "127.0.0.2", port });
+    expect(first!.status).toMatchObject({ listen: `127.0.0.2:${port}`, workers: 1, pipeline: null });
+  });
+
+  test("with the token, the node that wants it is idle; a wrong token is refused", async () => {
+    const withToken = await scanForNodes({ network: "127.0.0.0/24", port, token: TOKEN });
+    expect(withToken.idle.map((node) => node.address)).toEqual([`127.0.0.2:${port}`, `127.0.0.3:${port}`, `127.0.0.4:${port}`]);
+    expect(withToken.refused).toEqual([]);
+    const wrong = await scanForNodes({ network: "127.0.0.0/29", port, token: "not-it" });
+    expect(wrong.refused.map((node) => node.address)).toEqual([`127.0.0.4:${port}`]);
+    expect(wrong.refused[0]!.reason).toContain("wrong token");
+  });
+
+  test("skips what is not a pcluster node: a silent server, one that talks another protocol", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.5", port, socket: { data() {} } });
+    const banner = Bun.listen({
+      hostname: "127.0.0.6",
+      port,
+      socket: {
+        open(socket) {
+          socket.write("SSH-2.0-OpenSSH_9.6\r\n");
+        },
+        data() {},
+      },
+    });
+    try {
+      const started = performance.now();
+      const result = await scanForNodes({ network: "127.0.0.0/24", port, timeoutMs: 200 });
+      expect(performance.now() - started).toBeLessThan(3000);
+      expect(result.idle.map((node) => node.address)).toEqual([`127.0.0.2:${port}`, `127.0.0.3:${port}`]);
+      expect(result.busy).toEqual([]);
+      expect(result.refused.map((node) => node.address)).toEqual([`127.0.0.4:${port}`]);
+    } finally {
+      silent.stop(true);
+      banner.stop(true);
+    }
+  });
+
+  test("a node running another root's pipeline is listed under busy, with its pipeline", async () => {
+    const pkg = join(temp, "scan_tasks");
+    await Bun.write(join(pkg, "package.json"), JSON.stringify({ name: "scan-tasks", type: "module" }));
+    await writeFile(join(pkg, "index.ts"), "export function identity(item: unknown) { return item; }\n");
+    const packages = await readLocalPackages([pkg]);
+    const bundles = packages.map((local) => local.bundle);
+    const args: SetupArgs = {
+      name: "scan-pipeline",
+      version: "2.0",
+      taskchain: await resolveTaskchain([{ function: "scan_tasks#identity" }], packages),
+      packages: bundles,
+      remotePackages: [],
+      hash: pipelineHash(bundles, []),
+      workers: 1,
+    };
+    ({ connection: owner } = await dial({ hostname: "127.0.0.3", port, service: "node", client: "discovery-test-root" }));
+    await owner.request("setup", args, 30_000);
+
+    const result = await scanForNodes({ network: "127.0.0.0/24", port });
+    expect(result.idle.map((node) => node.address)).toEqual([`127.0.0.2:${port}`]);
+    expect(result.busy.map((node) => node.address)).toEqual([`127.0.0.3:${port}`]);
+    expect(result.busy[0]!.status.pipeline).toMatchObject({
+      name: "scan-pipeline",
+      version: "2.0",
+      owner: "discovery-test-root",
+      busy: true,
+    });
+  }, 40_000);
+
+  test("a /24 without nodes on the port is scanned in under 2 s and finds nothing", async () => {
+    const empty = freePort();
+    const started = performance.now();
+    const result = await scanForNodes({ network: "127.0.0.0/24", port: empty });
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(result).toEqual({ idle: [], busy: [], refused: [] });
+  });
+
+  test("a network too large to scan is refused before anything is contacted", async () => {
+    // If the check were missing, this stops any connection from leaving the process.
+    const connect = spyOn(Bun, "connect").mockImplementation(() => {
+      throw new Error("the scan tried to connect");
+    });
+    try {
+      const scan = scanForNodes({ network: "10.0.0.0/8", port });
+      await expect(scan).rejects.toThrow(RangeError);
+      await expect(scan).rejects.toThrow(/narrow the network/);
+      await expect(scanForNodes({ network: "fd00::/64", port })).rejects.toThrow(RangeError);
+      expect(connect).not.toHaveBeenCalled();
+    } finally {
+      connect.mockRestore();
+    }
+  });
+
+  test("bad networks and options are refused with a TypeError", async () => {
+    await expect(scanForNodes({ network: "127.0.0.1", port })).rejects.toThrow(/CIDR/);
+    await expect(scanForNodes({ network: "127.0.0.0/33", port })).rejects.toThrow(TypeError);
+    await expect(scanForNodes({ network: "127.0.0.0/30", port: 0 })).rejects.toThrow(/port/);
+    await expect(scanForNodes({ network: "127.0.0.0/30", port, concurrency: 0 })).rejects.toThrow(/concurrency/);
+  });
+
+  test.skipIf(!canBindIPv6)("scans IPv6: ::1/128 finds a node on ::1", async () => {
+    const node = await tryNode("::1", 0);
+    expect(node).toBeDefined();
+    const [, v6Port] = await node!.waitFor(/listening on \[::1\]:(\d+)/);
+    const result = await scanForNodes({ network: "::1/128", port: Number(v6Port) });
+    expect(result.idle.map((found) => found.address)).toEqual([`[::1]:${v6Port}`]);
+    expect(result.idle[0]).toMatchObject({ host: "::1", port: Number(v6Port) });
+    node!.kill("SIGKILL");
+  }, 20_000);
+});

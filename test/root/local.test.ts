@@ -1,0 +1,129 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AuthError } from "../../src/errors.ts";
+import { dial } from "../../src/protocol/auth.ts";
+import type { NodeStatus } from "../../src/protocol/pipeline.ts";
+import { type LocalCluster, startLocalCluster } from "../../src/root/local.ts";
+import { waitForFile } from "../support/log-server.ts";
+import { REPO, killAll, spawnBun } from "../support/processes.ts";
+
+const started: LocalCluster[] = [];
+const orphans: number[] = [];
+
+/** A cluster whose processes do not inherit a token from the environment the tests run in. */
+async function start(options: Parameters<typeof startLocalCluster>[0] = {}): Promise<LocalCluster> {
+  const saved = process.env.PCLUSTER_TOKEN;
+  delete process.env.PCLUSTER_TOKEN;
+  try {
+    const cluster = await startLocalCluster(options);
+    started.push(cluster);
+    return cluster;
+  } finally {
+    if (saved !== undefined) process.env.PCLUSTER_TOKEN = saved;
+  }
+}
+
+/** Gone, or a zombie only waiting for its reaper (it runs no more). */
+function isGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return true;
+  }
+}
+
+async function waitGone(pids: number[], timeoutMs = 5000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = pids.filter((pid) => !isGone(pid));
+    if (alive.length === 0 || Date.now() > deadline) return alive;
+    await Bun.sleep(50);
+  }
+}
+
+async function statusOf([host, port]: [string, number], token?: string): Promise<NodeStatus> {
+  const { connection } = await dial({ hostname: host, port, service: "node", token, timeoutMs: 3000 });
+  try {
+    return await connection.request<NodeStatus>("status", undefined, 3000);
+  } finally {
+    connection.close();
+  }
+}
+
+afterAll(async () => {
+  await Promise.all(started.map((cluster) => cluster.stop()));
+  await killAll();
+  for (const pid of orphans) {
+    try {
+      process.kill(pid, "SIGKILL"); // only if a test failed and left one: it is ours
+    } catch {
+      // gone, as it should be
+    }
+  }
+});
+
+describe("startLocalCluster", () => {
+  test("starts a log server and nodes that answer status; stop() ends them all and removes the work dir", async () => {
+    const cluster = await start({ nodes: 2, workers: 1 });
+    expect(cluster.nodes).toHaveLength(2);
+    expect(cluster.processes.map((child) => child.name)).toEqual(["log", "node-0", "node-1"]);
+    for (const node of cluster.nodes) {
+      expect(node[0]).toBe("127.0.0.1");
+      const status = await statusOf(node);
+      expect(status).toMatchObject({ listen: `127.0.0.1:${node[1]}`, workers: 1, pipeline: null });
+    }
+    expect(cluster.logAddress[0]).toBe("127.0.0.1");
+    expect(cluster.logFile).toBe(join(cluster.workdir, "pcluster.log"));
+    expect(existsSync(cluster.logFile)).toBe(true);
+    // The nodes log to the cluster's log server.
+    await waitForFile(cluster.logFile, (text) => cluster.nodes.every(([, port]) => text.includes(`127.0.0.1:${port}`)));
+
+    await cluster.stop();
+    expect(await waitGone(cluster.processes.map((child) => child.pid), 1000)).toEqual([]);
+    expect(existsSync(cluster.workdir)).toBe(false);
+    await cluster.stop(); // idempotent
+  }, 30_000);
+
+  test("a token is required of whoever talks to the nodes", async () => {
+    const cluster = await start({ nodes: 1, workers: 1, token: "local-secret" });
+    expect(cluster.nodes).toHaveLength(1);
+    await expect(statusOf(cluster.nodes[0]!)).rejects.toThrow(AuthError);
+    expect((await statusOf(cluster.nodes[0]!, "local-secret")).pipeline).toBeNull();
+    await cluster.stop();
+  }, 30_000);
+
+  test("a process that cannot start fails the start, with its output in the error", async () => {
+    const error = await startLocalCluster({ nodes: 1, logFile: "/nonexistent-pcluster-dir/sub/pcluster.log" }).then(
+      () => undefined,
+      (caught: Error) => caught,
+    );
+    expect(error).toBeInstanceOf(Error);
+    expect(error!.message).toContain("the log process");
+    expect(error!.message).toContain("cannot open the log file");
+  }, 30_000);
+
+  test("refuses a node count or worker count that is not a positive integer", async () => {
+    await expect(startLocalCluster({ nodes: 0 })).rejects.toThrow(/nodes must be a positive integer/);
+    await expect(startLocalCluster({ workers: 1.5 })).rejects.toThrow(/workers must be a positive integer/);
+  });
+
+  for (const mode of ["exit", "throw", "signal"] as const) {
+    test(`a parent that ends without stop() (${mode}) leaves no process behind`, async () => {
+      const parent = spawnBun([join(REPO, "test/support/local-exit.ts"), mode], { env: { PCLUSTER_TOKEN: undefined } });
+      const [, json] = await parent.waitFor(/LOCAL (\{.*\})/, 20_000);
+      const { pids, workdir } = JSON.parse(json!) as { pids: number[]; workdir: string };
+      orphans.push(...pids);
+      expect(pids).toHaveLength(3);
+      if (mode === "signal") parent.kill("SIGTERM");
+      await parent.waitExit(10_000);
+      expect(await waitGone(pids)).toEqual([]);
+      expect(existsSync(workdir)).toBe(false);
+    }, 40_000);
+  }
+});
