@@ -1,0 +1,14 @@
+// piscina's worker: one function per task name, the same functions the engine runs.
+import { chain, identity, spin } from "./tasks.ts";
+
+const tasks = { identity, chain, spin } as Record<string, (item: never) => unknown>;
+
+export default function run({ task, item }: { task: string; item: never }): unknown {
+  return tasks[task]!(item);
+}
+
+/** piscina fed arrays: the caller batches items itself (a different task signature). */
+export function runBatch({ task, items }: { task: string; items: never[] }): unknown[] {
+  const fn = tasks[task]!;
+  return items.map((item) => fn(item));
+}

@@ -1,0 +1,42 @@
+/**
+ * The task functions every engine-level bench runs, the same code for pcluster's engine, piscina and a
+ * plain loop, so that only the way items reach them differs.
+ */
+export interface Item {
+  id: number;
+  payload: string;
+}
+
+export function identity(item: Item): Item {
+  return item;
+}
+
+export function enrich(item: Item): Item & { n: number } {
+  return { id: item.id, payload: item.payload, n: item.id * 2 };
+}
+
+export function duplicate<T>(item: T): T[] {
+  return [item, item];
+}
+
+export function measure(item: Item & { n: number }): { id: number; length: number; n: number } {
+  return { id: item.id, length: item.payload.length, n: item.n };
+}
+
+/** Busy CPU for `ms` milliseconds (default 10), then returns the item. */
+export function spin(item: number | { ms?: number }): unknown {
+  const ms = typeof item === "object" && item !== null && item.ms !== undefined ? item.ms : 10;
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+  return item;
+}
+
+/** The 3-stage chain (enrich → duplicate → measure), for piscina and the plain loop. */
+export function chain(item: Item): Array<{ id: number; length: number; n: number }> {
+  return duplicate(enrich(item)).map(measure);
+}
+
+export function makeItems(count: number): Item[] {
+  const payload = "p".repeat(64);
+  return Array.from({ length: count }, (_, id) => ({ id, payload }));
+}
