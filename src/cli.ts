@@ -80,7 +80,21 @@ const inspectArgs = {
   nodes: { type: "string", description: "Nodes to ask, as host:port,host:port", required: true },
   token: { type: "string", description: "Shared token (default: $PCLUSTER_TOKEN)" },
   json: { type: "boolean", description: "Print JSON instead of a table", default: false },
+  tls: { type: "boolean", description: "Connect over TLS, trusting the system's CAs", default: false },
+  "tls-ca": { type: "string", description: "Connect over TLS, trusting this PEM certificate (e.g. the node's own)" },
 } as const;
+
+/** The connection options `status` and `benchmark` share: token and TLS. */
+async function inspectOptions(args: { token?: string; tls?: boolean; "tls-ca"?: string }) {
+  const ca = args["tls-ca"];
+  let tls: boolean | { ca: string } | undefined = args.tls || undefined;
+  if (ca !== undefined) {
+    const file = Bun.file(ca);
+    if (!(await file.exists())) fail(`--tls-ca: no such file ${ca}`);
+    tls = { ca: await file.text() };
+  }
+  return { token: args.token || process.env.PCLUSTER_TOKEN, tls };
+}
 
 function nodeList(value: string): string[] {
   const nodes = value.split(",").map((node) => node.trim()).filter(Boolean);
@@ -93,7 +107,7 @@ const status = defineCommand({
   args: inspectArgs,
   async run({ args }) {
     const { fetchStatuses, formatStatuses } = await import("./root/inspect.ts");
-    const reports = await fetchStatuses(nodeList(args.nodes), { token: args.token || process.env.PCLUSTER_TOKEN });
+    const reports = await fetchStatuses(nodeList(args.nodes), await inspectOptions(args));
     console.log(args.json ? JSON.stringify(reports, null, 2) : formatStatuses(reports));
     if (reports.some((report) => report.error !== undefined)) process.exitCode = 1;
   },
@@ -104,7 +118,7 @@ const benchmark = defineCommand({
   args: inspectArgs,
   async run({ args }) {
     const { fetchStatuses, formatTaskStats, mergeTaskStats } = await import("./root/inspect.ts");
-    const reports = await fetchStatuses(nodeList(args.nodes), { token: args.token || process.env.PCLUSTER_TOKEN });
+    const reports = await fetchStatuses(nodeList(args.nodes), await inspectOptions(args));
     for (const report of reports) if (report.error) console.error(`${report.address}: unreachable: ${report.error}`);
     const merged = mergeTaskStats(reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])));
     console.log(args.json ? JSON.stringify(merged, null, 2) : formatTaskStats(merged));

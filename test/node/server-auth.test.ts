@@ -201,4 +201,15 @@ describe("a node started with --tls-cert and --tls-key", () => {
     const client = await connect({ port: tlsNode.port, tls: { ca: cert } });
     expect(await client.request("ping")).toBe("pong");
   }, 20_000);
+
+  test("pcluster status over TLS: --tls-ca trusts the node's certificate; --tls alone refuses it", async () => {
+    const trusted = await runCli(["status", "--nodes", `127.0.0.1:${tlsNode.port}`, "--tls-ca", join(TLS_FIXTURES, "cert.pem"), "--json"]);
+    expect(trusted.code).toBe(0);
+    const [report] = JSON.parse(trusted.stdout) as Array<{ address: string; status?: { cores: number } }>;
+    expect(report!.address).toBe(`127.0.0.1:${tlsNode.port}`);
+    expect(report!.status!.cores).toBeGreaterThan(0);
+    const untrusted = await runCli(["status", "--nodes", `127.0.0.1:${tlsNode.port}`, "--tls"]);
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stdout).toContain("unreachable");
+  }, 30_000);
 });
