@@ -14,7 +14,7 @@ import type { LogLine } from "../protocol/messages.ts";
 import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
 import { ByteRing } from "./ring.ts";
-import { STAT_FIELDS, statsStride } from "./taskchain.ts";
+import { STAT_FIELDS, busyMilliseconds, statsStride } from "./taskchain.ts";
 import {
   Control,
   FLAG_SPILLED_BYTES,
@@ -64,6 +64,10 @@ interface WorkerSlot {
   outputPosition: number;
   /** Input records given to this worker and not yet Done. */
   queued: number;
+  /** Most records this worker may have queued: about QUEUE_MS of its measured work (see `#sizeQueues`). */
+  queueCap: number;
+  /** Input records this worker finished (with `busyMilliseconds`, its mean time per record). */
+  completed: number;
   /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
   lastDone: number;
   /** Bytes of spilled inputs, kept until Done so a replacement worker can get them again. */
@@ -84,6 +88,16 @@ interface WorkerSlot {
 const EMPTY = new Uint8Array(0);
 /** Records given to one worker in a row before the least loaded one is picked again. */
 const SPAN_RECORDS = 64;
+/**
+ * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
+ * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
+ * busy worker while another idles (CPU-bound work keeps every core busy to the end), and short items
+ * still go in spans of hundreds.
+ */
+const QUEUE_MS = 4;
+const MIN_QUEUE = 2;
+/** The cap before anything was measured. */
+const INITIAL_QUEUE = 16;
 
 /**
  * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
@@ -105,6 +119,7 @@ export class Engine {
   readonly #control: Int32Array;
   readonly #controlBuffer: SharedArrayBuffer;
   readonly #statsBuffer: SharedArrayBuffer;
+  readonly #statsView: Float64Array;
   readonly #slots: WorkerSlot[] = [];
   readonly #tracker = new ItemTracker();
   readonly #results = new RecordBatchBuilder(256 * 1024);
@@ -134,6 +149,7 @@ export class Engine {
     this.#controlBuffer = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(this.#controlBuffer);
     this.#statsBuffer = new SharedArrayBuffer(this.workerCount * statsStride(tasks.length) * 8);
+    this.#statsView = new Float64Array(this.#statsBuffer);
     const inputBytes = options.inputRingBytes ?? 1 << 20;
     const outputBytes = options.outputRingBytes ?? 1 << 20;
     for (let index = 0; index < this.workerCount; index++) {
@@ -147,6 +163,8 @@ export class Engine {
         inputPosition: input.writePosition,
         outputPosition: output.readPosition,
         queued: 0,
+        queueCap: INITIAL_QUEUE,
+        completed: 0,
         lastDone: -1,
         spilledInputs: new Map(),
         spilledOutputs: new Map(),
@@ -264,7 +282,7 @@ export class Engine {
   #leastLoaded(pass: number): WorkerSlot | undefined {
     let best: WorkerSlot | undefined;
     for (const slot of this.#slots) {
-      if (!slot.alive || slot.fullInPass === pass) continue;
+      if (!slot.alive || slot.fullInPass === pass || slot.queued >= slot.queueCap) continue;
       if (best === undefined || slot.queued < best.queued) best = slot;
     }
     return best;
@@ -281,7 +299,8 @@ export class Engine {
       if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
       spanDestination = -1;
     };
-    while (offset < blob.length && count < SPAN_RECORDS) {
+    const limit = Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
+    while (offset < blob.length && count < limit) {
       const length = view.getUint32(offset + 8, true);
       const size = RECORD_HEADER_BYTES + length;
       if (length > ring.maxPayload) {
@@ -367,10 +386,24 @@ export class Engine {
       if (slot.alive && slot.awaitingRef === 0) this.#drainSlot(slot);
     }
     this.#flushResults();
-    this.#dispatchBacklog();
+    if (this.#backlog.length > 0) {
+      this.#sizeQueues();
+      this.#dispatchBacklog();
+    }
     this.#settleWaiters();
     if (!this.#outputPaused) for (const slot of this.#slots) this.#arm(slot);
   };
+
+  /** Sets each worker's queue cap from its mean time per record so far. */
+  #sizeQueues(): void {
+    const stats = this.#statsView;
+    const width = statsStride(this.#tasks.length);
+    for (const slot of this.#slots) {
+      if (slot.completed === 0) continue;
+      const meanMs = busyMilliseconds(stats, slot.index * width, this.#tasks.length) / slot.completed;
+      slot.queueCap = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
+    }
+  }
 
   /** Arms a wake-up for when the worker commits more output. */
   #arm(slot: WorkerSlot): void {
@@ -479,6 +512,7 @@ export class Engine {
 
   #onDone(slot: WorkerSlot, flags: number, id: number): void {
     slot.queued--;
+    slot.completed++;
     const key = itemKey(flags, id);
     slot.lastDone = key;
     if (slot.spilledInputs.size > 0) slot.spilledInputs.delete(key);

@@ -80,6 +80,13 @@ const DROPPED = 1;
 const ERRORS = 2;
 const MILLISECONDS = 3;
 
+/** Milliseconds one worker spent in its tasks so far: its counters start at `offset` in `stats`. */
+export function busyMilliseconds(stats: Float64Array, offset: number, tasks: number): number {
+  let total = 0;
+  for (let stage = 0; stage < tasks; stage++) total += stats[offset + stage * STAT_FIELDS + MILLISECONDS]!;
+  return total;
+}
+
 export interface ChainHooks {
   /** An item came out of the last task. Returns a promise when the caller must wait (output full). */
   emit(output: unknown): void | Promise<void>;

@@ -10,7 +10,7 @@ import { setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode } from "../protocol/codec.ts";
 import { ByteRing } from "./ring.ts";
-import { ChainRunner, type ResolvedTask, STAT_FIELDS, loadTaskchain, statsStride } from "./taskchain.ts";
+import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
   Control,
   FLAG_SPILLED_BYTES,
@@ -31,6 +31,11 @@ const MAX_REPORT_CHARS = 16_000;
 const COMMIT_BYTES = 16 * 1024;
 /** Items finished between commits (and input releases) while more input is waiting. */
 const ITEMS_PER_COMMIT = 64;
+/**
+ * Task time between commits while more input is waiting: the engine learns of slow items promptly,
+ * which is what it sizes each worker's queue by (see Engine's queue caps).
+ */
+const COMMIT_MS = 1;
 /** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
 const SPILL_BUDGET = 1024;
 
@@ -326,12 +331,15 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
   let position = input.readPosition;
   let released = position;
   let sinceCommit = 0;
+  let busyAtCommit = 0;
+  const busy = () => busyMilliseconds(stats, 0, tasks.length);
   // Commits outputs and completions, then gives finished inputs' bytes back: completions are committed
   // before the inputs they finish are released, so a crash never loses one.
   const settle = async (): Promise<void> => {
     await output.settle();
     if (released !== position) input.release((released = position));
     sinceCommit = 0;
+    busyAtCommit = busy();
   };
   for (;;) {
     if (Atomics.load(control, Control.Sleep) === 1) {
@@ -394,7 +402,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     const finishing = output.finished(currentFlags, id);
     if (finishing !== undefined) await finishing;
     position = next;
-    if (!more || ++sinceCommit >= ITEMS_PER_COMMIT) await settle();
+    if (!more || ++sinceCommit >= ITEMS_PER_COMMIT || busy() - busyAtCommit >= COMMIT_MS) await settle();
   }
 }
 
