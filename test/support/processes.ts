@@ -130,3 +130,46 @@ export async function killAll(): Promise<void> {
 process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
+
+/**
+ * Runs `command` (with piped output) as the leader of its own process group, for commands that run the
+ * real program as their child (`bunx pcluster …`): `killGroup` then ends the child too.
+ */
+export function spawnGroup(command: string[], options: { cwd: string; env?: Record<string, string | undefined> }): Spawned {
+  return new Spawned(
+    Bun.spawn(command, {
+      cwd: options.cwd,
+      env: { ...process.env, NO_COLOR: "1", ...options.env },
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      detached: true,
+    }),
+  );
+}
+
+/** Whether any process of the group led by `pgid` still exists. */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Ends the process group of a `spawnGroup` child: SIGTERM, then SIGKILL after `graceMs`. */
+export async function killGroup(child: Spawned, graceMs = 3000): Promise<void> {
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid, name);
+    } catch {
+      // the group is gone
+    }
+  };
+  signal("SIGTERM");
+  const deadline = Date.now() + graceMs;
+  while (groupAlive(child.pid) && Date.now() < deadline) await Bun.sleep(50);
+  signal("SIGKILL");
+  await child.waitExit(graceMs).catch(() => {});
+}

@@ -1,0 +1,116 @@
+import { afterAll, expect, test } from "bun:test";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { STOP_WORDS, sampleLines } from "../src/demo/corpus.ts";
+import { WordTagger, normalize, splitWords } from "../src/demo/task_package/index.ts";
+import { setLogSink } from "../src/log/client.ts";
+import { type Spawned, killAll, spawnBun } from "./support/processes.ts";
+
+/** `bun run demo`, the quick start's first command: it must work, say the right numbers, and leave nothing running. */
+
+let demo: Spawned | undefined;
+let workdir: string | undefined;
+
+afterAll(async () => {
+  // SIGTERM first: the demo's local cluster ends its nodes with it. SIGKILL (by PID) after.
+  demo?.kill("SIGTERM");
+  await demo?.waitExit(5000).catch(() => {});
+  await killAll();
+  if (workdir !== undefined) for (const pid of processesMentioning(workdir)) kill(pid);
+});
+
+/** The tasks run in this process, one item after another: what the cluster must have computed. */
+async function expectedFor(lines: number): Promise<{ words: number; kept: number; dropped: number; counts: Map<string, number> }> {
+  setLogSink(() => {}); // the tasks' log lines are not wanted here (bun test runs every file in one process)
+  try {
+    const tagger = new WordTagger(STOP_WORDS);
+    const counts = new Map<string, number>();
+    let words = 0;
+    let kept = 0;
+    for (const line of sampleLines(lines)) {
+      for (const word of splitWords(normalize(line))) {
+        words++;
+        const tagged = tagger.process(word);
+        if (tagged === null) continue;
+        kept++;
+        counts.set(tagged.word, (counts.get(tagged.word) ?? 0) + 1);
+      }
+    }
+    return { words, kept, dropped: words - kept, counts };
+  } finally {
+    await new Promise((resolve) => setImmediate(resolve)); // the sink takes the lines of this tick on the next
+    setLogSink(undefined);
+  }
+}
+
+test("bun run demo runs the pipeline, prints the right summary, exits 0 and leaves no process behind", async () => {
+  const started = performance.now();
+  demo = spawnBun(["run", "src/demo/run.ts"], { env: { PCLUSTER_TOKEN: undefined } });
+  const code = await demo.waitExit(30_000);
+  await Promise.race([demo.drained, Bun.sleep(2000)]);
+  const seconds = (performance.now() - started) / 1000;
+  const out = demo.stdout;
+  expect(code, demo.output).toBe(0);
+  expect(seconds).toBeLessThan(30);
+
+  const [, nodeList, logFile] = out.match(/^local cluster: nodes (.*), log file (\S+)$/m) ?? [];
+  expect(nodeList, out).toBeDefined();
+  workdir = dirname(logFile!);
+  const ports = nodeList!.split(", ").map((addr) => Number(addr.replace("127.0.0.1:", "")));
+  expect(ports).toHaveLength(2);
+
+  const summary = out.match(/^(\d+) lines in → (\d+) words → (\d+) tagged words out \((\d+) stop words dropped\)/m);
+  expect(summary, out).not.toBeNull();
+  const [lines, words, kept, dropped] = summary!.slice(1).map(Number) as [number, number, number, number];
+  const expected = await expectedFor(lines);
+  expect(lines).toBeGreaterThanOrEqual(1000);
+  expect({ words, kept, dropped }).toEqual({ words: expected.words, kept: expected.kept, dropped: expected.dropped });
+
+  const top = [...expected.counts].sort(([a, x], [b, y]) => y - x || (a < b ? -1 : 1)).slice(0, 5);
+  expect(out).toContain(`most common words: ${top.map(([word, count]) => `${word} ${count}`).join(", ")}`);
+  // The stats table: processed and dropped per task, merged over both nodes.
+  expect(out).toMatch(new RegExp(`^normalize\\s+${lines}\\s+0\\s+0\\s`, "m"));
+  expect(out).toMatch(new RegExp(`^splitWords\\s+${lines}\\s+0\\s+0\\s`, "m"));
+  expect(out).toMatch(new RegExp(`^WordTagger\\s+${words}\\s+${dropped}\\s+0\\s`, "m"));
+  // The progress display printed at least its final line (stdout is a pipe here: whole lines, no \r).
+  expect(out).toMatch(new RegExp(`^lines in ${lines}, done ${lines} \\(0 in flight\\), words out ${kept} · \\d+ lines/s`, "m"));
+
+  // Nothing left: no process mentions the local cluster's work dir, which is gone, and no node port answers.
+  expect(processesMentioning(workdir)).toEqual([]);
+  expect(existsSync(workdir)).toBe(false);
+  for (const port of ports) expect(await answers(port)).toBe(false);
+}, 60_000);
+
+/** PIDs of running processes whose command line contains `text` (the local cluster's processes name its work dir). */
+function processesMentioning(text: string): number[] {
+  if (!existsSync("/proc")) return [];
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text) && !readFileSync(`/proc/${pid}/stat`, "utf8").match(/^\d+ \(.*\) Z/);
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+}
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // gone
+  }
+}
+
+/** Whether something accepts a TCP connection on 127.0.0.1:port. */
+async function answers(port: number): Promise<boolean> {
+  try {
+    const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+    socket.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
