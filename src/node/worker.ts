@@ -36,6 +36,8 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
+/** Longest an idle worker waits for input before it looks at its control word again (sleep). */
+const CONTROL_RECHECK_MS = 100;
 /** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
 const SPILL_BUDGET = 1024;
 
@@ -352,7 +354,9 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     if (at < 0) {
       await settle();
       hunger.announce();
-      await input.waitForData(position);
+      // Bounded, so that a `sleep()` is always seen: its nudge can land after the check of the control
+      // word above and before this wait begins (it does not change the ring), and would be lost.
+      await input.waitForData(position, CONTROL_RECHECK_MS);
       continue;
     }
     const offset = input.offsetOf(at);

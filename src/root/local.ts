@@ -155,6 +155,10 @@ class LocalProcess {
     options: { cwd: string; env: Record<string, string | undefined>; quiet: boolean },
   ) {
     this.#proc = Bun.spawn(command, { cwd: options.cwd, env: options.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    // A running child must not keep this process alive: a script that forgets `stop()` (or the Root's
+    // `close()`) still ends when its work is done, and the exit handler below takes the children along.
+    // While a Root works or waits, its connections keep the process alive.
+    this.#proc.unref();
     liveChildren.add(this.#proc.pid);
     updateGuards();
     this.exited = this.#proc.exited.then((code) => {

@@ -112,6 +112,8 @@ export class Root implements AsyncDisposable {
   #failure: PclusterError | undefined;
   #waiters: Waiter[] = [];
   #local: LocalCluster | undefined;
+  /** The local cluster's log server, while `Root.local` made it the default log address (undone on reset). */
+  #localLogDefault: { address: readonly [host: string, port: number]; token: boolean } | undefined;
   #outputOverride: ((output: unknown) => unknown) | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
   #unhandledErrors = 0;
@@ -145,6 +147,7 @@ export class Root implements AsyncDisposable {
     if (getDefaultLogAddress() === undefined) {
       setDefaultLogAddress(cluster.logAddress);
       if (options.token) setLogToken(options.token);
+      root.#localLogDefault = { address: cluster.logAddress, token: Boolean(options.token) };
     }
     return root;
   }
@@ -355,6 +358,7 @@ export class Root implements AsyncDisposable {
     const local = this.#local;
     this.#local = undefined;
     await local?.stop();
+    this.#forgetLocalLogDefault();
   }
 
   /** Resets, closes every connection and stops a local cluster; the root cannot be used again. */
@@ -365,6 +369,19 @@ export class Root implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /**
+   * The local cluster's log server is gone with it: `log()` goes back to stdout rather than to a dead
+   * address (and a later `Root.local` sets its own), unless the program chose another address meanwhile.
+   */
+  #forgetLocalLogDefault(): void {
+    const owned = this.#localLogDefault;
+    this.#localLogDefault = undefined;
+    const current = getDefaultLogAddress();
+    if (owned === undefined || current?.[0] !== owned.address[0] || current[1] !== owned.address[1]) return;
+    setDefaultLogAddress(undefined);
+    if (owned.token) setLogToken(undefined);
   }
 
   // ---- nodes --------------------------------------------------------------------------------------
@@ -395,16 +412,26 @@ export class Root implements AsyncDisposable {
     return { client, result };
   }
 
-  /** A node is gone: its unfinished items go to the others; with none left, everything waiting fails. */
+  /**
+   * A node is gone: its unfinished items go to the others, and it leaves this root's nodes (so that the
+   * next `setup` does not fail on it; `addNode` brings it back). With none left, everything waiting fails.
+   */
   #onNodeLost(client: NodeClient, reason: PclusterError): void {
     this.#clients.delete(client.address);
     const lane = this.#lanes.get(client);
     if (lane === undefined) return;
     this.#lanes.delete(client);
-    const requeued = this.#scheduler.removeLane(lane, this.#results.pendingDone(client));
+    this.#endpoints.delete(client.address);
+    // Items whose Done waits behind the output handler are finished: their outputs are still handed out.
+    const { requeued, finished } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client));
     this.#progress.resent += requeued;
+    this.#progress.done += finished;
     const left = this.#scheduler.lanes.length;
-    this.#note("warn", `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}`);
+    this.#note(
+      "warn",
+      `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}; ` +
+        "it is dropped from this root's nodes (addNode() brings it back)",
+    );
     if (left === 0 && this.#running) {
       this.#failure = new NoNodesError(
         `every node is lost (the last, ${client.address}: ${reason.message}); ${this.#scheduler.queued} items are not finished. ` +

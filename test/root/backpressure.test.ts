@@ -1,0 +1,103 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Root } from "../../src/index.ts";
+import * as tasks from "../fixtures/tasks/index.ts";
+import { type RunningNode, startNode } from "../support/nodes.ts";
+import { REPO, killAll } from "../support/processes.ts";
+
+/**
+ * A slow output handler must slow the cluster down, not fill the root's memory: results come back
+ * only as fast as the root hands them out (the node's result credit), and input goes out only as
+ * fast as results come back. 20 000 outputs of 10 KB — 200 MB — go through a root whose heap must
+ * never hold more than a few MB of them.
+ */
+
+const TASKS = `${REPO}/test/fixtures/tasks`;
+const ITEMS = 20_000;
+const OUTPUT_BYTES = 10 * 1024;
+const TOTAL_BYTES = ITEMS * OUTPUT_BYTES;
+const RESULT_WINDOW = 1024 * 1024;
+let nodes: RunningNode[];
+
+beforeAll(async () => {
+  nodes = await Promise.all([startNode({ workers: 1 }), startNode({ workers: 1 })]);
+}, 30_000);
+afterAll(() => killAll());
+
+function heapUsed(): number {
+  Bun.gc(true);
+  return process.memoryUsage().heapUsed;
+}
+
+describe("a slow outputHandler and large outputs", () => {
+  test("the root's heap and the results not yet handled stay bounded; every output arrives", async () => {
+    const cluster = new Root(
+      nodes.map((node) => node.addr),
+      { maxQueued: 256 },
+    );
+    try {
+      let handled = 0;
+      let handledBytes = 0;
+      const seen = new Uint8Array(ITEMS);
+      await cluster.setup("big-outputs", "1", [{ function: tasks.inflate }], {
+        localPackages: [TASKS],
+        resultWindow: RESULT_WINDOW,
+        // ~1 ms every 8 outputs: far slower than two workers making 10 KB strings.
+        outputHandler: async (output) => {
+          const { id, blob } = output as { id: number; blob: string };
+          seen[id]!++;
+          handledBytes += blob.length;
+          if (++handled % 8 === 0) await Bun.sleep(1);
+        },
+      });
+      const baseline = heapUsed();
+      let peakHeap = 0;
+      let peakUnhandled = 0;
+      let peakQueued = 0;
+      let samples = 0;
+      let sampling = true;
+      // While the run goes: the root's heap, its queue, and the outputs made on the nodes but not yet
+      // handled here (in the nodes' rings, in the sockets, or waiting in the root).
+      const sampler = (async () => {
+        while (sampling) {
+          const status = await cluster.status();
+          const processed = status.reduce((sum, node) => sum + (node.pipeline?.tasks[0]?.processed ?? 0), 0);
+          peakUnhandled = Math.max(peakUnhandled, processed - handled);
+          peakQueued = Math.max(peakQueued, cluster.progress.queued);
+          peakHeap = Math.max(peakHeap, heapUsed() - baseline);
+          samples++;
+          await Bun.sleep(50);
+        }
+      })();
+      async function* items() {
+        for (let id = 0; id < ITEMS; id++) yield { id, size: OUTPUT_BYTES };
+      }
+      const started = performance.now();
+      try {
+        await cluster.run(items());
+      } finally {
+        sampling = false;
+        await sampler;
+      }
+      const seconds = (performance.now() - started) / 1000;
+
+      expect(handled).toBe(ITEMS);
+      expect(handledBytes).toBe(TOTAL_BYTES);
+      expect(seen.every((times) => times === 1)).toBe(true);
+      expect(cluster.progress).toMatchObject({ fed: ITEMS, done: ITEMS, outputs: ITEMS, queued: 0, inFlight: 0 });
+      expect(samples).toBeGreaterThan(10);
+      console.log(
+        `backpressure: ${ITEMS} outputs, ${(TOTAL_BYTES / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(1)} s; ` +
+          `peak heap growth ${(peakHeap / 2 ** 20).toFixed(1)} MiB, peak unhandled outputs ${peakUnhandled}, peak queued ${peakQueued} (${samples} samples)`,
+      );
+      // Made but not handled: bounded by the credit and the rings of two nodes (~1 MiB + 1 MiB each,
+      // a few hundred outputs), not by the run. Buffering at the root would reach thousands.
+      expect(peakUnhandled).toBeLessThan(1500);
+      // The root's heap holds a few result frames, never the 200 MB of the run.
+      expect(peakHeap).toBeLessThan(TOTAL_BYTES / 8);
+      // run() holds input back at the bound: the queue never grows past it.
+      expect(peakQueued).toBeLessThanOrEqual(256);
+    } finally {
+      await cluster.close();
+    }
+  }, 30_000);
+});

@@ -1,0 +1,172 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { Root, getDefaultLogAddress } from "../../src/index.ts";
+import * as tasks from "../fixtures/tasks/index.ts";
+import { startNode } from "../support/nodes.ts";
+import { childrenOf, killPids, waitGone } from "../support/pids.ts";
+import { CLI, REPO, type Spawned, killAll, spawnBun } from "../support/processes.ts";
+
+/**
+ * How a root's life ends: a script that forgets reset()/close() still exits and frees its nodes,
+ * `await using` stops a local cluster at the end of its block, and searchNodes finds nodes to run on.
+ */
+
+const TASKS = join(REPO, "test/fixtures/tasks");
+/** Processes started outside the support helpers' bookkeeping (a local cluster's), killed if a test left them. */
+const recorded = new Set<number>();
+const temps: string[] = [];
+
+afterAll(async () => {
+  await killAll();
+  killPids(recorded);
+  await Promise.all(temps.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+/** Polls (bounded) until `check` holds; returns whether it did. */
+async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await Bun.sleep(50);
+  }
+}
+
+describe("a script that forgets reset() and close()", () => {
+  test("with Root.local: it exits by itself when its work is done, and no process it started is left", async () => {
+    const started = performance.now();
+    const script = spawnBun([join(REPO, "test/support/local-exit.ts"), "forget"], { env: { PCLUSTER_TOKEN: undefined } });
+    const [, json] = await script.waitFor(/LOCAL (\{.*\})/, 20_000);
+    const report = JSON.parse(json!) as { pids: number[]; workdir: string; outputs: number; sum: number };
+    for (const pid of report.pids) recorded.add(pid);
+    expect(report.pids).toHaveLength(2); // the log server and the node
+    expect(report.outputs).toBe(200);
+    expect(report.sum).toBe(2 * ((199 * 200) / 2));
+    // Before the fix the node processes held the script open forever.
+    expect(await script.waitExit(10_000)).toBe(0);
+    expect(performance.now() - started).toBeLessThan(25_000);
+    expect(await waitGone(report.pids, 5000)).toEqual([]);
+    expect(existsSync(report.workdir)).toBe(false);
+  }, 30_000);
+
+  test("with an external node: it exits by itself, and the node is free again after its grace", async () => {
+    const node = await startNode({ workers: 1 });
+    const script = spawnBun([join(REPO, "test/support/root-forgets-reset.ts"), node.addr], { env: { PCLUSTER_TOKEN: undefined } });
+    expect(await script.waitExit(15_000)).toBe(0);
+    expect(script.stdout).toContain(`DONE 200 ${199 * 200}`);
+    // The node saw its root go and resets the pipeline after its orphan grace (3 s).
+    await node.proc.waitFor(/root .* disconnected; resetting "forgetful-remote" 1/, 5000);
+    const observer = new Root([node.addr]);
+    try {
+      const freed = await eventually(async () => (await observer.status())[0]!.pipeline === null, 10_000);
+      expect(freed).toBe(true);
+      // Free for another root.
+      const outputs: number[] = [];
+      await observer.setup("after", "1", [{ function: tasks.double }], {
+        localPackages: [TASKS],
+        outputHandler: (output) => void outputs.push(output as number),
+      });
+      observer.feed(21);
+      await observer.waitEmpty();
+      expect(outputs).toEqual([42]);
+    } finally {
+      await observer.close();
+    }
+  }, 30_000);
+});
+
+describe("await using", () => {
+  test("a Root.local cluster in a block: after the block its processes are gone and its work dir removed", async () => {
+    const before = new Set(childrenOf(process.pid));
+    const logAddressBefore = getDefaultLogAddress();
+    let pids: number[] = [];
+    let workdir = "";
+    {
+      await using cluster = await Root.local({ nodes: 2, workers: 1 });
+      pids = childrenOf(process.pid).filter((pid) => !before.has(pid));
+      for (const pid of pids) recorded.add(pid);
+      workdir = dirname(cluster.logFile!);
+      const outputs: number[] = [];
+      await cluster.setup("block", "1", [{ function: tasks.double }], {
+        localPackages: [TASKS],
+        outputHandler: (output) => void outputs.push(output as number),
+      });
+      await cluster.run(Array.from({ length: 100 }, (_, i) => i));
+      expect(outputs.length).toBe(100);
+      expect(pids).toHaveLength(3); // the log server and two nodes
+      expect(existsSync(workdir)).toBe(true);
+      // log() goes to the local cluster's log server while it runs (unless the program chose one)…
+      if (logAddressBefore === undefined) expect(getDefaultLogAddress()?.[0]).toBe("127.0.0.1");
+    }
+    expect(await waitGone(pids, 1000)).toEqual([]);
+    expect(existsSync(workdir)).toBe(false);
+    // …and not to its dead address after.
+    expect(getDefaultLogAddress()).toEqual(logAddressBefore);
+  }, 30_000);
+});
+
+describe("searchNodes", () => {
+  /** A node on `host:port` (a loopback address), or undefined when it could not listen there. */
+  async function nodeAt(host: string, port: number, workdir: string): Promise<Spawned | undefined> {
+    const args = [CLI, "node", "--host", host, "--port", String(port), "--workers", "1", "--workdir", workdir];
+    const proc = spawnBun(args, { env: { PCLUSTER_TOKEN: undefined } });
+    try {
+      await proc.waitFor(/pcluster node listening on /, 15_000);
+      return proc;
+    } catch {
+      proc.kill("SIGKILL");
+      await proc.exited;
+      return undefined;
+    }
+  }
+
+  test("finds the nodes of 127.0.0.0/24, says how many it added, and a pipeline runs on them", async () => {
+    const temp = await mkdtemp(join(tmpdir(), "pcluster-search-"));
+    temps.push(temp);
+    // The same port on 127.0.0.2 and 127.0.0.3; another port if either is taken.
+    let port = 0;
+    let nodes: Spawned[] = [];
+    for (let attempt = 0; attempt < 8 && nodes.length < 2; attempt++) {
+      port = 20_000 + Math.floor(Math.random() * 40_000);
+      const started = await Promise.all(["127.0.0.2", "127.0.0.3"].map((host) => nodeAt(host, port, join(temp, `${host}-${port}`))));
+      nodes = started.filter((proc) => proc !== undefined);
+      if (nodes.length < 2) for (const proc of nodes) proc.kill("SIGKILL");
+    }
+    expect(nodes).toHaveLength(2);
+    const expected = [`127.0.0.2:${port}`, `127.0.0.3:${port}`];
+
+    const cluster = new Root();
+    const other = new Root();
+    try {
+      expect(await cluster.searchNodes({ network: "127.0.0.0/24", port })).toBe(2);
+      expect(cluster.nodes.sort()).toEqual(expected);
+      expect(await cluster.searchNodes({ network: "127.0.0.0/24", port })).toBe(0); // known already
+
+      const outputs: number[] = [];
+      await cluster.setup("found", "1", [{ function: tasks.double }], {
+        localPackages: [TASKS],
+        outputHandler: (output) => void outputs.push(output as number),
+      });
+      await cluster.run(Array.from({ length: 2000 }, (_, i) => i));
+      expect(outputs.sort((a, b) => a - b)).toEqual(Array.from({ length: 2000 }, (_, i) => 2 * i));
+      const status = await cluster.status();
+      expect(status.map((node) => node.address).sort()).toEqual(expected);
+      // Both did some of it.
+      for (const node of status) expect(node.pipeline!.tasks[0]!.processed).toBeGreaterThan(0);
+      expect(status.reduce((sum, node) => sum + node.pipeline!.tasks[0]!.processed, 0)).toBe(2000);
+
+      // Another root's search skips them while they are busy, and adds them once they are free.
+      expect(await other.searchNodes({ network: "127.0.0.0/24", port })).toBe(0);
+      expect(other.nodes).toEqual([]);
+      await cluster.reset();
+      expect(await other.searchNodes({ network: "127.0.0.0/24", port })).toBe(2);
+    } finally {
+      await cluster.close();
+      await other.close();
+      for (const proc of nodes) proc.kill("SIGKILL");
+    }
+  }, 30_000);
+});
