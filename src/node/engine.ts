@@ -385,11 +385,12 @@ export class Engine {
       if (this.#outputPaused) break;
       if (slot.alive && slot.awaitingRef === 0) this.#drainSlot(slot);
     }
-    this.#flushResults();
+    // Refill the rings before the results go out: the idle count they carry is then the true one.
     if (this.#backlog.length > 0) {
       this.#sizeQueues();
       this.#dispatchBacklog();
     }
+    this.#flushResults();
     this.#settleWaiters();
     if (!this.#outputPaused) for (const slot of this.#slots) this.#arm(slot);
   };
@@ -723,6 +724,11 @@ export class Engine {
     let idle = 0;
     for (const slot of this.#slots) if (slot.alive && slot.queued === 0 && !slot.asleep) idle++;
     return idle;
+  }
+
+  /** Idle workers that nothing waits for: 0 while items wait in the backlog (what a root should see). */
+  get hungryWorkers(): number {
+    return this.#backlog.length === 0 ? this.idleWorkers : 0;
   }
 
   /** Whether no item is anywhere in the engine and every result has been handed out. */

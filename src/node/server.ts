@@ -319,7 +319,7 @@ export class NodeServer {
       batch.takeRecords(); // the root is gone; what it does not acknowledge, it re-sends elsewhere
       return;
     }
-    const frame = batch.finishFrame("results", { idle: engine?.idleWorkers ?? 0 });
+    const frame = batch.finishFrame("results", { idle: engine?.hungryWorkers ?? 0 });
     pipeline.credit -= frame.length;
     connection.sendFrame(frame);
     this.#updateOutputFlow(pipeline);

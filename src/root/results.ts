@@ -12,6 +12,16 @@ export interface ResultSink<Source> {
   handled(source: Source, bytes: number): void;
 }
 
+/**
+ * Longest the pump hands out results without giving the event loop a turn: a burst of frames must
+ * not hold back timers, heartbeats and the sockets (it would look like a stalled root).
+ */
+const SLICE_MS = 8;
+/** Records handled between looks at the clock. */
+const RECORDS_PER_CLOCK_CHECK = 256;
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 interface PendingFrame<Source> {
   source: Source;
   blob: Uint8Array;
@@ -31,6 +41,8 @@ export class ResultPump<Source> {
   #running = false;
   #idleWaiters: Array<() => void> = [];
   readonly #doneIds: number[] = [];
+  /** When the pump last gave the event loop a turn (or began). */
+  #sliceStart = 0;
   /** Called whenever the pump runs dry. */
   onIdle: () => void = () => {};
 
@@ -75,8 +87,10 @@ export class ResultPump<Source> {
 
   async #run(): Promise<void> {
     this.#running = true;
+    this.#sliceStart = performance.now();
     try {
       while (this.#queue.length > 0) {
+        if (performance.now() - this.#sliceStart > SLICE_MS) await this.#yieldTurn();
         const frame = this.#queue[0]!;
         const waiting = this.#handleFrame(frame);
         if (waiting !== undefined) await waiting;
@@ -96,6 +110,7 @@ export class ResultPump<Source> {
   #handleFrame(frame: PendingFrame<Source>): Promise<void> | undefined {
     const { reader, blob, source } = frame;
     const sink = this.#sink;
+    let sinceClockCheck = 0;
     while (reader.next()) {
       let pending: unknown;
       switch (reader.kind) {
@@ -130,8 +145,17 @@ export class ResultPump<Source> {
         }
       }
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handleFrame(frame) ?? undefined);
+      if (++sinceClockCheck === RECORDS_PER_CLOCK_CHECK) {
+        sinceClockCheck = 0;
+        if (performance.now() - this.#sliceStart > SLICE_MS) return this.#yieldTurn().then(() => this.#handleFrame(frame) ?? undefined);
+      }
     }
     return undefined;
+  }
+
+  async #yieldTurn(): Promise<void> {
+    await nextTurn();
+    this.#sliceStart = performance.now();
   }
 }
 

@@ -3,7 +3,9 @@
  *
  * Items queued inside a node beyond what keeps its workers busy buy nothing: they add latency, memory,
  * and items to re-send if the node dies. Too few, and its workers idle between round trips. So:
- *   - grow (×1.5) when the node reports idle workers while the root held items back for lack of window;
+ *   - grow (×1.5, at most once per fastest round trip seen, so that a node's report of idle workers
+ *     is the answer to the last growth, not an echo from before it) when the node reports idle
+ *     workers while the root held items back for lack of window;
  *   - shrink (×0.9, not below the floor) when an item's round trip climbs far above the fastest seen
  *     while no worker is idle — the extra time is queueing, not work;
  * always within [floor, max], the max being what the node granted at setup.
@@ -12,6 +14,7 @@ export class AdaptiveWindow {
   /** Items allowed in flight now. */
   size: number;
   #minLatencyMs = Number.POSITIVE_INFINITY;
+  #grownAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     /** Never below this: enough to give every worker something while a batch travels. */
@@ -24,7 +27,10 @@ export class AdaptiveWindow {
   }
 
   /** The node had idle workers while items waited at the root for window: it can take more. */
-  starved(): void {
+  starved(now = performance.now()): void {
+    const roundTrip = Number.isFinite(this.#minLatencyMs) ? this.#minLatencyMs : 0;
+    if (now - this.#grownAt < roundTrip) return;
+    this.#grownAt = now;
     this.size = Math.min(this.max, Math.ceil(this.size * 1.5) + 1);
   }
 
