@@ -14,12 +14,12 @@ import { Engine } from "../src/node/engine.ts";
 import { ByteRing } from "../src/node/ring.ts";
 import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";
-import { type Item, chain, identity, makeItems } from "./support/tasks.ts";
+import { type Item, chain, identity, makeItems } from "./support/tasks/index.ts";
 
 const WORKERS = 2;
 const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const TASKS_MODULE = join(import.meta.dir, "support/tasks.ts");
+const TASKS_MODULE = join(import.meta.dir, "support/tasks/index.ts");
 const PISCINA_MODULE = join(import.meta.dir, "support/piscina-task.ts");
 
 function median(values: number[]): number {

@@ -16,17 +16,30 @@
  *   bun run bench framing
  *   env: PCLUSTER_BENCH_ROUNDS (4), PCLUSTER_BENCH_TCP_MB (256), PCLUSTER_BENCH_TCP_ROUNDS (7), PCLUSTER_BENCH_ONLY=codec|tcp
  */
-import { Decoder, Encoder, decode as msgpackDecodeOnce, encode as msgpackEncodeOnce } from "@msgpack/msgpack";
+import { decode as msgpackDecodeOnce, encode as msgpackEncodeOnce } from "@msgpack/msgpack";
 import { bench, do_not_optimize, group, measure, run } from "mitata";
 import { Packr, isNativeAccelerationEnabled } from "msgpackr";
 import { loadavg } from "node:os";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
-import { connect, listen } from "../src/protocol/connection.ts";
+import { RecordBatchBuilder } from "../src/protocol/codec.ts";
 import { FrameDecoder } from "../src/protocol/frame.ts";
-import { type Message, parseMessage } from "../src/protocol/messages.ts";
+import { parseMessage } from "../src/protocol/messages.ts";
+import { Child, serveCommands } from "./support/child.ts";
+import {
+  CODECS,
+  PAYLOAD_CHARS,
+  blobOf,
+  checkRoundTrips,
+  decodeBlob,
+  feedFrame,
+  itemsFrom,
+  json,
+  msgpackTuned,
+  msgpackr,
+} from "./support/codecs.ts";
+import { fmtMBps, fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
+import { TCP_MODES, type TcpMode, type TcpResult, TcpReceiver, framesFor, send } from "./support/tcp.ts";
 
 const BATCH = 1000;
-const PAYLOAD_CHARS = 64;
 const AIM_DECODE_ITEMS_PER_S = 2.5e6;
 const AIM_FRAMED_OF_RAW = 0.7;
 const CODEC_RULE = 1.5;
@@ -42,108 +55,6 @@ const RECEIVE_STREAM_BYTES = 32 * 2 ** 20;
 /** What Bun's socket mostly hands over per `data` call on loopback (measured: ≤ 512 KiB). */
 const RECEIVE_CHUNK_BYTES = 512 * 1024;
 const ONLY = process.env.PCLUSTER_BENCH_ONLY;
-
-interface Item {
-  id: number;
-  payload: string;
-}
-
-const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/** A deterministic 64-char ASCII payload, different for every id (so no cache sees repeats). */
-function payloadOf(id: number): string {
-  let x = Math.imul(id + 1, 2654435761) >>> 0;
-  let text = "";
-  for (let i = 0; i < PAYLOAD_CHARS; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    text += ALPHABET[(x >>> 16) % ALPHABET.length];
-  }
-  return text;
-}
-
-function itemsFrom(firstId: number, count: number): Item[] {
-  return Array.from({ length: count }, (_, i) => ({ id: firstId + i, payload: payloadOf(firstId + i) }));
-}
-
-// ---- codec candidates ----------------------------------------------------------------------------
-
-/** One way of turning items into record payloads and back, as pcluster would use it. */
-interface ItemCodec {
-  name: string;
-  /** Bytes the caller may keep. */
-  encode(item: Item): Uint8Array;
-  /** Bytes valid until the next call; the batch builder copies them at once. */
-  encodeForBatch(item: Item): Uint8Array;
-  decode(bytes: Uint8Array, start: number, end: number): unknown;
-}
-
-const msgpackr: ItemCodec = { name: "msgpackr", encode, encodeForBatch: encode, decode };
-
-// Tuned: one Encoder and one Decoder reused for every value (the top-level `encode`/`decode` build new
-// ones per call), `encodeSharedRef` where the bytes are copied at once. The other knobs of 3.1.3 do not
-// help: `maxStrLength` and friends are only limits; the length above which strings go through
-// TextDecoder is a module constant (200 bytes, so a 64-char payload is decoded in JS); `keyDecoder:
-// null` measured slower than the default key cache; `rawStrings` changes what a decoded item is.
-const msgpackEncoder = new Encoder();
-const msgpackDecoder = new Decoder();
-const msgpackTuned: ItemCodec = {
-  name: "@msgpack/msgpack",
-  encode: (item) => msgpackEncoder.encode(item),
-  encodeForBatch: (item) => msgpackEncoder.encodeSharedRef(item),
-  decode: (bytes, start, end) => msgpackDecoder.decode(bytes.subarray(start, end)),
-};
-
-const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder();
-const json: ItemCodec = {
-  name: "JSON",
-  encode: (item) => textEncoder.encode(JSON.stringify(item)),
-  encodeForBatch: (item) => textEncoder.encode(JSON.stringify(item)),
-  decode: (bytes, start, end) => JSON.parse(textDecoder.decode(bytes.subarray(start, end))),
-};
-
-const CODECS = [json, msgpackr, msgpackTuned];
-
-/** A finished feed frame of `items`, as the root sends it. */
-function feedFrame(codec: ItemCodec, builder: RecordBatchBuilder, items: readonly Item[]): Uint8Array {
-  for (const item of items) builder.append(RecordKind.Input, 0, 0, item.id, codec.encodeForBatch(item));
-  return builder.finishFrame("feed");
-}
-
-/** The blob (records only) of a feed frame. */
-function blobOf(codec: ItemCodec, items: readonly Item[]): Uint8Array {
-  const builder = new RecordBatchBuilder();
-  for (const item of items) builder.append(RecordKind.Input, 0, 0, item.id, codec.encode(item));
-  const length = builder.byteLength;
-  const frame = builder.finishFrame("feed");
-  return frame.subarray(frame.length - length);
-}
-
-/** How a worker reads a blob: record by record, each payload decoded in place. */
-function decodeBlob(codec: ItemCodec, blob: Uint8Array, onItem: (item: unknown) => void): void {
-  const reader = new RecordReader(blob);
-  while (reader.next()) onItem(codec.decode(blob, reader.payloadStart, reader.payloadEnd));
-}
-
-function sameItem(a: unknown, b: Item): boolean {
-  const x = a as Item;
-  return typeof x === "object" && x !== null && x.id === b.id && x.payload === b.payload && Object.keys(x).length === 2;
-}
-
-/** Fails the bench (rather than timing nonsense) if a candidate does not round-trip. */
-function checkRoundTrips(items: readonly Item[], packr: Packr): void {
-  for (const codec of CODECS) {
-    const bytes = codec.encode(items[0]!);
-    if (!sameItem(codec.decode(bytes, 0, bytes.length), items[0]!)) throw new Error(`${codec.name}: an item does not round-trip`);
-    const decoded: unknown[] = [];
-    decodeBlob(codec, blobOf(codec, items), (item) => decoded.push(item));
-    if (decoded.length !== items.length || !decoded.every((item, i) => sameItem(item, items[i]!))) {
-      throw new Error(`${codec.name}: a blob of ${items.length} items does not round-trip`);
-    }
-  }
-  const array = packr.unpack(packr.pack(items)) as unknown[];
-  if (!array.every((item, i) => sameItem(item, items[i]!))) throw new Error("msgpackr: the array does not round-trip");
-}
 
 // ---- micro-benchmark cases -------------------------------------------------------------------------
 
@@ -327,68 +238,6 @@ const GROUPS: ReadonlyArray<[readonly Op[], string]> = [
   ],
 ];
 
-// ---- child processes ---------------------------------------------------------------------------------
-
-/**
- * A bench subprocess driven over stdin/stdout, one command a line. It answers each command with a line
- * `@@ <json>`; any other line it prints is passed through to our stdout.
- */
-class Child {
-  readonly #process: ReturnType<typeof spawnChild>;
-  readonly #lines: AsyncGenerator<string>;
-
-  constructor(readonly role: string, args: string[]) {
-    this.#process = spawnChild(args);
-    this.#lines = this.#readLines();
-  }
-
-  async call<T>(command: string): Promise<T> {
-    this.#process.stdin.write(`${command}\n`);
-    await this.#process.stdin.flush();
-    for (;;) {
-      const line = await this.#lines.next();
-      if (line.done === true) throw new Error(`${this.role} bench process exited during "${command}"`);
-      if (line.value.startsWith("@@ ")) return JSON.parse(line.value.slice(3)) as T;
-      console.log(line.value);
-    }
-  }
-
-  async close(): Promise<void> {
-    await this.#process.stdin.end();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), 5000)));
-    const exited = await Promise.race([this.#process.exited, timedOut]);
-    clearTimeout(timer);
-    if (exited !== 0) this.#process.kill();
-  }
-
-  async *#readLines(): AsyncGenerator<string> {
-    const decoder = new TextDecoder();
-    let text = "";
-    for await (const chunk of this.#process.stdout) {
-      text += decoder.decode(chunk, { stream: true });
-      for (let newline = text.indexOf("\n"); newline >= 0; newline = text.indexOf("\n")) {
-        yield text.slice(0, newline);
-        text = text.slice(newline + 1);
-      }
-    }
-  }
-}
-
-function spawnChild(args: string[]) {
-  return Bun.spawn([process.execPath, import.meta.path, ...args], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
-}
-
-/** The loop of a child: answers each command line with `@@ <json of what handle returned>`. */
-async function serveCommands(handle: (command: string, argument: string) => Promise<unknown>): Promise<void> {
-  for await (const line of console) {
-    if (line.trim() === "") continue;
-    const space = line.indexOf(" ");
-    const [command, argument] = space < 0 ? [line.trim(), ""] : [line.slice(0, space), line.slice(space + 1).trim()];
-    process.stdout.write(`@@ ${JSON.stringify((await handle(command, argument)) ?? null)}\n`);
-  }
-}
-
 // ---- codec runs ----------------------------------------------------------------------------------------
 
 /**
@@ -465,7 +314,7 @@ async function runCodecBenches(): Promise<CodecResults> {
     if (!results.samples.has(key)) results.samples.set(key, []);
     results.samples.get(key)!.push(sample);
   };
-  const children = new Map(PARTS.map((part) => [part, new Child(part, ["--codec-part", part])]));
+  const children = new Map(PARTS.map((part) => [part, new Child(part, import.meta.path, ["--codec-part", part])]));
   try {
     for (const child of children.values()) await child.call("ready"); // all set up before anything is timed
     for (const [part, child] of children) {
@@ -492,78 +341,12 @@ async function runCodecBenches(): Promise<CodecResults> {
   return results;
 }
 
-// ---- loopback TCP --------------------------------------------------------------------------------------
-
-/**
- * raw:    Bun socket → Bun.listen counting bytes (the ceiling)
- * recv:   Bun socket → Connection (FrameDecoder + parseMessage): the node's receive path alone
- * framed: Connection.sendFrame → Connection: the root's send path and the node's receive path
- */
-type TcpMode = "raw" | "recv" | "framed";
-const TCP_MODES: readonly TcpMode[] = ["raw", "recv", "framed"];
+// ---- loopback TCP (modes: see support/tcp.ts) ----------------------------------------------------------
 
 /** The frames a sender cycles through: feed frames of 1000 items each, as the root sends them. */
 function senderFrames(): Uint8Array[] {
   const builder = new RecordBatchBuilder();
   return Array.from({ length: FRAME_CYCLE }, (_, k) => feedFrame(msgpackr, builder, itemsFrom(k * BATCH, BATCH)));
-}
-
-function framesFor(frames: readonly Uint8Array[], bytes: number): { count: number; bytes: number } {
-  let count = 0;
-  let total = 0;
-  while (total < bytes) total += frames[count++ % frames.length]!.length;
-  return { count, bytes: total };
-}
-
-interface TcpResult {
-  seconds: number;
-  bytes: number;
-  items: number;
-}
-
-/** In the sender process: connects, writes `count` frames, closes. */
-async function send(mode: TcpMode, port: number, count: number, frames: readonly Uint8Array[]): Promise<void> {
-  if (mode === "framed") {
-    const connection = await connect({ hostname: "127.0.0.1", port });
-    for (let k = 0; k < count; k++) {
-      connection.sendFrame(frames[k % frames.length]!);
-      await connection.writable();
-    }
-    connection.close();
-    await connection.closed;
-    return;
-  }
-  await new Promise<void>((resolve, reject) => {
-    let next = 0;
-    let pending: Uint8Array | undefined;
-    const pump = (socket: { write(bytes: Uint8Array): number; end(): void }) => {
-      for (;;) {
-        if (pending === undefined) {
-          if (next === count) return socket.end();
-          pending = frames[next++ % frames.length]!;
-        }
-        const written = socket.write(pending);
-        if (written < 0) return;
-        if (written < pending.length) {
-          pending = pending.subarray(written);
-          return; // until drain
-        }
-        pending = undefined;
-      }
-    };
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        open: pump,
-        drain: pump,
-        data() {},
-        close: () => resolve(),
-        error: (_socket, error) => reject(error),
-        connectError: (_socket, error) => reject(error),
-      },
-    }).catch(reject);
-  });
 }
 
 async function serveSends(): Promise<void> {
@@ -572,60 +355,6 @@ async function serveSends(): Promise<void> {
     const [mode, port, count] = argument.split(" ");
     await send(mode as TcpMode, Number(port), Number(count), frames);
   });
-}
-
-/** The receiving side, listening once for all rounds; `expect` arms it for the next connection. */
-class TcpReceiver {
-  #done: ((result: TcpResult) => void) | undefined;
-  #target = { bytes: 0, frames: 0 };
-  #start = 0;
-  #bytes = 0;
-  #frames = 0;
-  readonly #raw = Bun.listen<undefined>({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      open: () => this.#opened(),
-      data: (_socket, chunk) => {
-        this.#bytes += chunk.byteLength;
-        if (this.#bytes >= this.#target.bytes) this.#finish(this.#target.frames);
-      },
-      end: (socket) => void socket.end(),
-    },
-  });
-  readonly #framed = listen({ hostname: "127.0.0.1", port: 0 }, (connection) => {
-    this.#opened();
-    connection.onMessage = (message: Message) => {
-      if (message.t !== "feed") throw new Error(`unexpected "${message.t}" message`);
-      if (++this.#frames === this.#target.frames) this.#finish(this.#frames);
-    };
-  });
-
-  portFor(mode: TcpMode): number {
-    return mode === "raw" ? this.#raw.port : this.#framed.port;
-  }
-
-  expect(bytes: number, frames: number): Promise<TcpResult> {
-    this.#target = { bytes, frames };
-    this.#bytes = 0;
-    this.#frames = 0;
-    return new Promise((resolve) => (this.#done = resolve));
-  }
-
-  stop(): void {
-    this.#raw.stop(true);
-    this.#framed.stop(true);
-  }
-
-  #opened(): void {
-    this.#start = Bun.nanoseconds();
-  }
-
-  #finish(frames: number): void {
-    const done = this.#done;
-    this.#done = undefined;
-    done?.({ seconds: (Bun.nanoseconds() - this.#start) / 1e9, bytes: this.#target.bytes, items: frames * BATCH });
-  }
 }
 
 async function tcpRun(
@@ -652,8 +381,8 @@ async function tcpRun(
 
 async function runTcpBenches(): Promise<Map<TcpMode, TcpResult[]>> {
   const frames = senderFrames();
-  const receiver = new TcpReceiver();
-  const sender = new Child("tcp sender", ["--tcp-sender"]);
+  const receiver = new TcpReceiver(BATCH);
+  const sender = new Child("tcp sender", import.meta.path, ["--tcp-sender"]);
   const results = new Map<TcpMode, TcpResult[]>(TCP_MODES.map((mode) => [mode, []]));
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
   console.log(
@@ -680,26 +409,6 @@ async function runTcpBenches(): Promise<Map<TcpMode, TcpResult[]>> {
 }
 
 // ---- report --------------------------------------------------------------------------------------------
-
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
-const fmtRate = (perSecond: number) =>
-  perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)} M/s` : `${(perSecond / 1e3).toFixed(0)} k/s`;
-const fmtMBps = (bytesPerSecond: number) => `${(bytesPerSecond / 1e6).toFixed(0)} MB/s`;
-const fmtRatio = (ratio: number) => `${ratio.toFixed(2)}×`;
-const pct = (ratio: number) => `${(ratio * 100).toFixed(0)}%`;
-const fmtRange = (values: readonly number[], fmt: (v: number) => string) =>
-  values.length < 2 ? "" : `${fmt(Math.min(...values))} … ${fmt(Math.max(...values))}`;
-
-function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
-  const line = (cells: readonly string[]) =>
-    cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ");
-  return [line(head), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map(line)].join("\n");
-}
 
 /** `value` computed within each pass/round (from its median samples), for every one that has all it needs. */
 function perRound(results: CodecResults, value: (rateOf: (key: string) => number) => number): number[] {

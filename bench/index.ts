@@ -4,6 +4,11 @@
  *
  *   bun run bench                    all of them, in name order
  *   bun run bench framing engine     bench/framing.bench.ts, then bench/engine.bench.ts
+ *   bun run bench cluster            one by name
+ *
+ * The benches: cluster (Root.local end to end against the engine alone and a plain loop), engine (the
+ * node engine against piscina and a loop), framing (codecs and loopback TCP framing), scheduler (the
+ * root's batching and window logic with fake nodes, against a plain copy loop).
  */
 import { readdirSync } from "node:fs";
 import { join } from "node:path";

@@ -1,5 +1,5 @@
 // piscina's worker: one function per task name, the same functions the engine runs.
-import { chain, identity, spin } from "./tasks.ts";
+import { chain, identity, spin } from "./tasks/index.ts";
 
 const tasks = { identity, chain, spin } as Record<string, (item: never) => unknown>;
 

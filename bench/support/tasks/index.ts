@@ -1,6 +1,7 @@
 /**
- * The task functions every engine-level bench runs, the same code for pcluster's engine, piscina and a
- * plain loop, so that only the way items reach them differs.
+ * The task functions every bench runs, the same code for pcluster's engine, piscina, a plain loop and a
+ * whole cluster, so that only the way items reach them differs. A package folder: cluster.bench.ts ships
+ * it to the nodes with `localPackages` (so it imports nothing from outside this folder).
  */
 export interface Item {
   id: number;
