@@ -459,7 +459,13 @@ export class Root implements AsyncDisposable {
     this.#progress.outputs++;
     const handler = this.#outputOverride ?? this.#setupOptions.outputHandler;
     if (handler === undefined) return undefined;
-    return this.#guard("outputHandler", () => handler(value));
+    // Inline rather than through #guard: this runs once per output, and closures per call add up.
+    try {
+      return settledQuietly(handler(value), "outputHandler");
+    } catch (error) {
+      reportHandlerError("outputHandler", error);
+      return undefined;
+    }
   }
 
   #onTaskError(client: NodeClient, item: number, report: TaskErrorReport, failed: boolean): unknown {
@@ -487,18 +493,14 @@ export class Root implements AsyncDisposable {
 
   /** Runs a user handler; what it throws (or rejects with) is reported, and never stops the results. */
   #guard(name: string, call: () => unknown): unknown {
-    const report = (error: unknown) => consola.error(`pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     try {
-      const result = call();
-      if (result !== null && typeof result === "object" && typeof (result as PromiseLike<unknown>).then === "function") {
-        return Promise.resolve(result).then(undefined, report);
-      }
-      return result;
+      return settledQuietly(call(), name);
     } catch (error) {
-      report(error);
+      reportHandlerError(name, error);
       return undefined;
     }
   }
+
 
   // ---- waiting ------------------------------------------------------------------------------------
 
@@ -569,4 +571,17 @@ export class Root implements AsyncDisposable {
     consola[level](`[root] ${message}`);
     if (getDefaultLogAddress() !== undefined) log(`[root] ${message}`);
   }
+}
+
+/** A handler's error is printed, never thrown into the pump: one bad output must not stop the rest. */
+function reportHandlerError(name: string, error: unknown): void {
+  consola.error(`pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+}
+
+/** A handler's result; a promise it returned is made one that never rejects (its error is reported). */
+function settledQuietly(result: unknown, name: string): unknown {
+  if (result !== null && typeof result === "object" && typeof (result as PromiseLike<unknown>).then === "function") {
+    return Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error));
+  }
+  return result;
 }

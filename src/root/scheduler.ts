@@ -1,6 +1,12 @@
 import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
 import { AdaptiveWindow } from "./window.ts";
 
+/**
+ * Queued items from which `enqueue` pumps at once instead of at the end of the turn: a program that
+ * feeds a flood in one go (encoding as it feeds) keeps the nodes busy meanwhile.
+ */
+const PUMP_NOW_ITEMS = 1024;
+
 /** Batches of at most this many items are built in a small buffer. */
 const SMALL_BATCH_ITEMS = 32;
 
@@ -69,6 +75,7 @@ export class Scheduler {
   #next = 0;
   #nextId = 1;
   #pumpScheduled = false;
+  #pumping = false;
   readonly #batch = new RecordBatchBuilder(64 * 1024);
   /**
    * For batches of a few items: a builder starts a fresh buffer of its initial size after every frame,
@@ -127,7 +134,8 @@ export class Scheduler {
       this.#fresh.push(bytes);
       this.#queuedBytes += bytes.length;
     }
-    this.schedulePump();
+    if (this.queued >= PUMP_NOW_ITEMS && !this.#pumping) this.pump();
+    else this.schedulePump();
   }
 
   /** Items waiting at the root. */
@@ -179,6 +187,7 @@ export class Scheduler {
   /** Hands out batches, round-robin, while items wait and some lane has room. */
   readonly pump = (): void => {
     this.#pumpScheduled = false;
+    this.#pumping = true;
     const lanes = this.#lanes;
     let idleRounds = 0;
     while (this.queued > 0 && lanes.length > 0 && idleRounds < lanes.length) {
@@ -190,6 +199,7 @@ export class Scheduler {
       this.#fresh = this.#fresh.slice(this.#freshHead);
       this.#freshHead = 0;
     }
+    this.#pumping = false;
     this.onPumped();
   };
 
