@@ -2,6 +2,7 @@ import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { consola } from "consola";
 import { PclusterError, ProtocolError } from "../errors.ts";
+import { exitWithParent } from "../lifetime.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
 import type { Connection } from "../protocol/connection.ts";
@@ -124,6 +125,7 @@ export async function runLogServer(options: LogServerOptions): Promise<void> {
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
+    exitWithParent();
   });
 }
 

@@ -2,6 +2,7 @@ import consola from "consola";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, PclusterError, ProtocolError, StateError } from "../errors.ts";
+import { exitWithParent } from "../lifetime.ts";
 import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
@@ -404,6 +405,7 @@ export async function runNodeServer(options: NodeServerOptions): Promise<void> {
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
+    exitWithParent();
   });
   await flushLogs(2000);
   process.exit(0);

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PclusterError } from "../errors.ts";
+import { EXIT_WITH_PARENT_ENV } from "../lifetime.ts";
 
 /**
  * The local cluster behind `Root.local()`: a log server and N node servers as real `pcluster`
@@ -59,7 +60,8 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   const workdir = await mkdtemp(join(tmpdir(), "pcluster-local-"));
   liveWorkdirs.add(workdir);
   const logFile = options.logFile ?? join(workdir, "pcluster.log");
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" };
+  // The children stop by themselves once this process is gone, even if it is killed with SIGKILL.
+  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1", [EXIT_WITH_PARENT_ENV]: String(process.pid) };
   if (options.token) env.PCLUSTER_TOKEN = options.token;
   const quiet = options.quiet ?? true;
   const children: LocalProcess[] = [];

@@ -126,4 +126,16 @@ describe("startLocalCluster", () => {
       expect(existsSync(workdir)).toBe(false);
     }, 40_000);
   }
+
+  test("a parent killed with SIGKILL (no handler can run) still leaves no process behind: they notice and stop", async () => {
+    const parent = spawnBun([join(REPO, "test/support/local-exit.ts"), "signal"], { env: { PCLUSTER_TOKEN: undefined } });
+    const [, json] = await parent.waitFor(/LOCAL (\{.*\})/, 20_000);
+    const { pids } = JSON.parse(json!) as { pids: number[] };
+    orphans.push(...pids);
+    expect(pids).toHaveLength(3);
+    parent.kill("SIGKILL");
+    await parent.waitExit(10_000);
+    // They look for their parent every second, then stop the graceful way.
+    expect(await waitGone(pids, 8000)).toEqual([]);
+  }, 40_000);
 });
