@@ -100,9 +100,16 @@ export class NodeClient implements FeedTarget {
     if (this.#heartbeat !== undefined) return;
     const every = this.#options.heartbeatMs ?? 2000;
     const timeout = this.#options.heartbeatTimeoutMs ?? 15_000;
+    let lastTick = performance.now();
     this.#heartbeat = setInterval(() => {
       if (!this.isOpen) return this.#stopHeartbeat();
-      if (performance.now() - this.#lastAnswer > timeout) {
+      const now = performance.now();
+      const late = now - lastTick > every * 2;
+      lastTick = now;
+      // A tick that comes late means this process was busy (a handler that blocked): the node's answers
+      // may be waiting unread in the socket. Judge only on a tick that came on time.
+      if (late) this.#lastAnswer = Math.max(this.#lastAnswer, now - every);
+      else if (now - this.#lastAnswer > timeout) {
         const reason = new TimeoutError(`node ${this.address} has not answered for ${timeout} ms`);
         this.#markLost(reason);
         this.#connection.destroy(reason);
@@ -125,8 +132,7 @@ export class NodeClient implements FeedTarget {
     if (message.t === "results") {
       // The node charges the whole frame to our credit; give back exactly that.
       this.onResults(message.blob, message.idle, blobFrameBytes("results", { idle: message.idle }, message.blob.length));
-    }
-    else if (message.t === "event") this.onEvent(message.name, message.data);
+    } else if (message.t === "event") this.onEvent(message.name, message.data);
   }
 
   #markLost(reason: PclusterError): void {

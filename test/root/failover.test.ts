@@ -194,6 +194,26 @@ describe("a node lost in the middle of a run", () => {
   }, 30_000);
 });
 
+describe("a root that is itself busy", () => {
+  test("a sync outputHandler that blocks longer than the heartbeat timeout does not get a healthy node given up", async () => {
+    const nodes = await twoNodes(1);
+    const heartbeatTimeoutMs = 600;
+    const cluster = track(new Root(nodes.map((node) => node.addr), { heartbeatMs: 100, heartbeatTimeoutMs }));
+    let outputs = 0;
+    await cluster.setup("blocking-handler", "1", [{ function: tasks.double }], {
+      localPackages: [TASKS],
+      outputHandler: () => {
+        if (++outputs === 50) Bun.sleepSync(heartbeatTimeoutMs * 3); // the root's event loop stands still
+      },
+    });
+    cluster.feed(...Array.from({ length: 500 }, (_, i) => i));
+    await within(cluster.waitEmpty(), 15_000, "waitEmpty after a blocking handler");
+    expect(outputs).toBe(500);
+    expect(cluster.progress).toMatchObject({ fed: 500, done: 500, resent: 0 });
+    expect(cluster.nodes.sort()).toEqual(nodes.map((node) => node.addr).sort());
+  }, 30_000);
+});
+
 describe("a node lost while its results wait at the root", () => {
   test("items it finished (their results queued behind a slow outputHandler) are not re-sent and count as done", async () => {
     const nodes = await twoNodes(1);
