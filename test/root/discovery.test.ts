@@ -7,7 +7,8 @@ import type { Connection } from "../../src/protocol/connection.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
 import { scanForNodes } from "../../src/root/discovery.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "../../src/root/packager.ts";
-import { CLI, type Spawned, killAll, spawnBun } from "../support/processes.ts";
+import { tryNodeAt } from "../support/nodes.ts";
+import { type Spawned, killAll } from "../support/processes.ts";
 
 /**
  * Real node processes on 127.0.0.2 and 127.0.0.3 (Linux routes all of 127/8 to loopback), scanned
@@ -20,18 +21,8 @@ let port: number;
 let owner: Connection | undefined;
 
 /** A node on `host:port`, or undefined when it could not listen there (the port is taken). */
-async function tryNode(host: string, nodePort: number, extra: string[] = []): Promise<Spawned | undefined> {
-  const workdir = join(temp, `node-${host.replaceAll(/[^0-9a-f]/g, "_")}-${nodePort}`);
-  const args = [CLI, "node", "--host", host, "--port", String(nodePort), "--workers", "1", "--workdir", workdir, ...extra];
-  const proc = spawnBun(args, { env: { PCLUSTER_TOKEN: undefined } });
-  try {
-    await proc.waitFor(/pcluster node listening on /, 15_000);
-    return proc;
-  } catch {
-    proc.kill("SIGKILL");
-    await proc.exited;
-    return undefined;
-  }
+function tryNode(host: string, nodePort: number, extra: string[] = []): Promise<Spawned | undefined> {
+  return tryNodeAt(host, nodePort, join(temp, `node-${host.replaceAll(/[^0-9a-f]/g, "_")}-${nodePort}`), extra);
 }
 
 /** A free port of 127.0.0.1 (nothing listens there once this returns). */

@@ -5,9 +5,9 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Root, getDefaultLogAddress } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
-import { startNode } from "../support/nodes.ts";
+import { startNode, tryNodeAt } from "../support/nodes.ts";
 import { childrenOf, killPids, waitGone } from "../support/pids.ts";
-import { CLI, REPO, type Spawned, killAll, spawnBun } from "../support/processes.ts";
+import { REPO, type Spawned, killAll, spawnBun } from "../support/processes.ts";
 
 /**
  * How a root's life ends: a script that forgets reset()/close() still exits and frees its nodes,
@@ -110,18 +110,7 @@ describe("await using", () => {
 
 describe("searchNodes", () => {
   /** A node on `host:port` (a loopback address), or undefined when it could not listen there. */
-  async function nodeAt(host: string, port: number, workdir: string): Promise<Spawned | undefined> {
-    const args = [CLI, "node", "--host", host, "--port", String(port), "--workers", "1", "--workdir", workdir];
-    const proc = spawnBun(args, { env: { PCLUSTER_TOKEN: undefined } });
-    try {
-      await proc.waitFor(/pcluster node listening on /, 15_000);
-      return proc;
-    } catch {
-      proc.kill("SIGKILL");
-      await proc.exited;
-      return undefined;
-    }
-  }
+  const nodeAt = (host: string, port: number, workdir: string) => tryNodeAt(host, port, workdir);
 
   test("finds the nodes of 127.0.0.0/24, says how many it added, and a pipeline runs on them", async () => {
     const temp = await mkdtemp(join(tmpdir(), "pcluster-search-"));

@@ -1,11 +1,12 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AuthError } from "../../src/errors.ts";
 import { dial } from "../../src/protocol/auth.ts";
 import type { NodeStatus } from "../../src/protocol/pipeline.ts";
 import { type LocalCluster, startLocalCluster } from "../../src/root/local.ts";
 import { waitForFile } from "../support/log-server.ts";
+import { waitGone } from "../support/pids.ts";
 import { REPO, killAll, spawnBun } from "../support/processes.ts";
 
 const started: LocalCluster[] = [];
@@ -21,29 +22,6 @@ async function start(options: Parameters<typeof startLocalCluster>[0] = {}): Pro
     return cluster;
   } finally {
     if (saved !== undefined) process.env.PCLUSTER_TOKEN = saved;
-  }
-}
-
-/** Gone, or a zombie only waiting for its reaper (it runs no more). */
-function isGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return true;
-  }
-  try {
-    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return true;
-  }
-}
-
-async function waitGone(pids: number[], timeoutMs = 5000): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const alive = pids.filter((pid) => !isGone(pid));
-    if (alive.length === 0 || Date.now() > deadline) return alive;
-    await Bun.sleep(50);
   }
 }
 

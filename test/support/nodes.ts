@@ -105,3 +105,20 @@ export async function writeProjectPackage(project: string, name: string, files: 
   }
   return dir;
 }
+
+/**
+ * A `pcluster node` on exactly `host:port` (another loopback address than 127.0.0.1, say), or
+ * undefined when it could not listen there (the port is taken): for tests of discovery.
+ */
+export async function tryNodeAt(host: string, port: number, workdir: string, extra: string[] = []): Promise<Spawned | undefined> {
+  const args = [CLI, "node", "--host", host, "--port", String(port), "--workers", "1", "--workdir", workdir, ...extra];
+  const proc = spawnBun(args, { env: { PCLUSTER_TOKEN: undefined } });
+  try {
+    await proc.waitFor(/pcluster node listening on /, 15_000);
+    return proc;
+  } catch {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    return undefined;
+  }
+}
