@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuthError } from "../../src/errors.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, runCli, startNode, writeProjectPackage } from "../support/nodes.ts";
-import { killAll } from "../support/processes.ts";
+import { type RunningNode, runCli, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
 
 /** Who may use a node: the token (flag or PCLUSTER_TOKEN), the loopback rule, TLS. */
 
@@ -30,12 +29,7 @@ beforeAll(async () => {
   workdirs.push(tokenNode.workdir);
 }, 30_000);
 
-afterAll(async () => {
-  for (const client of clients) client.close();
-  await killAll();
-  rmSync(root, { recursive: true, force: true });
-  for (const dir of workdirs) rmSync(dir, { recursive: true, force: true });
-}, 20_000);
+afterAll(() => tearDown(clients, [root, ...workdirs]), 20_000);
 
 async function connect(options: Parameters<typeof NodeTestClient.connect>[0]): Promise<NodeTestClient> {
   const client = await NodeTestClient.connect(options);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, ProtocolError, SetupError, StateError } from "../../src/errors.ts";
@@ -8,8 +8,8 @@ import { frameOf } from "../../src/protocol/frame.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs } from "../support/node-client.ts";
-import { type RunningNode, startLogServer, startNode, writeProjectPackage } from "../support/nodes.ts";
-import { REPO, killAll } from "../support/processes.ts";
+import { type RunningNode, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { REPO } from "../support/processes.ts";
 import { RawClient } from "../support/raw-client.ts";
 
 /**
@@ -46,11 +46,7 @@ beforeAll(async () => {
   ]);
 }, 30_000);
 
-afterAll(async () => {
-  for (const client of clients) client.close();
-  await killAll();
-  rmSync(root, { recursive: true, force: true });
-}, 20_000);
+afterAll(() => tearDown(clients, [root]), 20_000);
 
 async function connect(client: string, port = node.port): Promise<NodeTestClient> {
   const connected = await NodeTestClient.connect({ port, client });

@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAddress } from "../../src/protocol/address.ts";
 import { RecordBatchBuilder, RecordKind, RecordReader, encode, forEachDoneId } from "../../src/protocol/codec.ts";
 import { NodeClient } from "../../src/root/node-client.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs, resultsFrameBytes } from "../support/node-client.ts";
-import { type RunningNode, startNode, writeProjectPackage } from "../support/nodes.ts";
-import { killAll } from "../support/processes.ts";
+import { type RunningNode, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
 
 /**
  * Result credit: a node sends results only while the root's credit (`resultWindow`, given back with
@@ -42,12 +41,7 @@ beforeAll(async () => {
   ]);
 }, 30_000);
 
-afterAll(async () => {
-  for (const client of clients) client.close();
-  await killAll();
-  rmSync(root, { recursive: true, force: true });
-  if (node !== undefined) rmSync(node.workdir, { recursive: true, force: true });
-}, 20_000);
+afterAll(() => tearDown(clients, [root, node?.workdir]), 20_000);
 
 test("the node stops sending results when the root's credit runs out, and goes on when it is given more", async () => {
   const client = await NodeTestClient.connect({ port: node.port, client: "root-stingy", autoCredit: false });

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, startLogServer, startNode, writeProjectPackage } from "../support/nodes.ts";
-import { type Spawned, killAll } from "../support/processes.ts";
+import { type RunningNode, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import type { Spawned } from "../support/processes.ts";
 
 /** How a node's pipeline ends: its root goes away, the node is stopped, its log server dies. */
 
@@ -41,12 +41,7 @@ export async function tick(n: number) {
   workdirs.push(node.workdir);
 }, 30_000);
 
-afterAll(async () => {
-  for (const client of clients) client.close();
-  await killAll();
-  rmSync(root, { recursive: true, force: true });
-  for (const dir of workdirs) rmSync(dir, { recursive: true, force: true });
-}, 20_000);
+afterAll(() => tearDown(clients, [root, ...workdirs]), 20_000);
 
 async function connect(port: number, client: string): Promise<NodeTestClient> {
   const connected = await NodeTestClient.connect({ port, client });

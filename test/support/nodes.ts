@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { spawnLogServer } from "./log-server.ts";
-import { CLI, REPO, type Spawned, spawnBun } from "./processes.ts";
+import { CLI, REPO, type Spawned, killAll, spawnBun } from "./processes.ts";
 
 /** Children must not inherit a token from the environment the tests run in. */
 export const NO_TOKEN = { PCLUSTER_TOKEN: undefined };
@@ -121,4 +121,11 @@ export async function tryNodeAt(host: string, port: number, workdir: string, ext
     await proc.exited;
     return undefined;
   }
+}
+
+/** A node test file's teardown: closes its clients, kills every child process, removes its folders. */
+export async function tearDown(clients: ReadonlyArray<{ close(): void }>, folders: ReadonlyArray<string | undefined>): Promise<void> {
+  for (const client of clients) client.close();
+  await killAll();
+  for (const folder of folders) if (folder !== undefined) rmSync(folder, { recursive: true, force: true });
 }
