@@ -91,48 +91,35 @@ function readSmall(): unknown {
     case 0xc3:
       return true;
     case 0xcb:
-      if (at + 8 > smallEnd) return NOT_SMALL;
-      smallAt = at + 8;
-      return scratchView.getFloat64(at);
+      return take(8) ? scratchView.getFloat64(at) : NOT_SMALL;
     case 0xcc:
-      if (at + 1 > smallEnd) return NOT_SMALL;
-      smallAt = at + 1;
-      return scratch[at]!;
+      return take(1) ? scratch[at]! : NOT_SMALL;
     case 0xcd:
-      if (at + 2 > smallEnd) return NOT_SMALL;
-      smallAt = at + 2;
-      return scratchView.getUint16(at);
+      return take(2) ? scratchView.getUint16(at) : NOT_SMALL;
     case 0xce:
-      if (at + 4 > smallEnd) return NOT_SMALL;
-      smallAt = at + 4;
-      return scratchView.getUint32(at);
+      return take(4) ? scratchView.getUint32(at) : NOT_SMALL;
     case 0xd0:
-      if (at + 1 > smallEnd) return NOT_SMALL;
-      smallAt = at + 1;
-      return scratchView.getInt8(at);
+      return take(1) ? scratchView.getInt8(at) : NOT_SMALL;
     case 0xd1:
-      if (at + 2 > smallEnd) return NOT_SMALL;
-      smallAt = at + 2;
-      return scratchView.getInt16(at);
+      return take(2) ? scratchView.getInt16(at) : NOT_SMALL;
     case 0xd2:
-      if (at + 4 > smallEnd) return NOT_SMALL;
-      smallAt = at + 4;
-      return scratchView.getInt32(at);
+      return take(4) ? scratchView.getInt32(at) : NOT_SMALL;
     case 0xd9:
-      if (at + 1 > smallEnd) return NOT_SMALL;
-      smallAt = at + 1;
-      return readAscii(scratch[at]!);
+      return take(1) ? readAscii(scratch[at]!) : NOT_SMALL;
     case 0xdc:
-      if (at + 2 > smallEnd) return NOT_SMALL;
-      smallAt = at + 2;
-      return readSmallArray(scratchView.getUint16(at));
+      return take(2) ? readSmallArray(scratchView.getUint16(at)) : NOT_SMALL;
     case 0xde:
-      if (at + 2 > smallEnd) return NOT_SMALL;
-      smallAt = at + 2;
-      return readSmallMap(scratchView.getUint16(at));
+      return take(2) ? readSmallMap(scratchView.getUint16(at)) : NOT_SMALL;
     default:
       return NOT_SMALL;
   }
+}
+
+/** Steps over the `bytes` of a value's fixed-size part if they are all there. */
+function take(bytes: number): boolean {
+  if (smallAt + bytes > smallEnd) return false;
+  smallAt += bytes;
+  return true;
 }
 
 function readSmallArray(length: number): unknown {
