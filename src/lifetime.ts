@@ -1,26 +1,41 @@
 /**
- * Servers started by `Root.local` must not outlive the program that started them, even when that
- * program is killed with SIGKILL and has no chance to stop them. Such a server is given its parent's
- * PID in `PCLUSTER_EXIT_WITH_PARENT`; it checks on that process every second and, once it is gone,
- * stops itself the graceful way (SIGTERM to itself, which its signal handler turns into a clean stop).
+ * How a server process (`pcluster node`, `pcluster log`) lives until it is asked to stop: SIGINT,
+ * SIGTERM, or — for one started by `Root.local` — the end of the program that started it. Such a
+ * server must not outlive that program even when it is killed with SIGKILL and has no chance to stop
+ * it: it is given its parent's PID in `PCLUSTER_EXIT_WITH_PARENT`, checks on that process every
+ * second, and stops the same graceful way once it is gone.
  */
 export const EXIT_WITH_PARENT_ENV = "PCLUSTER_EXIT_WITH_PARENT";
 
 const CHECK_EVERY_MS = 1000;
 
-/** Watches the PID in `PCLUSTER_EXIT_WITH_PARENT`, if set; call once the SIGTERM handler is installed. */
-export function exitWithParent(): void {
+/** Resolves once `stop` has run (or failed) after the first of SIGINT, SIGTERM or the parent's end. */
+export function runUntilStopped(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolveStopped) => {
+    const onStop = (): void => {
+      process.off("SIGINT", onStop);
+      process.off("SIGTERM", onStop);
+      clearInterval(watch);
+      stop().then(resolveStopped, resolveStopped);
+    };
+    process.on("SIGINT", onStop);
+    process.on("SIGTERM", onStop);
+    const watch = watchParent(onStop);
+  });
+}
+
+/** Calls `onGone` once the process in `PCLUSTER_EXIT_WITH_PARENT` (if set) is gone. */
+function watchParent(onGone: () => void): ReturnType<typeof setInterval> | undefined {
   const value = process.env[EXIT_WITH_PARENT_ENV];
-  if (value === undefined || value === "") return;
+  if (value === undefined || value === "") return undefined;
   const parent = Number(value);
-  if (!Number.isInteger(parent) || parent <= 1) return;
+  if (!Number.isInteger(parent) || parent <= 1) return undefined;
   const timer = setInterval(() => {
     // The parent is gone when signal 0 to it fails, or when we were reparented (to init or a subreaper).
-    if (isAlive(parent) && process.ppid === parent) return;
-    clearInterval(timer);
-    process.kill(process.pid, "SIGTERM");
+    if (!isAlive(parent) || process.ppid !== parent) onGone();
   }, CHECK_EVERY_MS);
   timer.unref();
+  return timer;
 }
 
 function isAlive(pid: number): boolean {

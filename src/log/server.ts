@@ -2,7 +2,7 @@ import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { consola } from "consola";
 import { PclusterError, ProtocolError } from "../errors.ts";
-import { exitWithParent } from "../lifetime.ts";
+import { runUntilStopped } from "../lifetime.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
 import type { Connection } from "../protocol/connection.ts";
@@ -117,16 +117,7 @@ export async function runLogServer(options: LogServerOptions): Promise<void> {
     process.exit(1);
   }
   console.log(`pcluster log server listening on ${formatAddress(server.host, server.port)}, writing to ${server.outfile}`);
-  await new Promise<void>((resolveStopped) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      server.stop().then(resolveStopped);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-    exitWithParent();
-  });
+  await runUntilStopped(() => server.stop());
 }
 
 function openLogFile(path: string, overwrite: boolean): number {

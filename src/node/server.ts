@@ -2,7 +2,7 @@ import consola from "consola";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, PclusterError, ProtocolError, StateError } from "../errors.ts";
-import { exitWithParent } from "../lifetime.ts";
+import { runUntilStopped } from "../lifetime.ts";
 import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
@@ -374,8 +374,9 @@ export class NodeServer {
 
   /** To the console and the log server. */
   #note(level: "info" | "warn" | "error", message: string): void {
-    consola[level](`[node ${this.#server ? this.address : this.#options.host}] ${message}`);
-    if (this.#options.logAddress !== undefined) log(`[node ${this.#server ? this.address : this.#options.host}] ${message}`);
+    const line = `[node ${this.#server ? this.address : this.#options.host}] ${message}`;
+    consola[level](line);
+    if (this.#options.logAddress !== undefined) log(line);
   }
 }
 
@@ -397,16 +398,7 @@ export async function runNodeServer(options: NodeServerOptions): Promise<void> {
     process.exit(1);
   }
   console.log(`pcluster node listening on ${node.address}`);
-  await new Promise<void>((resolveStopped) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      node.stop().then(resolveStopped, resolveStopped);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-    exitWithParent();
-  });
+  await runUntilStopped(() => node.stop());
   await flushLogs(2000);
   process.exit(0);
 }

@@ -18,7 +18,7 @@ import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient, type NodeClientOptions } from "./node-client.ts";
 import { type TaskInput, pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
-import { ResultPump } from "./results.ts";
+import { ResultPump, isThenable } from "./results.ts";
 import { type NodeLane, Scheduler, type SchedulerOptions } from "./scheduler.ts";
 
 export interface RootOptions extends NodeClientOptions {
@@ -458,14 +458,7 @@ export class Root implements AsyncDisposable {
   #onOutput(value: unknown): unknown {
     this.#progress.outputs++;
     const handler = this.#outputOverride ?? this.#setupOptions.outputHandler;
-    if (handler === undefined) return undefined;
-    // Inline rather than through #guard: this runs once per output, and closures per call add up.
-    try {
-      return settledQuietly(handler(value), "outputHandler");
-    } catch (error) {
-      reportHandlerError("outputHandler", error);
-      return undefined;
-    }
+    return handler === undefined ? undefined : callHandler("outputHandler", handler, value);
   }
 
   #onTaskError(client: NodeClient, item: number, report: TaskErrorReport, failed: boolean): unknown {
@@ -478,7 +471,7 @@ export class Root implements AsyncDisposable {
       item,
     });
     const handler = this.#setupOptions.errorHandler;
-    if (handler !== undefined) return this.#guard("errorHandler", () => handler(error));
+    if (handler !== undefined) return callHandler("errorHandler", handler, error);
     if (this.#unhandledErrors++ < MAX_UNHANDLED_ERROR_NOTES) {
       consola.warn(`pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`);
     }
@@ -490,17 +483,6 @@ export class Root implements AsyncDisposable {
     if (lane === undefined) return; // a lost node: its items were re-queued already
     for (const id of ids) if (this.#scheduler.complete(lane, id)) this.#progress.done++;
   }
-
-  /** Runs a user handler; what it throws (or rejects with) is reported, and never stops the results. */
-  #guard(name: string, call: () => unknown): unknown {
-    try {
-      return settledQuietly(call(), name);
-    } catch (error) {
-      reportHandlerError(name, error);
-      return undefined;
-    }
-  }
-
 
   // ---- waiting ------------------------------------------------------------------------------------
 
@@ -573,15 +555,21 @@ export class Root implements AsyncDisposable {
   }
 }
 
-/** A handler's error is printed, never thrown into the pump: one bad output must not stop the rest. */
-function reportHandlerError(name: string, error: unknown): void {
-  consola.error(`pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+/**
+ * Runs a user handler on one value (no closure: this runs once per output). What it throws, or a
+ * promise it returns rejects with, is printed and never stops the results; a promise it returns holds
+ * the next results until it settles.
+ */
+function callHandler<T>(name: string, handler: (value: T) => unknown, value: T): unknown {
+  try {
+    const result = handler(value);
+    return isThenable(result) ? Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error)) : result;
+  } catch (error) {
+    reportHandlerError(name, error);
+    return undefined;
+  }
 }
 
-/** A handler's result; a promise it returned is made one that never rejects (its error is reported). */
-function settledQuietly(result: unknown, name: string): unknown {
-  if (result !== null && typeof result === "object" && typeof (result as PromiseLike<unknown>).then === "function") {
-    return Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error));
-  }
-  return result;
+function reportHandlerError(name: string, error: unknown): void {
+  consola.error(`pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
 }
