@@ -1,6 +1,7 @@
 import { Packr, Unpackr } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
+import { NOT_SMALL, SMALL_INPUT_BYTES, decodeSmall, encodeSmall, keepOutput, peekOutput, smallInput } from "./small-items.ts";
 
 /**
  * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;
@@ -15,181 +16,43 @@ const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64As
  */
 const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "number", copyBuffers: true });
 
-/** Encodes one item (or message) to standard MessagePack. */
+/**
+ * Encodes one item (or message) to standard MessagePack. The bytes are never written over, so they may
+ * be kept; small values of plain data are written by `encodeSmall`, everything else by msgpackr.
+ */
 export function encode(value: unknown): Uint8Array {
-  return packr.pack(value);
+  const length = encodeSmall(value);
+  return length >= 0 ? keepOutput(length) : packr.pack(value);
+}
+
+/**
+ * Like `encode`, but the bytes are valid only until the next encode on this thread: for a caller that
+ * copies them at once (into a ring or a batch), which then costs no bytes of its own.
+ */
+export function encodeTransient(value: unknown): Uint8Array {
+  const length = encodeSmall(value);
+  return length >= 0 ? peekOutput(length) : packr.pack(value);
 }
 
 /** One options object for every decode: a hot path must not allocate one per item. */
 const range = { start: 0, end: 0 };
-
-/**
- * Small items are copied into this buffer before decoding: msgpackr's native string extraction costs in
- * proportion to the buffer it is handed, and a byte loop over a few dozen bytes costs less than that
- * (measured: ~15% faster on 80-byte items than decoding in place in a 90 KB batch). A plain Uint8Array:
- * msgpackr copies binary values with the source's own `slice`, and those must stay Uint8Arrays.
- */
-const scratch = new Uint8Array(4096);
-const scratchView = new DataView(scratch.buffer);
-/** The same bytes as a Buffer, whose latin1 `toString` makes an ASCII string fastest (see `readAscii`). */
-const scratchText = Buffer.from(scratch.buffer);
-const SCRATCH_COPY_BELOW = 256;
 
 /** Decodes one item from `bytes[start, end)`; binary values in it get bytes of their own. Throws on malformed input. */
 export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknown {
   const length = end - start;
   // msgpackr reads `end: 0` as "to the end of the buffer": an empty item must fail here, not decode that.
   if (length <= 0) throw new RangeError("an item is at least one byte of MessagePack; got none");
-  if (length < SCRATCH_COPY_BELOW) {
-    for (let i = 0; i < length; i++) scratch[i] = bytes[start + i]!;
+  if (length < SMALL_INPUT_BYTES) {
+    for (let i = 0; i < length; i++) smallInput[i] = bytes[start + i]!;
     const value = decodeSmall(length);
     if (value !== NOT_SMALL) return value;
     range.start = 0;
     range.end = length;
-    return itemUnpackr.unpack(scratch, range);
+    return itemUnpackr.unpack(smallInput, range);
   }
   range.start = start;
   range.end = end;
   return itemUnpackr.unpack(bytes, range);
-}
-
-// ---- small items without msgpackr ---------------------------------------------------------------
-//
-// Most items are small maps of ASCII strings and numbers. msgpackr decodes each of their strings with a
-// native call (about half of a ~700 ns decode of an 80-byte item) and its large reader costs every
-// worker thread tens of milliseconds of JIT compilation. `decodeSmall` reads just that subset of
-// MessagePack from `scratch` and gives up (NOT_SMALL) on anything else — any other type, a non-ASCII
-// string or key, the key "__proto__" (msgpackr renames it), bytes cut short or left over — so msgpackr
-// then decodes it (or throws) exactly as before. What it does decode, it decodes as msgpackr does.
-
-/** What `decodeSmall` returns when it leaves an item to msgpackr. */
-const NOT_SMALL = Symbol("not a small item");
-let smallAt = 0;
-let smallEnd = 0;
-
-function decodeSmall(length: number): unknown {
-  smallAt = 0;
-  smallEnd = length;
-  const value = readSmall();
-  return smallAt === smallEnd ? value : NOT_SMALL;
-}
-
-function readSmall(): unknown {
-  if (smallAt >= smallEnd) return NOT_SMALL;
-  const token = scratch[smallAt++]!;
-  if (token < 0x80) return token; // positive fixint
-  if (token < 0x90) return readSmallMap(token & 0x0f);
-  if (token < 0xa0) return readSmallArray(token & 0x0f);
-  if (token < 0xc0) return readAscii(token & 0x1f);
-  if (token >= 0xe0) return token - 0x100; // negative fixint
-  const at = smallAt;
-  switch (token) {
-    case 0xc0:
-      return null;
-    case 0xc2:
-      return false;
-    case 0xc3:
-      return true;
-    case 0xcb:
-      return take(8) ? scratchView.getFloat64(at) : NOT_SMALL;
-    case 0xcc:
-      return take(1) ? scratch[at]! : NOT_SMALL;
-    case 0xcd:
-      return take(2) ? scratchView.getUint16(at) : NOT_SMALL;
-    case 0xce:
-      return take(4) ? scratchView.getUint32(at) : NOT_SMALL;
-    case 0xd0:
-      return take(1) ? scratchView.getInt8(at) : NOT_SMALL;
-    case 0xd1:
-      return take(2) ? scratchView.getInt16(at) : NOT_SMALL;
-    case 0xd2:
-      return take(4) ? scratchView.getInt32(at) : NOT_SMALL;
-    case 0xd9:
-      return take(1) ? readAscii(scratch[at]!) : NOT_SMALL;
-    case 0xdc:
-      return take(2) ? readSmallArray(scratchView.getUint16(at)) : NOT_SMALL;
-    case 0xde:
-      return take(2) ? readSmallMap(scratchView.getUint16(at)) : NOT_SMALL;
-    default:
-      return NOT_SMALL;
-  }
-}
-
-/** Steps over the `bytes` of a value's fixed-size part if they are all there. */
-function take(bytes: number): boolean {
-  if (smallAt + bytes > smallEnd) return false;
-  smallAt += bytes;
-  return true;
-}
-
-function readSmallArray(length: number): unknown {
-  if (length > smallEnd - smallAt) return NOT_SMALL; // each element takes a byte at least
-  const array = new Array(length);
-  for (let i = 0; i < length; i++) {
-    const value = readSmall();
-    if (value === NOT_SMALL) return NOT_SMALL;
-    array[i] = value;
-  }
-  return array;
-}
-
-function readSmallMap(length: number): unknown {
-  const object: Record<string, unknown> = {};
-  for (let i = 0; i < length; i++) {
-    if (smallAt >= smallEnd) return NOT_SMALL;
-    const token = scratch[smallAt]!;
-    if (token < 0xa0 || token >= 0xc0) return NOT_SMALL; // keys other than short strings: msgpackr's rules
-    smallAt++;
-    const key = readKey(token & 0x1f);
-    if (key === undefined || key === "__proto__") return NOT_SMALL;
-    const value = readSmall();
-    if (value === NOT_SMALL) return NOT_SMALL;
-    object[key as string] = value;
-  }
-  return object;
-}
-
-/**
- * Keys seen before, by length and first and last byte: most items repeat the same few keys, and a key
- * string that already exists is both cheaper to get and cheaper to store under than a new one.
- */
-const keyCache: Array<{ bytes: Uint8Array; key: string } | undefined> = new Array(4096);
-
-/** A map key of `length` bytes at `smallAt` if they are all ASCII, else undefined. */
-function readKey(length: number): string | undefined {
-  const start = smallAt;
-  const end = start + length;
-  if (end > smallEnd) return undefined;
-  const slot = ((length << 7) ^ (scratch[start]! << 4) ^ scratch[end - 1]!) & 4095;
-  const cached = keyCache[slot];
-  if (cached !== undefined && cached.bytes.length === length) {
-    const bytes = cached.bytes;
-    let same = true;
-    for (let i = 0; i < length; i++) {
-      if (bytes[i] !== scratch[start + i]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) {
-      smallAt = end;
-      return cached.key;
-    }
-  }
-  const key = readAscii(length);
-  if (key === NOT_SMALL) return undefined;
-  keyCache[slot] = { bytes: scratch.slice(start, end), key: key as string };
-  return key as string;
-}
-
-/** A string of `length` bytes at `smallAt` if they are all ASCII (then latin1 is UTF-8), else NOT_SMALL. */
-function readAscii(length: number): unknown {
-  const start = smallAt;
-  const end = start + length;
-  if (end > smallEnd) return NOT_SMALL;
-  for (let i = start; i < end; i++) if (scratch[i]! >= 0x80) return NOT_SMALL;
-  smallAt = end;
-  return scratchText.toString("latin1", start, end);
 }
 
 /** Decodes a message envelope: its binary fields (the record blobs) stay views of `bytes`, uncopied. */

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { decode as referenceDecode } from "@msgpack/msgpack";
-import { Unpackr } from "msgpackr";
-import { decode, encode } from "../../src/protocol/codec.ts";
+import { Packr, Unpackr } from "msgpackr";
+import { decode, encode, encodeTransient } from "../../src/protocol/codec.ts";
 import { seededRandom } from "../support/random.ts";
 
 /**
@@ -10,6 +10,8 @@ import { seededRandom } from "../support/random.ts";
  * must be exactly msgpackr's: the same value, or an error where msgpackr throws.
  */
 const msgpackr = new Unpackr({ useRecords: false, int64AsType: "number", copyBuffers: true });
+/** msgpackr as codec.ts configures it for writing: what `encode` must agree with. */
+const msgpackrWriter = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64AsType: "number" });
 
 function outcome(read: () => unknown): { value: unknown } | { error: true } {
   try {
@@ -78,5 +80,130 @@ describe("decode", () => {
     expect(value.bin.constructor).toBe(Uint8Array);
     bytes.fill(0);
     expect([...value.bin]).toEqual([9, 8, 7]);
+  });
+});
+
+/**
+ * `encode` writes small values of plain data (plain objects and arrays, ASCII strings, numbers, booleans,
+ * nil) itself and leaves everything else to msgpackr. Its bytes may differ from msgpackr's, but they must
+ * be standard MessagePack for the same value msgpackr would give: every reader agrees on them.
+ */
+function randomValue(random: () => number, depth: number): unknown {
+  const pick = Math.floor(random() * (depth >= 4 ? 9 : 12));
+  const ascii = (max: number) => Array.from({ length: Math.floor(random() * max) }, () => String.fromCharCode(32 + Math.floor(random() * 95))).join("");
+  switch (pick) {
+    case 0: {
+      const bounds = [0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+      const sign = random() < 0.5 ? -1 : 1;
+      return sign * (bounds[Math.floor(random() * bounds.length)]! + Math.floor(random() * 3) - 1);
+    }
+    case 1:
+      return Math.floor(random() * 200) - 100;
+    case 2:
+      return [random() * 1e6 - 5e5, -0, Number.NaN, Number.NEGATIVE_INFINITY, 1e300, 5e-324][Math.floor(random() * 6)];
+    case 3:
+      return ascii(random() < 0.8 ? 40 : 400);
+    case 4:
+      return ascii(20) + ["é", "日本", "🎉", "\ud800", "\u0080"][Math.floor(random() * 5)] + ascii(20);
+    case 5:
+      return [true, false, null, undefined][Math.floor(random() * 4)];
+    case 6:
+      return [new Date(Math.floor(random() * 2e12)), Uint8Array.of(1, 2, 3), new Map([["k", 1]]), 10n ** 20n, new Set([1])][Math.floor(random() * 5)];
+    case 7:
+      return random() < 0.5 ? "x".repeat(70_000) : Array.from({ length: 3000 }, (_, i) => i);
+    case 8:
+      return ascii(8);
+    case 9:
+    case 10: {
+      const object: Record<string, unknown> = {};
+      const keys = Math.floor(random() * (random() < 0.2 ? 40 : 6));
+      for (let i = 0; i < keys; i++) object[random() < 0.05 ? `ключ${i}` : ascii(12)] = randomValue(random, depth + 1);
+      return object;
+    }
+    default:
+      return Array.from({ length: Math.floor(random() * (random() < 0.2 ? 40 : 6)) }, () => randomValue(random, depth + 1));
+  }
+}
+
+/** The value msgpackr's own bytes decode to, or "throws" when msgpackr cannot encode it. */
+function expected(value: unknown): unknown {
+  try {
+    return msgpackr.unpack(msgpackrWriter.pack(value));
+  } catch {
+    return "throws";
+  }
+}
+
+function ours(value: unknown): Uint8Array | "throws" {
+  try {
+    return encode(value);
+  } catch {
+    return "throws";
+  }
+}
+
+/** Both refuse `value`, or our bytes decode (by msgpackr) to what msgpackr's own bytes decode to. */
+function expectAgreement(value: unknown): void {
+  const bytes = ours(value);
+  const wanted = expected(value);
+  if (bytes === "throws" || wanted === "throws") expect(bytes).toBe(wanted as "throws");
+  else expect(msgpackr.unpack(bytes)).toEqual(wanted);
+}
+
+describe("encode", () => {
+  test("every kind of value decodes to what msgpackr's encoding of it decodes to", () => {
+    const sparse = [1, , 3]; // a hole is undefined, then nil
+    const inherited = Object.create({ inherited: 1 }) as Record<string, unknown>;
+    inherited.own = 2;
+    class Point {
+      constructor(public x = 1, public y = 2) {}
+    }
+    for (const value of [...values, { list: values }, sparse, inherited, new Point(), -0, { big: 2 ** 40, neg: -(2 ** 40) }, undefined, { u: undefined }]) {
+      const bytes = ours(value);
+      if (bytes === "throws") throw new Error(`encode threw on ${String(value)}`);
+      expect(msgpackr.unpack(bytes)).toEqual(expected(value));
+      expect(decode(bytes)).toEqual(expected(value));
+    }
+  });
+
+  test("small plain values are standard MessagePack that @msgpack/msgpack reads alike", () => {
+    for (const value of [{ id: 7, payload: "q".repeat(64) }, [1, -2, 3.5, "s", null, true], "t".repeat(300), { nested: { a: [1, { b: "c" }] } }, 4_000_000_000, -70_000]) {
+      expect(referenceDecode(encode(value)) as unknown).toEqual(referenceDecode(msgpackrWriter.pack(value)) as unknown);
+    }
+  });
+
+  test("maps of 16 keys and more, and the 8 KiB limit of the small writer", () => {
+    const keys = (count: number) => Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, i]));
+    for (const count of [15, 16, 17]) expect(decode(encode(keys(count)))).toEqual(keys(count));
+    const wide = keys(300);
+    const large = { text: "a".repeat(10_000), list: Array.from({ length: 100 }, (_, i) => ({ i })) };
+    for (const value of [wide, large, { a: wide }, [wide, wide]]) expect(decode(encode(value))).toEqual(expected(value));
+  });
+
+  test("random values: the same value as msgpackr, or the same refusal (5000 seeded cases)", () => {
+    const random = seededRandom(20261128);
+    for (let i = 0; i < 5000; i++) {
+      expectAgreement(randomValue(random, 0));
+    }
+  });
+
+  test("encoded bytes are never written over by later encodes; transient bytes are right until the next", () => {
+    const random = seededRandom(7);
+    const kept = Array.from({ length: 20_000 }, (_, i) => {
+      const value = { i, text: "v".repeat(Math.floor(random() * 200)) };
+      return { value, bytes: encode(value) };
+    });
+    for (const { value, bytes } of kept) expect(decode(bytes)).toEqual(value);
+    for (let i = 0; i < 2000; i++) {
+      const value = [i, "w".repeat(i % 300)];
+      expect(decode(encodeTransient(value))).toEqual(value);
+    }
+  });
+
+  test("a cycle, a function or a symbol gets msgpackr's answer (a refusal, or nil)", () => {
+    const cycle: Record<string, unknown> = { a: 1 };
+    cycle.self = cycle;
+    expect(ours(cycle)).toBe("throws");
+    for (const value of [cycle, { f: () => 1 }, Symbol("s"), { s: Symbol("t") }, [() => 2]]) expectAgreement(value);
   });
 });

@@ -1,0 +1,357 @@
+/**
+ * Small items without msgpackr: a reader and a writer for the subset of MessagePack that most items are
+ * made of — maps with ASCII keys, arrays, ASCII strings, 32-bit integers, floats, booleans and nil. Both
+ * give up on anything else (the reader returns NOT_SMALL, the writer -1), and codec.ts then hands the
+ * item to msgpackr, so every item still encodes and decodes exactly as msgpackr would have it.
+ *
+ * Why: msgpackr costs ~450 ns to encode and ~700 ns to decode an 80-byte item here, most of it in a
+ * native call per string, and its large reader and writer cost every fresh worker thread tens of
+ * milliseconds of JIT compilation. These short loops do the same items in a fraction of that (see
+ * `bun run bench framing`). Each thread has its own buffers: this module is instantiated per thread.
+ */
+
+// ---- reading ------------------------------------------------------------------------------------
+//
+// The reader reads from `smallInput`, where codec.ts copies an item first: msgpackr's native string
+// extraction costs in proportion to the buffer it is handed, so its fallback is cheaper from there too.
+// It gives up (NOT_SMALL) on any other type, a non-ASCII string or key, the key "__proto__" (msgpackr
+// renames it), bytes cut short or left over. What it does decode, it decodes as msgpackr does.
+
+/**
+ * Items shorter than this are decoded from `smallInput`. A plain Uint8Array: msgpackr copies binary
+ * values with the source's own `slice`, and those must stay Uint8Arrays.
+ */
+export const SMALL_INPUT_BYTES = 256;
+export const smallInput = new Uint8Array(4096);
+const scratch = smallInput;
+const scratchView = new DataView(scratch.buffer);
+/** The same bytes as a Buffer, whose latin1 `toString` makes an ASCII string fastest (see `readAscii`). */
+const scratchText = Buffer.from(scratch.buffer);
+
+/** What `decodeSmall` returns when it leaves an item to msgpackr. */
+export const NOT_SMALL = Symbol("not a small item");
+let smallAt = 0;
+let smallEnd = 0;
+
+export function decodeSmall(length: number): unknown {
+  smallAt = 0;
+  smallEnd = length;
+  const value = readSmall();
+  return smallAt === smallEnd ? value : NOT_SMALL;
+}
+
+function readSmall(): unknown {
+  if (smallAt >= smallEnd) return NOT_SMALL;
+  const token = scratch[smallAt++]!;
+  if (token < 0x80) return token; // positive fixint
+  if (token < 0x90) return readSmallMap(token & 0x0f);
+  if (token < 0xa0) return readSmallArray(token & 0x0f);
+  if (token < 0xc0) return readAscii(token & 0x1f);
+  if (token >= 0xe0) return token - 0x100; // negative fixint
+  const at = smallAt;
+  switch (token) {
+    case 0xc0:
+      return null;
+    case 0xc2:
+      return false;
+    case 0xc3:
+      return true;
+    case 0xcb:
+      return take(8) ? scratchView.getFloat64(at) : NOT_SMALL;
+    case 0xcc:
+      return take(1) ? scratch[at]! : NOT_SMALL;
+    case 0xcd:
+      return take(2) ? scratchView.getUint16(at) : NOT_SMALL;
+    case 0xce:
+      return take(4) ? scratchView.getUint32(at) : NOT_SMALL;
+    case 0xd0:
+      return take(1) ? scratchView.getInt8(at) : NOT_SMALL;
+    case 0xd1:
+      return take(2) ? scratchView.getInt16(at) : NOT_SMALL;
+    case 0xd2:
+      return take(4) ? scratchView.getInt32(at) : NOT_SMALL;
+    case 0xd9:
+      return take(1) ? readAscii(scratch[at]!) : NOT_SMALL;
+    case 0xdc:
+      return take(2) ? readSmallArray(scratchView.getUint16(at)) : NOT_SMALL;
+    case 0xde:
+      return take(2) ? readSmallMap(scratchView.getUint16(at)) : NOT_SMALL;
+    default:
+      return NOT_SMALL;
+  }
+}
+
+/** Steps over the `bytes` of a value's fixed-size part if they are all there. */
+function take(bytes: number): boolean {
+  if (smallAt + bytes > smallEnd) return false;
+  smallAt += bytes;
+  return true;
+}
+
+function readSmallArray(length: number): unknown {
+  if (length > smallEnd - smallAt) return NOT_SMALL; // each element takes a byte at least
+  const array = new Array(length);
+  for (let i = 0; i < length; i++) {
+    const value = readSmall();
+    if (value === NOT_SMALL) return NOT_SMALL;
+    array[i] = value;
+  }
+  return array;
+}
+
+function readSmallMap(length: number): unknown {
+  const object: Record<string, unknown> = {};
+  for (let i = 0; i < length; i++) {
+    if (smallAt >= smallEnd) return NOT_SMALL;
+    const token = scratch[smallAt]!;
+    if (token < 0xa0 || token >= 0xc0) return NOT_SMALL; // keys other than short strings: msgpackr's rules
+    smallAt++;
+    const key = readKey(token & 0x1f);
+    if (key === undefined || key === "__proto__") return NOT_SMALL;
+    const value = readSmall();
+    if (value === NOT_SMALL) return NOT_SMALL;
+    object[key as string] = value;
+  }
+  return object;
+}
+
+/**
+ * Keys seen before, by length and first and last byte: most items repeat the same few keys, and a key
+ * string that already exists is both cheaper to get and cheaper to store under than a new one.
+ */
+const keyCache: Array<{ bytes: Uint8Array; key: string } | undefined> = new Array(4096);
+
+/** A map key of `length` bytes at `smallAt` if they are all ASCII, else undefined. */
+function readKey(length: number): string | undefined {
+  const start = smallAt;
+  const end = start + length;
+  if (end > smallEnd) return undefined;
+  const slot = ((length << 7) ^ (scratch[start]! << 4) ^ scratch[end - 1]!) & 4095;
+  const cached = keyCache[slot];
+  if (cached !== undefined && cached.bytes.length === length) {
+    const bytes = cached.bytes;
+    let same = true;
+    for (let i = 0; i < length; i++) {
+      if (bytes[i] !== scratch[start + i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) {
+      smallAt = end;
+      return cached.key;
+    }
+  }
+  const key = readAscii(length);
+  if (key === NOT_SMALL) return undefined;
+  keyCache[slot] = { bytes: scratch.slice(start, end), key: key as string };
+  return key as string;
+}
+
+/** A string of `length` bytes at `smallAt` if they are all ASCII (then latin1 is UTF-8), else NOT_SMALL. */
+function readAscii(length: number): unknown {
+  const start = smallAt;
+  const end = start + length;
+  if (end > smallEnd) return NOT_SMALL;
+  for (let i = start; i < end; i++) if (scratch[i]! >= 0x80) return NOT_SMALL;
+  smallAt = end;
+  return scratchText.toString("latin1", start, end);
+}
+
+
+// ---- writing ------------------------------------------------------------------------------------
+//
+// The writer writes into a slab (see `encodeSmall`) and returns the length, or -1 to leave the value to msgpackr:
+// any object that is not a plain object or array (Date, Map, typed arrays, class instances — msgpackr
+// has rules for those), a non-ASCII string or key, a bigint, symbol or function, more than
+// SMALL_OUTPUT_BYTES of output, or nesting deeper than MAX_DEPTH (a cycle). Where it writes, it follows
+// msgpackr's choices: plain objects are those whose `constructor` is Object, their own enumerable keys
+// in for-in order; an integer that is not 32-bit and every other number is a float64; -0 is 0; undefined
+// is nil. The bytes may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where
+// msgpackr always writes map16), but both are standard MessagePack for the same value.
+
+/** Longest output the writer produces; larger items go to msgpackr, whose cost per item is then small. */
+export const SMALL_OUTPUT_BYTES = 8192;
+/**
+ * The writer writes into a slab, each value after the last one kept (`keepOutput`), and starts a new
+ * slab when the rest of this one could not hold a largest value. Kept values are views of the slab, which
+ * is never written over: like msgpackr's own output, they may be kept as long as needed, and cost a view
+ * instead of a buffer of their own.
+ */
+const SLAB_BYTES = 64 * 1024;
+let out = new Uint8Array(SLAB_BYTES);
+let outView = new DataView(out.buffer);
+let outText = nativeWriter(out);
+/** Where the value being written starts, where the writer is, and the most it may write. */
+let outStart = 0;
+let outAt = 0;
+let outLimit = SMALL_OUTPUT_BYTES;
+const MAX_DEPTH = 32;
+
+/** Buffer's `utf8Write` (in Bun and Node, untyped): a string's UTF-8 at an offset, returning the bytes written. */
+function nativeWriter(bytes: Uint8Array): { utf8Write(text: string, offset: number): number } {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) as unknown as { utf8Write(text: string, offset: number): number };
+}
+
+/**
+ * Writes `value` as MessagePack; returns its length in bytes, or -1 when msgpackr must encode it. The
+ * bytes are then `keepOutput(length)` (a view to keep) or `peekOutput(length)` (valid until the next call).
+ */
+export function encodeSmall(value: unknown): number {
+  if (outStart + SMALL_OUTPUT_BYTES > SLAB_BYTES) {
+    out = new Uint8Array(SLAB_BYTES);
+    outView = new DataView(out.buffer);
+    outText = nativeWriter(out);
+    outStart = 0;
+  }
+  outAt = outStart;
+  outLimit = outStart + SMALL_OUTPUT_BYTES;
+  return writeSmall(value, 0) ? outAt - outStart : -1;
+}
+
+/** The value `encodeSmall` just wrote, as bytes that are never written over. */
+export function keepOutput(length: number): Uint8Array {
+  const bytes = out.subarray(outStart, outStart + length);
+  outStart = (outStart + length + 7) & ~7;
+  return bytes;
+}
+
+/** The value `encodeSmall` just wrote, valid until its next call: for bytes copied at once. */
+export function peekOutput(length: number): Uint8Array {
+  return out.subarray(outStart, outStart + length);
+}
+
+function writeSmall(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case "string":
+      return writeAscii(value);
+    case "number":
+      return writeNumber(value);
+    case "boolean":
+      return writeByte(value ? 0xc3 : 0xc2);
+    case "undefined":
+      return writeByte(0xc0);
+    case "object": {
+      if (value === null) return writeByte(0xc0);
+      if (depth === MAX_DEPTH) return false;
+      const constructor = (value as { constructor?: unknown }).constructor;
+      if (constructor === Object) return writeMap(value as Record<string, unknown>, depth + 1);
+      if (constructor === Array) return writeArray(value as unknown[], depth + 1);
+      return false;
+    }
+    default:
+      return false;
+  }
+}
+
+function writeByte(byte: number): boolean {
+  if (outAt >= outLimit) return false;
+  out[outAt++] = byte;
+  return true;
+}
+
+function writeNumber(value: number): boolean {
+  if (outAt + 9 > outLimit) return false;
+  if (value >>> 0 === value) {
+    if (value < 0x80) out[outAt++] = value;
+    else if (value < 0x100) {
+      out[outAt++] = 0xcc;
+      out[outAt++] = value;
+    } else if (value < 0x10000) {
+      out[outAt++] = 0xcd;
+      outView.setUint16(outAt, value);
+      outAt += 2;
+    } else {
+      out[outAt++] = 0xce;
+      outView.setUint32(outAt, value);
+      outAt += 4;
+    }
+  } else if (value >> 0 === value) {
+    if (value >= -0x20) out[outAt++] = value + 0x100;
+    else if (value >= -0x80) {
+      out[outAt++] = 0xd0;
+      out[outAt++] = value + 0x100;
+    } else if (value >= -0x8000) {
+      out[outAt++] = 0xd1;
+      outView.setInt16(outAt, value);
+      outAt += 2;
+    } else {
+      out[outAt++] = 0xd2;
+      outView.setInt32(outAt, value);
+      outAt += 4;
+    }
+  } else {
+    out[outAt++] = 0xcb;
+    outView.setFloat64(outAt, value);
+    outAt += 8;
+  }
+  return true;
+}
+
+/** Strings longer than this are written by Buffer's native UTF-8 writer; shorter ones by a loop. */
+const NATIVE_WRITE_FROM = 16;
+
+/** A string as fixstr, str8 or str16 if every character is ASCII (then UTF-8 is one byte per char). */
+function writeAscii(value: string): boolean {
+  const length = value.length;
+  let at = outAt;
+  // Room for the head and for 3 bytes per character, what the native writer may write before we see.
+  if (at + 3 * length + 3 > outLimit) return false;
+  if (length < 0x20) out[at++] = 0xa0 | length;
+  else if (length < 0x100) {
+    out[at++] = 0xd9;
+    out[at++] = length;
+  } else {
+    out[at++] = 0xda;
+    out[at++] = length >> 8;
+    out[at++] = length & 0xff;
+  }
+  if (length < NATIVE_WRITE_FROM) {
+    for (let i = 0; i < length; i++) {
+      const code = value.charCodeAt(i);
+      if (code >= 0x80) return false;
+      out[at + i] = code;
+    }
+  } else if (outText.utf8Write(value, at) !== length) {
+    return false; // UTF-8 takes more bytes than characters exactly when some character is not ASCII
+  }
+  outAt = at + length;
+  return true;
+}
+
+function writeArray(array: unknown[], depth: number): boolean {
+  const length = array.length;
+  if (length < 0x10) {
+    if (!writeByte(0x90 | length)) return false;
+  } else {
+    if (length >= 0x10000 || outAt + 3 > outLimit) return false;
+    out[outAt++] = 0xdc;
+    outView.setUint16(outAt, length);
+    outAt += 2;
+  }
+  for (let i = 0; i < length; i++) if (!writeSmall(array[i], depth)) return false;
+  return true;
+}
+
+/** A plain object's own enumerable keys and their values; the size is written when they are counted. */
+function writeMap(object: Record<string, unknown>, depth: number): boolean {
+  const head = outAt;
+  if (!writeByte(0x80)) return false;
+  const keys = Object.keys(object); // msgpackr's for-in with hasOwnProperty: the same keys, in the same order
+  const size = keys.length;
+  for (let i = 0; i < size; i++) {
+    const key = keys[i]!;
+    if (!writeAscii(key) || !writeSmall(object[key], depth)) return false;
+  }
+  if (size < 0x10) {
+    out[head] = 0x80 | size;
+    return true;
+  }
+  // Sixteen keys or more: a map16 head is two bytes longer, so the entries move up to make room.
+  if (size >= 0x10000 || outAt + 2 > outLimit) return false;
+  out.copyWithin(head + 3, head + 1, outAt);
+  out[head] = 0xde;
+  outView.setUint16(head + 1, size);
+  outAt += 2;
+  return true;
+}
