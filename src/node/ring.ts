@@ -89,6 +89,13 @@ export class ByteRing {
     return size + toEnd <= free ? 0 : -1;
   }
 
+  /** Bytes that can be written in one piece at `position` now: the free room, up to the buffer's end. */
+  roomAt(position: number): number {
+    const free = this.capacity - ((position - this.readPosition) >>> 0);
+    const toEnd = this.capacity - (position & this.#mask);
+    return free < toEnd ? free : toEnd;
+  }
+
   /**
    * Writes what a wrap needs at `position` (a pad record, or nothing when fewer than 12 bytes are
    * left) and returns the position at the start of the buffer. Call only when `reserve` wrapped.

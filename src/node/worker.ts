@@ -8,7 +8,8 @@
  */
 import { setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
-import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode } from "../protocol/codec.ts";
+import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
+import { SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 import { ByteRing } from "./ring.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
@@ -86,10 +87,34 @@ class OutputWriter {
   #nextRef = 1;
   readonly #done = new DoneList(256);
   #doneFlags = 0;
+  readonly #target: SmallTarget;
 
   constructor(readonly ring: ByteRing) {
     this.#position = ring.writePosition;
     this.#committed = this.#position;
+    this.#target = new SmallTarget(ring.data);
+  }
+
+  /**
+   * Writes `value` encoded: a small one straight into the ring when there is room for it in one piece
+   * (no bytes of its own, no copy), anything else as `write` does. Throws what `encode` throws.
+   */
+  writeValue(kind: number, stage: number, flags: number, id: number, value: unknown): void | Promise<void> {
+    const ring = this.ring;
+    const position = this.#position;
+    const room = Math.min(ring.roomAt(position), RECORD_HEADER_BYTES + ring.maxPayload);
+    if (room > RECORD_HEADER_BYTES) {
+      const offset = ring.offsetOf(position);
+      const length = encodeSmallInto(value, this.#target, offset + RECORD_HEADER_BYTES, offset + room);
+      if (length >= 0) {
+        writeRecordHeader(ring.view, offset, kind, stage, flags, id, length);
+        const next = (position + RECORD_HEADER_BYTES + length) >>> 0;
+        this.#position = next;
+        if (((next - this.#committed) >>> 0) >= COMMIT_BYTES) this.flush();
+        return;
+      }
+    }
+    return this.write(kind, stage, flags, id, encode(value));
   }
 
   write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
@@ -301,14 +326,12 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     tasks,
     {
       emit(value) {
-        let bytes: Uint8Array;
         try {
-          bytes = encode(value);
+          return output.writeValue(RecordKind.Output, 0, currentFlags, currentId, value);
         } catch (error) {
           const task = tasks[tasks.length - 1]!;
           return output.write(RecordKind.TaskError, tasks.length - 1, currentFlags, currentId, errorReport(task, new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`)));
         }
-        return output.write(RecordKind.Output, 0, currentFlags, currentId, bytes);
       },
       taskError(stage, error) {
         return output.write(RecordKind.TaskError, stage, currentFlags, currentId, errorReport(tasks[stage]!, error));
@@ -318,7 +341,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
         if (target < 0) return false;
         let bytes: Uint8Array;
         try {
-          bytes = encode(item);
+          bytes = encodeTransient(item); // copied into the ring at once
         } catch {
           return false; // the local run reports it
         }

@@ -1,7 +1,7 @@
 import { Packr, Unpackr } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
-import { NOT_SMALL, SMALL_INPUT_BYTES, decodeSmall, encodeSmall, keepOutput, peekOutput, smallInput } from "./small-items.ts";
+import { NOT_SMALL, SMALL_READ_BYTES, decodeSmall, encodeSmall, keepOutput, peekOutput } from "./small-items.ts";
 
 /**
  * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;
@@ -37,18 +37,28 @@ export function encodeTransient(value: unknown): Uint8Array {
 /** One options object for every decode: a hot path must not allocate one per item. */
 const range = { start: 0, end: 0 };
 
+/**
+ * msgpackr decodes small items it is left with from this copy: its native string extraction costs in
+ * proportion to the buffer it is handed. A plain Uint8Array: msgpackr copies binary values with the
+ * source's own `slice`, and those must stay Uint8Arrays.
+ */
+const SCRATCH_BELOW = 256;
+const scratch = new Uint8Array(SCRATCH_BELOW);
+
 /** Decodes one item from `bytes[start, end)`; binary values in it get bytes of their own. Throws on malformed input. */
 export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknown {
   const length = end - start;
   // msgpackr reads `end: 0` as "to the end of the buffer": an empty item must fail here, not decode that.
   if (length <= 0) throw new RangeError("an item is at least one byte of MessagePack; got none");
-  if (length < SMALL_INPUT_BYTES) {
-    for (let i = 0; i < length; i++) smallInput[i] = bytes[start + i]!;
-    const value = decodeSmall(length);
+  if (length <= SMALL_READ_BYTES) {
+    const value = decodeSmall(bytes, start, end);
     if (value !== NOT_SMALL) return value;
+  }
+  if (length < SCRATCH_BELOW) {
+    scratch.set(bytes.subarray(start, end));
     range.start = 0;
     range.end = length;
-    return itemUnpackr.unpack(smallInput, range);
+    return itemUnpackr.unpack(scratch, range);
   }
   range.start = start;
   range.end = end;

@@ -4,45 +4,44 @@
  * give up on anything else (the reader returns NOT_SMALL, the writer -1), and codec.ts then hands the
  * item to msgpackr, so every item still encodes and decodes exactly as msgpackr would have it.
  *
- * Why: msgpackr costs ~450 ns to encode and ~700 ns to decode an 80-byte item here, most of it in a
- * native call per string, and its large reader and writer cost every fresh worker thread tens of
+ * Why: msgpackr costs ~450 ns to encode and ~700 ns to decode an 80-byte item here, much of it in
+ * native calls per string, and its large reader and writer cost every fresh worker thread tens of
  * milliseconds of JIT compilation. These short loops do the same items in a fraction of that (see
  * `bun run bench framing`). Each thread has its own buffers: this module is instantiated per thread.
  */
 
 // ---- reading ------------------------------------------------------------------------------------
 //
-// The reader reads from `smallInput`, where codec.ts copies an item first: msgpackr's native string
-// extraction costs in proportion to the buffer it is handed, so its fallback is cheaper from there too.
-// It gives up (NOT_SMALL) on any other type, a non-ASCII string or key, the key "__proto__" (msgpackr
-// renames it), bytes cut short or left over. What it does decode, it decodes as msgpackr does.
+// The reader reads an item where it lies (a ring slot, a frame). It gives up (NOT_SMALL) on any other
+// type, a non-ASCII string or key, the key "__proto__" (msgpackr renames it), bytes cut short or left
+// over. What it does decode, it decodes as msgpackr does.
 
-/**
- * Items shorter than this are decoded from `smallInput`. A plain Uint8Array: msgpackr copies binary
- * values with the source's own `slice`, and those must stay Uint8Arrays.
- */
-export const SMALL_INPUT_BYTES = 256;
-export const smallInput = new Uint8Array(4096);
-const scratch = smallInput;
-const scratchView = new DataView(scratch.buffer);
-/** The same bytes as a Buffer, whose latin1 `toString` makes an ASCII string fastest (see `readAscii`). */
-const scratchText = Buffer.from(scratch.buffer);
+/** Items up to this long are tried by the reader first (the writer's longest output). */
+export const SMALL_READ_BYTES = 8192;
 
 /** What `decodeSmall` returns when it leaves an item to msgpackr. */
 export const NOT_SMALL = Symbol("not a small item");
+/** Buffer's native `latin1Slice`, which works on any Uint8Array: for ASCII it is the UTF-8 string. */
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
+/** Big-endian float64 bytes are turned around here to be read as a number. */
+const float = new Float64Array(1);
+const floatBytes = new Uint8Array(float.buffer);
+let src: Uint8Array = floatBytes;
 let smallAt = 0;
 let smallEnd = 0;
 
-export function decodeSmall(length: number): unknown {
-  smallAt = 0;
-  smallEnd = length;
+/** Decodes `bytes[start, end)` if it is a small item; NOT_SMALL if msgpackr must. */
+export function decodeSmall(bytes: Uint8Array, start: number, end: number): unknown {
+  src = bytes;
+  smallAt = start;
+  smallEnd = end;
   const value = readSmall();
   return smallAt === smallEnd ? value : NOT_SMALL;
 }
 
 function readSmall(): unknown {
   if (smallAt >= smallEnd) return NOT_SMALL;
-  const token = scratch[smallAt++]!;
+  const token = src[smallAt++]!;
   if (token < 0x80) return token; // positive fixint
   if (token < 0x90) return readSmallMap(token & 0x0f);
   if (token < 0xa0) return readSmallArray(token & 0x0f);
@@ -57,25 +56,27 @@ function readSmall(): unknown {
     case 0xc3:
       return true;
     case 0xcb:
-      return take(8) ? scratchView.getFloat64(at) : NOT_SMALL;
+      return take(8) ? readFloat(at) : NOT_SMALL;
     case 0xcc:
-      return take(1) ? scratch[at]! : NOT_SMALL;
+      return take(1) ? src[at]! : NOT_SMALL;
     case 0xcd:
-      return take(2) ? scratchView.getUint16(at) : NOT_SMALL;
+      return take(2) ? readUint16(at) : NOT_SMALL;
     case 0xce:
-      return take(4) ? scratchView.getUint32(at) : NOT_SMALL;
+      return take(4) ? readInt32(at) >>> 0 : NOT_SMALL;
     case 0xd0:
-      return take(1) ? scratchView.getInt8(at) : NOT_SMALL;
+      return take(1) ? (src[at]! << 24) >> 24 : NOT_SMALL;
     case 0xd1:
-      return take(2) ? scratchView.getInt16(at) : NOT_SMALL;
+      return take(2) ? (readUint16(at) << 16) >> 16 : NOT_SMALL;
     case 0xd2:
-      return take(4) ? scratchView.getInt32(at) : NOT_SMALL;
+      return take(4) ? readInt32(at) : NOT_SMALL;
     case 0xd9:
-      return take(1) ? readAscii(scratch[at]!) : NOT_SMALL;
+      return take(1) ? readAscii(src[at]!) : NOT_SMALL;
+    case 0xda:
+      return take(2) ? readAscii(readUint16(at)) : NOT_SMALL;
     case 0xdc:
-      return take(2) ? readSmallArray(scratchView.getUint16(at)) : NOT_SMALL;
+      return take(2) ? readSmallArray(readUint16(at)) : NOT_SMALL;
     case 0xde:
-      return take(2) ? readSmallMap(scratchView.getUint16(at)) : NOT_SMALL;
+      return take(2) ? readSmallMap(readUint16(at)) : NOT_SMALL;
     default:
       return NOT_SMALL;
   }
@@ -86,6 +87,19 @@ function take(bytes: number): boolean {
   if (smallAt + bytes > smallEnd) return false;
   smallAt += bytes;
   return true;
+}
+
+function readUint16(at: number): number {
+  return (src[at]! << 8) | src[at + 1]!;
+}
+
+function readInt32(at: number): number {
+  return (src[at]! << 24) | (src[at + 1]! << 16) | (src[at + 2]! << 8) | src[at + 3]!;
+}
+
+function readFloat(at: number): number {
+  for (let i = 0; i < 8; i++) floatBytes[7 - i] = src[at + i]!;
+  return float[0]!;
 }
 
 function readSmallArray(length: number): unknown {
@@ -103,14 +117,14 @@ function readSmallMap(length: number): unknown {
   const object: Record<string, unknown> = {};
   for (let i = 0; i < length; i++) {
     if (smallAt >= smallEnd) return NOT_SMALL;
-    const token = scratch[smallAt]!;
+    const token = src[smallAt]!;
     if (token < 0xa0 || token >= 0xc0) return NOT_SMALL; // keys other than short strings: msgpackr's rules
     smallAt++;
     const key = readKey(token & 0x1f);
     if (key === undefined || key === "__proto__") return NOT_SMALL;
     const value = readSmall();
     if (value === NOT_SMALL) return NOT_SMALL;
-    object[key as string] = value;
+    object[key] = value;
   }
   return object;
 }
@@ -126,13 +140,13 @@ function readKey(length: number): string | undefined {
   const start = smallAt;
   const end = start + length;
   if (end > smallEnd) return undefined;
-  const slot = ((length << 7) ^ (scratch[start]! << 4) ^ scratch[end - 1]!) & 4095;
+  const slot = ((length << 7) ^ (src[start]! << 4) ^ src[end - 1]!) & 4095;
   const cached = keyCache[slot];
   if (cached !== undefined && cached.bytes.length === length) {
     const bytes = cached.bytes;
     let same = true;
     for (let i = 0; i < length; i++) {
-      if (bytes[i] !== scratch[start + i]) {
+      if (bytes[i] !== src[start + i]) {
         same = false;
         break;
       }
@@ -144,7 +158,7 @@ function readKey(length: number): string | undefined {
   }
   const key = readAscii(length);
   if (key === NOT_SMALL) return undefined;
-  keyCache[slot] = { bytes: scratch.slice(start, end), key: key as string };
+  keyCache[slot] = { bytes: src.slice(start, end), key: key as string };
   return key as string;
 }
 
@@ -153,11 +167,10 @@ function readAscii(length: number): unknown {
   const start = smallAt;
   const end = start + length;
   if (end > smallEnd) return NOT_SMALL;
-  for (let i = start; i < end; i++) if (scratch[i]! >= 0x80) return NOT_SMALL;
+  for (let i = start; i < end; i++) if (src[i]! >= 0x80) return NOT_SMALL;
   smallAt = end;
-  return scratchText.toString("latin1", start, end);
+  return latin1Slice.call(src, start, end);
 }
-
 
 // ---- writing ------------------------------------------------------------------------------------
 //
@@ -172,53 +185,73 @@ function readAscii(length: number): unknown {
 
 /** Longest output the writer produces; larger items go to msgpackr, whose cost per item is then small. */
 export const SMALL_OUTPUT_BYTES = 8192;
+const MAX_DEPTH = 32;
+
+/** Bytes the writer can write into: the array, and views of it for numbers and for native UTF-8. */
+export class SmallTarget {
+  readonly view: DataView;
+  /** Buffer's `utf8Write` (in Bun and Node, untyped): a string's UTF-8 at an offset, returning the bytes written. */
+  readonly text: { utf8Write(text: string, offset: number): number };
+
+  constructor(readonly bytes: Uint8Array) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) as unknown as SmallTarget["text"];
+  }
+}
+
+// The target being written, where the writer is in it, and the most it may write.
+let out: Uint8Array = new Uint8Array(0);
+let outView: DataView = new DataView(out.buffer);
+let outText: SmallTarget["text"] = Buffer.alloc(0) as unknown as SmallTarget["text"];
+let outAt = 0;
+let outLimit = 0;
+
 /**
- * The writer writes into a slab, each value after the last one kept (`keepOutput`), and starts a new
+ * Writes `value` as MessagePack into `target` from `start`, no further than `limit`; returns its length
+ * in bytes, or -1 when msgpackr must encode it (or it does not fit). Bytes past `start` may have been
+ * written either way.
+ */
+export function encodeSmallInto(value: unknown, target: SmallTarget, start: number, limit: number): number {
+  out = target.bytes;
+  outView = target.view;
+  outText = target.text;
+  outAt = start;
+  outLimit = Math.min(limit, start + SMALL_OUTPUT_BYTES);
+  return writeSmall(value, 0) ? outAt - start : -1;
+}
+
+/**
+ * `encodeSmall` writes into a slab, each value after the last one kept (`keepOutput`), and starts a new
  * slab when the rest of this one could not hold a largest value. Kept values are views of the slab, which
  * is never written over: like msgpackr's own output, they may be kept as long as needed, and cost a view
  * instead of a buffer of their own.
  */
 const SLAB_BYTES = 64 * 1024;
-let out = new Uint8Array(SLAB_BYTES);
-let outView = new DataView(out.buffer);
-let outText = nativeWriter(out);
-/** Where the value being written starts, where the writer is, and the most it may write. */
-let outStart = 0;
-let outAt = 0;
-let outLimit = SMALL_OUTPUT_BYTES;
-const MAX_DEPTH = 32;
-
-/** Buffer's `utf8Write` (in Bun and Node, untyped): a string's UTF-8 at an offset, returning the bytes written. */
-function nativeWriter(bytes: Uint8Array): { utf8Write(text: string, offset: number): number } {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) as unknown as { utf8Write(text: string, offset: number): number };
-}
+let slab = new SmallTarget(new Uint8Array(SLAB_BYTES));
+let slabStart = 0;
 
 /**
  * Writes `value` as MessagePack; returns its length in bytes, or -1 when msgpackr must encode it. The
  * bytes are then `keepOutput(length)` (a view to keep) or `peekOutput(length)` (valid until the next call).
  */
 export function encodeSmall(value: unknown): number {
-  if (outStart + SMALL_OUTPUT_BYTES > SLAB_BYTES) {
-    out = new Uint8Array(SLAB_BYTES);
-    outView = new DataView(out.buffer);
-    outText = nativeWriter(out);
-    outStart = 0;
+  if (slabStart + SMALL_OUTPUT_BYTES > SLAB_BYTES) {
+    slab = new SmallTarget(new Uint8Array(SLAB_BYTES));
+    slabStart = 0;
   }
-  outAt = outStart;
-  outLimit = outStart + SMALL_OUTPUT_BYTES;
-  return writeSmall(value, 0) ? outAt - outStart : -1;
+  return encodeSmallInto(value, slab, slabStart, SLAB_BYTES);
 }
 
 /** The value `encodeSmall` just wrote, as bytes that are never written over. */
 export function keepOutput(length: number): Uint8Array {
-  const bytes = out.subarray(outStart, outStart + length);
-  outStart = (outStart + length + 7) & ~7;
+  const bytes = slab.bytes.subarray(slabStart, slabStart + length);
+  slabStart = (slabStart + length + 7) & ~7;
   return bytes;
 }
 
 /** The value `encodeSmall` just wrote, valid until its next call: for bytes copied at once. */
 export function peekOutput(length: number): Uint8Array {
-  return out.subarray(outStart, outStart + length);
+  return slab.bytes.subarray(slabStart, slabStart + length);
 }
 
 function writeSmall(value: unknown, depth: number): boolean {
