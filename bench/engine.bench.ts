@@ -66,7 +66,7 @@ async function engineRates(
     { workers: WORKERS },
     {
       onResults(batch) {
-        const records = batch.takeRecords();
+        const records = batch.records(); // read in place: the engine clears the batch afterwards
         const reader = new RecordReader(records);
         while (reader.next()) {
           if (reader.kind !== RecordKind.Output) continue;
@@ -84,7 +84,8 @@ async function engineRates(
     const started = performance.now();
     const batch = new RecordBatchBuilder(128 * 1024);
     for (let i = 0; i < count; i++) {
-      batch.append(RecordKind.Input, 0, 0, i, encoded === undefined ? encode(items[i]) : encoded[i]!);
+      if (encoded === undefined) batch.appendValue(RecordKind.Input, 0, 0, i, items[i]);
+      else batch.append(RecordKind.Input, 0, 0, i, encoded[i]!);
       if (batch.count === 1000) engine.dispatch(batch.takeRecords());
     }
     if (batch.count > 0) engine.dispatch(batch.takeRecords());

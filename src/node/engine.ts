@@ -37,9 +37,13 @@ export interface EngineOptions {
   resultBatchBytes?: number;
 }
 
-/** What the engine tells its owner. `onResults` must consume the batch before it returns. */
+/** What the engine tells its owner. */
 export interface EngineEvents {
-  /** Output, TaskError, Failed and Done records for root items, ready to frame (`finishFrame`). */
+  /**
+   * Output, TaskError, Failed and Done records for root items, ready to frame (`finishFrame`) or to
+   * take (`takeRecords`). Records left in the batch when this returns are dropped, so a reader that is
+   * done by then may read them in place (`records()`).
+   */
   onResults(batch: RecordBatchBuilder): void;
   /** A task threw, or an item was given up; the item's record is in the results too. */
   onTaskError?(report: TaskErrorReport & { item: number; stage: number; failed: boolean }): void;
@@ -562,7 +566,9 @@ export class Engine {
 
   #flushResults(): void {
     this.#appendFinished();
-    if (this.#results.count > 0) this.#events.onResults(this.#results);
+    if (this.#results.count === 0) return;
+    this.#events.onResults(this.#results);
+    this.#results.clear();
   }
 
   // ---- workers ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import { Packr, Unpackr } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
-import { NOT_SMALL, SMALL_READ_BYTES, decodeSmall, encodeSmall, keepOutput, peekOutput } from "./small-items.ts";
+import { NOT_SMALL, SMALL_OUTPUT_BYTES, SMALL_READ_BYTES, SmallTarget, decodeSmall, encodeSmall, encodeSmallInto, keepOutput, peekOutput } from "./small-items.ts";
 
 /**
  * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;
@@ -229,6 +229,8 @@ export class RecordReader {
 export class RecordBatchBuilder {
   #buffer: Uint8Array;
   #view: DataView;
+  /** The buffer as `appendValue` writes into it, made when first needed. */
+  #target: SmallTarget | undefined;
   #end = MAX_BLOB_HEAD_BYTES;
   #count = 0;
 
@@ -273,23 +275,71 @@ export class RecordBatchBuilder {
     return { buffer: this.#buffer, at: at + RECORD_HEADER_BYTES };
   }
 
+  /**
+   * Appends a record whose payload is `value` encoded. A small value is written straight into the batch
+   * (no bytes of its own, no copy); anything else goes through `encode`. Throws what `encode` throws,
+   * and then appends nothing.
+   */
+  appendValue(kind: number, stage: number, flags: number, id: number, value: unknown): void {
+    const at = this.#end;
+    const payloadAt = at + RECORD_HEADER_BYTES;
+    if (payloadAt + SMALL_OUTPUT_BYTES <= this.#buffer.length) {
+      this.#target ??= new SmallTarget(this.#buffer);
+      const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
+      if (length >= 0) {
+        writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
+        this.#end = payloadAt + length;
+        this.#count++;
+        return;
+      }
+    }
+    this.append(kind, stage, flags, id, encodeTransient(value));
+  }
+
   /** The finished frame `{ t: type, ...fields, blob }`, ready for the socket; the builder starts over. */
   finishFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
     const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
     const frame = this.#buffer.subarray(start, this.#end);
-    this.#buffer = new Uint8Array(Math.max(this.initialBytes, Math.min(this.#end, 4 * this.initialBytes)));
-    this.#view = new DataView(this.#buffer.buffer);
-    this.#end = MAX_BLOB_HEAD_BYTES;
-    this.#count = 0;
+    this.#replaceBuffer(this.#nextBufferBytes());
     return frame;
   }
 
   /** The records appended so far as a buffer of their own (no frame head); the builder starts over. */
   takeRecords(): Uint8Array {
-    const records = this.#buffer.slice(MAX_BLOB_HEAD_BYTES, this.#end);
+    const records = this.#buffer.subarray(MAX_BLOB_HEAD_BYTES, this.#end);
+    this.#replaceBuffer(this.#nextBufferBytes());
+    return records;
+  }
+
+  /** The records appended so far, in place: valid until the builder changes (for a reader that is done before then). */
+  records(): Uint8Array {
+    return this.#buffer.subarray(MAX_BLOB_HEAD_BYTES, this.#end);
+  }
+
+  /** Drops the records appended so far, keeping the buffer. */
+  clear(): void {
     this.#end = MAX_BLOB_HEAD_BYTES;
     this.#count = 0;
-    return records;
+  }
+
+  /**
+   * The next buffer after one was handed out: as large as the last batch needed, rounded up to a power
+   * of two, between 4 KiB and four times the initial size. A builder that sends small batches does not
+   * allocate (and zero) its full initial size for each one.
+   */
+  #nextBufferBytes(): number {
+    let bytes = 4096;
+    const limit = Math.max(bytes, 4 * this.initialBytes);
+    while (bytes < this.#end && bytes < limit) bytes *= 2;
+    return bytes;
+  }
+
+  #replaceBuffer(bytes: number): void {
+    this.#buffer = new Uint8Array(bytes);
+    this.#view = new DataView(this.#buffer.buffer);
+    this.#target = undefined;
+    this.#end = MAX_BLOB_HEAD_BYTES;
+    this.#count = 0;
   }
 
   #reserve(bytes: number): number {
@@ -300,6 +350,7 @@ export class RecordBatchBuilder {
       grown.set(this.#buffer.subarray(0, at));
       this.#buffer = grown;
       this.#view = new DataView(grown.buffer);
+      this.#target = undefined;
     }
     this.#end = needed;
     return at;

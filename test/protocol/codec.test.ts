@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { decode as referenceDecode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
-import { decode, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, decodeMessage, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import { seededRandom } from "../support/random.ts";
 
 /**
@@ -205,5 +206,63 @@ describe("encode", () => {
     cycle.self = cycle;
     expect(ours(cycle)).toBe("throws");
     for (const value of [cycle, { f: () => 1 }, Symbol("s"), { s: Symbol("t") }, [() => 2]]) expectAgreement(value);
+  });
+});
+
+describe("RecordBatchBuilder", () => {
+  /** Every record of `blob` as [kind, stage, flags, id, decoded payload]. */
+  function readAll(blob: Uint8Array): unknown[][] {
+    const records: unknown[][] = [];
+    const reader = new RecordReader(blob);
+    while (reader.next()) records.push([reader.kind, reader.stage, reader.flags, reader.id, decode(blob, reader.payloadStart, reader.payloadEnd)]);
+    return records;
+  }
+
+  test("appendValue writes what append(encode(value)) writes, small or not, past the buffer's first size", () => {
+    const values = [{ id: 1, payload: "p".repeat(64) }, "x".repeat(20_000), new Date(5), [1, 2, 3], null, { big: "y".repeat(9000) }];
+    const viaValue = new RecordBatchBuilder(64); // tiny, so that it grows
+    const viaBytes = new RecordBatchBuilder(64);
+    for (let i = 0; i < 300; i++) {
+      const value = values[i % values.length];
+      viaValue.appendValue(RecordKind.Input, i % 3, 0, i, value);
+      viaBytes.append(RecordKind.Input, i % 3, 0, i, encode(value));
+    }
+    expect(viaValue.count).toBe(300);
+    expect(readAll(viaValue.takeRecords())).toEqual(readAll(viaBytes.takeRecords()));
+  });
+
+  test("appendValue of a value MessagePack cannot carry throws and appends nothing", () => {
+    const batch = new RecordBatchBuilder();
+    batch.appendValue(RecordKind.Input, 0, 0, 1, "kept");
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    expect(() => batch.appendValue(RecordKind.Input, 0, 0, 2, cycle)).toThrow();
+    expect(batch.count).toBe(1);
+    expect(readAll(batch.takeRecords())).toEqual([[RecordKind.Input, 0, 0, 1, "kept"]]);
+  });
+
+  test("taken records and finished frames stay as they were while the builder goes on", () => {
+    const batch = new RecordBatchBuilder(1024);
+    batch.appendValue(RecordKind.Output, 0, 0, 1, { n: 1 });
+    const taken = batch.takeRecords();
+    batch.appendValue(RecordKind.Output, 0, 0, 2, { n: 2 });
+    const frame = batch.finishFrame("results", { idle: 1 });
+    for (let i = 0; i < 1000; i++) batch.appendValue(RecordKind.Output, 0, 0, 3 + i, { n: 3 + i, pad: "z".repeat(100) });
+    expect(readAll(taken)).toEqual([[RecordKind.Output, 0, 0, 1, { n: 1 }]]);
+    const message = decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { t: string; idle: number; blob: Uint8Array };
+    expect(message.t).toBe("results");
+    expect(readAll(message.blob)).toEqual([[RecordKind.Output, 0, 0, 2, { n: 2 }]]);
+    expect(batch.count).toBe(1000);
+  });
+
+  test("records() reads in place and clear() empties the batch", () => {
+    const batch = new RecordBatchBuilder();
+    batch.appendValue(RecordKind.Output, 1, 0, 9, [1, "a"]);
+    expect(readAll(batch.records())).toEqual([[RecordKind.Output, 1, 0, 9, [1, "a"]]]);
+    batch.clear();
+    expect(batch.count).toBe(0);
+    expect(batch.records().length).toBe(0);
+    batch.appendValue(RecordKind.Output, 0, 0, 10, "b");
+    expect(readAll(batch.records())).toEqual([[RecordKind.Output, 0, 0, 10, "b"]]);
   });
 });
