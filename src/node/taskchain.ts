@@ -80,6 +80,13 @@ const DROPPED = 1;
 const ERRORS = 2;
 const MILLISECONDS = 3;
 
+/** A task whose calls take this long or longer is timed on every call (the clock then costs < 0.5%). */
+const TIME_EVERY_CALL_MS = 0.02;
+/** A faster task is timed on one call in this many (at random), each standing for this many. */
+const SAMPLE_ONE_IN = 16;
+/** Every task's first calls are all timed, to learn how long they take. */
+const TIME_FIRST_CALLS = 64;
+
 /** Milliseconds one worker spent in its tasks so far: its counters start at `offset` in `stats`. */
 export function busyMilliseconds(stats: Float64Array, offset: number, tasks: number): number {
   let total = 0;
@@ -113,11 +120,19 @@ export class ChainRunner {
   readonly #tasks: ResolvedTask[];
   readonly #hooks: ChainHooks;
   readonly #stats: Float64Array;
+  /** Per task: how many calls each timed call stands for (1: every call is timed; see `#clock`). */
+  readonly #weights: Float64Array;
+  /** Per task: a moving average of its timed calls' milliseconds, and how many were timed. */
+  readonly #recentMs: Float64Array;
+  readonly #timed: Float64Array;
 
   constructor(tasks: ResolvedTask[], hooks: ChainHooks, stats: Float64Array) {
     this.#tasks = tasks;
     this.#hooks = hooks;
     this.#stats = stats;
+    this.#weights = new Float64Array(tasks.length).fill(1);
+    this.#recentMs = new Float64Array(tasks.length);
+    this.#timed = new Float64Array(tasks.length);
   }
 
   /** Runs `item` from task `stage` to the end of the chain. */
@@ -125,7 +140,7 @@ export class ChainRunner {
     const tasks = this.#tasks;
     while (stage < tasks.length) {
       const task = tasks[stage]!;
-      const started = performance.now();
+      const started = this.#clock(stage);
       let result: unknown;
       try {
         result = task.call(item);
@@ -140,6 +155,28 @@ export class ChainRunner {
       stage++;
     }
     return this.#hooks.emit(item);
+  }
+
+  /**
+   * The time now if this call of task `stage` is to be timed, else -1. Reading the clock costs ~70 ns
+   * here, as much as a whole small task: a task whose calls take under TIME_EVERY_CALL_MS is timed on
+   * one call in SAMPLE_ONE_IN, picked at random, and that call's time counts for SAMPLE_ONE_IN calls —
+   * its total (and mean) time is an unbiased estimate. A slower task is timed on every call.
+   */
+  #clock(stage: number): number {
+    const weight = this.#weights[stage]!;
+    return weight === 1 || Math.random() * weight < 1 ? performance.now() : -1;
+  }
+
+  /** Adds a timed call's milliseconds (weighted) to the task's total, and decides how to time the next ones. */
+  #addTime(stage: number, started: number): void {
+    if (started < 0) return;
+    const ms = performance.now() - started;
+    const weight = this.#weights[stage]!;
+    this.#stats[stage * STAT_FIELDS + MILLISECONDS]! += ms * weight;
+    const recent = (this.#recentMs[stage] = this.#recentMs[stage]! * 0.875 + ms * 0.125);
+    const timed = ++this.#timed[stage]!;
+    this.#weights[stage] = ms >= TIME_EVERY_CALL_MS || recent >= TIME_EVERY_CALL_MS || timed < TIME_FIRST_CALLS ? 1 : SAMPLE_ONE_IN;
   }
 
   async #settle(pending: PromiseLike<unknown>, stage: number, started: number): Promise<void> {
@@ -159,14 +196,13 @@ export class ChainRunner {
     const stats = this.#stats;
     const at = stage * STAT_FIELDS;
     stats[at + PROCESSED]!++;
-    stats[at + MILLISECONDS]! += performance.now() - started;
+    this.#addTime(stage, started);
     if (!isGenerator && (result === null || result === undefined)) stats[at + DROPPED]!++;
   }
 
   #failed(stage: number, started: number, error: unknown): Step {
-    const at = stage * STAT_FIELDS;
-    this.#stats[at + ERRORS]!++;
-    this.#stats[at + MILLISECONDS]! += performance.now() - started;
+    this.#stats[stage * STAT_FIELDS + ERRORS]!++;
+    this.#addTime(stage, started);
     return this.#hooks.taskError(stage, error);
   }
 
@@ -207,16 +243,15 @@ export class ChainRunner {
 
   /** A lazy iterator (e.g. a generator): time spent producing each value counts as the task's time. */
   #fanOutIterator(iterator: Iterator<unknown>, stage: number): Step {
-    const at = stage * STAT_FIELDS + MILLISECONDS;
     for (;;) {
-      const started = performance.now();
+      const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
       try {
         step = iterator.next();
       } catch (error) {
         return this.#failed(stage, started, error);
       }
-      this.#stats[at]! += performance.now() - started;
+      this.#addTime(stage, started);
       if (step.done) return;
       const pending = this.#child(step.value, stage + 1);
       if (pending !== undefined) return pending.then(() => this.#fanOutIterator(iterator, stage));
@@ -224,16 +259,15 @@ export class ChainRunner {
   }
 
   async #fanOutAsync(iterator: AsyncIterator<unknown>, stage: number): Promise<void> {
-    const at = stage * STAT_FIELDS + MILLISECONDS;
     for (;;) {
-      const started = performance.now();
+      const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
       try {
         step = await iterator.next();
       } catch (error) {
         return this.#failed(stage, started, error);
       }
-      this.#stats[at]! += performance.now() - started;
+      this.#addTime(stage, started);
       if (step.done) return;
       await this.#child(step.value, stage + 1);
     }

@@ -33,6 +33,7 @@ export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i
 export function exitOn(item) { if (item === "die") process.exit(3); return item; }
 export function throwLaterOn(item) { if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); } return item; }
 export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
+export function spinMs(item) { const end = performance.now() + item.ms; while (performance.now() < end); return item; }
 `;
 
 const dir = writeTaskPackage({ "index.ts": TASKS });
@@ -123,6 +124,34 @@ describe("taskchains", () => {
   test("a generator task that returns no iterable is a clear task error", async () => {
     const { harness } = await run([{ export: "notIterable", isGenerator: true }], [1]);
     expect(harness.errors[0]!.message).toContain('task "notIterable" is marked isGenerator but returned number');
+  });
+});
+
+describe("task time", () => {
+  /** Spins `ms` per item, so that the true total is known. */
+  const spinning = (count: number, ms: (i: number) => number) => Array.from({ length: count }, (_, i) => ({ ms: ms(i) }));
+  const trueTotal = (items: Array<{ ms: number }>) => items.reduce((sum, item) => sum + item.ms, 0);
+
+  test("a slow task is timed on every call: its total is the time it spun", async () => {
+    const items = spinning(100, () => 2);
+    const { stats } = await run([{ export: "spinMs" }], items);
+    expect(stats[0]!.processed).toBe(100);
+    expect(stats[0]!.totalMs).toBeGreaterThanOrEqual(trueTotal(items));
+    expect(stats[0]!.totalMs).toBeLessThan(trueTotal(items) * 3); // wall time: a busy machine preempts some calls
+    expect(stats[0]!.meanMs).toBeCloseTo(stats[0]!.totalMs / 100, 6);
+  });
+
+  test("a fast task is timed on a sample of its calls, and its total is still an estimate of the real one", async () => {
+    // 20 000 calls of 5 µs, and one in 50 of 0.2 ms: a true total of about 180 ms.
+    const items = spinning(20_000, (i) => (i % 50 === 7 ? 0.2 : 0.005));
+    // One worker, so that it has a core of its own: a call preempted half-way would count its wait too.
+    const { stats } = await run([{ export: "spinMs" }, { export: "identity" }], items, 1);
+    const total = trueTotal(items);
+    expect(stats[0]!.totalMs).toBeGreaterThan(total * 0.8);
+    expect(stats[0]!.totalMs).toBeLessThan(total * 3); // wall time: a busy machine preempts some calls
+    expect(stats[1]!.processed).toBe(20_000);
+    expect(stats[1]!.totalMs).toBeGreaterThan(0);
+    expect(stats[1]!.totalMs).toBeLessThan(total * 0.25);
   });
 });
 
