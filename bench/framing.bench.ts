@@ -2,9 +2,10 @@
  * Framing bench: the item codec and the feed-frame path, each beside its baseline from the same run.
  *
  *   1. Items `{ id, payload: <64-char string> }` encoded and decoded, one at a time and as a feed blob
- *      of 1000 records, by msgpackr (src/protocol/codec.ts), @msgpack/msgpack tuned as far as its
- *      options go, and JSON as the reference. Applies the codec rule: msgpackr stays only while it
- *      encodes+decodes items at least 1.5× as fast as @msgpack/msgpack.
+ *      of 1000 records, by codec.ts (src/protocol/codec.ts: its own small-item reader and writer, and
+ *      msgpackr for anything else; msgpackr alone is shown beside it), @msgpack/msgpack tuned as far as
+ *      its options go, and JSON as the reference. Applies the codec rule: codec.ts stays on msgpackr
+ *      only while it encodes+decodes items at least 1.5× as fast as @msgpack/msgpack.
  *   2. Loopback TCP: feed frames received as a node receives them (Connection → FrameDecoder →
  *      parseMessage, the blob left as bytes) against raw Bun sockets moving the same bytes unframed.
  *
@@ -104,7 +105,15 @@ function codecCases(): Case[] {
       note: "JSON.stringify, string",
       fn: () => do_not_optimize(JSON.stringify(one)),
     },
-    { op: "encode 1", codec: "msgpackr", items: 1, fn: () => do_not_optimize(msgpackr.encode(one)) },
+    { op: "encode 1", codec: "codec.ts", items: 1, note: "small-item writer", fn: () => do_not_optimize(msgpackr.encode(one)) },
+    {
+      op: "encode 1",
+      codec: "codec.ts (msgpackr alone)",
+      printedOnly: true,
+      items: 1,
+      note: "what codec.ts falls back to",
+      fn: () => do_not_optimize(packr.pack(one)),
+    },
     {
       op: "encode 1",
       codec: "@msgpack/msgpack",
@@ -136,7 +145,15 @@ function codecCases(): Case[] {
       note: "JSON.parse, string",
       fn: () => do_not_optimize(JSON.parse(jsonText)),
     },
-    { op: "decode 1", codec: "msgpackr", items: 1, fn: () => do_not_optimize(msgpackr.decode(packed, 0, packed.length)) },
+    { op: "decode 1", codec: "codec.ts", items: 1, note: "small-item reader", fn: () => do_not_optimize(msgpackr.decode(packed, 0, packed.length)) },
+    {
+      op: "decode 1",
+      codec: "codec.ts (msgpackr alone)",
+      printedOnly: true,
+      items: 1,
+      note: "what codec.ts falls back to",
+      fn: () => do_not_optimize(packr.unpack(packed)),
+    },
     {
       op: "decode 1",
       codec: "@msgpack/msgpack",
@@ -162,7 +179,7 @@ function codecCases(): Case[] {
     })),
     {
       op: "decode array",
-      codec: "msgpackr",
+      codec: "codec.ts (msgpackr alone)",
       printedOnly: true,
       items: BATCH,
       note: "one array of 1000, not pcluster's path",
@@ -170,7 +187,7 @@ function codecCases(): Case[] {
     },
     {
       op: "decode multiple",
-      codec: "msgpackr",
+      codec: "codec.ts (msgpackr alone)",
       printedOnly: true,
       items: BATCH,
       note: "unpackMultiple, the 1000 payloads back to back without record headers",
@@ -246,9 +263,9 @@ const GROUPS: ReadonlyArray<[readonly Op[], string]> = [
  * on what ran before it (measured over 5 fresh processes each: msgpackr's blob decode 1.05–1.18 M/s
  * after JSON and @msgpack/msgpack, 1.03–2.01 M/s alone). A pcluster process runs one codec.
  */
-const PARTS = ["JSON", "msgpackr", "@msgpack/msgpack", "receive"] as const;
+const PARTS = ["JSON", "codec.ts", "@msgpack/msgpack", "receive"] as const;
 type Part = (typeof PARTS)[number];
-const partOf = (c: Case): Part => (c.op === "receive (CPU)" ? "receive" : (c.codec.replace(" untuned", "") as Part));
+const partOf = (c: Case): Part => (c.op === "receive (CPU)" ? "receive" : (c.codec.replace(/ untuned$| \(msgpackr alone\)$/, "") as Part));
 
 /** One case's figures from one pass or round: items/s at mitata's median sample and at its fastest. */
 interface Sample {
@@ -445,7 +462,7 @@ function reportCodecs(results: CodecResults, out: string[]): void {
     "",
   );
 
-  // The codec rule: msgpackr stays only while it encodes+decodes items ≥ 1.5× as fast as @msgpack/msgpack.
+  // The codec rule: codec.ts stays on msgpackr only while it encodes+decodes items ≥ 1.5× as fast as @msgpack/msgpack.
   const ruleRows: string[][] = [];
   let feedRatios: number[] = [];
   for (const [label, enc, dec] of [
@@ -453,26 +470,26 @@ function reportCodecs(results: CodecResults, out: string[]): void {
     ["one item", "encode 1", "decode 1"],
   ] as const) {
     const rt = (codec: string) => (rateOf: (key: string) => number) => roundTrip(rateOf(`${enc}|${codec}`), rateOf(`${dec}|${codec}`));
-    const ratios = perRound(results, (rateOf) => rt("msgpackr")(rateOf) / rt("@msgpack/msgpack")(rateOf));
+    const ratios = perRound(results, (rateOf) => rt("codec.ts")(rateOf) / rt("@msgpack/msgpack")(rateOf));
     if (enc === "encode batch") feedRatios = ratios;
     ruleRows.push([
       label,
-      fmtRate(median(perRound(results, rt("msgpackr")))),
+      fmtRate(median(perRound(results, rt("codec.ts")))),
       fmtRate(median(perRound(results, rt("@msgpack/msgpack")))),
       fmtRatio(median(ratios)),
       ratios.map(fmtRatio).join(" "),
-      fmtRatio(median(perRound(results, (rateOf) => rt("msgpackr")(rateOf) / rt("JSON")(rateOf)))),
+      fmtRatio(median(perRound(results, (rateOf) => rt("codec.ts")(rateOf) / rt("JSON")(rateOf)))),
     ]);
   }
-  out.push(table(["encode+decode", "msgpackr", "@msgpack/msgpack", "msgpackr ÷", "per round", "msgpackr × JSON"], ruleRows), "");
+  out.push(table(["encode+decode", "codec.ts", "@msgpack/msgpack", "codec.ts ÷", "per round", "codec.ts × JSON"], ruleRows), "");
   const feedRatio = median(feedRatios);
-  const chosen = feedRatio >= CODEC_RULE ? "msgpackr" : "@msgpack/msgpack";
+  const chosen = feedRatio >= CODEC_RULE ? "codec.ts" : "@msgpack/msgpack";
   const below = feedRatios.filter((r) => r < CODEC_RULE).length;
   out.push(
-    `codec rule (msgpackr only if it encodes+decodes ≥ ${CODEC_RULE}× as fast as @msgpack/msgpack on the feed path): ` +
+    `codec rule (codec.ts on msgpackr only if it encodes+decodes ≥ ${CODEC_RULE}× as fast as @msgpack/msgpack on the feed path): ` +
       `${fmtRatio(feedRatio)} → ${chosen}` +
       (below > 0 && below < feedRatios.length ? ` (${below} of ${feedRatios.length} rounds say otherwise)` : "") +
-      (chosen === "msgpackr" ? "; codec.ts uses msgpackr: consistent" : "; codec.ts uses msgpackr: the rule says switch back"),
+      (chosen === "codec.ts" ? "; codec.ts is built on msgpackr: consistent" : "; codec.ts is built on msgpackr: the rule says switch to @msgpack/msgpack"),
   );
 
   const decodeKey = `decode batch|${chosen}`;
@@ -489,8 +506,8 @@ function reportCodecs(results: CodecResults, out: string[]): void {
       `(${fmtRatio(overJson)} JSON's rate on the same blobs) → ${verdict}`,
   );
   // What the per-record calls cost: the same payloads decoded in one msgpackr call, in the same process and pass.
-  const multiple = results.samples.get("decode multiple|msgpackr")![0]!.median;
-  const perRecord = results.samples.get("decode batch|msgpackr")![0]!.median;
+  const multiple = results.samples.get("decode multiple|codec.ts (msgpackr alone)")![0]!.median;
+  const perRecord = results.samples.get("decode batch|codec.ts")![0]!.median;
   out.push(
     `  (the same 1000 payloads back to back, one unpackMultiple call: ${fmtRate(multiple)}, ` +
       `${fmtRatio(multiple / perRecord)} msgpackr's record-by-record rate in the same pass)`,

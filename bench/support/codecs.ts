@@ -5,7 +5,7 @@
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import type { Packr } from "msgpackr";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, encodeTransient } from "../../src/protocol/codec.ts";
 
 export const PAYLOAD_CHARS = 64;
 
@@ -40,7 +40,8 @@ export interface ItemCodec {
   decode(bytes: Uint8Array, start: number, end: number): unknown;
 }
 
-export const msgpackr: ItemCodec = { name: "msgpackr", encode, encodeForBatch: encode, decode };
+/** src/protocol/codec.ts: its small-item reader and writer, msgpackr for anything else. */
+export const msgpackr: ItemCodec = { name: "codec.ts", encode, encodeForBatch: encodeTransient, decode };
 
 // Tuned: one Encoder and one Decoder reused for every value (the top-level `encode`/`decode` build new
 // ones per call), `encodeSharedRef` where the bytes are copied at once. The other knobs of 3.1.3 do not
