@@ -607,6 +607,7 @@ export class Engine {
             return;
           case "awake":
             slot.asleep = false;
+            this.#settleWaiters(); // an idle worker again: `whenIdle` may be waiting for it
             return;
           case "log":
             this.#events.onLog?.(message.lines);
