@@ -13,6 +13,12 @@ import { RECORD_HEADER_BYTES, writeRecordHeader } from "../protocol/codec.ts";
  * its waiting flag and re-checking, and the producer notifies only when that flag is up (and vice versa
  * for a producer waiting for space). Every access goes through `Atomics`, which are sequentially
  * consistent, so a wake-up cannot be lost between the check and the wait.
+ *
+ * A consumer waits on a doorbell word, not on the write position: the producer rings it (adds one and
+ * notifies) after a commit the waiting consumer must see, and `nudge` rings it without a commit, for a
+ * consumer that also waits for something else (the worker's control word: sleep). Whatever rings
+ * between the consumer's last check and its wait changes the word it waits on, so that wait returns at
+ * once: a nudge can no more be lost than a commit.
  */
 
 // Int32 slots of the header, each on its own 64-byte line so producer and consumer don't share one.
@@ -23,7 +29,9 @@ const WRITER_WAITING = 48;
 const CLOSED = 64;
 /** Consumer-only: where the record the consumer is working on starts (for the engine after a crash). */
 const RUNNING = 72;
-const HEADER_BYTES = 320;
+/** Rung (incremented) by the producer for a waiting consumer; the consumer waits on it. */
+const DOORBELL = 80;
+const HEADER_BYTES = 384;
 
 export const PAD_KIND = 0;
 
@@ -135,7 +143,12 @@ export class ByteRing {
   /** Makes everything written up to `position` visible, and wakes the consumer if it sleeps. */
   commit(position: number): void {
     Atomics.store(this.#state, WRITE, position | 0);
-    if (Atomics.load(this.#state, READER_WAITING) !== 0) Atomics.notify(this.#state, WRITE);
+    if (Atomics.load(this.#state, READER_WAITING) !== 0) this.#ring();
+  }
+
+  #ring(): void {
+    Atomics.add(this.#state, DOORBELL, 1);
+    Atomics.notify(this.#state, DOORBELL);
   }
 
   // ---- consumer side ----------------------------------------------------------------------------
@@ -190,7 +203,15 @@ export class ByteRing {
    * thread: it uses `Atomics.waitAsync`, so the caller's event loop keeps serving messages meanwhile.
    */
   waitForData(position: number, timeoutMs = Infinity): Promise<unknown> | undefined {
-    return this.#waitAsync(READER_WAITING, WRITE, () => this.writePosition !== position, timeoutMs);
+    return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position, timeoutMs);
+  }
+
+  /**
+   * Like `waitForData`, but also resolves when `other()` holds: `other` is checked after the waiting
+   * flag is up, and whoever makes it true must then `nudge` this ring, so the wake-up is never lost.
+   */
+  waitForDataOr(position: number, other: () => boolean): Promise<unknown> | undefined {
+    return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position || other(), Infinity);
   }
 
   /** Resolves when the consumer releases bytes (or the ring is closed); for a producer out of room. */
@@ -217,13 +238,13 @@ export class ByteRing {
 
   /** Wakes a consumer parked in `waitForData` without writing anything, so it looks at its control state. */
   nudge(): void {
-    Atomics.notify(this.#state, WRITE);
+    this.#ring();
   }
 
   /** Marks the ring closed and wakes both sides, so nobody stays parked on it (used on reset). */
   close(): void {
     Atomics.store(this.#state, CLOSED, 1);
-    Atomics.notify(this.#state, WRITE);
+    this.#ring();
     Atomics.notify(this.#state, READ);
   }
 

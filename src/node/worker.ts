@@ -37,8 +37,6 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
-/** Longest an idle worker waits for input before it looks at its control word again (sleep). */
-const CONTROL_RECHECK_MS = 100;
 /** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
 const SPILL_BUDGET = 1024;
 
@@ -316,6 +314,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
   const stats = new Float64Array(setup.stats, setup.index * statsStride(tasks.length) * 8, tasks.length * STAT_FIELDS);
 
   const hunger = new Hunger(control, setup.index, setup.workers);
+  const sleepRequested = () => Atomics.load(control, Control.Sleep) === 1;
   const rotation = new SpillRotation(hunger);
 
   // The item being run: every output, error and spill is labelled with it.
@@ -367,7 +366,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     busyAtCommit = busy();
   };
   for (;;) {
-    if (Atomics.load(control, Control.Sleep) === 1) {
+    if (sleepRequested()) {
       await settle();
       hunger.retract();
       await sleepWhileAsked(control);
@@ -377,9 +376,8 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     if (at < 0) {
       await settle();
       hunger.announce();
-      // Bounded, so that a `sleep()` is always seen: its nudge can land after the check of the control
-      // word above and before this wait begins (it does not change the ring), and would be lost.
-      await input.waitForData(position, CONTROL_RECHECK_MS);
+      // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
+      await input.waitForDataOr(position, sleepRequested);
       continue;
     }
     const offset = input.offsetOf(at);

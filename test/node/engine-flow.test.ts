@@ -155,6 +155,27 @@ describe("lifecycle", () => {
     expect(() => harness.feed([1])).toThrow(/reset/);
   });
 
+  test("sleep() always reaches idle workers: 300 sleep and wakeup cycles, none lost", async () => {
+    // An idle worker waits on its input ring with no timeout: a nudge lost between its last look at the
+    // control word and its wait would leave sleep() pending for good, and this test would time out.
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2 });
+    try {
+      for (let cycle = 0; cycle < 300; cycle++) {
+        await harness.engine.whenIdle();
+        await harness.engine.sleep();
+        expect(harness.engine.isAsleep).toBe(true);
+        harness.engine.wakeup();
+        if (cycle % 50 === 0) {
+          harness.feed([cycle]);
+          await harness.waitEmpty();
+        }
+      }
+      expect(harness.outputCount).toBe(6);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 20_000);
+
   test("after reset a new engine can be set up, and a process that reset exits by itself", async () => {
     const child = spawnBun([join(import.meta.dir, "../support/engine-exit.ts"), dir]);
     const code = await child.waitExit(20_000);
