@@ -6,9 +6,13 @@
  *   - 400 CPU-bound items of 10 ms: wall time against the ideal 2-worker time;
  *   - the raw ring: small records one way between two threads.
  * The engine is measured the way a root sees it: items encoded on the calling thread, outputs decoded
- * there too. The engine and piscina are measured alike: on one set of threads, a first pass (fresh
- * threads: JIT compilation included), WARMUP more items, then the median of RUNS timed passes — the
- * steady state a node serving a pipeline runs at, and the figure the aims are judged by.
+ * there too (and, in a row of its own, as a node runs it: bytes in, bytes out). The engine and piscina
+ * are measured alike: each case starts its threads and runs a first pass (fresh threads: JIT
+ * compilation included) and WARMUP more items; then RUNS rounds each time one pass of every case in
+ * turn, so that all of them meet the same moments of a noisy machine. A case's median over the rounds is
+ * its steady state (what a node serving a pipeline runs at), and every ratio is taken within a round.
+ *
+ *   bun run bench engine      env: BENCH_ITEMS (200000), BENCH_RUNS (5), BENCH_WARMUP (50000)
  */
 import { join } from "node:path";
 import Piscina from "piscina";
@@ -20,7 +24,7 @@ import { type Item, chain, identity, makeItems } from "./support/tasks/index.ts"
 
 const WORKERS = 2;
 const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 /** Items run untimed after the first pass, before the timed ones, on the same threads. */
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 50_000);
 const TASKS_MODULE = join(import.meta.dir, "support/tasks/index.ts");
@@ -29,12 +33,6 @@ const PISCINA_MODULE = join(import.meta.dir, "support/piscina-task.ts");
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
-}
-
-/** A case's rate on fresh threads (its first pass) and warm (the median of the passes after warm-up). */
-interface Rates {
-  cold: number;
-  warm: number;
 }
 
 async function repeat(runs: number, once: () => Promise<number>): Promise<number> {
@@ -46,18 +44,31 @@ async function repeat(runs: number, once: () => Promise<number>): Promise<number
 // ---- pcluster engine ----------------------------------------------------------------------------
 
 /**
- * Items/s through one engine: the first pass on fresh workers (JIT compilation included), then WARMUP
- * items, then RUNS timed passes (their median is the steady state, what a node serving a pipeline runs
- * at). `callerCodec` (the default): inputs are encoded and outputs decoded on this thread, inside the
- * timing, as a program using the engine directly would. Without it, inputs are encoded beforehand and
- * outputs counted as bytes: the engine as a node runs it, the root encoding and decoding elsewhere.
+ * A case kept running across the rounds: its first pass on fresh threads (JIT compilation included) is
+ * `cold`; after that and WARMUP more items, `pass` runs `count` items and gives items/s.
  */
-async function engineRates(
+interface Runner {
+  label: string;
+  /** Items per timed pass. */
+  count: number;
+  cold: number;
+  pass(count: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * The engine as a runner. `callerCodec` (the default): inputs are encoded and outputs decoded on this
+ * thread, inside the timing, as a program using the engine directly would. Without it, inputs are
+ * encoded beforehand and outputs counted as bytes: the engine as a node runs it, the root encoding and
+ * decoding elsewhere.
+ */
+async function engineRunner(
+  label: string,
   tasks: Array<Pick<TaskSpec, "export" | "isGenerator">>,
   items: Item[],
   outputsPerItem: number,
   callerCodec = true,
-): Promise<Rates> {
+): Promise<Runner> {
   let outputs = 0;
   let checksum = 0;
   const engine = await Engine.start(
@@ -99,9 +110,10 @@ async function engineRates(
     await Bun.sleep(50); // the workers' start-up settles
     const cold = await pass(items.length);
     await pass(Math.min(WARMUP, items.length));
-    return { cold, warm: await repeat(RUNS, () => pass(items.length)) };
-  } finally {
+    return { label, count: items.length, cold, pass, close: () => engine.reset() };
+  } catch (error) {
     await engine.reset();
+    throw error;
   }
 }
 
@@ -146,8 +158,8 @@ const PISCINA_CONFIGS: PiscinaConfig[] = [
   { label: "piscina (atomics disabled, 16 per worker)", options: { atomics: "disabled", concurrentTasksPerWorker: 16 }, window: 512 },
 ];
 
-/** Items/s through one piscina pool, measured like the engine: first pass, WARMUP items, RUNS timed passes. */
-async function piscinaRates(config: PiscinaConfig, task: string, items: unknown[]): Promise<Rates> {
+/** One piscina pool as a runner, started and warmed like the engine's. */
+async function piscinaRunner(config: PiscinaConfig, task: string, items: unknown[]): Promise<Runner> {
   const pool = new Piscina({ filename: PISCINA_MODULE, minThreads: WORKERS, maxThreads: WORKERS, ...config.options });
   const pass = async (count: number): Promise<number> => {
     const started = performance.now();
@@ -170,10 +182,23 @@ async function piscinaRates(config: PiscinaConfig, task: string, items: unknown[
     await Promise.all(Array.from({ length: WORKERS }, () => pool.run({ task, item: items[0] }))); // threads up
     const cold = await pass(items.length);
     await pass(Math.min(WARMUP, items.length));
-    return { cold, warm: await repeat(RUNS, () => pass(items.length)) };
-  } finally {
+    return { label: config.label, count: items.length, cold, pass, close: () => pool.destroy() };
+  } catch (error) {
     await pool.destroy();
+    throw error;
   }
+}
+
+/**
+ * Runs every runner's timed pass once per round, RUNS rounds, in turn within each round, so that all
+ * of them meet the same moments of a noisy machine. Returns each runner's rates, round by round.
+ */
+async function rounds(runners: Runner[]): Promise<number[][]> {
+  const rates: number[][] = runners.map(() => []);
+  for (let round = 0; round < RUNS; round++) {
+    for (const [i, runner] of runners.entries()) rates[i]!.push(await runner.pass(runner.count));
+  }
+  return rates;
 }
 
 async function piscinaBatchedRate(task: string, items: unknown[], batchSize: number): Promise<number> {
@@ -247,51 +272,62 @@ async function ringRate(count: number): Promise<number> {
 const format = (rate: number) => `${(rate / 1000).toFixed(0).padStart(7)} k/s`;
 const row = (name: string, value: string, cold = "", note = "") =>
   console.log(`${name.padEnd(52)} ${value.padStart(12)} ${cold.padStart(12)}  ${note}`);
-const rates = (name: string, rates: Rates, note = "") => row(name, format(rates.warm), format(rates.cold), note);
+
+/** Prints each runner's warm median and first pass; returns the rates by label, round by round. */
+async function measureRunners(runners: Runner[], notes: Record<string, string> = {}): Promise<Map<string, number[]>> {
+  try {
+    const rates = await rounds(runners);
+    runners.forEach((runner, i) => row(`  ${runner.label}`, format(median(rates[i]!)), format(runner.cold), notes[runner.label] ?? ""));
+    return new Map(runners.map((runner, i) => [runner.label, rates[i]!]));
+  } finally {
+    for (const runner of runners) await runner.close();
+  }
+}
+
+/** Per round, `ours` ÷ the best of `theirs` in that round; the median and every round's ratio. */
+function roundRatios(ours: number[], theirs: number[][]): { median: number; perRound: string } {
+  const ratios = ours.map((rate, round) => rate / Math.max(...theirs.map((rates) => rates[round]!)));
+  return { median: median(ratios), perRound: ratios.map((ratio) => `${ratio.toFixed(1)}×`).join(" ") };
+}
 
 const items = makeItems(ITEMS);
+const piscinaItems = items.slice(0, Math.min(ITEMS, 60_000));
 console.log(
-  `engine bench: ${ITEMS} items { id, payload: 64 chars }, ${WORKERS} workers. "warm": the median of ${RUNS} passes on threads ` +
-    `that ran a first pass and ${WARMUP} more items (a node's steady state); "first pass": fresh threads, JIT compilation included.\n`,
+  `engine bench: ${ITEMS} items { id, payload: 64 chars } (piscina: ${piscinaItems.length} per pass), ${WORKERS} workers.\n` +
+    `Every case below runs on threads that ran a first pass ("first pass": fresh threads, JIT compilation included) and\n` +
+    `${WARMUP} more items; then ${RUNS} rounds, each timing one pass of every case in turn. "warm" is the median of a case's\n` +
+    "rounds (a node's steady state); ratios are taken within each round.\n",
 );
 row("", "warm", "first pass");
 
 console.log("identity");
 const loopIdentity = median(Array.from({ length: RUNS }, () => loopRate(identity, items)));
 row("  plain in-process loop (ceiling)", format(loopIdentity));
-const engineIdentity = await engineRates([{ export: "identity", isGenerator: false }], items, 1);
-rates("  pcluster engine", engineIdentity, `${((engineIdentity.warm / loopIdentity) * 100).toFixed(1)}% of the loop`);
-const engineBytes = await engineRates([{ export: "identity", isGenerator: false }], items, 1, false);
-rates("  pcluster engine, bytes in and out (as on a node)", engineBytes, "encoding and decoding left to the root");
-let piscinaBest: Rates = { cold: 0, warm: 0 };
-let piscinaBestLabel = "";
-const piscinaItems = items.slice(0, Math.min(ITEMS, 60_000));
-for (const config of PISCINA_CONFIGS) {
-  const measured = await piscinaRates(config, "identity", piscinaItems);
-  rates(`  ${config.label}`, measured);
-  if (measured.warm > piscinaBest.warm) {
-    piscinaBest = measured;
-    piscinaBestLabel = config.label;
-  }
-}
-const piscinaArrays = await repeat(RUNS, () => piscinaBatchedRate("identity", items, 1000));
-row("  piscina fed arrays of 1000 (the user batches)", format(piscinaArrays), "", "a different task signature; fresh pool each run");
+const ENGINE = "pcluster engine";
+const ENGINE_BYTES = "pcluster engine, bytes in and out (as on a node)";
+const identityTask = [{ export: "identity", isGenerator: false }];
+const identityRunners: Runner[] = [
+  await engineRunner(ENGINE, identityTask, items, 1),
+  await engineRunner(ENGINE_BYTES, identityTask, items, 1, false),
+];
+for (const config of PISCINA_CONFIGS) identityRunners.push(await piscinaRunner(config, "identity", piscinaItems));
+const identityRates = await measureRunners(identityRunners, { [ENGINE_BYTES]: "encoding and decoding left to the root" });
+const piscinaIdentity = PISCINA_CONFIGS.map((config) => identityRates.get(config.label)!);
+const piscinaArrays = median(await Promise.all([piscinaBatchedRate("identity", items, 1000)]));
+row("  piscina fed arrays of 1000 (the user batches)", format(piscinaArrays), "", "a different task signature; a fresh pool");
 
 console.log("\n3-stage chain: enrich → duplicate (2-way generator) → measure");
 const loopChain = median(Array.from({ length: RUNS }, () => loopRate(chain, items)));
 row("  plain in-process loop (ceiling)", format(loopChain));
-const engineChain = await engineRates(
-  [
-    { export: "enrich", isGenerator: false },
-    { export: "duplicate", isGenerator: true },
-    { export: "measure", isGenerator: false },
-  ],
-  items,
-  2,
-);
-rates("  pcluster engine", engineChain, `${((engineChain.warm / loopChain) * 100).toFixed(1)}% of the loop`);
-const piscinaChain = await piscinaRates(PISCINA_CONFIGS[1]!, "chain", piscinaItems);
-rates(`  ${PISCINA_CONFIGS[1]!.label}`, piscinaChain);
+const chainTasks = [
+  { export: "enrich", isGenerator: false },
+  { export: "duplicate", isGenerator: true },
+  { export: "measure", isGenerator: false },
+];
+const chainRates = await measureRunners([
+  await engineRunner(ENGINE, chainTasks, items, 2),
+  await piscinaRunner(PISCINA_CONFIGS[1]!, "chain", piscinaItems),
+]);
 
 console.log("\nCPU-bound: 400 items × 10 ms on 2 workers (ideal 2000 ms)");
 const spinItems = Array.from({ length: 400 }, () => ({ ms: 10 }));
@@ -304,10 +340,17 @@ console.log("\nraw ring: 16-byte records, one way, worker → main thread");
 const ring = await repeat(RUNS, () => ringRate(5_000_000));
 row("  ByteRing", format(ring));
 
-const speedup = engineIdentity.warm / piscinaBest.warm;
 const efficiency = 2000 / engineSpin;
+const identityRatio = roundRatios(identityRates.get(ENGINE)!, piscinaIdentity);
+const bytesRatio = roundRatios(identityRates.get(ENGINE_BYTES)!, piscinaIdentity);
+const chainRatio = roundRatios(chainRates.get(ENGINE)!, [chainRates.get(PISCINA_CONFIGS[1]!.label)!]);
+console.log("\nratios, per round against the best piscina configuration of that round");
+console.log(`  identity, engine ÷ piscina:                      ${identityRatio.median.toFixed(1)}×  (rounds: ${identityRatio.perRound})`);
+console.log(`  identity, engine bytes in and out ÷ piscina:     ${bytesRatio.median.toFixed(1)}×  (rounds: ${bytesRatio.perRound})`);
+console.log(`  3-stage chain, engine ÷ piscina (16 per worker): ${chainRatio.median.toFixed(1)}×  (rounds: ${chainRatio.perRound})`);
 console.log("\naims");
-console.log(`  engine ≥ 10× piscina's best per-item configuration on identity: ${speedup.toFixed(1)}× warm (${piscinaBestLabel}) — ${speedup >= 10 ? "met" : "NOT met"}`);
-console.log(`    first pass on fresh threads: ${(engineIdentity.cold / piscinaBest.cold).toFixed(1)}×; bytes in and out, as a node runs it: ${(engineBytes.warm / piscinaBest.warm).toFixed(1)}× warm`);
+console.log(`  engine ≥ 10× piscina's best per-item configuration on identity: ${identityRatio.median.toFixed(1)}× warm — ${identityRatio.median >= 10 ? "met" : "NOT met"}`);
+const coldBest = Math.max(...PISCINA_CONFIGS.map((config) => identityRunners.find((runner) => runner.label === config.label)!.cold));
+console.log(`    (first passes on fresh threads: ${(identityRunners[0]!.cold / coldBest).toFixed(1)}×)`);
 console.log(`  CPU-bound ≥ 95% of the ideal 2-worker speedup: ${(efficiency * 100).toFixed(1)}% — ${efficiency >= 0.95 ? "met" : "NOT met"}`);
 console.log(`  raw ring ≥ 5 M small records/s one way: ${(ring / 1e6).toFixed(1)} M/s — ${ring >= 5e6 ? "met" : "NOT met"}`);
