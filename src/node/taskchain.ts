@@ -86,6 +86,12 @@ const TIME_EVERY_CALL_MS = 0.02;
 const SAMPLE_ONE_IN = 16;
 /** Every task's first calls are all timed, to learn how long they take. */
 const TIME_FIRST_CALLS = 64;
+/**
+ * A generator's outputs from this one on may go to an idle worker. A sub-item handed over costs an
+ * encode, a copy through the engine and a decode; a small fan-out (a 2-way split) runs at home, where
+ * that would cost more than it spares, and the other workers have input of their own to run meanwhile.
+ */
+const SPILL_FROM = 32;
 
 /** Milliseconds one worker spent in its tasks so far: its counters start at `offset` in `stats`. */
 export function busyMilliseconds(stats: Float64Array, offset: number, tasks: number): number {
@@ -206,9 +212,12 @@ export class ChainRunner {
     return this.#hooks.taskError(stage, error);
   }
 
-  /** Runs one output of a generator task: here, or on an idle worker. */
-  #child(value: unknown, next: number): Step {
-    if (next < this.#tasks.length && this.#hooks.trySpill(value, next)) return;
+  /**
+   * Runs output number `index` of a generator task: here, or on an idle worker once the fan-out is
+   * large enough to be worth the trip (see SPILL_FROM).
+   */
+  #child(value: unknown, next: number, index: number): Step {
+    if (index >= SPILL_FROM && next < this.#tasks.length && this.#hooks.trySpill(value, next)) return;
     return this.run(value, next);
   }
 
@@ -236,14 +245,14 @@ export class ChainRunner {
 
   #fanOutArray(values: unknown[], from: number, next: number): Step {
     for (let i = from; i < values.length; i++) {
-      const step = this.#child(values[i], next);
+      const step = this.#child(values[i], next, i);
       if (step !== undefined) return step.then(() => this.#fanOutArray(values, i + 1, next));
     }
   }
 
   /** A lazy iterator (e.g. a generator): time spent producing each value counts as the task's time. */
-  #fanOutIterator(iterator: Iterator<unknown>, stage: number): Step {
-    for (;;) {
+  #fanOutIterator(iterator: Iterator<unknown>, stage: number, from = 0): Step {
+    for (let index = from; ; index++) {
       const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
       try {
@@ -253,13 +262,13 @@ export class ChainRunner {
       }
       this.#addTime(stage, started);
       if (step.done) return;
-      const pending = this.#child(step.value, stage + 1);
-      if (pending !== undefined) return pending.then(() => this.#fanOutIterator(iterator, stage));
+      const pending = this.#child(step.value, stage + 1, index);
+      if (pending !== undefined) return pending.then(() => this.#fanOutIterator(iterator, stage, index + 1));
     }
   }
 
   async #fanOutAsync(iterator: AsyncIterator<unknown>, stage: number): Promise<void> {
-    for (;;) {
+    for (let index = 0; ; index++) {
       const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
       try {
@@ -269,7 +278,7 @@ export class ChainRunner {
       }
       this.#addTime(stage, started);
       if (step.done) return;
-      await this.#child(step.value, stage + 1);
+      await this.#child(step.value, stage + 1, index);
     }
   }
 }

@@ -24,12 +24,38 @@ export function dieOnce(item) {
   return item.value;
 }
 export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
+export function split(count) { return Array.from({ length: count }, (_, i) => ({ i, parent: thread })); }
+export function slowWhere(sub) { const end = performance.now() + 0.2; while (performance.now() < end); return { ...sub, thread }; }
 `;
 
 const dir = writeTaskPackage({ "index.ts": TASKS });
 afterAll(() => removeDir(dir));
 
 describe("fan-out and memory", () => {
+  test("a small fan-out runs where its item runs; a large one is shared with an idle worker", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "split", isGenerator: true }, { export: "slowWhere" }], { workers: 2 });
+    try {
+      // One item at a time, so that the other worker is idle (and hungry) all along.
+      for (let i = 0; i < 20; i++) {
+        harness.feed([2]);
+        await harness.waitEmpty();
+      }
+      const small = harness.values() as Array<{ parent: string; thread: string }>;
+      expect(small.length).toBe(40);
+      for (const sub of small) expect(sub.thread).toBe(sub.parent);
+      harness.outputs.length = 0;
+      harness.feed([400]);
+      await harness.waitEmpty();
+      const large = harness.values() as Array<{ i: number; parent: string; thread: string }>;
+      expect(large.length).toBe(400);
+      const away = large.filter((sub) => sub.thread !== sub.parent);
+      expect(away.length).toBeGreaterThan(50);
+      for (const sub of away) expect(sub.i).toBeGreaterThanOrEqual(32); // the first 32 always run at home
+    } finally {
+      await harness.engine.reset();
+    }
+  });
+
   test("a 100 000-way generator keeps memory bounded and busies both workers", async () => {
     const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "work" }], { workers: 2 });
     harness.keepOutputs = false;
