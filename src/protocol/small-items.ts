@@ -1,6 +1,6 @@
 /**
  * Small items without msgpackr: a reader and a writer for the subset of MessagePack that most items are
- * made of — maps with ASCII keys, arrays, ASCII strings, 32-bit integers, floats, booleans and nil. Both
+ * made of — maps with ASCII keys, arrays, ASCII strings, numbers, booleans and nil. Both
  * give up on anything else (the reader returns NOT_SMALL, the writer -1), and codec.ts then hands the
  * item to msgpackr, so every item still encodes and decodes exactly as msgpackr would have it.
  *
@@ -174,9 +174,9 @@ function readAscii(length: number): unknown {
 
 // ---- writing ------------------------------------------------------------------------------------
 //
-// The writer writes into a slab (see `encodeSmall`) and returns the length, or -1 to leave the value to msgpackr:
-// any object that is not a plain object or array (Date, Map, typed arrays, class instances — msgpackr
-// has rules for those), a non-ASCII string or key, a bigint, symbol or function, more than
+// The writer writes into a target (a slab of its own, see `encodeSmall`; a worker's output ring; a record
+// batch) and returns the length, or -1 to leave the value to msgpackr: any object that is not a plain
+// object or array (Date, Map, typed arrays, class instances — msgpackr has rules for those), a non-ASCII string or key, a bigint, symbol or function, more than
 // SMALL_OUTPUT_BYTES of output, or nesting deeper than MAX_DEPTH (a cycle). Where it writes, it follows
 // msgpackr's choices: plain objects are those whose `constructor` is Object, their own enumerable keys
 // in for-in order; an integer that is not 32-bit and every other number is a float64; -0 is 0; undefined
