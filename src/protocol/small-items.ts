@@ -1,6 +1,6 @@
 /**
  * Small items without msgpackr: a reader and a writer for the subset of MessagePack that most items are
- * made of — maps with ASCII keys, arrays, ASCII strings, numbers, booleans and nil. Both
+ * made of — maps with ASCII keys, arrays, strings, numbers, booleans and nil. Both
  * give up on anything else (the reader returns NOT_SMALL, the writer -1), and codec.ts then hands the
  * item to msgpackr, so every item still encodes and decodes exactly as msgpackr would have it.
  *
@@ -13,16 +13,17 @@
 // ---- reading ------------------------------------------------------------------------------------
 //
 // The reader reads an item where it lies (a ring slot, a frame). It gives up (NOT_SMALL) on any other
-// type, a non-ASCII string or key, the key "__proto__" (msgpackr renames it), bytes cut short or left
-// over. What it does decode, it decodes as msgpackr does.
+// type, a non-ASCII key, malformed UTF-8, the key "__proto__" (msgpackr renames it), bytes cut short or
+// left over. What it does decode, it decodes as msgpackr does.
 
 /** Items up to this long are tried by the reader first (the writer's longest output). */
 export const SMALL_READ_BYTES = 8192;
 
 /** What `decodeSmall` returns when it leaves an item to msgpackr. */
 export const NOT_SMALL = Symbol("not a small item");
-/** Buffer's native `latin1Slice`, which works on any Uint8Array: for ASCII it is the UTF-8 string. */
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
+/** Buffer's native slices (in Bun and Node, untyped), which work on any Uint8Array. */
+type NativeSlice = (this: Uint8Array, start: number, end: number) => string;
+const { latin1Slice, utf8Slice } = Buffer.prototype as unknown as { latin1Slice: NativeSlice; utf8Slice: NativeSlice };
 /** Big-endian float64 bytes are turned around here to be read as a number. */
 const float = new Float64Array(1);
 const floatBytes = new Uint8Array(float.buffer);
@@ -45,7 +46,7 @@ function readSmall(): unknown {
   if (token < 0x80) return token; // positive fixint
   if (token < 0x90) return readSmallMap(token & 0x0f);
   if (token < 0xa0) return readSmallArray(token & 0x0f);
-  if (token < 0xc0) return readAscii(token & 0x1f);
+  if (token < 0xc0) return readString(token & 0x1f);
   if (token >= 0xe0) return token - 0x100; // negative fixint
   const at = smallAt;
   switch (token) {
@@ -70,9 +71,9 @@ function readSmall(): unknown {
     case 0xd2:
       return take(4) ? readInt32(at) : NOT_SMALL;
     case 0xd9:
-      return take(1) ? readAscii(src[at]!) : NOT_SMALL;
+      return take(1) ? readString(src[at]!) : NOT_SMALL;
     case 0xda:
-      return take(2) ? readAscii(readUint16(at)) : NOT_SMALL;
+      return take(2) ? readString(readUint16(at)) : NOT_SMALL;
     case 0xdc:
       return take(2) ? readSmallArray(readUint16(at)) : NOT_SMALL;
     case 0xde:
@@ -162,7 +163,7 @@ function readKey(length: number): string | undefined {
   return key as string;
 }
 
-/** A string of `length` bytes at `smallAt` if they are all ASCII (then latin1 is UTF-8), else NOT_SMALL. */
+/** A map key of `length` bytes at `smallAt` if they are all ASCII (then latin1 is UTF-8), else NOT_SMALL. */
 function readAscii(length: number): unknown {
   const start = smallAt;
   const end = start + length;
@@ -172,15 +173,64 @@ function readAscii(length: number): unknown {
   return latin1Slice.call(src, start, end);
 }
 
+/**
+ * A string of `length` bytes at `smallAt`: ASCII by the native latin1 slice, other text by the native
+ * UTF-8 slice if it is well-formed UTF-8 (which every decoder reads alike), else NOT_SMALL — msgpackr
+ * then decides what malformed text reads as.
+ */
+function readString(length: number): unknown {
+  const start = smallAt;
+  const end = start + length;
+  if (end > smallEnd) return NOT_SMALL;
+  let i = start;
+  while (i < end && src[i]! < 0x80) i++;
+  if (i === end) {
+    smallAt = end;
+    return latin1Slice.call(src, start, end);
+  }
+  if (!wellFormedUtf8(i, end)) return NOT_SMALL;
+  smallAt = end;
+  return utf8Slice.call(src, start, end);
+}
+
+/** Whether `src[from, end)` is well-formed UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+function wellFormedUtf8(from: number, end: number): boolean {
+  let i = from;
+  while (i < end) {
+    const byte = src[i]!;
+    if (byte < 0x80) {
+      i++;
+    } else if (byte >= 0xc2 && byte <= 0xdf) {
+      if (i + 1 >= end || (src[i + 1]! & 0xc0) !== 0x80) return false;
+      i += 2;
+    } else if (byte >= 0xe0 && byte <= 0xef) {
+      if (i + 2 >= end) return false;
+      const second = src[i + 1]!;
+      if ((second & 0xc0) !== 0x80 || (src[i + 2]! & 0xc0) !== 0x80) return false;
+      if ((byte === 0xe0 && second < 0xa0) || (byte === 0xed && second >= 0xa0)) return false;
+      i += 3;
+    } else if (byte >= 0xf0 && byte <= 0xf4) {
+      if (i + 3 >= end) return false;
+      const second = src[i + 1]!;
+      if ((second & 0xc0) !== 0x80 || (src[i + 2]! & 0xc0) !== 0x80 || (src[i + 3]! & 0xc0) !== 0x80) return false;
+      if ((byte === 0xf0 && second < 0x90) || (byte === 0xf4 && second >= 0x90)) return false;
+      i += 4;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 // ---- writing ------------------------------------------------------------------------------------
 //
-// The writer writes into a target (a slab of its own, see `encodeSmall`; a worker's output ring; a record
-// batch) and returns the length, or -1 to leave the value to msgpackr: any object that is not a plain
-// object or array (Date, Map, typed arrays, class instances — msgpackr has rules for those), a non-ASCII string or key, a bigint, symbol or function, more than
-// SMALL_OUTPUT_BYTES of output, or nesting deeper than MAX_DEPTH (a cycle). Where it writes, it follows
-// msgpackr's choices: plain objects are those whose `constructor` is Object, their own enumerable keys
-// in for-in order; an integer that is not 32-bit and every other number is a float64; -0 is 0; undefined
-// is nil. The bytes may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where
+// The writer writes into a target (a slab of its own, see `encodeSmall`; a worker's output ring; a
+// record batch) and returns the length, or -1 to leave the value to msgpackr: any object that is not a
+// plain object or array (Date, Map, typed arrays, class instances — msgpackr has rules for those), a
+// bigint, symbol or function, more than SMALL_OUTPUT_BYTES of output, or nesting deeper than MAX_DEPTH
+// (a cycle). Where it writes, it follows msgpackr's choices: plain objects are those whose
+// `constructor` is Object, their own enumerable keys in for-in order; an integer that is not 32-bit and
+// every other number is a float64; -0 is 0; undefined is nil; a lone surrogate is U+FFFD. The bytes may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where
 // msgpackr always writes map16), but both are standard MessagePack for the same value.
 
 /** Longest output the writer produces; larger items go to msgpackr, whose cost per item is then small. */
@@ -257,7 +307,7 @@ export function peekOutput(length: number): Uint8Array {
 function writeSmall(value: unknown, depth: number): boolean {
   switch (typeof value) {
     case "string":
-      return writeAscii(value);
+      return writeString(value);
     case "number":
       return writeNumber(value);
     case "boolean":
@@ -324,31 +374,44 @@ function writeNumber(value: number): boolean {
 /** Strings longer than this are written by Buffer's native UTF-8 writer; shorter ones by a loop. */
 const NATIVE_WRITE_FROM = 16;
 
-/** A string as fixstr, str8 or str16 if every character is ASCII (then UTF-8 is one byte per char). */
-function writeAscii(value: string): boolean {
+/**
+ * A string as fixstr, str8 or str16. ASCII (one byte per character, the common case) is written by a
+ * loop when short and by Buffer's native UTF-8 writer when longer; other text by the native writer,
+ * which, like msgpackr, writes U+FFFD for a lone surrogate. The head is sized for the character count
+ * first; when the UTF-8 bytes need a longer one, they move up to make room.
+ */
+function writeString(value: string): boolean {
   const length = value.length;
-  let at = outAt;
-  // Room for the head and for 3 bytes per character, what the native writer may write before we see.
+  const at = outAt;
+  // Room for the longest head and for 3 bytes per character, what the native writer may write.
   if (at + 3 * length + 3 > outLimit) return false;
-  if (length < 0x20) out[at++] = 0xa0 | length;
-  else if (length < 0x100) {
-    out[at++] = 0xd9;
-    out[at++] = length;
-  } else {
-    out[at++] = 0xda;
-    out[at++] = length >> 8;
-    out[at++] = length & 0xff;
-  }
+  const head = length < 0x20 ? 1 : length < 0x100 ? 2 : 3;
+  let bytes = length;
   if (length < NATIVE_WRITE_FROM) {
     for (let i = 0; i < length; i++) {
       const code = value.charCodeAt(i);
-      if (code >= 0x80) return false;
-      out[at + i] = code;
+      if (code >= 0x80) {
+        bytes = outText.utf8Write(value, at + head);
+        break;
+      }
+      out[at + head + i] = code;
     }
-  } else if (outText.utf8Write(value, at) !== length) {
-    return false; // UTF-8 takes more bytes than characters exactly when some character is not ASCII
+  } else {
+    bytes = outText.utf8Write(value, at + head);
   }
-  outAt = at + length;
+  if (bytes >= 0x10000) return false; // str32: msgpackr's
+  const needed = bytes < 0x20 ? 1 : bytes < 0x100 ? 2 : 3;
+  if (needed !== head) out.copyWithin(at + needed, at + head, at + head + bytes);
+  if (needed === 1) out[at] = 0xa0 | bytes;
+  else if (needed === 2) {
+    out[at] = 0xd9;
+    out[at + 1] = bytes;
+  } else {
+    out[at] = 0xda;
+    out[at + 1] = bytes >> 8;
+    out[at + 2] = bytes & 0xff;
+  }
+  outAt = at + needed + bytes;
   return true;
 }
 
@@ -374,7 +437,7 @@ function writeMap(object: Record<string, unknown>, depth: number): boolean {
   const size = keys.length;
   for (let i = 0; i < size; i++) {
     const key = keys[i]!;
-    if (!writeAscii(key) || !writeSmall(object[key], depth)) return false;
+    if (!writeString(key) || !writeSmall(object[key], depth)) return false;
   }
   if (size < 0x10) {
     out[head] = 0x80 | size;

@@ -75,6 +75,32 @@ describe("decode", () => {
     }
   });
 
+  test("text: UTF-8 of every width and head size reads as msgpackr reads it", () => {
+    const texts = ["é", "é".repeat(15), "é".repeat(16), "é".repeat(127), "é".repeat(128), "日本語".repeat(30), "🎉".repeat(7), "🎉".repeat(8), "a🎉b", "\u0080\u07ff\u0800\uffff", "x".repeat(40) + "ü", "\ud83d\ude00"];
+    for (const text of texts) {
+      for (const value of [text, { text }, [text, 1]]) {
+        const bytes = encode(value);
+        expect(decode(bytes)).toEqual(msgpackr.unpack(bytes));
+        expect(decode(bytes)).toEqual(value);
+        expect(referenceDecode(bytes) as unknown).toEqual(value);
+      }
+    }
+  });
+
+  test("malformed UTF-8 reads as msgpackr reads it (or fails as it fails)", () => {
+    const malformed = [
+      [0xc0, 0x80], [0xc1, 0xbf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xed, 0xbf, 0xbf], [0xf0, 0x80, 0x80, 0x80],
+      [0xf4, 0x90, 0x80, 0x80], [0xf5, 0x80, 0x80, 0x80], [0x80], [0xbf, 0x41], [0xc3], [0xe6, 0x97], [0xf0, 0x9f, 0x8e], [0xc3, 0x41], [0xff], [0xfe, 0x41],
+    ];
+    for (const sequence of malformed) {
+      for (const prefix of [[], [0x61, 0x62]]) {
+        const text = [...prefix, ...sequence];
+        const bytes = Uint8Array.of(0xa0 | text.length, ...text);
+        expect(outcome(() => decode(bytes))).toEqual(outcome(() => msgpackr.unpack(bytes)));
+      }
+    }
+  });
+
   test("a binary value gets bytes of its own, a plain Uint8Array", () => {
     const bytes = encode({ bin: Uint8Array.of(9, 8, 7) });
     const value = decode(bytes) as { bin: Uint8Array };
