@@ -2,7 +2,9 @@
  * Cluster bench: items/s of an identity task end to end — `Root.local` → node processes over loopback
  * TCP → worker threads → back — beside, from the same run:
  *   - the engine alone (src/node/engine.ts in this process, 2 workers), driven as bench/engine.bench.ts
- *     drives it: items encoded on this thread, dispatched 1000 at a time, outputs decoded on this thread;
+ *     drives it: items encoded on this thread straight into the batch, dispatched 1000 at a time,
+ *     outputs decoded on this thread where they lie (the aim is judged against this one); and the same
+ *     with each item encoded to bytes of its own first, as the root must for its ledger;
  *   - a plain in-process loop calling the same function, bare (the ceiling), and with the codec work the
  *     cluster does per item (encode the item, decode it, call, encode the output, decode it);
  *   - batching: the same 1-node root with `scheduler: { maxBatch: 1 }` (a feed frame per item);
@@ -72,13 +74,21 @@ class EngineCase {
   #outputs = 0;
   #done = 0;
 
-  private constructor(readonly engine: Engine) {}
+  private constructor(
+    readonly engine: Engine,
+    readonly ownedBytes: boolean,
+  ) {}
 
-  static async start(task: "identity" | "spin", workers: number): Promise<EngineCase> {
+  /**
+   * `ownedBytes`: each item is encoded to bytes of its own and then copied into the batch, as the root
+   * must (its ledger keeps every item's bytes until the item is done); otherwise items are encoded
+   * straight into the batch, the fastest way to feed an engine in-process.
+   */
+  static async start(task: "identity" | "spin", workers: number, ownedBytes = false): Promise<EngineCase> {
     let self: EngineCase | undefined;
     const engine = await Engine.start([{ package: "bench", export: task, isGenerator: false }], { bench: TASKS_MODULE }, { workers }, {
       onResults(batch) {
-        const records = batch.takeRecords();
+        const records = batch.records(); // read in place: the engine clears the batch afterwards
         const reader = new RecordReader(records);
         while (reader.next()) {
           if (reader.kind === RecordKind.Output) {
@@ -88,7 +98,7 @@ class EngineCase {
         }
       },
     });
-    self = new EngineCase(engine);
+    self = new EngineCase(engine, ownedBytes);
     return self;
   }
 
@@ -99,7 +109,8 @@ class EngineCase {
     const started = performance.now();
     const batch = new RecordBatchBuilder(128 * 1024);
     for (let i = 0; i < items.length; i++) {
-      batch.append(RecordKind.Input, 0, 0, i, encode(items[i]));
+      if (this.ownedBytes) batch.append(RecordKind.Input, 0, 0, i, encode(items[i]));
+      else batch.appendValue(RecordKind.Input, 0, 0, i, items[i]);
       if (batch.count === FEED_CHUNK) this.engine.dispatch(batch.takeRecords());
     }
     if (batch.count > 0) this.engine.dispatch(batch.takeRecords());
@@ -181,6 +192,7 @@ async function main(): Promise<void> {
   const rateOf = (seconds: number) => ITEMS / seconds;
 
   await using engine = await EngineCase.start("identity", 2);
+  await using engineOwned = await EngineCase.start("identity", 2, true);
   console.log("starting local clusters (Root.local: a log server and node processes each)…");
   await using oneNode = await RootCase.start(1, 2);
   await using twoNodes = await RootCase.start(2, 1);
@@ -191,6 +203,11 @@ async function main(): Promise<void> {
     { name: "plain loop: identity(item)", short: "loop", run: () => loopRate(items) },
     { name: "plain loop + codec: encode, decode, identity, encode, decode", short: "loop+codec", run: () => loopCodecRate(items) },
     { name: "engine alone, 2 workers", short: "engine", run: async () => rateOf(await engine.run(items)) },
+    {
+      name: "engine alone, items encoded to bytes of their own (as the root must)",
+      short: "engine owned",
+      run: async () => rateOf(await engineOwned.run(items)),
+    },
     { name: "root, 1 node × 2 workers", short: "root 1×2", run: async () => rateOf(await oneNode.run(items)) },
     { name: "root, 2 nodes × 1 worker", short: "root 2×1", run: async () => rateOf(await twoNodes.run(items)) },
     { name: "root, 2 nodes × 2 workers (4 on 2 cores)", short: "root 2×2", run: async () => rateOf(await twoNodesTwoWorkers.run(items)) },
@@ -225,8 +242,8 @@ async function main(): Promise<void> {
   // ---- report ----
   const rateRow = new Map(cases.map((c) => [c.name, rates.get(c.name)!]));
   const within = (a: string, b: string) => rateRow.get(a)!.map((rate, i) => rate / rateRow.get(b)![i]!);
-  const [loop, loopCodec, engineName, root12, root21, root22, root12b1] = cases.map((c) => c.name) as [
-    string, string, string, string, string, string, string,
+  const [loop, loopCodec, engineName, engineOwnedName, root12, root21, root22, root12b1] = cases.map((c) => c.name) as [
+    string, string, string, string, string, string, string, string,
   ];
   const fmtSmall = (ratio: number) => (ratio >= 0.1 ? fmtRatio(ratio) : `${ratio.toPrecision(2)}×`);
   const out = ["", "═".repeat(110), "cluster summary", ""];
@@ -256,6 +273,11 @@ async function main(): Promise<void> {
     ["root 1 node ÷ engine alone", fmtRatio(ofEngine), within(root12, engineName).map(fmtRatio).join(" ")],
     ["root 2 nodes × 1 ÷ engine alone", fmtRatio(median(within(root21, engineName))), within(root21, engineName).map(fmtRatio).join(" ")],
     ["root 2 nodes × 2 ÷ engine alone", fmtRatio(median(within(root22, engineName))), within(root22, engineName).map(fmtRatio).join(" ")],
+    [
+      "root 1 node ÷ engine, items in bytes of their own",
+      fmtRatio(median(within(root12, engineOwnedName))),
+      within(root12, engineOwnedName).map(fmtRatio).join(" "),
+    ],
     ["root 1 node ÷ plain loop + codec", fmtRatio(median(within(root12, loopCodec))), within(root12, loopCodec).map(fmtRatio).join(" ")],
     ["root 1 node ÷ plain loop", fmtSmall(median(within(root12, loop))), within(root12, loop).map(fmtSmall).join(" ")],
     ["batching: adaptive ÷ maxBatch 1 (1 node)", fmtRatio(batching), within(root12, root12b1).map(fmtRatio).join(" ")],
