@@ -10,7 +10,7 @@ import {
 } from "../errors.ts";
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/client.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
-import { type TaskErrorReport, encode } from "../protocol/codec.ts";
+import type { TaskErrorReport } from "../protocol/codec.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";
@@ -255,14 +255,7 @@ export class Root implements AsyncDisposable {
           "use `await cluster.feedAsync(item)` to wait for room",
       );
     }
-    const encoded = items.map((item, index) => {
-      try {
-        return encode(item);
-      } catch (error) {
-        throw new TypeError(`item ${index} cannot be sent: ${(error as Error).message}`);
-      }
-    });
-    this.#scheduler.enqueue(encoded);
+    this.#scheduler.enqueueValues(items); // a value MessagePack cannot carry throws, naming its index
     this.#progress.fed += items.length;
     this.#updateKeepAlive();
   }

@@ -1,4 +1,5 @@
 import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
+import { FeedQueue } from "./feed-queue.ts";
 import { AdaptiveWindow } from "./window.ts";
 
 /**
@@ -27,10 +28,11 @@ export interface SchedulerOptions {
 
 /**
  * One node as the scheduler sees it: its window, and its ledger — every item sent to it and not yet
- * done, by id, with the item's encoded bytes, so that it can be sent elsewhere if the node is lost.
+ * done, by id, with where its encoded bytes are (a record in the feed queue, by reference, or bytes of
+ * its own for an item re-sent), so that it can be sent elsewhere if the node is lost.
  */
 export class NodeLane {
-  readonly ledger = new Map<number, Uint8Array>();
+  readonly ledger = new Map<number, number | Uint8Array>();
   inFlightBytes = 0;
   /** Idle workers the node reported last. */
   idleWorkers: number;
@@ -68,9 +70,8 @@ export class Scheduler {
   readonly #fixedWindow: number | undefined;
   /** Items re-sent after a node was lost go first; then fresh items, oldest first. */
   #retry: Uint8Array[] = [];
-  #fresh: Uint8Array[] = [];
-  #freshHead = 0;
-  #queuedBytes = 0;
+  #retryBytes = 0;
+  readonly #fresh = new FeedQueue();
   #lanes: NodeLane[] = [];
   #next = 0;
   #nextId = 1;
@@ -113,9 +114,16 @@ export class Scheduler {
     if (index < 0) return { requeued: 0, finished: 0 };
     this.#lanes.splice(index, 1);
     let finished = 0;
-    for (const id of alreadyDone) if (lane.ledger.delete(id)) finished++;
-    const requeued = [...lane.ledger.values()];
-    for (const bytes of requeued) this.#queuedBytes += bytes.length;
+    for (const id of alreadyDone) {
+      const entry = lane.ledger.get(id);
+      if (entry === undefined) continue;
+      lane.ledger.delete(id);
+      if (typeof entry === "number") this.#fresh.release(entry);
+      finished++;
+    }
+    const requeued: Uint8Array[] = [];
+    for (const entry of lane.ledger.values()) requeued.push(typeof entry === "number" ? this.#fresh.takeBack(entry) : entry);
+    for (const bytes of requeued) this.#retryBytes += bytes.length;
     this.#retry = requeued.concat(this.#retry);
     lane.ledger.clear();
     lane.inFlightBytes = 0;
@@ -128,23 +136,33 @@ export class Scheduler {
     return this.#lanes;
   }
 
-  /** Queues encoded items. */
-  enqueue(items: Uint8Array[]): void {
-    for (const bytes of items) {
-      this.#fresh.push(bytes);
-      this.#queuedBytes += bytes.length;
-    }
+  /** Queues encoded items (copied into the queue). */
+  enqueue(items: readonly Uint8Array[]): void {
+    this.#fresh.appendBytes(items);
+    this.#afterEnqueue();
+  }
+
+  /**
+   * Encodes and queues items. A value MessagePack cannot carry throws a TypeError naming its index,
+   * and then none of `values` is queued.
+   */
+  enqueueValues(values: readonly unknown[]): void {
+    this.#fresh.appendValues(values);
+    this.#afterEnqueue();
+  }
+
+  #afterEnqueue(): void {
     if (this.queued >= PUMP_NOW_ITEMS && !this.#pumping) this.pump();
     else this.schedulePump();
   }
 
   /** Items waiting at the root. */
   get queued(): number {
-    return this.#retry.length + this.#fresh.length - this.#freshHead;
+    return this.#retry.length + this.#fresh.length;
   }
 
   get queuedBytes(): number {
-    return this.#queuedBytes;
+    return this.#retryBytes + this.#fresh.bytes;
   }
 
   /** Items sent and not yet done, on all nodes. */
@@ -156,10 +174,15 @@ export class Scheduler {
 
   /** An item is done on `lane`; returns false when it was not in flight there (a late duplicate). */
   complete(lane: NodeLane, id: number, now?: number): boolean {
-    const bytes = lane.ledger.get(id);
-    if (bytes === undefined) return false;
+    const entry = lane.ledger.get(id);
+    if (entry === undefined) return false;
     lane.ledger.delete(id);
-    lane.inFlightBytes -= bytes.length;
+    if (typeof entry === "number") {
+      lane.inFlightBytes -= this.#fresh.lengthOf(entry);
+      this.#fresh.release(entry);
+    } else {
+      lane.inFlightBytes -= entry.length;
+    }
     if (lane.samples.size > 0) {
       const sent = lane.samples.get(id);
       if (sent !== undefined) {
@@ -195,10 +218,6 @@ export class Scheduler {
       if (this.#sendBatch(lane) === 0) idleRounds++;
       else idleRounds = 0;
     }
-    if (this.#freshHead > 4096 && this.#freshHead * 2 > this.#fresh.length) {
-      this.#fresh = this.#fresh.slice(this.#freshHead);
-      this.#freshHead = 0;
-    }
     this.#pumping = false;
     this.onPumped();
   };
@@ -211,18 +230,25 @@ export class Scheduler {
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
-    while (batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
-      const item = this.#retry.length > 0 ? this.#retry.pop()! : this.#fresh[this.#freshHead++]!;
-      const id = this.#nextId;
-      this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+    while (batch.count < count && this.#retry.length > 0 && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
+      const item = this.#retry.pop()!;
+      const id = this.#takeId();
       batch.append(RecordKind.Input, 0, 0, id, item);
       lane.ledger.set(id, item);
+      this.#retryBytes -= item.length;
       bytes += item.length;
       if (firstId < 0) firstId = id;
     }
+    if (batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
+      bytes += this.#fresh.send(batch, count - batch.count, this.#maxBatchBytes - bytes, (ref) => {
+        const id = this.#takeId();
+        lane.ledger.set(id, ref);
+        if (firstId < 0) firstId = id;
+        return id;
+      });
+    }
     const sent = batch.count;
     lane.idleWorkers = Math.max(0, lane.idleWorkers - sent); // until the node reports again
-    this.#queuedBytes -= bytes;
     lane.inFlightBytes += bytes;
     // Time one item per batch: enough to see queueing build up, cheap enough to do always.
     if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
@@ -230,12 +256,18 @@ export class Scheduler {
     return sent;
   }
 
+  /** The next item id (ids are u32 and never 0). */
+  #takeId(): number {
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+    return id;
+  }
+
   /** Drops every queued item and every lane's ledger (on reset). */
   clear(): void {
     this.#retry = [];
-    this.#fresh = [];
-    this.#freshHead = 0;
-    this.#queuedBytes = 0;
+    this.#retryBytes = 0;
+    this.#fresh.clear();
     for (const lane of this.#lanes) {
       lane.ledger.clear();
       lane.samples.clear();

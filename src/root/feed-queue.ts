@@ -1,0 +1,231 @@
+import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
+import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
+
+/** Bytes per chunk of queued records (an item larger than a chunk gets one of its own). */
+const CHUNK_BYTES = 256 * 1024;
+/** A record's reference is `chunk serial × OFFSETS + offset`: offsets stay below 2^24 (see `#chunkFor`). */
+const OFFSETS = 2 ** 24;
+
+/** Records encoded into one buffer; sent from `sendAt` on, in order. */
+class Chunk {
+  readonly view: DataView;
+  readonly target: SmallTarget;
+  /** Bytes written. */
+  end = 0;
+  /** Where the next record to send starts. */
+  sendAt = 0;
+  /** Records not sent yet. */
+  queued = 0;
+  /** Records sent and neither done nor taken back. */
+  outstanding = 0;
+
+  constructor(
+    readonly serial: number,
+    readonly bytes: Uint8Array,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.target = new SmallTarget(bytes);
+  }
+}
+
+/**
+ * The root's queue of fed items, kept as records (the 12-byte header, then the item's MessagePack) in
+ * chunks of 256 KiB, ready to be copied into feed frames a span at a time. An item is encoded straight
+ * into its chunk: no bytes of its own, no copy of its own. A sent record stays where it is until its
+ * item is done, so the ledger can name it by a number (`ref`) and a lost node's items can be re-sent
+ * from there. A chunk is dropped when all its records are sent and done and a newer chunk exists.
+ */
+export class FeedQueue {
+  /** Chunks with records, by serial: those not yet sent, and those sent and not done. */
+  readonly #chunks = new Map<number, Chunk>();
+  /** Chunks with records still to send, oldest first, from `#head`. */
+  #sending: Chunk[] = [];
+  #head = 0;
+  #tail: Chunk | undefined;
+  #nextSerial = 1;
+  #queued = 0;
+  #queuedBytes = 0;
+
+  /** Records not sent yet. */
+  get length(): number {
+    return this.#queued;
+  }
+
+  /** Payload bytes not sent yet. */
+  get bytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Chunks held: with records to send, or sent and not done (and the one being filled). */
+  get liveChunks(): number {
+    return this.#chunks.size;
+  }
+
+  /**
+   * Encodes and queues `values`, in order. A value MessagePack cannot carry throws a TypeError naming
+   * its index, and then none of `values` is queued.
+   */
+  appendValues(values: readonly unknown[]): void {
+    const tail = this.#tail;
+    const mark: Mark = {
+      tail,
+      end: tail?.end ?? 0,
+      tailQueued: tail?.queued ?? 0,
+      queued: this.#queued,
+      bytes: this.#queuedBytes,
+      sending: this.#sending.length,
+    };
+    for (let index = 0; index < values.length; index++) {
+      try {
+        this.#appendValue(values[index]);
+      } catch (error) {
+        this.#rollBack(mark);
+        throw new TypeError(`item ${index} cannot be sent: ${(error as Error).message}`);
+      }
+    }
+  }
+
+  /** Queues items already encoded (copied into the queue). */
+  appendBytes(items: readonly Uint8Array[]): void {
+    for (const bytes of items) this.#appendEncoded(bytes);
+  }
+
+  /**
+   * Moves queued records into `batch`, oldest first: up to `count` of them, and no more once `maxBytes`
+   * payload bytes are in (always at least one). `assign(ref)` gives each its id, written into the record
+   * as it goes. Returns the payload bytes moved.
+   */
+  send(batch: RecordBatchBuilder, count: number, maxBytes: number, assign: (ref: number) => number): number {
+    let bytes = 0;
+    let moved = 0;
+    while (moved < count && this.#head < this.#sending.length) {
+      const chunk = this.#sending[this.#head]!;
+      if (chunk.queued === 0) {
+        this.#head++; // emptied by a rolled-back append
+        continue;
+      }
+      const view = chunk.view;
+      const start = chunk.sendAt;
+      let at = start;
+      let spanned = 0;
+      while (moved < count && chunk.queued > 0 && (moved === 0 || bytes < maxBytes)) {
+        const length = view.getUint32(at + 8, true);
+        view.setUint32(at + 4, assign(chunk.serial * OFFSETS + at), true);
+        bytes += length;
+        at += RECORD_HEADER_BYTES + length;
+        chunk.queued--;
+        spanned++;
+        moved++;
+      }
+      if (spanned > 0) batch.appendRecords(chunk.bytes.subarray(start, at), spanned);
+      chunk.sendAt = at;
+      chunk.outstanding += spanned;
+      if (chunk.queued === 0) this.#head++;
+      if (moved > 0 && bytes >= maxBytes) break;
+    }
+    this.#queued -= moved;
+    this.#queuedBytes -= bytes;
+    if (this.#head > 64 && this.#head * 2 > this.#sending.length) {
+      this.#sending = this.#sending.slice(this.#head);
+      this.#head = 0;
+    }
+    return bytes;
+  }
+
+  /** Payload bytes of the sent record `ref`. */
+  lengthOf(ref: number): number {
+    const offset = ref % OFFSETS;
+    return this.#chunks.get((ref - offset) / OFFSETS)!.view.getUint32(offset + 8, true);
+  }
+
+  /** The sent record `ref` is done. */
+  release(ref: number): void {
+    this.#settle(this.#chunks.get((ref - (ref % OFFSETS)) / OFFSETS)!);
+  }
+
+  /** The payload of the sent record `ref`, to send again (a view: it keeps its chunk's buffer alive). */
+  takeBack(ref: number): Uint8Array {
+    const offset = ref % OFFSETS;
+    const chunk = this.#chunks.get((ref - offset) / OFFSETS)!;
+    const start = offset + RECORD_HEADER_BYTES;
+    const payload = chunk.bytes.subarray(start, start + chunk.view.getUint32(offset + 8, true));
+    this.#settle(chunk);
+    return payload;
+  }
+
+  clear(): void {
+    this.#chunks.clear();
+    this.#sending = [];
+    this.#head = 0;
+    this.#tail = undefined;
+    this.#queued = 0;
+    this.#queuedBytes = 0;
+  }
+
+  #settle(chunk: Chunk): void {
+    chunk.outstanding--;
+    if (chunk.outstanding === 0 && chunk.queued === 0 && chunk !== this.#tail) this.#chunks.delete(chunk.serial);
+  }
+
+  #appendValue(value: unknown): void {
+    let chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
+    const at = chunk.end;
+    const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
+    if (length < 0) return this.#appendEncoded(encodeTransient(value));
+    this.#commit(chunk, at, length);
+  }
+
+  #appendEncoded(bytes: Uint8Array): void {
+    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + bytes.length);
+    const at = chunk.end;
+    chunk.bytes.set(bytes, at + RECORD_HEADER_BYTES);
+    this.#commit(chunk, at, bytes.length);
+  }
+
+  #commit(chunk: Chunk, at: number, length: number): void {
+    writeRecordHeader(chunk.view, at, RecordKind.Input, 0, 0, 0, length);
+    chunk.end = at + RECORD_HEADER_BYTES + length;
+    if (chunk.queued === 0) this.#sending.push(chunk);
+    chunk.queued++;
+    this.#queued++;
+    this.#queuedBytes += length;
+  }
+
+  /**
+   * The chunk to write `bytes` more into: the tail if they fit, else a new one (of its own size for an
+   * item larger than a chunk, which then sits at offset 0, so that every offset stays below 2^24).
+   */
+  #chunkFor(bytes: number): Chunk {
+    const tail = this.#tail;
+    if (tail !== undefined && tail.end + bytes <= tail.bytes.length) return tail;
+    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#chunks.delete(tail.serial);
+    const chunk = new Chunk(this.#nextSerial++, new Uint8Array(Math.max(CHUNK_BYTES, bytes)));
+    this.#chunks.set(chunk.serial, chunk);
+    this.#tail = chunk;
+    return chunk;
+  }
+
+  /** Undoes the appends since `mark` (a failed `appendValues`; nothing was sent meanwhile). */
+  #rollBack(mark: Mark): void {
+    for (const chunk of this.#sending.splice(mark.sending)) if (chunk !== mark.tail) this.#chunks.delete(chunk.serial);
+    if (this.#tail !== undefined && this.#tail !== mark.tail) this.#chunks.delete(this.#tail.serial);
+    if (mark.tail !== undefined) {
+      mark.tail.end = mark.end;
+      mark.tail.queued = mark.tailQueued;
+      this.#chunks.set(mark.tail.serial, mark.tail);
+    }
+    this.#tail = mark.tail;
+    this.#queued = mark.queued;
+    this.#queuedBytes = mark.bytes;
+  }
+}
+
+/** Where the queue stood before an `appendValues`. */
+interface Mark {
+  tail: Chunk | undefined;
+  end: number;
+  tailQueued: number;
+  queued: number;
+  bytes: number;
+  sending: number;
+}

@@ -1,0 +1,92 @@
+import { describe, expect, test } from "bun:test";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../../src/protocol/codec.ts";
+import { FeedQueue } from "../../src/root/feed-queue.ts";
+
+/** Every record of `blob` as [kind, id, decoded item]. */
+function readAll(blob: Uint8Array): Array<[number, number, unknown]> {
+  const records: Array<[number, number, unknown]> = [];
+  const reader = new RecordReader(blob);
+  while (reader.next()) records.push([reader.kind, reader.id, decode(blob, reader.payloadStart, reader.payloadEnd)]);
+  return records;
+}
+
+/** Sends up to `count` records from `queue` into one batch, numbering them from `firstId`; returns records and refs by id. */
+function sendSome(queue: FeedQueue, count: number, firstId: number, maxBytes = 1 << 30) {
+  const batch = new RecordBatchBuilder();
+  const refs = new Map<number, number>();
+  let id = firstId;
+  const bytes = queue.send(batch, count, maxBytes, (ref) => {
+    refs.set(id, ref);
+    return id++;
+  });
+  return { records: readAll(batch.takeRecords()), refs, bytes };
+}
+
+describe("FeedQueue", () => {
+  test("items come out in order, as records with the ids given, across many chunks", () => {
+    const queue = new FeedQueue();
+    const items = Array.from({ length: 20_000 }, (_, i) => ({ i, text: "t".repeat(i % 300), note: i % 7 === 0 ? "日本" : "x" }));
+    queue.appendValues(items.slice(0, 12_000));
+    queue.appendBytes(items.slice(12_000).map((item) => encode(item)));
+    expect(queue.length).toBe(20_000);
+    const out: unknown[] = [];
+    let nextId = 1;
+    while (queue.length > 0) {
+      const { records } = sendSome(queue, 777, nextId);
+      for (const [kind, id, value] of records) {
+        expect(kind).toBe(RecordKind.Input);
+        expect(id).toBe(nextId++);
+        out.push(value);
+      }
+    }
+    expect(out).toEqual(items);
+    expect(queue.bytes).toBe(0);
+  });
+
+  test("a batch stops at the byte budget, but always takes one item", () => {
+    const queue = new FeedQueue();
+    queue.appendValues(Array.from({ length: 10 }, () => "b".repeat(1000)));
+    const first = sendSome(queue, 10, 1, 2500);
+    expect(first.records.length).toBe(3); // 3 × ~1003 bytes reaches 2500
+    const second = sendSome(queue, 10, 4, 10);
+    expect(second.records.length).toBe(1);
+    expect(queue.length).toBe(6);
+  });
+
+  test("a value MessagePack cannot carry is refused by index, and none of its call is queued", () => {
+    const queue = new FeedQueue();
+    queue.appendValues(["before"]);
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    const many = Array.from({ length: 5000 }, (_, i) => ({ i, pad: "p".repeat(100) })); // spans new chunks
+    expect(() => queue.appendValues([...many, cycle, "after"])).toThrow(/^item 5000 cannot be sent/);
+    expect(queue.length).toBe(1);
+    queue.appendValues(["next"]);
+    expect(() => queue.appendValues([{ a: 1 }, { b: 2 }, cycle])).toThrow(/^item 2 cannot be sent/); // within one chunk
+    queue.appendValues(["last"]);
+    const { records } = sendSome(queue, 10, 1);
+    expect(records.map(([, , value]) => value)).toEqual(["before", "next", "last"]);
+  });
+
+  test("a sent item's bytes can be taken back for a re-send; an item larger than a chunk has one of its own", () => {
+    const queue = new FeedQueue();
+    const big = "B".repeat(600_000);
+    queue.appendValues([{ n: 1 }, big, { n: 3 }]);
+    const { refs } = sendSome(queue, 3, 10);
+    expect(queue.lengthOf(refs.get(11)!)).toBe(encode(big).length);
+    expect(decode(queue.takeBack(refs.get(11)!))).toBe(big);
+    expect(decode(queue.takeBack(refs.get(10)!))).toEqual({ n: 1 });
+    queue.release(refs.get(12)!);
+  });
+
+  test("chunks whose items are all sent and done are let go", () => {
+    const queue = new FeedQueue();
+    for (let round = 0; round < 50; round++) {
+      queue.appendValues(Array.from({ length: 1000 }, (_, i) => ({ round, i, pad: "q".repeat(200) })));
+      const { refs } = sendSome(queue, 1000, 1);
+      for (const ref of refs.values()) queue.release(ref);
+    }
+    // ~11 MB went through; only the chunk still being filled is kept.
+    expect(queue.liveChunks).toBeLessThanOrEqual(1);
+  });
+});
