@@ -1,8 +1,12 @@
 import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 
-/** Bytes per chunk of queued records (an item larger than a chunk gets one of its own). */
-const CHUNK_BYTES = 256 * 1024;
+/**
+ * Bytes per chunk of queued records (an item larger than a chunk gets one of its own). A chunk lives
+ * until its last record is done, so an item in flight for long keeps its whole chunk: small chunks keep
+ * that small, and a new one every few hundred items costs nothing measurable.
+ */
+const CHUNK_BYTES = 64 * 1024;
 /** A record's reference is `chunk serial × OFFSETS + offset`: offsets stay below 2^24 (see `#chunkFor`). */
 const OFFSETS = 2 ** 24;
 
@@ -30,7 +34,7 @@ class Chunk {
 
 /**
  * The root's queue of fed items, kept as records (the 12-byte header, then the item's MessagePack) in
- * chunks of 256 KiB, ready to be copied into feed frames a span at a time. An item is encoded straight
+ * chunks of 64 KiB, ready to be copied into feed frames a span at a time. An item is encoded straight
  * into its chunk: no bytes of its own, no copy of its own. A sent record stays where it is until its
  * item is done, so the ledger can name it by a number (`ref`) and a lost node's items can be re-sent
  * from there. A chunk is dropped when all its records are sent and done and a newer chunk exists.
