@@ -22,6 +22,8 @@ class Chunk {
   queued = 0;
   /** Records sent and neither done nor taken back. */
   outstanding = 0;
+  /** When its last record was sent (`performance.now()`), or -1 while records wait. */
+  sentOutAt = -1;
 
   constructor(
     readonly serial: number,
@@ -124,7 +126,10 @@ export class FeedQueue {
       if (spanned > 0) batch.appendRecords(chunk.bytes.subarray(start, at), spanned);
       chunk.sendAt = at;
       chunk.outstanding += spanned;
-      if (chunk.queued === 0) this.#head++;
+      if (chunk.queued === 0) {
+        this.#head++;
+        chunk.sentOutAt = performance.now();
+      }
       if (moved > 0 && bytes >= maxBytes) break;
     }
     this.#queued -= moved;
@@ -155,6 +160,29 @@ export class FeedQueue {
     const payload = chunk.bytes.subarray(start, start + chunk.view.getUint32(offset + 8, true));
     this.#settle(chunk);
     return payload;
+  }
+
+  /**
+   * Chunks sent out at least `ageMs` ago whose records are not all done yet: kept alive by a few items
+   * in flight for long. Their owner moves those records out (`copyOut`) so the chunks can go.
+   */
+  staleChunks(ageMs: number): Set<number> {
+    const stale = new Set<number>();
+    const before = performance.now() - ageMs;
+    for (const chunk of this.#chunks.values()) {
+      if (chunk.queued === 0 && chunk.outstanding > 0 && chunk.sentOutAt >= 0 && chunk.sentOutAt <= before) stale.add(chunk.serial);
+    }
+    return stale;
+  }
+
+  /** The chunk serial of a record reference. */
+  chunkOf(ref: number): number {
+    return (ref - (ref % OFFSETS)) / OFFSETS;
+  }
+
+  /** The payload of the sent record `ref` as bytes of its own; the record no longer holds its chunk. */
+  copyOut(ref: number): Uint8Array {
+    return this.takeBack(ref).slice();
   }
 
   clear(): void {
@@ -190,6 +218,7 @@ export class FeedQueue {
     writeRecordHeader(chunk.view, at, RecordKind.Input, 0, 0, 0, length);
     chunk.end = at + RECORD_HEADER_BYTES + length;
     if (chunk.queued === 0) this.#sending.push(chunk);
+    chunk.sentOutAt = -1;
     chunk.queued++;
     this.#queued++;
     this.#queuedBytes += length;

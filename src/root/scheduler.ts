@@ -24,6 +24,11 @@ export interface SchedulerOptions {
   maxBatchBytes?: number;
   /** A fixed window instead of the adaptive one (for experiments). */
   fixedWindow?: number;
+  /**
+   * Items in flight this long after the rest of their feed chunk was sent get bytes of their own, so
+   * that the chunk can go (default 1000 ms; checked at most once per this interval).
+   */
+  staleChunkMs?: number;
 }
 
 /**
@@ -68,6 +73,8 @@ export class Scheduler {
   readonly #maxBatch: number;
   readonly #maxBatchBytes: number;
   readonly #fixedWindow: number | undefined;
+  readonly #staleChunkMs: number;
+  #staleCheckedAt = 0;
   /** Items re-sent after a node was lost go first; then fresh items, oldest first. */
   #retry: Uint8Array[] = [];
   #retryBytes = 0;
@@ -90,6 +97,7 @@ export class Scheduler {
     this.#maxBatch = Math.max(1, options.maxBatch ?? 4096);
     this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
     this.#fixedWindow = options.fixedWindow;
+    this.#staleChunkMs = options.staleChunkMs ?? 1000;
   }
 
   /** Adds a node that can take `grant.items` items and `grant.bytes` bytes in flight. */
@@ -161,6 +169,11 @@ export class Scheduler {
     return this.#retry.length + this.#fresh.length;
   }
 
+  /** Feed chunks held: with items waiting or in flight (for tests and status). */
+  get feedChunks(): number {
+    return this.#fresh.liveChunks;
+  }
+
   get queuedBytes(): number {
     return this.#retryBytes + this.#fresh.bytes;
   }
@@ -219,6 +232,7 @@ export class Scheduler {
       else idleRounds = 0;
     }
     this.#pumping = false;
+    this.#releaseStaleChunks();
     this.onPumped();
   };
 
@@ -254,6 +268,24 @@ export class Scheduler {
     if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
     lane.target.sendFeed(batch.finishFrame("feed"));
     return sent;
+  }
+
+  /**
+   * An item in flight for long keeps its whole feed chunk alive. At most once per `staleChunkMs`, the
+   * items of chunks sent out that long ago get bytes of their own in the ledgers, and the chunks go.
+   * Items done in normal time never pay this: their chunks are gone before they are stale.
+   */
+  #releaseStaleChunks(): void {
+    const now = performance.now();
+    if (now - this.#staleCheckedAt < this.#staleChunkMs) return;
+    this.#staleCheckedAt = now;
+    const stale = this.#fresh.staleChunks(this.#staleChunkMs);
+    if (stale.size === 0) return;
+    for (const lane of this.#lanes) {
+      for (const [id, entry] of lane.ledger) {
+        if (typeof entry === "number" && stale.has(this.#fresh.chunkOf(entry))) lane.ledger.set(id, this.#fresh.copyOut(entry));
+      }
+    }
   }
 
   /** The next item id (ids are u32 and never 0). */
