@@ -8,8 +8,8 @@
  */
 import { setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
-import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
-import { SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
+import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
+import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 import { ByteRing } from "./ring.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
@@ -112,7 +112,9 @@ class OutputWriter {
         return;
       }
     }
-    return this.write(kind, stage, flags, id, encode(value));
+    // With room for any small item, the writer declined this one: msgpackr's, without a second try.
+    const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
+    return this.write(kind, stage, flags, id, declined ? encodeDeclined(value) : encode(value));
   }
 
   write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {

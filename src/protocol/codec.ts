@@ -26,6 +26,14 @@ export function encode(value: unknown): Uint8Array {
 }
 
 /**
+ * msgpackr's encoding alone: for a value the small-item writer already declined (`encodeSmallInto`
+ * returned -1 with room to spare), so that it is not tried twice. The bytes may be kept.
+ */
+export function encodeDeclined(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/**
  * Like `encode`, but the bytes are valid only until the next encode on this thread: for a caller that
  * copies them at once (into a ring or a batch), which then costs no bytes of its own.
  */
@@ -283,17 +291,13 @@ export class RecordBatchBuilder {
   appendValue(kind: number, stage: number, flags: number, id: number, value: unknown): void {
     const at = this.#end;
     const payloadAt = at + RECORD_HEADER_BYTES;
-    if (payloadAt + SMALL_OUTPUT_BYTES <= this.#buffer.length) {
-      this.#target ??= new SmallTarget(this.#buffer);
-      const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
-      if (length >= 0) {
-        writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
-        this.#end = payloadAt + length;
-        this.#count++;
-        return;
-      }
-    }
-    this.append(kind, stage, flags, id, encodeTransient(value));
+    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length) return this.append(kind, stage, flags, id, encodeTransient(value));
+    this.#target ??= new SmallTarget(this.#buffer);
+    const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
+    if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value));
+    writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
+    this.#end = payloadAt + length;
+    this.#count++;
   }
 
   /** The finished frame `{ t: type, ...fields, blob }`, ready for the socket; the builder starts over. */

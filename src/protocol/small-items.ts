@@ -1,6 +1,6 @@
 /**
  * Small items without msgpackr: a reader and a writer for the subset of MessagePack that most items are
- * made of — maps with ASCII keys, arrays, strings, numbers, booleans and nil. Both
+ * made of — maps with string keys, arrays, strings, numbers, booleans and nil. Both
  * give up on anything else (the reader returns NOT_SMALL, the writer -1), and codec.ts then hands the
  * item to msgpackr, so every item still encodes and decodes exactly as msgpackr would have it.
  *
@@ -13,8 +13,8 @@
 // ---- reading ------------------------------------------------------------------------------------
 //
 // The reader reads an item where it lies (a ring slot, a frame). It gives up (NOT_SMALL) on any other
-// type, a non-ASCII key, malformed UTF-8, the key "__proto__" (msgpackr renames it), bytes cut short or
-// left over. What it does decode, it decodes as msgpackr does.
+// type, malformed UTF-8, the key "__proto__" (msgpackr renames it), bytes cut short or left over. What
+// it does decode, it decodes as msgpackr does.
 
 /** Items up to this long are tried by the reader first (the writer's longest output). */
 export const SMALL_READ_BYTES = 8192;
@@ -136,7 +136,7 @@ function readSmallMap(length: number): unknown {
  */
 const keyCache: Array<{ bytes: Uint8Array; key: string } | undefined> = new Array(4096);
 
-/** A map key of `length` bytes at `smallAt` if they are all ASCII, else undefined. */
+/** A map key of `length` bytes at `smallAt`, or undefined where `readString` gives up. */
 function readKey(length: number): string | undefined {
   const start = smallAt;
   const end = start + length;
@@ -157,20 +157,10 @@ function readKey(length: number): string | undefined {
       return cached.key;
     }
   }
-  const key = readAscii(length);
+  const key = readString(length);
   if (key === NOT_SMALL) return undefined;
   keyCache[slot] = { bytes: src.slice(start, end), key: key as string };
   return key as string;
-}
-
-/** A map key of `length` bytes at `smallAt` if they are all ASCII (then latin1 is UTF-8), else NOT_SMALL. */
-function readAscii(length: number): unknown {
-  const start = smallAt;
-  const end = start + length;
-  if (end > smallEnd) return NOT_SMALL;
-  for (let i = start; i < end; i++) if (src[i]! >= 0x80) return NOT_SMALL;
-  smallAt = end;
-  return latin1Slice.call(src, start, end);
 }
 
 /**
@@ -230,8 +220,9 @@ function wellFormedUtf8(from: number, end: number): boolean {
 // bigint, symbol or function, more than SMALL_OUTPUT_BYTES of output, or nesting deeper than MAX_DEPTH
 // (a cycle). Where it writes, it follows msgpackr's choices: plain objects are those whose
 // `constructor` is Object, their own enumerable keys in for-in order; an integer that is not 32-bit and
-// every other number is a float64; -0 is 0; undefined is nil; a lone surrogate is U+FFFD. The bytes may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where
-// msgpackr always writes map16), but both are standard MessagePack for the same value.
+// every other number is a float64; -0 is 0; undefined is nil; a lone surrogate is U+FFFD. The bytes
+// may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where msgpackr always writes
+// map16), but both are standard MessagePack for the same value.
 
 /** Longest output the writer produces; larger items go to msgpackr, whose cost per item is then small. */
 export const SMALL_OUTPUT_BYTES = 8192;
@@ -419,37 +410,29 @@ function writeString(value: string): boolean {
 
 function writeArray(array: unknown[], depth: number): boolean {
   const length = array.length;
-  if (length < 0x10) {
-    if (!writeByte(0x90 | length)) return false;
-  } else {
-    if (length >= 0x10000 || outAt + 3 > outLimit) return false;
-    out[outAt++] = 0xdc;
-    outView.setUint16(outAt, length);
-    outAt += 2;
-  }
+  if (!writeHead(length, 0x90, 0xdc)) return false;
   for (let i = 0; i < length; i++) if (!writeSmall(array[i], depth)) return false;
   return true;
 }
 
-/** A plain object's own enumerable keys and their values; the size is written when they are counted. */
+/** A plain object's own enumerable keys and their values. */
 function writeMap(object: Record<string, unknown>, depth: number): boolean {
-  const head = outAt;
-  if (!writeByte(0x80)) return false;
   const keys = Object.keys(object); // msgpackr's for-in with hasOwnProperty: the same keys, in the same order
   const size = keys.length;
+  if (!writeHead(size, 0x80, 0xde)) return false;
   for (let i = 0; i < size; i++) {
     const key = keys[i]!;
     if (!writeString(key) || !writeSmall(object[key], depth)) return false;
   }
-  if (size < 0x10) {
-    out[head] = 0x80 | size;
-    return true;
-  }
-  // Sixteen keys or more: a map16 head is two bytes longer, so the entries move up to make room.
-  if (size >= 0x10000 || outAt + 2 > outLimit) return false;
-  out.copyWithin(head + 3, head + 1, outAt);
-  out[head] = 0xde;
-  outView.setUint16(head + 1, size);
+  return true;
+}
+
+/** An array's or map's head: the fix form (`fix | size`) under 16 entries, else the 16-bit form `wide`. */
+function writeHead(size: number, fix: number, wide: number): boolean {
+  if (size < 0x10) return writeByte(fix | size);
+  if (size >= 0x10000 || outAt + 3 > outLimit) return false;
+  out[outAt++] = wide;
+  outView.setUint16(outAt, size);
   outAt += 2;
   return true;
 }

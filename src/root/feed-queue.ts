@@ -1,4 +1,4 @@
-import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeDeclined, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 
 /**
@@ -106,10 +106,6 @@ export class FeedQueue {
     let moved = 0;
     while (moved < count && this.#head < this.#sending.length) {
       const chunk = this.#sending[this.#head]!;
-      if (chunk.queued === 0) {
-        this.#head++; // emptied by a rolled-back append
-        continue;
-      }
       const view = chunk.view;
       const start = chunk.sendAt;
       let at = start;
@@ -143,21 +139,19 @@ export class FeedQueue {
 
   /** Payload bytes of the sent record `ref`. */
   lengthOf(ref: number): number {
-    const offset = ref % OFFSETS;
-    return this.#chunks.get((ref - offset) / OFFSETS)!.view.getUint32(offset + 8, true);
+    return this.#chunkAt(ref).view.getUint32((ref % OFFSETS) + 8, true);
   }
 
   /** The sent record `ref` is done. */
   release(ref: number): void {
-    this.#settle(this.#chunks.get((ref - (ref % OFFSETS)) / OFFSETS)!);
+    this.#settle(this.#chunkAt(ref));
   }
 
   /** The payload of the sent record `ref`, to send again (a view: it keeps its chunk's buffer alive). */
   takeBack(ref: number): Uint8Array {
-    const offset = ref % OFFSETS;
-    const chunk = this.#chunks.get((ref - offset) / OFFSETS)!;
-    const start = offset + RECORD_HEADER_BYTES;
-    const payload = chunk.bytes.subarray(start, start + chunk.view.getUint32(offset + 8, true));
+    const chunk = this.#chunkAt(ref);
+    const start = (ref % OFFSETS) + RECORD_HEADER_BYTES;
+    const payload = chunk.bytes.subarray(start, start + this.lengthOf(ref));
     this.#settle(chunk);
     return payload;
   }
@@ -177,7 +171,11 @@ export class FeedQueue {
 
   /** The chunk serial of a record reference. */
   chunkOf(ref: number): number {
-    return (ref - (ref % OFFSETS)) / OFFSETS;
+    return Math.floor(ref / OFFSETS);
+  }
+
+  #chunkAt(ref: number): Chunk {
+    return this.#chunks.get(this.chunkOf(ref))!;
   }
 
   /** The payload of the sent record `ref` as bytes of its own; the record no longer holds its chunk. */
@@ -200,10 +198,10 @@ export class FeedQueue {
   }
 
   #appendValue(value: unknown): void {
-    let chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
+    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
-    if (length < 0) return this.#appendEncoded(encodeTransient(value));
+    if (length < 0) return this.#appendEncoded(encodeDeclined(value)); // there was room: not a small item
     this.#commit(chunk, at, length);
   }
 

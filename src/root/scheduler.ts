@@ -126,7 +126,7 @@ export class Scheduler {
       const entry = lane.ledger.get(id);
       if (entry === undefined) continue;
       lane.ledger.delete(id);
-      if (typeof entry === "number") this.#fresh.release(entry);
+      this.#release(entry);
       finished++;
     }
     const requeued: Uint8Array[] = [];
@@ -190,12 +190,7 @@ export class Scheduler {
     const entry = lane.ledger.get(id);
     if (entry === undefined) return false;
     lane.ledger.delete(id);
-    if (typeof entry === "number") {
-      lane.inFlightBytes -= this.#fresh.lengthOf(entry);
-      this.#fresh.release(entry);
-    } else {
-      lane.inFlightBytes -= entry.length;
-    }
+    lane.inFlightBytes -= this.#release(entry);
     if (lane.samples.size > 0) {
       const sent = lane.samples.get(id);
       if (sent !== undefined) {
@@ -286,6 +281,14 @@ export class Scheduler {
         if (typeof entry === "number" && stale.has(this.#fresh.chunkOf(entry))) lane.ledger.set(id, this.#fresh.copyOut(entry));
       }
     }
+  }
+
+  /** A ledger entry's item is finished with: its feed record (if it has one) is let go. Returns its bytes. */
+  #release(entry: number | Uint8Array): number {
+    if (typeof entry !== "number") return entry.length;
+    const bytes = this.#fresh.lengthOf(entry);
+    this.#fresh.release(entry);
+    return bytes;
   }
 
   /** The next item id (ids are u32 and never 0). */

@@ -1,9 +1,8 @@
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { Root } from "../../src/index.ts";
 import { startLocalCluster } from "../../src/root/local.ts";
-import { double } from "../fixtures/tasks/index.ts";
+import { runDoubles } from "./forgetful.ts";
 import { childrenOf } from "./pids.ts";
-import { REPO } from "./processes.ts";
 
 /**
  * Starts a local cluster, prints its process ids and work dir, then ends without `stop()`, as
@@ -16,13 +15,7 @@ import { REPO } from "./processes.ts";
 const mode = process.argv[2] ?? "exit";
 if (mode === "forget") {
   const cluster = await Root.local({ nodes: 1, workers: 1 });
-  const outputs: number[] = [];
-  await cluster.setup("forgetful", "1", [{ function: double }], {
-    localPackages: [join(REPO, "test/fixtures/tasks")],
-    outputHandler: (output) => void outputs.push(output as number),
-  });
-  cluster.feed(...Array.from({ length: 200 }, (_, i) => i));
-  await cluster.waitEmpty();
+  const outputs = await runDoubles(cluster, "forgetful");
   const sum = outputs.reduce((total, output) => total + output, 0);
   console.log(`LOCAL ${JSON.stringify({ pids: childrenOf(process.pid), workdir: dirname(cluster.logFile!), outputs: outputs.length, sum })}`);
 } else {
