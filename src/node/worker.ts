@@ -10,6 +10,7 @@ import { setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
+import { Hunger, SpillRotation } from "./hunger.ts";
 import { ByteRing } from "./ring.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
@@ -37,8 +38,6 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
-/** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
-const SPILL_BUDGET = 1024;
 
 /** Bytes of spilled inputs that arrived by message, and readers waiting for ones that have not. */
 const spilledInputs = new Map<number, SharedArrayBuffer>();
@@ -200,88 +199,6 @@ class OutputWriter {
     const placeholder = new Uint8Array(4);
     new DataView(placeholder.buffer).setUint32(0, ref, true);
     return this.write(kind, stage, flags | FLAG_SPILLED_BYTES, id, placeholder);
-  }
-}
-
-/**
- * Hunger: how a worker about to run out of input tells the busy ones, so that a worker fanning out a
- * generator hands it sub-items. Each worker owns one slot (1: hungry) and a shared count keeps the
- * busy workers' check to one load per sub-item. A claim flips a slot from 1 to 0, so each announcement
- * is taken by one spiller at most, and no worker can take back another's.
- */
-class Hunger {
-  constructor(
-    readonly control: Int32Array,
-    readonly self: number,
-    readonly workers: number,
-  ) {}
-
-  announce(): void {
-    if (Atomics.compareExchange(this.control, Control.Hungry + this.self, 0, 1) === 0) {
-      Atomics.add(this.control, Control.HungryCount, 1);
-    }
-  }
-
-  retract(): void {
-    if (Atomics.load(this.control, Control.Hungry + this.self) === 0) return;
-    this.#take(this.self);
-  }
-
-  /** Claims another hungry worker; returns its index, or -1 when none is hungry. */
-  claim(): number {
-    if (Atomics.load(this.control, Control.HungryCount) <= 0) return -1;
-    for (let other = 0; other < this.workers; other++) {
-      if (other !== this.self && this.#take(other)) return other;
-    }
-    return -1;
-  }
-
-  /** Gives a claim back (the spill could not be written). */
-  release(other: number): void {
-    if (Atomics.compareExchange(this.control, Control.Hungry + other, 0, 1) === 0) {
-      Atomics.add(this.control, Control.HungryCount, 1);
-    }
-  }
-
-  #take(worker: number): boolean {
-    if (Atomics.compareExchange(this.control, Control.Hungry + worker, 1, 0) !== 1) return false;
-    Atomics.sub(this.control, Control.HungryCount, 1);
-    return true;
-  }
-}
-
-/**
- * Shares a fan-out with the hungry workers this one claimed: sub-items go round-robin to this worker and
- * each claimed one, so all of them run an equal share. Each claim lasts SPILL_BUDGET sub-items, long
- * enough to hide the engine's round trip; a worker still hungry after that announces itself again.
- */
-class SpillRotation {
-  readonly #targets: number[] = [];
-  readonly #budgets: number[] = [];
-  #turn = 0;
-
-  constructor(readonly hunger: Hunger) {}
-
-  /** The worker that should run the next sub-item, or -1 for this one. */
-  next(): number {
-    const claimed = this.hunger.claim();
-    if (claimed >= 0) {
-      this.#targets.push(claimed);
-      this.#budgets.push(SPILL_BUDGET);
-    }
-    const targets = this.#targets.length;
-    if (targets === 0) return -1;
-    this.#turn = this.#turn >= targets ? 0 : this.#turn + 1;
-    if (this.#turn === 0) return -1;
-    const index = this.#turn - 1;
-    const target = this.#targets[index]!;
-    if (--this.#budgets[index]! === 0) this.#drop(index);
-    return target;
-  }
-
-  #drop(index: number): void {
-    this.#targets.splice(index, 1);
-    this.#budgets.splice(index, 1);
   }
 }
 

@@ -52,9 +52,10 @@ export class EngineHarness {
     const specs = tasks.map((task) => ({ package: "tasks", isGenerator: false, ...task }));
     const engine = await Engine.start(specs, { tasks: join(dir, "index.ts") }, options, {
       onResults(batch) {
-        const records = batch.takeRecords();
-        if (harness === undefined) pending.push(records);
-        else harness.#take(records);
+        // Read in place (the engine clears the batch after this call); keep a copy only for results
+        // that come before the harness exists.
+        if (harness === undefined) pending.push(batch.takeRecords());
+        else harness.#take(batch.records());
       },
     });
     harness = new EngineHarness(engine);
