@@ -13,6 +13,7 @@ import {
 import type { LogLine } from "../protocol/messages.ts";
 import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
+import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import { ByteRing } from "./ring.ts";
 import { STAT_FIELDS, busyMilliseconds, statsStride } from "./taskchain.ts";
 import {
@@ -35,6 +36,11 @@ export interface EngineOptions {
   maxAttempts?: number;
   /** Result batches are handed out once they reach about this size (default 256 KiB). */
   resultBatchBytes?: number;
+  /**
+   * Resident bytes of this process above which a worker is ended to save the rest (its item counts an
+   * attempt, as a crash does); default 80% of the machine's or container's memory. `Infinity`: never.
+   */
+  memoryLimitBytes?: number;
 }
 
 /** What the engine tells its owner. */
@@ -102,6 +108,8 @@ const QUEUE_MS = 4;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 const INITIAL_QUEUE = 16;
+/** How often the engine looks at the process's memory (see MemoryGuard). */
+const MEMORY_CHECK_MS = 50;
 
 /**
  * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
@@ -142,6 +150,9 @@ export class Engine {
   #stopped = false;
   #sleeping = false;
   #waiters: Array<{ ready: () => boolean; resolve: () => void; reject: (error: Error) => void }> = [];
+  readonly #memoryGuard: MemoryGuard | undefined;
+  readonly #watched: WatchedWorker[] = [];
+  #memoryTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(tasks: TaskSpec[], entries: Record<string, string>, options: EngineOptions, events: EngineEvents) {
     this.workerCount = Math.max(1, options.workers || availableParallelism());
@@ -150,6 +161,9 @@ export class Engine {
     this.#events = events;
     this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
     this.#resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
+    const memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
+    if (!(memoryLimit > 0)) throw new RangeError(`memoryLimitBytes must be a positive number of bytes, got ${memoryLimit}`);
+    if (memoryLimit !== Number.POSITIVE_INFINITY) this.#memoryGuard = new MemoryGuard(memoryLimit);
     this.#controlBuffer = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(this.#controlBuffer);
     this.#statsBuffer = new SharedArrayBuffer(this.workerCount * statsStride(tasks.length) * 8);
@@ -202,6 +216,10 @@ export class Engine {
       throw new SetupError(errors.length === 1 ? errors[0]! : `workers failed to set up:\n${errors.join("\n")}`);
     }
     for (const slot of engine.#slots) engine.#arm(slot);
+    if (engine.#memoryGuard !== undefined) {
+      engine.#memoryTimer = setInterval(engine.#checkMemory, MEMORY_CHECK_MS);
+      engine.#memoryTimer.unref();
+    }
     return engine;
   }
 
@@ -679,6 +697,24 @@ export class Engine {
     this.#respawn(slot);
   }
 
+  /** Above the memory limit, ends the worker most likely to blame (see MemoryGuard); it is replaced. */
+  readonly #checkMemory = (): void => {
+    const guard = this.#memoryGuard!;
+    for (const slot of this.#slots) {
+      const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
+      watched.busy = slot.alive && slot.queued > 0;
+      watched.position = slot.input.runningPosition;
+      watched.completed = slot.completed;
+    }
+    const resident = process.memoryUsage.rss();
+    const pick = guard.check(this.#watched, resident);
+    if (pick < 0) return;
+    const slot = this.#slots[pick]!;
+    const mb = (bytes: number) => Math.round(bytes / 1048576);
+    slot.lastError = `the node's memory reached ${mb(resident)} MB, over its limit of ${mb(guard.limitBytes)} MB (pcluster node --memory-limit), and this worker had been on its item the longest`;
+    slot.worker.terminate();
+  };
+
   /** Starts a replacement worker; retries after a pause while setting it up fails. */
   #respawn(slot: WorkerSlot): void {
     void this.#spawn(slot).then((error) => {
@@ -811,6 +847,7 @@ export class Engine {
   async reset(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    clearInterval(this.#memoryTimer);
     Atomics.store(this.#control, Control.Sleep, 0);
     Atomics.notify(this.#control, Control.Sleep);
     const closed = this.#slots.map((slot) => {

@@ -10,6 +10,11 @@ export function fanOut(count) { return (function* () { for (let i = 0; i < count
 export function work(i) { let x = i; for (let k = 0; k < 300; k++) x = (x * 31 + k) % 1000003; return { i, thread, pad: "y".repeat(4000) }; }
 export function big(n) { const bytes = new Uint8Array(n); for (let i = 0; i < n; i += 4096) bytes[i] = (i >>> 12) & 255; return bytes; }
 export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i += 4096) s += bytes[i]; return { length: bytes.length, s }; }
+export function hog(item) {
+  if (item !== "hog") return item;
+  const kept = [];
+  for (;;) kept.push(new Array(4096).fill(kept.length)); // never returns: only ending its worker stops it
+}
 export function exitOn(item) { if (item === "die") process.exit(3); return item; }
 export function throwLaterOn(item) {
   if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); }
@@ -214,7 +219,6 @@ describe("lifecycle", () => {
 describe("dying workers", () => {
   test("a worker that exits is replaced; its item is retried, then reported failed; nothing else is lost or doubled", async () => {
     const harness = await EngineHarness.start(dir, [{ export: "exitOn" }], { workers: 2, maxAttempts: 3 });
-    const deaths: string[] = [];
     try {
       const items = Array.from({ length: 300 }, (_, i) => (i === 150 ? "die" : i));
       const ids = harness.feed(items);
@@ -226,6 +230,7 @@ describe("dying workers", () => {
       expect(failed[0]!.id).toBe(ids[150]!);
       expect(failed[0]!.message).toContain("gave up after 3 attempts");
       expect(failed[0]!.message).toContain("exited with code 3");
+      expect(harness.deaths).toEqual(Array(3).fill("worker exited with code 3"));
       // The engine still works with its replacement workers.
       harness.feed([1, 2, 3]);
       await harness.waitEmpty();
@@ -233,7 +238,6 @@ describe("dying workers", () => {
     } finally {
       await harness.engine.reset();
     }
-    void deaths;
   }, 60_000);
 
   test("an asynchronous throw outside the task takes the worker down; the item is retried and others go on", async () => {
@@ -245,6 +249,32 @@ describe("dying workers", () => {
       const failed = harness.errors.filter((e) => e.kind === "failed");
       expect(failed.map((e) => e.id)).toEqual([ids[1]!]);
       expect(failed[0]!.message).toContain("async boom");
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
+  test("a task that runs away with memory costs its worker, not the process: ended at the limit, retried, then given up", async () => {
+    Bun.gc(true);
+    const limit = process.memoryUsage.rss() + 300 * 1024 * 1024;
+    const harness = await EngineHarness.start(dir, [{ export: "hog" }], { workers: 2, maxAttempts: 2, memoryLimitBytes: limit });
+    try {
+      const items = Array.from({ length: 2000 }, (_, i) => (i === 1000 ? "hog" : i));
+      const ids = harness.feed(items);
+      await harness.waitEmpty(60_000);
+      expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => i !== "hog")));
+      expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
+      expect(harness.deaths.length).toBe(2);
+      for (const reason of harness.deaths) expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
+      const failed = harness.errors.filter((e) => e.kind === "failed");
+      expect(failed.map((e) => [e.id, e.task])).toEqual([[ids[1000]!, "hog"]]);
+      expect(failed[0]!.message).toContain("gave up after 2 attempts");
+      expect(failed[0]!.message).toContain("over its limit");
+      // The ended workers' memory went back to the system, and their replacements work.
+      expect(await waitFor(() => process.memoryUsage.rss() < limit, 5000)).toBe(true);
+      harness.feed([1, 2, 3]);
+      await harness.waitEmpty();
+      expect(harness.outputCount).toBe(2002);
     } finally {
       await harness.engine.reset();
     }
@@ -264,5 +294,13 @@ describe("dying workers", () => {
     }
   }, 60_000);
 });
+
+/** Polls `condition` until it holds or `timeoutMs` passes; says whether it held. */
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  for (const end = performance.now() + timeoutMs; !condition(); await Bun.sleep(20)) {
+    if (performance.now() > end) return false;
+  }
+  return true;
+}
 
 const sorted = (values: unknown[]) => [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));

@@ -33,6 +33,8 @@ export class EngineHarness {
   readonly outputs: Array<{ id: number; value: unknown }> = [];
   readonly done: number[] = [];
   readonly errors: ErrorRecord[] = [];
+  /** Why each worker that died went down, in order. */
+  readonly deaths: string[];
   outputCount = 0;
   outputBytes = 0;
   #nextId = 1;
@@ -40,7 +42,12 @@ export class EngineHarness {
   /** Called with each result batch before it is decoded (e.g. to slow the consumer down). */
   onBatch: ((records: Uint8Array) => void) | undefined;
 
-  private constructor(readonly engine: Engine) {}
+  private constructor(
+    readonly engine: Engine,
+    deaths: string[],
+  ) {
+    this.deaths = deaths;
+  }
 
   static async start(
     dir: string,
@@ -49,6 +56,7 @@ export class EngineHarness {
   ): Promise<EngineHarness> {
     let harness: EngineHarness | undefined;
     const pending: Uint8Array[] = [];
+    const deaths: string[] = [];
     const specs = tasks.map((task) => ({ package: "tasks", isGenerator: false, ...task }));
     const engine = await Engine.start(specs, { tasks: join(dir, "index.ts") }, options, {
       onResults(batch) {
@@ -57,8 +65,11 @@ export class EngineHarness {
         if (harness === undefined) pending.push(batch.takeRecords());
         else harness.#take(batch.records());
       },
+      onWorkerDied(_worker, reason) {
+        deaths.push(reason);
+      },
     });
-    harness = new EngineHarness(engine);
+    harness = new EngineHarness(engine, deaths);
     for (const records of pending) harness.#take(records);
     return harness;
   }
