@@ -15,6 +15,12 @@ export function intOption(value: string | undefined, name: string, fallback: num
   return parsed;
 }
 
+function megabytes(value: string, name: string): number {
+  const parsed = intOption(value, name, 0);
+  if (parsed === 0) fail(`--${name} must be a positive number of MB, got "${value}"`);
+  return parsed * 1024 * 1024;
+}
+
 const log = defineCommand({
   meta: { name: "log", description: "Run a log server that collects lines from roots, nodes and tasks into one file" },
   args: {
@@ -52,6 +58,11 @@ const node = defineCommand({
     "tls-cert": { type: "string", description: "PEM certificate file: serve over TLS" },
     "tls-key": { type: "string", description: "PEM private key file for --tls-cert" },
     "max-frame": { type: "string", description: "Largest frame accepted, in bytes (default 67108864)" },
+    "ring-bytes": { type: "string", description: "Bytes of each worker's input and output ring (default 1048576)" },
+    "memory-limit": {
+      type: "string",
+      description: "MB of memory the node may use; above it, the worker on its item the longest is ended and replaced (default: 80% of memory)",
+    },
   },
   async run({ args }) {
     const { runNodeServer } = await import("./node/server.ts");
@@ -72,6 +83,8 @@ const node = defineCommand({
       insecure: args.insecure,
       tls: cert === undefined ? undefined : { cert: Bun.file(cert!), key: Bun.file(key!) },
       maxFrameBytes: args["max-frame"] === undefined ? undefined : intOption(args["max-frame"], "max-frame", 0),
+      ringBytes: args["ring-bytes"] === undefined ? undefined : intOption(args["ring-bytes"], "ring-bytes", 0),
+      memoryLimitBytes: args["memory-limit"] === undefined ? undefined : megabytes(args["memory-limit"], "memory-limit"),
     });
   },
 });

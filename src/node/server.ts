@@ -32,6 +32,8 @@ export interface NodeServerOptions {
   maxFrameBytes?: number;
   /** Bytes of each worker's input and output ring (default 1 MiB each). */
   ringBytes?: number;
+  /** Resident bytes above which a worker is ended to save the node (default 80% of memory; see Engine). */
+  memoryLimitBytes?: number;
   /** How long a pipeline outlives its root's connection before it is reset (default 3 s). */
   orphanGraceMs?: number;
 }
@@ -253,11 +255,17 @@ export class NodeServer {
       const engine = await Engine.start(
         args.taskchain,
         installed.entries,
-        { workers, inputRingBytes: ringBytes, outputRingBytes: ringBytes, maxAttempts: args.maxAttempts },
+        {
+          workers,
+          inputRingBytes: ringBytes,
+          outputRingBytes: ringBytes,
+          maxAttempts: args.maxAttempts,
+          memoryLimitBytes: this.#options.memoryLimitBytes,
+        },
         {
           onResults: (batch) => this.#sendResults(pipeline, batch),
           onTaskError: (report) => {
-            const what = report.failed ? "gave up on" : "dropped";
+            const what = report.failed ? "could not finish" : "dropped";
             this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
           },
           onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),

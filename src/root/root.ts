@@ -456,7 +456,7 @@ export class Root implements AsyncDisposable {
 
   #onTaskError(client: NodeClient, item: number, report: TaskErrorReport, failed: boolean): unknown {
     this.#progress.errors++;
-    const error = new TaskError(`task "${report.task}" ${failed ? "gave up on" : "failed on"} item ${item} on node ${client.address}: ${report.message}`, {
+    const error = new TaskError(`task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`, {
       task: report.task,
       stack: report.stack,
       failed,

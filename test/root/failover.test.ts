@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { NoNodesError, Root, setDefaultLogAddress } from "../../src/index.ts";
+import { NoNodesError, Root, type TaskError, setDefaultLogAddress } from "../../src/index.ts";
 import { flushLogs } from "../../src/log/client.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { waitForFile } from "../support/log-server.ts";
@@ -256,6 +256,39 @@ describe("a node lost while its results wait at the root", () => {
     expect(new Set(outputs).size).toBe(count);
     expect(cluster.progress).toMatchObject({ fed: count, done: count, outputs: count, resent: 0, queued: 0, inFlight: 0 });
   }, 30_000);
+});
+
+describe("a task that runs away with memory", () => {
+  test("costs its worker, not the node: the worker is ended at --memory-limit, the item given up with the reason, the rest done", async () => {
+    // A fresh node uses well under 200 MB; the hog passes 400 MB within about a second.
+    const node = await startNode({ logPort, workers: 2, args: ["--memory-limit", "400"] });
+    const errors: TaskError[] = [];
+    const outputs: number[] = [];
+    const root = track(new Root([["127.0.0.1", node.port]]));
+    await root.setup("memory", "1", [{ function: tasks.hogOn }], {
+      localPackages: [TASKS],
+      outputHandler: (output) => void outputs.push(output as number),
+      errorHandler: (error) => void errors.push(error),
+      maxAttempts: 2,
+    });
+    const items: unknown[] = Array.from({ length: 3000 }, (_, i) => i);
+    items.splice(1500, 0, "hog");
+    root.feed(...items);
+    await within(root.waitEmpty(), 30_000, "waitEmpty");
+    expect(outputs.sort((a, b) => a - b)).toEqual(Array.from({ length: 3000 }, (_, i) => i));
+    expect(errors.length).toBe(1);
+    expect(errors[0]!.task).toBe("hogOn");
+    expect(errors[0]!.failed).toBe(true);
+    expect(errors[0]!.message).toMatch(/gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 400 MB/);
+    expect(errors[0]!.node).toBe(node.addr);
+    // The node is alive and well, and its log says why each worker went.
+    expect(node.proc.proc.exitCode).toBeNull();
+    const text = await waitForFile(logFile, (t) => (t.match(/over its limit of 400 MB/g) ?? []).length >= 3, 10_000);
+    expect(text).toMatch(/worker \d of "memory" 1 died \(the node's memory reached \d+ MB, over its limit of 400 MB/);
+    root.feed(1, 2, 3);
+    await within(root.waitEmpty(), 10_000, "waitEmpty after");
+    expect(outputs.length).toBe(3003);
+  }, 60_000);
 });
 
 describe("every node lost", () => {
