@@ -702,7 +702,7 @@ export class Engine {
     const guard = this.#memoryGuard!;
     for (const slot of this.#slots) {
       const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
-      watched.busy = slot.alive && slot.queued > 0;
+      watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
       watched.position = slot.input.runningPosition;
       watched.completed = slot.completed;
     }
