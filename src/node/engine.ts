@@ -788,6 +788,15 @@ export class Engine {
     return this.#when(() => this.#backlog.length === 0 && this.idleWorkers > 0);
   }
 
+  /**
+   * Resolves once nothing waits for ring space. A feeder that awaits it before each `dispatch` keeps at
+   * most one batch outside the rings: when the workers (or a slow consumer of the results, through
+   * the full output rings) fall behind, the feeder waits instead of the backlog growing.
+   */
+  whenRoom(): Promise<void> {
+    return this.#when(() => this.#backlog.length === 0);
+  }
+
   /** Resolves when every accepted item is finished and every result handed out. */
   whenEmpty(): Promise<void> {
     return this.#when(() => this.isEmpty);

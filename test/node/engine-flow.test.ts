@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
 import { spawnBun } from "../support/processes.ts";
+import { RECORD_HEADER_BYTES, encode } from "../../src/protocol/codec.ts";
 
 const TASKS = `
 const thread = Math.random().toString(36).slice(2);
@@ -115,6 +116,43 @@ describe("fan-out and memory", () => {
       expect(made.values()).toEqual([{ length: 50 * 1024 * 1024, s }]);
     } finally {
       await made.engine.reset();
+    }
+  }, 60_000);
+
+  test("a feeder that awaits room waits while the rings are full: the backlog never holds more than one batch", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    harness.keepOutputs = false;
+    const batches = 400;
+    const perBatch = 500;
+    const batch = Array.from({ length: perBatch }, (_, i) => ({ i, payload: "x".repeat(64) }));
+    const batchBytes = batch.reduce((sum, item) => sum + RECORD_HEADER_BYTES + encode(item).length, 0);
+    let fed = 0;
+    let maxBacklog = 0;
+    const feeder = (async () => {
+      for (; fed < batches; fed++) {
+        await harness.engine.whenRoom();
+        harness.feed(batch);
+        maxBacklog = Math.max(maxBacklog, harness.engine.backlogBytes);
+      }
+    })();
+    try {
+      harness.engine.pauseOutput();
+      await Bun.sleep(300);
+      const stalledAt = fed;
+      await Bun.sleep(300);
+      // Nothing is read: the output rings filled, the workers stopped, the input rings filled, and the
+      // feeder waits, one batch out at most.
+      expect(fed).toBe(stalledAt);
+      expect(fed).toBeLessThan(batches);
+      expect(harness.outputCount).toBe(0);
+      harness.engine.resumeOutput();
+      await feeder;
+      await harness.waitEmpty(60_000);
+      expect(harness.outputCount).toBe(batches * perBatch);
+      expect(maxBacklog).toBeGreaterThan(0); // it did wait for room at times
+      expect(maxBacklog).toBeLessThanOrEqual(batchBytes);
+    } finally {
+      await harness.engine.reset();
     }
   }, 60_000);
 
