@@ -1,5 +1,6 @@
 import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
 import { FeedQueue } from "./feed-queue.ts";
+import { Ledger, type LedgerEntry } from "./ledger.ts";
 import { AdaptiveWindow } from "./window.ts";
 
 /**
@@ -37,7 +38,7 @@ export interface SchedulerOptions {
  * its own for an item re-sent), so that it can be sent elsewhere if the node is lost.
  */
 export class NodeLane {
-  readonly ledger = new Map<number, number | Uint8Array>();
+  readonly ledger = new Ledger();
   inFlightBytes = 0;
   /** Idle workers the node reported last. */
   idleWorkers: number;
@@ -123,14 +124,15 @@ export class Scheduler {
     this.#lanes.splice(index, 1);
     let finished = 0;
     for (const id of alreadyDone) {
-      const entry = lane.ledger.get(id);
+      const entry = lane.ledger.take(id);
       if (entry === undefined) continue;
-      lane.ledger.delete(id);
       this.#release(entry);
       finished++;
     }
     const requeued: Uint8Array[] = [];
-    for (const entry of lane.ledger.values()) requeued.push(typeof entry === "number" ? this.#fresh.takeBack(entry) : entry);
+    // Oldest first, as they were sent.
+    const entries = [...lane.ledger.entries()].sort((a, b) => a[0] - b[0]);
+    for (const [, entry] of entries) requeued.push(typeof entry === "number" ? this.#fresh.takeBack(entry) : entry);
     for (const bytes of requeued) this.#retryBytes += bytes.length;
     this.#retry = requeued.concat(this.#retry);
     lane.ledger.clear();
@@ -187,9 +189,8 @@ export class Scheduler {
 
   /** An item is done on `lane`; returns false when it was not in flight there (a late duplicate). */
   complete(lane: NodeLane, id: number, now?: number): boolean {
-    const entry = lane.ledger.get(id);
+    const entry = lane.ledger.take(id);
     if (entry === undefined) return false;
-    lane.ledger.delete(id);
     lane.inFlightBytes -= this.#release(entry);
     if (lane.samples.size > 0) {
       const sent = lane.samples.get(id);
@@ -243,7 +244,7 @@ export class Scheduler {
       const item = this.#retry.pop()!;
       const id = this.#takeId();
       batch.append(RecordKind.Input, 0, 0, id, item);
-      lane.ledger.set(id, item);
+      lane.ledger.add(id, item);
       this.#retryBytes -= item.length;
       bytes += item.length;
       if (firstId < 0) firstId = id;
@@ -251,7 +252,7 @@ export class Scheduler {
     if (batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
       bytes += this.#fresh.send(batch, count - batch.count, this.#maxBatchBytes - bytes, (ref) => {
         const id = this.#takeId();
-        lane.ledger.set(id, ref);
+        lane.ledger.add(id, ref);
         if (firstId < 0) firstId = id;
         return id;
       });
@@ -277,14 +278,14 @@ export class Scheduler {
     const stale = this.#fresh.staleChunks(this.#staleChunkMs);
     if (stale.size === 0) return;
     for (const lane of this.#lanes) {
-      for (const [id, entry] of lane.ledger) {
-        if (typeof entry === "number" && stale.has(this.#fresh.chunkOf(entry))) lane.ledger.set(id, this.#fresh.copyOut(entry));
+      for (const [id, entry] of lane.ledger.entries()) {
+        if (typeof entry === "number" && stale.has(this.#fresh.chunkOf(entry))) lane.ledger.replace(id, this.#fresh.copyOut(entry));
       }
     }
   }
 
   /** A ledger entry's item is finished with: its feed record (if it has one) is let go. Returns its bytes. */
-  #release(entry: number | Uint8Array): number {
+  #release(entry: LedgerEntry): number {
     if (typeof entry !== "number") return entry.length;
     const bytes = this.#fresh.lengthOf(entry);
     this.#fresh.release(entry);
