@@ -48,6 +48,8 @@ export class FeedQueue {
   #sending: Chunk[] = [];
   #head = 0;
   #tail: Chunk | undefined;
+  /** The chunk `#chunkAt` found last (it may have been let go since: only its serial is compared). */
+  #lastAsked: Chunk | undefined;
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
@@ -142,9 +144,12 @@ export class FeedQueue {
     return this.#chunkAt(ref).view.getUint32((ref % OFFSETS) + 8, true);
   }
 
-  /** The sent record `ref` is done. */
-  release(ref: number): void {
-    this.#settle(this.#chunkAt(ref));
+  /** The sent record `ref` is done; returns its payload bytes. */
+  release(ref: number): number {
+    const chunk = this.#chunkAt(ref);
+    const length = chunk.view.getUint32((ref % OFFSETS) + 8, true);
+    this.#settle(chunk);
+    return length;
   }
 
   /** The payload of the sent record `ref`, to send again (a view: it keeps its chunk's buffer alive). */
@@ -175,7 +180,11 @@ export class FeedQueue {
   }
 
   #chunkAt(ref: number): Chunk {
-    return this.#chunks.get(this.chunkOf(ref))!;
+    const serial = this.chunkOf(ref);
+    // Items are mostly done in the order they were sent: the chunk is most often the last one asked for.
+    const last = this.#lastAsked;
+    if (last !== undefined && last.serial === serial) return last;
+    return (this.#lastAsked = this.#chunks.get(serial)!);
   }
 
   /** The payload of the sent record `ref` as bytes of its own; the record no longer holds its chunk. */
@@ -185,6 +194,7 @@ export class FeedQueue {
 
   clear(): void {
     this.#chunks.clear();
+    this.#lastAsked = undefined;
     this.#sending = [];
     this.#head = 0;
     this.#tail = undefined;

@@ -287,9 +287,7 @@ export class Scheduler {
   /** A ledger entry's item is finished with: its feed record (if it has one) is let go. Returns its bytes. */
   #release(entry: LedgerEntry): number {
     if (typeof entry !== "number") return entry.length;
-    const bytes = this.#fresh.lengthOf(entry);
-    this.#fresh.release(entry);
-    return bytes;
+    return this.#fresh.release(entry);
   }
 
   /** The next item id (ids are u32 and never 0). */
