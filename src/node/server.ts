@@ -14,6 +14,7 @@ import type { Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import { VERSION } from "../version.ts";
 import { Engine } from "./engine.ts";
+import { defaultMemoryLimit } from "./memory-limit.ts";
 import { installPipeline } from "./packages.ts";
 
 export interface NodeServerOptions {
@@ -69,6 +70,7 @@ export class NodeServer {
   readonly #options: NodeServerOptions;
   readonly #workdir: string;
   readonly #defaultWorkers: number;
+  readonly #memoryLimit: number;
   #server: Server | undefined;
   #pipeline: Pipeline | undefined;
   /** Serializes setup and reset, so a second root cannot slip in while a pipeline installs or stops. */
@@ -78,6 +80,7 @@ export class NodeServer {
   private constructor(options: NodeServerOptions) {
     this.#options = options;
     this.#defaultWorkers = options.workers || availableParallelism();
+    this.#memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
     this.#workdir = options.workdir ?? join(homedir(), ".pcluster", `node-${options.port}`);
   }
 
@@ -98,7 +101,7 @@ export class NodeServer {
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
       onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
     });
-    node.#note("info", `listening on ${node.address} (workers ${node.#defaultWorkers}, workdir ${node.#workdir})`);
+    node.#note("info", `listening on ${node.address} (workers ${node.#defaultWorkers}, memory limit ${Math.round(node.#memoryLimit / 1048576)} MB, workdir ${node.#workdir})`);
     return node;
   }
 
@@ -260,7 +263,7 @@ export class NodeServer {
           inputRingBytes: ringBytes,
           outputRingBytes: ringBytes,
           maxAttempts: args.maxAttempts,
-          memoryLimitBytes: this.#options.memoryLimitBytes,
+          memoryLimitBytes: this.#memoryLimit,
         },
         {
           onResults: (batch) => this.#sendResults(pipeline, batch),
@@ -362,6 +365,7 @@ export class NodeServer {
       version: VERSION,
       cores: availableParallelism(),
       workers: this.#defaultWorkers,
+      memory: { used: process.memoryUsage.rss(), limit: this.#memoryLimit },
       pipeline:
         pipeline === undefined
           ? null

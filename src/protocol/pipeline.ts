@@ -79,6 +79,8 @@ export interface NodeStatus {
   cores: number;
   /** Default worker threads per pipeline (`--workers`). */
   workers: number;
+  /** The node process's resident bytes now, and the limit above which it ends a runaway worker (`--memory-limit`). */
+  memory: { used: number; limit: number };
   /** The pipeline set up now, if any. */
   pipeline: {
     name: string;

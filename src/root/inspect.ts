@@ -78,10 +78,12 @@ export function table(header: string[], rows: Array<Array<string | number>>): st
 
 const ms = (value: number) => Number(value.toFixed(3));
 
+const megabytes = (bytes: number): number => Math.round(bytes / 1048576);
+
 export function formatStatuses(reports: NodeReport[]): string {
   const rows = reports.map((report) => {
     const status = report.status;
-    if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", ""];
+    if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", "", ""];
     const pipeline = status.pipeline;
     return [
       report.address,
@@ -92,9 +94,10 @@ export function formatStatuses(reports: NodeReport[]): string {
       pipeline ? `${pipeline.idleWorkers}` : "",
       pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
       pipeline ? new Date(pipeline.startedAt).toISOString() : "",
+      `${megabytes(status.memory.used)} of ${megabytes(status.memory.limit)} MB`,
     ];
   });
-  return table(["node", "pipeline", "root", "cores", "workers", "idle", "state", "started"], rows);
+  return table(["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory"], rows);
 }
 
 export function formatTaskStats(tasks: TaskStatsRecord[]): string {

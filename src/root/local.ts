@@ -5,6 +5,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PclusterError } from "../errors.ts";
 import { EXIT_WITH_PARENT_ENV } from "../lifetime.ts";
+import { defaultMemoryLimit } from "../node/memory-limit.ts";
 
 /**
  * The local cluster behind `Root.local()`: a log server and N node servers as real `pcluster`
@@ -17,6 +18,11 @@ export interface LocalClusterOptions {
   nodes?: number;
   /** Worker threads per node (default: cores / nodes, at least 1). */
   workers?: number;
+  /**
+   * MB of memory each node may use before it ends a runaway worker (`pcluster node --memory-limit`;
+   * default: the machine's 80% shared between the nodes, as they share one machine).
+   */
+  memoryLimitMb?: number;
   /** Shared token the nodes and the log server require (given to them as `PCLUSTER_TOKEN`). */
   token?: string;
   /** Where the log server writes (default `<workdir>/pcluster.log`, removed by `stop()`). */
@@ -57,6 +63,7 @@ const LISTENING = /listening on 127\.0\.0\.1:(\d+)/;
 export async function startLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
   const nodeCount = count(options.nodes, 2, "nodes");
   const workers = count(options.workers, Math.max(1, Math.floor(availableParallelism() / nodeCount)), "workers");
+  const memoryLimitMb = count(options.memoryLimitMb, Math.max(1, Math.floor(defaultMemoryLimit() / nodeCount / 1048576)), "memoryLimitMb");
   const workdir = await mkdtemp(join(tmpdir(), "pcluster-local-"));
   liveWorkdirs.add(workdir);
   const logFile = options.logFile ?? join(workdir, "pcluster.log");
@@ -82,6 +89,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         "--log-host", "127.0.0.1",
         "--log-port", String(logPort),
         "--workers", String(workers),
+        "--memory-limit", String(memoryLimitMb),
         "--workdir", join(workdir, `node-${index}`),
       ]),
     );

@@ -55,6 +55,8 @@ export interface LocalOptions extends RootOptions {
   nodes?: number;
   /** Worker threads per node (default: cores / nodes, at least 1). */
   workers?: number;
+  /** MB of memory each node may use before it ends a runaway worker (default: 80% of memory, shared between the nodes). */
+  memoryLimitMb?: number;
 }
 
 /** A node as `status()` reports it. */
@@ -141,7 +143,7 @@ export class Root implements AsyncDisposable {
    * await using cluster = await Root.local({ nodes: 2 });
    */
   static async local(options: LocalOptions = {}): Promise<Root> {
-    const cluster = await startLocalCluster({ nodes: options.nodes, workers: options.workers, token: options.token });
+    const cluster = await startLocalCluster({ nodes: options.nodes, workers: options.workers, memoryLimitMb: options.memoryLimitMb, token: options.token });
     const root = new Root(cluster.nodes, options);
     root.#local = cluster;
     if (getDefaultLogAddress() === undefined) {

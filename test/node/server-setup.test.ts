@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
+import { defaultMemoryLimit } from "../../src/node/memory-limit.ts";
 import type { TaskStatsRecord } from "../../src/protocol/pipeline.ts";
 import { messagesOf, waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
@@ -145,7 +146,8 @@ describe("two nodes, one pipeline each root", () => {
     for (const [i, messages] of [nodeA!, nodeB!].entries()) {
       const tag = `[node ${nodes[i]!.addr}]`;
       const owner = i === 0 ? "test-root-a" : "test-root-b";
-      expect(messages).toContain(`${tag} listening on ${nodes[i]!.addr} (workers 2, workdir ${nodes[i]!.workdir})`);
+      const limit = Math.round(defaultMemoryLimit() / 1048576);
+      expect(messages).toContain(`${tag} listening on ${nodes[i]!.addr} (workers 2, memory limit ${limit} MB, workdir ${nodes[i]!.workdir})`);
       expect(messages).toContain(`${tag} setting up "numbers" 1.0 for root ${owner}`);
       expect(messages).toContain(`${tag} "numbers" 1.0 ready on 2 workers`);
     }
@@ -208,8 +210,8 @@ describe("two nodes, one pipeline each root", () => {
     const status = await runCli(["status", "--nodes", addrs]);
     expect(status.code).toBe(0);
     const rows = status.stdout.trimEnd().split("\n");
-    expect(rows[0]).toMatch(/^node\s+pipeline\s+root\s+cores\s+workers\s+idle\s+state\s+started$/);
-    expect(rows[1]).toMatch(new RegExp(`^${nodes[0]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-a\\s+\\d+\\s+2\\s+\\d\\s+awake\\s+\\d{4}-`));
+    expect(rows[0]).toMatch(/^node\s+pipeline\s+root\s+cores\s+workers\s+idle\s+state\s+started\s+memory$/);
+    expect(rows[1]).toMatch(new RegExp(`^${nodes[0]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-a\\s+\\d+\\s+2\\s+\\d\\s+awake\\s+\\d{4}-\\S+\\s+\\d+ of \\d+ MB$`));
     expect(rows[2]).toMatch(new RegExp(`^${nodes[1]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-b\\s+\\d+\\s+2\\s+\\d\\s+awake`));
 
     const benchmark = await runCli(["benchmark", "--nodes", addrs]);

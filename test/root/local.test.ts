@@ -4,11 +4,13 @@ import { join } from "node:path";
 import { AuthError } from "../../src/errors.ts";
 import { dial } from "../../src/protocol/auth.ts";
 import type { NodeStatus } from "../../src/protocol/pipeline.ts";
+import { defaultMemoryLimit } from "../../src/node/memory-limit.ts";
 import { type LocalCluster, startLocalCluster } from "../../src/root/local.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { waitGone } from "../support/pids.ts";
 import { REPO, killAll, spawnBun } from "../support/processes.ts";
 
+const MB = 1024 * 1024;
 const started: LocalCluster[] = [];
 const orphans: number[] = [];
 
@@ -55,6 +57,10 @@ describe("startLocalCluster", () => {
       expect(node[0]).toBe("127.0.0.1");
       const status = await statusOf(node);
       expect(status).toMatchObject({ listen: `127.0.0.1:${node[1]}`, workers: 1, pipeline: null });
+      // Two nodes on one machine share its memory: each may use half of the default.
+      expect(status.memory.limit).toBe(Math.floor(defaultMemoryLimit() / 2 / MB) * MB);
+      expect(status.memory.used).toBeGreaterThan(0);
+      expect(status.memory.used).toBeLessThan(status.memory.limit);
     }
     expect(cluster.logAddress[0]).toBe("127.0.0.1");
     expect(cluster.logFile).toBe(join(cluster.workdir, "pcluster.log"));
@@ -69,10 +75,12 @@ describe("startLocalCluster", () => {
   }, 30_000);
 
   test("a token is required of whoever talks to the nodes", async () => {
-    const cluster = await start({ nodes: 1, workers: 1, token: "local-secret" });
+    const cluster = await start({ nodes: 1, workers: 1, token: "local-secret", memoryLimitMb: 512 });
     expect(cluster.nodes).toHaveLength(1);
     await expect(statusOf(cluster.nodes[0]!)).rejects.toThrow(AuthError);
-    expect((await statusOf(cluster.nodes[0]!, "local-secret")).pipeline).toBeNull();
+    const status = await statusOf(cluster.nodes[0]!, "local-secret");
+    expect(status.pipeline).toBeNull();
+    expect(status.memory.limit).toBe(512 * MB);
     await cluster.stop();
   }, 30_000);
 
@@ -86,9 +94,10 @@ describe("startLocalCluster", () => {
     expect(error!.message).toContain("cannot open the log file");
   }, 30_000);
 
-  test("refuses a node count or worker count that is not a positive integer", async () => {
+  test("refuses a node count, worker count or memory limit that is not a positive integer", async () => {
     await expect(startLocalCluster({ nodes: 0 })).rejects.toThrow(/nodes must be a positive integer/);
     await expect(startLocalCluster({ workers: 1.5 })).rejects.toThrow(/workers must be a positive integer/);
+    await expect(startLocalCluster({ memoryLimitMb: -1 })).rejects.toThrow(/memoryLimitMb must be a positive integer/);
   });
 
   for (const mode of ["exit", "throw", "signal"] as const) {
