@@ -114,6 +114,8 @@ export class Root implements AsyncDisposable {
   #failure: PclusterError | undefined;
   #waiters: Waiter[] = [];
   #local: LocalCluster | undefined;
+  /** Set when `reset()` stopped this root's local cluster: its nodes are gone. */
+  #localStopped = false;
   /** The local cluster's log server, while `Root.local` made it the default log address (undone on reset). */
   #localLogDefault: { address: readonly [host: string, port: number]; token: boolean } | undefined;
   #outputOverride: ((output: unknown) => unknown) | undefined;
@@ -203,6 +205,9 @@ export class Root implements AsyncDisposable {
    */
   async setup(name: string, version: string | number, taskchain: TaskDefinition[], options: SetupOptions = {}): Promise<void> {
     this.#assertOpen();
+    if (this.#localStopped) {
+      throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
+    }
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
     const tasks = await resolveTaskchain(taskchain, packages);
@@ -352,6 +357,7 @@ export class Root implements AsyncDisposable {
     this.#clients.clear();
     const local = this.#local;
     this.#local = undefined;
+    if (local !== undefined) this.#localStopped = true;
     await local?.stop();
     this.#forgetLocalLogDefault();
   }

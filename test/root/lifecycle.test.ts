@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { Root, getDefaultLogAddress } from "../../src/index.ts";
+import { Root, StateError, getDefaultLogAddress } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { startNode, tryNodeAt } from "../support/nodes.ts";
 import { childrenOf, killPids, waitGone } from "../support/pids.ts";
@@ -105,6 +105,27 @@ describe("await using", () => {
     expect(existsSync(workdir)).toBe(false);
     // …and not to its dead address after.
     expect(getDefaultLogAddress()).toEqual(logAddressBefore);
+  }, 30_000);
+});
+
+describe("a Root.local after reset()", () => {
+  test("setup() again replaces the pipeline; after reset() its nodes are gone and setup() says so", async () => {
+    const cluster = await Root.local({ nodes: 1, workers: 1 });
+    try {
+      const outputs: number[] = [];
+      const outputHandler = (output: unknown) => void outputs.push(output as number);
+      await cluster.setup("first", "1", [{ function: tasks.double }], { localPackages: [TASKS], outputHandler });
+      await cluster.run([1, 2]);
+      await cluster.setup("second", "1", [{ function: tasks.identity }], { localPackages: [TASKS], outputHandler });
+      await cluster.run([3]);
+      expect(outputs.sort()).toEqual([2, 3, 4]);
+      await cluster.reset();
+      const error = await cluster.setup("third", "1", [{ function: tasks.double }], { localPackages: [TASKS] }).catch((caught: Error) => caught);
+      expect(error).toBeInstanceOf(StateError);
+      expect((error as Error).message).toContain("reset() stopped this root's local cluster");
+    } finally {
+      await cluster.close();
+    }
   }, 30_000);
 });
 
