@@ -14,6 +14,7 @@ import type { LogLine } from "../protocol/messages.ts";
 import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
+import { type ProgressSample, StallGuard } from "./stall-guard.ts";
 import { ByteRing } from "./ring.ts";
 import { STAT_FIELDS, busyMilliseconds, statsStride } from "./taskchain.ts";
 import {
@@ -41,6 +42,11 @@ export interface EngineOptions {
    * attempt, as a crash does); default 80% of the machine's or container's memory. `Infinity`: never.
    */
   memoryLimitBytes?: number;
+  /**
+   * A worker that has an item and gets nothing done for this long (no task call finishes, no output is
+   * written) is ended, and its item counts an attempt, as a crash does (default: no limit).
+   */
+  taskTimeoutMs?: number;
 }
 
 /** What the engine tells its owner. */
@@ -108,8 +114,8 @@ const QUEUE_MS = 4;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 const INITIAL_QUEUE = 16;
-/** How often the engine looks at the process's memory (see MemoryGuard). */
-const MEMORY_CHECK_MS = 50;
+/** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
+const WATCH_MS = 50;
 
 /**
  * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
@@ -151,8 +157,10 @@ export class Engine {
   #sleeping = false;
   #waiters: Array<{ ready: () => boolean; resolve: () => void; reject: (error: Error) => void }> = [];
   readonly #memoryGuard: MemoryGuard | undefined;
+  readonly #stallGuard: StallGuard | undefined;
   readonly #watched: WatchedWorker[] = [];
-  #memoryTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #progress: ProgressSample[] = [];
+  #watchTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(tasks: TaskSpec[], entries: Record<string, string>, options: EngineOptions, events: EngineEvents) {
     this.workerCount = Math.max(1, options.workers || availableParallelism());
@@ -164,6 +172,9 @@ export class Engine {
     const memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
     if (!(memoryLimit > 0)) throw new RangeError(`memoryLimitBytes must be a positive number of bytes, got ${memoryLimit}`);
     if (memoryLimit !== Number.POSITIVE_INFINITY) this.#memoryGuard = new MemoryGuard(memoryLimit);
+    const timeout = options.taskTimeoutMs;
+    if (timeout !== undefined && !(timeout > 0)) throw new RangeError(`taskTimeoutMs must be a positive number of milliseconds, got ${timeout}`);
+    if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY) this.#stallGuard = new StallGuard(timeout);
     this.#controlBuffer = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(this.#controlBuffer);
     this.#statsBuffer = new SharedArrayBuffer(this.workerCount * statsStride(tasks.length) * 8);
@@ -216,9 +227,9 @@ export class Engine {
       throw new SetupError(errors.length === 1 ? errors[0]! : `workers failed to set up:\n${errors.join("\n")}`);
     }
     for (const slot of engine.#slots) engine.#arm(slot);
-    if (engine.#memoryGuard !== undefined) {
-      engine.#memoryTimer = setInterval(engine.#checkMemory, MEMORY_CHECK_MS);
-      engine.#memoryTimer.unref();
+    if (engine.#memoryGuard !== undefined || engine.#stallGuard !== undefined) {
+      engine.#watchTimer = setInterval(engine.#watch, WATCH_MS);
+      engine.#watchTimer.unref();
     }
     return engine;
   }
@@ -697,23 +708,44 @@ export class Engine {
     this.#respawn(slot);
   }
 
-  /** Above the memory limit, ends the worker most likely to blame (see MemoryGuard); it is replaced. */
-  readonly #checkMemory = (): void => {
-    const guard = this.#memoryGuard!;
+  /**
+   * Above the memory limit, ends the worker most likely to blame (see MemoryGuard); past the task
+   * timeout, ends a worker that got nothing done (see StallGuard). Each is replaced, and its item
+   * counts an attempt.
+   */
+  readonly #watch = (): void => {
+    const stride = statsStride(this.#tasks.length);
+    const stats = this.#statsView;
     for (const slot of this.#slots) {
       const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
       watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
       watched.position = slot.input.runningPosition;
       watched.completed = slot.completed;
+      const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
+      // Nor is it stuck; and one whose outputs wait for a paused consumer is held, not stuck.
+      sample.busy = watched.busy && !this.#outputPaused;
+      sample.progress = slot.output.writePosition;
+      for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
+    const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
+    if (stalled >= 0) {
+      const ms = this.#stallGuard!.timeoutMs;
+      return this.#end(this.#slots[stalled]!, `its task got nothing done for ${ms} ms, the task timeout (setup's taskTimeoutMs)`);
+    }
+    if (this.#memoryGuard === undefined) return;
     const resident = process.memoryUsage.rss();
-    const pick = guard.check(this.#watched, resident);
+    const pick = this.#memoryGuard.check(this.#watched, resident);
     if (pick < 0) return;
-    const slot = this.#slots[pick]!;
     const mb = (bytes: number) => Math.round(bytes / 1048576);
-    slot.lastError = `the node's memory reached ${mb(resident)} MB, over its limit of ${mb(guard.limitBytes)} MB (pcluster node --memory-limit), and this worker had been on its item the longest`;
-    slot.worker.terminate();
+    const limit = mb(this.#memoryGuard.limitBytes);
+    this.#end(this.#slots[pick]!, `the node's memory reached ${mb(resident)} MB, over its limit of ${limit} MB (pcluster node --memory-limit), and this worker had been on its item the longest`);
   };
+
+  /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */
+  #end(slot: WorkerSlot, reason: string): void {
+    slot.lastError = reason;
+    slot.worker.terminate();
+  }
 
   /** Starts a replacement worker; retries after a pause while setting it up fails. */
   #respawn(slot: WorkerSlot): void {
@@ -856,7 +888,7 @@ export class Engine {
   async reset(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    clearInterval(this.#memoryTimer);
+    clearInterval(this.#watchTimer);
     Atomics.store(this.#control, Control.Sleep, 0);
     Atomics.notify(this.#control, Control.Sleep);
     const closed = this.#slots.map((slot) => {

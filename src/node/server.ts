@@ -263,6 +263,7 @@ export class NodeServer {
           inputRingBytes: ringBytes,
           outputRingBytes: ringBytes,
           maxAttempts: args.maxAttempts,
+          taskTimeoutMs: args.taskTimeoutMs || undefined,
           memoryLimitBytes: this.#memoryLimit,
         },
         {

@@ -56,6 +56,8 @@ export interface SetupArgs {
   workers?: number;
   /** Attempts for an item whose worker dies before it is given up (default 3). */
   maxAttempts?: number;
+  /** Milliseconds a worker may go without finishing a task call or writing an output (default: no limit). */
+  taskTimeoutMs?: number;
   /** Result bytes the node may send ahead of the root's `credit` messages (default 8 MiB). */
   resultWindow?: number;
 }
@@ -128,6 +130,7 @@ const setupArgs: Check = shape({
   hash: isString,
   workers: optional(isUint),
   maxAttempts: optional(isUint),
+  taskTimeoutMs: optional(isUint),
   resultWindow: optional(isUint),
 });
 

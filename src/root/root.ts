@@ -44,6 +44,12 @@ export interface SetupOptions {
   workersPerNode?: number;
   /** Times an item may take its worker down before it is given up (default 3). */
   maxAttempts?: number;
+  /**
+   * A task call that runs longer than this (more exactly: a worker that finishes no task call and
+   * writes no output for this long while it has an item) ends its worker; the item counts an attempt,
+   * as when a worker dies (default: no limit).
+   */
+  taskTimeoutMs?: number;
   /** Result bytes a node may send ahead of the root handling them (default 8 MiB). */
   resultWindow?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
@@ -208,6 +214,12 @@ export class Root implements AsyncDisposable {
     if (this.#localStopped) {
       throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
     }
+    for (const option of ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs"] as const) {
+      const value = options[option];
+      if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+        throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
+      }
+    }
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
     const tasks = await resolveTaskchain(taskchain, packages);
@@ -222,6 +234,7 @@ export class Root implements AsyncDisposable {
       hash: pipelineHash(bundles, remotePackages),
       workers: options.workersPerNode,
       maxAttempts: options.maxAttempts,
+      taskTimeoutMs: options.taskTimeoutMs,
       resultWindow: options.resultWindow,
     };
     if (this.#endpoints.size === 0) {

@@ -16,6 +16,11 @@ export function hog(item) {
   const kept = [];
   for (;;) kept.push(new Array(4096).fill(kept.length)); // never returns: only ending its worker stops it
 }
+export function stuckOn(item) {
+  if (item === "loop") for (;;); // never returns: only ending its worker stops it
+  if (item === "wait") return new Promise(() => {}); // never settles
+  return item;
+}
 export function exitOn(item) { if (item === "die") process.exit(3); return item; }
 export function throwLaterOn(item) {
   if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); }
@@ -313,6 +318,45 @@ describe("dying workers", () => {
       harness.feed([1, 2, 3]);
       await harness.waitEmpty();
       expect(harness.outputCount).toBe(2002);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
+  test("a task that gets stuck (endless loop, promise that never settles) is ended at the task timeout; the rest is done", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], { workers: 2, maxAttempts: 2, taskTimeoutMs: 300 });
+    try {
+      const items = Array.from({ length: 1000 }, (_, i) => (i === 300 ? "loop" : i === 600 ? "wait" : i));
+      const ids = harness.feed(items);
+      await harness.waitEmpty(30_000);
+      expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => typeof i === "number")));
+      expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
+      const failed = harness.errors.filter((e) => e.kind === "failed");
+      expect(failed.map((e) => e.id).sort((a, b) => a - b)).toEqual([ids[300]!, ids[600]!]);
+      for (const error of failed) {
+        expect(error.message).toBe("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 300 ms, the task timeout (setup's taskTimeoutMs)");
+      }
+      expect(harness.deaths.length).toBe(4);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
+  test("workers held by a paused consumer are not stuck: the task timeout spares them", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "identity" }], {
+      workers: 2,
+      outputRingBytes: 1 << 16,
+      taskTimeoutMs: 200,
+    });
+    harness.keepOutputs = false;
+    try {
+      harness.engine.pauseOutput();
+      harness.feed([50_000, 50_000]);
+      await Bun.sleep(800); // four timeouts with full output rings and nothing read
+      harness.engine.resumeOutput();
+      await harness.waitEmpty(30_000);
+      expect(harness.outputCount).toBe(100_000);
+      expect(harness.deaths).toEqual([]);
     } finally {
       await harness.engine.reset();
     }

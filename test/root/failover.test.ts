@@ -291,6 +291,30 @@ describe("a task that runs away with memory", () => {
   }, 60_000);
 });
 
+describe("a task that gets stuck", () => {
+  test("with taskTimeoutMs, its worker is ended and the item given up with the reason; waitEmpty() returns", async () => {
+    const node = await startNode({ logPort, workers: 2 });
+    const errors: TaskError[] = [];
+    const outputs: number[] = [];
+    const root = track(new Root([["127.0.0.1", node.port]]));
+    await expect(root.setup("stuck", "1", [{ function: tasks.loopOn }], { localPackages: [TASKS], taskTimeoutMs: -1 })).rejects.toThrow(
+      "setup option taskTimeoutMs must be a positive integer, got -1",
+    );
+    await root.setup("stuck", "1", [{ function: tasks.loopOn }], {
+      localPackages: [TASKS],
+      outputHandler: (output) => void outputs.push(output as number),
+      errorHandler: (error) => void errors.push(error),
+      maxAttempts: 2,
+      taskTimeoutMs: 500,
+    });
+    root.feed(0, 1, "loop", 2, 3);
+    await within(root.waitEmpty(), 20_000, "waitEmpty");
+    expect(outputs.sort()).toEqual([0, 1, 2, 3]);
+    expect(errors.map((error) => [error.task, error.failed, error.node])).toEqual([["loopOn", true, node.addr]]);
+    expect(errors[0]!.message).toContain("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms");
+  }, 60_000);
+});
+
 describe("every node lost", () => {
   test("waitEmpty, waitInput, feed and feedAsync fail with NoNodesError instead of waiting forever", async () => {
     const nodes = await twoNodes(1);
