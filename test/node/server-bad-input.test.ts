@@ -130,6 +130,9 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   const badSetup = await rude.request("setup", { name: 5 }).catch((e: Error) => e);
   expect(badSetup).toBeInstanceOf(ProtocolError);
   expect((badSetup as Error).message).toBe('command "setup": field "name" must be a string, got 5');
+  const badTimeout = await rude.request("setup", { ...(await buildSetupArgs(pipeline())), taskTimeoutMs: -5 }).catch((e: Error) => e);
+  expect(badTimeout).toBeInstanceOf(ProtocolError);
+  expect((badTimeout as Error).message).toMatch(/^command "setup": field "taskTimeoutMs" must be .*, got -5$/);
   expect(await rude.request("ping")).toBe("pong");
   // Credit from a root that owns nothing changes nothing.
   rude.grant(1 << 30);
