@@ -16,7 +16,8 @@ import { ItemTracker } from "./item-tracker.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
 import { ByteRing } from "./ring.ts";
-import { STAT_FIELDS, busyMilliseconds, statsStride } from "./taskchain.ts";
+import { busyMilliseconds, statsStride, sumTaskStats } from "./taskchain.ts";
+import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
 import {
   Control,
   FLAG_SPILLED_BYTES,
@@ -68,38 +69,6 @@ export interface EngineEvents {
 /** Per-task counters (see `Engine.stats`). */
 export type TaskStats = TaskStatsRecord;
 
-/** One worker thread, its two rings, and the engine's side of their positions. */
-interface WorkerSlot {
-  index: number;
-  worker: Worker;
-  input: ByteRing;
-  output: ByteRing;
-  /** The engine's (producer's) position in the input ring. */
-  inputPosition: number;
-  /** The engine's (consumer's) position in the output ring. */
-  outputPosition: number;
-  /** Input records given to this worker and not yet Done. */
-  queued: number;
-  /** Most records this worker may have queued: about QUEUE_MS of its measured work (see `#sizeQueues`). */
-  queueCap: number;
-  /** Input records this worker finished (with `busyMilliseconds`, its mean time per record). */
-  completed: number;
-  /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
-  lastDone: number;
-  /** Bytes of spilled inputs, kept until Done so a replacement worker can get them again. */
-  spilledInputs: Map<number, SharedArrayBuffer>;
-  /** Bytes of spilled outputs, arrived by message, waiting for their placeholder record. */
-  spilledOutputs: Map<number, ArrayBuffer>;
-  /** The spilled output ref draining waits for (0: none). */
-  awaitingRef: number;
-  /** Whether a wait for output data is armed. */
-  armed: boolean;
-  /** The dispatch pass in which this slot's ring was found full. */
-  fullInPass: number;
-  asleep: boolean;
-  alive: boolean;
-  lastError: string | undefined;
-}
 
 const EMPTY = new Uint8Array(0);
 /** Records given to one worker in a row before the least loaded one is picked again. */
@@ -184,26 +153,7 @@ export class Engine {
     for (let index = 0; index < this.workerCount; index++) {
       const input = new ByteRing(ByteRing.allocate(inputBytes));
       const output = new ByteRing(ByteRing.allocate(outputBytes));
-      this.#slots.push({
-        index,
-        worker: undefined as unknown as Worker,
-        input,
-        output,
-        inputPosition: input.writePosition,
-        outputPosition: output.readPosition,
-        queued: 0,
-        queueCap: INITIAL_QUEUE,
-        completed: 0,
-        lastDone: -1,
-        spilledInputs: new Map(),
-        spilledOutputs: new Map(),
-        awaitingRef: 0,
-        armed: false,
-        fullInPass: 0,
-        asleep: false,
-        alive: false,
-        lastError: undefined,
-      });
+      this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE));
     }
   }
 
@@ -856,32 +806,12 @@ export class Engine {
 
   /** Per task: processed, dropped, errors, total and mean milliseconds, summed over the workers. */
   stats(): TaskStats[] {
-    return this.#taskStats(0, this.workerCount);
+    return sumTaskStats(this.#statsView, this.#tasks, 0, this.workerCount);
   }
 
   /** The same counters for each worker on its own (index = worker). */
   statsByWorker(): TaskStats[][] {
-    return this.#slots.map((slot) => this.#taskStats(slot.index, slot.index + 1));
-  }
-
-  #taskStats(fromWorker: number, toWorker: number): TaskStats[] {
-    const all = new Float64Array(this.#statsBuffer);
-    const width = statsStride(this.#tasks.length);
-    return this.#tasks.map((task, stage) => {
-      let processed = 0;
-      let dropped = 0;
-      let errors = 0;
-      let totalMs = 0;
-      for (let worker = fromWorker; worker < toWorker; worker++) {
-        const at = worker * width + stage * STAT_FIELDS;
-        processed += all[at]!;
-        dropped += all[at + 1]!;
-        errors += all[at + 2]!;
-        totalMs += all[at + 3]!;
-      }
-      const calls = processed + errors;
-      return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0 };
-    });
+    return this.#slots.map((slot) => sumTaskStats(this.#statsView, this.#tasks, slot.index, slot.index + 1));
   }
 
   /** Stops every worker and frees the rings. Pending waits reject; the engine cannot be used again. */

@@ -1,5 +1,5 @@
 import { SetupError } from "../errors.ts";
-import type { TaskSpec } from "../protocol/pipeline.ts";
+import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 
 /** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
 export interface ResolvedTask {
@@ -92,6 +92,26 @@ const TIME_FIRST_CALLS = 64;
  * that would cost more than it spares, and the other workers have input of their own to run meanwhile.
  */
 const SPILL_FROM = 32;
+
+/** Each task's counters summed over workers `fromWorker` to `toWorker` (exclusive), with its mean time per call. */
+export function sumTaskStats(stats: Float64Array, tasks: readonly TaskSpec[], fromWorker: number, toWorker: number): TaskStatsRecord[] {
+  const width = statsStride(tasks.length);
+  return tasks.map((task, stage) => {
+    let processed = 0;
+    let dropped = 0;
+    let errors = 0;
+    let totalMs = 0;
+    for (let worker = fromWorker; worker < toWorker; worker++) {
+      const at = worker * width + stage * STAT_FIELDS;
+      processed += stats[at + PROCESSED]!;
+      dropped += stats[at + DROPPED]!;
+      errors += stats[at + ERRORS]!;
+      totalMs += stats[at + MILLISECONDS]!;
+    }
+    const calls = processed + errors;
+    return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0 };
+  });
+}
 
 /** Milliseconds one worker spent in its tasks so far: its counters start at `offset` in `stats`. */
 export function busyMilliseconds(stats: Float64Array, offset: number, tasks: number): number {

@@ -1,0 +1,59 @@
+/** The engine's record of each worker thread (see Engine): the engine alone reads and writes it. */
+import type { ByteRing } from "./ring.ts";
+
+/** One worker thread, its two rings, and the engine's side of their positions. */
+export interface WorkerSlot {
+  index: number;
+  worker: Worker;
+  input: ByteRing;
+  output: ByteRing;
+  /** The engine's (producer's) position in the input ring. */
+  inputPosition: number;
+  /** The engine's (consumer's) position in the output ring. */
+  outputPosition: number;
+  /** Input records given to this worker and not yet Done. */
+  queued: number;
+  /** Most records this worker may have queued: about 4 ms of its measured work (see Engine's queue caps). */
+  queueCap: number;
+  /** Input records this worker finished (with `busyMilliseconds`, its mean time per record). */
+  completed: number;
+  /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
+  lastDone: number;
+  /** Bytes of spilled inputs, kept until Done so a replacement worker can get them again. */
+  spilledInputs: Map<number, SharedArrayBuffer>;
+  /** Bytes of spilled outputs, arrived by message, waiting for their placeholder record. */
+  spilledOutputs: Map<number, ArrayBuffer>;
+  /** The spilled output ref draining waits for (0: none). */
+  awaitingRef: number;
+  /** Whether a wait for output data is armed. */
+  armed: boolean;
+  /** The dispatch pass in which this slot's ring was found full. */
+  fullInPass: number;
+  asleep: boolean;
+  alive: boolean;
+  lastError: string | undefined;
+}
+
+/** A slot for worker `index` on fresh rings, before its worker starts. */
+export function newWorkerSlot(index: number, input: ByteRing, output: ByteRing, queueCap: number): WorkerSlot {
+  return {
+    index,
+    worker: undefined as unknown as Worker,
+    input,
+    output,
+    inputPosition: input.writePosition,
+    outputPosition: output.readPosition,
+    queued: 0,
+    queueCap,
+    completed: 0,
+    lastDone: -1,
+    spilledInputs: new Map(),
+    spilledOutputs: new Map(),
+    awaitingRef: 0,
+    armed: false,
+    fullInPass: 0,
+    asleep: false,
+    alive: false,
+    lastError: undefined,
+  };
+}
