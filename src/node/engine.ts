@@ -121,6 +121,7 @@ export class Engine {
   /** Crashes per item key, for items whose worker died while running them. */
   readonly #attempts = new Map<number, number>();
   #outputPaused = false;
+  #workersReplaced = 0;
   #drainScheduled = false;
   #stopped = false;
   #sleeping = false;
@@ -629,6 +630,7 @@ export class Engine {
     slot.alive = false;
     slot.armed = false;
     const reason = slot.lastError ?? `worker exited with code ${code}`;
+    this.#workersReplaced++;
     this.#events.onWorkerDied?.(slot.index, reason);
 
     slot.awaitingRef = 0;
@@ -743,6 +745,11 @@ export class Engine {
   }
 
   // ---- state and lifecycle ----------------------------------------------------------------------
+
+  /** Worker threads that died or were ended and were replaced, since the start. */
+  get workersReplaced(): number {
+    return this.#workersReplaced;
+  }
 
   /** Workers with nothing queued and not asleep. */
   get idleWorkers(): number {

@@ -380,6 +380,7 @@ export class NodeServer {
               idleWorkers: engine?.idleWorkers ?? 0,
               awake: engine !== undefined && !engine.isAsleep,
               inFlight: engine?.inFlight ?? 0,
+              workersReplaced: engine?.workersReplaced ?? 0,
               tasks: engine?.stats() ?? [],
             },
     };

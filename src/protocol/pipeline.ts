@@ -96,6 +96,8 @@ export interface NodeStatus {
     idleWorkers: number;
     awake: boolean;
     inFlight: number;
+    /** Worker threads that died or were ended (memory limit, task timeout) and were replaced. */
+    workersReplaced: number;
     tasks: TaskStatsRecord[];
   } | null;
 }

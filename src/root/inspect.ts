@@ -90,7 +90,7 @@ export function formatStatuses(reports: NodeReport[]): string {
       pipeline ? `${pipeline.name} ${pipeline.version}` : "(idle)",
       pipeline ? pipeline.owner : "",
       `${status.cores}`,
-      pipeline ? `${pipeline.workers}` : `${status.workers}`,
+      pipeline ? `${pipeline.workers}${pipeline.workersReplaced > 0 ? ` (${pipeline.workersReplaced} replaced)` : ""}` : `${status.workers}`,
       pipeline ? `${pipeline.idleWorkers}` : "",
       pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
       pipeline ? new Date(pipeline.startedAt).toISOString() : "",

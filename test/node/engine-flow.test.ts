@@ -308,6 +308,7 @@ describe("dying workers", () => {
       expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => i !== "hog")));
       expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
       expect(harness.deaths.length).toBe(2);
+      expect(harness.engine.workersReplaced).toBe(2);
       for (const reason of harness.deaths) expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
       const failed = harness.errors.filter((e) => e.kind === "failed");
       expect(failed.map((e) => [e.id, e.task])).toEqual([[ids[1000]!, "hog"]]);

@@ -6,7 +6,7 @@ import { NoNodesError, Root, type TaskError, setDefaultLogAddress } from "../../
 import { flushLogs } from "../../src/log/client.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { waitForFile } from "../support/log-server.ts";
-import { type RunningNode, startLogServerAt, startNode } from "../support/nodes.ts";
+import { type RunningNode, runCli, startLogServerAt, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
 
 /**
@@ -285,6 +285,11 @@ describe("a task that runs away with memory", () => {
     expect(node.proc.proc.exitCode).toBeNull();
     const text = await waitForFile(logFile, (t) => (t.match(/over its limit of 400 MB/g) ?? []).length >= 3, 10_000);
     expect(text).toMatch(/worker \d of "memory" 1 died \(the node's memory reached \d+ MB, over its limit of 400 MB/);
+    const [report] = await root.status();
+    expect(report!.pipeline!.workersReplaced).toBe(2);
+    expect(report!.memory.limit).toBe(400 * 1024 * 1024);
+    const table = await runCli(["status", "--nodes", node.addr]);
+    expect(table.stdout).toMatch(/\s2 \(2 replaced\)\s+\d+\s+awake\s.* of 400 MB\n$/);
     root.feed(1, 2, 3);
     await within(root.waitEmpty(), 10_000, "waitEmpty after");
     expect(outputs.length).toBe(3003);
