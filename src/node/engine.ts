@@ -69,7 +69,6 @@ export interface EngineEvents {
 /** Per-task counters (see `Engine.stats`). */
 export type TaskStats = TaskStatsRecord;
 
-
 const EMPTY = new Uint8Array(0);
 /** Records given to one worker in a row before the least loaded one is picked again. */
 const SPAN_RECORDS = 64;
