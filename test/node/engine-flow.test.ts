@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
+import { EngineHarness, type ErrorRecord, removeDir, writeTaskPackage } from "../support/engine.ts";
 import { spawnBun } from "../support/processes.ts";
 import { RECORD_HEADER_BYTES, encode } from "../../src/protocol/codec.ts";
 
@@ -266,18 +266,13 @@ describe("dying workers", () => {
       const items = Array.from({ length: 300 }, (_, i) => (i === 150 ? "die" : i));
       const ids = harness.feed(items);
       await harness.waitEmpty();
-      expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => i !== "die")));
-      expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
-      const failed = harness.errors.filter((e) => e.kind === "failed");
+      const failed = expectAllDoneButFailed(harness, items, ids, (item) => item === "die");
       expect(failed.length).toBe(1);
       expect(failed[0]!.id).toBe(ids[150]!);
       expect(failed[0]!.message).toContain("gave up after 3 attempts");
       expect(failed[0]!.message).toContain("exited with code 3");
       expect(harness.deaths).toEqual(Array(3).fill("worker exited with code 3"));
-      // The engine still works with its replacement workers.
-      harness.feed([1, 2, 3]);
-      await harness.waitEmpty();
-      expect(harness.outputCount).toBe(302);
+      await expectReplacementsWork(harness);
     } finally {
       await harness.engine.reset();
     }
@@ -305,20 +300,16 @@ describe("dying workers", () => {
       const items = Array.from({ length: 2000 }, (_, i) => (i === 1000 ? "hog" : i));
       const ids = harness.feed(items);
       await harness.waitEmpty(60_000);
-      expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => i !== "hog")));
-      expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
+      const failed = expectAllDoneButFailed(harness, items, ids, (item) => item === "hog");
       expect(harness.deaths.length).toBe(2);
       expect(harness.engine.workersReplaced).toBe(2);
       for (const reason of harness.deaths) expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
-      const failed = harness.errors.filter((e) => e.kind === "failed");
       expect(failed.map((e) => [e.id, e.task])).toEqual([[ids[1000]!, "hog"]]);
       expect(failed[0]!.message).toContain("gave up after 2 attempts");
       expect(failed[0]!.message).toContain("over its limit");
       // The ended workers' memory went back to the system, and their replacements work.
       expect(await waitFor(() => process.memoryUsage.rss() < limit, 5000)).toBe(true);
-      harness.feed([1, 2, 3]);
-      await harness.waitEmpty();
-      expect(harness.outputCount).toBe(2002);
+      await expectReplacementsWork(harness);
     } finally {
       await harness.engine.reset();
     }
@@ -330,9 +321,7 @@ describe("dying workers", () => {
       const items = Array.from({ length: 1000 }, (_, i) => (i === 300 ? "loop" : i === 600 ? "wait" : i));
       const ids = harness.feed(items);
       await harness.waitEmpty(30_000);
-      expect(sorted(harness.values())).toEqual(sorted(items.filter((i) => typeof i === "number")));
-      expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
-      const failed = harness.errors.filter((e) => e.kind === "failed");
+      const failed = expectAllDoneButFailed(harness, items, ids, (item) => typeof item !== "number");
       expect(failed.map((e) => e.id).sort((a, b) => a - b)).toEqual([ids[300]!, ids[600]!]);
       for (const error of failed) {
         expect(error.message).toBe("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 300 ms, the task timeout (setup's taskTimeoutMs)");
@@ -377,6 +366,24 @@ describe("dying workers", () => {
     }
   }, 60_000);
 });
+
+/**
+ * Checks that every item came back once except the `poison` ones, and that every item, poison too, is
+ * done; returns the reports of the items given up.
+ */
+function expectAllDoneButFailed(harness: EngineHarness, items: unknown[], ids: number[], poison: (item: unknown) => boolean): ErrorRecord[] {
+  expect(sorted(harness.values())).toEqual(sorted(items.filter((item) => !poison(item))));
+  expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
+  return harness.errors.filter((error) => error.kind === "failed");
+}
+
+/** The engine still works with its replacement workers. */
+async function expectReplacementsWork(harness: EngineHarness): Promise<void> {
+  const before = harness.outputCount;
+  harness.feed([1, 2, 3]);
+  await harness.waitEmpty();
+  expect(harness.outputCount).toBe(before + 3);
+}
 
 /** Polls `condition` until it holds or `timeoutMs` passes; says whether it held. */
 async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
