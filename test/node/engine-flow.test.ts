@@ -250,11 +250,12 @@ describe("lifecycle", () => {
     }
   }, 20_000);
 
-  test("after reset a new engine can be set up, and a process that reset exits by itself", async () => {
+  test("after reset a new engine can be set up; a process that reset (or whose setup failed) exits by itself", async () => {
     const child = spawnBun([join(import.meta.dir, "../support/engine-exit.ts"), dir]);
     const code = await child.waitExit(20_000);
     expect(child.stdout).toContain("outputs 1000");
     expect(child.stdout).toContain("second setup outputs 10");
+    expect(child.stdout).toContain('third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"');
     expect(code).toBe(0);
   }, 30_000);
 });

@@ -162,6 +162,19 @@ describe("setup", () => {
     await expect(start).rejects.toThrow(/task 2 \("tasks#noSuchTask"\): package "tasks" has no export "noSuchTask" \(its function and class exports: .*identity/);
   });
 
+  test("every worker's own setup error reaches the caller", async () => {
+    const moody = writeTaskPackage({ "index.ts": 'throw new Error(`no mood today (${Math.random().toString(36).slice(2)})`);\nexport const x = 1;' });
+    try {
+      const error = await EngineHarness.start(moody, [{ export: "x" }], { workers: 2 }).catch((caught: Error) => caught);
+      expect(error).toBeInstanceOf(SetupError);
+      const lines = (error as Error).message.split("\n");
+      expect(lines[0]).toBe("workers failed to set up:");
+      expect(lines.slice(1).filter((line) => /importing package "tasks" failed: .*no mood today \(\w+\)/.test(line)).length).toBe(2);
+    } finally {
+      removeDir(moody);
+    }
+  });
+
   test("a class without process() fails setup", async () => {
     await expect(EngineHarness.start(dir, [{ export: "NoProcess" }], { workers: 1 })).rejects.toThrow(
       /class "NoProcess" has no process\(item\) method/,

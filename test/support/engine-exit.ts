@@ -1,5 +1,6 @@
-// Sets up an engine, runs items, resets, sets up a second one, resets it, and then must exit on its
-// own: nothing (worker, waitAsync, timer, log socket) may keep the process alive after a reset.
+// Sets up an engine, runs items, resets, sets up a second one, resets it, has a third fail its setup,
+// and then must exit on its own: nothing (worker, waitAsync, timer, log socket) may keep the process
+// alive after a reset, and a failed setup leaves no worker behind.
 import { EngineHarness } from "./engine.ts";
 
 const dir = process.argv[2]!;
@@ -13,3 +14,5 @@ second.feed(Array.from({ length: 10 }, (_, i) => i));
 await second.waitEmpty();
 console.log(`second setup outputs ${second.outputCount}`);
 await second.engine.reset();
+const third = await EngineHarness.start(dir, [{ export: "identity" }, { export: "noSuchTask" }], { workers: 2 }).catch((error: Error) => error);
+console.log(`third setup: ${third instanceof Error ? third.message : "did not fail"}`);
