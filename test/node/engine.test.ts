@@ -20,6 +20,10 @@ export function failOnSeven(item) { if (item === 7) throw new Error("seven is no
 export async function rejectOnFive(item) { if (item === 5) throw new RangeError("five rejected"); return item; }
 export function* breaksHalfway(item) { yield item; throw new Error("generator broke"); }
 export function tag(item) { return { item, thread }; }
+let splits = 0;
+let seen = 0;
+export function* splitThree(item) { splits++; for (let i = 1; i <= 3; i++) yield item + "." + i; }
+export function order(sub) { return { sub, seen: ++seen, splitsSoFar: splits }; }
 export class Counter {
   static built = 0;
   constructor(prefix) { Counter.built++; this.prefix = prefix; this.instance = Math.random(); }
@@ -89,6 +93,21 @@ describe("taskchains", () => {
     const none = await run([{ export: "nothing", isGenerator: true }], [1, 2]);
     expect(none.harness.values()).toEqual([]);
     expect(none.harness.done.length).toBe(2);
+  });
+
+  test("depth-first: an item's sub-items run to the end of the chain before the next input is split", async () => {
+    const { harness } = await run([{ export: "splitThree", isGenerator: true }, { export: "order" }], ["a", "b", "c"], 1);
+    expect(harness.values()).toEqual([
+      { sub: "a.1", seen: 1, splitsSoFar: 1 },
+      { sub: "a.2", seen: 2, splitsSoFar: 1 },
+      { sub: "a.3", seen: 3, splitsSoFar: 1 },
+      { sub: "b.1", seen: 4, splitsSoFar: 2 },
+      { sub: "b.2", seen: 5, splitsSoFar: 2 },
+      { sub: "b.3", seen: 6, splitsSoFar: 2 },
+      { sub: "c.1", seen: 7, splitsSoFar: 3 },
+      { sub: "c.2", seen: 8, splitsSoFar: 3 },
+      { sub: "c.3", seen: 9, splitsSoFar: 3 },
+    ]);
   });
 
   test("a class is built once per worker with its args and called through process()", async () => {
