@@ -122,10 +122,17 @@ describe("a node lost in the middle of a run", () => {
     cluster.feed(...lines);
     // Half-way, the node with more unfinished work dies (whichever it is: the windows adapt to each).
     await within(halfway, 20_000, "half of the outputs");
-    const before = await cluster.status();
-    const busiest = before.reduce((most, node) => (node.pipeline!.inFlight > most.pipeline!.inFlight ? node : most));
-    expect(busiest.pipeline!.inFlight).toBeGreaterThan(0);
-    const victim = nodes.find((node) => node.addr === busiest.address)!;
+    // The node with the most items in its engine. At the very moment both may have finished (nearly)
+    // all they were given, the root busy handing out their results before it sends more: ask again
+    // then, so that the one killed surely dies with items unfinished.
+    let busiest: Awaited<ReturnType<Root["status"]>>[number] | undefined;
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; await Bun.sleep(1)) {
+      const before = await cluster.status();
+      busiest = before.reduce((most, node) => (node.pipeline!.inFlight > most.pipeline!.inFlight ? node : most));
+      if (busiest.pipeline!.inFlight >= 100) break;
+    }
+    expect(busiest!.pipeline!.inFlight).toBeGreaterThanOrEqual(100);
+    const victim = nodes.find((node) => node.addr === busiest!.address)!;
     const survivor = nodes.find((node) => node !== victim)!;
     victim.proc.kill("SIGKILL");
     await within(cluster.waitEmpty(), 25_000, "waitEmpty after a node was killed");
