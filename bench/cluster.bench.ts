@@ -25,7 +25,7 @@
 import { join } from "node:path";
 import { loadavg } from "node:os";
 import { Engine } from "../src/node/engine.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
+import { DONE_ENTRY_BYTES, RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
 import { Root } from "../src/root/root.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { type Item, identity, makeItems, spin } from "./support/tasks/index.ts";
@@ -94,7 +94,7 @@ class EngineCase {
           if (reader.kind === RecordKind.Output) {
             decode(records, reader.payloadStart, reader.payloadEnd);
             self!.#outputs++;
-          } else if (reader.kind === RecordKind.Done) self!.#done += (reader.payloadEnd - reader.payloadStart) / 4;
+          } else if (reader.kind === RecordKind.Done) self!.#done += (reader.payloadEnd - reader.payloadStart) / DONE_ENTRY_BYTES;
         }
       },
     });

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import Piscina from "piscina";
 import { Engine } from "../src/node/engine.ts";
 import { ByteRing } from "../src/node/ring.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
+import { DONE_ENTRY_BYTES, RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";
 import { type Item, chain, identity, makeItems } from "./support/tasks/index.ts";
 
@@ -126,7 +126,7 @@ async function engineWall(tasks: Array<Pick<TaskSpec, "export" | "isGenerator">>
     {
       onResults(batch) {
         const reader = new RecordReader(batch.takeRecords());
-        while (reader.next()) if (reader.kind === RecordKind.Done) done += (reader.payloadEnd - reader.payloadStart) / 4;
+        while (reader.next()) if (reader.kind === RecordKind.Done) done += (reader.payloadEnd - reader.payloadStart) / DONE_ENTRY_BYTES;
       },
     },
   );

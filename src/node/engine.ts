@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { ProtocolError, SetupError, StateError } from "../errors.ts";
 import {
+  DONE_ENTRY_BYTES,
   DoneList,
   FLAG_SUB_ITEM,
   RECORD_HEADER_BYTES,
@@ -9,6 +10,7 @@ import {
   type TaskErrorReport,
   decode,
   encode,
+  readU32,
 } from "../protocol/codec.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
@@ -455,8 +457,8 @@ export class Engine {
       } else if (kind === RecordKind.Done) {
         flushSpan();
         const data = ring.data;
-        for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += 4) {
-          this.#onDone(slot, flags, (data[at]! | (data[at + 1]! << 8) | (data[at + 2]! << 16) | (data[at + 3]! << 24)) >>> 0);
+        for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += DONE_ENTRY_BYTES) {
+          this.#onDone(slot, flags, readU32(data, at), readU32(data, at + 4));
         }
       } else if (kind === RecordKind.Spill) {
         flushSpan();
@@ -494,27 +496,26 @@ export class Engine {
     });
   }
 
-  #onDone(slot: WorkerSlot, flags: number, id: number): void {
+  #onDone(slot: WorkerSlot, flags: number, id: number, outputs: number): void {
     slot.queued--;
     slot.completed++;
     const key = itemKey(flags, id);
     slot.lastDone = key;
     if (slot.spilledInputs.size > 0) slot.spilledInputs.delete(key);
     if (this.#attempts.size > 0) this.#attempts.delete(key);
-    const root = this.#tracker.finish(flags, id);
-    if (root >= 0) this.#finishRoot(root);
+    const root = this.#tracker.finish(flags, id, outputs);
+    if (root >= 0) this.#finishRoot(root, this.#tracker.finishedOutputs);
   }
 
-  #finishRoot(root: number): void {
-    if (this.#finished.add(root)) this.#appendFinished();
+  #finishRoot(root: number, outputs: number): void {
+    if (this.#finished.add(root, outputs)) this.#appendFinished();
     this.#inFlight--;
   }
 
   /** Appends the root items finished so far as one Done record (after their outputs). */
   #appendFinished(): void {
     if (this.#finished.count === 0) return;
-    const last = this.#finished.ids[this.#finished.count - 1]!;
-    this.#results.append(RecordKind.Done, 0, 0, last, this.#finished.take());
+    this.#results.append(RecordKind.Done, 0, 0, this.#finished.lastId, this.#finished.take());
   }
 
   /** A worker hands over a sub-item for the hungry worker it claimed (or, if that one is gone, the least loaded). */
@@ -740,7 +741,7 @@ export class Engine {
     const task = this.#tasks[stage]?.export ?? "?";
     this.#results.append(RecordKind.Failed, stage, 0, root, encode({ task, message, attempts }));
     this.#events.onTaskError?.({ task, message, item: root, stage, failed: true, attempts });
-    this.#onDone(slot, flags, id);
+    this.#onDone(slot, flags, id, 0); // no run of it finished (what its failed runs wrote was handed out)
   }
 
   // ---- state and lifecycle ----------------------------------------------------------------------

@@ -13,6 +13,10 @@ export class ItemTracker {
   readonly #roots = new Map<number, number>();
   /** Root item id → outstanding parts (its own run plus spilled sub-items), only while above 1. */
   readonly #parts = new Map<number, number>();
+  /** Root item id → outputs its finished parts gave, while parts of it remain. */
+  readonly #outputs = new Map<number, number>();
+  /** How many outputs the root item `finish` last returned gave, all its parts together. */
+  finishedOutputs = 0;
   #nextSubId = 1;
 
   /** The root item id behind a record's id. */
@@ -24,6 +28,7 @@ export class ItemTracker {
   spill(flags: number, id: number): number {
     const root = this.rootOf(flags, id);
     this.#parts.set(root, (this.#parts.get(root) ?? 1) + 1);
+    if (!this.#outputs.has(root)) this.#outputs.set(root, 0);
     const subId = this.#nextSubId;
     this.#nextSubId = (this.#nextSubId + 1) >>> 0 || 1;
     this.#roots.set(subId, root);
@@ -31,24 +36,31 @@ export class ItemTracker {
   }
 
   /**
-   * One part of an item is finished. Returns the root item id when that was its last part (the root
-   * item is done), or -1 while parts remain.
+   * One part of an item is finished, having given `outputs` outputs. Returns the root item id when
+   * that was its last part (the root item is done; `finishedOutputs` says how many outputs it gave in
+   * all), or -1 while parts remain.
    */
-  finish(flags: number, id: number): number {
+  finish(flags: number, id: number, outputs: number): number {
     let root = id;
     if ((flags & FLAG_SUB_ITEM) !== 0) {
       root = this.#roots.get(id) ?? id;
       this.#roots.delete(id);
     }
-    if (this.#parts.size === 0) return root;
+    this.finishedOutputs = outputs;
+    if (this.#outputs.size === 0) return root; // no item has spilled parts in flight
     const parts = this.#parts.get(root);
-    if (parts === undefined) return root;
-    if (parts > 2) {
-      this.#parts.set(root, parts - 1);
-      return -1;
+    const earlier = this.#outputs.get(root);
+    if (parts === undefined) {
+      // Its last part: the outputs of the others come with it.
+      if (earlier !== undefined) {
+        this.#outputs.delete(root);
+        this.finishedOutputs += earlier;
+      }
+      return root;
     }
-    // Down to one part: drop the entry, so that last part's Done finishes the root like any item's.
-    this.#parts.delete(root);
+    this.#outputs.set(root, (earlier ?? 0) + outputs);
+    if (parts > 2) this.#parts.set(root, parts - 1);
+    else this.#parts.delete(root); // down to one part: its Done finishes the root
     return -1;
   }
 
@@ -60,5 +72,6 @@ export class ItemTracker {
   clear(): void {
     this.#roots.clear();
     this.#parts.clear();
+    this.#outputs.clear();
   }
 }

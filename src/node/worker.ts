@@ -134,14 +134,14 @@ class OutputWriter {
     return true;
   }
 
-  /** Records that the item (`flags`, `id`) is finished; it goes out with the next Done record. */
-  finished(flags: number, id: number): void | Promise<void> {
+  /** Records that the item (`flags`, `id`) is finished, having given `outputs` outputs; it goes out with the next Done record. */
+  finished(flags: number, id: number, outputs: number): void | Promise<void> {
     if (this.#done.count > 0 && flags !== this.#doneFlags) {
       const writing = this.#writeDone(true);
-      if (writing !== undefined) return writing.then(() => this.finished(flags, id));
+      if (writing !== undefined) return writing.then(() => this.finished(flags, id, outputs));
     }
     this.#doneFlags = flags;
-    if (this.#done.add(id)) return this.#writeDone(true);
+    if (this.#done.add(id, outputs)) return this.#writeDone(true);
   }
 
   /** Makes everything written so far visible to the engine, with the Done of every finished item if it fits. */
@@ -163,7 +163,7 @@ class OutputWriter {
   #writeDone(wait: boolean): void | Promise<void> {
     const done = this.#done;
     if (done.count === 0) return;
-    const last = done.ids[done.count - 1]!;
+    const last = done.lastId;
     if (!wait) {
       const next = this.ring.tryWrite(this.#position, RecordKind.Done, 0, this.#doneFlags, last, done.payload());
       if (next >= 0) {
@@ -236,16 +236,19 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
   const sleepRequested = () => Atomics.load(control, Control.Sleep) === 1;
   const rotation = new SpillRotation(hunger);
 
-  // The item being run: every output, error and spill is labelled with it.
+  // The item being run: every output, error and spill is labelled with it; its outputs are counted.
   let currentId = 0;
   let currentFlags = 0;
+  let currentOutputs = 0;
 
   const runner = new ChainRunner(
     tasks,
     {
       emit(value) {
         try {
-          return output.writeValue(RecordKind.Output, 0, currentFlags, currentId, value);
+          const writing = output.writeValue(RecordKind.Output, 0, currentFlags, currentId, value);
+          currentOutputs++;
+          return writing;
         } catch (error) {
           const task = tasks[tasks.length - 1]!;
           return output.write(RecordKind.TaskError, tasks.length - 1, currentFlags, currentId, errorReport(task, new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`)));
@@ -317,6 +320,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     else hunger.announce();
     currentId = id;
     currentFlags = flags & ~FLAG_SPILLED_BYTES;
+    currentOutputs = 0;
 
     let item: unknown;
     let decoded = true;
@@ -343,7 +347,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
         await running;
       }
     }
-    const finishing = output.finished(currentFlags, id);
+    const finishing = output.finished(currentFlags, id, currentOutputs);
     if (finishing !== undefined) await finishing;
     position = next;
     if (!more || ++sinceCommit >= ITEMS_PER_COMMIT || busy() - busyAtCommit >= COMMIT_MS) await settle();

@@ -95,8 +95,9 @@ export const RecordKind = {
   /** An output of the last task (payload: the encoded output). */
   Output: 2,
   /**
-   * Items are finished (each with all its descendants). The payload is their ids, u32 little-endian,
-   * in the order they finished; one record covers many items so completions cost a few bytes each.
+   * Items are finished (each with all its descendants). The payload is one entry per item, in the
+   * order they finished: its id and how many outputs it gave, each u32 little-endian (DONE_ENTRY_BYTES);
+   * one record covers many items so completions cost a few bytes each.
    */
   Done: 3,
   /** A task threw on an item, which was dropped (payload: encoded `TaskErrorReport`). */
@@ -110,39 +111,55 @@ export const RecordKind = {
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 
-/** Calls `each` with every item id of a Done record's payload `bytes[start, end)`. */
-export function forEachDoneId(bytes: Uint8Array, start: number, end: number, each: (id: number) => void): void {
-  for (let at = start; at + 4 <= end; at += 4) {
-    each((bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0);
+/** Bytes of one finished item in a Done record: its id, then how many outputs it gave. */
+export const DONE_ENTRY_BYTES = 8;
+
+/** Calls `each` with every item id of a Done record's payload `bytes[start, end)`, and its output count. */
+export function forEachDone(bytes: Uint8Array, start: number, end: number, each: (id: number, outputs: number) => void): void {
+  for (let at = start; at + DONE_ENTRY_BYTES <= end; at += DONE_ENTRY_BYTES) {
+    each(readU32(bytes, at), readU32(bytes, at + 4));
   }
 }
 
+/** A u32, little-endian, at `at`. */
+export function readU32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
+}
+
 /**
- * Collects finished item ids and appends them as Done records (`maxIds` per record at most), so that
- * a record is paid per batch of completions, not per item.
+ * Collects finished items (id and output count) and appends them as Done records (`maxIds` per record
+ * at most), so that a record is paid per batch of completions, not per item.
  */
 export class DoneList {
-  readonly ids: Uint32Array;
+  /** Id and output count of each item, in turn. */
+  readonly #entries: Uint32Array;
   count = 0;
   readonly #bytes: Uint8Array;
 
   constructor(readonly maxIds = 1024) {
-    this.ids = new Uint32Array(maxIds);
-    this.#bytes = new Uint8Array(this.ids.buffer);
+    this.#entries = new Uint32Array(maxIds * 2);
+    this.#bytes = new Uint8Array(this.#entries.buffer);
   }
 
-  /** Adds an id; returns true when the list is full and must be flushed before the next add. */
-  add(id: number): boolean {
-    this.ids[this.count++] = id;
+  /** Adds an item; returns true when the list is full and must be flushed before the next add. */
+  add(id: number, outputs: number): boolean {
+    const at = this.count++ * 2;
+    this.#entries[at] = id;
+    this.#entries[at + 1] = outputs;
     return this.count === this.maxIds;
   }
 
-  /** The ids as a Done payload (a view, valid until the next add). */
-  payload(): Uint8Array {
-    return this.#bytes.subarray(0, this.count * 4);
+  /** The id of the last item added (the Done record's own id). */
+  get lastId(): number {
+    return this.#entries[(this.count - 1) * 2]!;
   }
 
-  /** The ids as a Done payload (a view, valid until the next add), and empties the list. */
+  /** The items as a Done payload (a view, valid until the next add). */
+  payload(): Uint8Array {
+    return this.#bytes.subarray(0, this.count * DONE_ENTRY_BYTES);
+  }
+
+  /** The items as a Done payload (a view, valid until the next add), and empties the list. */
   take(): Uint8Array {
     const payload = this.payload();
     this.count = 0;

@@ -1,4 +1,4 @@
-import { RecordKind, RecordReader, type TaskErrorReport, decode, forEachDoneId } from "../protocol/codec.ts";
+import { RecordKind, RecordReader, type TaskErrorReport, decode, forEachDone } from "../protocol/codec.ts";
 
 /** Where the results of one node go, as the root's `ResultPump` hands them out. */
 export interface ResultSink<Source> {
@@ -74,7 +74,7 @@ export class ResultPump<Source> {
       if (frame.source !== source) continue;
       const reader = new RecordReader(frame.blob);
       while (reader.next()) {
-        if (reader.kind === RecordKind.Done) forEachDoneId(frame.blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
+        if (reader.kind === RecordKind.Done) forEachDone(frame.blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
       }
     }
     return ids;
@@ -139,7 +139,7 @@ export class ResultPump<Source> {
         case RecordKind.Done: {
           const ids = this.#doneIds;
           ids.length = 0;
-          forEachDoneId(blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
+          forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
           sink.done(source, ids);
           break;
         }

@@ -110,6 +110,25 @@ describe("taskchains", () => {
     ]);
   });
 
+  test("each item's Done says how many outputs it gave, the parts of its fan-out run by other workers included", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "dropOdd" }], { workers: 2 });
+    try {
+      const evens = (count: number) => Math.ceil(count / 2); // dropOdd keeps the even ones of 0 … count-1
+      // One large fan-out alone: the idle worker gets a share of it, and its Done counts them all.
+      const [large] = harness.feed([5000]);
+      await harness.waitEmpty();
+      expect(harness.engine.statsByWorker().map((tasks) => tasks[1]!.processed > 0)).toEqual([true, true]);
+      expect(harness.outputsOf.get(large!)).toBe(evens(5000));
+      const counts = [0, 3, 10, 2000, 1, 3001];
+      const ids = harness.feed(counts);
+      await harness.waitEmpty();
+      expect(ids.map((id) => harness.outputsOf.get(id))).toEqual(counts.map(evens));
+      expect(harness.outputCount).toBe(evens(5000) + counts.map(evens).reduce((a, b) => a + b, 0));
+    } finally {
+      await harness.engine.reset();
+    }
+  });
+
   test("a class is built once per worker with its args and called through process()", async () => {
     const items = Array.from({ length: 400 }, (_, i) => i);
     const { harness } = await run([{ export: "Counter", args: ["n-"] }], items);

@@ -3,7 +3,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAddress } from "../../src/protocol/address.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, encode, forEachDoneId } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, encode, forEachDone } from "../../src/protocol/codec.ts";
 import { NodeClient } from "../../src/root/node-client.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs, resultsFrameBytes } from "../support/node-client.ts";
 import { type RunningNode, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
@@ -79,7 +79,7 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
       credited.push([frameBytes, resultsFrameBytes(blob, idle)]);
       const reader = new RecordReader(blob);
       while (reader.next()) {
-        if (reader.kind === RecordKind.Done) forEachDoneId(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
+        if (reader.kind === RecordKind.Done) forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
       }
       client.credit(frameBytes); // what the root does once a frame is handled
     };

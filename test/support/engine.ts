@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine, type EngineOptions } from "../../src/node/engine.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, forEachDoneId } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, forEachDone } from "../../src/protocol/codec.ts";
 import type { TaskSpec } from "../../src/protocol/pipeline.ts";
 
 /** Writes a task package (files by relative path) into a fresh temp folder; returns the folder. */
@@ -32,6 +32,8 @@ export interface ErrorRecord {
 export class EngineHarness {
   readonly outputs: Array<{ id: number; value: unknown }> = [];
   readonly done: number[] = [];
+  /** How many outputs each finished item gave, as its Done said. */
+  readonly outputsOf = new Map<number, number>();
   readonly errors: ErrorRecord[] = [];
   /** Why each worker that died went down, in order. */
   readonly deaths: string[];
@@ -117,7 +119,10 @@ export class EngineHarness {
           if (this.keepOutputs) this.outputs.push({ id: reader.id, value: decode(records, reader.payloadStart, reader.payloadEnd) });
           break;
         case RecordKind.Done:
-          forEachDoneId(records, reader.payloadStart, reader.payloadEnd, (id) => this.done.push(id));
+          forEachDone(records, reader.payloadStart, reader.payloadEnd, (id, outputs) => {
+            this.done.push(id);
+            this.outputsOf.set(id, outputs);
+          });
           break;
         case RecordKind.TaskError:
         case RecordKind.Failed: {

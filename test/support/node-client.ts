@@ -7,7 +7,7 @@ import {
   type TaskErrorReport,
   decode,
   encode,
-  forEachDoneId,
+  forEachDone,
 } from "../../src/protocol/codec.ts";
 import type { ClientTls, Connection } from "../../src/protocol/connection.ts";
 import { blobFrameBytes } from "../../src/protocol/frame.ts";
@@ -241,7 +241,7 @@ export class NodeTestClient {
           break;
         }
         case RecordKind.Done:
-          forEachDoneId(blob, reader.payloadStart, reader.payloadEnd, (id) => this.done.add(id));
+          forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => this.done.add(id));
           break;
         case RecordKind.TaskError:
         case RecordKind.Failed: {
