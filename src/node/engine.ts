@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import { ProtocolError, SetupError, StateError } from "../errors.ts";
+import { SetupError, StateError } from "../errors.ts";
 import {
   DONE_ENTRY_BYTES,
   DoneList,
@@ -15,6 +15,7 @@ import {
 import type { LogLine } from "../protocol/messages.ts";
 import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
+import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
 import { ByteRing } from "./ring.ts";
@@ -71,9 +72,6 @@ export interface EngineEvents {
 /** Per-task counters (see `Engine.stats`). */
 export type TaskStats = TaskStatsRecord;
 
-const EMPTY = new Uint8Array(0);
-/** Records given to one worker in a row before the least loaded one is picked again. */
-const SPAN_RECORDS = 64;
 /**
  * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
  * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
@@ -113,12 +111,10 @@ export class Engine {
   readonly #results = new RecordBatchBuilder(256 * 1024);
   /** Root items finished since the last Done record went into the results. */
   readonly #finished = new DoneList(1024);
-  /** Batches (or their undispatched rests) waiting for ring space, oldest first. */
-  #backlog: Uint8Array[] = [];
+  /** Copies input into the workers' rings; keeps what does not fit. */
+  readonly #input: InputDispatcher;
   /** Root items accepted and not yet Done. */
   #inFlight = 0;
-  /** Marks slots found full during one dispatch pass (see `#dispatchBlob`). */
-  #dispatchPass = 0;
   /** Crashes per item key, for items whose worker died while running them. */
   readonly #attempts = new Map<number, number>();
   #outputPaused = false;
@@ -157,6 +153,7 @@ export class Engine {
       const output = new ByteRing(ByteRing.allocate(outputBytes));
       this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE));
     }
+    this.#input = new InputDispatcher(this.#slots);
   }
 
   /**
@@ -195,9 +192,8 @@ export class Engine {
    */
   dispatch(blob: Uint8Array): void {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
-    this.#inFlight += this.#validateFeed(blob);
-    if (this.#backlog.length > 0) this.#backlog.push(blob);
-    else this.#dispatchBlob(blob, false);
+    this.#inFlight += countFeedRecords(blob, this.#tasks.length);
+    this.#input.dispatch(blob);
   }
 
   /** Root items accepted and not yet finished. */
@@ -207,140 +203,7 @@ export class Engine {
 
   /** Bytes waiting for ring space. */
   get backlogBytes(): number {
-    let bytes = 0;
-    for (const blob of this.#backlog) bytes += blob.length;
-    return bytes;
-  }
-
-  #validateFeed(blob: Uint8Array): number {
-    const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
-    let count = 0;
-    for (let offset = 0; offset < blob.length; ) {
-      if (blob.length - offset < RECORD_HEADER_BYTES) {
-        throw new ProtocolError(`feed: record header at offset ${offset} is cut short`);
-      }
-      const kind = view.getUint8(offset);
-      const stage = view.getUint8(offset + 1);
-      const flags = view.getUint16(offset + 2, true);
-      const length = view.getUint32(offset + 8, true);
-      if (kind !== RecordKind.Input || flags !== 0) {
-        throw new ProtocolError(`feed: record ${count} at offset ${offset} is not an input item (kind ${kind}, flags ${flags})`);
-      }
-      if (stage >= this.#tasks.length) {
-        throw new ProtocolError(`feed: record ${count} starts at task ${stage}, but the taskchain has ${this.#tasks.length}`);
-      }
-      if (length > blob.length - offset - RECORD_HEADER_BYTES) {
-        throw new ProtocolError(`feed: record ${count} at offset ${offset} claims ${length} bytes, more than the batch holds`);
-      }
-      offset += RECORD_HEADER_BYTES + length;
-      count++;
-    }
-    return count;
-  }
-
-  /**
-   * Copies records from `blob` into rings, in spans of up to SPAN_RECORDS records per worker, each span
-   * one memcpy. Returns false (and keeps the rest in the backlog) when every ring is full.
-   */
-  #dispatchBlob(blob: Uint8Array, fromBacklog: boolean): boolean {
-    const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
-    let offset = 0;
-    let pass = ++this.#dispatchPass;
-    while (offset < blob.length) {
-      const slot = this.#leastLoaded(pass);
-      if (slot === undefined) {
-        const rest = blob.subarray(offset);
-        if (fromBacklog) this.#backlog[0] = rest;
-        else this.#backlog.push(rest);
-        return false;
-      }
-      const next = this.#writeSpan(slot, blob, view, offset);
-      if (next === offset) slot.fullInPass = pass; // try the others before giving up
-      else pass = ++this.#dispatchPass;
-      offset = next;
-    }
-    if (fromBacklog) this.#backlog.shift();
-    return true;
-  }
-
-  /** The live worker with the fewest queued items that was not found full in this pass. */
-  #leastLoaded(pass: number): WorkerSlot | undefined {
-    let best: WorkerSlot | undefined;
-    for (const slot of this.#slots) {
-      if (!slot.alive || slot.fullInPass === pass || slot.queued >= slot.queueCap) continue;
-      if (best === undefined || slot.queued < best.queued) best = slot;
-    }
-    return best;
-  }
-
-  /** Writes up to SPAN_RECORDS records from `offset` into the slot's ring; returns where it stopped. */
-  #writeSpan(slot: WorkerSlot, blob: Uint8Array, view: DataView, offset: number): number {
-    const ring = slot.input;
-    let position = slot.inputPosition;
-    let spanStart = offset;
-    let spanDestination = -1;
-    let count = 0;
-    const flush = (end: number) => {
-      if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
-      spanDestination = -1;
-    };
-    const limit = Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
-    while (offset < blob.length && count < limit) {
-      const length = view.getUint32(offset + 8, true);
-      const size = RECORD_HEADER_BYTES + length;
-      if (length > ring.maxPayload) {
-        flush(offset);
-        const next = this.#writeSpilledInput(slot, position, view, blob, offset, length);
-        if (next < 0) break;
-        position = next;
-      } else {
-        const destination = ring.reserve(position, size);
-        if (destination < 0) break;
-        if (spanDestination >= 0 && destination !== spanDestination + (offset - spanStart)) flush(offset);
-        if (destination === 0 && ring.offsetOf(position) !== 0) position = ring.padTo(position);
-        if (spanDestination < 0) {
-          spanDestination = destination;
-          spanStart = offset;
-        }
-        position = (position + size) >>> 0;
-      }
-      offset += size;
-      count++;
-    }
-    flush(offset);
-    if (count > 0) {
-      slot.inputPosition = position;
-      slot.queued += count;
-      ring.commit(position);
-    }
-    return offset;
-  }
-
-  /** An item too large for the ring: its bytes go in a shared buffer, a placeholder keeps its place. */
-  #writeSpilledInput(
-    slot: WorkerSlot,
-    position: number,
-    view: DataView,
-    blob: Uint8Array,
-    offset: number,
-    length: number,
-  ): number {
-    const stage = view.getUint8(offset + 1);
-    const flags = view.getUint16(offset + 2, true);
-    const id = view.getUint32(offset + 4, true);
-    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_SPILLED_BYTES, id, EMPTY);
-    if (next < 0) return -1;
-    const bytes = new SharedArrayBuffer(length);
-    new Uint8Array(bytes).set(blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length));
-    const key = itemKey(flags, id);
-    slot.spilledInputs.set(key, bytes);
-    // Posted before the placeholder is committed: the worker gets the bytes no later than it needs them.
-    slot.worker.postMessage({ type: "spilled-input", key, bytes });
-    return next;
-  }
-
-  #dispatchBacklog(): void {
-    while (this.#backlog.length > 0 && this.#dispatchBlob(this.#backlog[0]!, true));
+    return this.#input.backlogBytes;
   }
 
   // ---- output -----------------------------------------------------------------------------------
@@ -371,9 +234,9 @@ export class Engine {
       if (slot.alive && slot.awaitingRef === 0) this.#drainSlot(slot);
     }
     // Refill the rings before the results go out: the idle count they carry is then the true one.
-    if (this.#backlog.length > 0) {
+    if (this.#input.waiting) {
       this.#sizeQueues();
-      this.#dispatchBacklog();
+      this.#input.dispatchBacklog();
     }
     this.#flushResults();
     this.#settleWaiters();
@@ -541,7 +404,7 @@ export class Engine {
     // No room right now: the sub-item waits in front of the backlog (finishing started items first).
     const record = new RecordBatchBuilder(RECORD_HEADER_BYTES + payload.length);
     record.append(RecordKind.Input, stage, FLAG_SUB_ITEM, subId, payload);
-    this.#backlog.unshift(record.takeRecords());
+    this.#input.putFirst(record.takeRecords());
   }
 
   #flushResults(): void {
@@ -760,12 +623,12 @@ export class Engine {
 
   /** Idle workers that nothing waits for: 0 while items wait in the backlog (what a root should see). */
   get hungryWorkers(): number {
-    return this.#backlog.length === 0 ? this.idleWorkers : 0;
+    return this.#input.waiting ? 0 : this.idleWorkers;
   }
 
   /** Whether no item is anywhere in the engine and every result has been handed out. */
   get isEmpty(): boolean {
-    return this.#inFlight === 0 && this.#backlog.length === 0 && this.#results.count === 0 && this.#finished.count === 0;
+    return this.#inFlight === 0 && !this.#input.waiting && this.#results.count === 0 && this.#finished.count === 0;
   }
 
   get isAsleep(): boolean {
@@ -774,7 +637,7 @@ export class Engine {
 
   /** Resolves when some worker is idle and nothing waits for ring space. */
   whenIdle(): Promise<void> {
-    return this.#when(() => this.#backlog.length === 0 && this.idleWorkers > 0);
+    return this.#when(() => !this.#input.waiting && this.idleWorkers > 0);
   }
 
   /**
@@ -783,7 +646,7 @@ export class Engine {
    * the full output rings) fall behind, the feeder waits instead of the backlog growing.
    */
   whenRoom(): Promise<void> {
-    return this.#when(() => this.#backlog.length === 0);
+    return this.#when(() => !this.#input.waiting);
   }
 
   /** Resolves when every accepted item is finished and every result handed out. */
@@ -841,7 +704,7 @@ export class Engine {
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const waiter of waiters) waiter.reject(new StateError("the engine was reset"));
-    this.#backlog = [];
+    this.#input.clear();
     this.#tracker.clear();
     await Promise.all(closed);
   }

@@ -1,0 +1,185 @@
+import { ProtocolError } from "../errors.ts";
+import { RECORD_HEADER_BYTES, RecordKind } from "../protocol/codec.ts";
+import { FLAG_SPILLED_BYTES, itemKey } from "./worker-messages.ts";
+import type { WorkerSlot } from "./worker-slot.ts";
+
+const EMPTY = new Uint8Array(0);
+/** Records given to one worker in a row before the least loaded one is picked again. */
+const SPAN_RECORDS = 64;
+
+/**
+ * Checks a feed blob: whole records, each an Input without flags starting at a task of the chain.
+ * Returns how many records it holds; throws a `ProtocolError` naming the first bad one.
+ */
+export function countFeedRecords(blob: Uint8Array, taskCount: number): number {
+  const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+  let count = 0;
+  for (let offset = 0; offset < blob.length; ) {
+    if (blob.length - offset < RECORD_HEADER_BYTES) {
+      throw new ProtocolError(`feed: record header at offset ${offset} is cut short`);
+    }
+    const kind = view.getUint8(offset);
+    const stage = view.getUint8(offset + 1);
+    const flags = view.getUint16(offset + 2, true);
+    const length = view.getUint32(offset + 8, true);
+    if (kind !== RecordKind.Input || flags !== 0) {
+      throw new ProtocolError(`feed: record ${count} at offset ${offset} is not an input item (kind ${kind}, flags ${flags})`);
+    }
+    if (stage >= taskCount) {
+      throw new ProtocolError(`feed: record ${count} starts at task ${stage}, but the taskchain has ${taskCount}`);
+    }
+    if (length > blob.length - offset - RECORD_HEADER_BYTES) {
+      throw new ProtocolError(`feed: record ${count} at offset ${offset} claims ${length} bytes, more than the batch holds`);
+    }
+    offset += RECORD_HEADER_BYTES + length;
+    count++;
+  }
+  return count;
+}
+
+/**
+ * The engine's input side: copies a root's feed blobs, unchanged, into the workers' input rings, span
+ * by span to the least loaded worker that has room under its queue cap, and keeps what does not fit in
+ * a backlog, in order. It moves bytes; it never decodes an item.
+ */
+export class InputDispatcher {
+  /** Batches (or their undispatched rests) waiting for ring space, oldest first. */
+  #backlog: Uint8Array[] = [];
+  /** Marks slots found full during one dispatch pass (see `#dispatchBlob`). */
+  #pass = 0;
+
+  constructor(readonly slots: readonly WorkerSlot[]) {}
+
+  /** Whether records wait for ring space. */
+  get waiting(): boolean {
+    return this.#backlog.length > 0;
+  }
+
+  /** Bytes waiting for ring space. */
+  get backlogBytes(): number {
+    let bytes = 0;
+    for (const blob of this.#backlog) bytes += blob.length;
+    return bytes;
+  }
+
+  /** Copies `blob`'s records into rings; what does not fit waits, after what waits already. */
+  dispatch(blob: Uint8Array): void {
+    if (this.#backlog.length > 0) this.#backlog.push(blob);
+    else this.#dispatchBlob(blob, false);
+  }
+
+  /** Records that go before everything waiting (a sub-item: finishing started items first). */
+  putFirst(records: Uint8Array): void {
+    this.#backlog.unshift(records);
+  }
+
+  clear(): void {
+    this.#backlog = [];
+  }
+
+  /**
+   * Copies records from `blob` into rings, in spans of up to SPAN_RECORDS records per worker, each span
+   * one memcpy. Returns false (and keeps the rest in the backlog) when every ring is full.
+   */
+  #dispatchBlob(blob: Uint8Array, fromBacklog: boolean): boolean {
+    const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+    let offset = 0;
+    let pass = ++this.#pass;
+    while (offset < blob.length) {
+      const slot = this.#leastLoaded(pass);
+      if (slot === undefined) {
+        const rest = blob.subarray(offset);
+        if (fromBacklog) this.#backlog[0] = rest;
+        else this.#backlog.push(rest);
+        return false;
+      }
+      const next = this.#writeSpan(slot, blob, view, offset);
+      if (next === offset) slot.fullInPass = pass; // try the others before giving up
+      else pass = ++this.#pass;
+      offset = next;
+    }
+    if (fromBacklog) this.#backlog.shift();
+    return true;
+  }
+
+  /** The live worker with the fewest queued items that was not found full in this pass. */
+  #leastLoaded(pass: number): WorkerSlot | undefined {
+    let best: WorkerSlot | undefined;
+    for (const slot of this.slots) {
+      if (!slot.alive || slot.fullInPass === pass || slot.queued >= slot.queueCap) continue;
+      if (best === undefined || slot.queued < best.queued) best = slot;
+    }
+    return best;
+  }
+
+  /** Writes up to SPAN_RECORDS records from `offset` into the slot's ring; returns where it stopped. */
+  #writeSpan(slot: WorkerSlot, blob: Uint8Array, view: DataView, offset: number): number {
+    const ring = slot.input;
+    let position = slot.inputPosition;
+    let spanStart = offset;
+    let spanDestination = -1;
+    let count = 0;
+    const flush = (end: number) => {
+      if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
+      spanDestination = -1;
+    };
+    const limit = Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
+    while (offset < blob.length && count < limit) {
+      const length = view.getUint32(offset + 8, true);
+      const size = RECORD_HEADER_BYTES + length;
+      if (length > ring.maxPayload) {
+        flush(offset);
+        const next = this.#writeSpilledInput(slot, position, view, blob, offset, length);
+        if (next < 0) break;
+        position = next;
+      } else {
+        const destination = ring.reserve(position, size);
+        if (destination < 0) break;
+        if (spanDestination >= 0 && destination !== spanDestination + (offset - spanStart)) flush(offset);
+        if (destination === 0 && ring.offsetOf(position) !== 0) position = ring.padTo(position);
+        if (spanDestination < 0) {
+          spanDestination = destination;
+          spanStart = offset;
+        }
+        position = (position + size) >>> 0;
+      }
+      offset += size;
+      count++;
+    }
+    flush(offset);
+    if (count > 0) {
+      slot.inputPosition = position;
+      slot.queued += count;
+      ring.commit(position);
+    }
+    return offset;
+  }
+
+  /** An item too large for the ring: its bytes go in a shared buffer, a placeholder keeps its place. */
+  #writeSpilledInput(
+    slot: WorkerSlot,
+    position: number,
+    view: DataView,
+    blob: Uint8Array,
+    offset: number,
+    length: number,
+  ): number {
+    const stage = view.getUint8(offset + 1);
+    const flags = view.getUint16(offset + 2, true);
+    const id = view.getUint32(offset + 4, true);
+    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_SPILLED_BYTES, id, EMPTY);
+    if (next < 0) return -1;
+    const bytes = new SharedArrayBuffer(length);
+    new Uint8Array(bytes).set(blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length));
+    const key = itemKey(flags, id);
+    slot.spilledInputs.set(key, bytes);
+    // Posted before the placeholder is committed: the worker gets the bytes no later than it needs them.
+    slot.worker.postMessage({ type: "spilled-input", key, bytes });
+    return next;
+  }
+
+  /** Moves waiting records into rings while there is room. */
+  dispatchBacklog(): void {
+    while (this.#backlog.length > 0 && this.#dispatchBlob(this.#backlog[0]!, true));
+  }
+}
