@@ -16,8 +16,8 @@ export function intOption(value: string | undefined, name: string, fallback: num
 }
 
 function megabytes(value: string, name: string): number {
-  const parsed = intOption(value, name, 0);
-  if (parsed === 0) fail(`--${name} must be a positive number of MB, got "${value}"`);
+  const parsed = Number(value);
+  if (value === "" || !Number.isInteger(parsed) || parsed <= 0) fail(`--${name} must be a positive whole number of MB, got "${value}"`);
   return parsed * 1024 * 1024;
 }
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, runCli, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
 import type { Spawned } from "../support/processes.ts";
 
 /** How a node's pipeline ends: its root goes away, the node is stopped, its log server dies. */
@@ -137,3 +137,16 @@ test("a log server killed mid-run leaves tasks running; their lines go to the no
   // Lines logged before the kill made it to the file.
   await waitForFile(join(root, "dying.log"), (text) => text.includes("] tick 0\n"), 3000);
 }, 30_000);
+
+test("bad sizes on the command line are refused, naming the flag, before anything listens", async () => {
+  for (const [flag, value, message] of [
+    ["--memory-limit", "0", '--memory-limit must be a positive whole number of MB, got "0"'],
+    ["--memory-limit", "lots", '--memory-limit must be a positive whole number of MB, got "lots"'],
+    ["--ring-bytes", "-5", '--ring-bytes must be a non-negative integer, got "-5"'],
+  ] as const) {
+    const result = await runCli(["node", "--host", "127.0.0.1", "--port", "0", flag, value]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(message);
+    expect(result.stdout + result.stderr).not.toContain("listening on");
+  }
+});
