@@ -265,8 +265,25 @@ export class Root implements AsyncDisposable {
     this.#updateKeepAlive();
   }
 
-  /** Queues items for the cluster. Each is encoded now; a value MessagePack cannot carry throws here. */
+  /**
+   * Queues items for the cluster. Each is encoded now; a value MessagePack cannot carry throws here.
+   * For a large array use `feedMany(array)`: a spread of some 500 000 arguments or more overflows the stack.
+   */
   feed(...items: unknown[]): void {
+    this.feedMany(items);
+  }
+
+  /**
+   * Like `feed`, for the items of an array or any iterable, however many.
+   *
+   * @example
+   * cluster.feedMany(lines); // not cluster.feed(...lines) for millions of lines
+   */
+  feedMany(iterable: readonly unknown[] | Iterable<unknown>): void {
+    if (typeof iterable === "string" || typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function") {
+      throw new TypeError(`feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`);
+    }
+    const items: readonly unknown[] = Array.isArray(iterable) ? iterable : Array.from(iterable);
     this.#assertRunning("feed");
     const maxQueued = this.#options.maxQueued;
     if (maxQueued !== undefined && this.#scheduler.queued + items.length > maxQueued) {

@@ -158,6 +158,27 @@ describe("a root over two nodes", () => {
     expect(cluster.progress.done).toBe(5003);
   });
 
+  test("feedMany takes an array larger than a spread can pass, or any iterable; anything else is refused", async () => {
+    let sum = 0;
+    let count = 0;
+    await cluster.setup("many", "1", [{ function: tasks.double }], {
+      localPackages: [TASKS],
+      outputHandler: (output) => {
+        sum += output as number;
+        count++;
+      },
+    });
+    const many = Array.from({ length: 600_000 }, (_, i) => i);
+    cluster.feedMany(many);
+    cluster.feedMany(new Set([1_000_000, 2_000_000]));
+    await cluster.waitEmpty();
+    expect(count).toBe(600_002);
+    expect(sum).toBe(600_000 * 599_999 + 6_000_000);
+    expect(() => cluster.feedMany("text" as never)).toThrow("feedMany takes an array or an iterable of items, got \"text\"; to feed one item, call feed(item)");
+    expect(() => cluster.feedMany(42 as never)).toThrow(TypeError);
+    expect(cluster.progress.fed).toBe(600_002);
+  }, 60_000);
+
   test("a bounded queue: feed refuses beyond it, feedAsync waits for room", async () => {
     await cluster.reset(); // frees the nodes for another root
     const bounded = new Root(addrs, { maxQueued: 10 });
