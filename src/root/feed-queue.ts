@@ -71,9 +71,9 @@ export class FeedQueue {
 
   /**
    * Encodes and queues `values`, in order. A value MessagePack cannot carry throws a TypeError naming
-   * its index, and then none of `values` is queued.
+   * its index (counted from `firstIndex`), and then none of `values` is queued.
    */
-  appendValues(values: readonly unknown[]): void {
+  appendValues(values: readonly unknown[], firstIndex = 0): void {
     const tail = this.#tail;
     const mark: Mark = {
       tail,
@@ -88,7 +88,7 @@ export class FeedQueue {
         this.#appendValue(values[index]);
       } catch (error) {
         this.#rollBack(mark);
-        throw new TypeError(`item ${index} cannot be sent: ${(error as Error).message}`);
+        throw new TypeError(`item ${firstIndex + index} cannot be sent: ${(error as Error).message}`);
       }
     }
   }

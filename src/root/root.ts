@@ -56,6 +56,9 @@ export interface SetupOptions {
   setupTimeoutMs?: number;
 }
 
+/** Items `run()` takes from a (sync) iterable at a time, at most. */
+const RUN_CHUNK_ITEMS = 4096;
+
 export interface LocalOptions extends RootOptions {
   /** Node processes (default 2). */
   nodes?: number;
@@ -270,7 +273,7 @@ export class Root implements AsyncDisposable {
    * For a large array use `feedMany(array)`: a spread of some 500 000 arguments or more overflows the stack.
    */
   feed(...items: unknown[]): void {
-    this.feedMany(items);
+    this.#enqueue(items, 0);
   }
 
   /**
@@ -283,7 +286,11 @@ export class Root implements AsyncDisposable {
     if (typeof iterable === "string" || typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function") {
       throw new TypeError(`feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`);
     }
-    const items: readonly unknown[] = Array.isArray(iterable) ? iterable : Array.from(iterable);
+    this.#enqueue(Array.isArray(iterable) ? iterable : Array.from(iterable), 0);
+  }
+
+  /** Queues `items`; a refused one is named by its index counted from `firstIndex`. */
+  #enqueue(items: readonly unknown[], firstIndex: number): void {
     this.#assertRunning("feed");
     const maxQueued = this.#options.maxQueued;
     if (maxQueued !== undefined && this.#scheduler.queued + items.length > maxQueued) {
@@ -292,7 +299,7 @@ export class Root implements AsyncDisposable {
           "use `await cluster.feedAsync(item)` to wait for room",
       );
     }
-    this.#scheduler.enqueueValues(items); // a value MessagePack cannot carry throws, naming its index
+    this.#scheduler.enqueueValues(items, firstIndex); // a value MessagePack cannot carry throws, naming its index
     this.#progress.fed += items.length;
     this.#updateKeepAlive();
   }
@@ -319,9 +326,36 @@ export class Root implements AsyncDisposable {
   async run(items: Iterable<unknown> | AsyncIterable<unknown>): Promise<void> {
     this.#assertRunning("run");
     const bound = this.#options.maxQueued ?? this.#defaultBound();
-    for await (const item of items) {
-      await this.#room(bound);
-      this.feed(item);
+    if (Symbol.iterator in items) {
+      // Items that are at hand go in chunks, as much as the queue has room for: no promise per item.
+      const iterator = (items as Iterable<unknown>)[Symbol.iterator]();
+      let taken = 0;
+      try {
+        for (let done = false; !done; ) {
+          if (this.#scheduler.queued >= bound) await this.#room(bound);
+          const chunk: unknown[] = [];
+          const room = Math.min(RUN_CHUNK_ITEMS, bound - this.#scheduler.queued);
+          while (chunk.length < room) {
+            const step = iterator.next();
+            if (step.done === true) {
+              done = true;
+              break;
+            }
+            chunk.push(step.value);
+          }
+          if (chunk.length > 0) this.#enqueue(chunk, taken);
+          taken += chunk.length;
+        }
+      } catch (error) {
+        iterator.return?.(); // as for-of does when its body throws
+        throw error;
+      }
+    } else {
+      let taken = 0;
+      for await (const item of items) {
+        if (this.#scheduler.queued >= bound) await this.#room(bound);
+        this.#enqueue([item], taken++);
+      }
     }
     await this.waitEmpty();
   }

@@ -153,11 +153,11 @@ export class Scheduler {
   }
 
   /**
-   * Encodes and queues items. A value MessagePack cannot carry throws a TypeError naming its index,
-   * and then none of `values` is queued.
+   * Encodes and queues items. A value MessagePack cannot carry throws a TypeError naming its index
+   * (counted from `firstIndex`), and then none of `values` is queued.
    */
-  enqueueValues(values: readonly unknown[]): void {
-    this.#fresh.appendValues(values);
+  enqueueValues(values: readonly unknown[], firstIndex = 0): void {
+    this.#fresh.appendValues(values, firstIndex);
     this.#afterEnqueue();
   }
 

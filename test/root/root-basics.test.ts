@@ -179,6 +179,28 @@ describe("a root over two nodes", () => {
     expect(cluster.progress.fed).toBe(600_002);
   }, 60_000);
 
+  test("run() takes items at hand in chunks; an item it cannot send is named by its place, and the iterable is closed", async () => {
+    const outputs: number[] = [];
+    await cluster.setup("chunks", "1", [{ function: tasks.double }], {
+      localPackages: [TASKS],
+      outputHandler: (output) => void outputs.push(output as number),
+    });
+    await cluster.run(Array.from({ length: 10_000 }, (_, i) => i));
+    expect(outputs.length).toBe(10_000);
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    let closed = false;
+    function* items() {
+      try {
+        for (let i = 0; i < 10_000; i++) yield i === 4500 ? cycle : i;
+      } finally {
+        closed = true;
+      }
+    }
+    await expect(cluster.run(items())).rejects.toThrow(/^item 4500 cannot be sent/);
+    expect(closed).toBe(true);
+  }, 60_000);
+
   test("a bounded queue: feed refuses beyond it, feedAsync waits for room", async () => {
     await cluster.reset(); // frees the nodes for another root
     const bounded = new Root(addrs, { maxQueued: 10 });
