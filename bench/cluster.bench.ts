@@ -167,6 +167,16 @@ class RootCase implements AsyncDisposable {
     return seconds;
   }
 
+  /** Runs every item through `root.run(items)` (chunks at hand, backpressure); resolves with the seconds. */
+  async runIterable(items: readonly unknown[]): Promise<number> {
+    this.outputs = 0;
+    const started = performance.now();
+    await this.root.run(items);
+    const seconds = (performance.now() - started) / 1000;
+    if (this.outputs !== items.length) throw new Error(`root.run: ${this.outputs} outputs of ${items.length} items`);
+    return seconds;
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.root.close();
   }
@@ -212,6 +222,7 @@ async function main(): Promise<void> {
     { name: "root, 2 nodes × 1 worker", short: "root 2×1", run: async () => rateOf(await twoNodes.run(items)) },
     { name: "root, 2 nodes × 2 workers (4 on 2 cores)", short: "root 2×2", run: async () => rateOf(await twoNodesTwoWorkers.run(items)) },
     { name: "root, 1 node × 2 workers, maxBatch 1", short: "root 1×2 batch 1", run: async () => rateOf(await unbatched.run(items)) },
+    { name: "root, 1 node × 2 workers, fed by run(items)", short: "root 1×2 run()", run: async () => rateOf(await oneNode.runIterable(items)) },
   ];
   const rates = new Map<string, number[]>(cases.map((c) => [c.name, []]));
   for (let round = 0; round <= ROUNDS; round++) {
@@ -242,8 +253,8 @@ async function main(): Promise<void> {
   // ---- report ----
   const rateRow = new Map(cases.map((c) => [c.name, rates.get(c.name)!]));
   const within = (a: string, b: string) => rateRow.get(a)!.map((rate, i) => rate / rateRow.get(b)![i]!);
-  const [loop, loopCodec, engineName, engineOwnedName, root12, root21, root22, root12b1] = cases.map((c) => c.name) as [
-    string, string, string, string, string, string, string, string,
+  const [loop, loopCodec, engineName, engineOwnedName, root12, root21, root22, root12b1, root12run] = cases.map((c) => c.name) as [
+    string, string, string, string, string, string, string, string, string,
   ];
   const fmtSmall = (ratio: number) => (ratio >= 0.1 ? fmtRatio(ratio) : `${ratio.toPrecision(2)}×`);
   const out = ["", "═".repeat(110), "cluster summary", ""];
@@ -281,6 +292,7 @@ async function main(): Promise<void> {
     ["root 1 node ÷ plain loop + codec", fmtRatio(median(within(root12, loopCodec))), within(root12, loopCodec).map(fmtRatio).join(" ")],
     ["root 1 node ÷ plain loop", fmtSmall(median(within(root12, loop))), within(root12, loop).map(fmtSmall).join(" ")],
     ["batching: adaptive ÷ maxBatch 1 (1 node)", fmtRatio(batching), within(root12, root12b1).map(fmtRatio).join(" ")],
+    ["run(items) ÷ feed (1 node)", fmtRatio(median(within(root12run, root12))), within(root12run, root12).map(fmtRatio).join(" ")],
   ];
   out.push(table(["ratio (same round)", "median", "per round"], ratioRows), "");
 
