@@ -304,11 +304,15 @@ export class Root implements AsyncDisposable {
     this.#updateKeepAlive();
   }
 
-  /** Like `feed`, but waits for room first when the queue is bounded (`maxQueued`). */
+  /** Like `feed`, but waits for room when the queue is bounded (`maxQueued`), feeding as much as fits each time. */
   async feedAsync(...items: unknown[]): Promise<void> {
-    for (const item of items) {
-      await this.#room(this.#options.maxQueued);
-      this.feed(item);
+    const bound = this.#options.maxQueued;
+    if (bound === undefined) return this.#enqueue(items, 0);
+    for (let at = 0; at < items.length; ) {
+      if (this.#scheduler.queued >= bound) await this.#room(bound);
+      const take = Math.min(items.length - at, bound - this.#scheduler.queued);
+      this.#enqueue(items.slice(at, at + take), at);
+      at += take;
     }
   }
 

@@ -210,6 +210,14 @@ describe("a root over two nodes", () => {
       for (let i = 0; i < 500; i++) await bounded.feedAsync(i);
       await bounded.waitEmpty();
       expect(bounded.progress.done).toBe(500);
+      // Many at once: as many as fit go each time, the rest wait for room.
+      let most = 0;
+      const watch = setInterval(() => (most = Math.max(most, bounded.progress.queued)), 0);
+      await bounded.feedAsync(...Array.from({ length: 2000 }, (_, i) => i));
+      clearInterval(watch);
+      await bounded.waitEmpty();
+      expect(bounded.progress.done).toBe(2500);
+      expect(most).toBeLessThanOrEqual(10);
     } finally {
       await bounded.close();
     }
