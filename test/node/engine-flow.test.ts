@@ -317,7 +317,7 @@ describe("dying workers", () => {
   }, 60_000);
 
   test("a task that gets stuck (endless loop, promise that never settles) is ended at the task timeout; the rest is done", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], { workers: 2, maxAttempts: 2, taskTimeoutMs: 300 });
+    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], { workers: 2, maxAttempts: 2, taskTimeoutMs: 500 });
     try {
       const items = Array.from({ length: 1000 }, (_, i) => (i === 300 ? "loop" : i === 600 ? "wait" : i));
       const ids = harness.feed(items);
@@ -325,7 +325,7 @@ describe("dying workers", () => {
       const failed = expectAllDoneButFailed(harness, items, ids, (item) => typeof item !== "number");
       expect(failed.map((e) => e.id).sort((a, b) => a - b)).toEqual([ids[300]!, ids[600]!]);
       for (const error of failed) {
-        expect(error.message).toBe("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 300 ms, the task timeout (setup's taskTimeoutMs)");
+        expect(error.message).toBe("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms, the task timeout (setup's taskTimeoutMs)");
       }
       expect(harness.deaths.length).toBe(4);
     } finally {
@@ -337,13 +337,13 @@ describe("dying workers", () => {
     const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "identity" }], {
       workers: 2,
       outputRingBytes: 1 << 16,
-      taskTimeoutMs: 200,
+      taskTimeoutMs: 300,
     });
     harness.keepOutputs = false;
     try {
       harness.engine.pauseOutput();
       harness.feed([50_000, 50_000]);
-      await Bun.sleep(800); // four timeouts with full output rings and nothing read
+      await Bun.sleep(1200); // four timeouts with full output rings and nothing read
       harness.engine.resumeOutput();
       await harness.waitEmpty(30_000);
       expect(harness.outputCount).toBe(100_000);
