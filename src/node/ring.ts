@@ -210,8 +210,8 @@ export class ByteRing {
    * Like `waitForData`, but also resolves when `other()` holds: `other` is checked after the waiting
    * flag is up, and whoever makes it true must then `nudge` this ring, so the wake-up is never lost.
    */
-  waitForDataOr(position: number, other: () => boolean): Promise<unknown> | undefined {
-    return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position || other(), Infinity);
+  waitForDataOr(position: number, other: () => boolean, timeoutMs = Infinity): Promise<unknown> | undefined {
+    return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position || other(), timeoutMs);
   }
 
   /** Resolves when the consumer releases bytes (or the ring is closed); for a producer out of room. */

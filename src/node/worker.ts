@@ -38,6 +38,11 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
+/**
+ * The longest any wait here (for input, for room, to wake from sleep) lasts before the worker looks
+ * again. Every wake-up is rung, so this only bounds what a lost one could cost (see the engine's).
+ */
+const WAKE_CHECK_MS = 250;
 
 /** Bytes of spilled inputs that arrived by message, and readers waiting for ones that have not. */
 const spilledInputs = new Map<number, SharedArrayBuffer>();
@@ -186,7 +191,7 @@ class OutputWriter {
         this.#position = next;
         return;
       }
-      await this.ring.waitForRoom(released);
+      await this.ring.waitForRoom(released, WAKE_CHECK_MS);
     }
   }
 
@@ -299,7 +304,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
       await settle();
       hunger.announce();
       // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
-      await input.waitForDataOr(position, sleepRequested);
+      await input.waitForDataOr(position, sleepRequested, WAKE_CHECK_MS);
       continue;
     }
     const offset = input.offsetOf(at);
@@ -357,7 +362,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
 async function sleepWhileAsked(control: Int32Array): Promise<void> {
   post({ type: "asleep" });
   while (Atomics.load(control, Control.Sleep) === 1) {
-    const wait = Atomics.waitAsync(control, Control.Sleep, 1);
+    const wait = Atomics.waitAsync(control, Control.Sleep, 1, WAKE_CHECK_MS);
     if (wait.async) await wait.value;
   }
   post({ type: "awake" });
