@@ -82,12 +82,6 @@ const QUEUE_MS = 4;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 const INITIAL_QUEUE = 16;
-/**
- * The longest a wait for a worker's output lasts before the engine looks anyway. A commit always rings
- * the doorbell, so this only bounds what a lost wake-up (seen once in CI, cause unknown; Bun's
- * `Atomics.waitAsync` has had such bugs) could cost: a look, not a hang.
- */
-const WAKE_CHECK_MS = 250;
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
 const WATCH_MS = 50;
 
@@ -263,7 +257,7 @@ export class Engine {
   /** Arms a wake-up for when the worker commits more output. */
   #arm(slot: WorkerSlot): void {
     if (slot.armed || !slot.alive || slot.awaitingRef !== 0 || this.#stopped) return;
-    const wait = slot.output.waitForData(slot.outputPosition, WAKE_CHECK_MS);
+    const wait = slot.output.waitForData(slot.outputPosition);
     if (wait === undefined) return this.#scheduleDrain();
     slot.armed = true;
     wait.then(() => {

@@ -31,6 +31,13 @@ const CLOSED = 64;
 const RUNNING = 72;
 /** Rung (incremented) by the producer for a waiting consumer; the consumer waits on it. */
 const DOORBELL = 80;
+/**
+ * The longest any wait on a ring lasts before its caller looks again (callers loop until what they
+ * wait for holds). Every wake-up is rung, so this only bounds what a lost one could cost — a look, not
+ * a hang. CI hung once on a lost wake-up whose cause was never found; Bun's `Atomics.waitAsync` has had
+ * such bugs.
+ */
+export const WAKE_CHECK_MS = 250;
 const HEADER_BYTES = 384;
 
 export const PAD_KIND = 0;
@@ -199,10 +206,11 @@ export class ByteRing {
   // ---- waiting ----------------------------------------------------------------------------------
 
   /**
-   * Resolves when the producer commits past `position` (or the ring is closed). Never blocks the
-   * thread: it uses `Atomics.waitAsync`, so the caller's event loop keeps serving messages meanwhile.
+   * Resolves when the producer commits past `position` (or the ring is closed), or after `timeoutMs`.
+   * Never blocks the thread: it uses `Atomics.waitAsync`, so the caller's event loop keeps serving
+   * messages meanwhile.
    */
-  waitForData(position: number, timeoutMs = Infinity): Promise<unknown> | undefined {
+  waitForData(position: number, timeoutMs = WAKE_CHECK_MS): Promise<unknown> | undefined {
     return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position, timeoutMs);
   }
 
@@ -210,12 +218,12 @@ export class ByteRing {
    * Like `waitForData`, but also resolves when `other()` holds: `other` is checked after the waiting
    * flag is up, and whoever makes it true must then `nudge` this ring, so the wake-up is never lost.
    */
-  waitForDataOr(position: number, other: () => boolean, timeoutMs = Infinity): Promise<unknown> | undefined {
+  waitForDataOr(position: number, other: () => boolean, timeoutMs = WAKE_CHECK_MS): Promise<unknown> | undefined {
     return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position || other(), timeoutMs);
   }
 
-  /** Resolves when the consumer releases bytes (or the ring is closed); for a producer out of room. */
-  waitForRoom(readPosition: number, timeoutMs = Infinity): Promise<unknown> | undefined {
+  /** Resolves when the consumer releases bytes (or the ring is closed), or after `timeoutMs`; for a producer out of room. */
+  waitForRoom(readPosition: number, timeoutMs = WAKE_CHECK_MS): Promise<unknown> | undefined {
     return this.#waitAsync(WRITER_WAITING, READ, () => this.readPosition !== readPosition, timeoutMs);
   }
 

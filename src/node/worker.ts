@@ -11,7 +11,7 @@ import type { LogLine } from "../protocol/messages.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 import { Hunger, SpillRotation } from "./hunger.ts";
-import { ByteRing } from "./ring.ts";
+import { ByteRing, WAKE_CHECK_MS } from "./ring.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
   Control,
@@ -38,11 +38,6 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
-/**
- * The longest any wait here (for input, for room, to wake from sleep) lasts before the worker looks
- * again. Every wake-up is rung, so this only bounds what a lost one could cost (see the engine's).
- */
-const WAKE_CHECK_MS = 250;
 
 /** Bytes of spilled inputs that arrived by message, and readers waiting for ones that have not. */
 const spilledInputs = new Map<number, SharedArrayBuffer>();
@@ -191,7 +186,7 @@ class OutputWriter {
         this.#position = next;
         return;
       }
-      await this.ring.waitForRoom(released, WAKE_CHECK_MS);
+      await this.ring.waitForRoom(released);
     }
   }
 
@@ -304,7 +299,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
       await settle();
       hunger.announce();
       // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
-      await input.waitForDataOr(position, sleepRequested, WAKE_CHECK_MS);
+      await input.waitForDataOr(position, sleepRequested);
       continue;
     }
     const offset = input.offsetOf(at);

@@ -141,22 +141,21 @@ export class FeedQueue {
 
   /** Payload bytes of the sent record `ref`. */
   lengthOf(ref: number): number {
-    return this.#chunkAt(ref).view.getUint32((ref % OFFSETS) + 8, true);
+    return payloadLength(this.#chunkAt(ref), ref);
   }
 
   /** The sent record `ref` is done; returns its payload bytes. */
   release(ref: number): number {
     const chunk = this.#chunkAt(ref);
-    const length = chunk.view.getUint32((ref % OFFSETS) + 8, true);
     this.#settle(chunk);
-    return length;
+    return payloadLength(chunk, ref);
   }
 
   /** The payload of the sent record `ref`, to send again (a view: it keeps its chunk's buffer alive). */
   takeBack(ref: number): Uint8Array {
     const chunk = this.#chunkAt(ref);
     const start = (ref % OFFSETS) + RECORD_HEADER_BYTES;
-    const payload = chunk.bytes.subarray(start, start + this.lengthOf(ref));
+    const payload = chunk.bytes.subarray(start, start + payloadLength(chunk, ref));
     this.#settle(chunk);
     return payload;
   }
@@ -259,6 +258,11 @@ export class FeedQueue {
     this.#queued = mark.queued;
     this.#queuedBytes = mark.bytes;
   }
+}
+
+/** Payload bytes of the record `ref` in `chunk` (its header's length field). */
+function payloadLength(chunk: Chunk, ref: number): number {
+  return chunk.view.getUint32((ref % OFFSETS) + 8, true);
 }
 
 /** Where the queue stood before an `appendValues`. */
