@@ -24,8 +24,7 @@ await cluster.setup(
   ],
   {
     localPackages: [join(import.meta.dir, "task_package")],
-    outputHandler: (output) => {
-      const tagged = output as TaggedWord;
+    outputHandler: (tagged) => {
       increment(wordCounts, tagged.word);
       for (const tag of tagged.tags) increment(tagCounts, tag);
       if (samples.length < 3) samples.push(tagged);

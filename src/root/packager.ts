@@ -4,20 +4,16 @@ import { join, resolve } from "node:path";
 import { SetupError } from "../errors.ts";
 import { findPackageEntry, isInsideFolder, packageFolderName } from "../protocol/package-layout.ts";
 import type { PackageBundle, PackageFile, TaskSpec } from "../protocol/pipeline.ts";
+import type { TaskDefinition } from "./chain-types.ts";
+
+/** One task as the user writes it in `setup`: the function or class itself, or `"package#export"`. */
+export type TaskInput = TaskDefinition;
 
 /**
  * The root's half of code shipping: reading local package folders as files, hashing them, and finding
  * which export of which package each task of the user's taskchain is.
  */
 
-/** One task as the user writes it in `setup`: the function or class itself, or `"package#export"`. */
-export interface TaskInput {
-  function: Function | string;
-  /** The task gives many outputs. Defaults to true for a generator function (or `process` method). */
-  isGenerator?: boolean;
-  /** Constructor arguments for a class task; plain data (MessagePack). */
-  args?: unknown[];
-}
 
 /** A local package folder (absolute) and its files as they will be shipped. */
 export interface LocalPackage {
@@ -203,7 +199,7 @@ interface LoadedPackage {
  * @example
  * const specs = await resolveTaskchain([{ function: simpleTask }, { function: "task_package#DropItem", args: ["x"] }], packages)
  */
-export async function resolveTaskchain(tasks: TaskInput[], packages: LocalPackage[]): Promise<TaskSpec[]> {
+export async function resolveTaskchain(tasks: readonly TaskDefinition[], packages: LocalPackage[]): Promise<TaskSpec[]> {
   if (tasks.length === 0) throw new SetupError("the taskchain is empty: give at least one task");
   const loaded = await Promise.all(packages.map(loadPackage));
   return tasks.map((task, index) => {
@@ -220,7 +216,7 @@ export async function resolveTaskchain(tasks: TaskInput[], packages: LocalPackag
       export: found.exportName,
       isGenerator: task.isGenerator ?? isGeneratorTask(value as Function),
     };
-    if (task.args !== undefined) spec.args = task.args;
+    if (task.args !== undefined) spec.args = [...task.args];
     return spec;
   });
 }

@@ -17,7 +17,8 @@ import { scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient, type NodeClientOptions } from "./node-client.ts";
-import { type TaskInput, pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
+import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
+import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { ResultPump, isThenable } from "./results.ts";
 import { type NodeLane, Scheduler, type SchedulerOptions } from "./scheduler.ts";
 
@@ -28,16 +29,19 @@ export interface RootOptions extends NodeClientOptions {
   scheduler?: SchedulerOptions;
 }
 
-/** One task of a taskchain: a function or class exported by a local package (or `"package#export"`). */
-export type TaskDefinition = TaskInput;
+export type { TaskDefinition };
 
-export interface SetupOptions {
+/** `Inferred` when the taskchain tells it, else what the root was declared with (`new Root<In, Out>`). */
+type Known<Declared, Inferred> = unknown extends Inferred ? Declared : Inferred;
+
+/** `Out`: the outputs of the taskchain, as `outputHandler` gets them. */
+export interface SetupOptions<Out = unknown> {
   /** Folders of packages whose exports are the tasks; shipped to every node. */
   localPackages?: string[];
   /** npm specs (`lodash@4`) installed on every node, into this pipeline's own folder. */
   remotePackages?: string[];
   /** Called on the root with every output, in arrival order; a returned promise holds the next ones. */
-  outputHandler?: (output: unknown) => unknown;
+  outputHandler?: (output: Out) => unknown;
   /** Called with every task error (the item is dropped) and every item given up after retries. */
   errorHandler?: (error: TaskError) => unknown;
   /** Worker threads on each node (default: the node's own setting, its core count). */
@@ -91,9 +95,11 @@ interface Waiter {
 const MAX_UNHANDLED_ERROR_NOTES = 10;
 
 /**
- * `Root`: the client of the whole cluster. It ships the task code to every node, schedules the items
+ * `Root<In, Out>`: the client of the whole cluster. It ships the task code to every node, schedules the items
  * it is fed across them in adaptive batches, hands every output to your handler, and re-sends the
- * unfinished items of a node that is lost to the others.
+ * unfinished items of a node that is lost to the others. `In` is what it is fed and `Out` what it
+ * gives: `setup` works them out from the taskchain and returns this root typed by them (or declare
+ * them: `new Root<In, Out>(...)`).
  *
  * @example
  * import { Root } from "pcluster";
@@ -109,7 +115,7 @@ const MAX_UNHANDLED_ERROR_NOTES = 10;
  * await cluster.waitEmpty();
  * await cluster.reset();
  */
-export class Root implements AsyncDisposable {
+export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly #options: RootOptions;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #clients = new Map<string, NodeClient>();
@@ -153,9 +159,9 @@ export class Root implements AsyncDisposable {
    * @example
    * await using cluster = await Root.local({ nodes: 2 });
    */
-  static async local(options: LocalOptions = {}): Promise<Root> {
+  static async local<In = unknown, Out = unknown>(options: LocalOptions = {}): Promise<Root<In, Out>> {
     const cluster = await startLocalCluster({ nodes: options.nodes, workers: options.workers, memoryLimitMb: options.memoryLimitMb, token: options.token });
-    const root = new Root(cluster.nodes, options);
+    const root = new Root<In, Out>(cluster.nodes, options);
     root.#local = cluster;
     if (getDefaultLogAddress() === undefined) {
       setDefaultLogAddress(cluster.logAddress);
@@ -211,8 +217,21 @@ export class Root implements AsyncDisposable {
    * Ships the taskchain and its packages to every node and starts their workers. A task function that
    * no local package exports, a busy node, an unreachable node or a failed install is a clear error,
    * and then no node is left set up. Setting up again replaces the running pipeline.
+   *
+   * Each task must take what the one before gives (a type error on the task's entry says what does
+   * not fit); the promise gives this same root, typed by the chain: fed what the first task takes,
+   * giving what the last one gives.
+   *
+   * @example
+   * const pipeline = await cluster.setup("words", 1, [{ function: splitWords, isGenerator: true }], { localPackages: ["./tasks"] });
+   * for await (const word of pipeline.process(lines)) console.log(word.toUpperCase()); // word: string
    */
-  async setup(name: string, version: string | number, taskchain: TaskDefinition[], options: SetupOptions = {}): Promise<void> {
+  async setup<const Chain extends readonly TaskDefinition[]>(
+    name: string,
+    version: string | number,
+    taskchain: CheckedChain<Chain, In>,
+    options: SetupOptions<Known<Out, ChainOutput<Chain>>> = {},
+  ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
     this.#assertOpen();
     if (this.#localStopped) {
       throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
@@ -225,7 +244,7 @@ export class Root implements AsyncDisposable {
     }
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
-    const tasks = await resolveTaskchain(taskchain, packages);
+    const tasks = await resolveTaskchain(taskchain as readonly TaskDefinition[], packages);
     const bundles = packages.map((local) => local.bundle);
     const remotePackages = options.remotePackages ?? [];
     const args: SetupArgs = {
@@ -244,7 +263,7 @@ export class Root implements AsyncDisposable {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
     }
     const endpoints = [...this.#endpoints.values()];
-    const outcomes = await Promise.allSettled(endpoints.map((endpoint) => this.#setupNode(endpoint, args, options)));
+    const outcomes = await Promise.allSettled(endpoints.map((endpoint) => this.#setupNode(endpoint, args, options as SetupOptions)));
     const failures = outcomes.flatMap((outcome, index) =>
       outcome.status === "rejected" ? [{ node: endpoints[index]!.key, error: outcome.reason as Error }] : [],
     );
@@ -254,7 +273,7 @@ export class Root implements AsyncDisposable {
       const message = `setup of "${name}" ${args.version} failed on ${failures.length} of ${endpoints.length} nodes:\n${lines}`;
       throw failures.every((failure) => failure.error instanceof NodeBusyError) ? new NodeBusyError(message) : new SetupError(message);
     }
-    this.#setupOptions = options;
+    this.#setupOptions = options as SetupOptions;
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
     this.#failure = undefined;
@@ -266,13 +285,15 @@ export class Root implements AsyncDisposable {
     }
     this.#note("info", `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`);
     this.#updateKeepAlive();
+    // The same root: only its type changes, to the one the taskchain gives.
+    return this as Root<unknown, unknown> as Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>;
   }
 
   /**
    * Queues items for the cluster. Each is encoded now; a value MessagePack cannot carry throws here.
    * For a large array use `feedMany(array)`: a spread of some 500 000 arguments or more overflows the stack.
    */
-  feed(...items: unknown[]): void {
+  feed<const Items extends readonly In[]>(...items: TravellingItems<Items>): void {
     this.#enqueue(items, 0);
   }
 
@@ -282,7 +303,7 @@ export class Root implements AsyncDisposable {
    * @example
    * cluster.feedMany(lines); // not cluster.feed(...lines) for millions of lines
    */
-  feedMany(iterable: readonly unknown[] | Iterable<unknown>): void {
+  feedMany<T extends In>(iterable: readonly Travelling<T>[] | Iterable<Travelling<T>>): void {
     if (typeof iterable === "string" || typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function") {
       throw new TypeError(`feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`);
     }
@@ -305,7 +326,7 @@ export class Root implements AsyncDisposable {
   }
 
   /** Like `feed`, but waits for room when the queue is bounded (`maxQueued`), feeding as much as fits each time. */
-  async feedAsync(...items: unknown[]): Promise<void> {
+  async feedAsync<const Items extends readonly In[]>(...items: TravellingItems<Items>): Promise<void> {
     const bound = this.#options.maxQueued;
     if (bound === undefined) return this.#enqueue(items, 0);
     for (let at = 0; at < items.length; ) {
@@ -327,7 +348,7 @@ export class Root implements AsyncDisposable {
   }
 
   /** Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all is done. */
-  async run(items: Iterable<unknown> | AsyncIterable<unknown>): Promise<void> {
+  async run<T extends In>(items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>): Promise<void> {
     this.#assertRunning("run");
     const bound = this.#options.maxQueued ?? this.#defaultBound();
     if (Symbol.iterator in items) {
@@ -371,11 +392,11 @@ export class Root implements AsyncDisposable {
    * @example
    * for await (const out of cluster.process(lines)) console.log(out);
    */
-  async *process(items: Iterable<unknown> | AsyncIterable<unknown>): AsyncGenerator<unknown> {
+  async *process<T extends In>(items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>): AsyncGenerator<Out> {
     this.#assertRunning("process");
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
-    const channel = new OutputChannel<unknown>(1024);
-    this.#outputOverride = (output) => channel.push(output);
+    const channel = new OutputChannel<Out>(1024);
+    this.#outputOverride = (output) => channel.push(output as Out); // outputs are what the taskchain gives
     const feeding = this.run(items).then(
       () => channel.end(),
       (error) => channel.fail(error),

@@ -1,0 +1,173 @@
+/**
+ * The taskchain at the type level: what each task takes and gives, worked out from the functions and
+ * classes themselves, so that `setup` can refuse a chain whose tasks do not fit together and type
+ * `feed`, `outputHandler` and `process()` by it. Nothing here exists at run time.
+ */
+
+/**
+ * One task of a taskchain as the user writes it in `setup`: a function, a class with `process(item)`
+ * built once per worker with `args`, or `"package#export"` (typed `unknown` in and out).
+ */
+export interface TaskDefinition {
+  // biome-ignore lint/complexity/noBannedTypes: any function or class; setup works out and checks its shape
+  function: Function | string;
+  /** The task gives many outputs. Defaults to true for a generator function (or `process` method). */
+  isGenerator?: boolean;
+  /** Constructor arguments for a class task; plain data (MessagePack). */
+  args?: readonly unknown[];
+}
+
+/** `true` for `any` alone: it fits every check, so it gets none. */
+type IsAny<T> = 0 extends 1 & T ? true : false;
+
+/** What a task calls per item: the function itself, or a class's `process` method. */
+type Callee<F> = F extends abstract new (...args: never) => infer Instance
+  ? Instance extends { process: infer Process } ? Process : never
+  : F;
+
+/** The item a task takes: its first parameter (`unknown` when it takes none or cannot be told). */
+type TakenBy<F> = IsAny<F> extends true
+  ? unknown
+  : Callee<F> extends (...args: infer Params) => unknown
+    ? Params extends readonly [] ? unknown : Params[0]
+    : unknown;
+
+/** What a task's call returns, as the worker sees it (an awaited promise). */
+type Returned<F> = IsAny<F> extends true ? unknown : Callee<F> extends (...args: never) => infer R ? R : unknown;
+
+/** The outputs of one call giving one output: `null`, `undefined` (or nothing) drop the item. */
+type OneOutput<R> = Exclude<Awaited<R>, null | undefined | void>;
+
+/** The outputs of one call giving many: the elements of the (async) iterable; `null`/`undefined` give none. */
+type ManyOutputs<R> = Awaited<R> extends infer Result
+  ? Result extends Iterable<infer Element> | AsyncIterable<infer Element>
+    ? Element
+    : never
+  : never;
+
+/** What an `isGenerator` task must return: any iterable object or async iterable, or nothing (a drop). */
+export type ManyReturn = (object & (Iterable<unknown> | AsyncIterable<unknown>)) | null | undefined | void;
+
+/** A generator function (or `process` method) gives many outputs without being told. */
+type IsGeneratorCall<R> = [R] extends [Generator<unknown, unknown, never> | AsyncGenerator<unknown, unknown, never>]
+  ? true
+  : false;
+
+/** Whether the entry's task gives many outputs: as marked, else as its function is. */
+type GivesMany<E> = E extends { isGenerator: true }
+  ? true
+  : E extends { isGenerator: false }
+    ? false
+    : E extends { isGenerator: boolean }
+      ? boolean
+      : E extends { function: infer F }
+        ? IsGeneratorCall<Returned<F>>
+        : false;
+
+/** The item a taskchain entry takes. */
+export type TaskInputOf<E> = E extends { function: infer F } ? (F extends string ? unknown : TakenBy<F>) : unknown;
+
+/** The outputs a taskchain entry gives (each one, for a task giving many). */
+export type TaskOutputOf<E> = E extends { function: infer F }
+  ? F extends string
+    ? unknown
+    : IsAny<Returned<F>> extends true
+      ? unknown
+      : GivesMany<E> extends true
+        ? ManyOutputs<Returned<F>>
+        : GivesMany<E> extends false
+          ? OneOutput<Returned<F>>
+          : ManyOutputs<Returned<F>> | OneOutput<Returned<F>>
+  : unknown;
+
+/** The items a whole taskchain takes: its first task's. A chain that is not a tuple takes `unknown`. */
+export type ChainInput<Chain> = Chain extends readonly [infer First, ...unknown[]] ? TaskInputOf<First> : unknown;
+
+/** The outputs a whole taskchain gives: its last task's. A chain that is not a tuple gives `unknown`. */
+export type ChainOutput<Chain> = Chain extends readonly [...unknown[], infer Last] ? TaskOutputOf<Last> : unknown;
+
+/** A task taking `Given` and giving one output (any return; `null` or `undefined` drops the item). */
+export type TaskTaking<Given> = (item: Given) => unknown;
+
+/** A task taking `Given` and giving many outputs: it returns an iterable or async iterable (or a promise of one). */
+export type GeneratorTaking<Given> = (item: Given) => ManyReturn | PromiseLike<ManyReturn>;
+
+/** A task call fit for its place: taking what comes, returning what its `isGenerator` says. */
+type CallTaking<Given, E> = GivesMany<E> extends true ? GeneratorTaking<Given> : TaskTaking<Given>;
+
+/** What `args` on a function task gets instead of a type: the reason it is wrong. */
+export type ArgsOfAFunction = "args are a class task's constructor arguments; a function task is called with the item alone";
+
+/** A class task fit for its place, with `args` for its constructor. */
+type ClassEntry<C extends abstract new (...args: never) => unknown, Given, E> = {
+  function: abstract new (...args: never) => { process: CallTaking<Given, E> };
+  isGenerator?: boolean;
+} & ([] extends ConstructorParameters<C>
+  ? { args?: Readonly<ConstructorParameters<C>> }
+  : { args: Readonly<ConstructorParameters<C>> });
+
+/**
+ * The shape entry `E` must have where it stands, given what the task before it gives (`Given`;
+ * `unknown` checks nothing): a function takes one item (extra parameters get nothing: `args` are for
+ * classes), a class has `process(item)` and gets its constructor's `args`, and an `isGenerator` task
+ * returns an iterable. A type error on an entry says which of these it breaks.
+ */
+type Fitting<E, Given> = E extends { function: infer F }
+  ? F extends string
+    ? E
+    : IsAny<F> extends true
+      ? E
+      : F extends abstract new (...args: never) => unknown
+        ? ClassEntry<F, Unchecked<Given>, E>
+        : { function: CallTaking<Unchecked<Given>, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
+  : E;
+
+/** `any` where nothing is known of what comes (any first parameter fits), else what comes. */
+// biome-ignore lint/suspicious/noExplicitAny: the one type every parameter accepts; `unknown` is accepted by none
+type Unchecked<Given> = unknown extends Given ? any : Given;
+
+/**
+ * Each entry checked against its place in the chain: what it must be, given what the one before gives
+ * (the first one, what the root is fed: `In`). Entries that are not a tuple are checked alone.
+ */
+export type CheckedChain<Chain, In = unknown> = Chain extends readonly []
+  ? Chain
+  : Chain extends readonly [infer E, ...infer Rest]
+    ? readonly [Fitting<E, In>, ...CheckedChain<Rest, TaskOutputOf<E>>]
+    : Chain extends readonly (infer E)[]
+      ? readonly Fitting<E, unknown>[]
+      : Chain;
+
+/** What a value that cannot travel to a node is checked against: the reason, where a type would be. */
+export interface CannotTravel<What extends string> {
+  readonly "pcluster: this cannot travel to a node (items are MessagePack data)": What;
+}
+
+/** Values MessagePack carries as they are. */
+type Plain = string | number | boolean | null | undefined | Date | Uint8Array;
+
+/**
+ * `T` itself when it can travel to a node as it is, else `T` with each part that cannot (a function, a
+ * symbol, a bigint, which arrives as a number or fails, a Map or Set, which arrive as an object or an
+ * array) replaced by the reason. `unknown` and `any` cannot be told, and pass.
+ */
+export type Travelling<T> = unknown extends T
+  ? T
+  : T extends Plain
+    ? T
+    : T extends (...args: never) => unknown
+      ? CannotTravel<"a function">
+      : T extends symbol
+        ? CannotTravel<"a symbol">
+        : T extends bigint
+          ? CannotTravel<"a bigint (it arrives as a number, or fails beyond 64 bits)">
+          : T extends ReadonlyMap<unknown, unknown>
+            ? CannotTravel<"a Map (it arrives as a plain object)">
+            : T extends ReadonlySet<unknown>
+              ? CannotTravel<"a Set (it arrives as an array)">
+              : T extends PromiseLike<unknown>
+                ? CannotTravel<"a promise (await it first)">
+                : { [K in keyof T]: Travelling<T[K]> };
+
+/** Each of the items `feed` is given, checked by `Travelling`. */
+export type TravellingItems<Items extends readonly unknown[]> = { [K in keyof Items]: Travelling<Items[K]> };

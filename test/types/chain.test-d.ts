@@ -1,0 +1,205 @@
+// Type tests, checked by `bun run typecheck` (tsc over test/), never run: each `@ts-expect-error`
+// line must fail to typecheck (tsc reports a directive with nothing to suppress), every other line
+// must pass, and `same<A, B>()` holds only when A and B are the same type.
+import { Root, type TaskError } from "pcluster";
+
+/** Compiles only when `Actual` and `Expected` are exactly the same type. */
+function same<Actual, Expected>(..._proof: Same<Actual, Expected> extends true ? [] : [never]): void {}
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+/** The item and output types of a root. */
+type InOf<R> = R extends Root<infer In, unknown> ? In : never;
+type OutOf<R> = R extends Root<never, infer Out> ? Out : never;
+
+// ---- tasks of every kind ------------------------------------------------------------------------
+
+declare function parse(line: string): { id: number; text: string };
+declare function fetchTitle(record: { id: number; text: string }): Promise<string | null>;
+declare function words(text: string): Generator<string, void, unknown>;
+declare function wordsLater(text: string): AsyncGenerator<{ word: string }>;
+declare function splitToArray(text: string): string[];
+declare function streamOf(text: string): AsyncIterable<number>;
+declare function sometimes(n: number): number | undefined;
+declare function logOnly(n: number): void;
+declare function byId(record: { id: number }): number;
+declare function twoItems(a: string, b: string): string;
+declare function noInput(): string;
+declare function length(text: string): number;
+declare function half(n: number): number;
+
+class Tagger {
+  constructor(
+    readonly stopWords: string[],
+    readonly options: { min: number },
+  ) {}
+  process(word: string): { word: string; tags: string[] } | null {
+    return this.stopWords.includes(word) ? null : { word, tags: [] };
+  }
+}
+class Counter {
+  process(word: { word: string }): number {
+    return word.word.length;
+  }
+}
+class Repeater {
+  constructor(readonly times?: number) {}
+  *process(word: string): Generator<string> {
+    yield word;
+  }
+}
+class NoProcess {
+  run(item: string): string {
+    return item;
+  }
+}
+
+declare const cluster: Root;
+
+// ---- what setup infers --------------------------------------------------------------------------
+
+// sync, async (null dropped), generator function: string → { id, text } → string → each word
+const titles = await cluster.setup("t", 1, [{ function: parse }, { function: fetchTitle }, { function: words }]);
+same<InOf<typeof titles>, string>();
+same<OutOf<typeof titles>, string>();
+
+// an async generator, and a class with process(item) built with its constructor's args
+const tagged = await cluster.setup("t", 1, [
+  { function: wordsLater },
+  { function: Counter },
+  { function: half },
+]);
+same<InOf<typeof tagged>, string>();
+same<OutOf<typeof tagged>, number>();
+
+// isGenerator over a function returning an array, or an async iterable: their elements
+const letters = await cluster.setup("t", 1, [
+  { function: splitToArray, isGenerator: true },
+  { function: Tagger, args: [["the", "a"], { min: 2 }] },
+]);
+same<OutOf<typeof letters>, { word: string; tags: string[] }>();
+const numbers = await cluster.setup("t", 1, [{ function: streamOf, isGenerator: true }]);
+same<OutOf<typeof numbers>, number>();
+// without isGenerator, an array is one output
+const arrays = await cluster.setup("t", 1, [{ function: splitToArray }]);
+same<OutOf<typeof arrays>, string[]>();
+
+// a class whose process is a generator gives many; its optional constructor argument may be left out
+const repeated = await cluster.setup("t", 1, [{ function: Repeater }]);
+same<OutOf<typeof repeated>, string>();
+await cluster.setup("t", 1, [{ function: Repeater, args: [3] }]);
+
+// null, undefined and void are drops, not outputs
+const maybe = await cluster.setup("t", 1, [{ function: sometimes }]);
+same<OutOf<typeof maybe>, number>();
+const silent = await cluster.setup("t", 1, [{ function: logOnly }]);
+same<OutOf<typeof silent>, never>();
+
+// a task taking nothing takes anything
+const anything = await cluster.setup("t", 1, [{ function: noInput }]);
+same<InOf<typeof anything>, unknown>();
+
+// "package#export" is unknown in and out; the chain is checked around it
+const named = await cluster.setup("t", 1, [{ function: "tasks#parse" }, { function: byId }]);
+same<InOf<typeof named>, unknown>();
+same<OutOf<typeof named>, number>();
+
+// a taskchain kept in a variable is typed as a tuple with `as const`, and unknown without
+const kept = [{ function: parse }, { function: byId }] as const;
+same<OutOf<Awaited<ReturnType<typeof cluster.setup<typeof kept>>>>, number>();
+const loose = [{ function: parse }, { function: byId }];
+const untyped = await cluster.setup("t", 1, loose);
+same<InOf<typeof untyped>, unknown>();
+
+// ---- outputHandler, errorHandler, feed, feedMany, run, process ------------------------------------
+
+await cluster.setup("t", 1, [{ function: parse }, { function: byId }], {
+  outputHandler: (id) => same<typeof id, number>(),
+  errorHandler: (error) => same<typeof error, TaskError>(),
+});
+await cluster.setup("t", 1, [{ function: parse }, { function: byId }], {
+  // @ts-expect-error the chain gives numbers
+  outputHandler: (id: string) => id,
+});
+
+const pipeline = await cluster.setup("t", 1, [{ function: parse }, { function: fetchTitle }]);
+pipeline.feed("1:a", "2:b");
+await pipeline.feedAsync("3:c");
+pipeline.feedMany(["4:d"]);
+pipeline.feedMany(new Set(["5:e"]));
+await pipeline.run(["6:f"]);
+await pipeline.run((async function* () {
+  yield "7:g";
+})());
+for await (const title of pipeline.process(["8:h"])) same<typeof title, string>();
+// @ts-expect-error the chain takes lines
+pipeline.feed(1);
+// @ts-expect-error the chain takes lines
+pipeline.feedMany([1, 2]);
+// @ts-expect-error the chain takes lines
+await pipeline.run([{ id: 1 }]);
+// @ts-expect-error the chain takes lines
+pipeline.process([true]);
+
+// ---- what cannot travel -------------------------------------------------------------------------
+
+cluster.feed(1, "two", { three: [3], at: new Date() }, new Uint8Array(4), null, [true]);
+const opaque: unknown = 1;
+cluster.feed(opaque);
+// @ts-expect-error a function cannot travel
+cluster.feed(() => 1);
+// @ts-expect-error a bigint arrives as a number (or fails beyond 64 bits)
+cluster.feed(10n);
+// @ts-expect-error both
+cluster.feed(() => 1, 10n);
+// @ts-expect-error a symbol cannot travel
+cluster.feed(Symbol("s"));
+// @ts-expect-error a Map arrives as a plain object
+cluster.feed(new Map([[1, 2]]));
+// @ts-expect-error a Set arrives as an array
+cluster.feedMany([new Set([1])]);
+// @ts-expect-error a method of an object cannot travel
+await cluster.feedAsync({ id: 1, describe: () => "one" });
+// @ts-expect-error a promise is awaited first
+await cluster.run([Promise.resolve(1)]);
+
+// ---- chains that do not fit ---------------------------------------------------------------------
+
+// @ts-expect-error task 2 expects { id: number } but task 1 gives a string
+await cluster.setup("t", 1, [{ function: noInput }, { function: byId }]);
+// @ts-expect-error a generator's elements are what the next task takes: strings, not records
+await cluster.setup("t", 1, [{ function: words }, { function: byId }]);
+// @ts-expect-error a class's process takes what comes: Counter takes { word }, not a string
+await cluster.setup("t", 1, [{ function: words }, { function: Counter }]);
+// @ts-expect-error a class task needs its constructor's args
+await cluster.setup("t", 1, [{ function: Tagger }]);
+// @ts-expect-error ... of the right types
+await cluster.setup("t", 1, [{ function: Tagger, args: [["the"], { min: "2" }] }]);
+// @ts-expect-error args are for classes: a function is called with the item alone
+await cluster.setup("t", 1, [{ function: parse, args: ["x"] }]);
+// @ts-expect-error a task is called with one item: a second parameter would get nothing
+await cluster.setup("t", 1, [{ function: twoItems }]);
+// @ts-expect-error isGenerator wants an iterable back, not a number
+await cluster.setup("t", 1, [{ function: length, isGenerator: true }]);
+// @ts-expect-error a class task has process(item)
+await cluster.setup("t", 1, [{ function: NoProcess }]);
+
+// ---- declared roots, and typed roots where a Root is expected -------------------------------------
+
+const declared = new Root<string, number>([]);
+declared.feed("a");
+// @ts-expect-error declared to take strings
+declared.feed(1);
+await declared.setup("t", 1, [{ function: length }]);
+// @ts-expect-error declared to take strings: the first task must take them
+await declared.setup("t", 1, [{ function: byId }]);
+// a chain of names takes its types from the declaration
+const declaredNamed = await declared.setup("t", 1, [{ function: "tasks#length" }]);
+same<InOf<typeof declaredNamed>, string>();
+same<OutOf<typeof declaredNamed>, number>();
+
+const local = await Root.local<{ id: number }, string>({ nodes: 1 });
+local.feed({ id: 1 });
+function takesAnyRoot(root: Root): string[] {
+  return root.nodes;
+}
+takesAnyRoot(pipeline);
+takesAnyRoot(local);
