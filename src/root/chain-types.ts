@@ -96,7 +96,8 @@ export type GeneratorTaking<Given> = (item: Given) => ManyReturn | PromiseLike<M
 type CallTaking<Given, E> = GivesMany<E> extends true ? GeneratorTaking<Given> : TaskTaking<Given>;
 
 /** What `args` on a function task gets instead of a type: the reason it is wrong. */
-export type ArgsOfAFunction = "args are a class task's constructor arguments; a function task is called with the item alone";
+export type ArgsOfAFunction =
+  "args are a class task's constructor arguments; a function task is called with the item alone";
 
 /** A class task fit for its place, with `args` for its constructor. */
 type ClassEntry<C extends abstract new (...args: never) => unknown, Given, E> = {
