@@ -3,6 +3,7 @@ import { ConnectionClosedError, PclusterError, ProtocolError, TimeoutError, erro
 import { encode } from "./codec.ts";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameOf } from "./frame.ts";
 import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
+import type { ClientTls } from "./tls.ts";
 
 export interface ConnectionOptions {
   /** Largest frame body accepted from the peer (default 64 MiB). */
@@ -327,8 +328,7 @@ interface PendingRequest {
 
 /** TLS for a server: PEM certificate and key (contents or `Bun.file`s). */
 export type ServerTls = TLSOptions;
-/** TLS for a client: `true` to verify against system CAs, or options (`ca`, `rejectUnauthorized`, `serverName`). */
-export type ClientTls = boolean | TLSOptions;
+export type { ClientTls };
 
 function handlersFor(
   options: ConnectionOptions,

@@ -1,19 +1,14 @@
 import { ConnectionClosedError, type PclusterError, TimeoutError } from "../errors.ts";
 import type { Endpoint } from "../protocol/address.ts";
 import { dial } from "../protocol/auth.ts";
-import type { ClientTls, Connection } from "../protocol/connection.ts";
+import type { Connection } from "../protocol/connection.ts";
 import { blobFrameBytes } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
+import type { RootOptions } from "./options.ts";
 import type { FeedTarget } from "./scheduler.ts";
 
-export interface NodeClientOptions {
-  token?: string;
-  tls?: ClientTls;
-  connectTimeoutMs?: number;
-  /** Ping period; a node silent for `heartbeatTimeoutMs` is given up (default 2 s / 15 s). */
-  heartbeatMs?: number;
-  heartbeatTimeoutMs?: number;
-}
+/** How to reach a node: the root's own options for it. */
+export type NodeClientOptions = Pick<RootOptions, "token" | "tls" | "connectTimeoutMs" | "heartbeatMs" | "heartbeatTimeoutMs">;
 
 /**
  * `NodeClient`: the root's one persistent connection to one node — its commands, its pushes, and a

@@ -16,18 +16,14 @@ import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
-import { NodeClient, type NodeClientOptions } from "./node-client.ts";
+import { NodeClient } from "./node-client.ts";
+import type { RootOptions } from "./options.ts";
 import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { ResultPump, isThenable } from "./results.ts";
-import { type NodeLane, Scheduler, type SchedulerOptions } from "./scheduler.ts";
+import { type NodeLane, Scheduler } from "./scheduler.ts";
 
-export interface RootOptions extends NodeClientOptions {
-  /** Most items waiting at the root: beyond it `feed` throws `QueueFullError` and `feedAsync` waits. */
-  maxQueued?: number;
-  /** Batching and window tuning (for experiments; the defaults adapt by themselves). */
-  scheduler?: SchedulerOptions;
-}
+export type { RootOptions };
 
 export type { TaskDefinition };
 

@@ -1,6 +1,7 @@
 import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
 import { FeedQueue } from "./feed-queue.ts";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
+import type { SchedulerOptions } from "./options.ts";
 import { AdaptiveWindow } from "./window.ts";
 
 /**
@@ -18,19 +19,7 @@ export interface FeedTarget {
   sendFeed(frame: Uint8Array): void;
 }
 
-export interface SchedulerOptions {
-  /** Items per feed frame at most (default 4096; 1 turns batching off, for comparison). */
-  maxBatch?: number;
-  /** Bytes per feed frame at most (default 1 MiB). */
-  maxBatchBytes?: number;
-  /** A fixed window instead of the adaptive one (for experiments). */
-  fixedWindow?: number;
-  /**
-   * Items in flight this long after the rest of their feed chunk was sent get bytes of their own, so
-   * that the chunk can go (default 1000 ms; checked at most once per this interval).
-   */
-  staleChunkMs?: number;
-}
+export type { SchedulerOptions };
 
 /**
  * One node as the scheduler sees it: its window, and its ledger — every item sent to it and not yet
