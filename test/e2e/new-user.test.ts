@@ -84,6 +84,8 @@ test("bun add pcluster@file:…, bunx pcluster log/node, and a script with its o
   const addCode = await add.waitExit(120_000);
   expect(addCode, add.output).toBe(0);
   expect(existsSync(join(project, "node_modules/.bin/pcluster"))).toBe(true); // what bunx runs, not a download
+  // The declarations its `exports` point a type checker at (built by the clone's install, `prepare`).
+  expect(existsSync(join(project, "node_modules/pcluster/dist/types/index.d.ts"))).toBe(true);
 
   const logFile = join(project, "cluster.log");
   const logServer = await startServer(["log", "--host", "127.0.0.1", "--port", "0", "--outfile", logFile]);
