@@ -45,8 +45,11 @@ type ManyOutputs<R> = Awaited<R> extends infer Result
     : never
   : never;
 
-/** What an `isGenerator` task must return: any iterable object or async iterable, or nothing (a drop). */
-export type ManyReturn = (object & (Iterable<unknown> | AsyncIterable<unknown>)) | null | undefined | void;
+/** What an `isGenerator` task must return: an iterable object or async iterable of `Gives`, or nothing (a drop). */
+export type ManyReturn<Gives = unknown> = (object & (Iterable<Gives> | AsyncIterable<Gives>)) | Dropped;
+
+/** What a task returns to drop its item. */
+type Dropped = null | undefined | void;
 
 /** A generator function (or `process` method) gives many outputs without being told. */
 type IsGeneratorCall<R> = [R] extends [Generator<unknown, unknown, never> | AsyncGenerator<unknown, unknown, never>]
@@ -86,22 +89,24 @@ export type ChainInput<Chain> = Chain extends readonly [infer First, ...unknown[
 /** The outputs a whole taskchain gives: its last task's. A chain that is not a tuple gives `unknown`. */
 export type ChainOutput<Chain> = Chain extends readonly [...unknown[], infer Last] ? TaskOutputOf<Last> : unknown;
 
-/** A task taking `Given` and giving one output (any return; `null` or `undefined` drops the item). */
-export type TaskTaking<Given> = (item: Given) => unknown;
+/** A task taking `Given` and giving one `Gives` (or `null` / `undefined`: a drop), or a promise of it. */
+export type TaskTaking<Given, Gives = unknown> = (item: Given) => Gives | Dropped | PromiseLike<Gives | Dropped>;
 
-/** A task taking `Given` and giving many outputs: it returns an iterable or async iterable (or a promise of one). */
-export type GeneratorTaking<Given> = (item: Given) => ManyReturn | PromiseLike<ManyReturn>;
+/** A task taking `Given` and giving many `Gives`: an iterable or async iterable of them (or a promise of one). */
+export type GeneratorTaking<Given, Gives = unknown> = (
+  item: Given,
+) => ManyReturn<Gives> | PromiseLike<ManyReturn<Gives>>;
 
-/** A task call fit for its place: taking what comes, returning what its `isGenerator` says. */
-type CallTaking<Given, E> = GivesMany<E> extends true ? GeneratorTaking<Given> : TaskTaking<Given>;
+/** A task call fit for its place: taking what comes, returning what its `isGenerator` says (and `Gives`). */
+type CallTaking<Given, Gives, E> = GivesMany<E> extends true ? GeneratorTaking<Given, Gives> : TaskTaking<Given, Gives>;
 
 /** What `args` on a function task gets instead of a type: the reason it is wrong. */
 export type ArgsOfAFunction =
   "args are a class task's constructor arguments; a function task is called with the item alone";
 
 /** A class task fit for its place, with `args` for its constructor. */
-type ClassEntry<C extends abstract new (...args: never) => unknown, Given, E> = {
-  function: abstract new (...args: never) => { process: CallTaking<Given, E> };
+type ClassEntry<C extends abstract new (...args: never) => unknown, Given, Gives, E> = {
+  function: abstract new (...args: never) => { process: CallTaking<Given, Gives, E> };
   isGenerator?: boolean;
 } & ([] extends ConstructorParameters<C>
   ? { args?: Readonly<ConstructorParameters<C>> }
@@ -109,18 +114,19 @@ type ClassEntry<C extends abstract new (...args: never) => unknown, Given, E> = 
 
 /**
  * The shape entry `E` must have where it stands, given what the task before it gives (`Given`;
- * `unknown` checks nothing): a function takes one item (extra parameters get nothing: `args` are for
+ * `unknown` checks nothing) and, for the last task of a root declared with its outputs, what it must
+ * give (`Gives`): a function takes one item (extra parameters get nothing: `args` are for
  * classes), a class has `process(item)` and gets its constructor's `args`, and an `isGenerator` task
  * returns an iterable. A type error on an entry says which of these it breaks.
  */
-type Fitting<E, Given> = E extends { function: infer F }
+type Fitting<E, Given, Gives> = E extends { function: infer F }
   ? F extends string
     ? E
     : IsAny<F> extends true
       ? E
       : F extends abstract new (...args: never) => unknown
-        ? ClassEntry<F, Unchecked<Given>, E>
-        : { function: CallTaking<Unchecked<Given>, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
+        ? ClassEntry<F, Unchecked<Given>, Gives, E>
+        : { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
   : E;
 
 /** `any` where nothing is known of what comes (any first parameter fits), else what comes. */
@@ -129,14 +135,15 @@ type Unchecked<Given> = unknown extends Given ? any : Given;
 
 /**
  * Each entry checked against its place in the chain: what it must be, given what the one before gives
- * (the first one, what the root is fed: `In`). Entries that are not a tuple are checked alone.
+ * (the first one, what the root is fed: `In`); the last one must give `Out`. Entries that are not a
+ * tuple are checked alone.
  */
-export type CheckedChain<Chain, In = unknown> = Chain extends readonly []
+export type CheckedChain<Chain, In = unknown, Out = unknown> = Chain extends readonly []
   ? Chain
   : Chain extends readonly [infer E, ...infer Rest]
-    ? readonly [Fitting<E, In>, ...CheckedChain<Rest, TaskOutputOf<E>>]
+    ? readonly [Fitting<E, In, Rest extends readonly [] ? Out : unknown>, ...CheckedChain<Rest, TaskOutputOf<E>, Out>]
     : Chain extends readonly (infer E)[]
-      ? readonly Fitting<E, unknown>[]
+      ? readonly Fitting<E, unknown, unknown>[]
       : Chain;
 
 /** What a value that cannot travel to a node is checked against: the reason, where a type would be. */

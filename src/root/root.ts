@@ -225,7 +225,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   async setup<const Chain extends readonly TaskDefinition[]>(
     name: string,
     version: string | number,
-    taskchain: CheckedChain<Chain, In>,
+    taskchain: CheckedChain<Chain, In, Out>,
     options: SetupOptions<Known<Out, ChainOutput<Chain>>> = {},
   ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
     this.#assertOpen();

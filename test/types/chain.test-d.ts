@@ -191,6 +191,15 @@ declared.feed(1);
 await declared.setup("t", 1, [{ function: length }]);
 // @ts-expect-error declared to take strings: the first task must take them
 await declared.setup("t", 1, [{ function: byId }]);
+// @ts-expect-error declared to give numbers: the last task must give them
+await declared.setup("t", 1, [{ function: parse }]);
+const declaredWords = new Root<string, string>([]);
+await declaredWords.setup("t", 1, [{ function: words }]);
+await declaredWords.setup("t", 1, [{ function: splitToArray, isGenerator: true }]);
+// @ts-expect-error declared to give strings: this generator gives { word } records
+await declaredWords.setup("t", 1, [{ function: wordsLater }]);
+// @ts-expect-error ... and this class's process gives numbers
+await declaredWords.setup("t", 1, [{ function: wordsLater }, { function: Counter }]);
 // a chain of names takes its types from the declaration
 const declaredNamed = await declared.setup("t", 1, [{ function: "tasks#length" }]);
 same<InOf<typeof declaredNamed>, string>();
