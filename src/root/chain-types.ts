@@ -157,7 +157,8 @@ type Plain = string | number | boolean | null | undefined | Date | Uint8Array;
 /**
  * `T` itself when it can travel to a node as it is, else `T` with each part that cannot (a function, a
  * symbol, a bigint, which arrives as a number or fails, a Map or Set, which arrive as an object or an
- * array) replaced by the reason. `unknown` and `any` cannot be told, and pass.
+ * array, a typed array other than Uint8Array, which arrives as its bytes, an Error or RegExp, which
+ * arrive as arrays) replaced by the reason. `unknown` and `any` cannot be told, and pass.
  */
 export type Travelling<T> = unknown extends T
   ? T
@@ -175,7 +176,11 @@ export type Travelling<T> = unknown extends T
               ? CannotTravel<"a Set (it arrives as an array)">
               : T extends PromiseLike<unknown>
                 ? CannotTravel<"a promise (await it first)">
-                : { [K in keyof T]: Travelling<T[K]> };
+                : T extends ArrayBuffer | ArrayBufferView
+                  ? CannotTravel<"a typed array other than Uint8Array (it arrives as a Uint8Array of its bytes)">
+                  : T extends Error | RegExp
+                    ? CannotTravel<"an Error or a RegExp (it arrives as an array)">
+                    : { [K in keyof T]: Travelling<T[K]> };
 
 /** Each of the items `feed` is given, checked by `Travelling`. */
 export type TravellingItems<Items extends readonly unknown[]> = { [K in keyof Items]: Travelling<Items[K]> };

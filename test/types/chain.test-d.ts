@@ -158,6 +158,11 @@ cluster.feed(new Map([[1, 2]]));
 cluster.feedMany([new Set([1])]);
 // @ts-expect-error a method of an object cannot travel
 await cluster.feedAsync({ id: 1, describe: () => "one" });
+// @ts-expect-error a Float64Array arrives as the bytes of a Uint8Array
+cluster.feed(new Float64Array([1.5]));
+// @ts-expect-error an Error arrives as an array
+cluster.feed({ failed: new Error("x") });
+cluster.feed(Buffer.from("a Buffer is a Uint8Array"));
 // @ts-expect-error a promise is awaited first
 await cluster.run([Promise.resolve(1)]);
 
