@@ -120,13 +120,13 @@ type ClassEntry<C extends abstract new (...args: never) => unknown, Given, Gives
  * returns an iterable. A type error on an entry says which of these it breaks.
  */
 type Fitting<E, Given, Gives> = E extends { function: infer F }
-  ? F extends string
+  ? IsAny<F> extends true
     ? E
-    : IsAny<F> extends true
-      ? E
-      : F extends abstract new (...args: never) => unknown
-        ? ClassEntry<F, Unchecked<Given>, Gives, E>
-        : { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
+    : [F] extends [abstract new (...args: never) => unknown]
+      ? ClassEntry<F, Unchecked<Given>, Gives, E>
+      : [F] extends [(...args: never) => unknown]
+        ? { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
+        : E // "package#export", or a plain `Function` (or a mix): nothing to check
   : E;
 
 /** `any` where nothing is known of what comes (any first parameter fits), else what comes. */

@@ -1,7 +1,7 @@
 // Type tests, checked by `bun run typecheck` (tsc over test/), never run: each `@ts-expect-error`
 // line must fail to typecheck (tsc reports a directive with nothing to suppress), every other line
 // must pass, and `same<A, B>()` holds only when A and B are the same type.
-import { Root, type TaskError } from "pcluster";
+import { Root, type TaskDefinition, type TaskError } from "pcluster";
 
 /** Compiles only when `Actual` and `Expected` are exactly the same type. */
 function same<Actual, Expected>(..._proof: Same<Actual, Expected> extends true ? [] : [never]): void {}
@@ -108,6 +108,11 @@ same<OutOf<Awaited<ReturnType<typeof cluster.setup<typeof kept>>>>, number>();
 const loose = [{ function: parse }, { function: byId }];
 const untyped = await cluster.setup("t", 1, loose);
 same<InOf<typeof untyped>, unknown>();
+
+// code written before the types flowed keeps compiling: TaskDefinition[], Function, args on a class
+const definitions: TaskDefinition[] = [{ function: parse }, { function: Tagger as Function, args: [[], { min: 1 }] }];
+const asBefore = await cluster.setup("t", 1, definitions, { outputHandler: (output: unknown) => output });
+same<OutOf<typeof asBefore>, unknown>();
 
 // ---- outputHandler, errorHandler, feed, feedMany, run, process ------------------------------------
 
