@@ -35,6 +35,8 @@ export {
   VersionMismatchError,
 } from "./errors.ts";
 export type { HostPort } from "./protocol/address.ts";
+/** What a taskchain (a tuple: `as const`) takes and gives, as `setup` works them out. */
+export type { ChainInput, ChainOutput } from "./root/chain-types.ts";
 export type { NodeStatus, TaskStatsRecord as TaskStats } from "./protocol/pipeline.ts";
 export {
   type LocalOptions,

@@ -1,7 +1,7 @@
 // Type tests, checked by `bun run typecheck` (tsc over test/), never run: each `@ts-expect-error`
 // line must fail to typecheck (tsc reports a directive with nothing to suppress), every other line
 // must pass, and `same<A, B>()` holds only when A and B are the same type.
-import { Root, type TaskDefinition, type TaskError } from "pcluster";
+import { type ChainInput, type ChainOutput, Root, type TaskDefinition, type TaskError } from "pcluster";
 
 /** Compiles only when `Actual` and `Expected` are exactly the same type. */
 function same<Actual, Expected>(..._proof: Same<Actual, Expected> extends true ? [] : [never]): void {}
@@ -105,6 +105,8 @@ same<OutOf<typeof named>, number>();
 // a taskchain kept in a variable is typed as a tuple with `as const`, and unknown without
 const kept = [{ function: parse }, { function: byId }] as const;
 same<OutOf<Awaited<ReturnType<typeof cluster.setup<typeof kept>>>>, number>();
+same<ChainInput<typeof kept>, string>();
+same<ChainOutput<typeof kept>, number>();
 const loose = [{ function: parse }, { function: byId }];
 const untyped = await cluster.setup("t", 1, loose);
 same<InOf<typeof untyped>, unknown>();
