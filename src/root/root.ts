@@ -56,6 +56,12 @@ export interface SetupOptions {
   setupTimeoutMs?: number;
 }
 
+/** Options of `run()` and `process()`. */
+export interface RunOptions {
+  /** Aborting it stops reading the items (see `run` and `process` for what happens to those already fed). */
+  signal?: AbortSignal;
+}
+
 /** Items `run()` takes from a (sync) iterable at a time, at most. */
 const RUN_CHUNK_ITEMS = 4096;
 
@@ -128,6 +134,8 @@ export class Root implements AsyncDisposable {
   /** The local cluster's log server, while `Root.local` made it the default log address (undone on reset). */
   #localLogDefault: { address: readonly [host: string, port: number]; token: boolean } | undefined;
   #outputOverride: ((output: unknown) => unknown) | undefined;
+  /** While a `process()` left early has items still running (see `#abandon`). */
+  #abandoned: Promise<void> | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
   #unhandledErrors = 0;
 
@@ -323,12 +331,29 @@ export class Root implements AsyncDisposable {
 
   /** Resolves when every fed item and everything it generated is finished and every output handled. */
   waitEmpty(): Promise<void> {
-    return this.#when(() => this.#scheduler.queued === 0 && this.#scheduler.inFlight === 0 && this.#results.idle);
+    return this.#when(() => this.#isEmpty());
   }
 
-  /** Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all is done. */
-  async run(items: Iterable<unknown> | AsyncIterable<unknown>): Promise<void> {
+  #isEmpty(): boolean {
+    return this.#scheduler.queued === 0 && this.#scheduler.inFlight === 0 && this.#results.idle;
+  }
+
+  /**
+   * Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all
+   * is done. With `signal`, aborting stops reading the iterable and rejects with the signal's reason; the
+   * items already fed still finish, and their outputs go to the `outputHandler`.
+   */
+  async run(items: Iterable<unknown> | AsyncIterable<unknown>, options: RunOptions = {}): Promise<void> {
     this.#assertRunning("run");
+    const { signal } = options;
+    signal?.throwIfAborted();
+    await this.#abandoned;
+    await this.#feedAll(items, signal);
+    await this.#when(() => this.#isEmpty(), signal);
+  }
+
+  /** Feeds every item of `items` as the queue has room, until they are all fed or `signal` aborts. */
+  async #feedAll(items: Iterable<unknown> | AsyncIterable<unknown>, signal: AbortSignal | undefined): Promise<void> {
     const bound = this.#options.maxQueued ?? this.#defaultBound();
     if (Symbol.iterator in items) {
       // Items that are at hand go in chunks, as much as the queue has room for: no promise per item.
@@ -336,7 +361,8 @@ export class Root implements AsyncDisposable {
       let taken = 0;
       try {
         for (let done = false; !done; ) {
-          if (this.#scheduler.queued >= bound) await this.#room(bound);
+          signal?.throwIfAborted();
+          if (this.#scheduler.queued >= bound) await this.#room(bound, signal);
           const chunk: unknown[] = [];
           const room = Math.min(RUN_CHUNK_ITEMS, bound - this.#scheduler.queued);
           while (chunk.length < room) {
@@ -357,35 +383,68 @@ export class Root implements AsyncDisposable {
     } else {
       let taken = 0;
       for await (const item of items) {
-        if (this.#scheduler.queued >= bound) await this.#room(bound);
+        signal?.throwIfAborted(); // leaving the loop closes the iterable
+        if (this.#scheduler.queued >= bound) await this.#room(bound, signal);
         this.#enqueue([item], taken++);
       }
     }
-    await this.waitEmpty();
   }
 
   /**
    * Runs an (async) iterable through the cluster and yields the outputs as they come. Input is read
    * only as fast as outputs are consumed.
    *
+   * Leaving early — `break`, `return` or a throw in the `for await`, or aborting `signal` — stops
+   * reading `items` at once. The items already fed finish on the nodes and their outputs are discarded;
+   * the next `process()` or `run()` starts once they are done (so its outputs are never mixed with
+   * theirs). Aborting makes the loop throw the signal's reason.
+   *
    * @example
    * for await (const out of cluster.process(lines)) console.log(out);
    */
-  async *process(items: Iterable<unknown> | AsyncIterable<unknown>): AsyncGenerator<unknown> {
+  async *process(items: Iterable<unknown> | AsyncIterable<unknown>, options: RunOptions = {}): AsyncGenerator<unknown> {
     this.#assertRunning("process");
+    const outer = options.signal;
+    outer?.throwIfAborted();
+    await this.#abandoned;
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
     const channel = new OutputChannel<unknown>(1024);
+    const stop = new AbortController();
+    const signal = outer === undefined ? stop.signal : AbortSignal.any([stop.signal, outer]);
     this.#outputOverride = (output) => channel.push(output);
-    const feeding = this.run(items).then(
-      () => channel.end(),
-      (error) => channel.fail(error),
-    );
+    const feeding = this.#feedAll(items, signal)
+      .then(() => this.#when(() => this.#isEmpty(), signal))
+      .then(
+        () => channel.end(),
+        (error) => channel.fail(error),
+      );
+    let finished = false;
     try {
       yield* channel;
       await feeding;
+      finished = true;
     } finally {
-      this.#outputOverride = undefined;
+      if (finished) this.#outputOverride = undefined;
+      else this.#abandon(channel, stop, feeding);
     }
+  }
+
+  /**
+   * A `process()` left early: no more of its input is read, what it pushes is dropped, and its items
+   * already fed are let finish with their outputs discarded. `#abandoned` settles once they are done.
+   */
+  #abandon(channel: OutputChannel<unknown>, stop: AbortController, feeding: Promise<void>): void {
+    stop.abort(new StateError("process() was left"));
+    channel.close();
+    const discard = (): undefined => undefined;
+    this.#outputOverride = discard;
+    this.#abandoned = feeding
+      .then(() => this.waitEmpty())
+      .catch(() => {}) // a reset or a lost cluster ends the wait: nothing is left to discard then
+      .finally(() => {
+        if (this.#outputOverride === discard) this.#outputOverride = undefined;
+        this.#abandoned = undefined;
+      });
   }
 
   /** Workers finish their current item, then pause; resolves once all have. */
@@ -555,21 +614,41 @@ export class Root implements AsyncDisposable {
 
   // ---- waiting ------------------------------------------------------------------------------------
 
-  #when(ready: () => boolean): Promise<void> {
+  /** Resolves once `ready()` holds; rejects if the cluster fails, or with `signal`'s reason if it aborts first. */
+  #when(ready: () => boolean, signal?: AbortSignal): Promise<void> {
     try {
       this.#assertRunning("wait");
+      signal?.throwIfAborted();
     } catch (error) {
       return Promise.reject(error);
     }
     if (ready()) return Promise.resolve();
-    const promise = new Promise<void>((resolve, reject) => this.#waiters.push({ ready, resolve, reject }));
+    const promise = new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { ready, resolve, reject };
+      this.#waiters.push(waiter);
+      if (signal === undefined) return;
+      const onAbort = () => {
+        this.#waiters = this.#waiters.filter((other) => other !== waiter);
+        this.#updateKeepAlive();
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      waiter.resolve = () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      waiter.reject = (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      };
+    });
     this.#updateKeepAlive();
     return promise;
   }
 
-  async #room(bound: number | undefined): Promise<void> {
+  async #room(bound: number | undefined, signal?: AbortSignal): Promise<void> {
     if (bound === undefined || this.#scheduler.queued < bound) return;
-    await this.#when(() => this.#scheduler.queued < bound);
+    await this.#when(() => this.#scheduler.queued < bound, signal);
   }
 
   #defaultBound(): number {
