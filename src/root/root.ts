@@ -526,6 +526,7 @@ export class Root implements AsyncDisposable {
     };
     client.onLost = (reason) => this.#onNodeLost(client, reason);
     client.onEvent = (name, data) => {
+      if (name === "refused") return this.#onRefused(client, data);
       if (name === "reset" && this.#lanes.has(client)) {
         client.close();
         this.#onNodeLost(client, new StateError(`node ${client.address} reset the pipeline: ${(data as { why?: string })?.why ?? "no reason given"}`));
@@ -538,6 +539,18 @@ export class Root implements AsyncDisposable {
     const client = await this.#client(endpoint);
     const result = await client.request<SetupResult>("setup", args, options.setupTimeoutMs ?? 15 * 60_000);
     return { client, result };
+  }
+
+  /** A node refused a feed (it would have gone past its grant): those items are queued again, first. */
+  #onRefused(client: NodeClient, data: unknown): void {
+    const lane = this.#lanes.get(client);
+    const { ids, reason } = (data ?? {}) as { ids?: unknown; reason?: unknown };
+    if (lane === undefined || !(ids instanceof Uint8Array) || ids.length % 4 !== 0) return;
+    const view = new DataView(ids.buffer, ids.byteOffset, ids.byteLength);
+    const list: number[] = [];
+    for (let at = 0; at < ids.length; at += 4) list.push(view.getUint32(at, true));
+    const requeued = this.#scheduler.takeBack(lane, list);
+    this.#note("warn", `node ${client.address} refused ${requeued} items (${String(reason)}); they are queued again`);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
 import { FeedQueue } from "./feed-queue.ts";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
 import { AdaptiveWindow } from "./window.ts";
@@ -142,6 +142,27 @@ export class Scheduler {
     return { requeued: requeued.length, finished };
   }
 
+  /**
+   * Items `ids` that `lane` refused go back to the front of the queue, as if never sent. Returns how
+   * many were in flight there.
+   */
+  takeBack(lane: NodeLane, ids: readonly number[]): number {
+    let count = 0;
+    for (let i = ids.length - 1; i >= 0; i--) {
+      const id = ids[i]!;
+      const entry = lane.ledger.take(id);
+      if (entry === undefined) continue;
+      const bytes = typeof entry === "number" ? this.#fresh.takeBack(entry) : entry;
+      lane.inFlightBytes -= RECORD_HEADER_BYTES + bytes.length;
+      lane.samples.delete(id);
+      this.#retry.push(bytes); // the retry queue is taken from its end: these go first, in order
+      this.#retryBytes += bytes.length;
+      count++;
+    }
+    this.schedulePump();
+    return count;
+  }
+
   get lanes(): readonly NodeLane[] {
     return this.#lanes;
   }
@@ -191,7 +212,7 @@ export class Scheduler {
   complete(lane: NodeLane, id: number, now?: number): boolean {
     const entry = lane.ledger.take(id);
     if (entry === undefined) return false;
-    lane.inFlightBytes -= this.#release(entry);
+    lane.inFlightBytes -= RECORD_HEADER_BYTES + this.#release(entry);
     if (lane.samples.size > 0) {
       const sent = lane.samples.get(id);
       if (sent !== undefined) {
@@ -232,32 +253,55 @@ export class Scheduler {
     this.onPumped();
   };
 
-  /** Sends one batch to `lane` if its window and byte budget allow; returns how many items went. */
+  /**
+   * Sends one batch to `lane` if its window and byte grant allow; returns how many items went. Bytes
+   * are counted as the node counts them (whole records, headers included), and a batch never takes the
+   * lane past its grant: an item that does not fit waits for room — or, when larger than the whole
+   * grant, goes alone once nothing else is in flight there.
+   */
   #sendBatch(lane: NodeLane): number {
     const room = lane.window.size - lane.ledger.size;
-    if (room <= 0 || lane.inFlightBytes >= lane.maxInFlightBytes) return 0;
+    if (room <= 0) return 0;
+    const alone = lane.ledger.size === 0;
+    const budget = lane.maxInFlightBytes - lane.inFlightBytes;
     const count = Math.min(room, lane.window.batchSize(this.#maxBatch), this.queued);
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
-    while (batch.count < count && this.#retry.length > 0 && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
-      const item = this.#retry.pop()!;
+    let retryHeld = false;
+    while (batch.count < count && this.#retry.length > 0) {
+      const item = this.#retry[this.#retry.length - 1]!;
+      const size = RECORD_HEADER_BYTES + item.length;
+      const fits = batch.count === 0 ? size <= budget || alone : bytes < this.#maxBatchBytes && bytes + size <= budget;
+      if (!fits) {
+        retryHeld = true;
+        break;
+      }
+      this.#retry.pop();
       const id = this.#takeId();
       batch.append(RecordKind.Input, 0, 0, id, item);
       lane.ledger.add(id, item);
       this.#retryBytes -= item.length;
-      bytes += item.length;
+      bytes += size;
       if (firstId < 0) firstId = id;
     }
-    if (batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
-      bytes += this.#fresh.send(batch, count - batch.count, this.#maxBatchBytes - bytes, (ref) => {
-        const id = this.#takeId();
-        lane.ledger.add(id, ref);
-        if (firstId < 0) firstId = id;
-        return id;
-      });
+    if (!retryHeld && batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
+      bytes += this.#fresh.send(
+        batch,
+        count - batch.count,
+        this.#maxBatchBytes - bytes,
+        (ref) => {
+          const id = this.#takeId();
+          lane.ledger.add(id, ref);
+          if (firstId < 0) firstId = id;
+          return id;
+        },
+        budget - bytes,
+        batch.count === 0 && alone,
+      );
     }
     const sent = batch.count;
+    if (sent === 0) return 0;
     lane.idleWorkers = Math.max(0, lane.idleWorkers - sent); // until the node reports again
     lane.inFlightBytes += bytes;
     // Time one item per batch: enough to see queueing build up, cheap enough to do always.
