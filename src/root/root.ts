@@ -54,6 +54,11 @@ export interface SetupOptions {
   resultWindow?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
+  /**
+   * Set up even while items of the running pipeline are unfinished: they are discarded (default
+   * false: such a setup is refused with a `StateError`).
+   */
+  replace?: boolean;
 }
 
 /** Options of `run()` and `process()`. */
@@ -231,6 +236,12 @@ export class Root implements AsyncDisposable {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
       }
     }
+    if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
+      throw new StateError(
+        `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +
+          "not finished; await waitEmpty() first, or pass { replace: true } to discard them",
+      );
+    }
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
     const tasks = await resolveTaskchain(taskchain, packages);
@@ -257,6 +268,9 @@ export class Root implements AsyncDisposable {
       outcome.status === "rejected" ? [{ node: endpoints[index]!.key, error: outcome.reason as Error }] : [],
     );
     if (failures.length > 0) {
+      // All or nothing: every node this setup reached is let go at once, for this root or any other.
+      const reached = outcomes.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value.client] : []));
+      await Promise.all(reached.map((client) => client.request("reset", undefined, 10_000).catch(() => {})));
       await this.#stopPipeline("another node failed to set up");
       const lines = failures.map((failure) => `  ${failure.node}: ${failure.error.message}`).join("\n");
       const message = `setup of "${name}" ${args.version} failed on ${failures.length} of ${endpoints.length} nodes:\n${lines}`;
@@ -267,6 +281,7 @@ export class Root implements AsyncDisposable {
     this.#unhandledErrors = 0;
     this.#failure = undefined;
     this.#running = true;
+    freeAtExit(this);
     for (const outcome of outcomes) {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
       this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
@@ -586,6 +601,7 @@ export class Root implements AsyncDisposable {
   async #stopPipeline(why: string): Promise<void> {
     const clients = [...this.#lanes.keys()];
     this.#running = false;
+    runningRoots.delete(this);
     this.#lanes.clear();
     this.#scheduler.clear();
     this.#results.clear();
@@ -714,6 +730,25 @@ export class Root implements AsyncDisposable {
     consola[level](`[root] ${message}`);
     if (getDefaultLogAddress() !== undefined) log(`[root] ${message}`);
   }
+}
+
+/** Roots with a pipeline set up, reset when the program ends normally (see `freeAtExit`). */
+const runningRoots = new Set<Root>();
+let exitHookInstalled = false;
+
+/**
+ * A program that ends without `reset()` frees its nodes at once: when its event loop runs dry, each
+ * root still running resets its nodes (a crash leaves them to the nodes' own grace after the disconnect).
+ */
+function freeAtExit(root: Root): void {
+  runningRoots.add(root);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("beforeExit", () => {
+    const roots = [...runningRoots];
+    runningRoots.clear();
+    for (const running of roots) void running.reset().catch(() => {});
+  });
 }
 
 /**
