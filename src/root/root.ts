@@ -10,7 +10,7 @@ import {
 } from "../errors.ts";
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/client.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
-import type { TaskErrorReport } from "../protocol/codec.ts";
+import { type TaskErrorReport, decode } from "../protocol/codec.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";
@@ -19,9 +19,15 @@ import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient, type NodeClientOptions } from "./node-client.ts";
 import { type TaskInput, pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { ResultPump, isThenable } from "./results.ts";
-import { type NodeLane, Scheduler, type SchedulerOptions } from "./scheduler.ts";
+import { type NodeLane, type Resend, Scheduler, type SchedulerOptions } from "./scheduler.ts";
 
 export interface RootOptions extends NodeClientOptions {
+  /**
+   * How long the root keeps trying to reach a node it lost while a pipeline runs, to set it up again
+   * and give it work (default 60 s; 0 turns rejoining off). A `Root.local` cluster restarts its own
+   * nodes, so there the root waits this long for one to come back before every node counts as lost.
+   */
+  rejoinTimeoutMs?: number;
   /** Most items waiting at the root: beyond it `feed` throws `QueueFullError` and `feedAsync` waits. */
   maxQueued?: number;
   /** Batching and window tuning (for experiments; the defaults adapt by themselves). */
@@ -67,6 +73,9 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
+/** How long a lost node is tried again while a pipeline runs (see `RootOptions.rejoinTimeoutMs`). */
+const DEFAULT_REJOIN_MS = 60_000;
+
 /** Items `run()` takes from a (sync) iterable at a time, at most. */
 const RUN_CHUNK_ITEMS = 4096;
 
@@ -91,6 +100,12 @@ export interface Progress {
   resent: number;
   queued: number;
   inFlight: number;
+}
+
+/** A pipeline as set up: what a node that joins or comes back is set up with. */
+interface RunningPipeline {
+  args: SetupArgs;
+  options: SetupOptions;
 }
 
 interface Waiter {
@@ -124,6 +139,7 @@ export class Root implements AsyncDisposable {
   readonly #options: RootOptions;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #clients = new Map<string, NodeClient>();
+  readonly #connecting = new Map<string, Promise<NodeClient>>();
   readonly #lanes = new Map<NodeClient, NodeLane>();
   readonly #scheduler: Scheduler;
   readonly #results: ResultPump<NodeClient>;
@@ -139,6 +155,10 @@ export class Root implements AsyncDisposable {
   /** The local cluster's log server, while `Root.local` made it the default log address (undone on reset). */
   #localLogDefault: { address: readonly [host: string, port: number]; token: boolean } | undefined;
   #outputOverride: ((output: unknown) => unknown) | undefined;
+  /** What the running pipeline was set up with: a node that joins or comes back gets the same. */
+  #pipeline: RunningPipeline | undefined;
+  /** Set while every node is lost and a local cluster may still bring one back. */
+  #noNodesTimer: ReturnType<typeof setTimeout> | undefined;
   /** While a `process()` left early has items still running (see `#abandon`). */
   #abandoned: Promise<void> | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
@@ -195,7 +215,12 @@ export class Root implements AsyncDisposable {
   /** Adds a node by address (it is set up with the next `setup`). */
   addNode(addr: HostPort): void {
     const endpoint = parseAddress(addr, "node address");
+    const known = this.#endpoints.has(endpoint.key);
     this.#endpoints.set(endpoint.key, endpoint);
+    // While a pipeline runs, a new node is set up with it and joins the run.
+    if (!known && this.#running && this.#failure === undefined && this.#pipeline !== undefined) {
+      void this.#join(endpoint, this.#pipeline, 0);
+    }
   }
 
   /**
@@ -277,6 +302,7 @@ export class Root implements AsyncDisposable {
       throw failures.every((failure) => failure.error instanceof NodeBusyError) ? new NodeBusyError(message) : new SetupError(message);
     }
     this.#setupOptions = options;
+    this.#pipeline = { args, options };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
     this.#failure = undefined;
@@ -284,8 +310,7 @@ export class Root implements AsyncDisposable {
     freeAtExit(this);
     for (const outcome of outcomes) {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
-      this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
-      client.startHeartbeat();
+      this.#addLane(client, result);
     }
     this.#note("info", `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`);
     this.#updateKeepAlive();
@@ -529,9 +554,19 @@ export class Root implements AsyncDisposable {
 
   // ---- nodes --------------------------------------------------------------------------------------
 
-  async #client(endpoint: Endpoint): Promise<NodeClient> {
+  /** The open connection to a node, or a new one (one at a time per node: concurrent callers share it). */
+  #client(endpoint: Endpoint): Promise<NodeClient> {
     const existing = this.#clients.get(endpoint.key);
-    if (existing?.isOpen) return existing;
+    if (existing?.isOpen) return Promise.resolve(existing);
+    let connecting = this.#connecting.get(endpoint.key);
+    if (connecting === undefined) {
+      connecting = this.#connect(endpoint).finally(() => this.#connecting.delete(endpoint.key));
+      this.#connecting.set(endpoint.key, connecting);
+    }
+    return connecting;
+  }
+
+  async #connect(endpoint: Endpoint): Promise<NodeClient> {
     const client = await NodeClient.connect(endpoint, this.#options);
     this.#clients.set(endpoint.key, client);
     client.onResults = (blob, idle, frameBytes) => {
@@ -577,30 +612,106 @@ export class Root implements AsyncDisposable {
     const lane = this.#lanes.get(client);
     if (lane === undefined) return;
     this.#lanes.delete(client);
+    const endpoint = this.#endpoints.get(client.address);
     this.#endpoints.delete(client.address);
     // Items whose Done waits behind the output handler are finished: their outputs are still handed out.
-    const { requeued, finished } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client));
+    const maxAttempts = this.#setupOptions.maxAttempts ?? 3;
+    const { requeued, finished, givenUp } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client), maxAttempts);
     this.#progress.resent += requeued;
-    this.#progress.done += finished;
+    this.#progress.done += finished + givenUp.length;
     const left = this.#scheduler.lanes.length;
+    const rejoinMs = this.#options.rejoinTimeoutMs ?? DEFAULT_REJOIN_MS;
     this.#note(
       "warn",
-      `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}; ` +
-        "it is dropped from this root's nodes (addNode() brings it back)",
+      `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}` +
+        (givenUp.length > 0 ? `; ${givenUp.length} given up` : "") +
+        (rejoinMs > 0 ? `; it is set up again if it comes back within ${rejoinMs} ms` : "; it is dropped from this root's nodes (addNode() brings it back)"),
     );
+    for (const item of givenUp) this.#giveUp(item, client.address);
+    if (endpoint !== undefined && rejoinMs > 0 && this.#running && this.#pipeline !== undefined) {
+      void this.#join(endpoint, this.#pipeline, rejoinMs);
+    }
     if (left === 0 && this.#running) {
-      this.#failure = new NoNodesError(
-        `every node is lost (the last, ${client.address}: ${reason.message}); ${this.#scheduler.queued} items are not finished. ` +
-          "Add nodes and call setup() again",
-      );
+      const fail = () => {
+        this.#noNodesTimer = undefined;
+        if (!this.#running || this.#scheduler.lanes.length > 0) return;
+        this.#failure = new NoNodesError(
+          `every node is lost (the last, ${client.address}: ${reason.message}); ${this.#scheduler.queued} items are not finished. ` +
+            "Add nodes and call setup() again",
+        );
+        this.#settle();
+      };
+      // A local cluster restarts its nodes: wait for one to come back before giving up on the run.
+      if (this.#local !== undefined && rejoinMs > 0) {
+        clearTimeout(this.#noNodesTimer);
+        this.#noNodesTimer = setTimeout(fail, rejoinMs);
+      } else fail();
     }
     this.#settle();
+  }
+
+  /** An item that was on `maxAttempts` nodes that died is given up: reported like a worker crash. */
+  #giveUp(item: Resend, address: string): void {
+    this.#progress.errors++;
+    let preview: string;
+    try {
+      preview = Bun.inspect(decode(item.bytes)).slice(0, 80);
+    } catch {
+      preview = `${item.bytes.length} bytes`;
+    }
+    const error = new TaskError(
+      `an item could not finish: it was in flight on ${item.lost} nodes that died (the last, ${address}); given up: ${preview}`,
+      { task: "?", failed: true, node: address },
+    );
+    const handler = this.#setupOptions.errorHandler;
+    if (handler !== undefined) void callHandler("errorHandler", handler, error);
+    else consola.warn(`pcluster: ${error.message}`);
+  }
+
+  /**
+   * Sets a node up with the running pipeline and gives it work: a node added during a run, or one that
+   * was lost and may come back (retried with backoff for `retryMs`; 0: one try). Gives up quietly when
+   * the pipeline changes meanwhile.
+   */
+  async #join(endpoint: Endpoint, pipeline: RunningPipeline, retryMs: number): Promise<void> {
+    const deadline = Date.now() + retryMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      if (this.#pipeline !== pipeline || !this.#running || this.#closed) return;
+      try {
+        const { client, result } = await this.#setupNode(endpoint, pipeline.args, pipeline.options);
+        if (this.#pipeline !== pipeline || !this.#running) {
+          await client.request("reset", undefined, 10_000).catch(() => {});
+          return;
+        }
+        this.#endpoints.set(endpoint.key, endpoint);
+        this.#addLane(client, result);
+        this.#note("info", `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`);
+        this.#settle();
+        return;
+      } catch (error) {
+        if (Date.now() + delay > deadline) {
+          if (retryMs === 0) this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
+          return;
+        }
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
+    }
+  }
+
+  #addLane(client: NodeClient, result: SetupResult): void {
+    clearTimeout(this.#noNodesTimer);
+    this.#noNodesTimer = undefined;
+    this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
+    client.startHeartbeat();
   }
 
   /** Resets the pipeline on the nodes that run it and forgets all work; pending waits reject. */
   async #stopPipeline(why: string): Promise<void> {
     const clients = [...this.#lanes.keys()];
     this.#running = false;
+    this.#pipeline = undefined;
+    clearTimeout(this.#noNodesTimer);
+    this.#noNodesTimer = undefined;
     runningRoots.delete(this);
     this.#lanes.clear();
     this.#scheduler.clear();

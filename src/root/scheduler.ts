@@ -32,6 +32,22 @@ export interface SchedulerOptions {
   staleChunkMs?: number;
 }
 
+/** An item sent again: its bytes, and on how many nodes that died it was in flight. */
+export interface Resend {
+  bytes: Uint8Array;
+  lost: number;
+}
+
+/** What `removeLane` did with a lost node's items. */
+export interface LaneRemoval {
+  /** Items queued again. */
+  requeued: number;
+  /** Items whose Done had arrived (not handled yet): finished, not re-sent. */
+  finished: number;
+  /** Items given up: on `maxAttempts` nodes that died (see `Scheduler`'s quarantine). */
+  givenUp: Resend[];
+}
+
 /**
  * One node as the scheduler sees it: its window, and its ledger — every item sent to it and not yet
  * done, by id, with where its encoded bytes are (a record in the feed queue, by reference, or bytes of
@@ -76,9 +92,18 @@ export class Scheduler {
   readonly #fixedWindow: number | undefined;
   readonly #staleChunkMs: number;
   #staleCheckedAt = 0;
-  /** Items re-sent after a node was lost go first; then fresh items, oldest first. */
-  #retry: Uint8Array[] = [];
+  /** Items re-sent after a node was lost go first (taken from the end); then fresh items, oldest first. */
+  #retry: Resend[] = [];
   #retryBytes = 0;
+  /**
+   * Items that were on two or more nodes that died: each is tried alone, one at a time, on a node
+   * with nothing else in flight, so that a node dying then is sure evidence against that item.
+   */
+  #quarantine: Resend[] = [];
+  /** The quarantined item in flight (one at most, cluster-wide). */
+  #isolated: { lane: NodeLane; id: number } | undefined;
+  /** For items in flight that were on a node that died before: on how many (by id; few). */
+  readonly #lost = new Map<number, number>();
   readonly #fresh = new FeedQueue();
   #lanes: NodeLane[] = [];
   #next = 0;
@@ -116,30 +141,52 @@ export class Scheduler {
 
   /**
    * Takes a node out. Its unfinished items go to the front of the queue; those in `alreadyDone` (whose
-   * Done arrived but was not handled yet) are finished instead. Returns how many of each.
+   * Done arrived but was not handled yet) are finished instead.
+   *
+   * Poison items: an item in flight on a node that died counts that node. One that was on two goes to
+   * quarantine (tried alone); one that dies alone `maxAttempts - 1` times more is given up. An item
+   * that only shared a dying node with others is never given up for it: it cannot be told from the
+   * item that took the node down. With `maxAttempts` 1, every item of a node that died is given up.
    */
-  removeLane(lane: NodeLane, alreadyDone: Iterable<number> = []): { requeued: number; finished: number } {
+  removeLane(lane: NodeLane, alreadyDone: Iterable<number> = [], maxAttempts = Number.POSITIVE_INFINITY): LaneRemoval {
     const index = this.#lanes.indexOf(lane);
-    if (index < 0) return { requeued: 0, finished: 0 };
+    if (index < 0) return { requeued: 0, finished: 0, givenUp: [] };
     this.#lanes.splice(index, 1);
     let finished = 0;
     for (const id of alreadyDone) {
       const entry = lane.ledger.take(id);
       if (entry === undefined) continue;
       this.#release(entry);
+      this.#lost.delete(id);
       finished++;
     }
-    const requeued: Uint8Array[] = [];
+    const isolated = this.#isolated?.lane === lane ? this.#isolated.id : -1;
+    if (isolated >= 0) this.#isolated = undefined;
+    const requeued: Resend[] = [];
+    const givenUp: Resend[] = [];
+    let quarantined = 0;
     // Oldest first, as they were sent.
     const entries = [...lane.ledger.entries()].sort((a, b) => a[0] - b[0]);
-    for (const [, entry] of entries) requeued.push(typeof entry === "number" ? this.#fresh.takeBack(entry) : entry);
-    for (const bytes of requeued) this.#retryBytes += bytes.length;
-    this.#retry = requeued.concat(this.#retry);
+    for (const [id, entry] of entries) {
+      const bytes = typeof entry === "number" ? this.#fresh.takeBack(entry) : entry;
+      const before = this.#lost.get(id) ?? 0;
+      this.#lost.delete(id);
+      const lost = id === isolated ? before + 1 : Math.min(before + 1, Math.max(1, maxAttempts - 1));
+      const resend = { bytes, lost };
+      if (lost >= maxAttempts) givenUp.push(resend);
+      else if (lost >= 2) {
+        this.#quarantine.push(resend);
+        quarantined++;
+      }
+      else requeued.push(resend);
+    }
+    for (const resend of requeued) this.#retryBytes += resend.bytes.length;
+    this.#retry = requeued.reverse().concat(this.#retry); // taken from the end: the oldest goes first
     lane.ledger.clear();
     lane.inFlightBytes = 0;
     lane.samples.clear();
     this.schedulePump();
-    return { requeued: requeued.length, finished };
+    return { requeued: requeued.length + quarantined, finished, givenUp };
   }
 
   /**
@@ -155,7 +202,14 @@ export class Scheduler {
       const bytes = typeof entry === "number" ? this.#fresh.takeBack(entry) : entry;
       lane.inFlightBytes -= RECORD_HEADER_BYTES + bytes.length;
       lane.samples.delete(id);
-      this.#retry.push(bytes); // the retry queue is taken from its end: these go first, in order
+      const lost = this.#lost.get(id) ?? 0;
+      this.#lost.delete(id);
+      if (this.#isolated?.id === id) {
+        this.#isolated = undefined;
+        this.#quarantine.unshift({ bytes, lost });
+        continue;
+      }
+      this.#retry.push({ bytes, lost }); // the retry queue is taken from its end: these go first, in order
       this.#retryBytes += bytes.length;
       count++;
     }
@@ -189,7 +243,7 @@ export class Scheduler {
 
   /** Items waiting at the root. */
   get queued(): number {
-    return this.#retry.length + this.#fresh.length;
+    return this.#retry.length + this.#quarantine.length + this.#fresh.length;
   }
 
   /** Feed chunks held: with items waiting or in flight (for tests and status). */
@@ -213,6 +267,7 @@ export class Scheduler {
     const entry = lane.ledger.take(id);
     if (entry === undefined) return false;
     lane.inFlightBytes -= RECORD_HEADER_BYTES + this.#release(entry);
+    if (this.#lost.size > 0 && this.#lost.delete(id) && this.#isolated?.id === id) this.#isolated = undefined;
     if (lane.samples.size > 0) {
       const sent = lane.samples.get(id);
       if (sent !== undefined) {
@@ -260,6 +315,8 @@ export class Scheduler {
    * grant, goes alone once nothing else is in flight there.
    */
   #sendBatch(lane: NodeLane): number {
+    if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
+    if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0) return this.#isolate(lane);
     const room = lane.window.size - lane.ledger.size;
     if (room <= 0) return 0;
     const alone = lane.ledger.size === 0;
@@ -270,7 +327,8 @@ export class Scheduler {
     let firstId = -1;
     let retryHeld = false;
     while (batch.count < count && this.#retry.length > 0) {
-      const item = this.#retry[this.#retry.length - 1]!;
+      const resend = this.#retry[this.#retry.length - 1]!;
+      const item = resend.bytes;
       const size = RECORD_HEADER_BYTES + item.length;
       const fits = batch.count === 0 ? size <= budget || alone : bytes < this.#maxBatchBytes && bytes + size <= budget;
       if (!fits) {
@@ -281,6 +339,7 @@ export class Scheduler {
       const id = this.#takeId();
       batch.append(RecordKind.Input, 0, 0, id, item);
       lane.ledger.add(id, item);
+      this.#lost.set(id, resend.lost);
       this.#retryBytes -= item.length;
       bytes += size;
       if (firstId < 0) firstId = id;
@@ -308,6 +367,21 @@ export class Scheduler {
     if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
     lane.target.sendFeed(batch.finishFrame("feed"));
     return sent;
+  }
+
+  /** Sends the first quarantined item alone to `lane` (which has nothing else in flight). */
+  #isolate(lane: NodeLane): number {
+    const resend = this.#quarantine.shift()!;
+    const id = this.#takeId();
+    const batch = this.#smallBatch;
+    batch.append(RecordKind.Input, 0, 0, id, resend.bytes);
+    lane.ledger.add(id, resend.bytes);
+    this.#lost.set(id, resend.lost);
+    this.#isolated = { lane, id };
+    lane.inFlightBytes += RECORD_HEADER_BYTES + resend.bytes.length;
+    lane.idleWorkers = Math.max(0, lane.idleWorkers - 1);
+    lane.target.sendFeed(batch.finishFrame("feed"));
+    return 1;
   }
 
   /**
@@ -345,6 +419,9 @@ export class Scheduler {
   clear(): void {
     this.#retry = [];
     this.#retryBytes = 0;
+    this.#quarantine = [];
+    this.#isolated = undefined;
+    this.#lost.clear();
     this.#fresh.clear();
     for (const lane of this.#lanes) {
       lane.ledger.clear();
