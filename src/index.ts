@@ -44,6 +44,7 @@ export {
   type Progress,
   Root,
   type RootOptions,
+  type RunOptions,
   type SetupOptions,
   type TaskDefinition,
 } from "./root/root.ts";

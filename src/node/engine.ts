@@ -188,12 +188,18 @@ export class Engine {
   /**
    * Takes a batch of Input records (a root's feed blob) and copies them, unchanged, into the workers'
    * rings; what does not fit waits in the backlog, in order. Throws a `ProtocolError` (and takes none
-   * of the batch) when a record is malformed, not an Input, or names a task past the chain's end.
+   * of the batch) when a record is malformed, not an Input, or names a task past the chain's end
+   * (`records`, when given, is the count `countFeedRecords` already checked).
    */
-  dispatch(blob: Uint8Array): void {
+  dispatch(blob: Uint8Array, records = countFeedRecords(blob, this.#tasks.length)): void {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
-    this.#inFlight += countFeedRecords(blob, this.#tasks.length);
+    this.#inFlight += records;
     this.#input.dispatch(blob);
+  }
+
+  /** Tasks in the chain. */
+  get taskCount(): number {
+    return this.#tasks.length;
   }
 
   /** Root items accepted and not yet finished. */

@@ -6,7 +6,7 @@ import { runUntilStopped } from "../lifetime.ts";
 import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
-import type { RecordBatchBuilder } from "../protocol/codec.ts";
+import { type RecordBatchBuilder, RecordReader } from "../protocol/codec.ts";
 import type { Connection, ServerTls } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/exposure.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
@@ -14,6 +14,7 @@ import type { Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import { VERSION } from "../version.ts";
 import { Engine } from "./engine.ts";
+import { countFeedRecords } from "./input-dispatch.ts";
 import { defaultMemoryLimit } from "./memory-limit.ts";
 import { installPipeline } from "./packages.ts";
 
@@ -184,13 +185,16 @@ export class NodeServer {
         const pipeline = this.#pipeline;
         try {
           const engine = this.#engineOf(connection, "feed");
-          engine.dispatch(message.blob);
-          if (engine.inFlight > pipeline!.window.items || engine.backlogBytes > pipeline!.window.bytes) {
-            throw new ProtocolError(
-              `feed beyond the window this node granted (${engine.inFlight} items, ${engine.backlogBytes} bytes waiting; ` +
-                `granted ${pipeline!.window.items} items, ${pipeline!.window.bytes} bytes)`,
-            );
+          const blob = message.blob;
+          const records = countFeedRecords(blob, engine.taskCount); // a malformed batch throws
+          const over = overGrant(engine, pipeline!.window, records, blob.length);
+          if (over !== undefined) {
+            // A root that sends past its grant has a bug; its items are not lost for it: they go back.
+            this.#note("warn", `refused a feed of ${records} items from ${connection.remoteAddress}: ${over}`);
+            connection.send({ t: "event", name: "refused", data: { ids: feedRecordIds(blob, records), reason: over } });
+            return;
           }
+          engine.dispatch(blob, records);
         } catch (error) {
           // The root's items stay in its ledger; it re-sends them elsewhere when this connection closes.
           this.#note("warn", `refused a feed from ${connection.remoteAddress}: ${(error as Error).message}`);
@@ -415,4 +419,30 @@ export async function runNodeServer(options: NodeServerOptions): Promise<void> {
   await runUntilStopped(() => node.stop());
   await flushLogs(2000);
   process.exit(0);
+}
+
+/**
+ * Why a feed of `records` records (`bytes` bytes) would take the engine past the grant, or undefined.
+ * Counted as the root counts: whole records. An item larger than the whole byte grant is let in alone.
+ */
+function overGrant(
+  engine: { inFlight: number; backlogBytes: number },
+  grant: { items: number; bytes: number },
+  records: number,
+  bytes: number,
+): string | undefined {
+  const items = engine.inFlight + records;
+  const waiting = engine.backlogBytes + bytes;
+  const alone = engine.inFlight === 0 && records === 1;
+  if (items <= grant.items && (waiting <= grant.bytes || alone)) return undefined;
+  return `it would take this node past the window it granted (${items} items, ${waiting} bytes waiting; granted ${grant.items} items, ${grant.bytes} bytes)`;
+}
+
+/** The ids of a feed batch's records, as u32 little-endian: what a refusal gives back to the root. */
+function feedRecordIds(blob: Uint8Array, records: number): Uint8Array {
+  const ids = new Uint8Array(records * 4);
+  const view = new DataView(ids.buffer);
+  const reader = new RecordReader(blob);
+  for (let at = 0; reader.next(); at += 4) view.setUint32(at, reader.id, true);
+  return ids;
 }

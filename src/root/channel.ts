@@ -6,6 +6,8 @@ export class OutputChannel<T> implements AsyncIterable<T> {
   readonly #items: T[] = [];
   #head = 0;
   #ended = false;
+  /** Set when the consumer left: what is pushed from then on is dropped, and no producer waits. */
+  #closed = false;
   #failure: unknown;
   #wakeConsumer: (() => void) | undefined;
   #wakeProducers: Array<() => void> = [];
@@ -14,6 +16,7 @@ export class OutputChannel<T> implements AsyncIterable<T> {
 
   /** Adds a value; resolves at once, or once the consumer has made room. */
   push(value: T): Promise<void> | undefined {
+    if (this.#closed) return undefined;
     this.#items.push(value);
     this.#wake();
     if (this.#items.length - this.#head < this.capacity) return undefined;
@@ -23,6 +26,21 @@ export class OutputChannel<T> implements AsyncIterable<T> {
   end(): void {
     this.#ended = true;
     this.#wake();
+  }
+
+  /** The consumer is gone: drops what waits, releases every waiting producer, and drops later pushes. */
+  close(): void {
+    this.#closed = true;
+    this.#ended = true;
+    this.#items.length = 0;
+    this.#head = 0;
+    this.#releaseProducers();
+    this.#wake();
+  }
+
+  /** Whether the consumer left (`close`). */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   fail(error: unknown): void {

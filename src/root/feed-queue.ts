@@ -99,24 +99,38 @@ export class FeedQueue {
   }
 
   /**
-   * Moves queued records into `batch`, oldest first: up to `count` of them, and no more once `maxBytes`
-   * payload bytes are in (always at least one). `assign(ref)` gives each its id, written into the record
-   * as it goes. Returns the payload bytes moved.
+   * Moves queued records into `batch`, oldest first: up to `count` of them, no more once `frameBytes`
+   * record bytes (headers included) are in, and never past `budget` record bytes — but for the first
+   * record when `firstMayExceed` (an item larger than a node's whole grant, sent alone). The first
+   * record always goes if it fits the budget, whatever `frameBytes`. `assign(ref)` gives each its id,
+   * written into the record as it goes. Returns the record bytes moved.
    */
-  send(batch: RecordBatchBuilder, count: number, maxBytes: number, assign: (ref: number) => number): number {
+  send(
+    batch: RecordBatchBuilder,
+    count: number,
+    frameBytes: number,
+    assign: (ref: number) => number,
+    budget = Number.POSITIVE_INFINITY,
+    firstMayExceed = true,
+  ): number {
     let bytes = 0;
     let moved = 0;
-    while (moved < count && this.#head < this.#sending.length) {
+    let full = false;
+    while (!full && moved < count && this.#head < this.#sending.length) {
       const chunk = this.#sending[this.#head]!;
       const view = chunk.view;
       const start = chunk.sendAt;
       let at = start;
       let spanned = 0;
-      while (moved < count && chunk.queued > 0 && (moved === 0 || bytes < maxBytes)) {
-        const length = view.getUint32(at + 8, true);
+      while (moved < count && chunk.queued > 0) {
+        const size = RECORD_HEADER_BYTES + view.getUint32(at + 8, true);
+        if (moved > 0 ? bytes >= frameBytes || bytes + size > budget : size > budget && !firstMayExceed) {
+          full = true;
+          break;
+        }
         view.setUint32(at + 4, assign(chunk.serial * OFFSETS + at), true);
-        bytes += length;
-        at += RECORD_HEADER_BYTES + length;
+        bytes += size;
+        at += size;
         chunk.queued--;
         spanned++;
         moved++;
@@ -128,10 +142,9 @@ export class FeedQueue {
         this.#head++;
         chunk.sentOutAt = performance.now();
       }
-      if (moved > 0 && bytes >= maxBytes) break;
     }
     this.#queued -= moved;
-    this.#queuedBytes -= bytes;
+    this.#queuedBytes -= bytes - moved * RECORD_HEADER_BYTES;
     if (this.#head > 64 && this.#head * 2 > this.#sending.length) {
       this.#sending = this.#sending.slice(this.#head);
       this.#head = 0;

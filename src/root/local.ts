@@ -38,7 +38,7 @@ export interface LocalCluster {
   logFile: string;
   /** The temp folder holding the nodes' work dirs (and, by default, the log file). */
   workdir: string;
-  /** The processes started: "log", then "node-0", "node-1", … */
+  /** The processes running: "log", then "node-0", "node-1", … (a node that died and was started again has its new pid). */
   processes: ReadonlyArray<{ name: string; pid: number }>;
   /** Ends every process (SIGTERM, then SIGKILL after 3 s) and removes the work dir. Idempotent. */
   stop(): Promise<void>;
@@ -48,6 +48,9 @@ const CLI = join(import.meta.dir, "..", "cli.ts");
 const START_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 3000;
 const KEPT_LINES = 100;
+/** A node that died is started again at most this many times within `RESTART_WINDOW_MS`. */
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 60_000;
 const LISTENING = /listening on 127\.0\.0\.1:(\d+)/;
 
 /**
@@ -81,27 +84,46 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   try {
     const logServer = spawn("log", ["log", "--host", "127.0.0.1", "--port", "0", "--outfile", logFile]);
     const logPort = await logServer.listeningPort(START_TIMEOUT_MS);
-    const nodes = Array.from({ length: nodeCount }, (_, index) =>
-      spawn(`node-${index}`, [
-        "node",
-        "--host", "127.0.0.1",
-        "--port", "0",
-        "--log-host", "127.0.0.1",
-        "--log-port", String(logPort),
-        "--workers", String(workers),
-        "--memory-limit", String(memoryLimitMb),
-        "--workdir", join(workdir, `node-${index}`),
-      ]),
-    );
+    const nodeArgs = (index: number, port: number) => [
+      "node",
+      "--host", "127.0.0.1",
+      "--port", String(port),
+      "--log-host", "127.0.0.1",
+      "--log-port", String(logPort),
+      "--workers", String(workers),
+      "--memory-limit", String(memoryLimitMb),
+      "--workdir", join(workdir, `node-${index}`),
+    ];
+    const nodes = Array.from({ length: nodeCount }, (_, index) => spawn(`node-${index}`, nodeArgs(index, 0)));
     const nodePorts = await Promise.all(nodes.map((node) => node.listeningPort(START_TIMEOUT_MS)));
 
     let stopping: Promise<void> | undefined;
+    // A node that dies (a task that kills its process, say) is started again on its port, as a
+    // supervisor would: the root sets it up again when it is back. A node that keeps dying is let go.
+    const restarts = nodes.map(() => [] as number[]);
+    const supervise = (index: number): void => {
+      const node = nodes[index]!;
+      void node.exited.then(async () => {
+        if (stopping !== undefined) return;
+        const now = Date.now();
+        const recent = restarts[index]!.filter((at) => now - at < RESTART_WINDOW_MS);
+        if (recent.length >= MAX_RESTARTS) return;
+        restarts[index] = [...recent, now];
+        const again = spawn(`node-${index}`, nodeArgs(index, nodePorts[index]!));
+        nodes[index] = again;
+        supervise(index);
+        await again.listeningPort(START_TIMEOUT_MS).catch(() => again.kill("SIGKILL"));
+      });
+    };
+    nodes.forEach((_, index) => supervise(index));
     return {
       nodes: nodePorts.map((port) => ["127.0.0.1", port]),
       logAddress: ["127.0.0.1", logPort],
       logFile,
       workdir,
-      processes: children.map((child) => ({ name: child.name, pid: child.pid })),
+      get processes() {
+        return [logServer, ...nodes].map((child) => ({ name: child.name, pid: child.pid }));
+      },
       stop: () => (stopping ??= stopAll(nodes, logServer, workdir)),
     };
   } catch (error) {

@@ -12,6 +12,12 @@ export interface RootOptions {
   /** Ping period; a node silent for `heartbeatTimeoutMs` is given up (default 2 s / 15 s). */
   heartbeatMs?: number;
   heartbeatTimeoutMs?: number;
+  /**
+   * How long the root keeps trying to reach a node it lost while a pipeline runs, to set it up again
+   * and give it work (default 60 s; 0 turns rejoining off). A `Root.local` cluster restarts its own
+   * nodes, so there the root waits this long for one to come back before every node counts as lost.
+   */
+  rejoinTimeoutMs?: number;
   /** Most items waiting at the root: beyond it `feed` throws `QueueFullError` and `feedAsync` waits. */
   maxQueued?: number;
   /** Batching and window tuning (for experiments; the defaults adapt by themselves). */
@@ -30,4 +36,21 @@ export interface SchedulerOptions {
    * that the chunk can go (default 1000 ms; checked at most once per this interval).
    */
   staleChunkMs?: number;
+}
+
+/**
+ * An `AbortSignal`, written out so that pcluster's declarations need neither the DOM's nor Node's
+ * types (pass a real one: `new AbortController().signal`, `AbortSignal.timeout(ms)`).
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
+/** Options of `run()` and `process()`. */
+export interface RunOptions {
+  /** Aborting it stops reading the items (see `run` and `process` for what happens to those already fed). */
+  signal?: AbortSignalLike;
 }

@@ -10,20 +10,20 @@ import {
 } from "../errors.ts";
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/client.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
-import type { TaskErrorReport } from "../protocol/codec.ts";
+import { type TaskErrorReport, decode } from "../protocol/codec.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient } from "./node-client.ts";
-import type { RootOptions } from "./options.ts";
+import type { RootOptions, RunOptions } from "./options.ts";
 import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { ResultPump, isThenable } from "./results.ts";
-import { type NodeLane, Scheduler } from "./scheduler.ts";
+import { type NodeLane, type Resend, Scheduler } from "./scheduler.ts";
 
-export type { RootOptions };
+export type { RootOptions, RunOptions };
 
 export type { TaskDefinition };
 
@@ -54,7 +54,15 @@ export interface SetupOptions<Out = unknown> {
   resultWindow?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
+  /**
+   * Set up even while items of the running pipeline are unfinished: they are discarded (default
+   * false: such a setup is refused with a `StateError`).
+   */
+  replace?: boolean;
 }
+
+/** How long a lost node is tried again while a pipeline runs (see `RootOptions.rejoinTimeoutMs`). */
+const DEFAULT_REJOIN_MS = 60_000;
 
 /** Items `run()` takes from a (sync) iterable at a time, at most. */
 const RUN_CHUNK_ITEMS = 4096;
@@ -80,6 +88,12 @@ export interface Progress {
   resent: number;
   queued: number;
   inFlight: number;
+}
+
+/** A pipeline as set up: what a node that joins or comes back is set up with. */
+interface RunningPipeline {
+  args: SetupArgs;
+  options: SetupOptions;
 }
 
 interface Waiter {
@@ -115,6 +129,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly #options: RootOptions;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #clients = new Map<string, NodeClient>();
+  readonly #connecting = new Map<string, Promise<NodeClient>>();
   readonly #lanes = new Map<NodeClient, NodeLane>();
   readonly #scheduler: Scheduler;
   readonly #results: ResultPump<NodeClient>;
@@ -130,6 +145,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** The local cluster's log server, while `Root.local` made it the default log address (undone on reset). */
   #localLogDefault: { address: readonly [host: string, port: number]; token: boolean } | undefined;
   #outputOverride: ((output: unknown) => unknown) | undefined;
+  /** What the running pipeline was set up with: a node that joins or comes back gets the same. */
+  #pipeline: RunningPipeline | undefined;
+  /** Set while every node is lost and a local cluster may still bring one back. */
+  #noNodesTimer: ReturnType<typeof setTimeout> | undefined;
+  /** While a `process()` left early has items still running (see `#abandon`). */
+  #abandoned: Promise<void> | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
   #unhandledErrors = 0;
 
@@ -184,7 +205,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** Adds a node by address (it is set up with the next `setup`). */
   addNode(addr: HostPort): void {
     const endpoint = parseAddress(addr, "node address");
+    const known = this.#endpoints.has(endpoint.key);
     this.#endpoints.set(endpoint.key, endpoint);
+    // While a pipeline runs, a new node is set up with it and joins the run.
+    if (!known && this.#running && this.#failure === undefined && this.#pipeline !== undefined) {
+      void this.#join(endpoint, this.#pipeline, 0);
+    }
   }
 
   /**
@@ -238,6 +264,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
       }
     }
+    if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
+      throw new StateError(
+        `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +
+          "not finished; await waitEmpty() first, or pass { replace: true } to discard them",
+      );
+    }
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
     const tasks = await resolveTaskchain(taskchain as readonly TaskDefinition[], packages);
@@ -264,20 +296,24 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       outcome.status === "rejected" ? [{ node: endpoints[index]!.key, error: outcome.reason as Error }] : [],
     );
     if (failures.length > 0) {
+      // All or nothing: every node this setup reached is let go at once, for this root or any other.
+      const reached = outcomes.flatMap((outcome) => (outcome.status === "fulfilled" ? [outcome.value.client] : []));
+      await Promise.all(reached.map((client) => client.request("reset", undefined, 10_000).catch(() => {})));
       await this.#stopPipeline("another node failed to set up");
       const lines = failures.map((failure) => `  ${failure.node}: ${failure.error.message}`).join("\n");
       const message = `setup of "${name}" ${args.version} failed on ${failures.length} of ${endpoints.length} nodes:\n${lines}`;
       throw failures.every((failure) => failure.error instanceof NodeBusyError) ? new NodeBusyError(message) : new SetupError(message);
     }
     this.#setupOptions = options as SetupOptions;
+    this.#pipeline = { args, options: options as SetupOptions };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
     this.#failure = undefined;
     this.#running = true;
+    freeAtExit(this);
     for (const outcome of outcomes) {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
-      this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
-      client.startHeartbeat();
+      this.#addLane(client, result);
     }
     this.#note("info", `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`);
     this.#updateKeepAlive();
@@ -340,12 +376,32 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /** Resolves when every fed item and everything it generated is finished and every output handled. */
   waitEmpty(): Promise<void> {
-    return this.#when(() => this.#scheduler.queued === 0 && this.#scheduler.inFlight === 0 && this.#results.idle);
+    return this.#when(() => this.#isEmpty());
   }
 
-  /** Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all is done. */
-  async run<T extends In>(items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>): Promise<void> {
+  #isEmpty(): boolean {
+    return this.#scheduler.queued === 0 && this.#scheduler.inFlight === 0 && this.#results.idle;
+  }
+
+  /**
+   * Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all
+   * is done. With `signal`, aborting stops reading the iterable and rejects with the signal's reason; the
+   * items already fed still finish, and their outputs go to the `outputHandler`.
+   */
+  async run<T extends In>(
+    items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>,
+    options: RunOptions = {},
+  ): Promise<void> {
     this.#assertRunning("run");
+    const signal = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
+    signal?.throwIfAborted();
+    await this.#abandoned;
+    await this.#feedAll(items, signal);
+    await this.#when(() => this.#isEmpty(), signal);
+  }
+
+  /** Feeds every item of `items` as the queue has room, until they are all fed or `signal` aborts. */
+  async #feedAll(items: Iterable<unknown> | AsyncIterable<unknown>, signal: AbortSignal | undefined): Promise<void> {
     const bound = this.#options.maxQueued ?? this.#defaultBound();
     if (Symbol.iterator in items) {
       // Items that are at hand go in chunks, as much as the queue has room for: no promise per item.
@@ -353,7 +409,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       let taken = 0;
       try {
         for (let done = false; !done; ) {
-          if (this.#scheduler.queued >= bound) await this.#room(bound);
+          signal?.throwIfAborted();
+          if (this.#scheduler.queued >= bound) await this.#room(bound, signal);
           const chunk: unknown[] = [];
           const room = Math.min(RUN_CHUNK_ITEMS, bound - this.#scheduler.queued);
           while (chunk.length < room) {
@@ -374,35 +431,71 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     } else {
       let taken = 0;
       for await (const item of items) {
-        if (this.#scheduler.queued >= bound) await this.#room(bound);
+        signal?.throwIfAborted(); // leaving the loop closes the iterable
+        if (this.#scheduler.queued >= bound) await this.#room(bound, signal);
         this.#enqueue([item], taken++);
       }
     }
-    await this.waitEmpty();
   }
 
   /**
    * Runs an (async) iterable through the cluster and yields the outputs as they come. Input is read
    * only as fast as outputs are consumed.
    *
+   * Leaving early — `break`, `return` or a throw in the `for await`, or aborting `signal` — stops
+   * reading `items` at once. The items already fed finish on the nodes and their outputs are discarded;
+   * the next `process()` or `run()` starts once they are done (so its outputs are never mixed with
+   * theirs). Aborting makes the loop throw the signal's reason.
+   *
    * @example
    * for await (const out of cluster.process(lines)) console.log(out);
    */
-  async *process<T extends In>(items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>): AsyncGenerator<Out> {
+  async *process<T extends In>(
+    items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>,
+    options: RunOptions = {},
+  ): AsyncGenerator<Out> {
     this.#assertRunning("process");
+    const outer = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
+    outer?.throwIfAborted();
+    await this.#abandoned;
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
     const channel = new OutputChannel<Out>(1024);
+    const stop = new AbortController();
+    const signal = outer === undefined ? stop.signal : AbortSignal.any([stop.signal, outer]);
     this.#outputOverride = (output) => channel.push(output as Out); // outputs are what the taskchain gives
-    const feeding = this.run(items).then(
-      () => channel.end(),
-      (error) => channel.fail(error),
-    );
+    const feeding = this.#feedAll(items, signal)
+      .then(() => this.#when(() => this.#isEmpty(), signal))
+      .then(
+        () => channel.end(),
+        (error) => channel.fail(error),
+      );
+    let finished = false;
     try {
       yield* channel;
       await feeding;
+      finished = true;
     } finally {
-      this.#outputOverride = undefined;
+      if (finished) this.#outputOverride = undefined;
+      else this.#abandon(channel, stop, feeding);
     }
+  }
+
+  /**
+   * A `process()` left early: no more of its input is read, what it pushes is dropped, and its items
+   * already fed are let finish with their outputs discarded. `#abandoned` settles once they are done.
+   */
+  #abandon(channel: OutputChannel<unknown>, stop: AbortController, feeding: Promise<void>): void {
+    stop.abort(new StateError("process() was left"));
+    channel.close();
+    const discard = (): undefined => undefined;
+    this.#outputOverride = discard;
+    this.#abandoned = feeding
+      .then(() => this.waitEmpty())
+      .catch(() => {}) // a reset or a lost cluster ends the wait: nothing is left to discard then
+      .finally(() => {
+        if (this.#outputOverride === discard) this.#outputOverride = undefined;
+        this.#abandoned = undefined;
+      });
   }
 
   /** Workers finish their current item, then pause; resolves once all have. */
@@ -472,9 +565,19 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   // ---- nodes --------------------------------------------------------------------------------------
 
-  async #client(endpoint: Endpoint): Promise<NodeClient> {
+  /** The open connection to a node, or a new one (one at a time per node: concurrent callers share it). */
+  #client(endpoint: Endpoint): Promise<NodeClient> {
     const existing = this.#clients.get(endpoint.key);
-    if (existing?.isOpen) return existing;
+    if (existing?.isOpen) return Promise.resolve(existing);
+    let connecting = this.#connecting.get(endpoint.key);
+    if (connecting === undefined) {
+      connecting = this.#connect(endpoint).finally(() => this.#connecting.delete(endpoint.key));
+      this.#connecting.set(endpoint.key, connecting);
+    }
+    return connecting;
+  }
+
+  async #connect(endpoint: Endpoint): Promise<NodeClient> {
     const client = await NodeClient.connect(endpoint, this.#options);
     this.#clients.set(endpoint.key, client);
     client.onResults = (blob, idle, frameBytes) => {
@@ -484,6 +587,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     };
     client.onLost = (reason) => this.#onNodeLost(client, reason);
     client.onEvent = (name, data) => {
+      if (name === "refused") return this.#onRefused(client, data);
       if (name === "reset" && this.#lanes.has(client)) {
         client.close();
         this.#onNodeLost(client, new StateError(`node ${client.address} reset the pipeline: ${(data as { why?: string })?.why ?? "no reason given"}`));
@@ -498,6 +602,18 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     return { client, result };
   }
 
+  /** A node refused a feed (it would have gone past its grant): those items are queued again, first. */
+  #onRefused(client: NodeClient, data: unknown): void {
+    const lane = this.#lanes.get(client);
+    const { ids, reason } = (data ?? {}) as { ids?: unknown; reason?: unknown };
+    if (lane === undefined || !(ids instanceof Uint8Array) || ids.length % 4 !== 0) return;
+    const view = new DataView(ids.buffer, ids.byteOffset, ids.byteLength);
+    const list: number[] = [];
+    for (let at = 0; at < ids.length; at += 4) list.push(view.getUint32(at, true));
+    const requeued = this.#scheduler.takeBack(lane, list);
+    this.#note("warn", `node ${client.address} refused ${requeued} items (${String(reason)}); they are queued again`);
+  }
+
   /**
    * A node is gone: its unfinished items go to the others, and it leaves this root's nodes (so that the
    * next `setup` does not fail on it; `addNode` brings it back). With none left, everything waiting fails.
@@ -507,30 +623,107 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     const lane = this.#lanes.get(client);
     if (lane === undefined) return;
     this.#lanes.delete(client);
+    const endpoint = this.#endpoints.get(client.address);
     this.#endpoints.delete(client.address);
     // Items whose Done waits behind the output handler are finished: their outputs are still handed out.
-    const { requeued, finished } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client));
+    const maxAttempts = this.#setupOptions.maxAttempts ?? 3;
+    const { requeued, finished, givenUp } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client), maxAttempts);
     this.#progress.resent += requeued;
-    this.#progress.done += finished;
+    this.#progress.done += finished + givenUp.length;
     const left = this.#scheduler.lanes.length;
+    const rejoinMs = this.#options.rejoinTimeoutMs ?? DEFAULT_REJOIN_MS;
     this.#note(
       "warn",
-      `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}; ` +
-        "it is dropped from this root's nodes (addNode() brings it back)",
+      `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}` +
+        (givenUp.length > 0 ? `; ${givenUp.length} given up` : "") +
+        (rejoinMs > 0 ? `; it is set up again if it comes back within ${rejoinMs} ms` : "; it is dropped from this root's nodes (addNode() brings it back)"),
     );
+    for (const item of givenUp) this.#giveUp(item, client.address);
+    if (endpoint !== undefined && rejoinMs > 0 && this.#running && this.#pipeline !== undefined) {
+      void this.#join(endpoint, this.#pipeline, rejoinMs);
+    }
     if (left === 0 && this.#running) {
-      this.#failure = new NoNodesError(
-        `every node is lost (the last, ${client.address}: ${reason.message}); ${this.#scheduler.queued} items are not finished. ` +
-          "Add nodes and call setup() again",
-      );
+      const fail = () => {
+        this.#noNodesTimer = undefined;
+        if (!this.#running || this.#scheduler.lanes.length > 0) return;
+        this.#failure = new NoNodesError(
+          `every node is lost (the last, ${client.address}: ${reason.message}); ${this.#scheduler.queued} items are not finished. ` +
+            "Add nodes and call setup() again",
+        );
+        this.#settle();
+      };
+      // A local cluster restarts its nodes: wait for one to come back before giving up on the run.
+      if (this.#local !== undefined && rejoinMs > 0) {
+        clearTimeout(this.#noNodesTimer);
+        this.#noNodesTimer = setTimeout(fail, rejoinMs);
+      } else fail();
     }
     this.#settle();
+  }
+
+  /** An item that was on `maxAttempts` nodes that died is given up: reported like a worker crash. */
+  #giveUp(item: Resend, address: string): void {
+    this.#progress.errors++;
+    let preview: string;
+    try {
+      preview = Bun.inspect(decode(item.bytes)).slice(0, 80);
+    } catch {
+      preview = `${item.bytes.length} bytes`;
+    }
+    const error = new TaskError(
+      `an item could not finish: it was in flight on ${item.lost} nodes that died (the last, ${address}); given up: ${preview}`,
+      { task: "?", failed: true, node: address },
+    );
+    const handler = this.#setupOptions.errorHandler;
+    if (handler !== undefined) void callHandler("errorHandler", handler, error);
+    else consola.warn(`pcluster: ${error.message}`);
+  }
+
+  /**
+   * Sets a node up with the running pipeline and gives it work: a node added during a run, or one that
+   * was lost and may come back (retried with backoff for `retryMs`; 0: one try). Gives up quietly when
+   * the pipeline changes meanwhile.
+   */
+  async #join(endpoint: Endpoint, pipeline: RunningPipeline, retryMs: number): Promise<void> {
+    const deadline = Date.now() + retryMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      if (this.#pipeline !== pipeline || !this.#running || this.#closed) return;
+      try {
+        const { client, result } = await this.#setupNode(endpoint, pipeline.args, pipeline.options);
+        if (this.#pipeline !== pipeline || !this.#running) {
+          await client.request("reset", undefined, 10_000).catch(() => {});
+          return;
+        }
+        this.#endpoints.set(endpoint.key, endpoint);
+        this.#addLane(client, result);
+        this.#note("info", `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`);
+        this.#settle();
+        return;
+      } catch (error) {
+        if (Date.now() + delay > deadline) {
+          if (retryMs === 0) this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
+          return;
+        }
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
+    }
+  }
+
+  #addLane(client: NodeClient, result: SetupResult): void {
+    clearTimeout(this.#noNodesTimer);
+    this.#noNodesTimer = undefined;
+    this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
+    client.startHeartbeat();
   }
 
   /** Resets the pipeline on the nodes that run it and forgets all work; pending waits reject. */
   async #stopPipeline(why: string): Promise<void> {
     const clients = [...this.#lanes.keys()];
     this.#running = false;
+    this.#pipeline = undefined;
+    clearTimeout(this.#noNodesTimer);
+    this.#noNodesTimer = undefined;
+    runningRoots.delete(this);
     this.#lanes.clear();
     this.#scheduler.clear();
     this.#results.clear();
@@ -572,21 +765,41 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   // ---- waiting ------------------------------------------------------------------------------------
 
-  #when(ready: () => boolean): Promise<void> {
+  /** Resolves once `ready()` holds; rejects if the cluster fails, or with `signal`'s reason if it aborts first. */
+  #when(ready: () => boolean, signal?: AbortSignal): Promise<void> {
     try {
       this.#assertRunning("wait");
+      signal?.throwIfAborted();
     } catch (error) {
       return Promise.reject(error);
     }
     if (ready()) return Promise.resolve();
-    const promise = new Promise<void>((resolve, reject) => this.#waiters.push({ ready, resolve, reject }));
+    const promise = new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = { ready, resolve, reject };
+      this.#waiters.push(waiter);
+      if (signal === undefined) return;
+      const onAbort = () => {
+        this.#waiters = this.#waiters.filter((other) => other !== waiter);
+        this.#updateKeepAlive();
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      waiter.resolve = () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      waiter.reject = (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      };
+    });
     this.#updateKeepAlive();
     return promise;
   }
 
-  async #room(bound: number | undefined): Promise<void> {
+  async #room(bound: number | undefined, signal?: AbortSignal): Promise<void> {
     if (bound === undefined || this.#scheduler.queued < bound) return;
-    await this.#when(() => this.#scheduler.queued < bound);
+    await this.#when(() => this.#scheduler.queued < bound, signal);
   }
 
   #defaultBound(): number {
@@ -639,6 +852,25 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     consola[level](`[root] ${message}`);
     if (getDefaultLogAddress() !== undefined) log(`[root] ${message}`);
   }
+}
+
+/** Roots with a pipeline set up, reset when the program ends normally (see `freeAtExit`). */
+const runningRoots = new Set<Root>();
+let exitHookInstalled = false;
+
+/**
+ * A program that ends without `reset()` frees its nodes at once: when its event loop runs dry, each
+ * root still running resets its nodes (a crash leaves them to the nodes' own grace after the disconnect).
+ */
+function freeAtExit(root: Root): void {
+  runningRoots.add(root);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("beforeExit", () => {
+    const roots = [...runningRoots];
+    runningRoots.clear();
+    for (const running of roots) void running.reset().catch(() => {});
+  });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
 import { FeedQueue } from "./feed-queue.ts";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
 import type { SchedulerOptions } from "./options.ts";
@@ -20,6 +20,22 @@ export interface FeedTarget {
 }
 
 export type { SchedulerOptions };
+
+/** An item sent again: its bytes, and on how many nodes that died it was in flight. */
+export interface Resend {
+  bytes: Uint8Array;
+  lost: number;
+}
+
+/** What `removeLane` did with a lost node's items. */
+export interface LaneRemoval {
+  /** Items queued again. */
+  requeued: number;
+  /** Items whose Done had arrived (not handled yet): finished, not re-sent. */
+  finished: number;
+  /** Items given up: on `maxAttempts` nodes that died (see `Scheduler`'s quarantine). */
+  givenUp: Resend[];
+}
 
 /**
  * One node as the scheduler sees it: its window, and its ledger — every item sent to it and not yet
@@ -65,9 +81,18 @@ export class Scheduler {
   readonly #fixedWindow: number | undefined;
   readonly #staleChunkMs: number;
   #staleCheckedAt = 0;
-  /** Items re-sent after a node was lost go first; then fresh items, oldest first. */
-  #retry: Uint8Array[] = [];
+  /** Items re-sent after a node was lost go first (taken from the end); then fresh items, oldest first. */
+  #retry: Resend[] = [];
   #retryBytes = 0;
+  /**
+   * Items that were on two or more nodes that died: each is tried alone, one at a time, on a node
+   * with nothing else in flight, so that a node dying then is sure evidence against that item.
+   */
+  #quarantine: Resend[] = [];
+  /** The quarantined item in flight (one at most, cluster-wide). */
+  #isolated: { lane: NodeLane; id: number } | undefined;
+  /** For items in flight that were on a node that died before: on how many (by id; few). */
+  readonly #lost = new Map<number, number>();
   readonly #fresh = new FeedQueue();
   #lanes: NodeLane[] = [];
   #next = 0;
@@ -105,30 +130,80 @@ export class Scheduler {
 
   /**
    * Takes a node out. Its unfinished items go to the front of the queue; those in `alreadyDone` (whose
-   * Done arrived but was not handled yet) are finished instead. Returns how many of each.
+   * Done arrived but was not handled yet) are finished instead.
+   *
+   * Poison items: an item in flight on a node that died counts that node. One that was on two goes to
+   * quarantine (tried alone); one that dies alone `maxAttempts - 1` times more is given up. An item
+   * that only shared a dying node with others is never given up for it: it cannot be told from the
+   * item that took the node down. With `maxAttempts` 1, every item of a node that died is given up.
    */
-  removeLane(lane: NodeLane, alreadyDone: Iterable<number> = []): { requeued: number; finished: number } {
+  removeLane(lane: NodeLane, alreadyDone: Iterable<number> = [], maxAttempts = Number.POSITIVE_INFINITY): LaneRemoval {
     const index = this.#lanes.indexOf(lane);
-    if (index < 0) return { requeued: 0, finished: 0 };
+    if (index < 0) return { requeued: 0, finished: 0, givenUp: [] };
     this.#lanes.splice(index, 1);
     let finished = 0;
     for (const id of alreadyDone) {
       const entry = lane.ledger.take(id);
       if (entry === undefined) continue;
       this.#release(entry);
+      this.#lost.delete(id);
       finished++;
     }
-    const requeued: Uint8Array[] = [];
+    const isolated = this.#isolated?.lane === lane ? this.#isolated.id : -1;
+    if (isolated >= 0) this.#isolated = undefined;
+    const requeued: Resend[] = [];
+    const givenUp: Resend[] = [];
+    let quarantined = 0;
     // Oldest first, as they were sent.
     const entries = [...lane.ledger.entries()].sort((a, b) => a[0] - b[0]);
-    for (const [, entry] of entries) requeued.push(typeof entry === "number" ? this.#fresh.takeBack(entry) : entry);
-    for (const bytes of requeued) this.#retryBytes += bytes.length;
-    this.#retry = requeued.concat(this.#retry);
+    for (const [id, entry] of entries) {
+      const bytes = typeof entry === "number" ? this.#fresh.takeBack(entry) : entry;
+      const before = this.#lost.get(id) ?? 0;
+      this.#lost.delete(id);
+      const lost = id === isolated ? before + 1 : Math.min(before + 1, Math.max(1, maxAttempts - 1));
+      const resend = { bytes, lost };
+      if (lost >= maxAttempts) givenUp.push(resend);
+      else if (lost >= 2) {
+        this.#quarantine.push(resend);
+        quarantined++;
+      }
+      else requeued.push(resend);
+    }
+    for (const resend of requeued) this.#retryBytes += resend.bytes.length;
+    this.#retry = requeued.reverse().concat(this.#retry); // taken from the end: the oldest goes first
     lane.ledger.clear();
     lane.inFlightBytes = 0;
     lane.samples.clear();
     this.schedulePump();
-    return { requeued: requeued.length, finished };
+    return { requeued: requeued.length + quarantined, finished, givenUp };
+  }
+
+  /**
+   * Items `ids` that `lane` refused go back to the front of the queue, as if never sent. Returns how
+   * many were in flight there.
+   */
+  takeBack(lane: NodeLane, ids: readonly number[]): number {
+    let count = 0;
+    for (let i = ids.length - 1; i >= 0; i--) {
+      const id = ids[i]!;
+      const entry = lane.ledger.take(id);
+      if (entry === undefined) continue;
+      const bytes = typeof entry === "number" ? this.#fresh.takeBack(entry) : entry;
+      lane.inFlightBytes -= RECORD_HEADER_BYTES + bytes.length;
+      lane.samples.delete(id);
+      const lost = this.#lost.get(id) ?? 0;
+      this.#lost.delete(id);
+      if (this.#isolated?.id === id) {
+        this.#isolated = undefined;
+        this.#quarantine.unshift({ bytes, lost });
+        continue;
+      }
+      this.#retry.push({ bytes, lost }); // the retry queue is taken from its end: these go first, in order
+      this.#retryBytes += bytes.length;
+      count++;
+    }
+    this.schedulePump();
+    return count;
   }
 
   get lanes(): readonly NodeLane[] {
@@ -157,7 +232,7 @@ export class Scheduler {
 
   /** Items waiting at the root. */
   get queued(): number {
-    return this.#retry.length + this.#fresh.length;
+    return this.#retry.length + this.#quarantine.length + this.#fresh.length;
   }
 
   /** Feed chunks held: with items waiting or in flight (for tests and status). */
@@ -180,7 +255,8 @@ export class Scheduler {
   complete(lane: NodeLane, id: number, now?: number): boolean {
     const entry = lane.ledger.take(id);
     if (entry === undefined) return false;
-    lane.inFlightBytes -= this.#release(entry);
+    lane.inFlightBytes -= RECORD_HEADER_BYTES + this.#release(entry);
+    if (this.#lost.size > 0 && this.#lost.delete(id) && this.#isolated?.id === id) this.#isolated = undefined;
     if (lane.samples.size > 0) {
       const sent = lane.samples.get(id);
       if (sent !== undefined) {
@@ -221,38 +297,80 @@ export class Scheduler {
     this.onPumped();
   };
 
-  /** Sends one batch to `lane` if its window and byte budget allow; returns how many items went. */
+  /**
+   * Sends one batch to `lane` if its window and byte grant allow; returns how many items went. Bytes
+   * are counted as the node counts them (whole records, headers included), and a batch never takes the
+   * lane past its grant: an item that does not fit waits for room — or, when larger than the whole
+   * grant, goes alone once nothing else is in flight there.
+   */
   #sendBatch(lane: NodeLane): number {
+    if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
+    if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0) return this.#isolate(lane);
     const room = lane.window.size - lane.ledger.size;
-    if (room <= 0 || lane.inFlightBytes >= lane.maxInFlightBytes) return 0;
+    if (room <= 0) return 0;
+    const alone = lane.ledger.size === 0;
+    const budget = lane.maxInFlightBytes - lane.inFlightBytes;
     const count = Math.min(room, lane.window.batchSize(this.#maxBatch), this.queued);
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
-    while (batch.count < count && this.#retry.length > 0 && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
-      const item = this.#retry.pop()!;
+    let retryHeld = false;
+    while (batch.count < count && this.#retry.length > 0) {
+      const resend = this.#retry[this.#retry.length - 1]!;
+      const item = resend.bytes;
+      const size = RECORD_HEADER_BYTES + item.length;
+      const fits = batch.count === 0 ? size <= budget || alone : bytes < this.#maxBatchBytes && bytes + size <= budget;
+      if (!fits) {
+        retryHeld = true;
+        break;
+      }
+      this.#retry.pop();
       const id = this.#takeId();
       batch.append(RecordKind.Input, 0, 0, id, item);
       lane.ledger.add(id, item);
+      this.#lost.set(id, resend.lost);
       this.#retryBytes -= item.length;
-      bytes += item.length;
+      bytes += size;
       if (firstId < 0) firstId = id;
     }
-    if (batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
-      bytes += this.#fresh.send(batch, count - batch.count, this.#maxBatchBytes - bytes, (ref) => {
-        const id = this.#takeId();
-        lane.ledger.add(id, ref);
-        if (firstId < 0) firstId = id;
-        return id;
-      });
+    if (!retryHeld && batch.count < count && (batch.count === 0 || bytes < this.#maxBatchBytes)) {
+      bytes += this.#fresh.send(
+        batch,
+        count - batch.count,
+        this.#maxBatchBytes - bytes,
+        (ref) => {
+          const id = this.#takeId();
+          lane.ledger.add(id, ref);
+          if (firstId < 0) firstId = id;
+          return id;
+        },
+        budget - bytes,
+        batch.count === 0 && alone,
+      );
     }
     const sent = batch.count;
+    if (sent === 0) return 0;
     lane.idleWorkers = Math.max(0, lane.idleWorkers - sent); // until the node reports again
     lane.inFlightBytes += bytes;
     // Time one item per batch: enough to see queueing build up, cheap enough to do always.
     if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
     lane.target.sendFeed(batch.finishFrame("feed"));
     return sent;
+  }
+
+  /** Sends the first quarantined item alone to `lane` (which has nothing else in flight). */
+  #isolate(lane: NodeLane): number {
+    const resend = this.#quarantine.shift()!;
+    const id = this.#takeId();
+    const batch = this.#smallBatch;
+    batch.append(RecordKind.Input, 0, 0, id, resend.bytes);
+    lane.ledger.add(id, resend.bytes);
+    this.#lost.set(id, resend.lost);
+    this.#isolated = { lane, id };
+    lane.inFlightBytes += RECORD_HEADER_BYTES + resend.bytes.length;
+    lane.idleWorkers = Math.max(0, lane.idleWorkers - 1);
+    lane.target.sendFeed(batch.finishFrame("feed"));
+    return 1;
   }
 
   /**
@@ -290,6 +408,9 @@ export class Scheduler {
   clear(): void {
     this.#retry = [];
     this.#retryBytes = 0;
+    this.#quarantine = [];
+    this.#isolated = undefined;
+    this.#lost.clear();
     this.#fresh.clear();
     for (const lane of this.#lanes) {
       lane.ledger.clear();
