@@ -1,7 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { hostname } from "node:os";
-import { AuthError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
+import { AuthError, ListenError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
 import { VERSION } from "../version.ts";
+import { formatAddress } from "./address.ts";
 import { type ClientTls, type Connection, type ConnectionOptions, type ServerTls, connect, listen } from "./connection.ts";
 import { type HelloMessage, type Message, PROTOCOL_VERSION } from "./messages.ts";
 
@@ -165,17 +166,36 @@ export interface Server {
 
 /** Listens and runs the server handshake on every connection. */
 export function serve(options: ServeOptions): Server {
-  const listener = listen(options, (connection) => {
-    acceptHandshake(connection, { service: options.service, token: options.token }).then(
-      ({ client }) => options.onPeer(connection, client),
-      (error) => options.onRefused?.(connection.remoteAddress, error),
-    );
-  });
+  let listener: ReturnType<typeof listen>;
+  try {
+    listener = listen(options, (connection) => {
+      acceptHandshake(connection, { service: options.service, token: options.token }).then(
+        ({ client }) => options.onPeer(connection, client),
+        (error) => options.onRefused?.(connection.remoteAddress, error),
+      );
+    });
+  } catch (error) {
+    throw listenError(formatAddress(options.hostname, options.port), error);
+  }
   return {
     hostname: listener.hostname,
     port: listener.port,
     stop: (closeActive = true) => listener.stop(closeActive),
   };
+}
+
+/** Bun says only "Failed to listen at HOST": name the port, and say why in a user's words. */
+function listenError(address: string, error: unknown): ListenError {
+  const code = (error as { code?: string }).code;
+  const why =
+    code === "EADDRINUSE"
+      ? `${address} is already in use (another server listens there; choose another --port, or 0 for any free one)`
+      : code === "EADDRNOTAVAIL"
+        ? `cannot listen on ${address}: that address is not one of this machine's`
+        : code === "EACCES"
+          ? `cannot listen on ${address}: permission denied (ports below 1024 need privileges)`
+          : `cannot listen on ${address}: ${(error as Error).message}`;
+  return new ListenError(why, { cause: error });
 }
 
 export interface DialOptions extends ConnectionOptions, HandshakeOptions {
