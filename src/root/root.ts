@@ -66,6 +66,12 @@ export interface LocalOptions extends RootOptions {
   workers?: number;
   /** MB of memory each node may use before it ends a runaway worker (default: 80% of memory, shared between the nodes). */
   memoryLimitMb?: number;
+  /**
+   * Where the log server writes every node's and task's lines; kept after the cluster stops. A relative
+   * path is taken from the current directory. Default: a file in the cluster's temp folder, removed
+   * with it when the cluster stops.
+   */
+  logFile?: string;
 }
 
 /** A node as `status()` reports it. */
@@ -154,7 +160,8 @@ export class Root implements AsyncDisposable {
    * await using cluster = await Root.local({ nodes: 2 });
    */
   static async local(options: LocalOptions = {}): Promise<Root> {
-    const cluster = await startLocalCluster({ nodes: options.nodes, workers: options.workers, memoryLimitMb: options.memoryLimitMb, token: options.token });
+    const { nodes, workers, memoryLimitMb, token, logFile } = options;
+    const cluster = await startLocalCluster({ nodes, workers, memoryLimitMb, token, logFile });
     const root = new Root(cluster.nodes, options);
     root.#local = cluster;
     if (getDefaultLogAddress() === undefined) {
@@ -170,7 +177,10 @@ export class Root implements AsyncDisposable {
     return [...this.#endpoints.keys()];
   }
 
-  /** The local cluster's log file, for a Root made by `Root.local`. */
+  /**
+   * The local cluster's log file (an absolute path), for a Root made by `Root.local`. Without the
+   * `logFile` option it lies in the cluster's temp folder and is removed when the cluster stops.
+   */
   get logFile(): string | undefined {
     return this.#local?.logFile;
   }
