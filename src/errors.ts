@@ -54,6 +54,11 @@ export class ListenError extends PclusterError {
   override readonly code = "listen";
 }
 
+/** A host name did not resolve to any address (e.g. `searchNodes({ dns })` with a wrong name). */
+export class NameLookupError extends PclusterError {
+  override readonly code = "lookup";
+}
+
 /** The root has no node left to run items on. */
 export class NoNodesError extends PclusterError {
   override readonly code = "no-nodes";

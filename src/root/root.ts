@@ -13,7 +13,7 @@ import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.
 import type { TaskErrorReport } from "../protocol/codec.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
-import { scanForNodes } from "./discovery.ts";
+import { type ScanTarget, scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient, type NodeClientOptions } from "./node-client.ts";
@@ -196,13 +196,15 @@ export class Root implements AsyncDisposable {
   }
 
   /**
-   * Scans a network for nodes on `port` and adds every idle one; busy nodes (running another root's
-   * pipeline) are skipped, and said so. Returns how many nodes were added.
+   * Scans a network, or every address a DNS name resolves to, for nodes on `port` and adds every idle
+   * one; busy nodes (running another root's pipeline) are skipped, and said so. Returns how many nodes
+   * were added.
    *
    * @example
    * await cluster.searchNodes({ network: "192.168.1.0/24", port: 6000 });
+   * await cluster.searchNodes({ dns: "pcluster-nodes.default.svc.cluster.local", port: 6000 });
    */
-  async searchNodes(options: { network: string; port: number; timeoutMs?: number; concurrency?: number }): Promise<number> {
+  async searchNodes(options: ScanTarget & { port: number; timeoutMs?: number; concurrency?: number }): Promise<number> {
     const found = await scanForNodes({ ...options, token: this.#options.token, tls: this.#options.tls });
     let added = 0;
     for (const node of found.idle) {
