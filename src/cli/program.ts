@@ -35,17 +35,11 @@ export async function runProgram(program: Program, argv: readonly string[]): Pro
   try {
     if (name === undefined || name === "--help" || name === "-h") return printUsage(program);
     if (name === "--version" || name === "-v") return console.log(program.version);
-    const command = program.commands[name];
-    if (command === undefined) {
-      const suggestion = closest(name, Object.keys(program.commands));
-      const known = Object.keys(program.commands).join(", ");
-      throw new UsageError(`unknown command "${name}"${suggestion ? `; did you mean ${suggestion}?` : ` (commands: ${known})`}`);
+    if (args.includes("--help") || args.includes("-h")) {
+      commandNamed(program, name);
+      return printUsage(program, name);
     }
-    if (args.includes("--help") || args.includes("-h")) return printUsage(program, name);
-    const values = parseFlags(args, command.flags);
-    for (const [a, b] of command.together ?? []) {
-      if ((values[a] === undefined) !== (values[b] === undefined)) throw new UsageError(`--${a} and --${b} go together`);
-    }
+    const { command, values } = parseInvocation(program, argv);
     await command.run(values);
   } catch (error) {
     if (!(error instanceof PclusterError)) throw error;
@@ -54,6 +48,29 @@ export async function runProgram(program: Program, argv: readonly string[]): Pro
     console.error(`${where}: ${error.message}${hint}`);
     process.exit(error instanceof UsageError ? 2 : 1);
   }
+}
+
+/**
+ * The command `argv` names and its checked flags, without running it; a `UsageError` for any mistake.
+ * Also what the deploy files' tests use to prove their command lines are ones `pcluster` accepts.
+ */
+export function parseInvocation(program: Program, argv: readonly string[]): { command: Command; values: FlagValues<Flags> } {
+  const [name, ...args] = argv;
+  if (name === undefined) throw new UsageError(`name a command: ${Object.keys(program.commands).join(", ")}`);
+  const command = commandNamed(program, name);
+  const values = parseFlags(args, command.flags);
+  for (const [a, b] of command.together ?? []) {
+    if ((values[a] === undefined) !== (values[b] === undefined)) throw new UsageError(`--${a} and --${b} go together`);
+  }
+  return { command, values };
+}
+
+function commandNamed(program: Program, name: string): Command {
+  const command = program.commands[name];
+  if (command !== undefined) return command;
+  const suggestion = closest(name, Object.keys(program.commands));
+  const known = Object.keys(program.commands).join(", ");
+  throw new UsageError(`unknown command "${name}"${suggestion ? `; did you mean ${suggestion}?` : ` (commands: ${known})`}`);
 }
 
 /** Colours only for a terminal, and never with NO_COLOR set (https://no-color.org) or TERM=dumb. */
