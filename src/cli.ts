@@ -5,7 +5,10 @@ import { VERSION } from "./version.ts";
 /*
  * The `pcluster` commands. Each declares its flags with a kind (see cli/values.ts); the flags arrive in
  * `run` checked and converted, and a mistake (an unknown flag, a missing or bad value) is refused by
- * cli/flags.ts with one line and exit code 2 before anything starts.
+ * cli/flags.ts with one line and exit code 2 before anything starts. A new flag is one line, e.g.
+ *   "metrics-port": { type: "port", description: "Serve Prometheus text at /metrics on this port" },
+ * and `flags["metrics-port"]` is then a number (or undefined); a new command is one more `command({…})`
+ * in `program.commands`. A new kind of value gets its check in cli/values.ts, nowhere else.
  */
 
 const TOKEN = "PCLUSTER_TOKEN";
