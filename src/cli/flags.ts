@@ -24,11 +24,13 @@ export type Flags = Record<string, Flag>;
 
 type ValueOf<F extends Flag> = F["type"] extends ValueKind ? ValueKinds[F["type"]] : boolean;
 
-/** What `run` gets: each flag checked and converted; `undefined` only for a flag that may be absent. */
+type AlwaysSet<F extends Flag> = F extends { default: string | boolean } | { required: true } ? true : false;
+
+/** What `run` gets: each flag checked and converted; a flag that may be absent is an optional key. */
 export type FlagValues<F extends Flags> = {
-  -readonly [K in keyof F]: F[K] extends { default: string | boolean } | { required: true }
-    ? ValueOf<F[K]>
-    : ValueOf<F[K]> | undefined;
+  -readonly [K in keyof F as AlwaysSet<F[K]> extends true ? K : never]: ValueOf<F[K]>;
+} & {
+  -readonly [K in keyof F as AlwaysSet<F[K]> extends true ? never : K]?: ValueOf<F[K]>;
 };
 
 /**
@@ -50,6 +52,9 @@ export function parseFlags<F extends Flags>(args: readonly string[], flags: F): 
       value = false;
     }
     const flag = flags[name];
+    if (flag === undefined && flags[name.slice(3)] !== undefined && name.startsWith("no-")) {
+      throw new UsageError(`--${name.slice(3)} takes a value, so there is no --${name}`);
+    }
     if (flag === undefined) throw unknownFlag(name, flags);
     if (given.has(name)) throw new UsageError(`--${name} is given twice`);
     if (flag.type === "boolean") {

@@ -148,6 +148,26 @@ describe("scanForNodes", () => {
     expect(result).toEqual({ idle: [], busy: [], refused: [] });
   });
 
+  test("a /24 where every address accepts and never answers is scanned to its end and finds nothing", async () => {
+    const mutePort = freePort();
+    const mute: Array<{ stop(closeActive?: boolean): void }> = [];
+    for (let host = 1; host < 255; host++) {
+      try {
+        mute.push(Bun.listen({ hostname: `127.0.0.${host}`, port: mutePort, socket: { data() {} } }));
+      } catch {
+        // taken on this address by someone else: it is then not mute, and not a node of ours either
+      }
+    }
+    try {
+      expect(mute.length).toBeGreaterThan(200);
+      // Each address costs the greeting timeout at most; bun run bench discovery measures the whole.
+      const result = await scanForNodes({ network: "127.0.0.0/24", port: mutePort });
+      expect(result).toEqual({ idle: [], busy: [], refused: [] });
+    } finally {
+      for (const listener of mute) listener.stop(true);
+    }
+  }, 20_000);
+
   test("a network too large to scan is refused before anything is contacted", async () => {
     // If the check were missing, this stops any connection from leaving the process.
     const connect = spyOn(Bun, "connect").mockImplementation(() => {
