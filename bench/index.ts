@@ -6,7 +6,8 @@
  *   bun run bench framing engine     bench/framing.bench.ts, then bench/engine.bench.ts
  *   bun run bench cluster            one by name
  *
- * The benches: cluster (Root.local end to end against the engine alone and a plain loop), engine (the
+ * The benches: cluster (Root.local end to end against the engine alone and a plain loop), discovery
+ * (searchNodes over an empty 127.0.0.0/24, against the same scan in smaller rounds), engine (the
  * node engine against piscina and a loop), framing (codecs and loopback TCP framing), scheduler (the
  * root's batching and window logic with fake nodes, against a plain copy loop).
  */

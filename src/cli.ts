@@ -1,147 +1,133 @@
 #!/usr/bin/env bun
-import { defineCommand, runMain } from "citty";
+import { command, runProgram } from "./cli/program.ts";
 import { VERSION } from "./version.ts";
 
-function fail(message: string): never {
-  console.error(`pcluster: ${message}`);
-  process.exit(2);
-}
+/*
+ * The `pcluster` commands. Each declares its flags with a kind (see cli/values.ts); the flags arrive in
+ * `run` checked and converted, and a mistake (an unknown flag, a missing or bad value) is refused by
+ * cli/flags.ts with one line and exit code 2 before anything starts. A new flag is one line, e.g.
+ *   "metrics-port": { type: "port", description: "Serve Prometheus text at /metrics on this port" },
+ * and `flags["metrics-port"]` is then a number (or undefined); a new command is one more `command({…})`
+ * in `program.commands`. A new kind of value gets its check in cli/values.ts, nowhere else.
+ */
 
-/** Parses an integer option, or exits with a message naming the option. */
-export function intOption(value: string | undefined, name: string, fallback: number): number {
-  if (value === undefined || value === "") return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) fail(`--${name} must be a non-negative integer, got "${value}"`);
-  return parsed;
-}
+const TOKEN = "PCLUSTER_TOKEN";
 
-function megabytes(value: string, name: string): number {
-  const parsed = Number(value);
-  if (value === "" || !Number.isInteger(parsed) || parsed <= 0) fail(`--${name} must be a positive whole number of MB, got "${value}"`);
-  return parsed * 1024 * 1024;
-}
-
-const log = defineCommand({
-  meta: { name: "log", description: "Run a log server that collects lines from roots, nodes and tasks into one file" },
-  args: {
-    host: { type: "string", description: "Address to listen on", default: "127.0.0.1" },
-    port: { type: "string", description: "Port to listen on (0: any free port)", default: "5000" },
-    outfile: { type: "string", description: "File the lines are appended to", default: "pcluster.log" },
+const log = command({
+  description: "Run a log server that collects lines from roots, nodes and tasks into one file",
+  flags: {
+    host: { type: "host", description: "Address to listen on", default: "127.0.0.1" },
+    port: { type: "port", description: "Port to listen on (0: any free port)", default: "5000" },
+    outfile: { type: "string", description: "File the lines are appended to", default: "pcluster.log", valueHint: "file" },
     overwrite: { type: "boolean", description: "Truncate the file first instead of appending", default: false },
-    token: { type: "string", description: "Shared token clients must prove (default: $PCLUSTER_TOKEN)" },
+    token: { type: "string", description: "Shared token clients must prove", env: TOKEN },
     insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
   },
-  async run({ args }) {
+  async run(flags) {
     const { runLogServer } = await import("./log/server.ts");
-    await runLogServer({
-      host: args.host,
-      port: intOption(args.port, "port", 5000),
-      outfile: args.outfile,
-      overwrite: args.overwrite,
-      token: args.token || process.env.PCLUSTER_TOKEN || undefined,
-      insecure: args.insecure,
-    });
+    await runLogServer(flags);
   },
 });
 
-const node = defineCommand({
-  meta: { name: "node", description: "Run a node server: receives task code and items, runs them on every core" },
-  args: {
-    host: { type: "string", description: "Address to listen on", default: "127.0.0.1" },
-    port: { type: "string", description: "Port to listen on (0: any free port)", default: "6000" },
-    "log-host": { type: "string", description: "Log server host (tasks' log() goes there)" },
-    "log-port": { type: "string", description: "Log server port" },
-    workers: { type: "string", description: "Worker threads per pipeline (default: the number of cores)" },
-    workdir: { type: "string", description: "Where pipelines are installed (default ~/.pcluster/node-<port>)" },
-    token: { type: "string", description: "Shared token roots must prove (default: $PCLUSTER_TOKEN)" },
-    insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
-    "tls-cert": { type: "string", description: "PEM certificate file: serve over TLS" },
-    "tls-key": { type: "string", description: "PEM private key file for --tls-cert" },
-    "max-frame": { type: "string", description: "Largest frame accepted, in bytes (default 67108864)" },
-    "ring-bytes": { type: "string", description: "Bytes of each worker's input and output ring (default 1048576)" },
-    "memory-limit": {
+const node = command({
+  description: "Run a node server: receives task code and items, runs them on every core",
+  flags: {
+    host: { type: "host", description: "Address to listen on", default: "127.0.0.1" },
+    port: { type: "port", description: "Port to listen on (0: any free port)", default: "6000" },
+    "log-host": { type: "host", description: "Log server host (tasks' log() goes there)" },
+    "log-port": { type: "port", description: "Log server port" },
+    workers: { type: "count", description: "Worker threads per pipeline (default: the number of cores)" },
+    workdir: {
       type: "string",
-      description: "MB of memory the node may use; above it, the worker on its item the longest is ended and replaced (default: 80% of memory)",
+      description: "Where pipelines are installed (default ~/.pcluster/node-<port>, the port listened on)",
+      valueHint: "dir",
+    },
+    token: { type: "string", description: "Shared token roots must prove", env: TOKEN },
+    insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
+    "tls-cert": { type: "file", description: "PEM certificate file: serve over TLS" },
+    "tls-key": { type: "file", description: "PEM private key file for --tls-cert" },
+    "max-frame": { type: "integer", description: "Largest frame accepted, in bytes (default 67108864)", valueHint: "bytes" },
+    "ring-bytes": {
+      type: "integer",
+      description: "Bytes of each worker's input and output ring (default 1048576)",
+      valueHint: "bytes",
+    },
+    "memory-limit": {
+      type: "megabytes",
+      description: "MB the node may use; above it, the worker on its item the longest is replaced (default: 80% of memory)",
+      valueHint: "MB",
     },
   },
-  async run({ args }) {
+  together: [
+    ["log-host", "log-port"],
+    ["tls-cert", "tls-key"],
+  ],
+  async run(flags) {
     const { runNodeServer } = await import("./node/server.ts");
-    const logHost = args["log-host"];
-    const logPort = args["log-port"];
-    if ((logHost === undefined) !== (logPort === undefined)) fail("--log-host and --log-port go together");
-    const cert = args["tls-cert"];
-    const key = args["tls-key"];
-    if ((cert === undefined) !== (key === undefined)) fail("--tls-cert and --tls-key go together");
-    const port = intOption(args.port, "port", 6000);
+    const cert = flags["tls-cert"];
+    const key = flags["tls-key"];
+    const logHost = flags["log-host"];
+    const logPort = flags["log-port"];
     await runNodeServer({
-      host: args.host,
-      port,
-      logAddress: logHost === undefined ? undefined : [logHost, intOption(logPort, "log-port", 5000)],
-      workers: args.workers === undefined ? undefined : intOption(args.workers, "workers", 0) || undefined,
-      workdir: args.workdir,
-      token: args.token || process.env.PCLUSTER_TOKEN || undefined,
-      insecure: args.insecure,
-      tls: cert === undefined ? undefined : { cert: Bun.file(cert!), key: Bun.file(key!) },
-      maxFrameBytes: args["max-frame"] === undefined ? undefined : intOption(args["max-frame"], "max-frame", 0),
-      ringBytes: args["ring-bytes"] === undefined ? undefined : intOption(args["ring-bytes"], "ring-bytes", 0),
-      memoryLimitBytes: args["memory-limit"] === undefined ? undefined : megabytes(args["memory-limit"], "memory-limit"),
+      host: flags.host,
+      port: flags.port,
+      logAddress: logHost === undefined || logPort === undefined ? undefined : [logHost, logPort],
+      workers: flags.workers,
+      workdir: flags.workdir,
+      token: flags.token,
+      insecure: flags.insecure,
+      tls: cert === undefined || key === undefined ? undefined : { cert: Bun.file(cert), key: Bun.file(key) },
+      maxFrameBytes: flags["max-frame"],
+      ringBytes: flags["ring-bytes"],
+      memoryLimitBytes: flags["memory-limit"],
     });
   },
 });
 
-const inspectArgs = {
-  nodes: { type: "string", description: "Nodes to ask, as host:port,host:port", required: true },
-  token: { type: "string", description: "Shared token (default: $PCLUSTER_TOKEN)" },
+/** The flags `status` and `benchmark` share: which nodes, how to reach them, how to print. */
+const inspectFlags = {
+  nodes: { type: "nodes", description: "Nodes to ask, as host:port,host:port", required: true },
+  token: { type: "string", description: "Shared token", env: TOKEN },
   json: { type: "boolean", description: "Print JSON instead of a table", default: false },
   tls: { type: "boolean", description: "Connect over TLS, trusting the system's CAs", default: false },
-  "tls-ca": { type: "string", description: "Connect over TLS, trusting this PEM certificate (e.g. the node's own)" },
+  "tls-ca": { type: "file", description: "Connect over TLS, trusting this PEM certificate (e.g. the node's own)" },
 } as const;
 
 /** The connection options `status` and `benchmark` share: token and TLS. */
-async function inspectOptions(args: { token?: string; tls?: boolean; "tls-ca"?: string }) {
-  const ca = args["tls-ca"];
-  let tls: boolean | { ca: string } | undefined = args.tls || undefined;
-  if (ca !== undefined) {
-    const file = Bun.file(ca);
-    if (!(await file.exists())) fail(`--tls-ca: no such file ${ca}`);
-    tls = { ca: await file.text() };
-  }
-  return { token: args.token || process.env.PCLUSTER_TOKEN, tls };
+async function inspectOptions(flags: { token?: string; tls: boolean; "tls-ca"?: string }) {
+  const ca = flags["tls-ca"];
+  return { token: flags.token, tls: ca === undefined ? flags.tls || undefined : { ca: await Bun.file(ca).text() } };
 }
 
-function nodeList(value: string): string[] {
-  const nodes = value.split(",").map((node) => node.trim()).filter(Boolean);
-  if (nodes.length === 0) fail("--nodes names no node; give host:port[,host:port…]");
-  return nodes;
-}
-
-const status = defineCommand({
-  meta: { name: "status", description: "Print each node's status: pipeline, root, cores, workers, idle workers" },
-  args: inspectArgs,
-  async run({ args }) {
+const status = command({
+  description: "Print each node's status: pipeline, root, cores, workers, idle workers",
+  flags: inspectFlags,
+  async run(flags) {
     const { fetchStatuses, formatStatuses } = await import("./root/inspect.ts");
-    const reports = await fetchStatuses(nodeList(args.nodes), await inspectOptions(args));
-    console.log(args.json ? JSON.stringify(reports, null, 2) : formatStatuses(reports));
+    const reports = await fetchStatuses(flags.nodes, await inspectOptions(flags));
+    console.log(flags.json ? JSON.stringify(reports, null, 2) : formatStatuses(reports));
     if (reports.some((report) => report.error !== undefined)) process.exitCode = 1;
   },
 });
 
-const benchmark = defineCommand({
-  meta: { name: "benchmark", description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes" },
-  args: inspectArgs,
-  async run({ args }) {
+const benchmark = command({
+  description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes",
+  flags: inspectFlags,
+  async run(flags) {
     const { fetchStatuses, formatTaskStats, mergeTaskStats } = await import("./root/inspect.ts");
-    const reports = await fetchStatuses(nodeList(args.nodes), await inspectOptions(args));
+    const reports = await fetchStatuses(flags.nodes, await inspectOptions(flags));
     for (const report of reports) if (report.error) console.error(`${report.address}: unreachable: ${report.error}`);
     const merged = mergeTaskStats(reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])));
-    console.log(args.json ? JSON.stringify(merged, null, 2) : formatTaskStats(merged));
+    console.log(flags.json ? JSON.stringify(merged, null, 2) : formatTaskStats(merged));
     if (reports.some((report) => report.error !== undefined)) process.exitCode = 1;
   },
 });
 
-const main = defineCommand({
-  meta: { name: "pcluster", version: VERSION, description: "Run task pipelines on every core of many hosts" },
-  subCommands: { log, node, status, benchmark, stats: benchmark },
-});
+export const program = {
+  name: "pcluster",
+  version: VERSION,
+  description: "Run task pipelines on every core of many hosts",
+  commands: { log, node, status, benchmark, stats: benchmark },
+};
 
-if (import.meta.main) await runMain(main);
+if (import.meta.main) await runProgram(program, process.argv.slice(2));

@@ -49,6 +49,16 @@ export class ConnectionClosedError extends PclusterError {
   override readonly code = "closed";
 }
 
+/** A server could not listen: the address is in use, or not one of this machine's. */
+export class ListenError extends PclusterError {
+  override readonly code = "listen";
+}
+
+/** A host name did not resolve to any address (e.g. `searchNodes({ dns })` with a wrong name). */
+export class NameLookupError extends PclusterError {
+  override readonly code = "lookup";
+}
+
 /** The root has no node left to run items on. */
 export class NoNodesError extends PclusterError {
   override readonly code = "no-nodes";
@@ -117,4 +127,12 @@ export function errorToWire(error: unknown): { code: string; message: string } {
   if (error instanceof PclusterError) return { code: error.code, message: error.message };
   if (error instanceof Error) return { code: "internal", message: error.message };
   return { code: "internal", message: String(error) };
+}
+
+/**
+ * A user's mistake on the command line (an unknown flag, a missing or malformed value). The CLI prints
+ * its message on one line and exits with code 2, without a stack trace.
+ */
+export class UsageError extends PclusterError {
+  override readonly code = "usage";
 }

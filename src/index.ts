@@ -23,6 +23,8 @@ export {
 export {
   AuthError,
   ConnectionClosedError,
+  ListenError,
+  NameLookupError,
   NoNodesError,
   NodeBusyError,
   PclusterError,

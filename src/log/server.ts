@@ -85,8 +85,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
     server = serve({ hostname: options.host, port: options.port, service: "log", token: options.token || undefined, onPeer, onRefused });
   } catch (error) {
     closeSync(fd);
-    const why = (error as { code?: string }).code === "EADDRINUSE" ? "the port is in use" : (error as Error).message;
-    throw new PclusterError(`cannot listen on ${formatAddress(options.host, options.port)}: ${why}`, { cause: error });
+    throw error;
   }
 
   return {
@@ -105,17 +104,11 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
 
 /**
  * `pcluster log`: runs a log server until SIGINT or SIGTERM. Prints one line when it listens; a
- * refusal (an exposed address without a token, a port in use) is printed and exits with code 1.
+ * refusal (an exposed address without a token, a port in use) is thrown as a `PclusterError`, which the
+ * CLI prints on one line before it exits with code 1.
  */
 export async function runLogServer(options: LogServerOptions): Promise<void> {
-  let server: LogServer;
-  try {
-    server = await startLogServer(options);
-  } catch (error) {
-    if (!(error instanceof PclusterError)) throw error;
-    consola.error(error.message);
-    process.exit(1);
-  }
+  const server = await startLogServer(options);
   console.log(`pcluster log server listening on ${formatAddress(server.host, server.port)}, writing to ${server.outfile}`);
   await runUntilStopped(() => server.stop());
 }

@@ -1,7 +1,7 @@
 import consola from "consola";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
-import { NodeBusyError, PclusterError, ProtocolError, StateError } from "../errors.ts";
+import { NodeBusyError, ProtocolError, StateError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
 import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
 import { formatAddress } from "../protocol/address.ts";
@@ -69,7 +69,7 @@ const WINDOW_ITEMS_PER_WORKER = 16_384;
  */
 export class NodeServer {
   readonly #options: NodeServerOptions;
-  readonly #workdir: string;
+  #workdir: string | undefined;
   readonly #defaultWorkers: number;
   readonly #memoryLimit: number;
   #server: Server | undefined;
@@ -82,7 +82,7 @@ export class NodeServer {
     this.#options = options;
     this.#defaultWorkers = options.workers || availableParallelism();
     this.#memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
-    this.#workdir = options.workdir ?? join(homedir(), ".pcluster", `node-${options.port}`);
+    this.#workdir = options.workdir;
   }
 
   /** Checks the options, listens, and resolves with the running server. */
@@ -102,8 +102,22 @@ export class NodeServer {
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
       onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
     });
-    node.#note("info", `listening on ${node.address} (workers ${node.#defaultWorkers}, memory limit ${Math.round(node.#memoryLimit / 1048576)} MB, workdir ${node.#workdir})`);
+    // The port listened on, not the one asked for: nodes started with --port 0 must not share a work dir.
+    node.#workdir ??= join(homedir(), ".pcluster", `node-${node.port}`);
+    // To the log server only: `pcluster node` prints this line itself, once, whatever consola's level.
+    node.#note("info", node.listeningLine, { console: false });
     return node;
+  }
+
+  /** "listening on HOST:PORT (workers N, memory limit M MB, workdir D)": what a started node says. */
+  get listeningLine(): string {
+    const limitMb = Math.round(this.#memoryLimit / 1048576);
+    return `listening on ${this.address} (workers ${this.#defaultWorkers}, memory limit ${limitMb} MB, workdir ${this.#workdir})`;
+  }
+
+  /** Where pipelines are written and installed. */
+  get workdir(): string {
+    return this.#workdir!;
   }
 
   get port(): number {
@@ -250,7 +264,7 @@ export class NodeServer {
     try {
       this.#note("info", `setting up ${describe(pipeline)} for root ${client}`);
       const installed = await installPipeline({
-        workdir: this.#workdir,
+        workdir: this.workdir,
         name: args.name,
         version: args.version,
         packages: args.packages,
@@ -391,9 +405,9 @@ export class NodeServer {
   }
 
   /** To the console and the log server. */
-  #note(level: "info" | "warn" | "error", message: string): void {
+  #note(level: "info" | "warn" | "error", message: string, options: { console?: boolean } = {}): void {
     const line = `[node ${this.#server ? this.address : this.#options.host}] ${message}`;
-    consola[level](line);
+    if (options.console !== false) consola[level](line);
     if (this.#options.logAddress !== undefined) log(line);
   }
 }
@@ -404,18 +418,12 @@ function describe(pipeline: { name: string; version: string }): string {
 
 /**
  * `pcluster node`: runs a node until SIGINT or SIGTERM, then stops its workers and frees its port.
- * A refusal (an exposed address without a token, a port in use) is printed and exits with code 1.
+ * A refusal (an exposed address without a token, a port in use) is thrown as a `PclusterError`, which
+ * the CLI prints on one line before it exits with code 1.
  */
 export async function runNodeServer(options: NodeServerOptions): Promise<void> {
-  let node: NodeServer;
-  try {
-    node = await NodeServer.start(options);
-  } catch (error) {
-    if (!(error instanceof PclusterError) && (error as { code?: string }).code !== "EADDRINUSE") throw error;
-    consola.error(`pcluster node: ${(error as Error).message}`);
-    process.exit(1);
-  }
-  console.log(`pcluster node listening on ${node.address}`);
+  const node = await NodeServer.start(options);
+  console.log(`pcluster node ${node.listeningLine}`);
   await runUntilStopped(() => node.stop());
   await flushLogs(2000);
   process.exit(0);

@@ -1,7 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { hostname } from "node:os";
-import { AuthError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
+import { AuthError, ListenError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
 import { VERSION } from "../version.ts";
+import { formatAddress } from "./address.ts";
 import { type ClientTls, type Connection, type ConnectionOptions, type ServerTls, connect, listen } from "./connection.ts";
 import { type HelloMessage, type Message, PROTOCOL_VERSION } from "./messages.ts";
 
@@ -27,11 +28,14 @@ function macMatches(expected: Uint8Array, got: Uint8Array | undefined): boolean 
 }
 
 /** Resolves with the next message on the connection, or rejects on timeout, close or a peer error. */
-function nextMessage(connection: Connection, timeoutMs: number, waitingFor: string): Promise<Message> {
+function nextMessage(
+  connection: Connection,
+  timeoutMs: number,
+  waitingFor: string,
+  timeoutMessage = `no ${waitingFor} from ${connection.remoteAddress} within ${timeoutMs} ms`,
+): Promise<Message> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new TimeoutError(`no ${waitingFor} from ${connection.remoteAddress} within ${timeoutMs} ms`));
-    }, timeoutMs);
+    const timer = setTimeout(() => reject(new TimeoutError(timeoutMessage)), timeoutMs);
     connection.onMessage = (message) => {
       clearTimeout(timer);
       connection.onMessage = () => {};
@@ -100,6 +104,8 @@ export interface HandshakeOptions {
   timeoutMs?: number;
   /** A name for this client in the server's logs. */
   client?: string;
+  /** "host:port" as the user gave it, for messages (default: the peer's IP). */
+  address?: string;
 }
 
 /** Runs the client side of the handshake; resolves with the server's hello. */
@@ -107,7 +113,12 @@ export async function clientHandshake(connection: Connection, options: Handshake
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   const address = connection.remoteAddress;
   try {
-    const hello = await nextMessage(connection, timeoutMs, "hello");
+    // A silent peer is, to a user, a server that could not be reached (a black-holed address, a firewall
+    // that accepts and drops, or another program on that port): say it in those words.
+    const silent =
+      `could not connect to ${options.address ?? address} within ${timeoutMs} ms: the connection opened, but no pcluster ` +
+      "server answered (is something else listening there?)";
+    const hello = await nextMessage(connection, timeoutMs, "hello", silent);
     if (hello.t !== "hello") throw new ProtocolError(`expected "hello" from ${address}, got "${hello.t}"`);
     if (options.service !== undefined && hello.service !== options.service) {
       throw new ProtocolError(`${address} is a pcluster ${hello.service} server, not a ${options.service}`);
@@ -165,17 +176,36 @@ export interface Server {
 
 /** Listens and runs the server handshake on every connection. */
 export function serve(options: ServeOptions): Server {
-  const listener = listen(options, (connection) => {
-    acceptHandshake(connection, { service: options.service, token: options.token }).then(
-      ({ client }) => options.onPeer(connection, client),
-      (error) => options.onRefused?.(connection.remoteAddress, error),
-    );
-  });
+  let listener: ReturnType<typeof listen>;
+  try {
+    listener = listen(options, (connection) => {
+      acceptHandshake(connection, { service: options.service, token: options.token }).then(
+        ({ client }) => options.onPeer(connection, client),
+        (error) => options.onRefused?.(connection.remoteAddress, error),
+      );
+    });
+  } catch (error) {
+    throw listenError(formatAddress(options.hostname, options.port), error);
+  }
   return {
     hostname: listener.hostname,
     port: listener.port,
     stop: (closeActive = true) => listener.stop(closeActive),
   };
+}
+
+/** Bun says only "Failed to listen at HOST": name the port, and say why in a user's words. */
+function listenError(address: string, error: unknown): ListenError {
+  const code = (error as { code?: string }).code;
+  const why =
+    code === "EADDRINUSE"
+      ? `${address} is already in use (another server listens there; choose another --port, or 0 for any free one)`
+      : code === "EADDRNOTAVAIL"
+        ? `cannot listen on ${address}: that address is not one of this machine's`
+        : code === "EACCES"
+          ? `cannot listen on ${address}: permission denied (ports below 1024 need privileges)`
+          : `cannot listen on ${address}: ${(error as Error).message}`;
+  return new ListenError(why, { cause: error });
 }
 
 export interface DialOptions extends ConnectionOptions, HandshakeOptions {
@@ -192,7 +222,7 @@ export async function dial(options: DialOptions): Promise<{ connection: Connecti
     ...options,
     // Start listening for the hello before any byte can arrive.
     onOpen: (opened) => {
-      handshake = clientHandshake(opened, options);
+      handshake = clientHandshake(opened, { address: formatAddress(options.hostname, options.port), ...options });
       handshake.catch(() => {});
     },
   });

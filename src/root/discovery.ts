@@ -1,26 +1,43 @@
+import { lookup } from "node:dns/promises";
 import ipaddr from "ipaddr.js";
-import { AuthError, VersionMismatchError } from "../errors.ts";
+import { AuthError, NameLookupError, VersionMismatchError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { dial } from "../protocol/auth.ts";
-import type { ClientTls } from "../protocol/connection.ts";
+import type { ClientTls } from "../protocol/tls.ts";
 import type { NodeStatus } from "../protocol/pipeline.ts";
 
 /**
- * Finding nodes: every host address of a network is asked, a few dozen at a time, whether a pcluster
- * node listens on the port (the seed's `search_nodes`). Anything else answering there is skipped.
+ * Finding nodes: every host address of a network, or every address a DNS name resolves to, is asked
+ * (up to 256 at once) whether a pcluster node listens on the port (the seed's `search_nodes`).
+ * Anything else answering there is skipped.
  */
 
-export interface ScanOptions {
-  /** The network to scan, as IPv4 or IPv6 CIDR ("192.168.1.0/24", "fd00::/120"); at most 65 536 addresses. */
-  network: string;
+/** Where to look: a CIDR network, or a DNS name (a Kubernetes headless Service, a round-robin name). */
+export type ScanTarget =
+  | {
+      /** The network to scan, as IPv4 or IPv6 CIDR ("192.168.1.0/24", "fd00::/120"); at most 65 536 addresses. */
+      network: string;
+      dns?: undefined;
+    }
+  | {
+      /** A name whose every address (A and AAAA records) is asked, e.g. "pcluster-nodes.default.svc". */
+      dns: string;
+      network?: undefined;
+    };
+
+export type ScanOptions = ScanTarget & {
   port: number;
-  /** Connect timeout per address in ms (default 300). The handshake and `status` get a few times that. */
+  /**
+   * Connect timeout per address in ms (default 300). A pcluster node greets at once: an address that
+   * connects but sends no greeting within twice that (at least 500 ms) is not one. Its `status` may take
+   * longer (four times, at least 1 s).
+   */
   timeoutMs?: number;
-  /** Addresses asked at once (default 64). */
+  /** Addresses asked at once (default 256: a /24 in one round). */
   concurrency?: number;
   token?: string;
   tls?: ClientTls;
-}
+};
 
 /** A node that answered. */
 export interface NodeFound {
@@ -43,18 +60,21 @@ export interface ScanResult {
 /** More addresses than this is a scan that would take minutes and look like an attack. */
 export const MAX_SCAN_ADDRESSES = 65_536;
 const DEFAULT_CONNECT_TIMEOUT_MS = 300;
-const DEFAULT_CONCURRENCY = 64;
+// A /24 in one round: an address that never answers costs the connect timeout once, not once per round.
+const DEFAULT_CONCURRENCY = 256;
 
 /**
- * Scans every host address of `network` for a pcluster node on `port` and asks each one found for its
- * status. Hosts that refuse the connection, time out or are not pcluster nodes are skipped; a node
- * that refuses our token or speaks another protocol version is listed under `refused`. Each list is
- * sorted by address. A network of more than 65 536 addresses is refused with a `RangeError` before
- * anything is contacted.
+ * Asks every host address of `network`, or every address `dns` resolves to, for a pcluster node on
+ * `port`, and each node found for its status. Hosts that refuse the connection, time out or are not
+ * pcluster nodes are skipped; a node that refuses our token or speaks another protocol version is
+ * listed under `refused`. Each list is sorted by address (for a network) or in the order the name
+ * resolved. A network of more than 65 536 addresses is refused with a `RangeError` before anything is
+ * contacted; a name that does not resolve, with a `NameLookupError`.
  *
  * @example
  * const { idle, busy, refused } = await scanForNodes({ network: "192.168.1.0/24", port: 6000 });
  * for (const node of busy) console.log(`${node.address} runs ${node.status.pipeline!.name}`);
+ * await scanForNodes({ dns: "pcluster-nodes.default.svc.cluster.local", port: 6000 }); // every pod of a headless Service
  */
 export async function scanForNodes(options: ScanOptions): Promise<ScanResult> {
   const { port } = options;
@@ -63,8 +83,10 @@ export async function scanForNodes(options: ScanOptions): Promise<ScanResult> {
   }
   const timeoutMs = positive(options.timeoutMs, DEFAULT_CONNECT_TIMEOUT_MS, "timeoutMs");
   const concurrency = positive(options.concurrency, DEFAULT_CONCURRENCY, "concurrency");
-  const hosts = hostsOf(options.network);
-  // A node on a busy machine may be slow to answer once connected; a dead address costs the connect timeout only.
+  const hosts = await targetHosts(options);
+  // A node greets as soon as it accepts, so a mute listener is given up soon; a node on a busy machine
+  // may be slower with its status. A dead address costs the connect timeout only.
+  const helloTimeoutMs = Math.max(500, 2 * timeoutMs);
   const answerTimeoutMs = Math.max(1000, 4 * timeoutMs);
 
   const answers: Array<Answer | undefined> = new Array(hosts.length);
@@ -72,7 +94,7 @@ export async function scanForNodes(options: ScanOptions): Promise<ScanResult> {
   const scanner = async (): Promise<void> => {
     while (next < hosts.length) {
       const index = next++;
-      answers[index] = await ask(hosts[index]!, port, { ...options, timeoutMs, answerTimeoutMs });
+      answers[index] = await ask(hosts[index]!, port, { ...options, timeoutMs, helloTimeoutMs, answerTimeoutMs });
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, hosts.length) }, scanner));
@@ -94,7 +116,7 @@ type Answer = NodeFound | { address: string; reason: string };
 async function ask(
   host: string,
   port: number,
-  options: { token?: string; tls?: ClientTls; timeoutMs: number; answerTimeoutMs: number },
+  options: { token?: string; tls?: ClientTls; timeoutMs: number; helloTimeoutMs: number; answerTimeoutMs: number },
 ): Promise<Answer | undefined> {
   const address = formatAddress(host, port);
   let connection;
@@ -106,7 +128,7 @@ async function ask(
       token: options.token,
       tls: options.tls,
       connectTimeoutMs: options.timeoutMs,
-      timeoutMs: options.answerTimeoutMs,
+      timeoutMs: options.helloTimeoutMs,
     }));
   } catch (error) {
     if (error instanceof AuthError || error instanceof VersionMismatchError) return { address, reason: error.message };
@@ -120,6 +142,33 @@ async function ask(
   } finally {
     connection.close();
   }
+}
+
+/** The addresses to ask: the hosts of the network, or those the name resolves to. */
+async function targetHosts(target: ScanTarget): Promise<string[]> {
+  if (typeof target.network === "string") return hostsOf(target.network);
+  if (typeof target.dns === "string" && target.dns.trim() !== "") return resolveName(target.dns.trim());
+  throw new TypeError(
+    `nothing to scan: give { network: "192.168.1.0/24" } or { dns: "pcluster-nodes.default.svc" }, got ${Bun.inspect(target)}`,
+  );
+}
+
+/**
+ * Every address (IPv4 and IPv6) a name resolves to, as the system resolver gives them (/etc/hosts,
+ * then DNS): a Kubernetes headless Service resolves to one address per ready pod.
+ */
+export async function resolveName(name: string): Promise<string[]> {
+  let records: Array<{ address: string }>;
+  try {
+    records = await lookup(name, { all: true });
+  } catch (error) {
+    const code = (error as { code?: string }).code ?? (error as Error).message;
+    throw new NameLookupError(
+      `could not resolve ${name} (${code}): is the name right? (a headless Service without ready pods has no addresses)`,
+      { cause: error },
+    );
+  }
+  return [...new Set(records.map((record) => record.address))];
 }
 
 /**

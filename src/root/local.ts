@@ -2,7 +2,7 @@ import type { Subprocess } from "bun";
 import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { PclusterError } from "../errors.ts";
 import { EXIT_WITH_PARENT_ENV } from "../lifetime.ts";
 import { defaultMemoryLimit } from "../node/memory-limit.ts";
@@ -25,7 +25,7 @@ export interface LocalClusterOptions {
   memoryLimitMb?: number;
   /** Shared token the nodes and the log server require (given to them as `PCLUSTER_TOKEN`). */
   token?: string;
-  /** Where the log server writes (default `<workdir>/pcluster.log`, removed by `stop()`). */
+  /** Where the log server writes, kept by `stop()` (default `<workdir>/pcluster.log`, removed by `stop()`). */
   logFile?: string;
   /** `false` echoes the processes' output, each line prefixed with its process name (default true). */
   quiet?: boolean;
@@ -69,7 +69,8 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   const memoryLimitMb = count(options.memoryLimitMb, Math.max(1, Math.floor(defaultMemoryLimit() / nodeCount / 1048576)), "memoryLimitMb");
   const workdir = await mkdtemp(join(tmpdir(), "pcluster-local-"));
   liveWorkdirs.add(workdir);
-  const logFile = options.logFile ?? join(workdir, "pcluster.log");
+  // The log server runs in the temp folder: a relative path is the caller's, from the caller's directory.
+  const logFile = options.logFile === undefined ? join(workdir, "pcluster.log") : resolve(options.logFile);
   // The children stop by themselves once this process is gone, even if it is killed with SIGKILL.
   const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1", [EXIT_WITH_PARENT_ENV]: String(process.pid) };
   if (options.token) env.PCLUSTER_TOKEN = options.token;

@@ -13,7 +13,7 @@ import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.
 import { type TaskErrorReport, decode } from "../protocol/codec.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
-import { scanForNodes } from "./discovery.ts";
+import { type ScanTarget, scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient } from "./node-client.ts";
@@ -74,6 +74,12 @@ export interface LocalOptions extends RootOptions {
   workers?: number;
   /** MB of memory each node may use before it ends a runaway worker (default: 80% of memory, shared between the nodes). */
   memoryLimitMb?: number;
+  /**
+   * Where the log server writes every node's and task's lines; kept after the cluster stops. A relative
+   * path is taken from the current directory. Default: a file in the cluster's temp folder, removed
+   * with it when the cluster stops.
+   */
+  logFile?: string;
 }
 
 /** A node as `status()` reports it. */
@@ -177,7 +183,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * await using cluster = await Root.local({ nodes: 2 });
    */
   static async local<In = unknown, Out = unknown>(options: LocalOptions = {}): Promise<Root<In, Out>> {
-    const cluster = await startLocalCluster({ nodes: options.nodes, workers: options.workers, memoryLimitMb: options.memoryLimitMb, token: options.token });
+    const { nodes, workers, memoryLimitMb, token, logFile } = options;
+    const cluster = await startLocalCluster({ nodes, workers, memoryLimitMb, token, logFile });
     const root = new Root<In, Out>(cluster.nodes, options);
     root.#local = cluster;
     if (getDefaultLogAddress() === undefined) {
@@ -193,7 +200,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     return [...this.#endpoints.keys()];
   }
 
-  /** The local cluster's log file, for a Root made by `Root.local`. */
+  /**
+   * The local cluster's log file (an absolute path), for a Root made by `Root.local`. Without the
+   * `logFile` option it lies in the cluster's temp folder and is removed when the cluster stops.
+   */
   get logFile(): string | undefined {
     return this.#local?.logFile;
   }
@@ -214,13 +224,15 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   /**
-   * Scans a network for nodes on `port` and adds every idle one; busy nodes (running another root's
-   * pipeline) are skipped, and said so. Returns how many nodes were added.
+   * Scans a network, or every address a DNS name resolves to, for nodes on `port` and adds every idle
+   * one; busy nodes (running another root's pipeline) are skipped, and said so. Returns how many nodes
+   * were added.
    *
    * @example
    * await cluster.searchNodes({ network: "192.168.1.0/24", port: 6000 });
+   * await cluster.searchNodes({ dns: "pcluster-nodes.default.svc.cluster.local", port: 6000 });
    */
-  async searchNodes(options: { network: string; port: number; timeoutMs?: number; concurrency?: number }): Promise<number> {
+  async searchNodes(options: ScanTarget & { port: number; timeoutMs?: number; concurrency?: number }): Promise<number> {
     const found = await scanForNodes({ ...options, token: this.#options.token, tls: this.#options.tls });
     let added = 0;
     for (const node of found.idle) {

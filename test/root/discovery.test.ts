@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { dial } from "../../src/protocol/auth.ts";
 import type { Connection } from "../../src/protocol/connection.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
-import { scanForNodes } from "../../src/root/discovery.ts";
+import { resolveName, scanForNodes } from "../../src/root/discovery.ts";
+import { Root } from "../../src/root/root.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "../../src/root/packager.ts";
 import { tryNodeAt } from "../support/nodes.ts";
 import { type Spawned, killAll } from "../support/processes.ts";
@@ -147,6 +148,26 @@ describe("scanForNodes", () => {
     expect(result).toEqual({ idle: [], busy: [], refused: [] });
   });
 
+  test("a /24 where every address accepts and never answers is scanned to its end and finds nothing", async () => {
+    const mutePort = freePort();
+    const mute: Array<{ stop(closeActive?: boolean): void }> = [];
+    for (let host = 1; host < 255; host++) {
+      try {
+        mute.push(Bun.listen({ hostname: `127.0.0.${host}`, port: mutePort, socket: { data() {} } }));
+      } catch {
+        // taken on this address by someone else: it is then not mute, and not a node of ours either
+      }
+    }
+    try {
+      expect(mute.length).toBeGreaterThan(200);
+      // Each address costs the greeting timeout at most; bun run bench discovery measures the whole.
+      const result = await scanForNodes({ network: "127.0.0.0/24", port: mutePort });
+      expect(result).toEqual({ idle: [], busy: [], refused: [] });
+    } finally {
+      for (const listener of mute) listener.stop(true);
+    }
+  }, 20_000);
+
   test("a network too large to scan is refused before anything is contacted", async () => {
     // If the check were missing, this stops any connection from leaving the process.
     const connect = spyOn(Bun, "connect").mockImplementation(() => {
@@ -168,6 +189,30 @@ describe("scanForNodes", () => {
     await expect(scanForNodes({ network: "127.0.0.0/33", port })).rejects.toThrow(TypeError);
     await expect(scanForNodes({ network: "127.0.0.0/30", port: 0 })).rejects.toThrow(/port/);
     await expect(scanForNodes({ network: "127.0.0.0/30", port, concurrency: 0 })).rejects.toThrow(/concurrency/);
+  });
+
+  test("asks every address a DNS name resolves to: localhost finds a node on 127.0.0.1", async () => {
+    const node = await tryNode("127.0.0.1", 0);
+    expect(node).toBeDefined();
+    const [, nodePort] = await node!.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+    const result = await scanForNodes({ dns: "localhost", port: Number(nodePort) });
+    expect(result.idle.map((found) => found.address)).toEqual([`127.0.0.1:${nodePort}`]);
+    expect(result.idle[0]!.status).toMatchObject({ listen: `127.0.0.1:${nodePort}`, pipeline: null });
+    expect(await resolveName("localhost")).toContain("127.0.0.1");
+
+    const root = new Root([], { token: undefined });
+    try {
+      expect(await root.searchNodes({ dns: "localhost", port: Number(nodePort) })).toBe(1);
+      expect(root.nodes).toEqual([`127.0.0.1:${nodePort}`]);
+    } finally {
+      await root.close();
+      node!.kill("SIGKILL");
+    }
+  }, 20_000);
+
+  test("a scan needs a network or a name", async () => {
+    await expect(scanForNodes({ dns: " ", port })).rejects.toThrow(/nothing to scan/);
+    await expect(scanForNodes({ port } as unknown as Parameters<typeof scanForNodes>[0])).rejects.toThrow(TypeError);
   });
 
   test.skipIf(!canBindIPv6)("scans IPv6: ::1/128 finds a node on ::1", async () => {
