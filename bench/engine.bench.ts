@@ -16,7 +16,7 @@
  */
 import { join } from "node:path";
 import Piscina from "piscina";
-import { Engine } from "../src/node/engine.ts";
+import { Engine } from "../src/node/engine/engine.ts";
 import { ByteRing } from "../src/node/ring.ts";
 import { DONE_ENTRY_BYTES, RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";

@@ -19,7 +19,7 @@ export {
   log,
   setDefaultLogAddress,
   setLogToken,
-} from "./log/client.ts";
+} from "./log/log.ts";
 export {
   AuthError,
   ConnectionClosedError,

@@ -1,5 +1,5 @@
 import type { Endpoint } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
+import { dial } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { printLogLines } from "./format.ts";

@@ -1,7 +1,7 @@
 import { Packr, Unpackr } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
-import { NOT_SMALL, SMALL_OUTPUT_BYTES, SMALL_READ_BYTES, SmallTarget, decodeSmall, encodeSmall, encodeSmallInto, keepOutput, peekOutput } from "./small-items.ts";
+import { NOT_SMALL, SMALL_OUTPUT_BYTES, SMALL_READ_BYTES, SmallTarget, decodeSmall, encodeSmall, encodeSmallInto, keepOutput, peekOutput } from "./small-msgpack.ts";
 
 /**
  * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;

@@ -1,7 +1,7 @@
 import ipaddr from "ipaddr.js";
 import { AuthError, VersionMismatchError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
+import { dial } from "../protocol/handshake.ts";
 import type { ClientTls } from "../protocol/connection.ts";
 import type { NodeStatus } from "../protocol/pipeline.ts";
 

@@ -1,5 +1,5 @@
 import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeDeclined, writeRecordHeader } from "../protocol/codec.ts";
-import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
+import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
 
 /**
  * Bytes per chunk of queued records (an item larger than a chunk gets one of its own). A chunk lives

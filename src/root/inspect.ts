@@ -1,5 +1,5 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
+import { dial } from "../protocol/handshake.ts";
 import type { ClientTls } from "../protocol/connection.ts";
 import type { NodeStatus, TaskStatsRecord } from "../protocol/pipeline.ts";
 

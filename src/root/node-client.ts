@@ -1,6 +1,6 @@
 import { ConnectionClosedError, type PclusterError, TimeoutError } from "../errors.ts";
 import type { Endpoint } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
+import { dial } from "../protocol/handshake.ts";
 import type { ClientTls, Connection } from "../protocol/connection.ts";
 import { blobFrameBytes } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";

@@ -8,7 +8,7 @@ import {
   StateError,
   TaskError,
 } from "../errors.ts";
-import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/client.ts";
+import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/log.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import type { TaskErrorReport } from "../protocol/codec.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { Hunger, SpillRotation } from "../../src/node/hunger.ts";
+import { Hunger, SpillRotation } from "../../src/node/worker/fan-out-sharing.ts";
 import { Control, controlSlots } from "../../src/node/worker-messages.ts";
 
 /** The control words all workers share, as the engine makes them, and each worker's view of hunger. */

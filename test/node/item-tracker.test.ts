@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { FLAG_SUB_ITEM } from "../../src/protocol/codec.ts";
-import { ItemTracker } from "../../src/node/item-tracker.ts";
+import { ItemTracker } from "../../src/node/engine/item-tracker.ts";
 
 describe("ItemTracker", () => {
   test("an item that never spilled is done with its own Done and its own outputs", () => {

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
-import { defaultMemoryLimit } from "../../src/node/memory-limit.ts";
+import { defaultMemoryLimit } from "../../src/node/engine/memory-limit.ts";
 import type { TaskStatsRecord } from "../../src/protocol/pipeline.ts";
 import { messagesOf, waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";

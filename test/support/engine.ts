@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Engine, type EngineOptions } from "../../src/node/engine.ts";
+import { Engine, type EngineOptions } from "../../src/node/engine/engine.ts";
 import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, forEachDone } from "../../src/protocol/codec.ts";
 import type { TaskSpec } from "../../src/protocol/pipeline.ts";
 

@@ -1,5 +1,5 @@
 import { type PclusterError, errorFromWire } from "../../src/errors.ts";
-import { dial } from "../../src/protocol/auth.ts";
+import { dial } from "../../src/protocol/handshake.ts";
 import {
   RecordBatchBuilder,
   RecordKind,

@@ -1,5 +1,5 @@
-import { SetupError } from "../errors.ts";
-import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
+import { SetupError } from "../../errors.ts";
+import type { TaskSpec, TaskStatsRecord } from "../../protocol/pipeline.ts";
 
 /** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
 export interface ResolvedTask {

@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import { SetupError, StateError } from "../errors.ts";
+import { SetupError, StateError } from "../../errors.ts";
 import {
   DONE_ENTRY_BYTES,
   DoneList,
@@ -11,15 +11,15 @@ import {
   decode,
   encode,
   readU32,
-} from "../protocol/codec.ts";
-import type { LogLine } from "../protocol/messages.ts";
-import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
+} from "../../protocol/codec.ts";
+import type { LogLine } from "../../protocol/messages.ts";
+import type { TaskSpec, TaskStatsRecord } from "../../protocol/pipeline.ts";
 import { ItemTracker } from "./item-tracker.ts";
 import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
-import { ByteRing } from "./ring.ts";
-import { busyMilliseconds, statsStride, sumTaskStats } from "./taskchain.ts";
+import { ByteRing } from "../ring.ts";
+import { busyMilliseconds, statsStride, sumTaskStats } from "../worker/taskchain.ts";
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
 import {
   Control,
@@ -28,7 +28,7 @@ import {
   SPILL_TARGET_SHIFT,
   controlSlots,
   itemKey,
-} from "./worker-messages.ts";
+} from "../worker-messages.ts";
 
 export interface EngineOptions {
   /** Worker threads (default: the number of cores). */
@@ -418,7 +418,7 @@ export class Engine {
 
   /** Starts (or restarts) the slot's worker; resolves with its setup error, if any. */
   #spawn(slot: WorkerSlot): Promise<string | undefined> {
-    const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+    const worker = new Worker(new URL("../worker/worker.ts", import.meta.url).href);
     slot.worker = worker;
     slot.lastError = undefined;
     return new Promise((resolve) => {

@@ -1,6 +1,6 @@
-import { ProtocolError } from "../errors.ts";
-import { RECORD_HEADER_BYTES, RecordKind } from "../protocol/codec.ts";
-import { FLAG_SPILLED_BYTES, itemKey } from "./worker-messages.ts";
+import { ProtocolError } from "../../errors.ts";
+import { RECORD_HEADER_BYTES, RecordKind } from "../../protocol/codec.ts";
+import { FLAG_SPILLED_BYTES, itemKey } from "../worker-messages.ts";
 import type { WorkerSlot } from "./worker-slot.ts";
 
 const EMPTY = new Uint8Array(0);

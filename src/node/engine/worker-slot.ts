@@ -1,5 +1,5 @@
 /** The engine's record of each worker thread (see Engine): the engine alone reads and writes it. */
-import type { ByteRing } from "./ring.ts";
+import type { ByteRing } from "../ring.ts";
 
 /** One worker thread, its two rings, and the engine's side of their positions. */
 export interface WorkerSlot {

@@ -3,7 +3,7 @@
  * about to run out of input says it is hungry, and a worker pulling a large generator claims it and
  * hands it every other sub-item (see taskchain.ts's SPILL_FROM for when a fan-out counts as large).
  */
-import { Control } from "./worker-messages.ts";
+import { Control } from "../worker-messages.ts";
 
 /** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
 export const SPILL_BUDGET = 1024;

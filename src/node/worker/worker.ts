@@ -6,12 +6,12 @@
  * The worker uses web-`Worker` messaging only (`self.onmessage` / `postMessage`), never
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
-import { setLogSink } from "../log/client.ts";
-import type { LogLine } from "../protocol/messages.ts";
-import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
-import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
-import { Hunger, SpillRotation } from "./hunger.ts";
-import { ByteRing, WAKE_CHECK_MS } from "./ring.ts";
+import { setLogSink } from "../../log/log.ts";
+import type { LogLine } from "../../protocol/messages.ts";
+import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../../protocol/codec.ts";
+import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
+import { Hunger, SpillRotation } from "./fan-out-sharing.ts";
+import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
   Control,
@@ -21,7 +21,7 @@ import {
   type SetupMessage,
   type ToWorker,
   itemKey,
-} from "./worker-messages.ts";
+} from "../worker-messages.ts";
 
 const port = globalThis as unknown as {
   onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
