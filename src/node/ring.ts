@@ -68,7 +68,7 @@ export class ByteRing {
     return new SharedArrayBuffer(HEADER_BYTES + size);
   }
 
-  /** The largest payload a single record may have in this ring; larger items take the spill path. */
+  /** The largest payload a single record may have in this ring; larger items take the oversize path. */
   get maxPayload(): number {
     return (this.capacity >>> 2) - RECORD_HEADER_BYTES;
   }

@@ -105,7 +105,7 @@ export const RecordKind = {
   /** An item was given up after its worker died too often (payload: encoded `TaskErrorReport`). */
   Failed: 5,
   /** A worker hands a sub-item (to run from `stage`) to the engine for an idle worker. Node-internal. */
-  Spill: 6,
+  Share: 6,
   /** An input given up after crashing its workers: the next worker skips it. Node-internal. */
   Void: 7,
 } as const;
@@ -167,7 +167,7 @@ export class DoneList {
   }
 }
 
-/** Record flag: the id is the engine's id of a spilled sub-item, not a root's item id. */
+/** Record flag: the id is the engine's id of a shared sub-item, not a root's item id. */
 export const FLAG_SUB_ITEM = 1;
 
 /** What a TaskError or Failed record carries (the record's id is the root item it descends from). */

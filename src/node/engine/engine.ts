@@ -23,9 +23,9 @@ import { busyMilliseconds, statsStride, sumTaskStats } from "../worker/taskchain
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
 import {
   Control,
-  FLAG_SPILLED_BYTES,
+  FLAG_OVERSIZE,
   type FromWorker,
-  SPILL_TARGET_SHIFT,
+  SHARE_TARGET_SHIFT,
   controlSlots,
   itemKey,
 } from "../worker-messages.ts";
@@ -268,7 +268,7 @@ export class Engine {
 
   /**
    * Moves a worker's output records into the result batch. Plain records are copied in spans; records
-   * of spilled sub-items get their root item's id first; Done and Spill records are handled here.
+   * of shared sub-items get their root item's id first; Done and Share records are handled here.
    */
   #drainSlot(slot: WorkerSlot, dying = false): void {
     const ring = slot.output;
@@ -295,15 +295,15 @@ export class Engine {
       if (spanCount > 0 && offset !== spanEnd) flushSpan();
 
       if (kind === RecordKind.Output || kind === RecordKind.TaskError) {
-        if ((flags & FLAG_SPILLED_BYTES) !== 0) {
+        if ((flags & FLAG_OVERSIZE) !== 0) {
           flushSpan();
           const ref = view.getUint32(offset + RECORD_HEADER_BYTES, true);
-          const bytes = slot.spilledOutputs.get(ref);
+          const bytes = slot.oversizeOutputs.get(ref);
           if (bytes === undefined && !dying) {
             slot.awaitingRef = ref; // its message is on the way; drain on when it arrives
             break;
           }
-          slot.spilledOutputs.delete(ref);
+          slot.oversizeOutputs.delete(ref);
           if (bytes !== undefined) {
             this.#results.append(kind, stage, 0, this.#tracker.rootOf(flags, id), new Uint8Array(bytes));
           }
@@ -323,9 +323,9 @@ export class Engine {
         for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += DONE_ENTRY_BYTES) {
           this.#onDone(slot, flags, readU32(data, at), readU32(data, at + 4));
         }
-      } else if (kind === RecordKind.Spill) {
+      } else if (kind === RecordKind.Share) {
         flushSpan();
-        this.#onSpill(slot, stage, flags, id, ring.data.subarray(offset + RECORD_HEADER_BYTES, offset + size));
+        this.#onShare(slot, stage, flags, id, ring.data.subarray(offset + RECORD_HEADER_BYTES, offset + size));
       }
       position = (at + size) >>> 0;
       if (this.#results.byteLength + (spanCount > 0 ? spanEnd - spanOffset : 0) >= this.#resultBatchBytes) {
@@ -364,7 +364,7 @@ export class Engine {
     slot.completed++;
     const key = itemKey(flags, id);
     slot.lastDone = key;
-    if (slot.spilledInputs.size > 0) slot.spilledInputs.delete(key);
+    if (slot.oversizeInputs.size > 0) slot.oversizeInputs.delete(key);
     if (this.#attempts.size > 0) this.#attempts.delete(key);
     const root = this.#tracker.finish(flags, id, outputs);
     if (root >= 0) this.#finishRoot(root, this.#tracker.finishedOutputs);
@@ -382,9 +382,9 @@ export class Engine {
   }
 
   /** A worker hands over a sub-item for the hungry worker it claimed (or, if that one is gone, the least loaded). */
-  #onSpill(from: WorkerSlot, stage: number, flags: number, id: number, payload: Uint8Array): void {
-    const subId = this.#tracker.spill(flags, id);
-    let target: WorkerSlot | undefined = this.#slots[(flags >>> SPILL_TARGET_SHIFT) - 1];
+  #onShare(from: WorkerSlot, stage: number, flags: number, id: number, payload: Uint8Array): void {
+    const subId = this.#tracker.share(flags, id);
+    let target: WorkerSlot | undefined = this.#slots[(flags >>> SHARE_TARGET_SHIFT) - 1];
     if (target === undefined || !target.alive) {
       target = undefined;
       for (const slot of this.#slots) {
@@ -436,8 +436,8 @@ export class Engine {
             settled = true;
             resolve(message.message);
             return;
-          case "spilled-output":
-            slot.spilledOutputs.set(message.ref, message.bytes);
+          case "oversize-output":
+            slot.oversizeOutputs.set(message.ref, message.bytes);
             if (slot.awaitingRef === message.ref) {
               slot.awaitingRef = 0;
               this.#scheduleDrain();
@@ -478,7 +478,7 @@ export class Engine {
         output: slot.output.buffer,
         control: this.#controlBuffer,
         stats: this.#statsBuffer,
-        spilled: [...slot.spilledInputs],
+        oversize: [...slot.oversizeInputs],
       });
     });
   }
@@ -498,7 +498,7 @@ export class Engine {
 
     slot.awaitingRef = 0;
     this.#drainSlot(slot, true);
-    slot.spilledOutputs.clear();
+    slot.oversizeOutputs.clear();
 
     // Items it finished whose Done it had not committed run again (at least once); the one it was
     // running when it died counts an attempt, and is given up after `maxAttempts`.
@@ -597,7 +597,7 @@ export class Engine {
   /** Reports an item as failed after its attempts, and counts it done. */
   #giveUp(slot: WorkerSlot, input: ByteRing, offset: number, attempts: number, reason: string): void {
     const stage = input.view.getUint8(offset + 1);
-    const flags = input.view.getUint16(offset + 2, true) & ~FLAG_SPILLED_BYTES;
+    const flags = input.view.getUint16(offset + 2, true) & ~FLAG_OVERSIZE;
     const id = input.view.getUint32(offset + 4, true);
     const root = this.#tracker.rootOf(flags, id);
     const message = `gave up after ${attempts} attempts, each of which took its worker down: ${reason}`;

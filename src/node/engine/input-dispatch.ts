@@ -1,6 +1,6 @@
 import { ProtocolError } from "../../errors.ts";
 import { RECORD_HEADER_BYTES, RecordKind } from "../../protocol/codec.ts";
-import { FLAG_SPILLED_BYTES, itemKey } from "../worker-messages.ts";
+import { FLAG_OVERSIZE, itemKey } from "../worker-messages.ts";
 import type { WorkerSlot } from "./worker-slot.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -129,7 +129,7 @@ export class InputDispatcher {
       const size = RECORD_HEADER_BYTES + length;
       if (length > ring.maxPayload) {
         flush(offset);
-        const next = this.#writeSpilledInput(slot, position, view, blob, offset, length);
+        const next = this.#writeOversizeInput(slot, position, view, blob, offset, length);
         if (next < 0) break;
         position = next;
       } else {
@@ -156,7 +156,7 @@ export class InputDispatcher {
   }
 
   /** An item too large for the ring: its bytes go in a shared buffer, a placeholder keeps its place. */
-  #writeSpilledInput(
+  #writeOversizeInput(
     slot: WorkerSlot,
     position: number,
     view: DataView,
@@ -167,14 +167,14 @@ export class InputDispatcher {
     const stage = view.getUint8(offset + 1);
     const flags = view.getUint16(offset + 2, true);
     const id = view.getUint32(offset + 4, true);
-    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_SPILLED_BYTES, id, EMPTY);
+    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_OVERSIZE, id, EMPTY);
     if (next < 0) return -1;
     const bytes = new SharedArrayBuffer(length);
     new Uint8Array(bytes).set(blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length));
     const key = itemKey(flags, id);
-    slot.spilledInputs.set(key, bytes);
+    slot.oversizeInputs.set(key, bytes);
     // Posted before the placeholder is committed: the worker gets the bytes no later than it needs them.
-    slot.worker.postMessage({ type: "spilled-input", key, bytes });
+    slot.worker.postMessage({ type: "oversize-input", key, bytes });
     return next;
   }
 

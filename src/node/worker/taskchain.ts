@@ -91,7 +91,7 @@ const TIME_FIRST_CALLS = 64;
  * encode, a copy through the engine and a decode; a small fan-out (a 2-way split) runs at home, where
  * that would cost more than it spares, and the other workers have input of their own to run meanwhile.
  */
-const SPILL_FROM = 32;
+const SHARE_FROM = 32;
 
 /** Each task's counters summed over workers `fromWorker` to `toWorker` (exclusive), with its mean time per call. */
 export function sumTaskStats(stats: Float64Array, tasks: readonly TaskSpec[], fromWorker: number, toWorker: number): TaskStatsRecord[] {
@@ -126,7 +126,7 @@ export interface ChainHooks {
   /** A task threw (or its generator did): that item is dropped. */
   taskError(stage: number, error: unknown): void | Promise<void>;
   /** Offers a sub-item that would run from `stage` to an idle worker; true if it was taken. */
-  trySpill(item: unknown, stage: number): boolean;
+  tryShare(item: unknown, stage: number): boolean;
 }
 
 type Step = void | Promise<void>;
@@ -234,10 +234,10 @@ export class ChainRunner {
 
   /**
    * Runs output number `index` of a generator task: here, or on an idle worker once the fan-out is
-   * large enough to be worth the trip (see SPILL_FROM).
+   * large enough to be worth the trip (see SHARE_FROM).
    */
   #child(value: unknown, next: number, index: number): Step {
-    if (index >= SPILL_FROM && next < this.#tasks.length && this.#hooks.trySpill(value, next)) return;
+    if (index >= SHARE_FROM && next < this.#tasks.length && this.#hooks.tryShare(value, next)) return;
     return this.run(value, next);
   }
 

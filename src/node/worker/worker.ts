@@ -10,14 +10,14 @@ import { setLogSink } from "../../log/log.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
-import { Hunger, SpillRotation } from "./fan-out-sharing.ts";
+import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
   Control,
-  FLAG_SPILLED_BYTES,
+  FLAG_OVERSIZE,
   type FromWorker,
-  SPILL_TARGET_SHIFT,
+  SHARE_TARGET_SHIFT,
   type SetupMessage,
   type ToWorker,
   itemKey,
@@ -39,9 +39,9 @@ const ITEMS_PER_COMMIT = 64;
  */
 const COMMIT_MS = 1;
 
-/** Bytes of spilled inputs that arrived by message, and readers waiting for ones that have not. */
-const spilledInputs = new Map<number, SharedArrayBuffer>();
-const spilledWaiters = new Map<number, (bytes: SharedArrayBuffer) => void>();
+/** Bytes of oversize inputs that arrived by message, and readers waiting for ones that have not. */
+const oversizeInputs = new Map<number, SharedArrayBuffer>();
+const oversizeWaiters = new Map<number, (bytes: SharedArrayBuffer) => void>();
 
 port.onmessage = (event) => {
   const message = event.data;
@@ -49,11 +49,11 @@ port.onmessage = (event) => {
     case "setup":
       void start(message);
       return;
-    case "spilled-input": {
-      const waiter = spilledWaiters.get(message.key);
-      if (waiter === undefined) spilledInputs.set(message.key, message.bytes);
+    case "oversize-input": {
+      const waiter = oversizeWaiters.get(message.key);
+      if (waiter === undefined) oversizeInputs.set(message.key, message.bytes);
       else {
-        spilledWaiters.delete(message.key);
+        oversizeWaiters.delete(message.key);
         waiter(message.bytes);
       }
       return;
@@ -63,10 +63,10 @@ port.onmessage = (event) => {
   }
 };
 
-function spilledInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuffer> {
-  const bytes = spilledInputs.get(key);
+function oversizeInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuffer> {
+  const bytes = oversizeInputs.get(key);
   if (bytes !== undefined) return bytes;
-  return new Promise((resolve) => spilledWaiters.set(key, resolve));
+  return new Promise((resolve) => oversizeWaiters.set(key, resolve));
 }
 
 /**
@@ -117,14 +117,14 @@ class OutputWriter {
   }
 
   write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
-    if (bytes.length > this.ring.maxPayload) return this.#writeSpilled(kind, stage, flags, id, bytes);
+    if (bytes.length > this.ring.maxPayload) return this.#writeOversize(kind, stage, flags, id, bytes);
     const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
     if (next < 0) return this.#writeWhenRoom(kind, stage, flags, id, bytes);
     this.#position = next;
     if (((next - this.#committed) >>> 0) >= COMMIT_BYTES) this.flush();
   }
 
-  /** Writes only if there is room right now, and commits at once (a spill should not wait). */
+  /** Writes only if there is room right now, and commits at once (a share should not wait). */
   tryWrite(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): boolean {
     if (bytes.length > this.ring.maxPayload) return false;
     const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
@@ -191,21 +191,21 @@ class OutputWriter {
   }
 
   /** Too large for the ring: the bytes go by message, a 4-byte placeholder keeps their place in order. */
-  #writeSpilled(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
+  #writeOversize(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
     const ref = this.#nextRef++;
     const copy = new ArrayBuffer(bytes.length);
     new Uint8Array(copy).set(bytes);
-    post({ type: "spilled-output", ref, bytes: copy }, [copy]);
+    post({ type: "oversize-output", ref, bytes: copy }, [copy]);
     const placeholder = new Uint8Array(4);
     new DataView(placeholder.buffer).setUint32(0, ref, true);
-    return this.write(kind, stage, flags | FLAG_SPILLED_BYTES, id, placeholder);
+    return this.write(kind, stage, flags | FLAG_OVERSIZE, id, placeholder);
   }
 }
 
 async function start(setup: SetupMessage): Promise<void> {
   let tasks: ResolvedTask[];
   try {
-    for (const [key, bytes] of setup.spilled) spilledInputs.set(key, bytes);
+    for (const [key, bytes] of setup.oversize) oversizeInputs.set(key, bytes);
     setLogSink((lines: LogLine[]) => post({ type: "log", lines }));
     tasks = await loadTaskchain(setup.taskchain, setup.entries);
   } catch (error) {
@@ -234,9 +234,9 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
 
   const hunger = new Hunger(control, setup.index, setup.workers);
   const sleepRequested = () => Atomics.load(control, Control.Sleep) === 1;
-  const rotation = new SpillRotation(hunger);
+  const rotation = new ShareRotation(hunger);
 
-  // The item being run: every output, error and spill is labelled with it; its outputs are counted.
+  // The item being run: every output, error and share is labelled with it; its outputs are counted.
   let currentId = 0;
   let currentFlags = 0;
   let currentOutputs = 0;
@@ -257,7 +257,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
       taskError(stage, error) {
         return output.write(RecordKind.TaskError, stage, currentFlags, currentId, errorReport(tasks[stage]!, error));
       },
-      trySpill(item, stage) {
+      tryShare(item, stage) {
         const target = rotation.next();
         if (target < 0) return false;
         let bytes: Uint8Array;
@@ -266,9 +266,9 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
         } catch {
           return false; // the local run reports it
         }
-        const flags = currentFlags | ((target + 1) << SPILL_TARGET_SHIFT);
+        const flags = currentFlags | ((target + 1) << SHARE_TARGET_SHIFT);
         // When the output ring is full the engine is behind anyway: run this one here.
-        return output.tryWrite(RecordKind.Spill, stage, flags, currentId, bytes);
+        return output.tryWrite(RecordKind.Share, stage, flags, currentId, bytes);
       },
     },
     stats,
@@ -314,24 +314,24 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     const id = view.getUint32(offset + 4, true);
     const length = view.getUint32(offset + 8, true);
     const next = (at + RECORD_HEADER_BYTES + length) >>> 0;
-    // Say we are hungry while still busy with our last item, so spilled work arrives before we idle.
+    // Say we are hungry while still busy with our last item, so shared work arrives before we idle.
     const more = input.peek(next) >= 0;
     if (more) hunger.retract();
     else hunger.announce();
     currentId = id;
-    currentFlags = flags & ~FLAG_SPILLED_BYTES;
+    currentFlags = flags & ~FLAG_OVERSIZE;
     currentOutputs = 0;
 
     let item: unknown;
     let decoded = true;
     try {
-      if ((flags & FLAG_SPILLED_BYTES) === 0) {
+      if ((flags & FLAG_OVERSIZE) === 0) {
         item = decode(input.data, offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
       } else {
         await settle();
         const key = itemKey(flags, id);
-        const bytes = await spilledInput(key);
-        spilledInputs.delete(key);
+        const bytes = await oversizeInput(key);
+        oversizeInputs.delete(key);
         item = decode(new Uint8Array(bytes));
       }
     } catch (error) {
