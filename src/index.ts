@@ -35,7 +35,7 @@ export {
   VersionMismatchError,
 } from "./errors.ts";
 export type { HostPort } from "./protocol/address.ts";
-export type { NodeStatus, TaskStatsRecord as TaskStats } from "./protocol/pipeline.ts";
+export type { NodeStatus, TaskStats } from "./protocol/pipeline.ts";
 export {
   type LocalOptions,
   type NodeReport,

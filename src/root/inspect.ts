@@ -1,7 +1,7 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
 import { dial } from "../protocol/handshake.ts";
 import type { ClientTls } from "../protocol/connection.ts";
-import type { NodeStatus, TaskStatsRecord } from "../protocol/pipeline.ts";
+import type { NodeStatus, TaskStats } from "../protocol/pipeline.ts";
 
 /**
  * What `pcluster status` and `pcluster benchmark` print: each node's status, and the per-task counts
@@ -48,8 +48,8 @@ export async function fetchStatuses(nodes: HostPort[], options: InspectOptions =
 }
 
 /** Per-task counters summed over nodes (tasks matched by position and name). */
-export function mergeTaskStats(perNode: TaskStatsRecord[][]): TaskStatsRecord[] {
-  const merged: TaskStatsRecord[] = [];
+export function mergeTaskStats(perNode: TaskStats[][]): TaskStats[] {
+  const merged: TaskStats[] = [];
   for (const tasks of perNode) {
     tasks.forEach((task, index) => {
       const into = (merged[index] ??= { task: task.task, processed: 0, dropped: 0, errors: 0, totalMs: 0, meanMs: 0 });
@@ -100,7 +100,7 @@ export function formatStatuses(reports: NodeReport[]): string {
   return table(["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory"], rows);
 }
 
-export function formatTaskStats(tasks: TaskStatsRecord[]): string {
+export function formatTaskStats(tasks: TaskStats[]): string {
   if (tasks.length === 0) return "no pipeline runs on these nodes";
   return table(
     ["task", "processed", "dropped", "errors", "total ms", "mean ms"],

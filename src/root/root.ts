@@ -11,7 +11,7 @@ import {
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/log.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import type { TaskErrorReport } from "../protocol/codec.ts";
-import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
+import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
@@ -412,7 +412,7 @@ export class Root implements AsyncDisposable {
   }
 
   /** Per task: processed, dropped, errors, total and mean time, merged over all workers of all nodes. */
-  async stats(): Promise<TaskStatsRecord[]> {
+  async stats(): Promise<TaskStats[]> {
     const reports = await this.status();
     return mergeTaskStats(reports.flatMap((report) => (report.pipeline ? [report.pipeline.tasks] : [])));
   }

@@ -1,76 +1,28 @@
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
-import {
-  DONE_ENTRY_BYTES,
-  DoneList,
-  FLAG_SUB_ITEM,
-  RECORD_HEADER_BYTES,
-  RecordBatchBuilder,
-  RecordKind,
-  type TaskErrorReport,
-  decode,
-  encode,
-  readU32,
-} from "../../protocol/codec.ts";
-import type { LogLine } from "../../protocol/messages.ts";
-import type { TaskSpec, TaskStatsRecord } from "../../protocol/pipeline.ts";
-import { ItemTracker } from "./item-tracker.ts";
-import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
-import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
-import { type ProgressSample, StallGuard } from "./stall-guard.ts";
+import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
+import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
-import { busyMilliseconds, statsStride, sumTaskStats } from "../worker/taskchain.ts";
+import { allocateTaskStats, busyMilliseconds, statsStride, sumTaskStats } from "../task-stats.ts";
+import { Control, controlSlots } from "../worker-messages.ts";
+import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
+import { OutputDrain, type ResultEvents } from "./output-drain.ts";
+import { type SupervisionOptions, type WorkerEvents, WorkerSupervisor } from "./worker-supervisor.ts";
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
-import {
-  Control,
-  FLAG_OVERSIZE,
-  type FromWorker,
-  SHARE_TARGET_SHIFT,
-  controlSlots,
-  itemKey,
-} from "../worker-messages.ts";
 
-export interface EngineOptions {
+export interface EngineOptions extends SupervisionOptions {
   /** Worker threads (default: the number of cores). */
   workers?: number;
   /** Bytes of each worker's input ring (default 1 MiB). */
   inputRingBytes?: number;
   /** Bytes of each worker's output ring (default 1 MiB). */
   outputRingBytes?: number;
-  /** Times an item may take its worker down before it is given up (default 3). */
-  maxAttempts?: number;
   /** Result batches are handed out once they reach about this size (default 256 KiB). */
   resultBatchBytes?: number;
-  /**
-   * Resident bytes of this process above which a worker is ended to save the rest (its item counts an
-   * attempt, as a crash does); default 80% of the machine's or container's memory. `Infinity`: never.
-   */
-  memoryLimitBytes?: number;
-  /**
-   * A worker that has an item and gets nothing done for this long (no task call finishes, no output is
-   * written) is ended, and its item counts an attempt, as a crash does (default: no limit).
-   */
-  taskTimeoutMs?: number;
 }
 
 /** What the engine tells its owner. */
-export interface EngineEvents {
-  /**
-   * Output, TaskError, Failed and Done records for root items, ready to frame (`finishFrame`) or to
-   * take (`takeRecords`). Records left in the batch when this returns are dropped, so a reader that is
-   * done by then may read them in place (`records()`).
-   */
-  onResults(batch: RecordBatchBuilder): void;
-  /** A task threw, or an item was given up; the item's record is in the results too. */
-  onTaskError?(report: TaskErrorReport & { item: number; stage: number; failed: boolean }): void;
-  /** A worker thread died; it has been replaced. */
-  onWorkerDied?(worker: number, reason: string): void;
-  /** Log lines from tasks (their `log()` calls), to forward to the log server. */
-  onLog?(lines: LogLine[]): void;
-}
-
-/** Per-task counters (see `Engine.stats`). */
-export type TaskStats = TaskStatsRecord;
+export interface EngineEvents extends ResultEvents, WorkerEvents {}
 
 /**
  * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
@@ -82,70 +34,44 @@ const QUEUE_MS = 4;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 const INITIAL_QUEUE = 16;
-/** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
-const WATCH_MS = 50;
 
 /**
  * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
  *
  * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
- * copied span by span into the least loaded workers' rings. Outputs, completions and errors are
- * drained from the output rings into result batches for the owner. When the owner pauses output (its
- * socket or its consumer is slow), the output rings fill, the workers wait, and input stops too: no
- * buffer grows without bound. A worker that dies is replaced on the same rings; the item it was running
- * is retried up to `maxAttempts` times, then reported as failed.
+ * copied span by span into the least loaded workers' rings (InputDispatcher); what bounds each
+ * worker's queue is its queue cap, about QUEUE_MS of its measured work. Outputs, completions and
+ * errors are drained from the output rings into result batches for the owner (OutputDrain). When the
+ * owner pauses output (its socket or its consumer is slow), the output rings fill, the workers wait,
+ * and input stops too: no buffer grows without bound. A worker that dies is replaced on the same rings
+ * (WorkerSupervisor); the item it was running is retried up to `maxAttempts` times, then reported as
+ * failed.
  */
 export class Engine {
   readonly workerCount: number;
   readonly #tasks: TaskSpec[];
-  readonly #entries: Record<string, string>;
-  readonly #events: EngineEvents;
-  readonly #maxAttempts: number;
-  readonly #resultBatchBytes: number;
   readonly #control: Int32Array;
-  readonly #controlBuffer: SharedArrayBuffer;
-  readonly #statsBuffer: SharedArrayBuffer;
   readonly #statsView: Float64Array;
   readonly #slots: WorkerSlot[] = [];
-  readonly #tracker = new ItemTracker();
-  readonly #results = new RecordBatchBuilder(256 * 1024);
-  /** Root items finished since the last Done record went into the results. */
-  readonly #finished = new DoneList(1024);
   /** Copies input into the workers' rings; keeps what does not fit. */
   readonly #input: InputDispatcher;
-  /** Root items accepted and not yet Done. */
-  #inFlight = 0;
-  /** Crashes per item key, for items whose worker died while running them. */
-  readonly #attempts = new Map<number, number>();
-  #outputPaused = false;
-  #workersReplaced = 0;
+  /** Moves output from the workers' rings into result batches. */
+  readonly #output: OutputDrain;
+  readonly #supervisor: WorkerSupervisor;
+  readonly #waits = new WaitList();
+  /** Root items accepted since the start (those not finished are in flight). */
+  #accepted = 0;
   #drainScheduled = false;
   #stopped = false;
   #sleeping = false;
-  #waiters: Array<{ ready: () => boolean; resolve: () => void; reject: (error: Error) => void }> = [];
-  readonly #memoryGuard: MemoryGuard | undefined;
-  readonly #stallGuard: StallGuard | undefined;
-  readonly #watched: WatchedWorker[] = [];
-  readonly #progress: ProgressSample[] = [];
-  #watchTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(tasks: TaskSpec[], entries: Record<string, string>, options: EngineOptions, events: EngineEvents) {
     this.workerCount = Math.max(1, options.workers || availableParallelism());
     this.#tasks = tasks;
-    this.#entries = entries;
-    this.#events = events;
-    this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
-    this.#resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
-    const memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
-    if (!(memoryLimit > 0)) throw new RangeError(`memoryLimitBytes must be a positive number of bytes, got ${memoryLimit}`);
-    if (memoryLimit !== Number.POSITIVE_INFINITY) this.#memoryGuard = new MemoryGuard(memoryLimit);
-    const timeout = options.taskTimeoutMs;
-    if (timeout !== undefined && !(timeout > 0)) throw new RangeError(`taskTimeoutMs must be a positive number of milliseconds, got ${timeout}`);
-    if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY) this.#stallGuard = new StallGuard(timeout);
-    this.#controlBuffer = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
-    this.#control = new Int32Array(this.#controlBuffer);
-    this.#statsBuffer = new SharedArrayBuffer(this.workerCount * statsStride(tasks.length) * 8);
-    this.#statsView = new Float64Array(this.#statsBuffer);
+    const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
+    this.#control = new Int32Array(control);
+    const stats = allocateTaskStats(this.workerCount, tasks.length);
+    this.#statsView = new Float64Array(stats);
     const inputBytes = options.inputRingBytes ?? 1 << 20;
     const outputBytes = options.outputRingBytes ?? 1 << 20;
     for (let index = 0; index < this.workerCount; index++) {
@@ -154,6 +80,13 @@ export class Engine {
       this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE));
     }
     this.#input = new InputDispatcher(this.#slots);
+    const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
+    this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
+    this.#supervisor = new WorkerSupervisor(this.#slots, { tasks, entries, control, stats }, options, this.#output, events, {
+      wake: () => this.#scheduleDrain(),
+      settle: () => this.#waits.settle(),
+      arm: (slot) => this.#arm(slot),
+    });
   }
 
   /**
@@ -169,17 +102,12 @@ export class Engine {
     if (tasks.length === 0) throw new SetupError("the taskchain is empty: give at least one task");
     if (tasks.length > 255) throw new SetupError(`a taskchain has at most 255 tasks, got ${tasks.length}`);
     const engine = new Engine(tasks, entries, options, events);
-    const outcomes = await Promise.all(engine.#slots.map((slot) => engine.#spawn(slot)));
-    const errors = [...new Set(outcomes.filter((outcome): outcome is string => outcome !== undefined))];
+    const errors = await engine.#supervisor.start();
     if (errors.length > 0) {
       await engine.reset();
       throw new SetupError(errors.length === 1 ? errors[0]! : `workers failed to set up:\n${errors.join("\n")}`);
     }
     for (const slot of engine.#slots) engine.#arm(slot);
-    if (engine.#memoryGuard !== undefined || engine.#stallGuard !== undefined) {
-      engine.#watchTimer = setInterval(engine.#watch, WATCH_MS);
-      engine.#watchTimer.unref();
-    }
     return engine;
   }
 
@@ -192,13 +120,13 @@ export class Engine {
    */
   dispatch(blob: Uint8Array): void {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
-    this.#inFlight += countFeedRecords(blob, this.#tasks.length);
+    this.#accepted += countFeedRecords(blob, this.#tasks.length);
     this.#input.dispatch(blob);
   }
 
   /** Root items accepted and not yet finished. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#accepted - this.#output.rootsFinished;
   }
 
   /** Bytes waiting for ring space. */
@@ -210,12 +138,12 @@ export class Engine {
 
   /** Stops handing out results; workers stop once their output rings are full. */
   pauseOutput(): void {
-    this.#outputPaused = true;
+    this.#output.paused = true;
   }
 
   resumeOutput(): void {
-    if (!this.#outputPaused) return;
-    this.#outputPaused = false;
+    if (!this.#output.paused) return;
+    this.#output.paused = false;
     this.#scheduleDrain();
   }
 
@@ -226,21 +154,22 @@ export class Engine {
     setImmediate(this.#drainAll);
   }
 
+  /** The engine's pump: output out of the rings, backlog into them, results to the owner, waits settled. */
   readonly #drainAll = (): void => {
     this.#drainScheduled = false;
     if (this.#stopped) return;
     for (const slot of this.#slots) {
-      if (this.#outputPaused) break;
-      if (slot.alive && slot.awaitingRef === 0) this.#drainSlot(slot);
+      if (this.#output.paused) break;
+      if (slot.alive && slot.awaitingRef === 0) this.#output.drain(slot);
     }
     // Refill the rings before the results go out: the idle count they carry is then the true one.
     if (this.#input.waiting) {
       this.#sizeQueues();
       this.#input.dispatchBacklog();
     }
-    this.#flushResults();
-    this.#settleWaiters();
-    if (!this.#outputPaused) for (const slot of this.#slots) this.#arm(slot);
+    this.#output.flush();
+    this.#waits.settle();
+    if (!this.#output.paused) for (const slot of this.#slots) this.#arm(slot);
   };
 
   /** Sets each worker's queue cap from its mean time per record so far. */
@@ -266,352 +195,11 @@ export class Engine {
     });
   }
 
-  /**
-   * Moves a worker's output records into the result batch. Plain records are copied in spans; records
-   * of shared sub-items get their root item's id first; Done and Share records are handled here.
-   */
-  #drainSlot(slot: WorkerSlot, dying = false): void {
-    const ring = slot.output;
-    const view = ring.view;
-    let position = slot.outputPosition;
-    let spanOffset = -1;
-    let spanEnd = 0;
-    let spanCount = 0;
-    const flushSpan = () => {
-      if (spanCount > 0) this.#results.appendRecords(ring.data.subarray(spanOffset, spanEnd), spanCount);
-      spanCount = 0;
-      spanOffset = -1;
-    };
-    for (;;) {
-      const at = ring.peek(position);
-      if (at < 0) break;
-      const offset = ring.offsetOf(at);
-      const kind = view.getUint8(offset);
-      const stage = view.getUint8(offset + 1);
-      const flags = view.getUint16(offset + 2, true);
-      const id = view.getUint32(offset + 4, true);
-      const length = view.getUint32(offset + 8, true);
-      const size = RECORD_HEADER_BYTES + length;
-      if (spanCount > 0 && offset !== spanEnd) flushSpan();
-
-      if (kind === RecordKind.Output || kind === RecordKind.TaskError) {
-        if ((flags & FLAG_OVERSIZE) !== 0) {
-          flushSpan();
-          const ref = view.getUint32(offset + RECORD_HEADER_BYTES, true);
-          const bytes = slot.oversizeOutputs.get(ref);
-          if (bytes === undefined && !dying) {
-            slot.awaitingRef = ref; // its message is on the way; drain on when it arrives
-            break;
-          }
-          slot.oversizeOutputs.delete(ref);
-          if (bytes !== undefined) {
-            this.#results.append(kind, stage, 0, this.#tracker.rootOf(flags, id), new Uint8Array(bytes));
-          }
-        } else {
-          if ((flags & FLAG_SUB_ITEM) !== 0) {
-            view.setUint32(offset + 4, this.#tracker.rootOf(flags, id), true);
-            view.setUint16(offset + 2, 0, true);
-          }
-          if (spanCount === 0) spanOffset = offset;
-          spanEnd = offset + size;
-          spanCount++;
-        }
-        if (kind === RecordKind.TaskError) this.#reportTaskError(ring.data, offset, length, stage, flags, id);
-      } else if (kind === RecordKind.Done) {
-        flushSpan();
-        const data = ring.data;
-        for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += DONE_ENTRY_BYTES) {
-          this.#onDone(slot, flags, readU32(data, at), readU32(data, at + 4));
-        }
-      } else if (kind === RecordKind.Share) {
-        flushSpan();
-        this.#onShare(slot, stage, flags, id, ring.data.subarray(offset + RECORD_HEADER_BYTES, offset + size));
-      }
-      position = (at + size) >>> 0;
-      if (this.#results.byteLength + (spanCount > 0 ? spanEnd - spanOffset : 0) >= this.#resultBatchBytes) {
-        flushSpan();
-        ring.release(position);
-        slot.outputPosition = position;
-        this.#flushResults();
-        if (this.#outputPaused && !dying) return;
-      }
-    }
-    flushSpan();
-    ring.release(position);
-    slot.outputPosition = position;
-  }
-
-  #reportTaskError(data: Uint8Array, offset: number, length: number, stage: number, flags: number, id: number): void {
-    if (this.#events.onTaskError === undefined) return;
-    let report: { task?: string; message?: string; stack?: string } = {};
-    try {
-      report = decode(data, offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length) as typeof report;
-    } catch {
-      // reported with what we have
-    }
-    this.#events.onTaskError({
-      task: report.task ?? this.#tasks[stage]?.export ?? "?",
-      message: report.message ?? "unknown error",
-      stack: report.stack,
-      item: this.#tracker.rootOf(flags, id),
-      stage,
-      failed: false,
-    });
-  }
-
-  #onDone(slot: WorkerSlot, flags: number, id: number, outputs: number): void {
-    slot.queued--;
-    slot.completed++;
-    const key = itemKey(flags, id);
-    slot.lastDone = key;
-    if (slot.oversizeInputs.size > 0) slot.oversizeInputs.delete(key);
-    if (this.#attempts.size > 0) this.#attempts.delete(key);
-    const root = this.#tracker.finish(flags, id, outputs);
-    if (root >= 0) this.#finishRoot(root, this.#tracker.finishedOutputs);
-  }
-
-  #finishRoot(root: number, outputs: number): void {
-    if (this.#finished.add(root, outputs)) this.#appendFinished();
-    this.#inFlight--;
-  }
-
-  /** Appends the root items finished so far as one Done record (after their outputs). */
-  #appendFinished(): void {
-    if (this.#finished.count === 0) return;
-    this.#results.append(RecordKind.Done, 0, 0, this.#finished.lastId, this.#finished.take());
-  }
-
-  /** A worker hands over a sub-item for the hungry worker it claimed (or, if that one is gone, the least loaded). */
-  #onShare(from: WorkerSlot, stage: number, flags: number, id: number, payload: Uint8Array): void {
-    const subId = this.#tracker.share(flags, id);
-    let target: WorkerSlot | undefined = this.#slots[(flags >>> SHARE_TARGET_SHIFT) - 1];
-    if (target === undefined || !target.alive) {
-      target = undefined;
-      for (const slot of this.#slots) {
-        if (slot.alive && slot !== from && (target === undefined || slot.queued < target.queued)) target = slot;
-      }
-      target ??= from;
-    }
-    if (payload.length <= target.input.maxPayload) {
-      const next = target.input.tryWrite(target.inputPosition, RecordKind.Input, stage, FLAG_SUB_ITEM, subId, payload);
-      if (next >= 0) {
-        target.inputPosition = next;
-        target.queued++;
-        target.input.commit(next);
-        return;
-      }
-    }
-    // No room right now: the sub-item waits in front of the backlog (finishing started items first).
-    const record = new RecordBatchBuilder(RECORD_HEADER_BYTES + payload.length);
-    record.append(RecordKind.Input, stage, FLAG_SUB_ITEM, subId, payload);
-    this.#input.putFirst(record.takeRecords());
-  }
-
-  #flushResults(): void {
-    this.#appendFinished();
-    if (this.#results.count === 0) return;
-    this.#events.onResults(this.#results);
-    this.#results.clear();
-  }
-
-  // ---- workers ----------------------------------------------------------------------------------
-
-  /** Starts (or restarts) the slot's worker; resolves with its setup error, if any. */
-  #spawn(slot: WorkerSlot): Promise<string | undefined> {
-    const worker = new Worker(new URL("../worker/worker.ts", import.meta.url).href);
-    slot.worker = worker;
-    slot.lastError = undefined;
-    return new Promise((resolve) => {
-      let settled = false;
-      worker.onmessage = (event: MessageEvent<FromWorker>) => {
-        const message = event.data;
-        switch (message.type) {
-          case "ready":
-            slot.alive = true;
-            settled = true;
-            resolve(undefined);
-            this.#scheduleDrain();
-            return;
-          case "setup-error":
-            settled = true;
-            resolve(message.message);
-            return;
-          case "oversize-output":
-            slot.oversizeOutputs.set(message.ref, message.bytes);
-            if (slot.awaitingRef === message.ref) {
-              slot.awaitingRef = 0;
-              this.#scheduleDrain();
-            }
-            return;
-          case "asleep":
-            slot.asleep = true;
-            // Drain first: what the worker wrote before pausing belongs before `sleep()` resolves.
-            this.#scheduleDrain();
-            return;
-          case "awake":
-            slot.asleep = false;
-            this.#settleWaiters(); // an idle worker again: `whenIdle` may be waiting for it
-            return;
-          case "log":
-            this.#events.onLog?.(message.lines);
-            return;
-        }
-      };
-      worker.addEventListener("error", (event) => {
-        slot.lastError = (event as ErrorEvent).message || String((event as ErrorEvent).error);
-      });
-      worker.addEventListener("close", (event) => {
-        if (!settled) {
-          settled = true;
-          resolve(slot.lastError ?? `worker exited with code ${(event as CloseEvent).code} during setup`);
-          return;
-        }
-        if (worker === slot.worker) this.#onWorkerDied(slot, (event as CloseEvent).code);
-      });
-      worker.postMessage({
-        type: "setup",
-        index: slot.index,
-        workers: this.workerCount,
-        taskchain: this.#tasks,
-        entries: this.#entries,
-        input: slot.input.buffer,
-        output: slot.output.buffer,
-        control: this.#controlBuffer,
-        stats: this.#statsBuffer,
-        oversize: [...slot.oversizeInputs],
-      });
-    });
-  }
-
-  /**
-   * A worker died mid-run. Its finished work is drained; the item it was running counts one attempt
-   * (and is given up after `maxAttempts`); items it had not started stay in its ring for the
-   * replacement, which starts on the same rings.
-   */
-  #onWorkerDied(slot: WorkerSlot, code: number): void {
-    if (this.#stopped || !slot.alive) return;
-    slot.alive = false;
-    slot.armed = false;
-    const reason = slot.lastError ?? `worker exited with code ${code}`;
-    this.#workersReplaced++;
-    this.#events.onWorkerDied?.(slot.index, reason);
-
-    slot.awaitingRef = 0;
-    this.#drainSlot(slot, true);
-    slot.oversizeOutputs.clear();
-
-    // Items it finished whose Done it had not committed run again (at least once); the one it was
-    // running when it died counts an attempt, and is given up after `maxAttempts`.
-    const input = slot.input;
-    const position = this.#pastFinished(slot);
-    const running = input.runningPosition;
-    const unread = (input.writePosition - position) >>> 0;
-    if (((running - position) >>> 0) < unread && input.peek(running) === running) {
-      const offset = input.offsetOf(running);
-      const key = this.#keyAt(input, running);
-      const attempts = (this.#attempts.get(key) ?? 0) + 1;
-      if (attempts >= this.#maxAttempts) {
-        this.#attempts.delete(key);
-        this.#giveUp(slot, input, offset, attempts, reason);
-        input.view.setUint8(offset, RecordKind.Void);
-      } else {
-        this.#attempts.set(key, attempts);
-      }
-    }
-    input.release(position);
-    this.#flushResults();
-    this.#respawn(slot);
-  }
-
-  /**
-   * Above the memory limit, ends the worker most likely to blame (see MemoryGuard); past the task
-   * timeout, ends a worker that got nothing done (see StallGuard). Each is replaced, and its item
-   * counts an attempt.
-   */
-  readonly #watch = (): void => {
-    const stride = statsStride(this.#tasks.length);
-    const stats = this.#statsView;
-    for (const slot of this.#slots) {
-      const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
-      watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
-      watched.position = slot.input.runningPosition;
-      watched.completed = slot.completed;
-      const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
-      // Nor is it stuck; and one whose outputs wait for a paused consumer is held, not stuck.
-      sample.busy = watched.busy && !this.#outputPaused;
-      sample.progress = slot.output.writePosition;
-      for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
-    }
-    const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
-    if (stalled >= 0) {
-      const ms = this.#stallGuard!.timeoutMs;
-      return this.#end(this.#slots[stalled]!, `its task got nothing done for ${ms} ms, the task timeout (setup's taskTimeoutMs)`);
-    }
-    if (this.#memoryGuard === undefined) return;
-    const resident = process.memoryUsage.rss();
-    const pick = this.#memoryGuard.check(this.#watched, resident);
-    if (pick < 0) return;
-    const mb = (bytes: number) => Math.round(bytes / 1048576);
-    const limit = mb(this.#memoryGuard.limitBytes);
-    this.#end(this.#slots[pick]!, `the node's memory reached ${mb(resident)} MB, over its limit of ${limit} MB (pcluster node --memory-limit), and this worker had been on its item the longest`);
-  };
-
-  /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */
-  #end(slot: WorkerSlot, reason: string): void {
-    slot.lastError = reason;
-    slot.worker.terminate();
-  }
-
-  /** Starts a replacement worker; retries after a pause while setting it up fails. */
-  #respawn(slot: WorkerSlot): void {
-    void this.#spawn(slot).then((error) => {
-      if (this.#stopped) return;
-      if (error === undefined) return this.#arm(slot);
-      this.#events.onWorkerDied?.(slot.index, `its replacement failed to start (retrying in 1 s): ${error}`);
-      setTimeout(() => this.#stopped || this.#respawn(slot), 1000);
-    });
-  }
-
-  /**
-   * Where the dead worker's unfinished input starts. A worker runs its ring in order and gives bytes
-   * back in batches, so the finished items form a prefix of what it had not released yet: everything up
-   * to the record of its last Done.
-   */
-  #pastFinished(slot: WorkerSlot): number {
-    const input = slot.input;
-    const start = input.readPosition;
-    let position = start;
-    let past = start;
-    for (let at = input.peek(position); at >= 0; at = input.peek(position)) {
-      position = (at + input.recordSize(input.offsetOf(at))) >>> 0;
-      if (this.#keyAt(input, at) === slot.lastDone) past = position;
-    }
-    return past;
-  }
-
-  #keyAt(ring: ByteRing, position: number): number {
-    const offset = ring.offsetOf(position);
-    return itemKey(ring.view.getUint16(offset + 2, true), ring.view.getUint32(offset + 4, true));
-  }
-
-  /** Reports an item as failed after its attempts, and counts it done. */
-  #giveUp(slot: WorkerSlot, input: ByteRing, offset: number, attempts: number, reason: string): void {
-    const stage = input.view.getUint8(offset + 1);
-    const flags = input.view.getUint16(offset + 2, true) & ~FLAG_OVERSIZE;
-    const id = input.view.getUint32(offset + 4, true);
-    const root = this.#tracker.rootOf(flags, id);
-    const message = `gave up after ${attempts} attempts, each of which took its worker down: ${reason}`;
-    const task = this.#tasks[stage]?.export ?? "?";
-    this.#results.append(RecordKind.Failed, stage, 0, root, encode({ task, message, attempts }));
-    this.#events.onTaskError?.({ task, message, item: root, stage, failed: true, attempts });
-    this.#onDone(slot, flags, id, 0); // no run of it finished (what its failed runs wrote was handed out)
-  }
-
   // ---- state and lifecycle ----------------------------------------------------------------------
 
   /** Worker threads that died or were ended and were replaced, since the start. */
   get workersReplaced(): number {
-    return this.#workersReplaced;
+    return this.#supervisor.workersReplaced;
   }
 
   /** Workers with nothing queued and not asleep. */
@@ -628,7 +216,7 @@ export class Engine {
 
   /** Whether no item is anywhere in the engine and every result has been handed out. */
   get isEmpty(): boolean {
-    return this.#inFlight === 0 && !this.#input.waiting && this.#results.count === 0 && this.#finished.count === 0;
+    return this.inFlight === 0 && !this.#input.waiting && !this.#output.holdsResults;
   }
 
   get isAsleep(): boolean {
@@ -688,39 +276,17 @@ export class Engine {
   async reset(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    clearInterval(this.#watchTimer);
     Atomics.store(this.#control, Control.Sleep, 0);
     Atomics.notify(this.#control, Control.Sleep);
-    const closed = this.#slots.map((slot) => {
-      slot.alive = false;
-      slot.input.close();
-      slot.output.close();
-      const worker = slot.worker;
-      if (worker === undefined) return Promise.resolve();
-      const gone = new Promise<void>((resolve) => worker.addEventListener("close", () => resolve()));
-      worker.terminate();
-      return Promise.race([gone, Bun.sleep(2000)]);
-    });
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter.reject(new StateError("the engine was reset"));
+    const stopped = this.#supervisor.stop();
+    this.#waits.rejectAll(new StateError("the engine was reset"));
     this.#input.clear();
-    this.#tracker.clear();
-    await Promise.all(closed);
+    this.#output.clear();
+    await stopped;
   }
 
   #when(ready: () => boolean): Promise<void> {
     if (this.#stopped) return Promise.reject(new StateError("the engine was reset"));
-    if (ready()) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#waiters.push({ ready, resolve, reject }));
-  }
-
-  #settleWaiters(): void {
-    if (this.#waiters.length === 0) return;
-    this.#waiters = this.#waiters.filter((waiter) => {
-      if (!waiter.ready()) return true;
-      waiter.resolve();
-      return false;
-    });
+    return this.#waits.until(ready);
   }
 }

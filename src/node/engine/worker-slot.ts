@@ -23,6 +23,8 @@ export interface WorkerSlot {
   oversizeInputs: Map<number, SharedArrayBuffer>;
   /** Bytes of oversize outputs, arrived by message, waiting for their placeholder record. */
   oversizeOutputs: Map<number, ArrayBuffer>;
+  /** Crashes per item key, for items whose worker died while running them (forgotten at their Done). */
+  attempts: Map<number, number>;
   /** The oversize output ref draining waits for (0: none). */
   awaitingRef: number;
   /** Whether a wait for output data is armed. */
@@ -49,6 +51,7 @@ export function newWorkerSlot(index: number, input: ByteRing, output: ByteRing, 
     lastDone: -1,
     oversizeInputs: new Map(),
     oversizeOutputs: new Map(),
+    attempts: new Map(),
     awaitingRef: 0,
     armed: false,
     fullInPass: 0,

@@ -7,12 +7,10 @@
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
 import { setLogSink } from "../../log/log.ts";
+import { RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeTransient } from "../../protocol/codec.ts";
 import type { LogLine } from "../../protocol/messages.ts";
-import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../../protocol/codec.ts";
-import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
-import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
-import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
+import { busyMilliseconds, workerTaskStats } from "../task-stats.ts";
 import {
   Control,
   FLAG_OVERSIZE,
@@ -22,6 +20,9 @@ import {
   type ToWorker,
   itemKey,
 } from "../worker-messages.ts";
+import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
+import { OutputWriter } from "./output-writer.ts";
+import { ChainRunner, type ResolvedTask, loadTaskchain } from "./taskchain.ts";
 
 const port = globalThis as unknown as {
   onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
@@ -29,8 +30,6 @@ const port = globalThis as unknown as {
 };
 const post = (message: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(message, transfer);
 const MAX_REPORT_CHARS = 16_000;
-/** Uncommitted output bytes after which the writer commits on its own. */
-const COMMIT_BYTES = 16 * 1024;
 /** Items finished between commits (and input releases) while more input is waiting. */
 const ITEMS_PER_COMMIT = 64;
 /**
@@ -38,6 +37,8 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
+/** What `ItemLoop`'s decode step returns for an item it could not decode (and reported). */
+const UNDECODABLE = Symbol("undecodable");
 
 /** Bytes of oversize inputs that arrived by message, and readers waiting for ones that have not. */
 const oversizeInputs = new Map<number, SharedArrayBuffer>();
@@ -69,139 +70,6 @@ function oversizeInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuff
   return new Promise((resolve) => oversizeWaiters.set(key, resolve));
 }
 
-/**
- * Writes records to the output ring; waits (without blocking the thread) when it is full. Records are
- * committed in batches (`flush`, or every COMMIT_BYTES): each commit is a store the engine's thread
- * must see, and a wake-up when it sleeps, so one per record would cost more than the record.
- *
- * Finished items are collected into one Done record, written at every commit ahead of it: outputs of a
- * finished item are never visible without its Done, so a crash re-runs only items whose outputs the
- * engine never saw (and the one that was running).
- */
-class OutputWriter {
-  #position: number;
-  #committed: number;
-  #nextRef = 1;
-  readonly #done = new DoneList(256);
-  #doneFlags = 0;
-  readonly #target: SmallTarget;
-
-  constructor(readonly ring: ByteRing) {
-    this.#position = ring.writePosition;
-    this.#committed = this.#position;
-    this.#target = new SmallTarget(ring.data);
-  }
-
-  /**
-   * Writes `value` encoded: a small one straight into the ring when there is room for it in one piece
-   * (no bytes of its own, no copy), anything else as `write` does. Throws what `encode` throws.
-   */
-  writeValue(kind: number, stage: number, flags: number, id: number, value: unknown): void | Promise<void> {
-    const ring = this.ring;
-    const position = this.#position;
-    const room = Math.min(ring.roomAt(position), RECORD_HEADER_BYTES + ring.maxPayload);
-    if (room > RECORD_HEADER_BYTES) {
-      const offset = ring.offsetOf(position);
-      const length = encodeSmallInto(value, this.#target, offset + RECORD_HEADER_BYTES, offset + room);
-      if (length >= 0) {
-        writeRecordHeader(ring.view, offset, kind, stage, flags, id, length);
-        const next = (position + RECORD_HEADER_BYTES + length) >>> 0;
-        this.#position = next;
-        if (((next - this.#committed) >>> 0) >= COMMIT_BYTES) this.flush();
-        return;
-      }
-    }
-    // With room for any small item, the writer declined this one: msgpackr's, without a second try.
-    const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
-    return this.write(kind, stage, flags, id, declined ? encodeDeclined(value) : encode(value));
-  }
-
-  write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
-    if (bytes.length > this.ring.maxPayload) return this.#writeOversize(kind, stage, flags, id, bytes);
-    const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
-    if (next < 0) return this.#writeWhenRoom(kind, stage, flags, id, bytes);
-    this.#position = next;
-    if (((next - this.#committed) >>> 0) >= COMMIT_BYTES) this.flush();
-  }
-
-  /** Writes only if there is room right now, and commits at once (a share should not wait). */
-  tryWrite(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): boolean {
-    if (bytes.length > this.ring.maxPayload) return false;
-    const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
-    if (next < 0) return false;
-    this.#position = next;
-    this.flush();
-    return true;
-  }
-
-  /** Records that the item (`flags`, `id`) is finished, having given `outputs` outputs; it goes out with the next Done record. */
-  finished(flags: number, id: number, outputs: number): void | Promise<void> {
-    if (this.#done.count > 0 && flags !== this.#doneFlags) {
-      const writing = this.#writeDone(true);
-      if (writing !== undefined) return writing.then(() => this.finished(flags, id, outputs));
-    }
-    this.#doneFlags = flags;
-    if (this.#done.add(id, outputs)) return this.#writeDone(true);
-  }
-
-  /** Makes everything written so far visible to the engine, with the Done of every finished item if it fits. */
-  flush(): void {
-    void this.#writeDone(false);
-    if (this.#committed === this.#position) return;
-    this.#committed = this.#position;
-    this.ring.commit(this.#position);
-  }
-
-  /** Like `flush`, but waits for room for the Done record: afterwards every finished item is committed. */
-  async settle(): Promise<void> {
-    const writing = this.#writeDone(true);
-    if (writing !== undefined) await writing;
-    this.flush();
-  }
-
-  /** Writes the Done record; when there is no room, waits for it (`wait`) or leaves it for later. */
-  #writeDone(wait: boolean): void | Promise<void> {
-    const done = this.#done;
-    if (done.count === 0) return;
-    const last = done.lastId;
-    if (!wait) {
-      const next = this.ring.tryWrite(this.#position, RecordKind.Done, 0, this.#doneFlags, last, done.payload());
-      if (next >= 0) {
-        this.#position = next;
-        done.count = 0;
-      }
-      return;
-    }
-    const payload = done.take().slice(); // the list refills while we wait
-    return this.write(RecordKind.Done, 0, this.#doneFlags, last, payload);
-  }
-
-  async #writeWhenRoom(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): Promise<void> {
-    for (;;) {
-      if (this.ring.closed) process.exit(0);
-      this.flush(); // the engine can only free room it can see
-      const released = this.ring.readPosition;
-      const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
-      if (next >= 0) {
-        this.#position = next;
-        return;
-      }
-      await this.ring.waitForRoom(released);
-    }
-  }
-
-  /** Too large for the ring: the bytes go by message, a 4-byte placeholder keeps their place in order. */
-  #writeOversize(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
-    const ref = this.#nextRef++;
-    const copy = new ArrayBuffer(bytes.length);
-    new Uint8Array(copy).set(bytes);
-    post({ type: "oversize-output", ref, bytes: copy }, [copy]);
-    const placeholder = new Uint8Array(4);
-    new DataView(placeholder.buffer).setUint32(0, ref, true);
-    return this.write(kind, stage, flags | FLAG_OVERSIZE, id, placeholder);
-  }
-}
-
 async function start(setup: SetupMessage): Promise<void> {
   let tasks: ResolvedTask[];
   try {
@@ -213,7 +81,7 @@ async function start(setup: SetupMessage): Promise<void> {
     return;
   }
   post({ type: "ready" });
-  await runLoop(setup, tasks);
+  await new ItemLoop(setup, tasks).run();
 }
 
 function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
@@ -226,139 +94,217 @@ function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
   });
 }
 
-async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void> {
-  const input = new ByteRing(setup.input);
-  const output = new OutputWriter(new ByteRing(setup.output));
-  const control = new Int32Array(setup.control);
-  const stats = new Float64Array(setup.stats, setup.index * statsStride(tasks.length) * 8, tasks.length * STAT_FIELDS);
+/**
+ * The worker's loop over its input ring, one item at a time in ring order. Each step returns a
+ * promise only when it had to wait, so a run of small synchronous items costs no promise at all.
+ */
+class ItemLoop {
+  readonly #tasks: ResolvedTask[];
+  readonly #input: ByteRing;
+  readonly #output: OutputWriter;
+  readonly #control: Int32Array;
+  readonly #stats: Float64Array;
+  readonly #hunger: Hunger;
+  readonly #rotation: ShareRotation;
+  readonly #runner: ChainRunner;
+  /** Where the next record is read, and up to where input bytes were given back to the engine. */
+  #position: number;
+  #released: number;
+  #sinceCommit = 0;
+  #busyAtCommit = 0;
+  // The record being run: every output, error and share is labelled with its item; its outputs are counted.
+  #offset = 0;
+  #stage = 0;
+  #flags = 0;
+  #id = 0;
+  #length = 0;
+  #outputs = 0;
+  #decodeError: unknown;
 
-  const hunger = new Hunger(control, setup.index, setup.workers);
-  const sleepRequested = () => Atomics.load(control, Control.Sleep) === 1;
-  const rotation = new ShareRotation(hunger);
+  constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
+    this.#tasks = tasks;
+    this.#input = new ByteRing(setup.input);
+    this.#output = new OutputWriter(new ByteRing(setup.output), post);
+    this.#control = new Int32Array(setup.control);
+    this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
+    this.#hunger = new Hunger(this.#control, setup.index, setup.workers);
+    this.#rotation = new ShareRotation(this.#hunger);
+    this.#runner = new ChainRunner(
+      tasks,
+      {
+        emit: (value) => this.#emit(value),
+        taskError: (stage, error) => this.#writeError(stage, errorReport(tasks[stage]!, error)),
+        tryShare: (item, stage) => this.#tryShare(item, stage),
+      },
+      this.#stats,
+    );
+    this.#position = this.#input.readPosition;
+    this.#released = this.#position;
+  }
 
-  // The item being run: every output, error and share is labelled with it; its outputs are counted.
-  let currentId = 0;
-  let currentFlags = 0;
-  let currentOutputs = 0;
+  async run(): Promise<void> {
+    const input = this.#input;
+    for (;;) {
+      if (this.#sleepRequested()) await this.#sleep();
+      if (input.closed) process.exit(0);
+      const at = input.peek(this.#position);
+      if (at < 0) {
+        await this.#waitForInput();
+        continue;
+      }
+      const next = this.#begin(at);
+      if (next < 0) continue; // a Void record, skipped
+      // Say we are hungry while still busy with our last item, so shared work arrives before we idle.
+      const more = input.peek(next) >= 0;
+      if (more) this.#hunger.retract();
+      else this.#hunger.announce();
 
-  const runner = new ChainRunner(
-    tasks,
-    {
-      emit(value) {
-        try {
-          const writing = output.writeValue(RecordKind.Output, 0, currentFlags, currentId, value);
-          currentOutputs++;
-          return writing;
-        } catch (error) {
-          const task = tasks[tasks.length - 1]!;
-          return output.write(RecordKind.TaskError, tasks.length - 1, currentFlags, currentId, errorReport(task, new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`)));
+      const item = (this.#flags & FLAG_OVERSIZE) === 0 ? this.#decode() : await this.#decodeOversize();
+      if (item === UNDECODABLE) {
+        const failure = this.#reportUndecodable();
+        if (failure !== undefined) await failure;
+      } else if (this.#stage < this.#tasks.length) {
+        const running = this.#runner.run(item, this.#stage);
+        if (running !== undefined) {
+          await this.#settle(); // a task that waits must not hold back what came before it
+          await running;
         }
-      },
-      taskError(stage, error) {
-        return output.write(RecordKind.TaskError, stage, currentFlags, currentId, errorReport(tasks[stage]!, error));
-      },
-      tryShare(item, stage) {
-        const target = rotation.next();
-        if (target < 0) return false;
-        let bytes: Uint8Array;
-        try {
-          bytes = encodeTransient(item); // copied into the ring at once
-        } catch {
-          return false; // the local run reports it
-        }
-        const flags = currentFlags | ((target + 1) << SHARE_TARGET_SHIFT);
-        // When the output ring is full the engine is behind anyway: run this one here.
-        return output.tryWrite(RecordKind.Share, stage, flags, currentId, bytes);
-      },
-    },
-    stats,
-  );
+      }
+      const finishing = this.#output.finished(this.#flags, this.#id, this.#outputs);
+      if (finishing !== undefined) await finishing;
+      this.#position = next;
+      if (!more || ++this.#sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS) {
+        await this.#settle();
+      }
+    }
+  }
 
-  let position = input.readPosition;
-  let released = position;
-  let sinceCommit = 0;
-  let busyAtCommit = 0;
-  const busy = () => busyMilliseconds(stats, 0, tasks.length);
-  // Commits outputs and completions, then gives finished inputs' bytes back: completions are committed
-  // before the inputs they finish are released, so a crash never loses one.
-  const settle = async (): Promise<void> => {
-    await output.settle();
-    if (released !== position) input.release((released = position));
-    sinceCommit = 0;
-    busyAtCommit = busy();
-  };
-  for (;;) {
-    if (sleepRequested()) {
-      await settle();
-      hunger.retract();
-      await sleepWhileAsked(control);
-    }
-    if (input.closed) process.exit(0);
-    const at = input.peek(position);
-    if (at < 0) {
-      await settle();
-      hunger.announce();
-      // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
-      await input.waitForDataOr(position, sleepRequested);
-      continue;
-    }
+  /**
+   * Takes the record at `at` as the one being run; returns where the next one starts, or -1 (and moves
+   * past it) for a Void record, an input given up after crashing its workers.
+   */
+  #begin(at: number): number {
+    const input = this.#input;
     const offset = input.offsetOf(at);
     const view = input.view;
     if (view.getUint8(offset) === RecordKind.Void) {
-      position = (at + input.recordSize(offset)) >>> 0;
-      continue;
+      this.#position = (at + input.recordSize(offset)) >>> 0;
+      return -1;
     }
     input.markRunning(at);
-    const stage = view.getUint8(offset + 1);
+    this.#offset = offset;
+    this.#stage = view.getUint8(offset + 1);
     const flags = view.getUint16(offset + 2, true);
-    const id = view.getUint32(offset + 4, true);
-    const length = view.getUint32(offset + 8, true);
-    const next = (at + RECORD_HEADER_BYTES + length) >>> 0;
-    // Say we are hungry while still busy with our last item, so shared work arrives before we idle.
-    const more = input.peek(next) >= 0;
-    if (more) hunger.retract();
-    else hunger.announce();
-    currentId = id;
-    currentFlags = flags & ~FLAG_OVERSIZE;
-    currentOutputs = 0;
+    this.#flags = flags;
+    this.#id = view.getUint32(offset + 4, true);
+    this.#length = view.getUint32(offset + 8, true);
+    this.#outputs = 0;
+    return (at + RECORD_HEADER_BYTES + this.#length) >>> 0;
+  }
 
-    let item: unknown;
-    let decoded = true;
+  /** The item, decoded where it lies in the ring; UNDECODABLE (see `#decodeError`) when it cannot be. */
+  #decode(): unknown {
+    const start = this.#offset + RECORD_HEADER_BYTES;
     try {
-      if ((flags & FLAG_OVERSIZE) === 0) {
-        item = decode(input.data, offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
-      } else {
-        await settle();
-        const key = itemKey(flags, id);
-        const bytes = await oversizeInput(key);
-        oversizeInputs.delete(key);
-        item = decode(new Uint8Array(bytes));
-      }
+      return decode(this.#input.data, start, start + this.#length);
     } catch (error) {
-      decoded = false;
-      const task = tasks[Math.min(stage, tasks.length - 1)]!;
-      const failure = output.write(RecordKind.TaskError, stage, currentFlags, id, errorReport(task, new TypeError(`the item could not be decoded: ${(error as Error).message}`)));
-      if (failure !== undefined) await failure;
+      this.#decodeError = error;
+      return UNDECODABLE;
     }
-    if (decoded && stage < tasks.length) {
-      const running = runner.run(item, stage);
-      if (running !== undefined) {
-        await settle(); // a task that waits must not hold back what came before it
-        await running;
-      }
-    }
-    const finishing = output.finished(currentFlags, id, currentOutputs);
-    if (finishing !== undefined) await finishing;
-    position = next;
-    if (!more || ++sinceCommit >= ITEMS_PER_COMMIT || busy() - busyAtCommit >= COMMIT_MS) await settle();
   }
-}
 
-async function sleepWhileAsked(control: Int32Array): Promise<void> {
-  post({ type: "asleep" });
-  while (Atomics.load(control, Control.Sleep) === 1) {
-    const wait = Atomics.waitAsync(control, Control.Sleep, 1, WAKE_CHECK_MS);
-    if (wait.async) await wait.value;
+  /** An oversize item: its bytes came (or are coming) by message. */
+  async #decodeOversize(): Promise<unknown> {
+    try {
+      await this.#settle();
+      const key = itemKey(this.#flags, this.#id);
+      const bytes = await oversizeInput(key);
+      oversizeInputs.delete(key);
+      return decode(new Uint8Array(bytes));
+    } catch (error) {
+      this.#decodeError = error;
+      return UNDECODABLE;
+    }
   }
-  post({ type: "awake" });
+
+  /** Reports the item that could not be decoded as a task error of the task it was to start at. */
+  #reportUndecodable(): void | Promise<void> {
+    const task = this.#tasks[Math.min(this.#stage, this.#tasks.length - 1)]!;
+    const why = new TypeError(`the item could not be decoded: ${(this.#decodeError as Error).message}`);
+    return this.#output.write(RecordKind.TaskError, this.#stage, this.#itemFlags(), this.#id, errorReport(task, why));
+  }
+
+  /** The flags every record about the running item carries: its own, less how its input travelled. */
+  #itemFlags(): number {
+    return this.#flags & ~FLAG_OVERSIZE;
+  }
+
+  #emit(value: unknown): void | Promise<void> {
+    const flags = this.#itemFlags();
+    try {
+      const writing = this.#output.writeValue(RecordKind.Output, 0, flags, this.#id, value);
+      this.#outputs++;
+      return writing;
+    } catch (error) {
+      const last = this.#tasks.length - 1;
+      const why = new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`);
+      return this.#writeError(last, errorReport(this.#tasks[last]!, why));
+    }
+  }
+
+  #writeError(stage: number, report: Uint8Array): void | Promise<void> {
+    return this.#output.write(RecordKind.TaskError, stage, this.#itemFlags(), this.#id, report);
+  }
+
+  /** Hands a fan-out sub-item to a hungry worker this one claimed; false: run it here. */
+  #tryShare(item: unknown, stage: number): boolean {
+    const target = this.#rotation.next();
+    if (target < 0) return false;
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeTransient(item); // copied into the ring at once
+    } catch {
+      return false; // the local run reports it
+    }
+    const flags = this.#itemFlags() | ((target + 1) << SHARE_TARGET_SHIFT);
+    // When the output ring is full the engine is behind anyway: run this one here.
+    return this.#output.tryWrite(RecordKind.Share, stage, flags, this.#id, bytes);
+  }
+
+  #busy(): number {
+    return busyMilliseconds(this.#stats, 0, this.#tasks.length);
+  }
+
+  /**
+   * Commits outputs and completions, then gives finished inputs' bytes back: completions are committed
+   * before the inputs they finish are released, so a crash never loses one.
+   */
+  async #settle(): Promise<void> {
+    await this.#output.settle();
+    if (this.#released !== this.#position) this.#input.release((this.#released = this.#position));
+    this.#sinceCommit = 0;
+    this.#busyAtCommit = this.#busy();
+  }
+
+  /** Nothing to read: commits, says this worker is hungry, and waits for input (or for `sleep()`). */
+  async #waitForInput(): Promise<void> {
+    await this.#settle();
+    this.#hunger.announce();
+    // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
+    await this.#input.waitForDataOr(this.#position, this.#sleepRequested);
+  }
+
+  readonly #sleepRequested = (): boolean => Atomics.load(this.#control, Control.Sleep) === 1;
+
+  /** Commits, then pauses until the engine lifts its sleep request. */
+  async #sleep(): Promise<void> {
+    await this.#settle();
+    this.#hunger.retract();
+    post({ type: "asleep" });
+    while (Atomics.load(this.#control, Control.Sleep) === 1) {
+      const wait = Atomics.waitAsync(this.#control, Control.Sleep, 1, WAKE_CHECK_MS);
+      if (wait.async) await wait.value;
+    }
+    post({ type: "awake" });
+  }
 }
