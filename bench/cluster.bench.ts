@@ -25,7 +25,8 @@
 import { join } from "node:path";
 import { loadavg } from "node:os";
 import { Engine } from "../src/node/engine/engine.ts";
-import { DONE_ENTRY_BYTES, RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
+import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
+import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import { Root } from "../src/root/root.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { type Item, identity, makeItems, spin } from "./support/tasks/index.ts";

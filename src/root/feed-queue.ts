@@ -1,4 +1,5 @@
-import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeDeclined, writeRecordHeader } from "../protocol/codec.ts";
+import { type RecordBatchBuilder, encodeDeclined } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
 
 /**
@@ -113,8 +114,8 @@ export class FeedQueue {
       let at = start;
       let spanned = 0;
       while (moved < count && chunk.queued > 0 && (moved === 0 || bytes < maxBytes)) {
-        const length = view.getUint32(at + 8, true);
-        view.setUint32(at + 4, assign(chunk.serial * OFFSETS + at), true);
+        const length = recordLength(view, at);
+        setRecordId(view, at, assign(chunk.serial * OFFSETS + at));
         bytes += length;
         at += RECORD_HEADER_BYTES + length;
         chunk.queued--;
@@ -262,7 +263,7 @@ export class FeedQueue {
 
 /** Payload bytes of the record `ref` in `chunk` (its header's length field). */
 function payloadLength(chunk: Chunk, ref: number): number {
-  return chunk.view.getUint32((ref % OFFSETS) + 8, true);
+  return recordLength(chunk.view, ref % OFFSETS);
 }
 
 /** Where the queue stood before an `appendValues`. */

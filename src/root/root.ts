@@ -10,7 +10,7 @@ import {
 } from "../errors.ts";
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/log.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
-import type { TaskErrorReport } from "../protocol/codec.ts";
+import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
 import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";

@@ -1,4 +1,5 @@
-import { RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
+import { RecordBatchBuilder } from "../protocol/codec.ts";
+import { RecordKind } from "../protocol/record.ts";
 import { FeedQueue } from "./feed-queue.ts";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
 import { AdaptiveWindow } from "./window.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { FLAG_SUB_ITEM } from "../../src/protocol/codec.ts";
+import { FLAG_SUB_ITEM } from "../../src/protocol/record.ts";
 import { ItemTracker } from "../../src/node/engine/item-tracker.ts";
 
 describe("ItemTracker", () => {

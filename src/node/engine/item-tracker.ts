@@ -1,4 +1,4 @@
-import { FLAG_SUB_ITEM } from "../../protocol/codec.ts";
+import { FLAG_SUB_ITEM } from "../../protocol/record.ts";
 
 /**
  * Knows when a root's item is finished although parts of its fan-out ran on other workers.

@@ -1,15 +1,21 @@
+import { RecordBatchBuilder, decode, encode } from "../../protocol/codec.ts";
 import {
   DONE_ENTRY_BYTES,
   DoneList,
   FLAG_SUB_ITEM,
   RECORD_HEADER_BYTES,
-  RecordBatchBuilder,
   RecordKind,
   type TaskErrorReport,
-  decode,
-  encode,
+  doneEntryId,
+  doneEntryOutputs,
   readU32,
-} from "../../protocol/codec.ts";
+  recordFlags,
+  recordId,
+  recordKind,
+  recordLength,
+  recordStage,
+  setRecordItem,
+} from "../../protocol/record.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import { FLAG_OVERSIZE, SHARE_TARGET_SHIFT, itemKey } from "../worker-messages.ts";
 import type { InputDispatcher } from "./input-dispatch.ts";
@@ -89,18 +95,18 @@ export class OutputDrain {
       const at = ring.peek(position);
       if (at < 0) break;
       const offset = ring.offsetOf(at);
-      const kind = view.getUint8(offset);
-      const stage = view.getUint8(offset + 1);
-      const flags = view.getUint16(offset + 2, true);
-      const id = view.getUint32(offset + 4, true);
-      const length = view.getUint32(offset + 8, true);
+      const kind = recordKind(view, offset);
+      const stage = recordStage(view, offset);
+      const flags = recordFlags(view, offset);
+      const id = recordId(view, offset);
+      const length = recordLength(view, offset);
       const size = RECORD_HEADER_BYTES + length;
       if (spanCount > 0 && offset !== spanEnd) flushSpan();
 
       if (kind === RecordKind.Output || kind === RecordKind.TaskError) {
         if ((flags & FLAG_OVERSIZE) !== 0) {
           flushSpan();
-          const ref = view.getUint32(offset + RECORD_HEADER_BYTES, true);
+          const ref = readU32(ring.data, offset + RECORD_HEADER_BYTES); // the placeholder's payload
           const bytes = slot.oversizeOutputs.get(ref);
           if (bytes === undefined && !dying) {
             slot.awaitingRef = ref; // its message is on the way; drain on when it arrives
@@ -112,8 +118,7 @@ export class OutputDrain {
           }
         } else {
           if ((flags & FLAG_SUB_ITEM) !== 0) {
-            view.setUint32(offset + 4, this.#tracker.rootOf(flags, id), true);
-            view.setUint16(offset + 2, 0, true);
+            setRecordItem(view, offset, 0, this.#tracker.rootOf(flags, id));
           }
           if (spanCount === 0) spanOffset = offset;
           spanEnd = offset + size;
@@ -124,7 +129,7 @@ export class OutputDrain {
         flushSpan();
         const data = ring.data;
         for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += DONE_ENTRY_BYTES) {
-          this.#onDone(slot, flags, readU32(data, at), readU32(data, at + 4));
+          this.#onDone(slot, flags, doneEntryId(data, at), doneEntryOutputs(data, at));
         }
       } else if (kind === RecordKind.Share) {
         flushSpan();
@@ -158,9 +163,9 @@ export class OutputDrain {
    */
   giveUp(slot: WorkerSlot, offset: number, attempts: number, reason: string): void {
     const view = slot.input.view;
-    const stage = view.getUint8(offset + 1);
-    const flags = view.getUint16(offset + 2, true) & ~FLAG_OVERSIZE;
-    const id = view.getUint32(offset + 4, true);
+    const stage = recordStage(view, offset);
+    const flags = recordFlags(view, offset) & ~FLAG_OVERSIZE;
+    const id = recordId(view, offset);
     const root = this.#tracker.rootOf(flags, id);
     const message = `gave up after ${attempts} attempts, each of which took its worker down: ${reason}`;
     const task = this.#tasks[stage]?.export ?? "?";

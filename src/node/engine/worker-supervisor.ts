@@ -1,4 +1,4 @@
-import { RecordKind } from "../../protocol/codec.ts";
+import { RecordKind, recordFlags, recordId, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
@@ -227,7 +227,7 @@ export class WorkerSupervisor {
       if (attempts >= this.#maxAttempts) {
         slot.attempts.delete(key);
         this.#drain.giveUp(slot, offset, attempts, reason);
-        input.view.setUint8(offset, RecordKind.Void);
+        setRecordKind(input.view, offset, RecordKind.Void);
       } else {
         slot.attempts.set(key, attempts);
       }
@@ -312,5 +312,5 @@ export class WorkerSupervisor {
 /** The item key of the record at `position` of `ring`. */
 function keyAt(ring: ByteRing, position: number): number {
   const offset = ring.offsetOf(position);
-  return itemKey(ring.view.getUint16(offset + 2, true), ring.view.getUint32(offset + 4, true));
+  return itemKey(recordFlags(ring.view, offset), recordId(ring.view, offset));
 }

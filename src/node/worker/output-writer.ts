@@ -1,4 +1,5 @@
-import { DoneList, RECORD_HEADER_BYTES, RecordKind, encode, encodeDeclined, writeRecordHeader } from "../../protocol/codec.ts";
+import { encode, encodeDeclined } from "../../protocol/codec.ts";
+import { DoneList, RECORD_HEADER_BYTES, RecordKind, writeRecordHeader } from "../../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
 import type { ByteRing } from "../ring.ts";
 import { FLAG_OVERSIZE, type FromWorker } from "../worker-messages.ts";

@@ -7,7 +7,16 @@
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
 import { setLogSink } from "../../log/log.ts";
-import { RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeTransient } from "../../protocol/codec.ts";
+import { decode, encode, encodeTransient } from "../../protocol/codec.ts";
+import {
+  RECORD_HEADER_BYTES,
+  RecordKind,
+  recordFlags,
+  recordId,
+  recordKind,
+  recordLength,
+  recordStage,
+} from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
 import { busyMilliseconds, workerTaskStats } from "../task-stats.ts";
@@ -187,17 +196,16 @@ class ItemLoop {
     const input = this.#input;
     const offset = input.offsetOf(at);
     const view = input.view;
-    if (view.getUint8(offset) === RecordKind.Void) {
+    if (recordKind(view, offset) === RecordKind.Void) {
       this.#position = (at + input.recordSize(offset)) >>> 0;
       return -1;
     }
     input.markRunning(at);
     this.#offset = offset;
-    this.#stage = view.getUint8(offset + 1);
-    const flags = view.getUint16(offset + 2, true);
-    this.#flags = flags;
-    this.#id = view.getUint32(offset + 4, true);
-    this.#length = view.getUint32(offset + 8, true);
+    this.#stage = recordStage(view, offset);
+    this.#flags = recordFlags(view, offset);
+    this.#id = recordId(view, offset);
+    this.#length = recordLength(view, offset);
     this.#outputs = 0;
     return (at + RECORD_HEADER_BYTES + this.#length) >>> 0;
   }
