@@ -8,7 +8,7 @@ function fail(message: string): never {
 }
 
 /** Parses an integer option, or exits with a message naming the option. */
-export function intOption(value: string | undefined, name: string, fallback: number): number {
+function intOption(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined || value === "") return fallback;
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 0) fail(`--${name} must be a non-negative integer, got "${value}"`);

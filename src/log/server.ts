@@ -25,7 +25,7 @@ export interface LogServerOptions {
   echo?: boolean;
 }
 
-export interface LogServer {
+interface LogServer {
   readonly host: string;
   /** The port listened on (the real one when 0 was asked for). */
   readonly port: number;

@@ -66,7 +66,7 @@ const WINDOW_ITEMS_PER_WORKER = 16_384;
  * Flow: the root may have `window` items in flight; results go out while the root's credit lasts and
  * the socket keeps up, otherwise the engine's output pauses, its workers stop, and input stops with them.
  */
-export class NodeServer {
+class NodeServer {
   readonly #options: NodeServerOptions;
   readonly #workdir: string;
   readonly #defaultWorkers: number;

@@ -65,7 +65,12 @@ export class Engine {
   #stopped = false;
   #sleeping = false;
 
-  private constructor(tasks: TaskSpec[], entries: Record<string, string>, options: EngineOptions, events: EngineEvents) {
+  private constructor(
+    tasks: TaskSpec[],
+    entries: Record<string, string>,
+    options: EngineOptions,
+    events: EngineEvents,
+  ) {
     this.workerCount = Math.max(1, options.workers || availableParallelism());
     this.#tasks = tasks;
     const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
@@ -82,7 +87,8 @@ export class Engine {
     this.#input = new InputDispatcher(this.#slots);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
-    this.#supervisor = new WorkerSupervisor(this.#slots, { tasks, entries, control, stats }, options, this.#output, events, {
+    const setup = { tasks, entries, control, stats };
+    this.#supervisor = new WorkerSupervisor(this.#slots, setup, options, this.#output, events, {
       wake: () => this.#scheduleDrain(),
       settle: () => this.#waits.settle(),
       arm: (slot) => this.#arm(slot),

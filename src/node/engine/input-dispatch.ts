@@ -28,7 +28,8 @@ export function countFeedRecords(blob: Uint8Array, taskCount: number): number {
       throw new ProtocolError(`feed: ${where} is not an input item (kind ${kind}, flags ${flags})`);
     }
     if (reader.stage >= taskCount) {
-      throw new ProtocolError(`feed: record ${index} starts at task ${reader.stage}, but the taskchain has ${taskCount}`);
+      const chain = `the taskchain has ${taskCount}`;
+      throw new ProtocolError(`feed: record ${index} starts at task ${reader.stage}, but ${chain}`);
     }
   }
   return reader.index + 1;

@@ -6,7 +6,7 @@
 import { Control } from "../worker-messages.ts";
 
 /** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
-export const SHARE_BUDGET = 1024;
+const SHARE_BUDGET = 1024;
 
 /**
  * Hunger: how a worker about to run out of input tells the busy ones, so that a worker fanning out a
