@@ -1,9 +1,9 @@
 import ipaddr from "ipaddr.js";
 import { AuthError, VersionMismatchError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
-import { dial } from "../protocol/handshake.ts";
 import type { ClientTls } from "../protocol/connection.ts";
 import type { NodeStatus } from "../protocol/pipeline.ts";
+import { askNodeStatus } from "./node-client.ts";
 
 /**
  * Finding nodes: every host address of a network is asked, a few dozen at a time, whether a pcluster
@@ -41,7 +41,7 @@ export interface ScanResult {
 }
 
 /** More addresses than this is a scan that would take minutes and look like an attack. */
-export const MAX_SCAN_ADDRESSES = 65_536;
+const MAX_SCAN_ADDRESSES = 65_536;
 const DEFAULT_CONNECT_TIMEOUT_MS = 300;
 const DEFAULT_CONCURRENCY = 64;
 
@@ -97,28 +97,14 @@ async function ask(
   options: { token?: string; tls?: ClientTls; timeoutMs: number; answerTimeoutMs: number },
 ): Promise<Answer | undefined> {
   const address = formatAddress(host, port);
-  let connection;
+  const { token, tls, timeoutMs, answerTimeoutMs } = options;
   try {
-    ({ connection } = await dial({
-      hostname: host,
-      port,
-      service: "node",
-      token: options.token,
-      tls: options.tls,
-      connectTimeoutMs: options.timeoutMs,
-      timeoutMs: options.answerTimeoutMs,
-    }));
-  } catch (error) {
-    if (error instanceof AuthError || error instanceof VersionMismatchError) return { address, reason: error.message };
-    return undefined; // nothing there, or not a pcluster node
-  }
-  try {
-    const status = await connection.request<NodeStatus>("status", undefined, options.answerTimeoutMs);
+    const status = await askNodeStatus(host, port, { token, tls, connectTimeoutMs: timeoutMs, answerTimeoutMs });
     return { address, host, port, status };
-  } catch {
+  } catch (error) {
+    // Only the handshake refuses us; anything else means nothing there, or not a pcluster node.
+    if (error instanceof AuthError || error instanceof VersionMismatchError) return { address, reason: error.message };
     return undefined;
-  } finally {
-    connection.close();
   }
 }
 
@@ -127,7 +113,7 @@ async function ask(
  * broadcast addresses are left out (RFC 3021 makes both addresses of a /31 hosts); the unspecified
  * address (0.0.0.0, ::) is never a host, though connecting to it reaches this machine.
  */
-export function hostsOf(network: string): string[] {
+function hostsOf(network: string): string[] {
   let base: ipaddr.IPv4 | ipaddr.IPv6;
   let prefix: number;
   try {

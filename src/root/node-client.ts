@@ -4,7 +4,33 @@ import { dial } from "../protocol/handshake.ts";
 import type { ClientTls, Connection } from "../protocol/connection.ts";
 import { blobFrameBytes } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
+import type { NodeStatus } from "../protocol/pipeline.ts";
 import type { FeedTarget } from "./scheduler.ts";
+
+/**
+ * Dials a node, asks for its status once and hangs up: a look, not a session (no heartbeat). Throws what
+ * the dial throws (`AuthError`, `VersionMismatchError`, a refused or timed-out connection) or the request.
+ */
+export async function askNodeStatus(
+  host: string,
+  port: number,
+  options: { token?: string; tls?: ClientTls; connectTimeoutMs: number; answerTimeoutMs: number },
+): Promise<NodeStatus> {
+  const { connection } = await dial({
+    hostname: host,
+    port,
+    service: "node",
+    token: options.token,
+    tls: options.tls,
+    connectTimeoutMs: options.connectTimeoutMs,
+    timeoutMs: options.answerTimeoutMs,
+  });
+  try {
+    return await connection.request<NodeStatus>("status", undefined, options.answerTimeoutMs);
+  } finally {
+    connection.close();
+  }
+}
 
 export interface NodeClientOptions {
   token?: string;

@@ -12,6 +12,7 @@ import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "..
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
+import { WaitList } from "../wait-list.ts";
 import { OutputChannel } from "./channel.ts";
 import { scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
@@ -82,12 +83,6 @@ export interface Progress {
   inFlight: number;
 }
 
-interface Waiter {
-  ready: () => boolean;
-  resolve: () => void;
-  reject: (error: Error) => void;
-}
-
 const MAX_UNHANDLED_ERROR_NOTES = 10;
 
 /**
@@ -121,7 +116,7 @@ export class Root implements AsyncDisposable {
   #closed = false;
   /** Set when every node is lost: every wait and feed fails with it until the next setup. */
   #failure: PclusterError | undefined;
-  #waiters: Waiter[] = [];
+  readonly #waits = new WaitList();
   #local: LocalCluster | undefined;
   /** Set when `reset()` stopped this root's local cluster: its nodes are gone. */
   #localStopped = false;
@@ -517,7 +512,7 @@ export class Root implements AsyncDisposable {
     this.#lanes.clear();
     this.#scheduler.clear();
     this.#results.clear();
-    this.#rejectAll(new StateError(`${why}; the wait was abandoned`));
+    this.#waits.rejectAll(new StateError(`${why}; the wait was abandoned`));
     await Promise.all(clients.map((client) => client.request("reset", undefined, 10_000).catch(() => {})));
     this.#updateKeepAlive();
   }
@@ -562,7 +557,7 @@ export class Root implements AsyncDisposable {
       return Promise.reject(error);
     }
     if (ready()) return Promise.resolve();
-    const promise = new Promise<void>((resolve, reject) => this.#waiters.push({ ready, resolve, reject }));
+    const promise = this.#waits.until(ready);
     this.#updateKeepAlive();
     return promise;
   }
@@ -580,21 +575,9 @@ export class Root implements AsyncDisposable {
 
   /** Wakes every waiter whose condition holds now (or fails them all if the cluster failed). */
   #settle(): void {
-    if (this.#failure !== undefined) return this.#rejectAll(this.#failure);
-    if (this.#waiters.length > 0) {
-      this.#waiters = this.#waiters.filter((waiter) => {
-        if (!waiter.ready()) return true;
-        waiter.resolve();
-        return false;
-      });
-    }
+    if (this.#failure !== undefined) return this.#waits.rejectAll(this.#failure);
+    this.#waits.settle();
     this.#updateKeepAlive();
-  }
-
-  #rejectAll(error: Error): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter.reject(error);
   }
 
   /**
@@ -603,7 +586,7 @@ export class Root implements AsyncDisposable {
    */
   #updateKeepAlive(): void {
     const active =
-      this.#waiters.length > 0 || this.#scheduler.queued > 0 || this.#scheduler.inFlight > 0 || !this.#results.idle;
+      this.#waits.size > 0 || this.#scheduler.queued > 0 || this.#scheduler.inFlight > 0 || !this.#results.idle;
     for (const client of this.#clients.values()) client.keepAlive(active);
   }
 
