@@ -1,7 +1,7 @@
 /**
  * Cluster bench: items/s of an identity task end to end — `Root.local` → node processes over loopback
  * TCP → worker threads → back — beside, from the same run:
- *   - the engine alone (src/node/engine.ts in this process, 2 workers), driven as bench/engine.bench.ts
+ *   - the engine alone (src/node/engine/engine.ts in this process, 2 workers), driven as bench/engine.bench.ts
  *     drives it: items encoded on this thread straight into the batch, dispatched 1000 at a time,
  *     outputs decoded on this thread where they lie (the aim is judged against this one); and the same
  *     with each item encoded to bytes of its own first, as the root must for its ledger;
@@ -24,8 +24,9 @@
  */
 import { join } from "node:path";
 import { loadavg } from "node:os";
-import { Engine } from "../src/node/engine.ts";
-import { DONE_ENTRY_BYTES, RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
+import { Engine } from "../src/node/engine/engine.ts";
+import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
+import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import { Root } from "../src/root/root.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { type Item, identity, makeItems, spin } from "./support/tasks/index.ts";

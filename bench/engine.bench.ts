@@ -16,9 +16,10 @@
  */
 import { join } from "node:path";
 import Piscina from "piscina";
-import { Engine } from "../src/node/engine.ts";
+import { Engine } from "../src/node/engine/engine.ts";
 import { ByteRing } from "../src/node/ring.ts";
-import { DONE_ENTRY_BYTES, RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../src/protocol/codec.ts";
+import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
+import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";
 import { type Item, chain, identity, makeItems } from "./support/tasks/index.ts";
 

@@ -20,7 +20,8 @@
  */
 import { bench, do_not_optimize, group, measure, run } from "mitata";
 import { loadavg } from "node:os";
-import { RecordBatchBuilder, RecordKind, RecordReader, encode } from "../src/protocol/codec.ts";
+import { RecordBatchBuilder, encode } from "../src/protocol/codec.ts";
+import { RecordKind, RecordReader } from "../src/protocol/record.ts";
 import { blobFrameBytes } from "../src/protocol/frame.ts";
 import { type FeedTarget, type NodeLane, Scheduler, type SchedulerOptions } from "../src/root/scheduler.ts";
 import { AdaptiveWindow } from "../src/root/window.ts";

@@ -19,7 +19,7 @@ export {
   log,
   setDefaultLogAddress,
   setLogToken,
-} from "./log/client.ts";
+} from "./log/log.ts";
 export {
   AuthError,
   ConnectionClosedError,
@@ -39,7 +39,7 @@ export {
 export type { HostPort } from "./protocol/address.ts";
 /** What a taskchain (a tuple: `as const`) takes and gives, as `setup` works them out. */
 export type { ChainInput, ChainOutput } from "./root/chain-types.ts";
-export type { NodeStatus, TaskStatsRecord as TaskStats } from "./protocol/pipeline.ts";
+export type { NodeStatus, TaskStats } from "./protocol/pipeline.ts";
 export {
   type LocalOptions,
   type NodeReport,

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { STOP_WORDS, sampleLines } from "../src/demo/corpus.ts";
 import { WordTagger, normalize, splitWords } from "../src/demo/task_package/index.ts";
-import { setLogSink } from "../src/log/client.ts";
+import { setLogSink } from "../src/log/log.ts";
 import { type Spawned, killAll, spawnBun } from "./support/processes.ts";
 
 /** `bun run demo`, the quick start's first command: it must work, say the right numbers, and leave nothing running. */

@@ -5,7 +5,8 @@
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import type { Packr } from "msgpackr";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, decode, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
 
 export const PAYLOAD_CHARS = 64;
 

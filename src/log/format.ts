@@ -5,7 +5,7 @@ import type { LogLine } from "../protocol/messages.ts";
  * Continuation lines of a multi-line message are indented by two spaces, so every record still
  * starts with `[` and a reader (or grep) can tell where one ends.
  */
-export function formatLogLine(line: LogLine): string {
+function formatLogLine(line: LogLine): string {
   const date = new Date(line.ts);
   // ts comes from the peer: a value past year 275760 is no Date, and must not crash the server.
   const time = Number.isNaN(date.getTime()) ? String(line.ts) : date.toISOString();

@@ -1,5 +1,5 @@
 import type { Endpoint } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
+import { dial } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { printLogLines } from "./format.ts";
@@ -79,15 +79,15 @@ export class LogSender {
       this.#sendQueue(connection);
       connection.close();
     } else if (!this.#dialing) {
-      this.#spill();
+      this.#printToStderr();
     }
   }
 
   /** Lines still waiting after LINGER_MS wait on a server that does not keep up: stderr takes them. */
   readonly #onLingerEnd = (): void => {
     this.#linger = undefined;
-    if (this.#dialing) return; // bounded by the dial timeout, which spills on failure
-    this.#spill();
+    if (this.#dialing) return; // bounded by the dial timeout, which prints them to stderr on failure
+    this.#printToStderr();
   };
 
   /** On the next turn, so all lines logged in this one go as one message. */
@@ -133,7 +133,7 @@ export class LogSender {
 
   #dial(): void {
     if (this.#dialing) return;
-    if (this.#closed || Date.now() < this.#retryAt) return this.#spill();
+    if (this.#closed || Date.now() < this.#retryAt) return this.#printToStderr();
     this.#dialing = true;
     dial({
       hostname: this.endpoint.host,
@@ -168,7 +168,7 @@ export class LogSender {
     this.#retryAt = Date.now() + this.#retryMs;
     this.#retryMs = Math.min(this.#retryMs * 2, MAX_RETRY_MS);
     this.#reportDown(error.message);
-    this.#spill();
+    this.#printToStderr();
   }
 
   /** Says once per outage why lines are on stderr instead of in the log file. */
@@ -178,7 +178,7 @@ export class LogSender {
     process.stderr.write(`pcluster: log server ${this.endpoint.key} unavailable (${why}); log lines go to stderr until it is back\n`);
   }
 
-  #spill(): void {
+  #printToStderr(): void {
     printLogLines(process.stderr, this.#queue);
     this.#queue = [];
     this.#queuedChars = 0;

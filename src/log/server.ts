@@ -4,9 +4,9 @@ import { consola } from "consola";
 import { PclusterError, ProtocolError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
 import { formatAddress } from "../protocol/address.ts";
-import { type Server, serve } from "../protocol/auth.ts";
+import { type Server, serve } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
-import { assertSafeListen } from "../protocol/exposure.ts";
+import { assertSafeListen } from "../protocol/safe-listen.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { formatLogLines } from "./format.ts";
 
@@ -25,7 +25,7 @@ export interface LogServerOptions {
   echo?: boolean;
 }
 
-export interface LogServer {
+interface LogServer {
   readonly host: string;
   /** The port listened on (the real one when 0 was asked for). */
   readonly port: number;

@@ -1,4 +1,4 @@
-import { RECORD_HEADER_BYTES, writeRecordHeader } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordKind, recordKind, recordLength, writeRecordHeader } from "../protocol/record.ts";
 
 /**
  * `ByteRing`: a single-producer/single-consumer ring of records (the 12-byte record header of
@@ -6,7 +6,7 @@ import { RECORD_HEADER_BYTES, writeRecordHeader } from "../protocol/codec.ts";
  *
  * Positions are byte counters that only grow (kept as uint32, so they wrap at 2^32 and all arithmetic
  * is `>>> 0`). A record is never split by the end of the buffer: when it would be, the producer writes
- * a pad record (kind 0) to the end — or, when fewer than 12 bytes are left, the consumer skips them — so
+ * a pad record (RecordKind.Pad) to the end — or, when fewer than 12 bytes are left, the consumer skips them — so
  * the consumer can decode any record in place, straight from shared memory.
  *
  * Wake-ups cost a futex only when someone sleeps: a consumer announces it is about to wait by raising
@@ -40,8 +40,6 @@ const DOORBELL = 80;
 export const WAKE_CHECK_MS = 250;
 const HEADER_BYTES = 384;
 
-export const PAD_KIND = 0;
-
 export class ByteRing {
   readonly capacity: number;
   readonly data: Uint8Array;
@@ -68,7 +66,7 @@ export class ByteRing {
     return new SharedArrayBuffer(HEADER_BYTES + size);
   }
 
-  /** The largest payload a single record may have in this ring; larger items take the spill path. */
+  /** The largest payload a single record may have in this ring; larger items take the oversize path. */
   get maxPayload(): number {
     return (this.capacity >>> 2) - RECORD_HEADER_BYTES;
   }
@@ -119,7 +117,7 @@ export class ByteRing {
     const offset = position & this.#mask;
     const toEnd = this.capacity - offset;
     if (toEnd >= RECORD_HEADER_BYTES) {
-      writeRecordHeader(this.view, offset, PAD_KIND, 0, 0, 0, toEnd - RECORD_HEADER_BYTES);
+      writeRecordHeader(this.view, offset, RecordKind.Pad, 0, 0, 0, toEnd - RECORD_HEADER_BYTES);
     }
     return (position + toEnd) >>> 0;
   }
@@ -169,7 +167,7 @@ export class ByteRing {
       if (this.writePosition === position) return -1;
       const offset = position & this.#mask;
       const toEnd = this.capacity - offset;
-      if (toEnd < RECORD_HEADER_BYTES || this.view.getUint8(offset) === PAD_KIND) {
+      if (toEnd < RECORD_HEADER_BYTES || recordKind(this.view, offset) === RecordKind.Pad) {
         position = (position + toEnd) >>> 0;
         continue;
       }
@@ -184,7 +182,7 @@ export class ByteRing {
 
   /** Size in bytes (header included) of the record at `offset`. */
   recordSize(offset: number): number {
-    return RECORD_HEADER_BYTES + this.view.getUint32(offset + 8, true);
+    return RECORD_HEADER_BYTES + recordLength(this.view, offset);
   }
 
   /** Notes that the consumer now works on the record at `position` (one plain store per record). */

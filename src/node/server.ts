@@ -3,19 +3,20 @@ import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, ProtocolError, StateError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
-import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
+import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/log.ts";
 import { formatAddress } from "../protocol/address.ts";
-import { type Server, serve } from "../protocol/auth.ts";
-import { type RecordBatchBuilder, RecordReader } from "../protocol/codec.ts";
+import { type Server, serve } from "../protocol/handshake.ts";
+import type { RecordBatchBuilder } from "../protocol/codec.ts";
+import { RecordReader } from "../protocol/record.ts";
 import type { Connection, ServerTls } from "../protocol/connection.ts";
-import { assertSafeListen } from "../protocol/exposure.ts";
+import { assertSafeListen } from "../protocol/safe-listen.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import { VERSION } from "../version.ts";
-import { Engine } from "./engine.ts";
-import { countFeedRecords } from "./input-dispatch.ts";
-import { defaultMemoryLimit } from "./memory-limit.ts";
+import { Engine } from "./engine/engine.ts";
+import { countFeedRecords } from "./engine/input-dispatch.ts";
+import { defaultMemoryLimit } from "./engine/memory-limit.ts";
 import { installPipeline } from "./packages.ts";
 
 export interface NodeServerOptions {
@@ -67,7 +68,7 @@ const WINDOW_ITEMS_PER_WORKER = 16_384;
  * Flow: the root may have `window` items in flight; results go out while the root's credit lasts and
  * the socket keeps up, otherwise the engine's output pauses, its workers stop, and input stops with them.
  */
-export class NodeServer {
+class NodeServer {
   readonly #options: NodeServerOptions;
   #workdir: string | undefined;
   readonly #defaultWorkers: number;

@@ -3,7 +3,7 @@ import type { TaskSpec } from "../protocol/pipeline.ts";
 
 /**
  * What the engine and its workers tell each other through `postMessage`: control only. Items travel
- * through the rings (ring.ts), except items too large for a ring, whose bytes take the spill path:
+ * through the rings (ring.ts), except items too large for a ring, whose bytes take the oversize path:
  * a shared buffer announced here, with a small placeholder record in the ring keeping their place.
  */
 
@@ -22,11 +22,11 @@ export function controlSlots(workers: number): number {
   return Control.Hungry + workers;
 }
 
-/** Spill records name their target worker in the flags' high byte (index + 1; 0: any). */
-export const SPILL_TARGET_SHIFT = 8;
+/** Share records name their target worker in the flags' high byte (index + 1; 0: any). */
+export const SHARE_TARGET_SHIFT = 8;
 
 /** Record flag: the payload is not in the ring; it travels as a buffer announced by `postMessage`. */
-export const FLAG_SPILLED_BYTES = 2;
+export const FLAG_OVERSIZE = 2;
 
 /** The key of a record's item in Maps: sub-item ids and root ids live in separate namespaces. */
 export function itemKey(flags: number, id: number): number {
@@ -43,21 +43,21 @@ export interface SetupMessage {
   output: SharedArrayBuffer;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
-  /** Spilled input bytes this worker must have before it reads their placeholders (after a restart). */
-  spilled: Array<[key: number, bytes: SharedArrayBuffer]>;
+  /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
+  oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }
 
 export type ToWorker =
   | SetupMessage
   /** Bytes of an input item too large for the ring; its placeholder record has key `key`. */
-  | { type: "spilled-input"; key: number; bytes: SharedArrayBuffer }
+  | { type: "oversize-input"; key: number; bytes: SharedArrayBuffer }
   | { type: "stop" };
 
 export type FromWorker =
   | { type: "ready" }
   | { type: "setup-error"; message: string }
   /** Bytes of an output too large for the ring; the Output placeholder's payload is `ref`. */
-  | { type: "spilled-output"; ref: number; bytes: ArrayBuffer }
+  | { type: "oversize-output"; ref: number; bytes: ArrayBuffer }
   | { type: "asleep" }
   | { type: "awake" }
   | { type: "log"; lines: LogLine[] };

@@ -1,4 +1,7 @@
 import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
+// Diagnostics (warnings, failures nobody can catch) print through consola, in every part of pcluster;
+// stdout is left to a command's own output, and task lines go through `log()`.
+import consola from "consola";
 import { ConnectionClosedError, PclusterError, ProtocolError, TimeoutError, errorFromWire, errorToWire } from "../errors.ts";
 import { encode } from "./codec.ts";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameOf } from "./frame.ts";
@@ -180,7 +183,7 @@ export class Connection {
     } catch (error) {
       // A protocol error is the peer's fault and is told to it; anything else is a bug in a handler,
       // which must not take the process down: the connection fails with it, and its owner sees why.
-      if (!(error instanceof ProtocolError)) console.error("pcluster: connection handler failed:", error);
+      if (!(error instanceof ProtocolError)) consola.error("pcluster: connection handler failed:", error);
       this.fail(error);
     }
   }

@@ -110,7 +110,7 @@ function readLength(bytes: Uint8Array, offset: number, max: number): number {
 }
 
 /** Writes a frame header (the body length) into `target` at `offset`. */
-export function writeFrameHeader(target: Uint8Array, offset: number, bodyLength: number): void {
+function writeFrameHeader(target: Uint8Array, offset: number, bodyLength: number): void {
   target[offset] = bodyLength >>> 24;
   target[offset + 1] = (bodyLength >>> 16) & 0xff;
   target[offset + 2] = (bodyLength >>> 8) & 0xff;

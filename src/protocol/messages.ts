@@ -109,7 +109,7 @@ export const optional =
   (check: Check): Check =>
   (v) =>
     v === undefined || v === null ? undefined : check(v);
-export const oneOf =
+const oneOf =
   (...values: readonly string[]): Check =>
   (v) =>
     typeof v === "string" && values.includes(v) ? undefined : `one of ${values.map((x) => `"${x}"`).join(", ")}`;

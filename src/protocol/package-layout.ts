@@ -9,7 +9,7 @@ import { SetupError } from "../errors.ts";
  */
 
 /** Longest package folder name, pipeline name or version the node accepts. */
-export const MAX_SEGMENT_LENGTH = 100;
+const MAX_SEGMENT_LENGTH = 100;
 
 /** Names a package folder may not have: the pipeline folder keeps its own files beside the packages. */
 const RESERVED_PACKAGE_NAMES = new Set([

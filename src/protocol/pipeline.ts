@@ -98,11 +98,11 @@ export interface NodeStatus {
     inFlight: number;
     /** Worker threads that died or were ended (memory limit, task timeout) and were replaced. */
     workersReplaced: number;
-    tasks: TaskStatsRecord[];
+    tasks: TaskStats[];
   } | null;
 }
 
-export interface TaskStatsRecord {
+export interface TaskStats {
   task: string;
   processed: number;
   dropped: number;

@@ -2,9 +2,9 @@ import { lookup } from "node:dns/promises";
 import ipaddr from "ipaddr.js";
 import { AuthError, NameLookupError, VersionMismatchError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
 import type { ClientTls } from "../protocol/tls.ts";
 import type { NodeStatus } from "../protocol/pipeline.ts";
+import { askNodeStatus } from "./node-client.ts";
 
 /**
  * Finding nodes: every host address of a network, or every address a DNS name resolves to, is asked
@@ -58,7 +58,7 @@ export interface ScanResult {
 }
 
 /** More addresses than this is a scan that would take minutes and look like an attack. */
-export const MAX_SCAN_ADDRESSES = 65_536;
+const MAX_SCAN_ADDRESSES = 65_536;
 const DEFAULT_CONNECT_TIMEOUT_MS = 300;
 // A /24 in one round: an address that never answers costs the connect timeout once, not once per round.
 const DEFAULT_CONCURRENCY = 256;
@@ -119,28 +119,14 @@ async function ask(
   options: { token?: string; tls?: ClientTls; timeoutMs: number; helloTimeoutMs: number; answerTimeoutMs: number },
 ): Promise<Answer | undefined> {
   const address = formatAddress(host, port);
-  let connection;
+  const { token, tls, timeoutMs, helloTimeoutMs, answerTimeoutMs } = options;
   try {
-    ({ connection } = await dial({
-      hostname: host,
-      port,
-      service: "node",
-      token: options.token,
-      tls: options.tls,
-      connectTimeoutMs: options.timeoutMs,
-      timeoutMs: options.helloTimeoutMs,
-    }));
-  } catch (error) {
-    if (error instanceof AuthError || error instanceof VersionMismatchError) return { address, reason: error.message };
-    return undefined; // nothing there, or not a pcluster node
-  }
-  try {
-    const status = await connection.request<NodeStatus>("status", undefined, options.answerTimeoutMs);
+    const status = await askNodeStatus(host, port, { token, tls, connectTimeoutMs: timeoutMs, helloTimeoutMs, answerTimeoutMs });
     return { address, host, port, status };
-  } catch {
+  } catch (error) {
+    // Only the handshake refuses us; anything else means nothing there, or not a pcluster node.
+    if (error instanceof AuthError || error instanceof VersionMismatchError) return { address, reason: error.message };
     return undefined;
-  } finally {
-    connection.close();
   }
 }
 
@@ -176,7 +162,7 @@ export async function resolveName(name: string): Promise<string[]> {
  * broadcast addresses are left out (RFC 3021 makes both addresses of a /31 hosts); the unspecified
  * address (0.0.0.0, ::) is never a host, though connecting to it reaches this machine.
  */
-export function hostsOf(network: string): string[] {
+function hostsOf(network: string): string[] {
   let base: ipaddr.IPv4 | ipaddr.IPv6;
   let prefix: number;
   try {

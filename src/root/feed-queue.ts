@@ -1,5 +1,6 @@
-import { RECORD_HEADER_BYTES, RecordKind, type RecordBatchBuilder, encodeDeclined, writeRecordHeader } from "../protocol/codec.ts";
-import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
+import { type RecordBatchBuilder, encodeDeclined } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
+import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
 
 /**
  * Bytes per chunk of queued records (an item larger than a chunk gets one of its own). A chunk lives
@@ -123,12 +124,12 @@ export class FeedQueue {
       let at = start;
       let spanned = 0;
       while (moved < count && chunk.queued > 0) {
-        const size = RECORD_HEADER_BYTES + view.getUint32(at + 8, true);
+        const size = RECORD_HEADER_BYTES + recordLength(view, at);
         if (moved > 0 ? bytes >= frameBytes || bytes + size > budget : size > budget && !firstMayExceed) {
           full = true;
           break;
         }
-        view.setUint32(at + 4, assign(chunk.serial * OFFSETS + at), true);
+        setRecordId(view, at, assign(chunk.serial * OFFSETS + at));
         bytes += size;
         at += size;
         chunk.queued--;
@@ -275,7 +276,7 @@ export class FeedQueue {
 
 /** Payload bytes of the record `ref` in `chunk` (its header's length field). */
 function payloadLength(chunk: Chunk, ref: number): number {
-  return chunk.view.getUint32((ref % OFFSETS) + 8, true);
+  return recordLength(chunk.view, ref % OFFSETS);
 }
 
 /** Where the queue stood before an `appendValues`. */

@@ -1,14 +1,15 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
 import type { ClientTls } from "../protocol/connection.ts";
-import type { NodeStatus, TaskStatsRecord } from "../protocol/pipeline.ts";
+import type { NodeStatus, TaskStats } from "../protocol/pipeline.ts";
+import { askNodeStatus } from "./node-client.ts";
 
 /**
  * What `pcluster status` and `pcluster benchmark` print: each node's status, and the per-task counts
  * merged over all workers of all nodes (the seed's benchmark summary).
  */
 
-export interface NodeReport {
+/** One node's answer to `pcluster status`: its status, or why it could not be asked. */
+export interface StatusReply {
   address: string;
   status?: NodeStatus;
   error?: string;
@@ -21,25 +22,15 @@ export interface InspectOptions {
 }
 
 /** Asks every node for its status, in parallel; a node that cannot be reached is reported, not thrown. */
-export async function fetchStatuses(nodes: HostPort[], options: InspectOptions = {}): Promise<NodeReport[]> {
+export async function fetchStatuses(nodes: HostPort[], options: InspectOptions = {}): Promise<StatusReply[]> {
+  const timeoutMs = options.timeoutMs ?? 3000;
   return Promise.all(
-    nodes.map(async (node): Promise<NodeReport> => {
+    nodes.map(async (node): Promise<StatusReply> => {
       const { host, port, key } = parseAddress(node, "node address");
       try {
-        const { connection } = await dial({
-          hostname: host,
-          port,
-          service: "node",
-          token: options.token,
-          tls: options.tls,
-          connectTimeoutMs: options.timeoutMs ?? 3000,
-          timeoutMs: options.timeoutMs ?? 3000,
-        });
-        try {
-          return { address: key, status: await connection.request<NodeStatus>("status", undefined, options.timeoutMs ?? 3000) };
-        } finally {
-          connection.close();
-        }
+        const { token, tls } = options;
+        const ask = { token, tls, connectTimeoutMs: timeoutMs, answerTimeoutMs: timeoutMs };
+        return { address: key, status: await askNodeStatus(host, port, ask) };
       } catch (error) {
         return { address: key, error: (error as Error).message };
       }
@@ -48,8 +39,8 @@ export async function fetchStatuses(nodes: HostPort[], options: InspectOptions =
 }
 
 /** Per-task counters summed over nodes (tasks matched by position and name). */
-export function mergeTaskStats(perNode: TaskStatsRecord[][]): TaskStatsRecord[] {
-  const merged: TaskStatsRecord[] = [];
+export function mergeTaskStats(perNode: TaskStats[][]): TaskStats[] {
+  const merged: TaskStats[] = [];
   for (const tasks of perNode) {
     tasks.forEach((task, index) => {
       const into = (merged[index] ??= { task: task.task, processed: 0, dropped: 0, errors: 0, totalMs: 0, meanMs: 0 });
@@ -80,7 +71,7 @@ const ms = (value: number) => Number(value.toFixed(3));
 
 const megabytes = (bytes: number): number => Math.round(bytes / 1048576);
 
-export function formatStatuses(reports: NodeReport[]): string {
+export function formatStatuses(reports: StatusReply[]): string {
   const rows = reports.map((report) => {
     const status = report.status;
     if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", "", ""];
@@ -100,7 +91,7 @@ export function formatStatuses(reports: NodeReport[]): string {
   return table(["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory"], rows);
 }
 
-export function formatTaskStats(tasks: TaskStatsRecord[]): string {
+export function formatTaskStats(tasks: TaskStats[]): string {
   if (tasks.length === 0) return "no pipeline runs on these nodes";
   return table(
     ["task", "processed", "dropped", "errors", "total ms", "mean ms"],

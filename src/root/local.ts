@@ -5,7 +5,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { PclusterError } from "../errors.ts";
 import { EXIT_WITH_PARENT_ENV } from "../lifetime.ts";
-import { defaultMemoryLimit } from "../node/memory-limit.ts";
+import { defaultMemoryLimit } from "../node/engine/memory-limit.ts";
 
 /**
  * The local cluster behind `Root.local()`: a log server and N node servers as real `pcluster`

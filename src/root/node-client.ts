@@ -1,11 +1,39 @@
 import { ConnectionClosedError, type PclusterError, TimeoutError } from "../errors.ts";
 import type { Endpoint } from "../protocol/address.ts";
-import { dial } from "../protocol/auth.ts";
+import { dial } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { blobFrameBytes } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
+import type { NodeStatus } from "../protocol/pipeline.ts";
+import type { ClientTls } from "../protocol/tls.ts";
 import type { RootOptions } from "./options.ts";
 import type { FeedTarget } from "./scheduler.ts";
+
+/**
+ * Dials a node, asks for its status once and hangs up: a look, not a session (no heartbeat). Throws what
+ * the dial throws (`AuthError`, `VersionMismatchError`, a refused or timed-out connection) or the request.
+ * `helloTimeoutMs` bounds the wait for the node's greeting once connected (default `answerTimeoutMs`).
+ */
+export async function askNodeStatus(
+  host: string,
+  port: number,
+  options: { token?: string; tls?: ClientTls; connectTimeoutMs: number; helloTimeoutMs?: number; answerTimeoutMs: number },
+): Promise<NodeStatus> {
+  const { connection } = await dial({
+    hostname: host,
+    port,
+    service: "node",
+    token: options.token,
+    tls: options.tls,
+    connectTimeoutMs: options.connectTimeoutMs,
+    timeoutMs: options.helloTimeoutMs ?? options.answerTimeoutMs,
+  });
+  try {
+    return await connection.request<NodeStatus>("status", undefined, options.answerTimeoutMs);
+  } finally {
+    connection.close();
+  }
+}
 
 /** How to reach a node: the root's own options for it. */
 export type NodeClientOptions = Pick<RootOptions, "token" | "tls" | "connectTimeoutMs" | "heartbeatMs" | "heartbeatTimeoutMs">;

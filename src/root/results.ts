@@ -1,4 +1,5 @@
-import { RecordKind, RecordReader, type TaskErrorReport, decode, forEachDone } from "../protocol/codec.ts";
+import { decode } from "../protocol/codec.ts";
+import { RecordKind, RecordReader, type TaskErrorReport, forEachDone } from "../protocol/record.ts";
 
 /** Where the results of one node go, as the root's `ResultPump` hands them out. */
 export interface ResultSink<Source> {

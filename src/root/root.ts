@@ -8,10 +8,12 @@ import {
   StateError,
   TaskError,
 } from "../errors.ts";
-import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/client.ts";
+import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/log.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
-import { type TaskErrorReport, decode } from "../protocol/codec.ts";
-import type { NodeStatus, SetupArgs, SetupResult, TaskStatsRecord } from "../protocol/pipeline.ts";
+import { decode } from "../protocol/codec.ts";
+import type { TaskErrorReport } from "../protocol/record.ts";
+import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
+import { WaitList } from "../wait-list.ts";
 import { OutputChannel } from "./channel.ts";
 import { type ScanTarget, scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
@@ -102,12 +104,6 @@ interface RunningPipeline {
   options: SetupOptions;
 }
 
-interface Waiter {
-  ready: () => boolean;
-  resolve: () => void;
-  reject: (error: Error) => void;
-}
-
 const MAX_UNHANDLED_ERROR_NOTES = 10;
 
 /**
@@ -144,7 +140,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #closed = false;
   /** Set when every node is lost: every wait and feed fails with it until the next setup. */
   #failure: PclusterError | undefined;
-  #waiters: Waiter[] = [];
+  readonly #waits = new WaitList();
   #local: LocalCluster | undefined;
   /** Set when `reset()` stopped this root's local cluster: its nodes are gone. */
   #localStopped = false;
@@ -534,7 +530,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   /** Per task: processed, dropped, errors, total and mean time, merged over all workers of all nodes. */
-  async stats(): Promise<TaskStatsRecord[]> {
+  async stats(): Promise<TaskStats[]> {
     const reports = await this.status();
     return mergeTaskStats(reports.flatMap((report) => (report.pipeline ? [report.pipeline.tasks] : [])));
   }
@@ -739,7 +735,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#lanes.clear();
     this.#scheduler.clear();
     this.#results.clear();
-    this.#rejectAll(new StateError(`${why}; the wait was abandoned`));
+    this.#waits.rejectAll(new StateError(`${why}; the wait was abandoned`));
     await Promise.all(clients.map((client) => client.request("reset", undefined, 10_000).catch(() => {})));
     this.#updateKeepAlive();
   }
@@ -786,25 +782,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       return Promise.reject(error);
     }
     if (ready()) return Promise.resolve();
-    const promise = new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { ready, resolve, reject };
-      this.#waiters.push(waiter);
-      if (signal === undefined) return;
-      const onAbort = () => {
-        this.#waiters = this.#waiters.filter((other) => other !== waiter);
-        this.#updateKeepAlive();
-        reject(signal.reason);
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      waiter.resolve = () => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      };
-      waiter.reject = (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      };
-    });
+    const promise = this.#waits.until(ready, signal);
+    if (signal !== undefined) promise.catch(() => this.#updateKeepAlive()); // an aborted wait is gone
     this.#updateKeepAlive();
     return promise;
   }
@@ -822,21 +801,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /** Wakes every waiter whose condition holds now (or fails them all if the cluster failed). */
   #settle(): void {
-    if (this.#failure !== undefined) return this.#rejectAll(this.#failure);
-    if (this.#waiters.length > 0) {
-      this.#waiters = this.#waiters.filter((waiter) => {
-        if (!waiter.ready()) return true;
-        waiter.resolve();
-        return false;
-      });
-    }
+    if (this.#failure !== undefined) return this.#waits.rejectAll(this.#failure);
+    this.#waits.settle();
     this.#updateKeepAlive();
-  }
-
-  #rejectAll(error: Error): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter.reject(error);
   }
 
   /**
@@ -845,7 +812,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    */
   #updateKeepAlive(): void {
     const active =
-      this.#waiters.length > 0 || this.#scheduler.queued > 0 || this.#scheduler.inFlight > 0 || !this.#results.idle;
+      this.#waits.size > 0 || this.#scheduler.queued > 0 || this.#scheduler.inFlight > 0 || !this.#results.idle;
     for (const client of this.#clients.values()) client.keepAlive(active);
   }
 

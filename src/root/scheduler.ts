@@ -1,4 +1,5 @@
-import { RECORD_HEADER_BYTES, RecordBatchBuilder, RecordKind } from "../protocol/codec.ts";
+import { RecordBatchBuilder } from "../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordKind } from "../protocol/record.ts";
 import { FeedQueue } from "./feed-queue.ts";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
 import type { SchedulerOptions } from "./options.ts";

@@ -11,8 +11,8 @@ import {
   setDefaultLogAddress,
   setLogSink,
   setLogToken,
-} from "../../src/log/client.ts";
-import { serve } from "../../src/protocol/auth.ts";
+} from "../../src/log/log.ts";
+import { serve } from "../../src/protocol/handshake.ts";
 import type { LogLine } from "../../src/protocol/messages.ts";
 import { messagesOf, spawnLogServer, waitForFile } from "../support/log-server.ts";
 import { REPO, killAll, spawnBun } from "../support/processes.ts";
@@ -74,7 +74,7 @@ test("lines of one tick go as one message, over one connection shared by two cop
   });
   try {
     // A task package may resolve "pcluster" to its own copy of the module.
-    const other: typeof import("../../src/log/client.ts") = await import(`${REPO}/src/log/client.ts?second-copy`);
+    const other: typeof import("../../src/log/log.ts") = await import(`${REPO}/src/log/log.ts?second-copy`);
     const addr = `127.0.0.1:${server.port}`;
     for (let i = 0; i < 100; i++) log(`one ${i}`, { addr });
     for (let i = 0; i < 100; i++) other.log(`other ${i}`, { addr });

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProtocolError } from "../../src/errors.ts";
-import { dial } from "../../src/protocol/auth.ts";
+import { dial } from "../../src/protocol/handshake.ts";
 import { RECORD, messagesOf, spawnLogServer, waitForFile } from "../support/log-server.ts";
 import { CLI, REPO, killAll, spawnBun } from "../support/processes.ts";
 import { RawClient } from "../support/raw-client.ts";

@@ -2,7 +2,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { EngineHarness, type ErrorRecord, removeDir, writeTaskPackage } from "../support/engine.ts";
 import { spawnBun } from "../support/processes.ts";
-import { RECORD_HEADER_BYTES, encode } from "../../src/protocol/codec.ts";
+import { encode } from "../../src/protocol/codec.ts";
+import { RECORD_HEADER_BYTES } from "../../src/protocol/record.ts";
 
 const TASKS = `
 const thread = Math.random().toString(36).slice(2);

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { SetupError } from "../../src/errors.ts";
-import { Engine } from "../../src/node/engine.ts";
+import { Engine } from "../../src/node/engine/engine.ts";
 import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
 
 const TASKS = `

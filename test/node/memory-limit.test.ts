@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "../../src/node/memory-limit.ts";
+import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "../../src/node/engine/memory-limit.ts";
 import { totalmem } from "node:os";
 
 const MB = 1024 * 1024;

@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, ProtocolError, SetupError, StateError } from "../../src/errors.ts";
-import { RecordBatchBuilder, RecordKind, encode } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, encode } from "../../src/protocol/codec.ts";
+import { RecordKind } from "../../src/protocol/record.ts";
 import { frameOf } from "../../src/protocol/frame.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
 import { waitForFile } from "../support/log-server.ts";

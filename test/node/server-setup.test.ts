@@ -3,8 +3,8 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
-import { defaultMemoryLimit } from "../../src/node/memory-limit.ts";
-import type { TaskStatsRecord } from "../../src/protocol/pipeline.ts";
+import { defaultMemoryLimit } from "../../src/node/engine/memory-limit.ts";
+import type { TaskStats } from "../../src/protocol/pipeline.ts";
 import { messagesOf, waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
 import { type RunningNode, runCli, startLogServer, startNode, writeProjectPackage } from "../support/nodes.ts";
@@ -198,7 +198,7 @@ describe("two nodes, one pipeline each root", () => {
 
   test("pcluster status and pcluster benchmark print the table with the numbers processed", async () => {
     const per = await Promise.all([a.status(), b.status()]);
-    const byTask = (tasks: TaskStatsRecord[], name: string) => tasks.find((task) => task.task === name)!;
+    const byTask = (tasks: TaskStats[], name: string) => tasks.find((task) => task.task === name)!;
     for (const [i, status] of per.entries()) {
       const classify = byTask(status.pipeline!.tasks, "classify");
       expect(classify.processed).toBe(fed[i]! - failed[i]!);

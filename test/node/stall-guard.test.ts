@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { type ProgressSample, StallGuard } from "../../src/node/stall-guard.ts";
+import { type ProgressSample, StallGuard } from "../../src/node/engine/stall-guard.ts";
 
 describe("StallGuard", () => {
   test("a busy worker that gets nothing done for the timeout is the one; progress or idleness resets its clock", () => {

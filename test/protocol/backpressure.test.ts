@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { serve } from "../../src/protocol/auth.ts";
+import { serve } from "../../src/protocol/handshake.ts";
 import { spawnBun } from "../support/processes.ts";
 
 test("200 MB to a slow reader arrive whole and in order, and the sender's queue stays bounded", async () => {

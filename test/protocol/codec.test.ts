@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { decode as referenceDecode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, decodeMessage, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, decode, decodeMessage, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import { seededRandom } from "../support/random.ts";
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { AuthError, ProtocolError } from "../../src/errors.ts";
-import { type Server, dial, serve } from "../../src/protocol/auth.ts";
+import { type Server, dial, serve } from "../../src/protocol/handshake.ts";
 import type { Connection } from "../../src/protocol/connection.ts";
 import { RawClient } from "../support/raw-client.ts";
 

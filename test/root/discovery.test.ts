@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { mkdtemp, realpath, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { dial } from "../../src/protocol/auth.ts";
+import { dial } from "../../src/protocol/handshake.ts";
 import type { Connection } from "../../src/protocol/connection.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
 import { resolveName, scanForNodes } from "../../src/root/discovery.ts";

@@ -3,7 +3,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NoNodesError, Root, type TaskError, setDefaultLogAddress } from "../../src/index.ts";
-import { flushLogs } from "../../src/log/client.ts";
+import { flushLogs } from "../../src/log/log.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { type RunningNode, runCli, startLogServerAt, startNode } from "../support/nodes.ts";

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, decodeMessage, encode } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, decode, decodeMessage, encode } from "../../src/protocol/codec.ts";
+import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import { FeedQueue } from "../../src/root/feed-queue.ts";
 import { Scheduler } from "../../src/root/scheduler.ts";

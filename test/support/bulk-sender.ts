@@ -1,6 +1,6 @@
 // Sends `count` frames of `size` bytes to a pcluster server as fast as backpressure allows, then
 // prints what it saw of its own memory: the largest write queue and the largest RSS.
-import { dial } from "../../src/protocol/auth.ts";
+import { dial } from "../../src/protocol/handshake.ts";
 import { frameOf } from "../../src/protocol/frame.ts";
 import { encode } from "../../src/protocol/codec.ts";
 

@@ -1,8 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Engine, type EngineOptions } from "../../src/node/engine.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode, forEachDone } from "../../src/protocol/codec.ts";
+import { Engine, type EngineOptions } from "../../src/node/engine/engine.ts";
+import { RecordBatchBuilder, decode, encode } from "../../src/protocol/codec.ts";
+import { RecordKind, RecordReader, forEachDone } from "../../src/protocol/record.ts";
 import type { TaskSpec } from "../../src/protocol/pipeline.ts";
 
 /** Writes a task package (files by relative path) into a fresh temp folder; returns the folder. */

@@ -1,14 +1,7 @@
 import { type PclusterError, errorFromWire } from "../../src/errors.ts";
-import { dial } from "../../src/protocol/auth.ts";
-import {
-  RecordBatchBuilder,
-  RecordKind,
-  RecordReader,
-  type TaskErrorReport,
-  decode,
-  encode,
-  forEachDone,
-} from "../../src/protocol/codec.ts";
+import { dial } from "../../src/protocol/handshake.ts";
+import { RecordBatchBuilder, decode, encode } from "../../src/protocol/codec.ts";
+import { RecordKind, RecordReader, type TaskErrorReport, forEachDone } from "../../src/protocol/record.ts";
 import type { ClientTls, Connection } from "../../src/protocol/connection.ts";
 import { blobFrameBytes } from "../../src/protocol/frame.ts";
 import type { EventMessage, HelloMessage, Message } from "../../src/protocol/messages.ts";

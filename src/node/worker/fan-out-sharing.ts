@@ -1,18 +1,18 @@
 /**
  * Fan-out sharing between workers, decided inside the workers without asking the engine: a worker
  * about to run out of input says it is hungry, and a worker pulling a large generator claims it and
- * hands it every other sub-item (see taskchain.ts's SPILL_FROM for when a fan-out counts as large).
+ * hands it every other sub-item (see taskchain.ts's SHARE_FROM for when a fan-out counts as large).
  */
-import { Control } from "./worker-messages.ts";
+import { Control } from "../worker-messages.ts";
 
 /** Sub-items a claimed worker gets (every other one, alternating with this worker) before it must ask again. */
-export const SPILL_BUDGET = 1024;
+const SHARE_BUDGET = 1024;
 
 /**
  * Hunger: how a worker about to run out of input tells the busy ones, so that a worker fanning out a
  * generator hands it sub-items. Each worker owns one slot (1: hungry) and a shared count keeps the
  * busy workers' check to one load per sub-item. A claim flips a slot from 1 to 0, so each announcement
- * is taken by one spiller at most, and no worker can take back another's.
+ * is taken by one sharer at most, and no worker can take back another's.
  */
 export class Hunger {
   constructor(
@@ -50,17 +50,17 @@ export class Hunger {
 
 /**
  * Shares a fan-out with the hungry workers this one claimed: sub-items go round-robin to this worker and
- * each claimed one, so all of them run an equal share. Each claim lasts SPILL_BUDGET sub-items, long
+ * each claimed one, so all of them run an equal share. Each claim lasts SHARE_BUDGET sub-items, long
  * enough to hide the engine's round trip; a worker still hungry after that announces itself again.
  */
-export class SpillRotation {
+export class ShareRotation {
   readonly #targets: number[] = [];
   readonly #budgets: number[] = [];
   #turn = 0;
 
   constructor(
     readonly hunger: Hunger,
-    readonly budget = SPILL_BUDGET,
+    readonly budget = SHARE_BUDGET,
   ) {}
 
   /** The worker that should run the next sub-item, or -1 for this one. */

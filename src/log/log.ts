@@ -108,7 +108,7 @@ export function closeLogs(): void {
 }
 
 /** Parses a `LogAddress`; throws a `TypeError` saying what is expected. */
-export function parseLogAddress(addr: LogAddress): LogEndpoint {
+function parseLogAddress(addr: LogAddress): LogEndpoint {
   return parseAddress(addr, "log address");
 }
 

@@ -1,5 +1,6 @@
-import { SetupError } from "../errors.ts";
-import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
+import { SetupError } from "../../errors.ts";
+import type { TaskSpec } from "../../protocol/pipeline.ts";
+import { DROPPED, ERRORS, MILLISECONDS, PROCESSED, STAT_FIELDS } from "../task-stats.ts";
 
 /** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
 export interface ResolvedTask {
@@ -65,21 +66,6 @@ function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
   return { name: spec.export, isGenerator: spec.isGenerator, call: (item) => process.call(instance, item) };
 }
 
-/** Per-task counters, as doubles in shared memory so the engine can read them at any time. */
-export const STAT_FIELDS = 4;
-
-/**
- * Doubles per worker in the shared stats buffer: its tasks' counters, padded to whole 128-byte
- * blocks so that two workers never write the same cache line (each item updates its counters).
- */
-export function statsStride(tasks: number): number {
-  return Math.ceil((tasks * STAT_FIELDS) / 16) * 16;
-}
-const PROCESSED = 0;
-const DROPPED = 1;
-const ERRORS = 2;
-const MILLISECONDS = 3;
-
 /** A task whose calls take this long or longer is timed on every call (the clock then costs < 0.5%). */
 const TIME_EVERY_CALL_MS = 0.02;
 /** A faster task is timed on one call in this many (at random), each standing for this many. */
@@ -91,34 +77,7 @@ const TIME_FIRST_CALLS = 64;
  * encode, a copy through the engine and a decode; a small fan-out (a 2-way split) runs at home, where
  * that would cost more than it spares, and the other workers have input of their own to run meanwhile.
  */
-const SPILL_FROM = 32;
-
-/** Each task's counters summed over workers `fromWorker` to `toWorker` (exclusive), with its mean time per call. */
-export function sumTaskStats(stats: Float64Array, tasks: readonly TaskSpec[], fromWorker: number, toWorker: number): TaskStatsRecord[] {
-  const width = statsStride(tasks.length);
-  return tasks.map((task, stage) => {
-    let processed = 0;
-    let dropped = 0;
-    let errors = 0;
-    let totalMs = 0;
-    for (let worker = fromWorker; worker < toWorker; worker++) {
-      const at = worker * width + stage * STAT_FIELDS;
-      processed += stats[at + PROCESSED]!;
-      dropped += stats[at + DROPPED]!;
-      errors += stats[at + ERRORS]!;
-      totalMs += stats[at + MILLISECONDS]!;
-    }
-    const calls = processed + errors;
-    return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0 };
-  });
-}
-
-/** Milliseconds one worker spent in its tasks so far: its counters start at `offset` in `stats`. */
-export function busyMilliseconds(stats: Float64Array, offset: number, tasks: number): number {
-  let total = 0;
-  for (let stage = 0; stage < tasks; stage++) total += stats[offset + stage * STAT_FIELDS + MILLISECONDS]!;
-  return total;
-}
+const SHARE_FROM = 32;
 
 export interface ChainHooks {
   /** An item came out of the last task. Returns a promise when the caller must wait (output full). */
@@ -126,7 +85,7 @@ export interface ChainHooks {
   /** A task threw (or its generator did): that item is dropped. */
   taskError(stage: number, error: unknown): void | Promise<void>;
   /** Offers a sub-item that would run from `stage` to an idle worker; true if it was taken. */
-  trySpill(item: unknown, stage: number): boolean;
+  tryShare(item: unknown, stage: number): boolean;
 }
 
 type Step = void | Promise<void>;
@@ -234,10 +193,10 @@ export class ChainRunner {
 
   /**
    * Runs output number `index` of a generator task: here, or on an idle worker once the fan-out is
-   * large enough to be worth the trip (see SPILL_FROM).
+   * large enough to be worth the trip (see SHARE_FROM).
    */
   #child(value: unknown, next: number, index: number): Step {
-    if (index >= SPILL_FROM && next < this.#tasks.length && this.#hooks.trySpill(value, next)) return;
+    if (index >= SHARE_FROM && next < this.#tasks.length && this.#hooks.tryShare(value, next)) return;
     return this.run(value, next);
   }
 

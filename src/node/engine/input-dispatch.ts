@@ -1,6 +1,14 @@
-import { ProtocolError } from "../errors.ts";
-import { RECORD_HEADER_BYTES, RecordKind } from "../protocol/codec.ts";
-import { FLAG_SPILLED_BYTES, itemKey } from "./worker-messages.ts";
+import { ProtocolError } from "../../errors.ts";
+import {
+  RECORD_HEADER_BYTES,
+  RecordKind,
+  RecordReader,
+  recordFlags,
+  recordId,
+  recordLength,
+  recordStage,
+} from "../../protocol/record.ts";
+import { FLAG_OVERSIZE, itemKey } from "../worker-messages.ts";
 import type { WorkerSlot } from "./worker-slot.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -8,33 +16,23 @@ const EMPTY = new Uint8Array(0);
 const SPAN_RECORDS = 64;
 
 /**
- * Checks a feed blob: whole records, each an Input without flags starting at a task of the chain.
- * Returns how many records it holds; throws a `ProtocolError` naming the first bad one.
+ * Checks a feed blob: whole records (RecordReader's checks), each an Input without flags starting at a
+ * task of the chain. Returns how many records it holds; throws a `ProtocolError` naming the first bad one.
  */
 export function countFeedRecords(blob: Uint8Array, taskCount: number): number {
-  const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
-  let count = 0;
-  for (let offset = 0; offset < blob.length; ) {
-    if (blob.length - offset < RECORD_HEADER_BYTES) {
-      throw new ProtocolError(`feed: record header at offset ${offset} is cut short`);
-    }
-    const kind = view.getUint8(offset);
-    const stage = view.getUint8(offset + 1);
-    const flags = view.getUint16(offset + 2, true);
-    const length = view.getUint32(offset + 8, true);
+  const reader = new RecordReader(blob, "feed: ");
+  while (reader.next()) {
+    const { kind, flags, index } = reader;
     if (kind !== RecordKind.Input || flags !== 0) {
-      throw new ProtocolError(`feed: record ${count} at offset ${offset} is not an input item (kind ${kind}, flags ${flags})`);
+      const where = `record ${index} at offset ${reader.recordStart}`;
+      throw new ProtocolError(`feed: ${where} is not an input item (kind ${kind}, flags ${flags})`);
     }
-    if (stage >= taskCount) {
-      throw new ProtocolError(`feed: record ${count} starts at task ${stage}, but the taskchain has ${taskCount}`);
+    if (reader.stage >= taskCount) {
+      const chain = `the taskchain has ${taskCount}`;
+      throw new ProtocolError(`feed: record ${index} starts at task ${reader.stage}, but ${chain}`);
     }
-    if (length > blob.length - offset - RECORD_HEADER_BYTES) {
-      throw new ProtocolError(`feed: record ${count} at offset ${offset} claims ${length} bytes, more than the batch holds`);
-    }
-    offset += RECORD_HEADER_BYTES + length;
-    count++;
   }
-  return count;
+  return reader.index + 1;
 }
 
 /**
@@ -125,11 +123,11 @@ export class InputDispatcher {
     };
     const limit = Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
     while (offset < blob.length && count < limit) {
-      const length = view.getUint32(offset + 8, true);
+      const length = recordLength(view, offset);
       const size = RECORD_HEADER_BYTES + length;
       if (length > ring.maxPayload) {
         flush(offset);
-        const next = this.#writeSpilledInput(slot, position, view, blob, offset, length);
+        const next = this.#writeOversizeInput(slot, position, view, blob, offset, length);
         if (next < 0) break;
         position = next;
       } else {
@@ -156,7 +154,7 @@ export class InputDispatcher {
   }
 
   /** An item too large for the ring: its bytes go in a shared buffer, a placeholder keeps its place. */
-  #writeSpilledInput(
+  #writeOversizeInput(
     slot: WorkerSlot,
     position: number,
     view: DataView,
@@ -164,17 +162,17 @@ export class InputDispatcher {
     offset: number,
     length: number,
   ): number {
-    const stage = view.getUint8(offset + 1);
-    const flags = view.getUint16(offset + 2, true);
-    const id = view.getUint32(offset + 4, true);
-    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_SPILLED_BYTES, id, EMPTY);
+    const stage = recordStage(view, offset);
+    const flags = recordFlags(view, offset);
+    const id = recordId(view, offset);
+    const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_OVERSIZE, id, EMPTY);
     if (next < 0) return -1;
     const bytes = new SharedArrayBuffer(length);
     new Uint8Array(bytes).set(blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length));
     const key = itemKey(flags, id);
-    slot.spilledInputs.set(key, bytes);
+    slot.oversizeInputs.set(key, bytes);
     // Posted before the placeholder is committed: the worker gets the bytes no later than it needs them.
-    slot.worker.postMessage({ type: "spilled-input", key, bytes });
+    slot.worker.postMessage({ type: "oversize-input", key, bytes });
     return next;
   }
 

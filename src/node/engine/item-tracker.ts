@@ -1,17 +1,17 @@
-import { FLAG_SUB_ITEM } from "../protocol/codec.ts";
+import { FLAG_SUB_ITEM } from "../../protocol/record.ts";
 
 /**
  * Knows when a root's item is finished although parts of its fan-out ran on other workers.
  *
- * A worker that spills a sub-item hands it to the engine, which gives it an id of its own (a sub-item
+ * A worker that shares a sub-item hands it to the engine, which gives it an id of its own (a sub-item
  * id, flagged `FLAG_SUB_ITEM`) and counts one more outstanding part for the root item. The root item
- * is done when its own worker's Done and every spilled part's Done have come in. Items that never
- * spilled cost nothing here: the Maps only ever hold items with spilled parts in flight.
+ * is done when its own worker's Done and every shared part's Done have come in. Items that never
+ * shared cost nothing here: the Maps only ever hold items with shared parts in flight.
  */
 export class ItemTracker {
   /** Sub-item id → the root item id it descends from. */
   readonly #roots = new Map<number, number>();
-  /** Root item id → outstanding parts (its own run plus spilled sub-items), only while above 1. */
+  /** Root item id → outstanding parts (its own run plus shared sub-items), only while above 1. */
   readonly #parts = new Map<number, number>();
   /** Root item id → outputs its finished parts gave, while parts of it remain. */
   readonly #outputs = new Map<number, number>();
@@ -24,8 +24,8 @@ export class ItemTracker {
     return (flags & FLAG_SUB_ITEM) === 0 ? id : (this.#roots.get(id) ?? id);
   }
 
-  /** Registers a spilled sub-item of the item (`flags`, `id`); returns the sub-item's id. */
-  spill(flags: number, id: number): number {
+  /** Registers a shared sub-item of the item (`flags`, `id`); returns the sub-item's id. */
+  share(flags: number, id: number): number {
     const root = this.rootOf(flags, id);
     this.#parts.set(root, (this.#parts.get(root) ?? 1) + 1);
     if (!this.#outputs.has(root)) this.#outputs.set(root, 0);
@@ -47,7 +47,7 @@ export class ItemTracker {
       this.#roots.delete(id);
     }
     this.finishedOutputs = outputs;
-    if (this.#outputs.size === 0) return root; // no item has spilled parts in flight
+    if (this.#outputs.size === 0) return root; // no item has shared parts in flight
     const parts = this.#parts.get(root);
     const earlier = this.#outputs.get(root);
     if (parts === undefined) {

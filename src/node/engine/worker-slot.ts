@@ -1,5 +1,5 @@
 /** The engine's record of each worker thread (see Engine): the engine alone reads and writes it. */
-import type { ByteRing } from "./ring.ts";
+import type { ByteRing } from "../ring.ts";
 
 /** One worker thread, its two rings, and the engine's side of their positions. */
 export interface WorkerSlot {
@@ -19,11 +19,13 @@ export interface WorkerSlot {
   completed: number;
   /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
   lastDone: number;
-  /** Bytes of spilled inputs, kept until Done so a replacement worker can get them again. */
-  spilledInputs: Map<number, SharedArrayBuffer>;
-  /** Bytes of spilled outputs, arrived by message, waiting for their placeholder record. */
-  spilledOutputs: Map<number, ArrayBuffer>;
-  /** The spilled output ref draining waits for (0: none). */
+  /** Bytes of oversize inputs, kept until Done so a replacement worker can get them again. */
+  oversizeInputs: Map<number, SharedArrayBuffer>;
+  /** Bytes of oversize outputs, arrived by message, waiting for their placeholder record. */
+  oversizeOutputs: Map<number, ArrayBuffer>;
+  /** Crashes per item key, for items whose worker died while running them (forgotten at their Done). */
+  attempts: Map<number, number>;
+  /** The oversize output ref draining waits for (0: none). */
   awaitingRef: number;
   /** Whether a wait for output data is armed. */
   armed: boolean;
@@ -47,8 +49,9 @@ export function newWorkerSlot(index: number, input: ByteRing, output: ByteRing, 
     queueCap,
     completed: 0,
     lastDone: -1,
-    spilledInputs: new Map(),
-    spilledOutputs: new Map(),
+    oversizeInputs: new Map(),
+    oversizeOutputs: new Map(),
+    attempts: new Map(),
     awaitingRef: 0,
     armed: false,
     fullInPass: 0,

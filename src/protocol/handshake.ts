@@ -57,7 +57,7 @@ export interface AcceptOptions {
 }
 
 /** Runs the server side of the handshake. On failure the client is told why and the connection closed. */
-export async function acceptHandshake(connection: Connection, options: AcceptOptions): Promise<{ client?: string }> {
+async function acceptHandshake(connection: Connection, options: AcceptOptions): Promise<{ client?: string }> {
   const nonce = randomBytes(NONCE_BYTES);
   const token = options.token || undefined;
   connection.send({
@@ -109,7 +109,7 @@ export interface HandshakeOptions {
 }
 
 /** Runs the client side of the handshake; resolves with the server's hello. */
-export async function clientHandshake(connection: Connection, options: HandshakeOptions = {}): Promise<HelloMessage> {
+async function clientHandshake(connection: Connection, options: HandshakeOptions = {}): Promise<HelloMessage> {
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   const address = connection.remoteAddress;
   try {

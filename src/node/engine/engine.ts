@@ -1,0 +1,304 @@
+import { availableParallelism } from "node:os";
+import { SetupError, StateError } from "../../errors.ts";
+import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
+import { WaitList } from "../../wait-list.ts";
+import { ByteRing } from "../ring.ts";
+import { allocateTaskStats, busyMilliseconds, statsStride, sumTaskStats } from "../task-stats.ts";
+import { Control, controlSlots } from "../worker-messages.ts";
+import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
+import { OutputDrain, type ResultEvents } from "./output-drain.ts";
+import { type SupervisionOptions, type WorkerEvents, WorkerSupervisor } from "./worker-supervisor.ts";
+import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
+
+export interface EngineOptions extends SupervisionOptions {
+  /** Worker threads (default: the number of cores). */
+  workers?: number;
+  /** Bytes of each worker's input ring (default 1 MiB). */
+  inputRingBytes?: number;
+  /** Bytes of each worker's output ring (default 1 MiB). */
+  outputRingBytes?: number;
+  /** Result batches are handed out once they reach about this size (default 256 KiB). */
+  resultBatchBytes?: number;
+}
+
+/** What the engine tells its owner. */
+export interface EngineEvents extends ResultEvents, WorkerEvents {}
+
+/**
+ * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
+ * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
+ * busy worker while another idles (CPU-bound work keeps every core busy to the end), and short items
+ * still go in spans of hundreds.
+ */
+const QUEUE_MS = 4;
+const MIN_QUEUE = 2;
+/** The cap before anything was measured. */
+const INITIAL_QUEUE = 16;
+
+/**
+ * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
+ *
+ * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
+ * copied span by span into the least loaded workers' rings (InputDispatcher); what bounds each
+ * worker's queue is its queue cap, about QUEUE_MS of its measured work. Outputs, completions and
+ * errors are drained from the output rings into result batches for the owner (OutputDrain). When the
+ * owner pauses output (its socket or its consumer is slow), the output rings fill, the workers wait,
+ * and input stops too: no buffer grows without bound. A worker that dies is replaced on the same rings
+ * (WorkerSupervisor); the item it was running is retried up to `maxAttempts` times, then reported as
+ * failed.
+ */
+export class Engine {
+  readonly workerCount: number;
+  readonly #tasks: TaskSpec[];
+  readonly #control: Int32Array;
+  readonly #statsView: Float64Array;
+  readonly #slots: WorkerSlot[] = [];
+  /** Copies input into the workers' rings; keeps what does not fit. */
+  readonly #input: InputDispatcher;
+  /** Moves output from the workers' rings into result batches. */
+  readonly #output: OutputDrain;
+  readonly #supervisor: WorkerSupervisor;
+  readonly #waits = new WaitList();
+  /** Root items accepted since the start (those not finished are in flight). */
+  #accepted = 0;
+  #drainScheduled = false;
+  #stopped = false;
+  #sleeping = false;
+
+  private constructor(
+    tasks: TaskSpec[],
+    entries: Record<string, string>,
+    options: EngineOptions,
+    events: EngineEvents,
+  ) {
+    this.workerCount = Math.max(1, options.workers || availableParallelism());
+    this.#tasks = tasks;
+    const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
+    this.#control = new Int32Array(control);
+    const stats = allocateTaskStats(this.workerCount, tasks.length);
+    this.#statsView = new Float64Array(stats);
+    const inputBytes = options.inputRingBytes ?? 1 << 20;
+    const outputBytes = options.outputRingBytes ?? 1 << 20;
+    for (let index = 0; index < this.workerCount; index++) {
+      const input = new ByteRing(ByteRing.allocate(inputBytes));
+      const output = new ByteRing(ByteRing.allocate(outputBytes));
+      this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE));
+    }
+    this.#input = new InputDispatcher(this.#slots);
+    const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
+    this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
+    const setup = { tasks, entries, control, stats };
+    this.#supervisor = new WorkerSupervisor(this.#slots, setup, options, this.#output, events, {
+      wake: () => this.#scheduleDrain(),
+      settle: () => this.#waits.settle(),
+      arm: (slot) => this.#arm(slot),
+    });
+  }
+
+  /**
+   * Starts the workers and resolves once every one of them has loaded the taskchain. If any fails, all
+   * are stopped and the promise rejects with every distinct setup error.
+   */
+  static async start(
+    tasks: TaskSpec[],
+    entries: Record<string, string>,
+    options: EngineOptions,
+    events: EngineEvents,
+  ): Promise<Engine> {
+    if (tasks.length === 0) throw new SetupError("the taskchain is empty: give at least one task");
+    if (tasks.length > 255) throw new SetupError(`a taskchain has at most 255 tasks, got ${tasks.length}`);
+    const engine = new Engine(tasks, entries, options, events);
+    const errors = await engine.#supervisor.start();
+    if (errors.length > 0) {
+      await engine.reset();
+      throw new SetupError(errors.length === 1 ? errors[0]! : `workers failed to set up:\n${errors.join("\n")}`);
+    }
+    for (const slot of engine.#slots) engine.#arm(slot);
+    return engine;
+  }
+
+  // ---- input ------------------------------------------------------------------------------------
+
+  /**
+   * Takes a batch of Input records (a root's feed blob) and copies them, unchanged, into the workers'
+   * rings; what does not fit waits in the backlog, in order. Throws a `ProtocolError` (and takes none
+   * of the batch) when a record is malformed, not an Input, or names a task past the chain's end
+   * (`records`, when given, is the count `countFeedRecords` already checked).
+   */
+  dispatch(blob: Uint8Array, records = countFeedRecords(blob, this.#tasks.length)): void {
+    if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
+    this.#accepted += records;
+    this.#input.dispatch(blob);
+  }
+
+  /** Tasks in the chain. */
+  get taskCount(): number {
+    return this.#tasks.length;
+  }
+
+  /** Root items accepted and not yet finished. */
+  get inFlight(): number {
+    return this.#accepted - this.#output.rootsFinished;
+  }
+
+  /** Bytes waiting for ring space. */
+  get backlogBytes(): number {
+    return this.#input.backlogBytes;
+  }
+
+  // ---- output -----------------------------------------------------------------------------------
+
+  /** Stops handing out results; workers stop once their output rings are full. */
+  pauseOutput(): void {
+    this.#output.paused = true;
+  }
+
+  resumeOutput(): void {
+    if (!this.#output.paused) return;
+    this.#output.paused = false;
+    this.#scheduleDrain();
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled || this.#stopped) return;
+    this.#drainScheduled = true;
+    // setImmediate, not a microtask: a stream of results must not starve the socket's own I/O.
+    setImmediate(this.#drainAll);
+  }
+
+  /** The engine's pump: output out of the rings, backlog into them, results to the owner, waits settled. */
+  readonly #drainAll = (): void => {
+    this.#drainScheduled = false;
+    if (this.#stopped) return;
+    for (const slot of this.#slots) {
+      if (this.#output.paused) break;
+      if (slot.alive && slot.awaitingRef === 0) this.#output.drain(slot);
+    }
+    // Refill the rings before the results go out: the idle count they carry is then the true one.
+    if (this.#input.waiting) {
+      this.#sizeQueues();
+      this.#input.dispatchBacklog();
+    }
+    this.#output.flush();
+    this.#waits.settle();
+    if (!this.#output.paused) for (const slot of this.#slots) this.#arm(slot);
+  };
+
+  /** Sets each worker's queue cap from its mean time per record so far. */
+  #sizeQueues(): void {
+    const stats = this.#statsView;
+    const width = statsStride(this.#tasks.length);
+    for (const slot of this.#slots) {
+      if (slot.completed === 0) continue;
+      const meanMs = busyMilliseconds(stats, slot.index * width, this.#tasks.length) / slot.completed;
+      slot.queueCap = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
+    }
+  }
+
+  /** Arms a wake-up for when the worker commits more output. */
+  #arm(slot: WorkerSlot): void {
+    if (slot.armed || !slot.alive || slot.awaitingRef !== 0 || this.#stopped) return;
+    const wait = slot.output.waitForData(slot.outputPosition);
+    if (wait === undefined) return this.#scheduleDrain();
+    slot.armed = true;
+    wait.then(() => {
+      slot.armed = false;
+      this.#scheduleDrain();
+    });
+  }
+
+  // ---- state and lifecycle ----------------------------------------------------------------------
+
+  /** Worker threads that died or were ended and were replaced, since the start. */
+  get workersReplaced(): number {
+    return this.#supervisor.workersReplaced;
+  }
+
+  /** Workers with nothing queued and not asleep. */
+  get idleWorkers(): number {
+    let idle = 0;
+    for (const slot of this.#slots) if (slot.alive && slot.queued === 0 && !slot.asleep) idle++;
+    return idle;
+  }
+
+  /** Idle workers that nothing waits for: 0 while items wait in the backlog (what a root should see). */
+  get hungryWorkers(): number {
+    return this.#input.waiting ? 0 : this.idleWorkers;
+  }
+
+  /** Whether no item is anywhere in the engine and every result has been handed out. */
+  get isEmpty(): boolean {
+    return this.inFlight === 0 && !this.#input.waiting && !this.#output.holdsResults;
+  }
+
+  get isAsleep(): boolean {
+    return this.#sleeping;
+  }
+
+  /** Resolves when some worker is idle and nothing waits for ring space. */
+  whenIdle(): Promise<void> {
+    return this.#when(() => !this.#input.waiting && this.idleWorkers > 0);
+  }
+
+  /**
+   * Resolves once nothing waits for ring space. A feeder that awaits it before each `dispatch` keeps at
+   * most one batch outside the rings: when the workers (or a slow consumer of the results, through
+   * the full output rings) fall behind, the feeder waits instead of the backlog growing.
+   */
+  whenRoom(): Promise<void> {
+    return this.#when(() => !this.#input.waiting);
+  }
+
+  /** Resolves when every accepted item is finished and every result handed out. */
+  whenEmpty(): Promise<void> {
+    return this.#when(() => this.isEmpty);
+  }
+
+  /** Workers finish their current item, then pause. Resolves once all are paused. */
+  sleep(): Promise<void> {
+    this.#sleeping = true;
+    Atomics.store(this.#control, Control.Sleep, 1);
+    for (const slot of this.#slots) slot.input.nudge();
+    return this.whenAsleep();
+  }
+
+  /** Resolves once every worker has paused after a `sleep()` (at once when not asleep-bound). */
+  whenAsleep(): Promise<void> {
+    if (!this.#sleeping) return Promise.resolve();
+    return this.#when(() => !this.#sleeping || this.#slots.every((slot) => !slot.alive || slot.asleep));
+  }
+
+  wakeup(): void {
+    this.#sleeping = false;
+    Atomics.store(this.#control, Control.Sleep, 0);
+    Atomics.notify(this.#control, Control.Sleep);
+  }
+
+  /** Per task: processed, dropped, errors, total and mean milliseconds, summed over the workers. */
+  stats(): TaskStats[] {
+    return sumTaskStats(this.#statsView, this.#tasks, 0, this.workerCount);
+  }
+
+  /** The same counters for each worker on its own (index = worker). */
+  statsByWorker(): TaskStats[][] {
+    return this.#slots.map((slot) => sumTaskStats(this.#statsView, this.#tasks, slot.index, slot.index + 1));
+  }
+
+  /** Stops every worker and frees the rings. Pending waits reject; the engine cannot be used again. */
+  async reset(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    Atomics.store(this.#control, Control.Sleep, 0);
+    Atomics.notify(this.#control, Control.Sleep);
+    const stopped = this.#supervisor.stop();
+    this.#waits.rejectAll(new StateError("the engine was reset"));
+    this.#input.clear();
+    this.#output.clear();
+    await stopped;
+  }
+
+  #when(ready: () => boolean): Promise<void> {
+    if (this.#stopped) return Promise.reject(new StateError("the engine was reset"));
+    return this.#waits.until(ready);
+  }
+}

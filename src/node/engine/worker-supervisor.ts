@@ -1,0 +1,316 @@
+import { RecordKind, recordFlags, recordId, setRecordKind } from "../../protocol/record.ts";
+import type { LogLine } from "../../protocol/messages.ts";
+import type { TaskSpec } from "../../protocol/pipeline.ts";
+import type { ByteRing } from "../ring.ts";
+import { statsStride } from "../task-stats.ts";
+import { type FromWorker, itemKey } from "../worker-messages.ts";
+import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
+import type { OutputDrain } from "./output-drain.ts";
+import { type ProgressSample, StallGuard } from "./stall-guard.ts";
+import type { WorkerSlot } from "./worker-slot.ts";
+
+export interface SupervisionOptions {
+  /** Times an item may take its worker down before it is given up (default 3). */
+  maxAttempts?: number;
+  /**
+   * Resident bytes of this process above which a worker is ended to save the rest (its item counts an
+   * attempt, as a crash does); default 80% of the machine's or container's memory. `Infinity`: never.
+   */
+  memoryLimitBytes?: number;
+  /**
+   * A worker that has an item and gets nothing done for this long (no task call finishes, no output is
+   * written) is ended, and its item counts an attempt, as a crash does (default: no limit).
+   */
+  taskTimeoutMs?: number;
+}
+
+/** What the supervisor tells the engine's owner. */
+export interface WorkerEvents {
+  /** A worker thread died; it has been replaced. */
+  onWorkerDied?(worker: number, reason: string): void;
+  /** Log lines from tasks (their `log()` calls), to forward to the log server. */
+  onLog?(lines: LogLine[]): void;
+}
+
+/** What the supervisor asks of the engine. */
+export interface SupervisedEngine {
+  /** Something for the engine's pump: a worker started, paused, or sent an oversize output's bytes. */
+  wake(): void;
+  /** A worker is idle again (a wait for an idle worker may hold now). */
+  settle(): void;
+  /** Watches the slot's output ring again (its worker was replaced). */
+  arm(slot: WorkerSlot): void;
+}
+
+/** What every worker is set up with. */
+export interface WorkerSetup {
+  tasks: TaskSpec[];
+  entries: Record<string, string>;
+  control: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+}
+
+/** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
+const WATCH_MS = 50;
+
+/**
+ * Starts the worker threads, and keeps them running: a worker that dies (or is ended for using too
+ * much memory, or for getting nothing done past the task timeout) is replaced on the same rings. The
+ * item it was running counts one attempt, and is given up after `maxAttempts`.
+ */
+export class WorkerSupervisor {
+  /** Worker threads that died or were ended and were replaced, since the start. */
+  workersReplaced = 0;
+  readonly #slots: readonly WorkerSlot[];
+  readonly #setup: WorkerSetup;
+  readonly #drain: OutputDrain;
+  readonly #events: WorkerEvents;
+  readonly #engine: SupervisedEngine;
+  readonly #stats: Float64Array;
+  readonly #maxAttempts: number;
+  readonly #memoryGuard: MemoryGuard | undefined;
+  readonly #stallGuard: StallGuard | undefined;
+  readonly #watched: WatchedWorker[] = [];
+  readonly #progress: ProgressSample[] = [];
+  #watchTimer: ReturnType<typeof setInterval> | undefined;
+  #stopped = false;
+
+  constructor(
+    slots: readonly WorkerSlot[],
+    setup: WorkerSetup,
+    options: SupervisionOptions,
+    drain: OutputDrain,
+    events: WorkerEvents,
+    engine: SupervisedEngine,
+  ) {
+    this.#slots = slots;
+    this.#setup = setup;
+    this.#drain = drain;
+    this.#events = events;
+    this.#engine = engine;
+    this.#stats = new Float64Array(setup.stats);
+    this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
+    const memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
+    if (!(memoryLimit > 0)) {
+      throw new RangeError(`memoryLimitBytes must be a positive number of bytes, got ${memoryLimit}`);
+    }
+    if (memoryLimit !== Number.POSITIVE_INFINITY) this.#memoryGuard = new MemoryGuard(memoryLimit);
+    const timeout = options.taskTimeoutMs;
+    if (timeout !== undefined && !(timeout > 0)) {
+      throw new RangeError(`taskTimeoutMs must be a positive number of milliseconds, got ${timeout}`);
+    }
+    if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY) this.#stallGuard = new StallGuard(timeout);
+  }
+
+  /** Starts every worker; resolves with their distinct setup errors (none: all are ready). */
+  async start(): Promise<string[]> {
+    const outcomes = await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
+    const errors = [...new Set(outcomes.filter((outcome): outcome is string => outcome !== undefined))];
+    if (errors.length === 0 && (this.#memoryGuard !== undefined || this.#stallGuard !== undefined)) {
+      this.#watchTimer = setInterval(this.#watch, WATCH_MS);
+      this.#watchTimer.unref();
+    }
+    return errors;
+  }
+
+  /** Ends every worker and closes the rings; resolves once each is gone (or after 2 s). */
+  stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#watchTimer);
+    const closed = this.#slots.map((slot) => {
+      slot.alive = false;
+      slot.input.close();
+      slot.output.close();
+      const worker = slot.worker;
+      if (worker === undefined) return Promise.resolve();
+      const gone = new Promise<void>((resolve) => worker.addEventListener("close", () => resolve()));
+      worker.terminate();
+      return Promise.race([gone, Bun.sleep(2000)]);
+    });
+    return Promise.all(closed).then(() => {});
+  }
+
+  /** Starts (or restarts) the slot's worker; resolves with its setup error, if any. */
+  #spawn(slot: WorkerSlot): Promise<string | undefined> {
+    const worker = new Worker(new URL("../worker/worker.ts", import.meta.url).href);
+    slot.worker = worker;
+    slot.lastError = undefined;
+    return new Promise((resolve) => {
+      let settled = false;
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const message = event.data;
+        switch (message.type) {
+          case "ready":
+            slot.alive = true;
+            settled = true;
+            resolve(undefined);
+            this.#engine.wake();
+            return;
+          case "setup-error":
+            settled = true;
+            resolve(message.message);
+            return;
+          case "oversize-output":
+            slot.oversizeOutputs.set(message.ref, message.bytes);
+            if (slot.awaitingRef === message.ref) {
+              slot.awaitingRef = 0;
+              this.#engine.wake();
+            }
+            return;
+          case "asleep":
+            slot.asleep = true;
+            // Drain first: what the worker wrote before pausing belongs before `sleep()` resolves.
+            this.#engine.wake();
+            return;
+          case "awake":
+            slot.asleep = false;
+            this.#engine.settle(); // an idle worker again: `whenIdle` may be waiting for it
+            return;
+          case "log":
+            this.#events.onLog?.(message.lines);
+            return;
+        }
+      };
+      worker.addEventListener("error", (event) => {
+        slot.lastError = (event as ErrorEvent).message || String((event as ErrorEvent).error);
+      });
+      worker.addEventListener("close", (event) => {
+        if (!settled) {
+          settled = true;
+          resolve(slot.lastError ?? `worker exited with code ${(event as CloseEvent).code} during setup`);
+          return;
+        }
+        if (worker === slot.worker) this.#onWorkerDied(slot, (event as CloseEvent).code);
+      });
+      worker.postMessage({
+        type: "setup",
+        index: slot.index,
+        workers: this.#slots.length,
+        taskchain: this.#setup.tasks,
+        entries: this.#setup.entries,
+        input: slot.input.buffer,
+        output: slot.output.buffer,
+        control: this.#setup.control,
+        stats: this.#setup.stats,
+        oversize: [...slot.oversizeInputs],
+      });
+    });
+  }
+
+  /**
+   * A worker died mid-run. Its finished work is drained; the item it was running counts one attempt
+   * (and is given up after `maxAttempts`); items it had not started stay in its ring for the
+   * replacement, which starts on the same rings.
+   */
+  #onWorkerDied(slot: WorkerSlot, code: number): void {
+    if (this.#stopped || !slot.alive) return;
+    slot.alive = false;
+    slot.armed = false;
+    const reason = slot.lastError ?? `worker exited with code ${code}`;
+    this.workersReplaced++;
+    this.#events.onWorkerDied?.(slot.index, reason);
+
+    slot.awaitingRef = 0;
+    this.#drain.drain(slot, true);
+    slot.oversizeOutputs.clear();
+
+    // Items it finished whose Done it had not committed run again (at least once); the one it was
+    // running when it died counts an attempt, and is given up after `maxAttempts`.
+    const input = slot.input;
+    const position = this.#pastFinished(slot);
+    const running = input.runningPosition;
+    const unread = (input.writePosition - position) >>> 0;
+    if (((running - position) >>> 0) < unread && input.peek(running) === running) {
+      const offset = input.offsetOf(running);
+      const key = keyAt(input, running);
+      const attempts = (slot.attempts.get(key) ?? 0) + 1;
+      if (attempts >= this.#maxAttempts) {
+        slot.attempts.delete(key);
+        this.#drain.giveUp(slot, offset, attempts, reason);
+        setRecordKind(input.view, offset, RecordKind.Void);
+      } else {
+        slot.attempts.set(key, attempts);
+      }
+    }
+    input.release(position);
+    this.#drain.flush();
+    this.#respawn(slot);
+  }
+
+  /**
+   * Above the memory limit, ends the worker most likely to blame (see MemoryGuard); past the task
+   * timeout, ends a worker that got nothing done (see StallGuard). Each is replaced, and its item
+   * counts an attempt.
+   */
+  readonly #watch = (): void => {
+    const stride = statsStride(this.#setup.tasks.length);
+    const stats = this.#stats;
+    for (const slot of this.#slots) {
+      const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
+      watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
+      watched.position = slot.input.runningPosition;
+      watched.completed = slot.completed;
+      const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
+      // Nor is it stuck; and one whose outputs wait for a paused consumer is held, not stuck.
+      sample.busy = watched.busy && !this.#drain.paused;
+      sample.progress = slot.output.writePosition;
+      for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
+    }
+    const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
+    if (stalled >= 0) {
+      const ms = this.#stallGuard!.timeoutMs;
+      const why = `its task got nothing done for ${ms} ms, the task timeout (setup's taskTimeoutMs)`;
+      return this.#end(this.#slots[stalled]!, why);
+    }
+    if (this.#memoryGuard === undefined) return;
+    const resident = process.memoryUsage.rss();
+    const pick = this.#memoryGuard.check(this.#watched, resident);
+    if (pick < 0) return;
+    const mb = (bytes: number) => Math.round(bytes / 1048576);
+    const limit = mb(this.#memoryGuard.limitBytes);
+    this.#end(
+      this.#slots[pick]!,
+      `the node's memory reached ${mb(resident)} MB, over its limit of ${limit} MB (pcluster node --memory-limit), ` +
+        "and this worker had been on its item the longest",
+    );
+  };
+
+  /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */
+  #end(slot: WorkerSlot, reason: string): void {
+    slot.lastError = reason;
+    slot.worker.terminate();
+  }
+
+  /** Starts a replacement worker; retries after a pause while setting it up fails. */
+  #respawn(slot: WorkerSlot): void {
+    void this.#spawn(slot).then((error) => {
+      if (this.#stopped) return;
+      if (error === undefined) return this.#engine.arm(slot);
+      this.#events.onWorkerDied?.(slot.index, `its replacement failed to start (retrying in 1 s): ${error}`);
+      setTimeout(() => this.#stopped || this.#respawn(slot), 1000);
+    });
+  }
+
+  /**
+   * Where the dead worker's unfinished input starts. A worker runs its ring in order and gives bytes
+   * back in batches, so the finished items form a prefix of what it had not released yet: everything up
+   * to the record of its last Done.
+   */
+  #pastFinished(slot: WorkerSlot): number {
+    const input = slot.input;
+    const start = input.readPosition;
+    let position = start;
+    let past = start;
+    for (let at = input.peek(position); at >= 0; at = input.peek(position)) {
+      position = (at + input.recordSize(input.offsetOf(at))) >>> 0;
+      if (keyAt(input, at) === slot.lastDone) past = position;
+    }
+    return past;
+  }
+}
+
+/** The item key of the record at `position` of `ring`. */
+function keyAt(ring: ByteRing, position: number): number {
+  const offset = ring.offsetOf(position);
+  return itemKey(recordFlags(ring.view, offset), recordId(ring.view, offset));
+}
