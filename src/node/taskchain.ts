@@ -1,4 +1,5 @@
 import { SetupError } from "../errors.ts";
+import { LATENCY_BUCKETS, latencyBucket } from "../protocol/latency.ts";
 import type { TaskSpec, TaskStatsRecord } from "../protocol/pipeline.ts";
 
 /** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
@@ -65,8 +66,11 @@ function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
   return { name: spec.export, isGenerator: spec.isGenerator, call: (item) => process.call(instance, item) };
 }
 
-/** Per-task counters, as doubles in shared memory so the engine can read them at any time. */
-export const STAT_FIELDS = 4;
+/**
+ * Per-task counters, as doubles in shared memory so the engine can read them at any time: processed,
+ * dropped, errors, milliseconds, then the latency histogram's buckets (see protocol/latency.ts).
+ */
+export const STAT_FIELDS = 4 + LATENCY_BUCKETS;
 
 /**
  * Doubles per worker in the shared stats buffer: its tasks' counters, padded to whole 128-byte
@@ -79,6 +83,7 @@ const PROCESSED = 0;
 const DROPPED = 1;
 const ERRORS = 2;
 const MILLISECONDS = 3;
+const LATENCY = 4;
 
 /** A task whose calls take this long or longer is timed on every call (the clock then costs < 0.5%). */
 const TIME_EVERY_CALL_MS = 0.02;
@@ -101,15 +106,17 @@ export function sumTaskStats(stats: Float64Array, tasks: readonly TaskSpec[], fr
     let dropped = 0;
     let errors = 0;
     let totalMs = 0;
+    const latency = new Array<number>(LATENCY_BUCKETS).fill(0);
     for (let worker = fromWorker; worker < toWorker; worker++) {
       const at = worker * width + stage * STAT_FIELDS;
       processed += stats[at + PROCESSED]!;
       dropped += stats[at + DROPPED]!;
       errors += stats[at + ERRORS]!;
       totalMs += stats[at + MILLISECONDS]!;
+      for (let bucket = 0; bucket < LATENCY_BUCKETS; bucket++) latency[bucket]! += stats[at + LATENCY + bucket]!;
     }
     const calls = processed + errors;
-    return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0 };
+    return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0, latency };
   });
 }
 
@@ -200,6 +207,7 @@ export class ChainRunner {
     const ms = performance.now() - started;
     const weight = this.#weights[stage]!;
     this.#stats[stage * STAT_FIELDS + MILLISECONDS]! += ms * weight;
+    this.#stats[stage * STAT_FIELDS + LATENCY + latencyBucket(ms)]! += weight; // the histogram, weighted alike
     const recent = (this.#recentMs[stage] = this.#recentMs[stage]! * 0.875 + ms * 0.125);
     const timed = ++this.#timed[stage]!;
     this.#weights[stage] = ms >= TIME_EVERY_CALL_MS || recent >= TIME_EVERY_CALL_MS || timed < TIME_FIRST_CALLS ? 1 : SAMPLE_ONE_IN;

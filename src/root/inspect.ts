@@ -1,6 +1,7 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
 import { dial } from "../protocol/auth.ts";
 import type { ClientTls } from "../protocol/connection.ts";
+import { addLatency } from "../protocol/latency.ts";
 import type { NodeStatus, TaskStatsRecord } from "../protocol/pipeline.ts";
 
 /**
@@ -57,6 +58,7 @@ export function mergeTaskStats(perNode: TaskStatsRecord[][]): TaskStatsRecord[] 
       into.dropped += task.dropped;
       into.errors += task.errors;
       into.totalMs += task.totalMs;
+      if (task.latency !== undefined) addLatency((into.latency ??= []), task.latency);
     });
   }
   for (const task of merged) {
