@@ -119,6 +119,10 @@ export class Engine {
   readonly #attempts = new Map<number, number>();
   #outputPaused = false;
   #workersReplaced = 0;
+  /** For status and metrics: root items finished, items run again after their worker died, items given up. */
+  #itemsDone = 0;
+  #itemsRetried = 0;
+  #itemsGivenUp = 0;
   #drainScheduled = false;
   #stopped = false;
   #sleeping = false;
@@ -373,6 +377,7 @@ export class Engine {
   #finishRoot(root: number, outputs: number): void {
     if (this.#finished.add(root, outputs)) this.#appendFinished();
     this.#inFlight--;
+    this.#itemsDone++;
   }
 
   /** Appends the root items finished so far as one Done record (after their outputs). */
@@ -516,6 +521,7 @@ export class Engine {
         input.view.setUint8(offset, RecordKind.Void);
       } else {
         this.#attempts.set(key, attempts);
+        this.#itemsRetried++;
       }
     }
     input.release(position);
@@ -601,6 +607,7 @@ export class Engine {
     const id = input.view.getUint32(offset + 4, true);
     const root = this.#tracker.rootOf(flags, id);
     const message = `gave up after ${attempts} attempts, each of which took its worker down: ${reason}`;
+    this.#itemsGivenUp++;
     const task = this.#tasks[stage]?.export ?? "?";
     this.#results.append(RecordKind.Failed, stage, 0, root, encode({ task, message, attempts }));
     this.#events.onTaskError?.({ task, message, item: root, stage, failed: true, attempts });
@@ -612,6 +619,26 @@ export class Engine {
   /** Worker threads that died or were ended and were replaced, since the start. */
   get workersReplaced(): number {
     return this.#workersReplaced;
+  }
+
+  /** Root items finished since the start. */
+  get itemsDone(): number {
+    return this.#itemsDone;
+  }
+
+  /** Items run again because their worker died on them, and items given up after `maxAttempts`. */
+  get retries(): { retried: number; givenUp: number } {
+    return { retried: this.#itemsRetried, givenUp: this.#itemsGivenUp };
+  }
+
+  /** Bytes in each worker's input and output ring now, and their sizes (for metrics). */
+  ringFill(): Array<{ input: number; inputSize: number; output: number; outputSize: number }> {
+    return this.#slots.map((slot) => ({
+      input: slot.input.used,
+      inputSize: slot.input.capacity,
+      output: slot.output.used,
+      outputSize: slot.output.capacity,
+    }));
   }
 
   /** Workers with nothing queued and not asleep. */

@@ -12,9 +12,12 @@ import { assertSafeListen } from "../protocol/exposure.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
+import type { HttpEndpoint } from "../metrics/http.ts";
+import { RecentErrors } from "../metrics/recent-errors.ts";
 import { VERSION } from "../version.ts";
 import { Engine } from "./engine.ts";
 import { defaultMemoryLimit } from "./memory-limit.ts";
+import { type NodeObservation, serveNodeMetrics } from "./metrics.ts";
 import { installPipeline } from "./packages.ts";
 
 export interface NodeServerOptions {
@@ -37,6 +40,10 @@ export interface NodeServerOptions {
   memoryLimitBytes?: number;
   /** How long a pipeline outlives its root's connection before it is reset (default 3 s). */
   orphanGraceMs?: number;
+  /** Serve Prometheus metrics at http://metricsHost:metricsPort/metrics (see metrics.ts). */
+  metricsPort?: number;
+  /** Default 127.0.0.1. */
+  metricsHost?: string;
 }
 
 /** The pipeline a root set up here, and who owns it. */
@@ -53,6 +60,8 @@ interface Pipeline {
   /** Items the owner may have in flight here, at most (what `setup` granted). */
   window: SetupResult["window"];
   orphanTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The last task errors, for the dashboard. */
+  errors: RecentErrors;
 }
 
 /** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
@@ -72,6 +81,7 @@ export class NodeServer {
   readonly #defaultWorkers: number;
   readonly #memoryLimit: number;
   #server: Server | undefined;
+  #metrics: HttpEndpoint | undefined;
   #pipeline: Pipeline | undefined;
   /** Serializes setup and reset, so a second root cannot slip in while a pipeline installs or stops. */
   #lifecycle: Promise<unknown> = Promise.resolve();
@@ -101,6 +111,15 @@ export class NodeServer {
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
       onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
     });
+    if (options.metricsPort !== undefined) {
+      try {
+        node.#metrics = serveNodeMetrics(() => node.observe(), { host: options.metricsHost, port: options.metricsPort });
+      } catch (error) {
+        node.#server.stop(true);
+        throw error;
+      }
+      node.#note("info", `serving Prometheus metrics at ${node.#metrics.url}metrics`);
+    }
     node.#note("info", `listening on ${node.address} (workers ${node.#defaultWorkers}, memory limit ${Math.round(node.#memoryLimit / 1048576)} MB, workdir ${node.#workdir})`);
     return node;
   }
@@ -117,6 +136,7 @@ export class NodeServer {
   async stop(): Promise<void> {
     // Stop listening but keep the open connections until the owner has heard the reset event.
     this.#server?.stop(false);
+    await this.#metrics?.stop();
     await this.#resetPipeline("the node is shutting down");
     for (const connection of this.#connections) connection.close();
   }
@@ -241,6 +261,7 @@ export class NodeServer {
       credit: args.resultWindow ?? 8 * 1024 * 1024,
       window: { items: 0, bytes: 0 },
       orphanTimer: undefined,
+      errors: new RecentErrors(),
     };
     this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
     try {
@@ -270,6 +291,7 @@ export class NodeServer {
           onResults: (batch) => this.#sendResults(pipeline, batch),
           onTaskError: (report) => {
             const what = report.failed ? "could not finish" : "dropped";
+            pipeline.errors.add({ task: report.task, item: report.item, message: report.message, failed: report.failed });
             this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
           },
           onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),
@@ -357,7 +379,18 @@ export class NodeServer {
 
   // ---- status -----------------------------------------------------------------------------------
 
-  #status(connection: Connection): NodeStatus {
+  /** What /metrics shows: the status as any client sees it, and the engine's rings and retries. */
+  observe(): NodeObservation {
+    const engine = this.#pipeline?.engine;
+    return {
+      status: this.#status(undefined),
+      rings: engine?.ringFill() ?? [],
+      retries: engine?.retries ?? { retried: 0, givenUp: 0 },
+      backlogBytes: engine?.backlogBytes ?? 0,
+    };
+  }
+
+  #status(connection: Connection | undefined): NodeStatus {
     const pipeline = this.#pipeline;
     const engine = pipeline?.engine;
     return {
@@ -382,6 +415,8 @@ export class NodeServer {
               inFlight: engine?.inFlight ?? 0,
               workersReplaced: engine?.workersReplaced ?? 0,
               tasks: engine?.stats() ?? [],
+              itemsDone: engine?.itemsDone ?? 0,
+              recentErrors: pipeline.errors.list(),
             },
     };
   }
