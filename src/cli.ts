@@ -15,6 +15,12 @@ export function intOption(value: string | undefined, name: string, fallback: num
   return parsed;
 }
 
+function portOption(value: string, name: string): number {
+  const port = Number(value);
+  if (value === "" || !Number.isInteger(port) || port < 0 || port > 65_535) fail(`--${name} must be a port from 0 to 65535, got "${value}"`);
+  return port;
+}
+
 function megabytes(value: string, name: string): number {
   const parsed = Number(value);
   if (value === "" || !Number.isInteger(parsed) || parsed <= 0) fail(`--${name} must be a positive whole number of MB, got "${value}"`);
@@ -63,6 +69,8 @@ const node = defineCommand({
       type: "string",
       description: "MB of memory the node may use; above it, the worker on its item the longest is ended and replaced (default: 80% of memory)",
     },
+    "metrics-port": { type: "string", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
+    "metrics-host": { type: "string", description: "Address the metrics listen on (default 127.0.0.1; not authenticated)" },
   },
   async run({ args }) {
     const { runNodeServer } = await import("./node/server.ts");
@@ -72,6 +80,7 @@ const node = defineCommand({
     const cert = args["tls-cert"];
     const key = args["tls-key"];
     if ((cert === undefined) !== (key === undefined)) fail("--tls-cert and --tls-key go together");
+    if (args["metrics-host"] !== undefined && args["metrics-port"] === undefined) fail("--metrics-host needs --metrics-port");
     const port = intOption(args.port, "port", 6000);
     await runNodeServer({
       host: args.host,
@@ -85,6 +94,8 @@ const node = defineCommand({
       maxFrameBytes: args["max-frame"] === undefined ? undefined : intOption(args["max-frame"], "max-frame", 0),
       ringBytes: args["ring-bytes"] === undefined ? undefined : intOption(args["ring-bytes"], "ring-bytes", 0),
       memoryLimitBytes: args["memory-limit"] === undefined ? undefined : megabytes(args["memory-limit"], "memory-limit"),
+      metricsPort: args["metrics-port"] === undefined ? undefined : portOption(args["metrics-port"], "metrics-port"),
+      metricsHost: args["metrics-host"],
     });
   },
 });
@@ -139,9 +150,34 @@ const benchmark = defineCommand({
   },
 });
 
+const dashboard = defineCommand({
+  meta: { name: "dashboard", description: "Serve a live web dashboard of the nodes: workers, memory, rates, per-task times, errors" },
+  args: {
+    nodes: inspectArgs.nodes,
+    token: inspectArgs.token,
+    tls: inspectArgs.tls,
+    "tls-ca": inspectArgs["tls-ca"],
+    host: { type: "string", description: "Address the dashboard listens on (not authenticated)", default: "127.0.0.1" },
+    port: { type: "string", description: "Port the dashboard listens on (0: any free port)", default: "8787" },
+    interval: { type: "string", description: "Milliseconds between two looks at the nodes", default: "1000" },
+  },
+  async run({ args }) {
+    const { runDashboard } = await import("./root/dashboard/standalone.ts");
+    const interval = intOption(args.interval, "interval", 1000);
+    if (interval < 100) fail(`--interval must be at least 100 ms, got "${args.interval}"`);
+    await runDashboard({
+      nodes: nodeList(args.nodes),
+      host: args.host,
+      port: portOption(args.port, "port"),
+      intervalMs: interval,
+      ...(await inspectOptions(args)),
+    });
+  },
+});
+
 const main = defineCommand({
   meta: { name: "pcluster", version: VERSION, description: "Run task pipelines on every core of many hosts" },
-  subCommands: { log, node, status, benchmark, stats: benchmark },
+  subCommands: { log, node, status, benchmark, stats: benchmark, dashboard },
 });
 
 if (import.meta.main) await runMain(main);
