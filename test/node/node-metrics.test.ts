@@ -66,7 +66,7 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
       value(first, "pcluster_task_processed_total", { stage: "1" }),
   );
   for (const name of ["pcluster_items_done_total", "pcluster_task_errors_total", "pcluster_task_duration_seconds_count"]) {
-    const labels = name.startsWith("pcluster_task") ? { stage: "1" } : {};
+    const labels: Record<string, string> = name.startsWith("pcluster_task") ? { stage: "1" } : {};
     expect(value(second, name, labels)).toBeGreaterThanOrEqual(value(first, name, labels));
   }
 
