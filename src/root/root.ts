@@ -438,9 +438,18 @@ export class Root implements AsyncDisposable {
    */
   serveDashboard(options: Omit<DashboardOptions, "keepAlive"> = {}): HttpEndpoint {
     this.#assertOpen();
+    // Each node on its own: one that does not answer is shown so, beside the others.
+    const ask = async (endpoint: Endpoint) => {
+      try {
+        const client = await this.#client(endpoint);
+        return { address: endpoint.key, status: await client.request<NodeStatus>("status") };
+      } catch (error) {
+        return { address: endpoint.key, error: (error as Error).message };
+      }
+    };
     const look = async () => {
-      const nodes = await this.status();
-      return { nodes: nodes.map(({ address, ...status }) => ({ address, status })), root: this.observe() };
+      const nodes = await Promise.all([...this.#endpoints.values()].map(ask));
+      return { nodes, root: this.observe() };
     };
     return this.#serve(serveDashboard(look, { ...options, keepAlive: false }));
   }
