@@ -34,7 +34,11 @@ export {
   TimeoutError,
   VersionMismatchError,
 } from "./errors.ts";
+export type { HttpEndpoint } from "./metrics/http.ts";
+export type { RecentError } from "./metrics/recent-errors.ts";
 export type { HostPort } from "./protocol/address.ts";
+export type { DashboardOptions } from "./root/dashboard/server.ts";
+export type { RootObservation } from "./root/observation.ts";
 export type { NodeStatus, TaskStatsRecord as TaskStats } from "./protocol/pipeline.ts";
 export {
   type LocalOptions,
