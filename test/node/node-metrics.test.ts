@@ -18,11 +18,11 @@ afterAll(async () => {
   await tearDown([], nodes.map((node) => node.workdir));
 });
 
-/** A node with metrics on a free port; resolves with it and its /metrics URL. */
-async function nodeWithMetrics(): Promise<{ node: RunningNode; metrics: string }> {
-  const node = await startNode({ workers: 2, args: ["--metrics-port", "0"] });
+/** A node with metrics on a free port (of 127.0.0.1 unless `host`); resolves with it and its /metrics URL. */
+async function nodeWithMetrics(host?: string): Promise<{ node: RunningNode; metrics: string }> {
+  const node = await startNode({ workers: 2, args: ["--metrics-port", "0", ...(host ? ["--metrics-host", host] : [])] });
   nodes.push(node);
-  const [, url] = await node.proc.waitFor(/serving Prometheus metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)/);
+  const [, url] = await node.proc.waitFor(/serving Prometheus metrics at (http:\/\/[\d.]+:\d+\/metrics)/);
   return { node, metrics: url! };
 }
 
@@ -127,4 +127,13 @@ test("a metrics port in use, or --metrics-host alone, is refused with a message 
   const bad = await runCli(["node", "--port", "0", "--metrics-port", "99999"]);
   expect(bad.code).toBe(2);
   expect(bad.stderr).toContain('--metrics-port must be a port from 0 to 65535, got "99999"');
+}, 30_000);
+
+test("--metrics-host puts the metrics on another address than the node's", async () => {
+  const { node, metrics } = await nodeWithMetrics("127.0.0.2");
+  expect(metrics).toMatch(/^http:\/\/127\.0\.0\.2:\d+\/metrics$/);
+  expect(node.addr).toStartWith("127.0.0.1:");
+  expect(sampleValue(await scrape(metrics), "pcluster_workers")).toBe(0);
+  // Nothing on 127.0.0.1 at that port: the metrics listen where they were told only.
+  await expect(fetch(metrics.replace("127.0.0.2", "127.0.0.1"), { signal: AbortSignal.timeout(3000) })).rejects.toThrow();
 }, 30_000);
