@@ -17,7 +17,9 @@ export function intOption(value: string | undefined, name: string, fallback: num
 
 function portOption(value: string, name: string): number {
   const port = Number(value);
-  if (value === "" || !Number.isInteger(port) || port < 0 || port > 65_535) fail(`--${name} must be a port from 0 to 65535, got "${value}"`);
+  if (value === "" || !Number.isInteger(port) || port < 0 || port > 65_535) {
+    fail(`--${name} must be a port from 0 to 65535, got "${value}"`);
+  }
   return port;
 }
 
@@ -70,7 +72,7 @@ const node = defineCommand({
       description: "MB of memory the node may use; above it, the worker on its item the longest is ended and replaced (default: 80% of memory)",
     },
     "metrics-port": { type: "string", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
-    "metrics-host": { type: "string", description: "Address the metrics listen on (default 127.0.0.1; not authenticated)" },
+    "metrics-host": { type: "string", description: "Address the metrics listen on (default 127.0.0.1; no auth)" },
   },
   async run({ args }) {
     const { runNodeServer } = await import("./node/server.ts");
@@ -80,7 +82,8 @@ const node = defineCommand({
     const cert = args["tls-cert"];
     const key = args["tls-key"];
     if ((cert === undefined) !== (key === undefined)) fail("--tls-cert and --tls-key go together");
-    if (args["metrics-host"] !== undefined && args["metrics-port"] === undefined) fail("--metrics-host needs --metrics-port");
+    const metricsPort = args["metrics-port"];
+    if (args["metrics-host"] !== undefined && metricsPort === undefined) fail("--metrics-host needs --metrics-port");
     const port = intOption(args.port, "port", 6000);
     await runNodeServer({
       host: args.host,
@@ -94,7 +97,7 @@ const node = defineCommand({
       maxFrameBytes: args["max-frame"] === undefined ? undefined : intOption(args["max-frame"], "max-frame", 0),
       ringBytes: args["ring-bytes"] === undefined ? undefined : intOption(args["ring-bytes"], "ring-bytes", 0),
       memoryLimitBytes: args["memory-limit"] === undefined ? undefined : megabytes(args["memory-limit"], "memory-limit"),
-      metricsPort: args["metrics-port"] === undefined ? undefined : portOption(args["metrics-port"], "metrics-port"),
+      metricsPort: metricsPort === undefined ? undefined : portOption(metricsPort, "metrics-port"),
       metricsHost: args["metrics-host"],
     });
   },
@@ -151,7 +154,7 @@ const benchmark = defineCommand({
 });
 
 const dashboard = defineCommand({
-  meta: { name: "dashboard", description: "Serve a live web dashboard of the nodes: workers, memory, rates, per-task times, errors" },
+  meta: { name: "dashboard", description: "Serve a live web page of the nodes: workers, rates, task times, errors" },
   args: {
     nodes: inspectArgs.nodes,
     token: inspectArgs.token,

@@ -113,7 +113,8 @@ export class NodeServer {
     });
     if (options.metricsPort !== undefined) {
       try {
-        node.#metrics = serveNodeMetrics(() => node.observe(), { host: options.metricsHost, port: options.metricsPort });
+        const listen = { host: options.metricsHost, port: options.metricsPort };
+        node.#metrics = serveNodeMetrics(() => node.observe(), listen);
       } catch (error) {
         node.#server.stop(true);
         throw error;
@@ -291,7 +292,8 @@ export class NodeServer {
           onResults: (batch) => this.#sendResults(pipeline, batch),
           onTaskError: (report) => {
             const what = report.failed ? "could not finish" : "dropped";
-            pipeline.errors.add({ task: report.task, item: report.item, message: report.message, failed: report.failed });
+            const { task, item, message, failed } = report;
+            pipeline.errors.add({ task, item, message, failed });
             this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
           },
           onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),
