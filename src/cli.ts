@@ -1,5 +1,6 @@
 #!/usr/bin/env bun
 import { command, runProgram } from "./cli/program.ts";
+import { UsageError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 
 /*
@@ -57,12 +58,17 @@ const node = command({
       description: "MB the node may use; above it, the worker on its item the longest is replaced (default: 80% of memory)",
       valueHint: "MB",
     },
+    "metrics-port": { type: "port", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
+    "metrics-host": { type: "host", description: "Address the metrics listen on (default 127.0.0.1; no auth)" },
   },
   together: [
     ["log-host", "log-port"],
     ["tls-cert", "tls-key"],
   ],
   async run(flags) {
+    if (flags["metrics-host"] !== undefined && flags["metrics-port"] === undefined) {
+      throw new UsageError("--metrics-host needs --metrics-port");
+    }
     const { runNodeServer } = await import("./node/server.ts");
     const cert = flags["tls-cert"];
     const key = flags["tls-key"];
@@ -80,6 +86,8 @@ const node = command({
       maxFrameBytes: flags["max-frame"],
       ringBytes: flags["ring-bytes"],
       memoryLimitBytes: flags["memory-limit"],
+      metricsPort: flags["metrics-port"],
+      metricsHost: flags["metrics-host"],
     });
   },
 });
@@ -123,11 +131,35 @@ const benchmark = command({
   },
 });
 
+const dashboard = command({
+  description: "Serve a live web page of the nodes: workers, rates, task times, errors",
+  flags: {
+    nodes: inspectFlags.nodes,
+    token: inspectFlags.token,
+    tls: inspectFlags.tls,
+    "tls-ca": inspectFlags["tls-ca"],
+    host: { type: "host", description: "Address the dashboard listens on (not authenticated)", default: "127.0.0.1" },
+    port: { type: "port", description: "Port the dashboard listens on (0: any free port)", default: "8787" },
+    interval: { type: "count", description: "Milliseconds between two looks at the nodes (at least 100)", default: "1000" },
+  },
+  async run(flags) {
+    if (flags.interval < 100) throw new UsageError(`--interval must be at least 100 ms, got ${flags.interval}`);
+    const { runDashboard } = await import("./root/dashboard/standalone.ts");
+    await runDashboard({
+      nodes: flags.nodes,
+      host: flags.host,
+      port: flags.port,
+      intervalMs: flags.interval,
+      ...(await inspectOptions(flags)),
+    });
+  },
+});
+
 export const program = {
   name: "pcluster",
   version: VERSION,
   description: "Run task pipelines on every core of many hosts",
-  commands: { log, node, status, benchmark, stats: benchmark },
+  commands: { log, node, status, benchmark, stats: benchmark, dashboard },
 };
 
 if (import.meta.main) await runProgram(program, process.argv.slice(2));

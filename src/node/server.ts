@@ -13,10 +13,13 @@ import { assertSafeListen } from "../protocol/safe-listen.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import type { Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
+import type { HttpEndpoint } from "../metrics/http.ts";
+import { RecentErrors } from "../metrics/recent-errors.ts";
 import { VERSION } from "../version.ts";
 import { Engine } from "./engine/engine.ts";
 import { countFeedRecords } from "./engine/input-dispatch.ts";
 import { defaultMemoryLimit } from "./engine/memory-limit.ts";
+import { type NodeObservation, serveNodeMetrics } from "./metrics.ts";
 import { installPipeline } from "./packages.ts";
 
 export interface NodeServerOptions {
@@ -39,6 +42,10 @@ export interface NodeServerOptions {
   memoryLimitBytes?: number;
   /** How long a pipeline outlives its root's connection before it is reset (default 3 s). */
   orphanGraceMs?: number;
+  /** Serve Prometheus metrics at http://metricsHost:metricsPort/metrics (see metrics.ts). */
+  metricsPort?: number;
+  /** Default 127.0.0.1. */
+  metricsHost?: string;
 }
 
 /** The pipeline a root set up here, and who owns it. */
@@ -55,6 +62,8 @@ interface Pipeline {
   /** Items the owner may have in flight here, at most (what `setup` granted). */
   window: SetupResult["window"];
   orphanTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The last task errors, for the dashboard. */
+  errors: RecentErrors;
 }
 
 /** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
@@ -74,6 +83,7 @@ class NodeServer {
   readonly #defaultWorkers: number;
   readonly #memoryLimit: number;
   #server: Server | undefined;
+  #metrics: HttpEndpoint | undefined;
   #pipeline: Pipeline | undefined;
   /** Serializes setup and reset, so a second root cannot slip in while a pipeline installs or stops. */
   #lifecycle: Promise<unknown> = Promise.resolve();
@@ -105,6 +115,16 @@ class NodeServer {
     });
     // The port listened on, not the one asked for: nodes started with --port 0 must not share a work dir.
     node.#workdir ??= join(homedir(), ".pcluster", `node-${node.port}`);
+    if (options.metricsPort !== undefined) {
+      try {
+        const listen = { host: options.metricsHost, port: options.metricsPort };
+        node.#metrics = serveNodeMetrics(() => node.observe(), listen);
+      } catch (error) {
+        node.#server.stop(true);
+        throw error;
+      }
+      node.#note("info", `serving Prometheus metrics at ${node.#metrics.url}metrics`);
+    }
     // To the log server only: `pcluster node` prints this line itself, once, whatever consola's level.
     node.#note("info", node.listeningLine, { console: false });
     return node;
@@ -133,6 +153,7 @@ class NodeServer {
   async stop(): Promise<void> {
     // Stop listening but keep the open connections until the owner has heard the reset event.
     this.#server?.stop(false);
+    await this.#metrics?.stop();
     await this.#resetPipeline("the node is shutting down");
     for (const connection of this.#connections) connection.close();
   }
@@ -260,6 +281,7 @@ class NodeServer {
       credit: args.resultWindow ?? 8 * 1024 * 1024,
       window: { items: 0, bytes: 0 },
       orphanTimer: undefined,
+      errors: new RecentErrors(),
     };
     this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
     try {
@@ -289,6 +311,8 @@ class NodeServer {
           onResults: (batch) => this.#sendResults(pipeline, batch),
           onTaskError: (report) => {
             const what = report.failed ? "could not finish" : "dropped";
+            const { task, item, message, failed } = report;
+            pipeline.errors.add({ task, item, message, failed });
             this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
           },
           onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),
@@ -376,7 +400,18 @@ class NodeServer {
 
   // ---- status -----------------------------------------------------------------------------------
 
-  #status(connection: Connection): NodeStatus {
+  /** What /metrics shows: the status as any client sees it, and the engine's rings and retries. */
+  observe(): NodeObservation {
+    const engine = this.#pipeline?.engine;
+    return {
+      status: this.#status(undefined),
+      rings: engine?.ringFill() ?? [],
+      retries: engine?.retries ?? { retried: 0, givenUp: 0 },
+      backlogBytes: engine?.backlogBytes ?? 0,
+    };
+  }
+
+  #status(connection: Connection | undefined): NodeStatus {
     const pipeline = this.#pipeline;
     const engine = pipeline?.engine;
     return {
@@ -401,6 +436,8 @@ class NodeServer {
               inFlight: engine?.inFlight ?? 0,
               workersReplaced: engine?.workersReplaced ?? 0,
               tasks: engine?.stats() ?? [],
+              itemsDone: engine?.itemsDone ?? 0,
+              recentErrors: pipeline.errors.list(),
             },
     };
   }

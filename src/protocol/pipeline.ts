@@ -1,4 +1,5 @@
 import { SetupError } from "../errors.ts";
+import type { RecentError } from "../metrics/recent-errors.ts";
 import {
   type Check,
   arrayOf,
@@ -99,6 +100,10 @@ export interface NodeStatus {
     /** Worker threads that died or were ended (memory limit, task timeout) and were replaced. */
     workersReplaced: number;
     tasks: TaskStats[];
+    /** Root items finished here since setup (for rates on the dashboard). */
+    itemsDone?: number;
+    /** The last task errors here, newest first (for the dashboard). */
+    recentErrors?: RecentError[];
   } | null;
 }
 
@@ -109,6 +114,12 @@ export interface TaskStats {
   errors: number;
   totalMs: number;
   meanMs: number;
+  /**
+   * Timed calls per latency bucket (`LATENCY_BOUNDS_MS`, then one above them all), weighted as
+   * `totalMs` is: an unbiased estimate for a task timed on a sample of its calls. A lazy generator's
+   * call and each output it yields are timed one by one.
+   */
+  latency?: number[];
 }
 
 const taskSpec: Check = shape({

@@ -1,5 +1,6 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
 import type { ClientTls } from "../protocol/connection.ts";
+import { addLatency } from "../protocol/latency.ts";
 import type { NodeStatus, TaskStats } from "../protocol/pipeline.ts";
 import { askNodeStatus } from "./node-client.ts";
 
@@ -48,6 +49,7 @@ export function mergeTaskStats(perNode: TaskStats[][]): TaskStats[] {
       into.dropped += task.dropped;
       into.errors += task.errors;
       into.totalMs += task.totalMs;
+      if (task.latency !== undefined) addLatency((into.latency ??= []), task.latency);
     });
   }
   for (const task of merged) {

@@ -9,16 +9,21 @@ import {
   TaskError,
 } from "../errors.ts";
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/log.ts";
+import type { HttpEndpoint } from "../metrics/http.ts";
+import { RecentErrors } from "../metrics/recent-errors.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import { decode } from "../protocol/codec.ts";
 import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
 import { WaitList } from "../wait-list.ts";
 import { OutputChannel } from "./channel.ts";
+import { type DashboardOptions, serveDashboard } from "./dashboard/server.ts";
 import { type ScanTarget, scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
+import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
+import type { RootObservation } from "./observation.ts";
 import type { RootOptions, RunOptions } from "./options.ts";
 import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
@@ -155,6 +160,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #abandoned: Promise<void> | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
   #unhandledErrors = 0;
+  /** The last task errors, and the dashboards and metrics this root serves (stopped on reset). */
+  readonly #recentErrors = new RecentErrors();
+  readonly #served = new Set<HttpEndpoint>();
 
   /** @param nodeAddrs nodes as `[host, port]` or `"host:port"`; more with `addNode` or `searchNodes`. */
   constructor(nodeAddrs: HostPort[] = [], options: RootOptions = {}) {
@@ -316,6 +324,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#pipeline = { args, options: options as SetupOptions };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
+    this.#recentErrors.clear();
     this.#failure = undefined;
     this.#running = true;
     freeAtExit(this);
@@ -535,9 +544,81 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     return mergeTaskStats(reports.flatMap((report) => (report.pipeline ? [report.pipeline.tasks] : [])));
   }
 
+  // ---- watching ----------------------------------------------------------------------------------
+
+  /**
+   * Serves a live dashboard of this cluster (progress, nodes, tasks, last errors) until `reset()` or
+   * `close()`; it does not keep the process alive by itself.
+   *
+   * @example
+   * const dashboard = cluster.serveDashboard({ port: 8787 });
+   * console.log("dashboard at", dashboard.url);
+   */
+  serveDashboard(options: Omit<DashboardOptions, "keepAlive"> = {}): HttpEndpoint {
+    this.#assertOpen();
+    // Each node on its own: one that does not answer is shown so, beside the others.
+    const ask = async (endpoint: Endpoint) => {
+      try {
+        const client = await this.#client(endpoint);
+        return { address: endpoint.key, status: await client.request<NodeStatus>("status") };
+      } catch (error) {
+        return { address: endpoint.key, error: (error as Error).message };
+      }
+    };
+    const look = async () => {
+      const nodes = await Promise.all([...this.#endpoints.values()].map(ask));
+      return { nodes, root: this.observe() };
+    };
+    return this.#serve(serveDashboard(look, { ...options, keepAlive: false }));
+  }
+
+  /**
+   * Serves this root's Prometheus metrics at `/metrics` (fed, done, resent, queued, in flight, each
+   * node's window and round trip) until `reset()` or `close()`.
+   *
+   * @example
+   * cluster.serveMetrics({ port: 9464 }); // scrape http://127.0.0.1:9464/metrics
+   */
+  serveMetrics(options: { port: number; host?: string }): HttpEndpoint {
+    this.#assertOpen();
+    return this.#serve(serveRootMetrics(() => this.observe(), { ...options, keepAlive: false }));
+  }
+
+  /** What the dashboard and the metrics show of this root: its counts, each node's lane, the last errors. */
+  observe(): RootObservation {
+    const known = (ms: number) => (Number.isFinite(ms) ? ms : null);
+    return {
+      progress: this.progress,
+      nodes: this.#scheduler.lanes.map((lane) => ({
+        address: lane.address,
+        workers: lane.workers,
+        idleWorkers: lane.idleWorkers,
+        window: lane.window.size,
+        inFlight: lane.inFlight,
+        inFlightBytes: lane.inFlightBytes,
+        roundTripMs: known(lane.window.lastLatencyMs),
+        minRoundTripMs: known(lane.window.minLatencyMs),
+      })),
+      errors: this.#recentErrors.list(),
+    };
+  }
+
+  #serve(endpoint: HttpEndpoint): HttpEndpoint {
+    this.#served.add(endpoint);
+    return {
+      ...endpoint,
+      stop: () => {
+        this.#served.delete(endpoint);
+        return endpoint.stop();
+      },
+    };
+  }
+
   /** Stops the pipeline on every node and forgets what was queued; waits in progress reject. Nodes are free again. */
   async reset(): Promise<void> {
     if (this.#closed) return;
+    await Promise.all([...this.#served].map((endpoint) => endpoint.stop()));
+    this.#served.clear();
     await this.#stopPipeline("the cluster was reset");
     for (const client of this.#clients.values()) client.close();
     this.#clients.clear();
@@ -757,6 +838,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       node: client.address,
       item,
     });
+    this.#recentErrors.add({ task: report.task, item, message: report.message, failed, node: client.address });
     const handler = this.#setupOptions.errorHandler;
     if (handler !== undefined) return callHandler("errorHandler", handler, error);
     if (this.#unhandledErrors++ < MAX_UNHANDLED_ERROR_NOTES) {

@@ -14,6 +14,8 @@ export class AdaptiveWindow {
   /** Items allowed in flight now. */
   size: number;
   #minLatencyMs = Number.POSITIVE_INFINITY;
+  /** The last sample's latency (NaN before the first), for the dashboard and metrics. */
+  lastLatencyMs = Number.NaN;
   #grownAt = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -36,6 +38,7 @@ export class AdaptiveWindow {
 
   /** One item's time from sent to done, and the node's idle workers when it came back. */
   sample(latencyMs: number, idleWorkers: number): void {
+    this.lastLatencyMs = latencyMs;
     // The reference creeps up 1% a sample, so it follows a node whose work really got slower.
     this.#minLatencyMs = Math.min(this.#minLatencyMs * 1.01, latencyMs);
     if (idleWorkers === 0 && latencyMs > this.#minLatencyMs * 4 + 10) {

@@ -214,6 +214,26 @@ export class Engine {
     return this.#supervisor.workersReplaced;
   }
 
+  /** Root items finished since the start. */
+  get itemsDone(): number {
+    return this.#output.rootsFinished;
+  }
+
+  /** Items run again because their worker died on them, and items given up after `maxAttempts`. */
+  get retries(): { retried: number; givenUp: number } {
+    return { retried: this.#supervisor.itemsRetried, givenUp: this.#supervisor.itemsGivenUp };
+  }
+
+  /** Bytes in each worker's input and output ring now, and their sizes (for metrics). */
+  ringFill(): Array<{ input: number; inputSize: number; output: number; outputSize: number }> {
+    return this.#slots.map((slot) => ({
+      input: slot.input.used,
+      inputSize: slot.input.capacity,
+      output: slot.output.used,
+      outputSize: slot.output.capacity,
+    }));
+  }
+
   /** Workers with nothing queued and not asleep. */
   get idleWorkers(): number {
     let idle = 0;

@@ -61,6 +61,9 @@ const WATCH_MS = 50;
 export class WorkerSupervisor {
   /** Worker threads that died or were ended and were replaced, since the start. */
   workersReplaced = 0;
+  /** Items run again because their worker died on them, and items given up after `maxAttempts` (for status and metrics). */
+  itemsRetried = 0;
+  itemsGivenUp = 0;
   readonly #slots: readonly WorkerSlot[];
   readonly #setup: WorkerSetup;
   readonly #drain: OutputDrain;
@@ -226,10 +229,12 @@ export class WorkerSupervisor {
       const attempts = (slot.attempts.get(key) ?? 0) + 1;
       if (attempts >= this.#maxAttempts) {
         slot.attempts.delete(key);
+        this.itemsGivenUp++;
         this.#drain.giveUp(slot, offset, attempts, reason);
         setRecordKind(input.view, offset, RecordKind.Void);
       } else {
         slot.attempts.set(key, attempts);
+        this.itemsRetried++;
       }
     }
     input.release(position);

@@ -1,6 +1,7 @@
 import { SetupError } from "../../errors.ts";
+import { latencyBucket } from "../../protocol/latency.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
-import { DROPPED, ERRORS, MILLISECONDS, PROCESSED, STAT_FIELDS } from "../task-stats.ts";
+import { DROPPED, ERRORS, LATENCY, MILLISECONDS, PROCESSED, STAT_FIELDS } from "../task-stats.ts";
 
 /** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
 export interface ResolvedTask {
@@ -159,6 +160,7 @@ export class ChainRunner {
     const ms = performance.now() - started;
     const weight = this.#weights[stage]!;
     this.#stats[stage * STAT_FIELDS + MILLISECONDS]! += ms * weight;
+    this.#stats[stage * STAT_FIELDS + LATENCY + latencyBucket(ms)]! += weight; // the histogram, weighted alike
     const recent = (this.#recentMs[stage] = this.#recentMs[stage]! * 0.875 + ms * 0.125);
     const timed = ++this.#timed[stage]!;
     this.#weights[stage] = ms >= TIME_EVERY_CALL_MS || recent >= TIME_EVERY_CALL_MS || timed < TIME_FIRST_CALLS ? 1 : SAMPLE_ONE_IN;
