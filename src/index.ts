@@ -45,4 +45,5 @@ export {
   type SetupOptions,
   type TaskDefinition,
 } from "./root/root.ts";
+export type { ProgressOptions, RunOptions } from "./root/progress-bar.ts";
 export { VERSION } from "./version.ts";

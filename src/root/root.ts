@@ -18,6 +18,7 @@ import { mergeTaskStats } from "./inspect.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { NodeClient, type NodeClientOptions } from "./node-client.ts";
 import { type TaskInput, pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
+import { type RunOptions, showProgress } from "./progress-bar.ts";
 import { ResultPump, isThenable } from "./results.ts";
 import { type NodeLane, Scheduler, type SchedulerOptions } from "./scheduler.ts";
 
@@ -326,9 +327,13 @@ export class Root implements AsyncDisposable {
     return this.#when(() => this.#scheduler.queued === 0 && this.#scheduler.inFlight === 0 && this.#results.idle);
   }
 
-  /** Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all is done. */
-  async run(items: Iterable<unknown> | AsyncIterable<unknown>): Promise<void> {
+  /**
+   * Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all is done.
+   * `{ progress: true }` shows a progress bar on stderr (see `RunOptions`).
+   */
+  async run(items: Iterable<unknown> | AsyncIterable<unknown>, options: RunOptions = {}): Promise<void> {
     this.#assertRunning("run");
+    using _display = showProgress(options.progress, items, () => this.progress);
     const bound = this.#options.maxQueued ?? this.#defaultBound();
     if (Symbol.iterator in items) {
       // Items that are at hand go in chunks, as much as the queue has room for: no promise per item.
@@ -371,12 +376,12 @@ export class Root implements AsyncDisposable {
    * @example
    * for await (const out of cluster.process(lines)) console.log(out);
    */
-  async *process(items: Iterable<unknown> | AsyncIterable<unknown>): AsyncGenerator<unknown> {
+  async *process(items: Iterable<unknown> | AsyncIterable<unknown>, options: RunOptions = {}): AsyncGenerator<unknown> {
     this.#assertRunning("process");
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
     const channel = new OutputChannel<unknown>(1024);
     this.#outputOverride = (output) => channel.push(output);
-    const feeding = this.run(items).then(
+    const feeding = this.run(items, options).then(
       () => channel.end(),
       (error) => channel.fail(error),
     );

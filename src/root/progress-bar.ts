@@ -1,0 +1,162 @@
+import { Format, SingleBar } from "cli-progress";
+
+/**
+ * The progress display of `run(items, { progress })` and `process(items, { progress })`.
+ *
+ * cli-progress draws it: on a terminal it redraws one line in place (cursor hidden meanwhile, no line
+ * wrap), anywhere else it prints a plain line every `intervalMs` and once at the end, which is what a
+ * log file or CI output wants. We give it our own format (count, total when known, rate, ETA, outputs),
+ * because a total is often unknown (a generator) and its built-in tokens have no rate.
+ */
+
+/** Where and how often to show progress; `true` means all defaults. */
+export interface ProgressOptions {
+  /** Where to draw (default `process.stderr`). A TTY gets a bar redrawn in place, anything else plain lines. */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  /** Milliseconds between plain lines when the stream is not a TTY (default 2000). */
+  intervalMs?: number;
+  /** What is counted, shown first (default "items"). */
+  label?: string;
+}
+
+/** Options of `Root.run` and `Root.process`. */
+export interface RunOptions {
+  /** Show a progress bar on stderr (a TTY), or a line every 2 s (anything else). */
+  progress?: boolean | ProgressOptions;
+}
+
+/** What the display reads on every frame (it shows what they grew by since it started). */
+export interface ProgressCounts {
+  done: number;
+  outputs: number;
+  errors: number;
+}
+
+const DEFAULT_INTERVAL_MS = 2000;
+/** Frames per second on a terminal: smooth enough, and cheap beside the run it shows. */
+const TTY_FPS = 10;
+
+/** How many items an iterable holds when it says so (arrays, typed arrays, `length`, Set and Map `size`). */
+export function knownTotal(items: unknown): number | undefined {
+  if (Array.isArray(items)) return items.length;
+  for (const key of ["size", "length"] as const) {
+    const value = (items as Record<string, unknown>)[key];
+    if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return value;
+  }
+  return undefined;
+}
+
+/** Checks a `progress` option; throws a `TypeError` naming what is wrong with it. */
+function parseOption(option: boolean | ProgressOptions): Required<ProgressOptions> {
+  const options: ProgressOptions = option === true ? {} : option === false ? {} : option;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`progress must be true, false or { stream, intervalMs, label }, got ${Bun.inspect(option)}`);
+  }
+  const stream = options.stream ?? process.stderr;
+  if (typeof (stream as { write?: unknown }).write !== "function") {
+    throw new TypeError("progress.stream must be a writable stream (something with a write method)");
+  }
+  const intervalMs = options.intervalMs ?? DEFAULT_INTERVAL_MS;
+  if (typeof intervalMs !== "number" || !(intervalMs > 0) || !Number.isFinite(intervalMs)) {
+    throw new TypeError(`progress.intervalMs must be a positive number of milliseconds, got ${Bun.inspect(intervalMs)}`);
+  }
+  const label = options.label ?? "items";
+  if (typeof label !== "string") throw new TypeError(`progress.label must be a string, got ${Bun.inspect(label)}`);
+  return { stream, intervalMs, label };
+}
+
+/** Colour only on a terminal, and not when the user asked for none (https://no-color.org). */
+function colours(stream: { isTTY?: boolean }): { bar: (text: string) => string; dim: (text: string) => string } {
+  const on = stream.isTTY === true && !process.env.NO_COLOR;
+  return {
+    bar: on ? (text) => `\x1b[32m${text}\x1b[39m` : (text) => text,
+    dim: on ? (text) => `\x1b[2m${text}\x1b[22m` : (text) => text,
+  };
+}
+
+/** Plain digits: a log line is read by scripts too. */
+const count = (value: number): string => String(Math.round(value));
+
+/** "42s", "3m05s", "1h02m": a duration to read at a glance. */
+export function duration(seconds: number): string {
+  const whole = Math.round(seconds);
+  if (whole < 60) return `${whole}s`;
+  const pad = (value: number) => String(value).padStart(2, "0");
+  if (whole < 3600) return `${Math.floor(whole / 60)}m${pad(whole % 60)}s`;
+  return `${Math.floor(whole / 3600)}h${pad(Math.floor((whole % 3600) / 60))}m`;
+}
+
+/**
+ * Starts showing the progress of a run of `items`, reading `read()` on every frame and counting from
+ * what it says now; disposing it draws the last frame and ends the line. Returns undefined when
+ * `option` is false or absent.
+ *
+ * @example
+ * using _display = showProgress({ label: "lines" }, lines, () => cluster.progress);
+ */
+export function showProgress(
+  option: boolean | ProgressOptions | undefined,
+  items: unknown,
+  read: () => ProgressCounts,
+): Disposable | undefined {
+  if (option === undefined || option === false) return undefined;
+  const { stream, intervalMs, label } = parseOption(option);
+  const base = read();
+  const counts = (): ProgressCounts => {
+    const now = read();
+    return { done: now.done - base.done, outputs: now.outputs - base.outputs, errors: now.errors - base.errors };
+  };
+  const total = knownTotal(items);
+  const tty = stream.isTTY === true;
+  const paint = colours(stream);
+  const started = performance.now();
+
+  const format = (options: Parameters<typeof Format.BarFormat>[1], params: { progress: number }): string => {
+    const { done, outputs, errors } = counts();
+    const seconds = (performance.now() - started) / 1000;
+    const rate = seconds > 0 ? done / seconds : 0;
+    const parts: string[] = [];
+    if (total === undefined) {
+      parts.push(`${label} ${count(done)}`);
+    } else {
+      const percent = `${Math.floor(params.progress * 100)}%`;
+      const bar = tty ? ` ${paint.bar(Format.BarFormat(params.progress, options))}` : "";
+      parts.push(`${label}${bar} ${percent} ${count(done)}/${count(total)}`);
+    }
+    parts.push(`${count(rate)}/s`);
+    if (total !== undefined && done < total) {
+      parts.push(`ETA ${rate > 0 ? duration((total - done) / rate) : "?"}`);
+    } else {
+      parts.push(`${duration(seconds)} elapsed`);
+    }
+    if (outputs > 0) parts.push(`${count(outputs)} outputs`);
+    if (errors > 0) parts.push(`${count(errors)} errors`);
+    return parts.join(tty ? paint.dim(" | ") : ", ");
+  };
+
+  const bar = new SingleBar({
+    stream,
+    format: format as ConstructorParameters<typeof SingleBar>[0]["format"],
+    noTTYOutput: true,
+    notTTYSchedule: intervalMs,
+    fps: TTY_FPS,
+    hideCursor: tty,
+    linewrap: false,
+    barsize: 24,
+    barCompleteChar: "█",
+    barIncompleteChar: "░",
+    // A terminal keeps the last frame; elsewhere the last line is already written, a blank one would follow.
+    clearOnComplete: !tty,
+  });
+  // The bar's own value only drives its percentage; every other figure is read in `format`.
+  bar.start(total ?? 0, 0);
+  const refresh = () => bar.update(counts().done);
+  const timer = setInterval(refresh, Math.min(intervalMs, 1000 / TTY_FPS));
+  return {
+    [Symbol.dispose]() {
+      clearInterval(timer);
+      refresh();
+      bar.stop();
+    },
+  };
+}
