@@ -127,14 +127,25 @@ const status = defineCommand({
 });
 
 const benchmark = defineCommand({
-  meta: { name: "benchmark", description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes" },
-  args: inspectArgs,
+  meta: { name: "benchmark", description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes and per worker" },
+  args: {
+    ...inspectArgs,
+    out: { type: "string", description: "Also save the figures (merged and per worker) as JSON to this file" },
+  },
   async run({ args }) {
-    const { fetchStatuses, formatTaskStats, mergeTaskStats } = await import("./root/inspect.ts");
+    const { fetchStatuses } = await import("./root/inspect.ts");
+    const { benchmarkReport, formatBenchmark } = await import("./root/benchmark-report.ts");
     const reports = await fetchStatuses(nodeList(args.nodes), await inspectOptions(args));
     for (const report of reports) if (report.error) console.error(`${report.address}: unreachable: ${report.error}`);
-    const merged = mergeTaskStats(reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])));
-    console.log(args.json ? JSON.stringify(merged, null, 2) : formatTaskStats(merged));
+    const figures = benchmarkReport(reports);
+    if (args.out !== undefined) {
+      try {
+        await Bun.write(args.out, `${JSON.stringify(figures, null, 2)}\n`);
+      } catch (error) {
+        fail(`--out: cannot write ${args.out}: ${(error as Error).message}`);
+      }
+    }
+    console.log(args.json ? JSON.stringify(figures.merged, null, 2) : formatBenchmark(figures));
     if (reports.some((report) => report.error !== undefined)) process.exitCode = 1;
   },
 });

@@ -382,6 +382,7 @@ export class NodeServer {
               inFlight: engine?.inFlight ?? 0,
               workersReplaced: engine?.workersReplaced ?? 0,
               tasks: engine?.stats() ?? [],
+              tasksByWorker: engine?.statsByWorker() ?? [],
             },
     };
   }

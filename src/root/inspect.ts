@@ -1,7 +1,7 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
 import { dial } from "../protocol/auth.ts";
 import type { ClientTls } from "../protocol/connection.ts";
-import type { NodeStatus, TaskStatsRecord } from "../protocol/pipeline.ts";
+import { type NodeStatus, type TaskStatsRecord, parseNodeStatus } from "../protocol/pipeline.ts";
 
 /**
  * What `pcluster status` and `pcluster benchmark` print: each node's status, and the per-task counts
@@ -36,7 +36,7 @@ export async function fetchStatuses(nodes: HostPort[], options: InspectOptions =
           timeoutMs: options.timeoutMs ?? 3000,
         });
         try {
-          return { address: key, status: await connection.request<NodeStatus>("status", undefined, options.timeoutMs ?? 3000) };
+          return { address: key, status: parseNodeStatus(await connection.request("status", undefined, options.timeoutMs ?? 3000)) };
         } finally {
           connection.close();
         }
