@@ -30,6 +30,7 @@ const log = defineCommand({
     overwrite: { type: "boolean", description: "Truncate the file first instead of appending", default: false },
     token: { type: "string", description: "Shared token clients must prove (default: $PCLUSTER_TOKEN)" },
     insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
+    json: { type: "boolean", description: "Write JSON lines (time, level, host, pid, pipeline, task, message)", default: false },
   },
   async run({ args }) {
     const { runLogServer } = await import("./log/server.ts");
@@ -40,6 +41,7 @@ const log = defineCommand({
       overwrite: args.overwrite,
       token: args.token || process.env.PCLUSTER_TOKEN || undefined,
       insecure: args.insecure,
+      format: args.json ? "json" : "text",
     });
   },
 });

@@ -3,14 +3,14 @@ import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, PclusterError, ProtocolError, StateError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
-import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
+import { flushLogs, logAt, sendLogLines, setDefaultLogAddress } from "../log/client.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/auth.ts";
 import type { RecordBatchBuilder } from "../protocol/codec.ts";
 import type { Connection, ServerTls } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/exposure.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
-import type { Message } from "../protocol/messages.ts";
+import type { LogLevel, Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import { VERSION } from "../version.ts";
 import { Engine } from "./engine.ts";
@@ -132,7 +132,7 @@ export class NodeServer {
       const pipeline = this.#pipeline;
       if (pipeline?.owner !== connection) return;
       const grace = this.#options.orphanGraceMs ?? 3000;
-      this.#note("warn", `root ${client} disconnected${reason ? ` (${reason.message})` : ""}; resetting ${describe(pipeline)} in ${grace} ms`);
+      this.#note("warn", `root ${client} disconnected${reason ? ` (${reason.message})` : ""}; resetting ${describe(pipeline)} in ${grace} ms`, { pipeline: pipeline.name });
       pipeline.orphanTimer = setTimeout(() => {
         if (this.#pipeline === pipeline) void this.#serialized(() => this.#resetPipeline(`its root ${client} is gone`));
       }, grace);
@@ -244,7 +244,7 @@ export class NodeServer {
     };
     this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
     try {
-      this.#note("info", `setting up ${describe(pipeline)} for root ${client}`);
+      this.#note("info", `setting up ${describe(pipeline)} for root ${client}`, { pipeline: pipeline.name });
       const installed = await installPipeline({
         workdir: this.#workdir,
         name: args.name,
@@ -270,10 +270,14 @@ export class NodeServer {
           onResults: (batch) => this.#sendResults(pipeline, batch),
           onTaskError: (report) => {
             const what = report.failed ? "could not finish" : "dropped";
-            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
+            const about = { pipeline: pipeline.name, task: report.task };
+            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`, about);
           },
-          onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),
-          onLog: (lines) => sendLogLines(lines),
+          onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`, { pipeline: pipeline.name }),
+          onLog: (lines) => {
+            for (const line of lines) line.pipeline ??= pipeline.name; // workers know their task, the node its pipeline
+            sendLogLines(lines);
+          },
         },
       );
       if (this.#pipeline !== pipeline || connection.isClosed) {
@@ -282,12 +286,12 @@ export class NodeServer {
       }
       pipeline.engine = engine;
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
-      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${installed.skipped ? " (code unchanged, not reinstalled)" : ""}`);
+      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${installed.skipped ? " (code unchanged, not reinstalled)" : ""}`, { pipeline: pipeline.name });
       return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window };
     } catch (error) {
       if (this.#pipeline === pipeline) this.#pipeline = undefined;
       const message = error instanceof Error ? error.message : String(error);
-      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`);
+      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`, { pipeline: pipeline.name });
       throw error;
     }
   }
@@ -298,7 +302,7 @@ export class NodeServer {
     this.#pipeline = undefined;
     clearTimeout(pipeline.orphanTimer);
     await pipeline.engine?.reset();
-    this.#note("info", `reset ${describe(pipeline)}: ${why}`);
+    this.#note("info", `reset ${describe(pipeline)}: ${why}`, { pipeline: pipeline.name });
     if (!pipeline.owner.isClosed) {
       try {
         pipeline.owner.send({ t: "event", name: "reset", data: { why } });
@@ -387,11 +391,11 @@ export class NodeServer {
     };
   }
 
-  /** To the console and the log server. */
-  #note(level: "info" | "warn" | "error", message: string): void {
+  /** To the console and the log server (at `level`, naming the pipeline or task it is `about`). */
+  #note(level: LogLevel, message: string, about?: { pipeline?: string; task?: string }): void {
     const line = `[node ${this.#server ? this.address : this.#options.host}] ${message}`;
     consola[level](line);
-    if (this.#options.logAddress !== undefined) log(line);
+    if (this.#options.logAddress !== undefined) logAt(level, line, {}, about);
   }
 }
 

@@ -6,7 +6,7 @@
  * The worker uses web-`Worker` messaging only (`self.onmessage` / `postMessage`), never
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
-import { setLogSink } from "../log/client.ts";
+import { logContext, setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
@@ -272,6 +272,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
       },
     },
     stats,
+    logContext(),
   );
 
   let position = input.readPosition;

@@ -67,12 +67,22 @@ export interface EventMessage {
   name: string;
   data?: unknown;
 }
+/** How much a log line matters; a line without one is "info" (senders before 0.2 never said). */
+export type LogLevel = "info" | "warn" | "error";
+export const LOG_LEVELS: readonly LogLevel[] = ["info", "warn", "error"];
+
 export interface LogLine {
   /** Milliseconds since the epoch, when the line was logged. */
   ts: number;
   host: string;
   pid: number;
   msg: string;
+  /** Absent (or nil) for "info". */
+  level?: LogLevel | null;
+  /** The pipeline the line is about (stamped by the node on its tasks' lines). */
+  pipeline?: string | null;
+  /** The task that was running when a task called `log`. */
+  task?: string | null;
 }
 export interface LogMessage {
   t: "log";
@@ -187,7 +197,18 @@ const schemas: Record<Message["t"], Check> = {
   credit: shape({ bytes: isUint }),
   event: shape({ name: isString, data: isAny }),
   log: shape({
-    lines: arrayOf(shape({ ts: isUint, host: isString, pid: isUint, msg: isString }), 100_000),
+    lines: arrayOf(
+      shape({
+        ts: isUint,
+        host: isString,
+        pid: isUint,
+        msg: isString,
+        level: optional(oneOf(...LOG_LEVELS)),
+        pipeline: optional(isString),
+        task: optional(isString),
+      }),
+      100_000,
+    ),
   }),
 };
 

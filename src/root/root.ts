@@ -625,7 +625,7 @@ export class Root implements AsyncDisposable {
   /** To the console and the log. */
   #note(level: "info" | "warn", message: string): void {
     consola[level](`[root] ${message}`);
-    if (getDefaultLogAddress() !== undefined) log(`[root] ${message}`);
+    if (getDefaultLogAddress() !== undefined) log[level](`[root] ${message}`);
   }
 }
 
