@@ -30,7 +30,11 @@ const log = defineCommand({
     overwrite: { type: "boolean", description: "Truncate the file first instead of appending", default: false },
     token: { type: "string", description: "Shared token clients must prove (default: $PCLUSTER_TOKEN)" },
     insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
-    json: { type: "boolean", description: "Write JSON lines (time, level, host, pid, pipeline, task, message)", default: false },
+    json: {
+      type: "boolean",
+      description: "Write JSON lines (time, level, host, pid, pipeline, task, message)",
+      default: false,
+    },
   },
   async run({ args }) {
     const { runLogServer } = await import("./log/server.ts");
@@ -129,7 +133,10 @@ const status = defineCommand({
 });
 
 const benchmark = defineCommand({
-  meta: { name: "benchmark", description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes and per worker" },
+  meta: {
+    name: "benchmark",
+    description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes and per worker",
+  },
   args: {
     ...inspectArgs,
     out: { type: "string", description: "Also save the figures (merged and per worker) as JSON to this file" },

@@ -132,7 +132,9 @@ export class NodeServer {
       const pipeline = this.#pipeline;
       if (pipeline?.owner !== connection) return;
       const grace = this.#options.orphanGraceMs ?? 3000;
-      this.#note("warn", `root ${client} disconnected${reason ? ` (${reason.message})` : ""}; resetting ${describe(pipeline)} in ${grace} ms`, { pipeline: pipeline.name });
+      const why = reason ? ` (${reason.message})` : "";
+      const about = { pipeline: pipeline.name };
+      this.#note("warn", `root ${client} disconnected${why}; resetting ${describe(pipeline)} in ${grace} ms`, about);
       pipeline.orphanTimer = setTimeout(() => {
         if (this.#pipeline === pipeline) void this.#serialized(() => this.#resetPipeline(`its root ${client} is gone`));
       }, grace);
@@ -271,9 +273,13 @@ export class NodeServer {
           onTaskError: (report) => {
             const what = report.failed ? "could not finish" : "dropped";
             const about = { pipeline: pipeline.name, task: report.task };
-            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`, about);
+            const stack = report.stack ? `\n${report.stack}` : "";
+            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${stack}`, about);
           },
-          onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`, { pipeline: pipeline.name }),
+          onWorkerDied: (worker, reason) => {
+            const about = { pipeline: pipeline.name };
+            this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`, about);
+          },
           onLog: (lines) => {
             for (const line of lines) line.pipeline ??= pipeline.name; // workers know their task, the node its pipeline
             sendLogLines(lines);
@@ -286,12 +292,14 @@ export class NodeServer {
       }
       pipeline.engine = engine;
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
-      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${installed.skipped ? " (code unchanged, not reinstalled)" : ""}`, { pipeline: pipeline.name });
+      const cached = installed.skipped ? " (code unchanged, not reinstalled)" : "";
+      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, { pipeline: pipeline.name });
       return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window };
     } catch (error) {
       if (this.#pipeline === pipeline) this.#pipeline = undefined;
       const message = error instanceof Error ? error.message : String(error);
-      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`, { pipeline: pipeline.name });
+      const about = { pipeline: pipeline.name };
+      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`, about);
       throw error;
     }
   }

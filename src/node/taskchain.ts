@@ -154,7 +154,12 @@ export class ChainRunner {
   /** Names the task whose code runs now, for `log` calls inside it (see LogContext). */
   readonly #context: { task: string | undefined };
 
-  constructor(tasks: ResolvedTask[], hooks: ChainHooks, stats: Float64Array, context: { task: string | undefined } = { task: undefined }) {
+  constructor(
+    tasks: ResolvedTask[],
+    hooks: ChainHooks,
+    stats: Float64Array,
+    context: { task: string | undefined } = { task: undefined },
+  ) {
     this.#context = context;
     this.#tasks = tasks;
     this.#hooks = hooks;

@@ -21,13 +21,25 @@ export interface BenchmarkReport {
   /** Worker threads counted, over all nodes that run a pipeline. */
   workers: number;
   /** Per node: its pipeline, or why it could not be asked. */
-  nodes: Array<{ address: string; pipeline?: { name: string; version: string; workers: number } | null; error?: string }>;
+  nodes: Array<{
+    address: string;
+    pipeline?: { name: string; version: string; workers: number } | null;
+    error?: string;
+  }>;
   /** Every worker's own figures (empty for nodes too old to give them). */
   perWorker: WorkerFigures[];
   /** Per task, summed over all workers of all nodes. */
   merged: TaskStatsRecord[];
 }
 
+/**
+ * The figures of nodes' status replies: merged per task, per worker, and the worker count. Nodes that
+ * could not be asked are listed with their error; idle ones with `pipeline: null`.
+ *
+ * @example
+ * const report = benchmarkReport(await fetchStatuses(["127.0.0.1:6000"]));
+ * console.log(formatBenchmark(report));
+ */
 export function benchmarkReport(reports: NodeReport[], at = new Date()): BenchmarkReport {
   const nodes: BenchmarkReport["nodes"] = [];
   const perWorker: WorkerFigures[] = [];
@@ -38,12 +50,18 @@ export function benchmarkReport(reports: NodeReport[], at = new Date()): Benchma
       nodes.push({ address: report.address, error: report.error });
       continue;
     }
-    nodes.push({ address: report.address, pipeline: pipeline && { name: pipeline.name, version: pipeline.version, workers: pipeline.workers } });
-    if (pipeline === null) continue;
+    if (pipeline === null) {
+      nodes.push({ address: report.address, pipeline: null }); // idle: no figures to give
+      continue;
+    }
+    const { name, version } = pipeline;
+    nodes.push({ address: report.address, pipeline: { name, version, workers: pipeline.workers } });
     workers += pipeline.tasksByWorker?.length ?? pipeline.workers;
     pipeline.tasksByWorker?.forEach((tasks, worker) => perWorker.push({ node: report.address, worker, tasks }));
   }
-  const merged = mergeTaskStats(reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])));
+  const merged = mergeTaskStats(
+    reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])),
+  );
   return { at: at.toISOString(), workers, nodes, perWorker, merged };
 }
 
@@ -53,7 +71,8 @@ const ms = (value: number) => Number(value.toFixed(3));
 export function formatBenchmark(report: BenchmarkReport): string {
   if (report.merged.length === 0) return formatTaskStats(report.merged);
   const running = report.nodes.filter((node) => node.pipeline);
-  const pipelines = [...new Set(running.map((node) => `"${node.pipeline!.name}" ${node.pipeline!.version}`))].join(", ");
+  const names = running.map((node) => `"${node.pipeline!.name}" ${node.pipeline!.version}`);
+  const pipelines = [...new Set(names)].join(", ");
   const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? "" : "s"}`;
   const lines = [
     formatTaskStats(report.merged),
@@ -61,9 +80,19 @@ export function formatBenchmark(report: BenchmarkReport): string {
   ];
   if (report.perWorker.length > 0) {
     const rows = report.perWorker.flatMap((figures) =>
-      figures.tasks.map((task) => [figures.node, figures.worker, task.task, task.processed, task.dropped, task.errors, ms(task.totalMs), ms(task.meanMs)]),
+      figures.tasks.map((task) => [
+        figures.node,
+        figures.worker,
+        task.task,
+        task.processed,
+        task.dropped,
+        task.errors,
+        ms(task.totalMs),
+        ms(task.meanMs),
+      ]),
     );
-    lines.push("", "per worker:", table(["node", "worker", "task", "processed", "dropped", "errors", "total ms", "mean ms"], rows));
+    const header = ["node", "worker", "task", "processed", "dropped", "errors", "total ms", "mean ms"];
+    lines.push("", "per worker:", table(header, rows));
   }
   return lines.join("\n");
 }

@@ -36,7 +36,8 @@ export async function fetchStatuses(nodes: HostPort[], options: InspectOptions =
           timeoutMs: options.timeoutMs ?? 3000,
         });
         try {
-          return { address: key, status: parseNodeStatus(await connection.request("status", undefined, options.timeoutMs ?? 3000)) };
+          const reply = await connection.request("status", undefined, options.timeoutMs ?? 3000);
+          return { address: key, status: parseNodeStatus(reply) };
         } finally {
           connection.close();
         }

@@ -58,7 +58,8 @@ function parseOption(option: boolean | ProgressOptions): Required<ProgressOption
   }
   const intervalMs = options.intervalMs ?? DEFAULT_INTERVAL_MS;
   if (typeof intervalMs !== "number" || !(intervalMs > 0) || !Number.isFinite(intervalMs)) {
-    throw new TypeError(`progress.intervalMs must be a positive number of milliseconds, got ${Bun.inspect(intervalMs)}`);
+    const got = Bun.inspect(intervalMs);
+    throw new TypeError(`progress.intervalMs must be a positive number of milliseconds, got ${got}`);
   }
   const label = options.label ?? "items";
   if (typeof label !== "string") throw new TypeError(`progress.label must be a string, got ${Bun.inspect(label)}`);
