@@ -67,13 +67,12 @@ function parseOption(option: boolean | ProgressOptions): Required<ProgressOption
 }
 
 /** Colour only on a terminal, and not when the user asked for none (https://no-color.org). */
-function colours(stream: { isTTY?: boolean }): { bar: (text: string) => string; dim: (text: string) => string } {
-  const on = stream.isTTY === true && !process.env.NO_COLOR;
-  return {
-    bar: on ? (text) => `\x1b[32m${text}\x1b[39m` : (text) => text,
-    dim: on ? (text) => `\x1b[2m${text}\x1b[22m` : (text) => text,
-  };
+function colourWanted(stream: { isTTY?: boolean }): boolean {
+  return stream.isTTY === true && !process.env.NO_COLOR;
 }
+
+const GREEN = (text: string) => `\x1b[32m${text}\x1b[39m`;
+const DIM = (text: string) => `\x1b[2m${text}\x1b[22m`;
 
 /** Plain digits: a log line is read by scripts too. */
 const count = (value: number): string => String(Math.round(value));
@@ -109,10 +108,12 @@ export function showProgress(
   };
   const total = knownTotal(items);
   const tty = stream.isTTY === true;
-  const paint = colours(stream);
+  const colour = colourWanted(stream);
   const started = performance.now();
 
-  const format = (options: Parameters<typeof Format.BarFormat>[1], params: { progress: number }): string => {
+  type BarOptions = Parameters<typeof Format.BarFormat>[1];
+  /** One frame: on a terminal with the bar and colour as asked; elsewhere neither, figures by commas. */
+  const frame = (options: BarOptions, progress: number, withBar: boolean, inColour: boolean): string => {
     const { done, outputs, errors } = counts();
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
@@ -120,9 +121,9 @@ export function showProgress(
     if (total === undefined) {
       parts.push(`${label} ${count(done)}`);
     } else {
-      const percent = `${Math.floor(params.progress * 100)}%`;
-      const bar = tty ? ` ${paint.bar(Format.BarFormat(params.progress, options))}` : "";
-      parts.push(`${label}${bar} ${percent} ${count(done)}/${count(total)}`);
+      const drawn = Format.BarFormat(progress, options);
+      const bar = withBar ? ` ${inColour ? GREEN(drawn) : drawn}` : "";
+      parts.push(`${label}${bar} ${Math.floor(progress * 100)}% ${count(done)}/${count(total)}`);
     }
     parts.push(`${count(rate)}/s`);
     if (total !== undefined && done < total) {
@@ -132,7 +133,16 @@ export function showProgress(
     }
     if (outputs > 0) parts.push(`${count(outputs)} outputs`);
     if (errors > 0) parts.push(`${count(errors)} errors`);
-    return parts.join(tty ? paint.dim(" | ") : ", ");
+    return parts.join(tty ? (inColour ? DIM(" | ") : " | ") : ", ");
+  };
+  // cli-progress cuts a frame at the terminal's width counting escape codes as characters: a frame
+  // too wide drops its colour, then its bar, rather than be cut in the middle of a code.
+  const format = (options: BarOptions, params: { progress: number; maxWidth: number }): string => {
+    if (!tty) return frame(options, params.progress, false, false);
+    const full = frame(options, params.progress, true, colour);
+    if (full.length <= params.maxWidth) return full;
+    const plain = frame(options, params.progress, true, false);
+    return plain.length <= params.maxWidth ? plain : frame(options, params.progress, false, false);
   };
 
   const bar = new SingleBar({
@@ -141,8 +151,10 @@ export function showProgress(
     noTTYOutput: true,
     notTTYSchedule: intervalMs,
     fps: TTY_FPS,
-    hideCursor: tty,
-    linewrap: false,
+    // Nothing that changes the terminal's state (a hidden cursor, no wrapping): a run stopped by
+    // Ctrl-C never gets to undo it. A frame fits the width instead (see `format`).
+    hideCursor: false,
+    linewrap: true,
     barsize: 24,
     barCompleteChar: "█",
     barIncompleteChar: "░",

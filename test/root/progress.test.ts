@@ -94,8 +94,9 @@ describe("progress to a stream that is not a terminal", () => {
 
 describe("progress on a terminal", () => {
   /** Runs test/support/progress-tty.ts under `script`, whose pseudo-terminal is the script's stderr. */
-  async function onTerminal(env: Record<string, string | undefined>): Promise<string> {
-    const command = `${process.execPath} ${join(REPO, "test/support/progress-tty.ts")} ${node.addr}`;
+  async function onTerminal(env: Record<string, string | undefined>, columns = 200): Promise<string> {
+    const run = `${process.execPath} ${join(REPO, "test/support/progress-tty.ts")} ${node.addr}`;
+    const command = `stty cols ${columns} rows 40 && ${run}`; // a terminal of known width
     const child = spawnGroup(["script", "-qfec", command, "/dev/null"], { cwd: REPO, env: { PCLUSTER_TOKEN: undefined, ...env } });
     try {
       expect(await child.waitExit(30_000), child.output).toBe(0);
@@ -115,8 +116,9 @@ describe("progress on a terminal", () => {
     const last = frames.at(-1)!;
     expect(last).toMatch(/^rows \x1b\[32m█{24}\x1b\[39m 100% 300\/300/);
     expect(last).toContain("300 outputs");
-    expect(screen).toContain("\x1b[?25l"); // the cursor is hidden while the bar runs …
-    expect(last).toContain("\x1b[?25h"); // … and shown again at the end
+    // Nothing a Ctrl-C would leave behind: the cursor is never hidden, line wrapping never turned off.
+    expect(screen).not.toContain("\x1b[?25l");
+    expect(screen).not.toContain("\x1b[?7l");
   }, 40_000);
 
   test("with NO_COLOR the bar has no colour codes, only cursor movement", async () => {
@@ -125,6 +127,14 @@ describe("progress on a terminal", () => {
     const last = screen.split("\x1b[1G").at(-1)!;
     expect(last).toMatch(/^rows █{24} 100% 300\/300 \| \d+\/s \| \d+s elapsed \| 300 outputs/);
     expect(screen).not.toMatch(/\x1b\[\d+m/);
+  }, 40_000);
+
+  test("on a narrow terminal a frame gives up its colour, then its bar, rather than wrap", async () => {
+    const screen = await onTerminal({ NO_COLOR: undefined }, 60);
+    expect(screen).toContain("RAN 300");
+    const frames = screen.split("\x1b[1G").slice(1);
+    for (const frame of frames) expect(frame.replace(/\x1b\[0K[\s\S]*$/, "").length).toBeLessThanOrEqual(60);
+    expect(frames.at(-1)).toMatch(/^rows 100% 300\/300 \| \d+\/s \| \d+s elapsed \| 300 outputs/);
   }, 40_000);
 });
 
