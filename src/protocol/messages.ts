@@ -115,10 +115,12 @@ export const isUint: Check = (v) =>
     : "a non-negative integer";
 export const isBinary: Check = (v) => (v instanceof Uint8Array ? undefined : "binary (bin)");
 export const isAny: Check = () => undefined;
-export const optional =
-  (check: Check): Check =>
-  (v) =>
-    v === undefined || v === null ? undefined : check(v);
+/** Absent (or nil), or fitting `check` — down to the fields and items of a `shape` or `arrayOf`. */
+export const optional = (check: Check): Check => {
+  const wrapped: Check = (v) => (v === undefined || v === null ? undefined : check(v));
+  (wrapped as OptionalCheck).inner = check;
+  return wrapped;
+};
 export const oneOf =
   (...values: readonly string[]): Check =>
   (v) =>
@@ -145,12 +147,19 @@ interface ShapeCheck extends Check {
 interface ArrayCheck extends Check {
   item?: Check;
 }
+interface OptionalCheck extends Check {
+  inner?: Check;
+}
 
 /**
  * Checks `value` against `check` and throws a `ProtocolError` naming the first field that does not
  * fit, what it should be, and what it was: `setup: field "taskchain[1].export" must be a string, got 7`.
  */
 export function validate<T>(value: unknown, check: Check, what: string, path = ""): T {
+  const inner = (check as OptionalCheck).inner;
+  if (inner !== undefined) {
+    return value === undefined || value === null ? (value as T) : validate<T>(value, inner, what, path);
+  }
   const expected = check(value);
   if (expected !== undefined) {
     const where = path === "" ? "" : ` field "${path}"`;

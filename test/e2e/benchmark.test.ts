@@ -3,7 +3,9 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Root, type TaskStats } from "../../src/index.ts";
-import type { BenchmarkReport } from "../../src/root/benchmark-report.ts";
+import { ProtocolError } from "../../src/errors.ts";
+import { type NodeStatus, parseNodeStatus } from "../../src/protocol/pipeline.ts";
+import { type BenchmarkReport, benchmarkReport, formatBenchmark } from "../../src/root/benchmark-report.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, runCli, startNode, tearDown } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
@@ -124,4 +126,68 @@ describe("pcluster benchmark", () => {
     expect(result.stderr).toStartWith(`pcluster: --out: cannot write ${folder}: `);
     expect(result.stderr).not.toContain("    at ");
   }, 30_000);
+});
+
+describe("benchmark pieces", () => {
+  const task = (name: string, processed: number, totalMs: number) => ({
+    task: name,
+    processed,
+    dropped: 0,
+    errors: 0,
+    totalMs,
+    meanMs: totalMs / processed,
+  });
+  const status = (pipeline: Partial<NonNullable<NodeStatus["pipeline"]>> | null): unknown => ({
+    host: "h",
+    listen: "127.0.0.1:1",
+    version: "0.1.0",
+    cores: 2,
+    workers: 2,
+    memory: { used: 1, limit: Infinity },
+    pipeline: pipeline && {
+      name: "p",
+      version: "1",
+      owner: "r",
+      busy: false,
+      startedAt: 1,
+      workers: 2,
+      idleWorkers: 2,
+      awake: true,
+      inFlight: 0,
+      workersReplaced: 0,
+      tasks: [task("t", 10, 5)],
+      ...pipeline,
+    },
+  });
+
+  test("a status reply is validated: a node of before 0.2 (no tasksByWorker) passes, a malformed one is named", () => {
+    expect(parseNodeStatus(status({})).pipeline!.tasksByWorker).toBeUndefined();
+    expect(parseNodeStatus(status(null)).pipeline).toBeNull();
+    const bad = status({ tasksByWorker: [[task("t", 4, 2)], [{ ...task("t", 6, 3), processed: "six" as unknown as number }]] });
+    expect(() => parseNodeStatus(bad)).toThrow(ProtocolError);
+    expect(() => parseNodeStatus(bad)).toThrow(
+      'answer to "status": field "pipeline.tasksByWorker[1][0].processed" must be a number, got "six"',
+    );
+  });
+
+  test("nodes without per-worker figures still count their workers; idle and unreachable nodes are listed", () => {
+    const report = benchmarkReport(
+      [
+        { address: "a:1", status: parseNodeStatus(status({ tasksByWorker: [[task("t", 4, 2)], [task("t", 6, 3)]] })) },
+        { address: "b:1", status: parseNodeStatus(status({ workers: 3 })) }, // an older node
+        { address: "c:1", status: parseNodeStatus(status(null)) },
+        { address: "d:1", error: "connection refused" },
+      ],
+      new Date(Date.UTC(2026, 0, 1)),
+    );
+    expect(report.workers).toBe(5);
+    expect(report.at).toBe("2026-01-01T00:00:00.000Z");
+    expect(report.perWorker.map((figures) => [figures.node, figures.worker])).toEqual([
+      ["a:1", 0],
+      ["a:1", 1],
+    ]);
+    expect(report.nodes.map((node) => node.error ?? node.pipeline?.workers ?? null)).toEqual([2, 3, null, "connection refused"]);
+    expect(report.merged).toEqual([{ ...task("t", 20, 10), meanMs: 0.5 }]);
+    expect(formatBenchmark(report)).toContain('merged over 5 workers on 2 nodes ("p" 1)');
+  });
 });
