@@ -72,7 +72,6 @@ function colourWanted(stream: { isTTY?: boolean }): boolean {
 }
 
 const GREEN = (text: string) => `\x1b[32m${text}\x1b[39m`;
-const DIM = (text: string) => `\x1b[2m${text}\x1b[22m`;
 
 /** Plain digits: a log line is read by scripts too. */
 const count = (value: number): string => String(Math.round(value));
@@ -113,8 +112,10 @@ export function showProgress(
 
   type BarOptions = Parameters<typeof Format.BarFormat>[1];
   /** One frame: on a terminal with the bar and colour as asked; elsewhere neither, figures by commas. */
-  const frame = (options: BarOptions, progress: number, withBar: boolean, inColour: boolean): string => {
+  const frame = (options: BarOptions, withBar: boolean, inColour: boolean): string => {
     const { done, outputs, errors } = counts();
+    // From the count read now, not the bar's value (set at the last refresh): figures and bar agree.
+    const progress = total === undefined || total === 0 ? 1 : Math.min(done / total, 1);
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
     const parts: string[] = [];
@@ -133,16 +134,16 @@ export function showProgress(
     }
     if (outputs > 0) parts.push(`${count(outputs)} outputs`);
     if (errors > 0) parts.push(`${count(errors)} errors`);
-    return parts.join(tty ? (inColour ? DIM(" | ") : " | ") : ", ");
+    return parts.join(tty ? " | " : ", ");
   };
   // cli-progress cuts a frame at the terminal's width counting escape codes as characters: a frame
   // too wide drops its colour, then its bar, rather than be cut in the middle of a code.
-  const format = (options: BarOptions, params: { progress: number; maxWidth: number }): string => {
-    if (!tty) return frame(options, params.progress, false, false);
-    const full = frame(options, params.progress, true, colour);
+  const format = (options: BarOptions, params: { maxWidth: number }): string => {
+    if (!tty) return frame(options, false, false);
+    const full = frame(options, true, colour);
     if (full.length <= params.maxWidth) return full;
-    const plain = frame(options, params.progress, true, false);
-    return plain.length <= params.maxWidth ? plain : frame(options, params.progress, false, false);
+    const plain = frame(options, true, false);
+    return plain.length <= params.maxWidth ? plain : frame(options, false, false);
   };
 
   const bar = new SingleBar({
@@ -161,15 +162,8 @@ export function showProgress(
     // A terminal keeps the last frame; elsewhere the last line is already written, a blank one would follow.
     clearOnComplete: !tty,
   });
-  // The bar's own value only drives its percentage; every other figure is read in `format`.
+  // The bar redraws on its own timer (TTY_FPS, or every intervalMs), and `format` reads every figure
+  // then: its own value and ETA are not used.
   bar.start(total ?? 0, 0);
-  const refresh = () => bar.update(counts().done);
-  const timer = setInterval(refresh, Math.min(intervalMs, 1000 / TTY_FPS));
-  return {
-    [Symbol.dispose]() {
-      clearInterval(timer);
-      refresh();
-      bar.stop();
-    },
-  };
+  return { [Symbol.dispose]: () => bar.stop() }; // draws the last frame
 }
