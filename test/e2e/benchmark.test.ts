@@ -61,7 +61,7 @@ describe("cluster.stats() after the work is done", () => {
 });
 
 describe("pcluster benchmark", () => {
-  test("a line per worker and task, the merged lines with the worker count, and --out saves the same figures", async () => {
+  test("a line per worker and task, the merged lines, the worker count; --out saves the same figures", async () => {
     const out = join(folder, "run.json");
     const addrs = nodes.map((node) => node.addr).join(",");
     const result = await runCli(["benchmark", "--nodes", addrs, "--out", out]);
@@ -88,7 +88,8 @@ describe("pcluster benchmark", () => {
       `${nodes[1]!.addr} 0 failOnThirteen`,
       `${nodes[1]!.addr} 0 double`,
     ]);
-    const sum = (task: string, column: number) => rows.filter((row) => row[2] === task).reduce((total, row) => total + Number(row[column]), 0);
+    const sum = (task: string, column: number) =>
+      rows.filter((row) => row[2] === task).reduce((total, row) => total + Number(row[column]), 0);
     expect(sum("failOnThirteen", 3)).toBe(302);
     expect(sum("failOnThirteen", 5)).toBe(1);
     expect(sum("double", 3)).toBe(302);
@@ -163,7 +164,8 @@ describe("benchmark pieces", () => {
   test("a status reply is validated: a node of before 0.2 (no tasksByWorker) passes, a malformed one is named", () => {
     expect(parseNodeStatus(status({})).pipeline!.tasksByWorker).toBeUndefined();
     expect(parseNodeStatus(status(null)).pipeline).toBeNull();
-    const bad = status({ tasksByWorker: [[task("t", 4, 2)], [{ ...task("t", 6, 3), processed: "six" as unknown as number }]] });
+    const six = { ...task("t", 6, 3), processed: "six" as unknown as number };
+    const bad = status({ tasksByWorker: [[task("t", 4, 2)], [six]] });
     expect(() => parseNodeStatus(bad)).toThrow(ProtocolError);
     expect(() => parseNodeStatus(bad)).toThrow(
       'answer to "status": field "pipeline.tasksByWorker[1][0].processed" must be a number, got "six"',
@@ -186,7 +188,8 @@ describe("benchmark pieces", () => {
       ["a:1", 0],
       ["a:1", 1],
     ]);
-    expect(report.nodes.map((node) => node.error ?? node.pipeline?.workers ?? null)).toEqual([2, 3, null, "connection refused"]);
+    const shown = report.nodes.map((node) => node.error ?? node.pipeline?.workers ?? null);
+    expect(shown).toEqual([2, 3, null, "connection refused"]);
     expect(report.merged).toEqual([{ ...task("t", 20, 10), meanMs: 0.5 }]);
     expect(formatBenchmark(report)).toContain('merged over 5 workers on 2 nodes ("p" 1)');
   });

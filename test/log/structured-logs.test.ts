@@ -29,7 +29,8 @@ interface JsonRecord {
   message: string;
 }
 
-const parseAll = (text: string): JsonRecord[] => text.trimEnd().split("\n").map((line) => JSON.parse(line) as JsonRecord);
+const parseAll = (text: string): JsonRecord[] =>
+  text.trimEnd().split("\n").map((line) => JSON.parse(line) as JsonRecord);
 
 let jsonServer: { server: Spawned; port: number; outfile: string };
 let node: RunningNode;
@@ -48,12 +49,11 @@ afterAll(async () => {
 }, 20_000);
 
 describe("pcluster log --json with a real node", () => {
-  test("a task's log.warn (and each other level) arrives as a JSON line naming level, host, pid, pipeline and task", async () => {
+  test("a task's log.warn (and each level) is a JSON line naming level, host, pid, pipeline and task", async () => {
     const cluster = new Root([node.addr]);
     try {
-      await cluster.setup("structured", "1", [{ function: tasks.countTo, isGenerator: true }, { function: tasks.logLevels }], {
-        localPackages: [TASKS],
-      });
+      const chain = [{ function: tasks.countTo, isGenerator: true }, { function: tasks.logLevels }];
+      await cluster.setup("structured", "1", chain, { localPackages: [TASKS] });
       cluster.feed(2);
       await cluster.waitEmpty();
     } finally {
@@ -85,7 +85,8 @@ describe("pcluster log --json with a real node", () => {
   test("a task error is logged at warn, naming its task; lines from senders without levels are info", async () => {
     const cluster = new Root([node.addr]);
     try {
-      await cluster.setup("unlucky", "1", [{ function: tasks.failOnThirteen }], { localPackages: [TASKS], errorHandler: () => {} });
+      const options = { localPackages: [TASKS], errorHandler: () => {} };
+      await cluster.setup("unlucky", "1", [{ function: tasks.failOnThirteen }], options);
       cluster.feed(13);
       await cluster.waitEmpty();
     } finally {
@@ -93,8 +94,10 @@ describe("pcluster log --json with a real node", () => {
     }
     // A client of before 0.2: ts, host, pid and msg only.
     const { connection } = await dial({ hostname: "127.0.0.1", port: jsonServer.port, service: "log" });
-    connection.send({ t: "log", lines: [{ ts: Date.UTC(2026, 0, 2), host: "old-host", pid: 7, msg: "from an older sender" }] });
-    const text = await waitForFile(jsonServer.outfile, (t) => t.includes("from an older sender") && t.includes("thirteen is unlucky"));
+    const old = { ts: Date.UTC(2026, 0, 2), host: "old-host", pid: 7, msg: "from an older sender" };
+    connection.send({ t: "log", lines: [old] });
+    const arrived = (t: string) => t.includes("from an older sender") && t.includes("thirteen is unlucky");
+    const text = await waitForFile(jsonServer.outfile, arrived);
     connection.close();
     const records = parseAll(text);
     expect(records.find((record) => record.message === "from an older sender")).toEqual({
@@ -117,7 +120,9 @@ describe("pcluster log --json with a real node", () => {
     connection.send({ t: "log", lines: [{ ts: 1, host: "h", pid: 1, msg: "m", level: "fatal" }] });
     const reason = await connection.closed;
     expect(reason).toBeInstanceOf(ProtocolError);
-    expect(reason!.message).toBe('message "log": field "lines[0].level" must be one of "info", "warn", "error", got "fatal"');
+    expect(reason!.message).toBe(
+      'message "log": field "lines[0].level" must be one of "info", "warn", "error", got "fatal"',
+    );
     expect(jsonServer.server.proc.exitCode).toBeNull();
   }, 10_000);
 });
@@ -148,7 +153,8 @@ describe("levels in this process", () => {
     expect(formatLogLine(base)).toBe("[2026-06-01T12:00:00.000Z h_1 42] two\n  lines\n");
     expect(formatLogLine({ ...base, level: "info" })).toBe("[2026-06-01T12:00:00.000Z h_1 42] two\n  lines\n");
     expect(formatLogLine({ ...base, level: "warn" })).toBe("[2026-06-01T12:00:00.000Z h_1 42] WARN two\n  lines\n");
-    expect(formatLogLine({ ...base, level: "error", task: "t" })).toBe("[2026-06-01T12:00:00.000Z h_1 42] ERROR two\n  lines\n");
+    const error = formatLogLine({ ...base, level: "error", task: "t" });
+    expect(error).toBe("[2026-06-01T12:00:00.000Z h_1 42] ERROR two\n  lines\n");
     expect(JSON.parse(formatLogJson({ ...base, level: "warn", pipeline: "p", task: "t" }))).toEqual({
       time: "2026-06-01T12:00:00.000Z",
       level: "warn",

@@ -60,14 +60,16 @@ describe("progress to a stream that is not a terminal", () => {
     expect(out.text().endsWith("\n")).toBe(true);
   }, 30_000);
 
-  test("process(generator): the total is unknown, so counts without a percentage; outputs and errors counted", async () => {
-    await cluster.setup("progress-gen", "1", [{ function: tasks.failOnThirteen }], { localPackages: [TASKS], errorHandler: () => {} });
+  test("process(generator): the total is unknown, so counts without a percentage; outputs, errors", async () => {
+    const options = { localPackages: [TASKS], errorHandler: () => {} };
+    await cluster.setup("progress-gen", "1", [{ function: tasks.failOnThirteen }], options);
     const out = captured();
     function* numbers() {
       for (let n = 0; n < 50; n++) yield n;
     }
     const outputs: unknown[] = [];
-    for await (const output of cluster.process(numbers(), { progress: { stream: out.stream, intervalMs: 20 } })) outputs.push(output);
+    const progress = { stream: out.stream, intervalMs: 20 };
+    for await (const output of cluster.process(numbers(), { progress })) outputs.push(output);
     expect(outputs).toHaveLength(49);
     const last = out.text().trimEnd().split("\n").at(-1);
     expect(last).toMatch(/^items 50, \d+\/s, \d+s elapsed, 49 outputs, 1 errors$/);
@@ -87,8 +89,10 @@ describe("progress to a stream that is not a terminal", () => {
     await expect(cluster.run([1], { progress: { intervalMs: -5 } })).rejects.toThrow(
       "progress.intervalMs must be a positive number of milliseconds, got -5",
     );
-    await expect(cluster.run([1], { progress: { stream: {} as Writable } })).rejects.toThrow(/progress.stream must be a writable stream/);
-    await expect(cluster.run([1], { progress: "yes" as unknown as boolean })).rejects.toThrow(/progress must be true, false or/);
+    const noStream = cluster.run([1], { progress: { stream: {} as Writable } });
+    await expect(noStream).rejects.toThrow(/progress.stream must be a writable stream/);
+    const notAnOption = cluster.run([1], { progress: "yes" as unknown as boolean });
+    await expect(notAnOption).rejects.toThrow(/progress must be true, false or/);
   }, 30_000);
 });
 
@@ -97,7 +101,8 @@ describe("progress on a terminal", () => {
   async function onTerminal(env: Record<string, string | undefined>, columns = 200): Promise<string> {
     const run = `${process.execPath} ${join(REPO, "test/support/progress-tty.ts")} ${node.addr}`;
     const command = `stty cols ${columns} rows 40 && ${run}`; // a terminal of known width
-    const child = spawnGroup(["script", "-qfec", command, "/dev/null"], { cwd: REPO, env: { PCLUSTER_TOKEN: undefined, ...env } });
+    const options = { cwd: REPO, env: { PCLUSTER_TOKEN: undefined, ...env } };
+    const child = spawnGroup(["script", "-qfec", command, "/dev/null"], options);
     try {
       expect(await child.waitExit(30_000), child.output).toBe(0);
       await Promise.race([child.drained, Bun.sleep(2000)]);

@@ -10,7 +10,8 @@ import { REPO } from "./processes.ts";
  */
 const cluster = new Root([process.argv[2]!]);
 try {
-  await cluster.setup("progress-tty", "1", [{ function: sleepy }], { localPackages: [join(REPO, "test/fixtures/tasks")] });
+  const localPackages = [join(REPO, "test/fixtures/tasks")];
+  await cluster.setup("progress-tty", "1", [{ function: sleepy }], { localPackages });
   await cluster.run(
     Array.from({ length: 300 }, (_, id) => ({ id, ms: 2 })),
     { progress: { label: "rows" } },
