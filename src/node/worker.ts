@@ -6,7 +6,7 @@
  * The worker uses web-`Worker` messaging only (`self.onmessage` / `postMessage`), never
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
-import { logContext, setLogSink } from "../log/client.ts";
+import { flushLogSink, logContext, setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
@@ -348,6 +348,9 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
         await running;
       }
     }
+    // The item's log lines leave before its Done: a root that resets once all is done (and so ends
+    // this worker) would otherwise lose the lines still waiting for this thread's next turn.
+    flushLogSink();
     const finishing = output.finished(currentFlags, id, currentOutputs);
     if (finishing !== undefined) await finishing;
     position = next;

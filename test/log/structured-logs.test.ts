@@ -114,6 +114,27 @@ describe("pcluster log --json with a real node", () => {
     expect(dropped!.message).toContain("thirteen is unlucky");
   }, 30_000);
 
+  test("lines a task logged reach the log server even when its root resets right after the item is done", async () => {
+    const cluster = new Root([node.addr]);
+    const outputs: unknown[] = [];
+    try {
+      await cluster.setup("abrupt", "1", [{ function: tasks.logThenSpin }], {
+        localPackages: [TASKS],
+        outputHandler: (output) => void outputs.push(output),
+      });
+      // The first item is done (its output is out) while the worker spins on the second, never idle.
+      cluster.feed({ id: 1, ms: 2 }, { id: 2, ms: 20_000 });
+      for (const deadline = Date.now() + 10_000; outputs.length === 0 && Date.now() < deadline; ) await Bun.sleep(5);
+      expect(outputs).toEqual([{ id: 1 }]);
+      await cluster.reset(); // ends the spinning worker
+    } finally {
+      await cluster.close();
+    }
+    const text = await waitForFile(jsonServer.outfile, (t) => t.includes("spinning 2 ms for 1"), 5000);
+    const line = parseAll(text).find((record) => record.message === "spinning 2 ms for 1");
+    expect(line).toMatchObject({ level: "info", pipeline: "abrupt", task: "logThenSpin" });
+  }, 30_000);
+
   test("a line with a level that does not exist is refused, naming the field; the server goes on", async () => {
     const { connection } = await dial({ hostname: "127.0.0.1", port: jsonServer.port, service: "log" });
     // @ts-expect-error a level the protocol does not have, as a foreign or broken client might send
