@@ -12,7 +12,9 @@
  * await cluster.waitEmpty();
  */
 export {
+  type Log,
   type LogAddress,
+  type LogOptions,
   closeLogs,
   flushLogs,
   getDefaultLogAddress,
