@@ -23,10 +23,16 @@ const log = command({
     overwrite: { type: "boolean", description: "Truncate the file first instead of appending", default: false },
     token: { type: "string", description: "Shared token clients must prove", env: TOKEN },
     insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
+    json: {
+      type: "boolean",
+      description: "Write JSON lines (time, level, host, pid, pipeline, task, message)",
+      default: false,
+    },
   },
   async run(flags) {
     const { runLogServer } = await import("./log/server.ts");
-    await runLogServer(flags);
+    const { json, ...rest } = flags;
+    await runLogServer({ ...rest, format: json ? "json" : "text" });
   },
 });
 
@@ -119,14 +125,26 @@ const status = command({
 });
 
 const benchmark = command({
-  description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes",
-  flags: inspectFlags,
+  description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes and per worker",
+  flags: {
+    ...inspectFlags,
+    out: { type: "string", description: "Also save the figures (merged and per worker) as JSON to this file", valueHint: "file" },
+  },
   async run(flags) {
-    const { fetchStatuses, formatTaskStats, mergeTaskStats } = await import("./root/inspect.ts");
+    const { fetchStatuses } = await import("./root/inspect.ts");
+    const { benchmarkReport, formatBenchmark } = await import("./root/benchmark-report.ts");
     const reports = await fetchStatuses(flags.nodes, await inspectOptions(flags));
     for (const report of reports) if (report.error) console.error(`${report.address}: unreachable: ${report.error}`);
-    const merged = mergeTaskStats(reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])));
-    console.log(flags.json ? JSON.stringify(merged, null, 2) : formatTaskStats(merged));
+    const figures = benchmarkReport(reports);
+    const out = flags.out;
+    if (out !== undefined) {
+      try {
+        await Bun.write(out, `${JSON.stringify(figures, null, 2)}\n`);
+      } catch (error) {
+        throw new UsageError(`--out: cannot write ${out}: ${(error as Error).message}`);
+      }
+    }
+    console.log(flags.json ? JSON.stringify(figures.merged, null, 2) : formatBenchmark(figures));
     if (reports.some((report) => report.error !== undefined)) process.exitCode = 1;
   },
 });

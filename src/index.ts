@@ -12,7 +12,9 @@
  * await cluster.waitEmpty();
  */
 export {
+  type Log,
   type LogAddress,
+  type LogOptions,
   closeLogs,
   flushLogs,
   getDefaultLogAddress,
@@ -54,4 +56,5 @@ export {
   type SetupOptions,
   type TaskDefinition,
 } from "./root/root.ts";
+export type { ProgressOptions } from "./root/options.ts";
 export { VERSION } from "./version.ts";

@@ -72,8 +72,9 @@ test("bun run demo runs the pipeline, prints the right summary, exits 0 and leav
   expect(out).toMatch(new RegExp(`^normalize\\s+${lines}\\s+0\\s+0\\s`, "m"));
   expect(out).toMatch(new RegExp(`^splitWords\\s+${lines}\\s+0\\s+0\\s`, "m"));
   expect(out).toMatch(new RegExp(`^WordTagger\\s+${words}\\s+${dropped}\\s+0\\s`, "m"));
-  // The progress display printed at least its final line (stdout is a pipe here: whole lines, no \r).
-  expect(out).toMatch(new RegExp(`^lines in ${lines}, done ${lines} \\(0 in flight\\), words out ${kept} · \\d+ lines/s`, "m"));
+  // The progress display (run's { progress }) printed at least its final line to stderr, a pipe here: whole lines.
+  const lastProgress = `^lines 100% ${lines}/${lines}, \\d+/s, \\d+(s|m\\d\\ds) elapsed, ${kept} outputs$`;
+  expect(demo.stderr).toMatch(new RegExp(lastProgress, "m"));
 
   // Nothing left: no process mentions the local cluster's work dir, which is gone, and no node port answers.
   expect(processesMentioning(workdir)).toEqual([]);

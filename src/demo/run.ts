@@ -1,7 +1,7 @@
 // `bun run demo`: a local cluster of 2 node processes turns 20 000 lines of text into tagged
 // words, with a function task, a generator task and a class task from ./task_package.
 import { join } from "node:path";
-import { type Progress, Root } from "pcluster";
+import { Root } from "pcluster";
 import { formatTaskStats } from "../root/inspect.ts";
 import { STOP_WORDS, sampleLines } from "./corpus.ts";
 import { type TaggedWord, WordTagger, normalize, splitWords } from "./task_package/index.ts";
@@ -33,9 +33,8 @@ await cluster.setup(
 );
 
 const started = performance.now();
-const progress = showProgress(() => cluster.progress, started);
-await cluster.run(sampleLines(LINES));
-progress.stop();
+// An array, so the progress display knows the total (a generator would show counts, without a percentage).
+await cluster.run([...sampleLines(LINES)], { progress: { label: "lines" } });
 const seconds = (performance.now() - started) / 1000;
 
 const stats = await cluster.stats();
@@ -63,23 +62,4 @@ function top(counts: Map<string, number>, n: number): string {
     .slice(0, n)
     .map(([key, count]) => `${key} ${count}`)
     .join(", ");
-}
-
-/** One line rewritten in place on a terminal; a line a second otherwise (a log, a pipe). */
-function showProgress(read: () => Progress, since: number): { stop: () => void } {
-  const tty = process.stdout.isTTY === true;
-  const line = () => {
-    const { fed, done, outputs, inFlight } = read();
-    const seconds = Math.max((performance.now() - since) / 1000, 0.001);
-    return `lines in ${fed}, done ${done} (${inFlight} in flight), words out ${outputs} · ${Math.round(done / seconds)} lines/s, ${Math.round(outputs / seconds)} words/s`;
-  };
-  const print = () => (tty ? process.stdout.write(`\r${line()}\x1b[K`) : console.log(line()));
-  const timer = setInterval(print, tty ? 100 : 1000);
-  return {
-    stop: () => {
-      clearInterval(timer);
-      print();
-      if (tty) process.stdout.write("\n");
-    },
-  };
 }

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { parseAddress } from "../protocol/address.ts";
-import type { LogLine } from "../protocol/messages.ts";
+import type { LogLevel, LogLine } from "../protocol/messages.ts";
 import { printLogLines } from "./format.ts";
 import { type LogEndpoint, LogSender } from "./log-sender.ts";
 
@@ -15,7 +15,17 @@ const MAX_LINE_CHARS = 1024 * 1024;
 /** Lines for the sink are batched per tick, but handed over at once when this many pile up. */
 const MAX_SINK_BATCH = 10_000;
 
+/**
+ * What this thread's lines are about, stamped on each: a worker sets `task` before it calls a task's
+ * code, so a `log` inside a task names it (one item runs at a time per worker, so it is the right one).
+ */
+export interface LogContext {
+  pipeline: string | undefined;
+  task: string | undefined;
+}
+
 interface LogState {
+  context: LogContext;
   defaultEndpoint: LogEndpoint | undefined;
   token: string | undefined;
   sink: LogSink | undefined;
@@ -29,6 +39,7 @@ interface LogState {
  * another path than the node's, and both copies must use one configuration and one connection.
  */
 const state = ((globalThis as Record<symbol, unknown>)[Symbol.for("pcluster.log")] ??= {
+  context: { pipeline: undefined, task: undefined },
   defaultEndpoint: undefined,
   token: undefined,
   sink: undefined,
@@ -36,25 +47,64 @@ const state = ((globalThis as Record<symbol, unknown>)[Symbol.for("pcluster.log"
   sinkFlushScheduled: false,
   senders: new Map(),
 } satisfies LogState) as LogState;
+// A copy of this module from before contexts existed may have made the state first.
+state.context ??= { pipeline: undefined, task: undefined };
 
 const HOST = hostname();
+
+/** Options of `log` and its levels. */
+export interface LogOptions {
+  /** A log server for this line only (default: the default address, see `setDefaultLogAddress`). */
+  addr?: LogAddress;
+}
+
+/** `log(msg)` logs at info; `log.info`, `log.warn` and `log.error` at their level. */
+export interface Log {
+  (msg: unknown, options?: LogOptions): void;
+  info(msg: unknown, options?: LogOptions): void;
+  warn(msg: unknown, options?: LogOptions): void;
+  error(msg: unknown, options?: LogOptions): void;
+}
 
 /**
  * Logs a value to a log server: strings as they are, anything else pretty-printed. Returns at once;
  * the line is batched with the others of this tick over one persistent connection. Without `addr`
  * it goes to the default address (inside a task: the node's log server), or to stdout when there is
  * none. A log server that is down or slow never blocks or throws here: the line goes to stderr.
+ * `log()` is `log.info()`; `log.warn()` and `log.error()` mark the line with their level. Inside a
+ * task, the line also names the pipeline and the task (see `pcluster log --json`).
  *
  * @example
  * import { log } from "pcluster";
  * log("hello world!", { addr: ["127.0.0.1", 5000] });
  * log({ item: 7, stage: "parse" }); // to the default address
+ * log.warn("item 7 has no title; using its id");
  */
-export function log(msg: unknown, options: { addr?: LogAddress } = {}): void {
+export const log: Log = Object.assign((msg: unknown, options?: LogOptions) => logAt("info", msg, options), {
+  info: (msg: unknown, options?: LogOptions) => logAt("info", msg, options),
+  warn: (msg: unknown, options?: LogOptions) => logAt("warn", msg, options),
+  error: (msg: unknown, options?: LogOptions) => logAt("error", msg, options),
+});
+
+/**
+ * Logs at `level`; `about` names the pipeline or task the line is about when this thread's context
+ * does not (a node's own notes on a pipeline). For pcluster's own parts; users call `log`.
+ */
+export function logAt(level: LogLevel, msg: unknown, options: LogOptions = {}, about?: Partial<LogContext>): void {
   const line: LogLine = { ts: Date.now(), host: HOST, pid: process.pid, msg: formatValue(msg) };
+  if (level !== "info") line.level = level; // absent means info: lines stay as small as before
+  const pipeline = about?.pipeline ?? state.context.pipeline;
+  const task = about?.task ?? state.context.task;
+  if (pipeline !== undefined) line.pipeline = pipeline;
+  if (task !== undefined) line.task = task;
   if (options.addr !== undefined) return senderFor(parseLogAddress(options.addr)).send([line]);
   if (state.sink !== undefined) return queueForSink(line);
   deliver([line], state.defaultEndpoint);
+}
+
+/** This thread's log context, to change in place (the worker sets `task` as it runs tasks). */
+export function logContext(): LogContext {
+  return state.context;
 }
 
 /**
@@ -98,6 +148,11 @@ export async function flushLogs(timeoutMs = 2000): Promise<void> {
   const idle = Promise.all([...state.senders.values()].map((sender) => sender.idle()));
   await Promise.race([idle, timeout]);
   clearTimeout(timer);
+}
+
+/** Hands the lines waiting for the sink over now instead of on the next turn (cheap when none wait). */
+export function flushLogSink(): void {
+  if (state.sinkBatch.length > 0) flushSink();
 }
 
 /** Sends what is queued and closes every log connection of this thread. Later lines connect again. */

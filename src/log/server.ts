@@ -8,7 +8,7 @@ import { type Server, serve } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/safe-listen.ts";
 import type { LogLine } from "../protocol/messages.ts";
-import { formatLogLines } from "./format.ts";
+import { type LogFormat, formatLogLines } from "./format.ts";
 
 export interface LogServerOptions {
   host: string;
@@ -23,6 +23,8 @@ export interface LogServerOptions {
   insecure?: boolean;
   /** Also print every line on stdout (default true). */
   echo?: boolean;
+  /** "text" (default): `[time host pid] message` records; "json": one JSON object per line. */
+  format?: LogFormat;
 }
 
 interface LogServer {
@@ -53,7 +55,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
 
   const write = (lines: LogLine[]): void => {
     if (stopped || lines.length === 0) return;
-    const text = formatLogLines(lines);
+    const text = formatLogLines(lines, options.format);
     try {
       writeSync(fd, text);
     } catch (error) {

@@ -3,7 +3,7 @@ import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, ProtocolError, StateError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
-import { flushLogs, log, sendLogLines, setDefaultLogAddress } from "../log/log.ts";
+import { flushLogs, logAt, sendLogLines, setDefaultLogAddress } from "../log/log.ts";
 import { formatAddress } from "../protocol/address.ts";
 import { type Server, serve } from "../protocol/handshake.ts";
 import type { RecordBatchBuilder } from "../protocol/codec.ts";
@@ -11,7 +11,7 @@ import { RecordReader } from "../protocol/record.ts";
 import type { Connection, ServerTls } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/safe-listen.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
-import type { Message } from "../protocol/messages.ts";
+import type { LogLevel, Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import type { HttpEndpoint } from "../metrics/http.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
@@ -169,7 +169,9 @@ class NodeServer {
       const pipeline = this.#pipeline;
       if (pipeline?.owner !== connection) return;
       const grace = this.#options.orphanGraceMs ?? 3000;
-      this.#note("warn", `root ${client} disconnected${reason ? ` (${reason.message})` : ""}; resetting ${describe(pipeline)} in ${grace} ms`);
+      const why = reason ? ` (${reason.message})` : "";
+      const about = { pipeline: pipeline.name };
+      this.#note("warn", `root ${client} disconnected${why}; resetting ${describe(pipeline)} in ${grace} ms`, { about });
       pipeline.orphanTimer = setTimeout(() => {
         if (this.#pipeline === pipeline) void this.#serialized(() => this.#resetPipeline(`its root ${client} is gone`));
       }, grace);
@@ -285,7 +287,7 @@ class NodeServer {
     };
     this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
     try {
-      this.#note("info", `setting up ${describe(pipeline)} for root ${client}`);
+      this.#note("info", `setting up ${describe(pipeline)} for root ${client}`, { about: { pipeline: pipeline.name } });
       const installed = await installPipeline({
         workdir: this.workdir,
         name: args.name,
@@ -313,10 +315,18 @@ class NodeServer {
             const what = report.failed ? "could not finish" : "dropped";
             const { task, item, message, failed } = report;
             pipeline.errors.add({ task, item, message, failed });
-            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${report.stack ? `\n${report.stack}` : ""}`);
+            const about = { pipeline: pipeline.name, task: report.task };
+            const stack = report.stack ? `\n${report.stack}` : "";
+            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${stack}`, { about });
           },
-          onWorkerDied: (worker, reason) => this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`),
-          onLog: (lines) => sendLogLines(lines),
+          onWorkerDied: (worker, reason) => {
+            const about = { pipeline: pipeline.name };
+            this.#note("warn", `worker ${worker} of ${describe(pipeline)} died (${reason}); replaced`, { about });
+          },
+          onLog: (lines) => {
+            for (const line of lines) line.pipeline ??= pipeline.name; // workers know their task, the node its pipeline
+            sendLogLines(lines);
+          },
         },
       );
       if (this.#pipeline !== pipeline || connection.isClosed) {
@@ -325,12 +335,14 @@ class NodeServer {
       }
       pipeline.engine = engine;
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
-      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${installed.skipped ? " (code unchanged, not reinstalled)" : ""}`);
+      const cached = installed.skipped ? " (code unchanged, not reinstalled)" : "";
+      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, { about: { pipeline: pipeline.name } });
       return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window };
     } catch (error) {
       if (this.#pipeline === pipeline) this.#pipeline = undefined;
       const message = error instanceof Error ? error.message : String(error);
-      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`);
+      const about = { pipeline: pipeline.name };
+      this.#note("error", `setup of ${describe(pipeline)} for root ${client} failed: ${message}`, { about });
       throw error;
     }
   }
@@ -341,7 +353,7 @@ class NodeServer {
     this.#pipeline = undefined;
     clearTimeout(pipeline.orphanTimer);
     await pipeline.engine?.reset();
-    this.#note("info", `reset ${describe(pipeline)}: ${why}`);
+    this.#note("info", `reset ${describe(pipeline)}: ${why}`, { about: { pipeline: pipeline.name } });
     if (!pipeline.owner.isClosed) {
       try {
         pipeline.owner.send({ t: "event", name: "reset", data: { why } });
@@ -438,15 +450,20 @@ class NodeServer {
               tasks: engine?.stats() ?? [],
               itemsDone: engine?.itemsDone ?? 0,
               recentErrors: pipeline.errors.list(),
+              tasksByWorker: engine?.statsByWorker() ?? [],
             },
     };
   }
 
-  /** To the console and the log server. */
-  #note(level: "info" | "warn" | "error", message: string, options: { console?: boolean } = {}): void {
+  /** To the console and the log server (at `level`, naming the pipeline or task it is `about`). */
+  #note(
+    level: LogLevel,
+    message: string,
+    options: { console?: boolean; about?: { pipeline?: string; task?: string } } = {},
+  ): void {
     const line = `[node ${this.#server ? this.address : this.#options.host}] ${message}`;
     if (options.console !== false) consola[level](line);
-    if (this.#options.logAddress !== undefined) log(line);
+    if (this.#options.logAddress !== undefined) logAt(level, line, {}, options.about);
   }
 }
 

@@ -67,12 +67,22 @@ export interface EventMessage {
   name: string;
   data?: unknown;
 }
+/** How much a log line matters; a line without one is "info" (senders before 0.2 never said). */
+export type LogLevel = "info" | "warn" | "error";
+export const LOG_LEVELS: readonly LogLevel[] = ["info", "warn", "error"];
+
 export interface LogLine {
   /** Milliseconds since the epoch, when the line was logged. */
   ts: number;
   host: string;
   pid: number;
   msg: string;
+  /** Absent (or nil) for "info". */
+  level?: LogLevel | null;
+  /** The pipeline the line is about (stamped by the node on its tasks' lines). */
+  pipeline?: string | null;
+  /** The task that was running when a task called `log`. */
+  task?: string | null;
 }
 export interface LogMessage {
   t: "log";
@@ -105,11 +115,13 @@ export const isUint: Check = (v) =>
     : "a non-negative integer";
 export const isBinary: Check = (v) => (v instanceof Uint8Array ? undefined : "binary (bin)");
 export const isAny: Check = () => undefined;
-export const optional =
-  (check: Check): Check =>
-  (v) =>
-    v === undefined || v === null ? undefined : check(v);
-const oneOf =
+/** Absent (or nil), or fitting `check` — down to the fields and items of a `shape` or `arrayOf`. */
+export const optional = (check: Check): Check => {
+  const wrapped: Check = (v) => (v === undefined || v === null ? undefined : check(v));
+  (wrapped as OptionalCheck).inner = check;
+  return wrapped;
+};
+export const oneOf =
   (...values: readonly string[]): Check =>
   (v) =>
     typeof v === "string" && values.includes(v) ? undefined : `one of ${values.map((x) => `"${x}"`).join(", ")}`;
@@ -135,12 +147,19 @@ interface ShapeCheck extends Check {
 interface ArrayCheck extends Check {
   item?: Check;
 }
+interface OptionalCheck extends Check {
+  inner?: Check;
+}
 
 /**
  * Checks `value` against `check` and throws a `ProtocolError` naming the first field that does not
  * fit, what it should be, and what it was: `setup: field "taskchain[1].export" must be a string, got 7`.
  */
 export function validate<T>(value: unknown, check: Check, what: string, path = ""): T {
+  const inner = (check as OptionalCheck).inner;
+  if (inner !== undefined) {
+    return value === undefined || value === null ? (value as T) : validate<T>(value, inner, what, path);
+  }
   const expected = check(value);
   if (expected !== undefined) {
     const where = path === "" ? "" : ` field "${path}"`;
@@ -187,7 +206,18 @@ const schemas: Record<Message["t"], Check> = {
   credit: shape({ bytes: isUint }),
   event: shape({ name: isString, data: isAny }),
   log: shape({
-    lines: arrayOf(shape({ ts: isUint, host: isString, pid: isUint, msg: isString }), 100_000),
+    lines: arrayOf(
+      shape({
+        ts: isUint,
+        host: isString,
+        pid: isUint,
+        msg: isString,
+        level: optional(oneOf(...LOG_LEVELS)),
+        pipeline: optional(isString),
+        task: optional(isString),
+      }),
+      100_000,
+    ),
   }),
 };
 

@@ -100,6 +100,8 @@ export interface NodeStatus {
     /** Worker threads that died or were ended (memory limit, task timeout) and were replaced. */
     workersReplaced: number;
     tasks: TaskStats[];
+    /** Per worker thread (by index), its own counters of each task; absent from nodes before 0.2. */
+    tasksByWorker?: TaskStats[][];
     /** Root items finished here since setup (for rates on the dashboard). */
     itemsDone?: number;
     /** The last task errors here, newest first (for the dashboard). */
@@ -120,6 +122,49 @@ export interface TaskStats {
    * call and each output it yields are timed one by one.
    */
   latency?: number[];
+}
+
+/** Counters and times travel as doubles (a memory limit may be Infinity); NaN is no figure. */
+const isNumber: Check = (v) => (typeof v === "number" && !Number.isNaN(v) ? undefined : "a number");
+
+const taskStatsRecord: Check = shape({
+  task: isString,
+  processed: isNumber,
+  dropped: isNumber,
+  errors: isNumber,
+  totalMs: isNumber,
+  meanMs: isNumber,
+});
+
+/** The parts of a status reply that `pcluster status` and `pcluster benchmark` read. */
+const nodeStatus: Check = shape({
+  host: isString,
+  listen: isString,
+  version: isString,
+  cores: isUint,
+  workers: isUint,
+  memory: shape({ used: isNumber, limit: isNumber }),
+  pipeline: optional(
+    shape({
+      name: isString,
+      version: isString,
+      owner: isString,
+      busy: isBoolean,
+      startedAt: isNumber,
+      workers: isUint,
+      idleWorkers: isUint,
+      awake: isBoolean,
+      inFlight: isUint,
+      workersReplaced: isUint,
+      tasks: arrayOf(taskStatsRecord, 255),
+      tasksByWorker: optional(arrayOf(arrayOf(taskStatsRecord, 255), 65_536)),
+    }),
+  ),
+});
+
+/** Validates a node's answer to `status`; throws a `ProtocolError` naming the field that does not fit. */
+export function parseNodeStatus(reply: unknown): NodeStatus {
+  return validate<NodeStatus>(reply, nodeStatus, 'answer to "status"');
 }
 
 const taskSpec: Check = shape({

@@ -1,7 +1,7 @@
 import { type HostPort, parseAddress } from "../protocol/address.ts";
 import type { ClientTls } from "../protocol/connection.ts";
 import { addLatency } from "../protocol/latency.ts";
-import type { NodeStatus, TaskStats } from "../protocol/pipeline.ts";
+import { type NodeStatus, type TaskStats, parseNodeStatus } from "../protocol/pipeline.ts";
 import { askNodeStatus } from "./node-client.ts";
 
 /**
@@ -31,7 +31,7 @@ export async function fetchStatuses(nodes: HostPort[], options: InspectOptions =
       try {
         const { token, tls } = options;
         const ask = { token, tls, connectTimeoutMs: timeoutMs, answerTimeoutMs: timeoutMs };
-        return { address: key, status: await askNodeStatus(host, port, ask) };
+        return { address: key, status: parseNodeStatus(await askNodeStatus(host, port, ask)) };
       } catch (error) {
         return { address: key, error: (error as Error).message };
       }

@@ -49,8 +49,20 @@ export interface AbortSignalLike {
   removeEventListener(type: "abort", listener: () => void): void;
 }
 
+/** Where and how often to show progress; `true` means all defaults. */
+export interface ProgressOptions {
+  /** Where to draw (default `process.stderr`). A TTY gets a bar redrawn in place, anything else plain lines. */
+  stream?: { write(text: string): unknown; isTTY?: boolean; columns?: number };
+  /** Milliseconds between plain lines when the stream is not a TTY (default 2000). */
+  intervalMs?: number;
+  /** What is counted, shown first (default "items"). */
+  label?: string;
+}
+
 /** Options of `run()` and `process()`. */
 export interface RunOptions {
   /** Aborting it stops reading the items (see `run` and `process` for what happens to those already fed). */
   signal?: AbortSignalLike;
+  /** Show a progress bar on stderr (a TTY), or a line every 2 s (anything else). */
+  progress?: boolean | ProgressOptions;
 }

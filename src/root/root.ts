@@ -27,6 +27,7 @@ import type { RootObservation } from "./observation.ts";
 import type { RootOptions, RunOptions } from "./options.ts";
 import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
+import { showProgress } from "./progress-bar.ts";
 import { ResultPump, isThenable } from "./results.ts";
 import { type NodeLane, type Resend, Scheduler } from "./scheduler.ts";
 
@@ -402,8 +403,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /**
    * Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all
-   * is done. With `signal`, aborting stops reading the iterable and rejects with the signal's reason; the
-   * items already fed still finish, and their outputs go to the `outputHandler`.
+   * is done. `{ progress: true }` shows a progress bar on stderr (see `RunOptions`). With `signal`,
+   * aborting stops reading the iterable and rejects with the signal's reason; the items already fed
+   * still finish, and their outputs go to the `outputHandler`.
    */
   async run<T extends In>(
     items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>,
@@ -413,6 +415,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     const signal = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
     signal?.throwIfAborted();
     await this.#abandoned;
+    using _display = showProgress(options.progress, items, () => this.progress);
     await this.#feedAll(items, signal);
     await this.#when(() => this.#isEmpty(), signal);
   }
@@ -476,6 +479,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     outer?.throwIfAborted();
     await this.#abandoned;
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
+    using _display = showProgress(options.progress, items, () => this.progress); // gone when the loop is left
     const channel = new OutputChannel<Out>(1024);
     const stop = new AbortController();
     const signal = outer === undefined ? stop.signal : AbortSignal.any([stop.signal, outer]);
@@ -911,7 +915,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** To the console and the log. */
   #note(level: "info" | "warn", message: string): void {
     consola[level](`[root] ${message}`);
-    if (getDefaultLogAddress() !== undefined) log(`[root] ${message}`);
+    if (getDefaultLogAddress() !== undefined) log[level](`[root] ${message}`);
   }
 }
 

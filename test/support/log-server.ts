@@ -28,8 +28,8 @@ export async function waitForFile(path: string, done: (text: string) => boolean,
   }
 }
 
-/** One parsed log record: `[time host pid] message`. */
-export const RECORD = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) (\d+)\] (.*)$/;
+/** One record of the text format: `[time host pid] message`, with `WARN ` or `ERROR ` before a message not at info. */
+export const RECORD = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) (\d+)\] (?:WARN |ERROR )?(.*)$/;
 
 /** The messages of `pid`'s records in `text`, in file order. */
 export function messagesOf(text: string, pid: number): string[] {

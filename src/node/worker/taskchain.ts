@@ -111,8 +111,16 @@ export class ChainRunner {
   /** Per task: a moving average of its timed calls' milliseconds, and how many were timed. */
   readonly #recentMs: Float64Array;
   readonly #timed: Float64Array;
+  /** Names the task whose code runs now, for `log` calls inside it (see LogContext). */
+  readonly #context: { task: string | undefined };
 
-  constructor(tasks: ResolvedTask[], hooks: ChainHooks, stats: Float64Array) {
+  constructor(
+    tasks: ResolvedTask[],
+    hooks: ChainHooks,
+    stats: Float64Array,
+    context: { task: string | undefined } = { task: undefined },
+  ) {
+    this.#context = context;
     this.#tasks = tasks;
     this.#hooks = hooks;
     this.#stats = stats;
@@ -128,6 +136,7 @@ export class ChainRunner {
       const task = tasks[stage]!;
       const started = this.#clock(stage);
       let result: unknown;
+      this.#context.task = task.name;
       try {
         result = task.call(item);
       } catch (error) {
@@ -236,6 +245,7 @@ export class ChainRunner {
     for (let index = from; ; index++) {
       const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
+      this.#context.task = this.#tasks[stage]!.name; // the generator's body runs again
       try {
         step = iterator.next();
       } catch (error) {
@@ -252,6 +262,7 @@ export class ChainRunner {
     for (let index = 0; ; index++) {
       const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
+      this.#context.task = this.#tasks[stage]!.name;
       try {
         step = await iterator.next();
       } catch (error) {

@@ -6,7 +6,7 @@
  * The worker uses web-`Worker` messaging only (`self.onmessage` / `postMessage`), never
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
-import { setLogSink } from "../../log/log.ts";
+import { flushLogSink, logContext, setLogSink } from "../../log/log.ts";
 import { decode, encode, encodeTransient } from "../../protocol/codec.ts";
 import {
   RECORD_HEADER_BYTES,
@@ -146,6 +146,7 @@ class ItemLoop {
         tryShare: (item, stage) => this.#tryShare(item, stage),
       },
       this.#stats,
+      logContext(),
     );
     this.#position = this.#input.readPosition;
     this.#released = this.#position;
@@ -179,6 +180,9 @@ class ItemLoop {
           await running;
         }
       }
+      // The item's log lines leave before its Done: a root that resets once all is done (and so ends
+      // this worker) would otherwise lose the lines still waiting for this thread's next turn.
+      flushLogSink();
       const finishing = this.#output.finished(this.#flags, this.#id, this.#outputs);
       if (finishing !== undefined) await finishing;
       this.#position = next;
