@@ -38,7 +38,7 @@ export {
   TimeoutError,
   VersionMismatchError,
 } from "./errors.ts";
-export type { HttpEndpoint } from "./metrics/http.ts";
+export type { HttpEndpoint } from "./metrics/endpoint.ts";
 export type { RecentError } from "./metrics/recent-errors.ts";
 export type { HostPort } from "./protocol/address.ts";
 /** What a taskchain (a tuple: `as const`) takes and gives, as `setup` works them out. */

@@ -13,7 +13,7 @@ import { assertSafeListen } from "../protocol/safe-listen.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import type { LogLevel, Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
-import type { HttpEndpoint } from "../metrics/http.ts";
+import type { HttpEndpoint } from "../metrics/endpoint.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
 import { VERSION } from "../version.ts";
 import { Engine } from "./engine/engine.ts";

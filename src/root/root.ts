@@ -9,7 +9,7 @@ import {
   TaskError,
 } from "../errors.ts";
 import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "../log/log.ts";
-import type { HttpEndpoint } from "../metrics/http.ts";
+import type { HttpEndpoint } from "../metrics/endpoint.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import { decode } from "../protocol/codec.ts";

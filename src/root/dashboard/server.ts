@@ -1,4 +1,5 @@
-import { type HttpEndpoint, listenHttp } from "../../metrics/http.ts";
+import type { HttpEndpoint } from "../../metrics/endpoint.ts";
+import { listenHttp } from "../../metrics/http.ts";
 import { type DashboardSnapshot, DashboardModel, type Look } from "./snapshot.ts";
 import page from "./dashboard.html" with { type: "text" };
 

@@ -1,7 +1,7 @@
 import consola from "consola";
 import { PclusterError } from "../../errors.ts";
 import { runUntilStopped } from "../../lifetime.ts";
-import type { HttpEndpoint } from "../../metrics/http.ts";
+import type { HttpEndpoint } from "../../metrics/endpoint.ts";
 import type { HostPort } from "../../protocol/address.ts";
 import type { InspectOptions } from "../inspect.ts";
 import { NodeWatcher } from "./node-watcher.ts";
