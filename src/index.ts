@@ -23,6 +23,7 @@ export {
 export {
   AuthError,
   ConnectionClosedError,
+  ItemEncodeError,
   NoNodesError,
   NodeBusyError,
   PclusterError,

@@ -8,7 +8,7 @@
  */
 import { setLogSink } from "../log/client.ts";
 import type { LogLine } from "../protocol/messages.ts";
-import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
+import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclined, encodeItem, encodeTransient, writeRecordHeader } from "../protocol/codec.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 import { Hunger, SpillRotation } from "./hunger.ts";
 import { ByteRing, WAKE_CHECK_MS } from "./ring.ts";
@@ -93,10 +93,11 @@ class OutputWriter {
   }
 
   /**
-   * Writes `value` encoded: a small one straight into the ring when there is room for it in one piece
-   * (no bytes of its own, no copy), anything else as `write` does. Throws what `encode` throws.
+   * Writes the item `value` encoded: a small one straight into the ring when there is room for it in one
+   * piece (no bytes of its own, no copy), anything else as `write` does. Throws what `encodeItem` throws
+   * (an `ItemEncodeError` naming `name()` and the path) and then writes nothing.
    */
-  writeValue(kind: number, stage: number, flags: number, id: number, value: unknown): void | Promise<void> {
+  writeValue(kind: number, stage: number, flags: number, id: number, value: unknown, name: () => string): void | Promise<void> {
     const ring = this.ring;
     const position = this.#position;
     const room = Math.min(ring.roomAt(position), RECORD_HEADER_BYTES + ring.maxPayload);
@@ -113,7 +114,7 @@ class OutputWriter {
     }
     // With room for any small item, the writer declined this one: msgpackr's, without a second try.
     const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
-    return this.write(kind, stage, flags, id, declined ? encodeDeclined(value) : encode(value));
+    return this.write(kind, stage, flags, id, declined ? encodeDeclined(value, name()) : encodeItem(value, name()));
   }
 
   write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
@@ -216,6 +217,7 @@ async function start(setup: SetupMessage): Promise<void> {
   await runLoop(setup, tasks);
 }
 
+/** A TaskError record's payload; a string `error` is a report of pcluster's own, without a stack. */
 function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
   const message = error instanceof Error ? error.message : String(error);
   const stack = error instanceof Error ? error.stack : undefined;
@@ -236,22 +238,30 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
   const sleepRequested = () => Atomics.load(control, Control.Sleep) === 1;
   const rotation = new SpillRotation(hunger);
 
-  // The item being run: every output, error and spill is labelled with it; its outputs are counted.
+  // The item being run: every output, error and spill is labelled with it; its outputs are counted,
+  // those sent and those given (which name an output that cannot be sent: `outputs[2]`).
   let currentId = 0;
   let currentFlags = 0;
   let currentOutputs = 0;
+  let currentGiven = 0;
+  const outputName = () => `outputs[${currentGiven}]`;
 
   const runner = new ChainRunner(
     tasks,
     {
       emit(value) {
         try {
-          const writing = output.writeValue(RecordKind.Output, 0, currentFlags, currentId, value);
+          const writing = output.writeValue(RecordKind.Output, 0, currentFlags, currentId, value, outputName);
           currentOutputs++;
           return writing;
         } catch (error) {
+          // An output that cannot be carried as itself (ItemEncodeError, naming the path) is this
+          // item's TaskError; the item's other outputs and the worker go on.
           const task = tasks[tasks.length - 1]!;
-          return output.write(RecordKind.TaskError, tasks.length - 1, currentFlags, currentId, errorReport(task, new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`)));
+          const report = errorReport(task, `an output could not be sent: ${(error as Error).message}`);
+          return output.write(RecordKind.TaskError, tasks.length - 1, currentFlags, currentId, report);
+        } finally {
+          currentGiven++;
         }
       },
       taskError(stage, error) {
@@ -264,7 +274,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
         try {
           bytes = encodeTransient(item); // copied into the ring at once
         } catch {
-          return false; // the local run reports it
+          return false; // a sub-item that cannot be carried as itself runs here, where it needs no encoding
         }
         const flags = currentFlags | ((target + 1) << SPILL_TARGET_SHIFT);
         // When the output ring is full the engine is behind anyway: run this one here.
@@ -321,6 +331,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     currentId = id;
     currentFlags = flags & ~FLAG_SPILLED_BYTES;
     currentOutputs = 0;
+    currentGiven = 0;
 
     let item: unknown;
     let decoded = true;
