@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ItemEncodeError } from "../../src/errors.ts";
+import { ItemEncodeError, errorFromWire, errorToWire } from "../../src/errors.ts";
 import { RecordBatchBuilder, RecordKind, RecordReader, decode, encodeItem, encodeTransient } from "../../src/protocol/codec.ts";
 import { arrival, difference } from "../support/faithful.ts";
 
@@ -150,6 +150,15 @@ describe("refused with the path to what cannot be sent", () => {
     const error = refusal(() => encodeItem({ cb: fn }, "outputs[2]"));
     expect(error.message).toBe("outputs[2].cb: a function cannot be sent");
     expect(error.index).toBeUndefined();
+  });
+
+  test("the error survives the wire as itself", () => {
+    const sent = refusal(() => encodeItem({ meta: { cb: fn } }, 3));
+    const wire = errorToWire(sent);
+    expect(wire).toEqual({ code: "item-encode", message: "items[3].meta.cb: a function cannot be sent" });
+    const received = errorFromWire(wire.code, wire.message);
+    expect(received).toBeInstanceOf(ItemEncodeError);
+    expect([received.message, received.code, received.name]).toEqual([sent.message, "item-encode", "ItemEncodeError"]);
   });
 
   test("nesting deeper than the stack goes is refused, not a crash", () => {
