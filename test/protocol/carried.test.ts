@@ -80,7 +80,7 @@ describe("carried as themselves", () => {
     ["a shared (not circular) reference, as two copies", (() => { const o = { x: 1 }; return [o, o, { o }]; })()],
     ["nesting deeper than the small writer goes", nested(100)],
     ["-0, which arrives as 0", [-0, { z: -0 }]],
-    ["a hole, which arrives as undefined", [1, , 3]], // biome-ignore lint/suspicious/noSparseArray: the case
+    ["a hole, which arrives as undefined", [1, , 3]],
     ["a lone surrogate, which arrives as U+FFFD", ["\ud800", "a\udc00b"]],
   ];
   for (const [name, value] of carried) test(name, () => expectCarried(value));
