@@ -97,7 +97,14 @@ class OutputWriter {
    * piece (no bytes of its own, no copy), anything else as `write` does. Throws what `encodeItem` throws
    * (an `ItemEncodeError` naming `name()` and the path) and then writes nothing.
    */
-  writeValue(kind: number, stage: number, flags: number, id: number, value: unknown, name: () => string): void | Promise<void> {
+  writeValue(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    value: unknown,
+    name: () => string,
+  ): void | Promise<void> {
     const ring = this.ring;
     const position = this.#position;
     const room = Math.min(ring.roomAt(position), RECORD_HEADER_BYTES + ring.maxPayload);

@@ -83,7 +83,9 @@ function check(value: unknown): string | undefined {
   }
   if (value === null) return undefined;
   const proto: unknown = Object.getPrototypeOf(value);
-  if (proto === Object.prototype || proto === null) return enter(value) ?? checkEntries(value as Record<string, unknown>);
+  if (proto === Object.prototype || proto === null) {
+    return enter(value) ?? checkEntries(value as Record<string, unknown>);
+  }
   if (proto === Array.prototype && Array.isArray(value)) return enter(value) ?? checkArray(value);
   if (proto === Set.prototype) return enter(value) ?? checkSet(value as Set<unknown>);
   if (CARRIED_CLASSES.has(proto as object)) return undefined;
@@ -137,16 +139,24 @@ function checkSet(set: Set<unknown>): string | undefined {
 
 /** Why an object of a class not carried is refused, with what to send instead. */
 function refusal(value: object, proto: unknown): string {
-  if (proto === Map.prototype) return "a Map cannot be sent (it would arrive as an object); send Object.fromEntries(map) or [...map]";
-  const constructor = Object.hasOwn(proto as object, "constructor") ? (proto as { constructor: unknown }).constructor : undefined;
+  if (proto === Map.prototype) {
+    return "a Map cannot be sent (it would arrive as an object); send Object.fromEntries(map) or [...map]";
+  }
+  const own = Object.hasOwn(proto as object, "constructor");
+  const constructor = own ? (proto as { constructor: unknown }).constructor : undefined;
   if (typeof constructor !== "function") {
     return "an object with a prototype of its own cannot be sent (what it inherits would be lost); send a plain object";
   }
   const name = constructor.name || "(anonymous class)";
   const a = /^[aeiou]/i.test(name) ? "an" : "a";
-  if (value instanceof Error) return `${a} ${name} cannot be sent; send its fields as a plain object, e.g. { name, message }`;
+  if (value instanceof Error) {
+    return `${a} ${name} cannot be sent; send its fields as a plain object, e.g. { name, message }`;
+  }
   if (Function.prototype.toString.call(constructor).includes("[native code]")) return `${a} ${name} cannot be sent`;
-  return `${a} ${name} (an instance of a class) cannot be sent: it would arrive as a plain object, without its class; send a plain object`;
+  return (
+    `${a} ${name} (an instance of a class) cannot be sent: ` +
+    "it would arrive as a plain object, without its class; send a plain object"
+  );
 }
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;

@@ -355,10 +355,19 @@ export class RecordBatchBuilder {
    * the batch (no bytes of its own, no copy); anything else goes through `encodeItem`. Throws what
    * `encodeItem` throws (an `ItemEncodeError` naming the item `name`), and then appends nothing.
    */
-  appendValue(kind: number, stage: number, flags: number, id: number, value: unknown, name: string | number = "item"): void {
+  appendValue(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    value: unknown,
+    name: string | number = "item",
+  ): void {
     const at = this.#end;
     const payloadAt = at + RECORD_HEADER_BYTES;
-    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length) return this.append(kind, stage, flags, id, encodeTransient(value, name));
+    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length) {
+      return this.append(kind, stage, flags, id, encodeTransient(value, name));
+    }
     this.#target ??= new SmallTarget(this.#buffer);
     const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
     if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value, name));

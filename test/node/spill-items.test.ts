@@ -10,7 +10,9 @@ import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts
 const TASKS = `
 const thread = Math.random().toString(36).slice(2);
 export function split(count) { return Array.from({ length: count }, (_, i) => ({ i, parent: thread })); }
-export function splitWithCallbacks(count) { return Array.from({ length: count }, (_, i) => ({ i, parent: thread, cb: () => i * 2 })); }
+export function splitWithCallbacks(count) {
+  return Array.from({ length: count }, (_, i) => ({ i, parent: thread, cb: () => i * 2 }));
+}
 export function slowWhere(sub) {
   const end = performance.now() + 0.2;
   while (performance.now() < end);
@@ -24,8 +26,9 @@ afterAll(() => removeDir(dir));
 type Sub = { i: number; parent: string; thread: string; doubled: number | null };
 
 describe("sub-items shared with an idle worker", () => {
-  test("plain sub-items of a large fan-out are shared; sub-items holding a function stay home and arrive intact", async () => {
-    const start = (split: string) => EngineHarness.start(dir, [{ export: split, isGenerator: true }, { export: "slowWhere" }], { workers: 2 });
+  test("plain sub-items of a large fan-out are shared; those holding a function stay home, intact", async () => {
+    const chain = (split: string) => [{ export: split, isGenerator: true }, { export: "slowWhere" }];
+    const start = (split: string) => EngineHarness.start(dir, chain(split), { workers: 2 });
     const plain = await start("split");
     try {
       plain.feed([400]);

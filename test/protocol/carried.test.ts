@@ -1,6 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { ItemEncodeError, errorFromWire, errorToWire } from "../../src/errors.ts";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, encodeItem, encodeTransient } from "../../src/protocol/codec.ts";
+import {
+  RecordBatchBuilder,
+  RecordKind,
+  RecordReader,
+  decode,
+  encodeItem,
+  encodeTransient,
+} from "../../src/protocol/codec.ts";
 import { arrival, difference } from "../support/faithful.ts";
 
 /**
@@ -58,8 +65,11 @@ const nested = (depth: number): unknown => {
 describe("carried as themselves", () => {
   const carried: Array<[string, unknown]> = [
     ["strings", ["", "a", "x".repeat(300), "héllo", "日本", "emoji 🎉"]],
-    ["numbers", [0, 1, -1, 127, 128, 65_536, 2 ** 31, -(2 ** 31) - 1, 2 ** 32, 2 ** 53 - 1, -(2 ** 53), 0.5, 1e-300, Number.MAX_VALUE]],
-    ["NaN and infinities", [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]],
+    [
+      "numbers",
+      [0, 1, -1, 127, 128, 65_536, 2 ** 31, -(2 ** 31) - 1, 2 ** 32, 2 ** 53 - 1, -(2 ** 53), 0.5, 1e-300],
+    ],
+    ["NaN, infinities, the largest", [Number.NaN, Number.POSITIVE_INFINITY, -Infinity, Number.MAX_VALUE]],
     ["booleans and null", [true, false, null]],
     ["undefined alone", undefined],
     ["undefined in an array", [1, undefined, 3]],
@@ -67,14 +77,34 @@ describe("carried as themselves", () => {
     ["bigints within 64 bits", [0n, 10n, -10n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 63n, 2n ** 64n - 1n]],
     ["bigints past 64 bits", [2n ** 64n, -(2n ** 63n) - 1n, 10n ** 40n, -(10n ** 40n), 2n ** 1000n]],
     ["a number next to a bigint stays a number", { n: 2 ** 40, b: 2n ** 40n }],
-    ["plain objects and arrays", { id: 7, list: [1, [2, [3]], { deep: { er: "s" } }], "a key with spaces": 1, ключ: "v" }],
+    [
+      "plain objects and arrays",
+      { id: 7, list: [1, [2, [3]], { deep: { er: "s" } }], "a key with spaces": 1, ключ: "v" },
+    ],
     ["keys that shadow Object.prototype", { constructor: 1, toString: "x", hasOwnProperty: null }],
     ["a null-prototype object", Object.assign(Object.create(null), { a: 1, b: { c: 2 } })],
     ["Dates", [new Date(1_700_000_000_123), new Date(0), new Date(-1e14), new Date(8.64e15), new Date(Number.NaN)]],
     ["Sets", new Set([1, "a", { b: [2] }, new Set([3n]), undefined])],
     ["RegExps", [/a+b/gi, /^x$/msuy]],
-    ["Uint8Array and Buffer", [Uint8Array.of(1, 2, 3), Buffer.from("hi"), new Uint8Array(0), Uint8Array.of(1, 2, 3, 4).subarray(1, 3)]],
-    ["typed arrays", [Int8Array.of(-1), Uint8ClampedArray.of(255), Int16Array.of(-2), Uint16Array.of(2), Int32Array.of(-3), Uint32Array.of(3), Float32Array.of(1.5), Float64Array.of(2.5, -0), BigInt64Array.of(-5n), BigUint64Array.of(5n)]],
+    [
+      "Uint8Array and Buffer",
+      [Uint8Array.of(1, 2, 3), Buffer.from("hi"), new Uint8Array(0), Uint8Array.of(1, 2, 3, 4).subarray(1, 3)],
+    ],
+    [
+      "typed arrays",
+      [
+        Int8Array.of(-1),
+        Uint8ClampedArray.of(255),
+        Int16Array.of(-2),
+        Uint16Array.of(2),
+        Int32Array.of(-3),
+        Uint32Array.of(3),
+        Float32Array.of(1.5),
+        Float64Array.of(2.5, -0, Number.MAX_VALUE),
+        BigInt64Array.of(-5n),
+        BigUint64Array.of(5n),
+      ],
+    ],
     ["a typed array over part of a buffer", new Float64Array(new ArrayBuffer(64), 16, 2).fill(7)],
     ["ArrayBuffer and DataView", [Uint8Array.of(9, 8).buffer, new DataView(Uint8Array.of(1, 2, 3).buffer, 1)]],
     ["a shared (not circular) reference, as two copies", (() => { const o = { x: 1 }; return [o, o, { o }]; })()],
@@ -100,15 +130,61 @@ describe("refused with the path to what cannot be sent", () => {
     ["a function alone", fn, (r) => r, "a function cannot be sent"],
     ["a class (a function)", [Point], (r) => `${r}[0]`, "a function cannot be sent"],
     ["a symbol", [1, Symbol("s")], (r) => `${r}[1]`, "a symbol cannot be sent"],
-    ["a circular reference", cycle, (r) => `${r}.self`, /^a circular reference \(back to items\[3\](\.v)?\) cannot be sent$/],
-    ["a deeper cycle", deepCycle, (r) => `${r}.a.b[1]`, /^a circular reference \(back to items\[3\](\.v)?\.a\) cannot be sent$/],
-    ["a cycle through a Set", setCycle, (r) => `[...${r}][0].back`, /^a circular reference \(back to items\[3\](\.v)?\) cannot be sent$/],
-    ["a Map", { m: new Map([["k", 1]]) }, (r) => `${r}.m`, "a Map cannot be sent (it would arrive as an object); send Object.fromEntries(map) or [...map]"],
-    ["a class instance", { p: new Point() }, (r) => `${r}.p`, "a Point (an instance of a class) cannot be sent: it would arrive as a plain object, without its class; send a plain object"],
-    ["an Array subclass", { s: Stack.from([1]) }, (r) => `${r}.s`, /^a Stack \(an instance of a class\) cannot be sent/],
-    ["an object with a prototype of its own", [Object.create({ inherited: 1 })], (r) => `${r}[0]`, "an object with a prototype of its own cannot be sent (what it inherits would be lost); send a plain object"],
-    ["an own key __proto__", { a: JSON.parse('{"__proto__": 1}') }, (r) => `${r}.a["__proto__"]`, /^a key named "__proto__" cannot be sent/],
-    ["an Error", { e: new TypeError("x") }, (r) => `${r}.e`, "a TypeError cannot be sent; send its fields as a plain object, e.g. { name, message }"],
+    [
+      "a circular reference",
+      cycle,
+      (r) => `${r}.self`,
+      /^a circular reference \(back to items\[3\](\.v)?\) cannot be sent$/,
+    ],
+    [
+      "a deeper cycle",
+      deepCycle,
+      (r) => `${r}.a.b[1]`,
+      /^a circular reference \(back to items\[3\](\.v)?\.a\) cannot be sent$/,
+    ],
+    [
+      "a cycle through a Set",
+      setCycle,
+      (r) => `[...${r}][0].back`,
+      /^a circular reference \(back to items\[3\](\.v)?\) cannot be sent$/,
+    ],
+    [
+      "a Map",
+      { m: new Map([["k", 1]]) },
+      (r) => `${r}.m`,
+      "a Map cannot be sent (it would arrive as an object); send Object.fromEntries(map) or [...map]",
+    ],
+    [
+      "a class instance",
+      { p: new Point() },
+      (r) => `${r}.p`,
+      "a Point (an instance of a class) cannot be sent: " +
+        "it would arrive as a plain object, without its class; send a plain object",
+    ],
+    [
+      "an Array subclass",
+      { s: Stack.from([1]) },
+      (r) => `${r}.s`,
+      /^a Stack \(an instance of a class\) cannot be sent/,
+    ],
+    [
+      "an object with a prototype of its own",
+      [Object.create({ inherited: 1 })],
+      (r) => `${r}[0]`,
+      "an object with a prototype of its own cannot be sent (what it inherits would be lost); send a plain object",
+    ],
+    [
+      "an own key __proto__",
+      { a: JSON.parse('{"__proto__": 1}') },
+      (r) => `${r}.a["__proto__"]`,
+      /^a key named "__proto__" cannot be sent/,
+    ],
+    [
+      "an Error",
+      { e: new TypeError("x") },
+      (r) => `${r}.e`,
+      "a TypeError cannot be sent; send its fields as a plain object, e.g. { name, message }",
+    ],
     ["a Promise", [Promise.resolve(1)], (r) => `${r}[0]`, "a Promise cannot be sent"],
     ["a WeakMap", { w: new WeakMap() }, (r) => `${r}.w`, "a WeakMap cannot be sent"],
     ["a boxed string", { s: new String("x") }, (r) => `${r}.s`, "a String cannot be sent"],
@@ -132,7 +208,8 @@ describe("refused with the path to what cannot be sent", () => {
   for (const [name, value, pathFrom, reason] of refused) {
     test(name, () => {
       for (const [how, encode] of Object.entries(encoders)) {
-        for (const [size, item, root] of [["small", value, "items[3]"], ["large", large(value), "items[3].v"]] as const) {
+        const sizes = [["small", value, "items[3]"], ["large", large(value), "items[3].v"]] as const;
+        for (const [size, item, root] of sizes) {
           const error = refusal(() => encode(item, 3));
           const where = `${how} (${size})`;
           expect([where, error.path]).toEqual([where, pathFrom(root)]);
@@ -171,7 +248,8 @@ describe("refused with the path to what cannot be sent", () => {
     const batch = new RecordBatchBuilder(1024);
     batch.appendValue(RecordKind.Input, 0, 0, 1, "kept", 0);
     expect(() => batch.appendValue(RecordKind.Input, 0, 0, 2, { m: new Map() }, 1)).toThrow(ItemEncodeError);
-    expect(() => batch.appendValue(RecordKind.Input, 0, 0, 3, large(fn), 2)).toThrow("items[2].v: a function cannot be sent");
+    const refused = () => batch.appendValue(RecordKind.Input, 0, 0, 3, large(fn), 2);
+    expect(refused).toThrow("items[2].v: a function cannot be sent");
     expect(batch.count).toBe(1);
   });
 });

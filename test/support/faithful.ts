@@ -15,17 +15,21 @@ export function difference(actual: unknown, expected: unknown, path = "value"): 
     return `${path}: ${className(actual)} instead of ${className(expected)}`;
   }
   if (expected instanceof Date) {
-    return Object.is((actual as Date).getTime(), expected.getTime()) ? undefined : `${path}: ${show(actual)} instead of ${show(expected)}`;
+    const same = Object.is((actual as Date).getTime(), expected.getTime());
+    return same ? undefined : `${path}: ${show(actual)} instead of ${show(expected)}`;
   }
   if (expected instanceof RegExp) {
     const regexp = actual as RegExp;
-    return regexp.source === expected.source && regexp.flags === expected.flags ? undefined : `${path}: ${regexp} instead of ${expected}`;
+    const same = regexp.source === expected.source && regexp.flags === expected.flags;
+    return same ? undefined : `${path}: ${regexp} instead of ${expected}`;
   }
   if (expected instanceof ArrayBuffer || ArrayBuffer.isView(expected)) {
     const want = bytesOf(expected);
     const got = bytesOf(actual as ArrayBuffer | ArrayBufferView);
     if (got.length !== want.length) return `${path}: ${got.length} bytes instead of ${want.length}`;
-    for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) return `${path}: byte ${i} is ${got[i]} instead of ${want[i]}`;
+    for (let i = 0; i < want.length; i++) {
+      if (got[i] !== want[i]) return `${path}: byte ${i} is ${got[i]} instead of ${want[i]}`;
+    }
     return undefined;
   }
   if (expected instanceof Set) {
@@ -42,7 +46,8 @@ export function difference(actual: unknown, expected: unknown, path = "value"): 
     const got = actual as unknown[];
     if (got.length !== expected.length) return `${path}: length ${got.length} instead of ${expected.length}`;
     for (let i = 0; i < expected.length; i++) {
-      if (i in got !== i in expected) return `${path}[${i}]: ${i in got ? "a value" : "a hole"} instead of ${i in expected ? "a value" : "a hole"}`;
+      const what = (array: unknown[]) => (i in array ? "a value" : "a hole");
+      if (i in got !== i in expected) return `${path}[${i}]: ${what(got)} instead of ${what(expected)}`;
       const found = difference(got[i], expected[i], `${path}[${i}]`);
       if (found !== undefined) return found;
     }
@@ -52,14 +57,16 @@ export function difference(actual: unknown, expected: unknown, path = "value"): 
   const wantKeys = Object.keys(expected);
   if (gotKeys.join("\0") !== wantKeys.join("\0")) return `${path}: keys ${show(gotKeys)} instead of ${show(wantKeys)}`;
   for (const key of wantKeys) {
-    const found = difference((actual as Record<string, unknown>)[key], (expected as Record<string, unknown>)[key], `${path}.${key}`);
+    const entry = (object: unknown) => (object as Record<string, unknown>)[key];
+    const found = difference(entry(actual), entry(expected), `${path}.${key}`);
     if (found !== undefined) return found;
   }
   return undefined;
 }
 
 function bytesOf(value: ArrayBuffer | ArrayBufferView): Uint8Array {
-  return value instanceof ArrayBuffer ? new Uint8Array(value) : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
 }
 
 function className(value: object): string {
