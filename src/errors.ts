@@ -74,6 +74,33 @@ export class StateError extends PclusterError {
   override readonly code = "state";
 }
 
+/**
+ * An item (at `feed`, `feedMany`, `run`, `process`) or a task's output holds a value pcluster cannot
+ * carry as itself: a function, a symbol, a circular reference, a Map, a class instance… (the README's
+ * "What an item may be"). The message names where: `items[3].meta.cb: a function cannot be sent`.
+ * Nothing of the call that fed it is queued; an output that cannot be sent is reported as a
+ * `TaskError` for its item.
+ *
+ * @example
+ * try { cluster.feed(item) } catch (e) { if (e instanceof ItemEncodeError) console.error(e.path, e.reason) }
+ */
+export class ItemEncodeError extends PclusterError {
+  override readonly code = "item-encode";
+  /** Where the bad value is, from the item: `items[3].meta.cb` (empty when it came over the wire). */
+  readonly path: string;
+  /** What is wrong with it: `a function cannot be sent`. */
+  readonly reason: string;
+  /** The item's position among those fed by the call (feed's arguments, or the iterable's items). */
+  readonly index: number | undefined;
+
+  constructor(message: string, details?: { path: string; reason: string; index?: number }) {
+    super(message);
+    this.path = details?.path ?? "";
+    this.reason = details?.reason ?? message;
+    this.index = details?.index;
+  }
+}
+
 /** A task threw, or an item failed after its retries. Given to `errorHandler`. */
 export class TaskError extends PclusterError {
   override readonly code = "task";
@@ -112,6 +139,7 @@ const byCode: Record<string, new (message: string) => PclusterError> = {
   "no-nodes": NoNodesError,
   "queue-full": QueueFullError,
   state: StateError,
+  "item-encode": ItemEncodeError,
 };
 
 /** Rebuilds the typed error a peer answered with. */

@@ -27,6 +27,7 @@ export {
   ConnectionClosedError,
   ListenError,
   NameLookupError,
+  ItemEncodeError,
   NoNodesError,
   NodeBusyError,
   PclusterError,

@@ -1,24 +1,38 @@
 import { Packr, Unpackr } from "msgpackr";
+import { ItemEncodeError } from "../errors.ts";
+import { findUncarried } from "./carried.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
 import { RECORD_HEADER_BYTES, writeRecordHeader } from "./record.ts";
 import { NOT_SMALL, SMALL_OUTPUT_BYTES, SMALL_READ_BYTES, SmallTarget, decodeSmall, encodeSmall, encodeSmallInto, keepOutput, peekOutput } from "./small-msgpack.ts";
 
 /**
- * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;
- * `undefined` as nil). Chosen by measurement over `@msgpack/msgpack` — see `bench/framing.bench.ts`
- * and the README. One Packr per thread (this module is instantiated once per thread), reused for
- * every value; its output buffers are never overwritten, so encoded bytes may be kept.
+ * The one codec for items and messages: msgpackr (`useRecords: false`). Chosen by measurement over
+ * `@msgpack/msgpack` — see `bench/framing.bench.ts` and the README. One Packr per thread (this module is
+ * instantiated once per thread), reused for every value; its output buffers are never overwritten, so
+ * encoded bytes may be kept. `undefined` is msgpackr's `undefined` (fixext 0), here as in items.
+ *
+ * Messages are standard MessagePack (binary fields as bin, which `decodeMessage` leaves as views).
  */
-const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64AsType: "number" });
+const packr = new Packr({ useRecords: false, int64AsType: "number" });
+/**
+ * Items are carried as themselves or refused (`ItemEncodeError`; see carried.ts for what may be one):
+ * `moreTypes` writes Sets, typed arrays, ArrayBuffers, DataViews, RegExps and bigints past 64 bits as
+ * msgpackr's extensions, which its reader turns back into the same class; `variableMapSize` lets an
+ * object have 65 536 keys or more.
+ */
+const itemPackr = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
 /**
  * Items are decoded with `copyBuffers`: a binary value in an item must own its bytes, because the bytes
- * it was decoded from (a ring slot, a frame) are reused or would be kept alive by a view.
+ * it was decoded from (a ring slot, a frame) are reused or would be kept alive by a view. 64-bit
+ * integers are bigints: the writers write every number that is not a 32-bit integer as a float64, so a
+ * 64-bit integer on the wire was a bigint.
  */
-const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "number", copyBuffers: true });
+const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "bigint", copyBuffers: true });
 
 /**
- * Encodes one item (or message) to standard MessagePack. The bytes are never written over, so they may
- * be kept; small values of plain data are written by `encodeSmall`, everything else by msgpackr.
+ * Encodes one message (or a report of the node's own) to MessagePack. The bytes are never written over,
+ * so they may be kept; small values of plain data are written by `encodeSmall`, everything else by
+ * msgpackr. Items go through `encodeItem`.
  */
 export function encode(value: unknown): Uint8Array {
   const length = encodeSmall(value);
@@ -26,20 +40,42 @@ export function encode(value: unknown): Uint8Array {
 }
 
 /**
- * msgpackr's encoding alone: for a value the small-item writer already declined (`encodeSmallInto`
- * returned -1 with room to spare), so that it is not tried twice. The bytes may be kept.
+ * Encodes one item: as itself, or an `ItemEncodeError` naming `name` (a number n is `items[n]`) and the
+ * path to what cannot be sent. The bytes are never written over, so they may be kept.
  */
-export function encodeDeclined(value: unknown): Uint8Array {
-  return packr.pack(value);
+export function encodeItem(value: unknown, name: string | number = "item"): Uint8Array {
+  const length = encodeSmall(value);
+  return length >= 0 ? keepOutput(length) : encodeDeclined(value, name);
 }
 
 /**
- * Like `encode`, but the bytes are valid only until the next encode on this thread: for a caller that
- * copies them at once (into a ring or a batch), which then costs no bytes of its own.
+ * An item the small-item writer declined (`encodeSmallInto` returned -1 with room to spare, so that it
+ * is not tried twice): checked for what cannot be carried, then msgpackr's. Throws an `ItemEncodeError`
+ * naming `name` (a number n is `items[n]`) and the path. The bytes may be kept.
  */
-export function encodeTransient(value: unknown): Uint8Array {
+export function encodeDeclined(value: unknown, name: string | number = "item"): Uint8Array {
+  const uncarried = findUncarried(value, name);
+  if (uncarried !== undefined) throw itemEncodeError(uncarried.path, uncarried.reason, name);
+  try {
+    return itemPackr.pack(value);
+  } catch (error) {
+    const root = typeof name === "number" ? `items[${name}]` : name;
+    throw itemEncodeError(root, `MessagePack cannot hold it (${(error as Error).message})`, name);
+  }
+}
+
+function itemEncodeError(path: string, reason: string, name: string | number): ItemEncodeError {
+  const index = typeof name === "number" ? name : undefined;
+  return new ItemEncodeError(`${path}: ${reason}`, { path, reason, index });
+}
+
+/**
+ * Like `encodeItem`, but the bytes are valid only until the next encode on this thread: for a caller
+ * that copies them at once (into a ring or a batch), which then costs no bytes of its own.
+ */
+export function encodeTransient(value: unknown, name: string | number = "item"): Uint8Array {
   const length = encodeSmall(value);
-  return length >= 0 ? peekOutput(length) : packr.pack(value);
+  return length >= 0 ? peekOutput(length) : encodeDeclined(value, name);
 }
 
 /** One options object for every decode: a hot path must not allocate one per item. */
@@ -47,11 +83,12 @@ const range = { start: 0, end: 0 };
 
 /**
  * msgpackr decodes small items it is left with from this copy: its native string extraction costs in
- * proportion to the buffer it is handed. A plain Uint8Array: msgpackr copies binary values with the
- * source's own `slice`, and those must stay Uint8Arrays.
+ * proportion to the buffer it is handed. A Buffer: msgpackr copies binary values with the source's own
+ * `slice`, so a bin value (what a Buffer is written as) comes back a Buffer, and a Uint8Array (written as
+ * msgpackr's typed-array extension) a Uint8Array.
  */
 const SCRATCH_BELOW = 256;
-const scratch = new Uint8Array(SCRATCH_BELOW);
+const scratch = Buffer.alloc(SCRATCH_BELOW);
 
 /** Decodes one item from `bytes[start, end)`; binary values in it get bytes of their own. Throws on malformed input. */
 export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknown {
@@ -70,7 +107,21 @@ export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknow
   }
   range.start = start;
   range.end = end;
-  return itemUnpackr.unpack(bytes, range);
+  return itemUnpackr.unpack(asBuffer(bytes), range);
+}
+
+/** The last bytes `asBuffer` was asked for, and its Buffer over them: a blob or ring has many items. */
+let bufferOf: Uint8Array | undefined;
+let bufferView: Buffer = scratch;
+
+/** `bytes` as a Buffer over the same memory (see `scratch` for why). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  if (bytes instanceof Buffer) return bytes;
+  if (bytes !== bufferOf) {
+    bufferOf = bytes;
+    bufferView = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  return bufferView;
 }
 
 /** Decodes a message envelope: its binary fields (the record blobs) stay views of `bytes`, uncopied. */
@@ -133,17 +184,26 @@ export class RecordBatchBuilder {
   }
 
   /**
-   * Appends a record whose payload is `value` encoded. A small value is written straight into the batch
-   * (no bytes of its own, no copy); anything else goes through `encode`. Throws what `encode` throws,
-   * and then appends nothing.
+   * Appends a record whose payload is the item `value` encoded. A small value is written straight into
+   * the batch (no bytes of its own, no copy); anything else goes through `encodeItem`. Throws what
+   * `encodeItem` throws (an `ItemEncodeError` naming the item `name`), and then appends nothing.
    */
-  appendValue(kind: number, stage: number, flags: number, id: number, value: unknown): void {
+  appendValue(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    value: unknown,
+    name: string | number = "item",
+  ): void {
     const at = this.#end;
     const payloadAt = at + RECORD_HEADER_BYTES;
-    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length) return this.append(kind, stage, flags, id, encodeTransient(value));
+    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length) {
+      return this.append(kind, stage, flags, id, encodeTransient(value, name));
+    }
     this.#target ??= new SmallTarget(this.#buffer);
     const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
-    if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value));
+    if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value, name));
     writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
     this.#end = payloadAt + length;
     this.#count++;

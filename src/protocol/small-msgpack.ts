@@ -1,6 +1,6 @@
 /**
  * Small items without msgpackr: a reader and a writer for the subset of MessagePack that most items are
- * made of — maps with string keys, arrays, strings, numbers, booleans and nil. Both
+ * made of — maps with string keys, arrays, strings, numbers, booleans, nil and undefined. Both
  * give up on anything else (the reader returns NOT_SMALL, the writer -1), and codec.ts then hands the
  * item to msgpackr, so every item still encodes and decodes exactly as msgpackr would have it.
  *
@@ -74,6 +74,8 @@ function readSmall(): unknown {
       return take(1) ? readString(src[at]!) : NOT_SMALL;
     case 0xda:
       return take(2) ? readString(readUint16(at)) : NOT_SMALL;
+    case 0xd4: // fixext 1: msgpackr's undefined is type 0, data 0; other extensions are msgpackr's
+      return take(2) && src[at] === 0 && src[at + 1] === 0 ? undefined : NOT_SMALL;
     case 0xdc:
       return take(2) ? readSmallArray(readUint16(at)) : NOT_SMALL;
     case 0xde:
@@ -215,14 +217,16 @@ function wellFormedUtf8(from: number, end: number): boolean {
 // ---- writing ------------------------------------------------------------------------------------
 //
 // The writer writes into a target (a slab of its own, see `encodeSmall`; a worker's output ring; a
-// record batch) and returns the length, or -1 to leave the value to msgpackr: any object that is not a
-// plain object or array (Date, Map, typed arrays, class instances — msgpackr has rules for those), a
-// bigint, symbol or function, more than SMALL_OUTPUT_BYTES of output, or nesting deeper than MAX_DEPTH
-// (a cycle). Where it writes, it follows msgpackr's choices: plain objects are those whose
-// `constructor` is Object, their own enumerable keys in for-in order; an integer that is not 32-bit and
-// every other number is a float64; -0 is 0; undefined is nil; a lone surrogate is U+FFFD. The bytes
-// may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where msgpackr always writes
-// map16), but both are standard MessagePack for the same value.
+// record batch) and returns the length, or -1 to leave the value to codec.ts: any object that is not a
+// plain object (prototype Object.prototype or null) or array (Date, Set, typed arrays, class instances,
+// Maps…), a bigint past 64 bits, a symbol or function, the key "__proto__", more than SMALL_OUTPUT_BYTES
+// of output, or nesting deeper than MAX_DEPTH (a cycle). codec.ts then checks what it declined for what
+// cannot be carried (carried.ts) and gives the rest to msgpackr: what the writer writes needs no check.
+// Where it writes, it follows msgpackr's choices: a plain object's own enumerable keys in for-in order;
+// an integer that is not 32-bit and every other number is a float64; -0 is 0; undefined is msgpackr's
+// undefined (fixext 0); a bigint is an int64 (or a uint64 past 2^63); a lone surrogate is U+FFFD. The
+// bytes may differ from msgpackr's (maps of fewer than 16 keys are fixmaps here, where msgpackr always
+// writes map16), but both are MessagePack that reads back as the same value.
 
 /** Longest output the writer produces; larger items go to msgpackr, whose cost per item is then small. */
 export const SMALL_OUTPUT_BYTES = 8192;
@@ -306,18 +310,45 @@ function writeSmall(value: unknown, depth: number): boolean {
     case "boolean":
       return writeByte(value ? 0xc3 : 0xc2);
     case "undefined":
-      return writeByte(0xc0);
+      return writeUndefined();
     case "object": {
       if (value === null) return writeByte(0xc0);
       if (depth === MAX_DEPTH) return false;
-      const constructor = (value as { constructor?: unknown }).constructor;
-      if (constructor === Object) return writeMap(value as Record<string, unknown>, depth + 1);
-      if (constructor === Array) return writeArray(value as unknown[], depth + 1);
+      // By prototype, not by `constructor`: an object that inherits from another (or has a key named
+      // "constructor") is not plain data, and a null-prototype object is.
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto === Object.prototype || proto === null) return writeMap(value as Record<string, unknown>, depth + 1);
+      if (proto === Array.prototype && Array.isArray(value)) return writeArray(value, depth + 1);
       return false;
     }
+    case "bigint":
+      return writeBigInt(value);
     default:
       return false;
   }
+}
+
+/** msgpackr's undefined: fixext 1 of type 0, data 0 (nil would read back as null). */
+function writeUndefined(): boolean {
+  if (outAt + 3 > outLimit) return false;
+  out[outAt++] = 0xd4;
+  out[outAt++] = 0;
+  out[outAt++] = 0;
+  return true;
+}
+
+/** An int64, or a uint64 from 2^63 on, as msgpackr writes them; a larger bigint is msgpackr's. */
+function writeBigInt(value: bigint): boolean {
+  if (outAt + 9 > outLimit || value >= 0x10000000000000000n || value < -0x8000000000000000n) return false;
+  if (value < 0x8000000000000000n) {
+    out[outAt++] = 0xd3;
+    outView.setBigInt64(outAt, value);
+  } else {
+    out[outAt++] = 0xcf;
+    outView.setBigUint64(outAt, value);
+  }
+  outAt += 8;
+  return true;
 }
 
 function writeByte(byte: number): boolean {
@@ -422,7 +453,7 @@ function writeMap(object: Record<string, unknown>, depth: number): boolean {
   if (!writeHead(size, 0x80, 0xde)) return false;
   for (let i = 0; i < size; i++) {
     const key = keys[i]!;
-    if (!writeString(key) || !writeSmall(object[key], depth)) return false;
+    if (key === "__proto__" || !writeString(key) || !writeSmall(object[key], depth)) return false;
   }
   return true;
 }

@@ -151,14 +151,24 @@ export interface CannotTravel<What extends string> {
   readonly "pcluster: this cannot travel to a node (items are MessagePack data)": What;
 }
 
-/** Values MessagePack carries as they are. */
-type Plain = string | number | boolean | null | undefined | Date | Uint8Array;
+/** Values carried as themselves, whole (see the README's "What an item may be"). */
+type Plain =
+  | string
+  | number
+  | boolean
+  | bigint
+  | null
+  | undefined
+  | Date
+  | RegExp
+  | ArrayBuffer
+  | ArrayBufferView;
 
 /**
- * `T` itself when it can travel to a node as it is, else `T` with each part that cannot (a function, a
- * symbol, a bigint, which arrives as a number or fails, a Map or Set, which arrive as an object or an
- * array, a typed array other than Uint8Array, which arrives as its bytes, an Error or RegExp, which
- * arrive as arrays) replaced by the reason. `unknown` and `any` cannot be told, and pass.
+ * `T` itself when it can travel to a node as it is, else `T` with each part that cannot (a function,
+ * a symbol, a Map, a promise, an Error) replaced by the reason; a Set travels when its members do. The
+ * codec refuses the same at run time (`ItemEncodeError`), and also what a type cannot show: class
+ * instances, circular structures. `unknown` and `any` cannot be told, and pass.
  */
 export type Travelling<T> = unknown extends T
   ? T
@@ -168,19 +178,15 @@ export type Travelling<T> = unknown extends T
       ? CannotTravel<"a function">
       : T extends symbol
         ? CannotTravel<"a symbol">
-        : T extends bigint
-          ? CannotTravel<"a bigint (it arrives as a number, or fails beyond 64 bits)">
-          : T extends ReadonlyMap<unknown, unknown>
-            ? CannotTravel<"a Map (it arrives as a plain object)">
-            : T extends ReadonlySet<unknown>
-              ? CannotTravel<"a Set (it arrives as an array)">
-              : T extends PromiseLike<unknown>
-                ? CannotTravel<"a promise (await it first)">
-                : T extends ArrayBuffer | ArrayBufferView
-                  ? CannotTravel<"a typed array other than Uint8Array (it arrives as a Uint8Array of its bytes)">
-                  : T extends Error | RegExp
-                    ? CannotTravel<"an Error or a RegExp (it arrives as an array)">
-                    : { [K in keyof T]: Travelling<T[K]> };
+        : T extends ReadonlyMap<unknown, unknown>
+          ? CannotTravel<"a Map (send a plain object, or an array of pairs)">
+          : T extends ReadonlySet<infer Member>
+            ? ReadonlySet<Travelling<Member>> & T
+            : T extends PromiseLike<unknown>
+              ? CannotTravel<"a promise (await it first)">
+              : T extends Error
+                ? CannotTravel<"an Error (send its message)">
+                : { [K in keyof T]: Travelling<T[K]> };
 
 /** Each of the items `feed` is given, checked by `Travelling`. */
 export type TravellingItems<Items extends readonly unknown[]> = { [K in keyof Items]: Travelling<Items[K]> };

@@ -71,8 +71,9 @@ export class FeedQueue {
   }
 
   /**
-   * Encodes and queues `values`, in order. A value MessagePack cannot carry throws a TypeError naming
-   * its index (counted from `firstIndex`), and then none of `values` is queued.
+   * Encodes and queues `values`, in order. A value that cannot be carried as itself throws an
+   * `ItemEncodeError` naming its index (counted from `firstIndex`) and the path to what is wrong
+   * (`items[3].meta.cb: a function cannot be sent`), and then none of `values` is queued.
    */
   appendValues(values: readonly unknown[], firstIndex = 0): void {
     const tail = this.#tail;
@@ -86,10 +87,10 @@ export class FeedQueue {
     };
     for (let index = 0; index < values.length; index++) {
       try {
-        this.#appendValue(values[index]);
+        this.#appendValue(values[index], firstIndex + index);
       } catch (error) {
         this.#rollBack(mark);
-        throw new TypeError(`item ${firstIndex + index} cannot be sent: ${(error as Error).message}`);
+        throw error;
       }
     }
   }
@@ -220,11 +221,12 @@ export class FeedQueue {
     if (chunk.outstanding === 0 && chunk.queued === 0 && chunk !== this.#tail) this.#chunks.delete(chunk.serial);
   }
 
-  #appendValue(value: unknown): void {
+  /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
+  #appendValue(value: unknown, index: number): void {
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
-    if (length < 0) return this.#appendEncoded(encodeDeclined(value)); // there was room: not a small item
+    if (length < 0) return this.#appendEncoded(encodeDeclined(value, index)); // there was room: not a small item
     this.#commit(chunk, at, length);
   }
 

@@ -340,7 +340,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   /**
-   * Queues items for the cluster. Each is encoded now; a value MessagePack cannot carry throws here.
+   * Queues items for the cluster. Each is encoded now; an item holding a value that cannot be carried
+   * as itself (README: "What an item may be") throws an `ItemEncodeError` naming it and the path, e.g.
+   * `items[3].meta.cb: a function cannot be sent`, and nothing of the call is queued.
    * For a large array use `feedMany(array)`: a spread of some 500 000 arguments or more overflows the stack.
    */
   feed<const Items extends readonly In[]>(...items: TravellingItems<Items>): void {
@@ -370,7 +372,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
           "use `await cluster.feedAsync(item)` to wait for room",
       );
     }
-    this.#scheduler.enqueueValues(items, firstIndex); // a value MessagePack cannot carry throws, naming its index
+    this.#scheduler.enqueueValues(items, firstIndex); // an item that cannot be carried throws ItemEncodeError
     this.#progress.fed += items.length;
     this.#updateKeepAlive();
   }

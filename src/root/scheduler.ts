@@ -218,8 +218,8 @@ export class Scheduler {
   }
 
   /**
-   * Encodes and queues items. A value MessagePack cannot carry throws a TypeError naming its index
-   * (counted from `firstIndex`), and then none of `values` is queued.
+   * Encodes and queues items. A value that cannot be carried as itself throws an `ItemEncodeError`
+   * naming its index (counted from `firstIndex`) and path, and then none of `values` is queued.
    */
   enqueueValues(values: readonly unknown[], firstIndex = 0): void {
     this.#fresh.appendValues(values, firstIndex);

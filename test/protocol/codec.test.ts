@@ -1,9 +1,11 @@
 import { describe, expect, test } from "bun:test";
 import { decode as referenceDecode } from "@msgpack/msgpack";
 import { Packr, Unpackr } from "msgpackr";
-import { RecordBatchBuilder, decode, decodeMessage, encode, encodeTransient } from "../../src/protocol/codec.ts";
+import { ItemEncodeError } from "../../src/errors.ts";
+import { RecordBatchBuilder, decode, decodeMessage, encode, encodeItem, encodeTransient } from "../../src/protocol/codec.ts";
 import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
+import { arrival, difference } from "../support/faithful.ts";
 import { seededRandom } from "../support/random.ts";
 
 /**
@@ -11,9 +13,9 @@ import { seededRandom } from "../support/random.ts";
  * its own short reader and leaves everything else to msgpackr. Whatever path an item takes, the result
  * must be exactly msgpackr's: the same value, or an error where msgpackr throws.
  */
-const msgpackr = new Unpackr({ useRecords: false, int64AsType: "number", copyBuffers: true });
-/** msgpackr as codec.ts configures it for writing: what `encode` must agree with. */
-const msgpackrWriter = new Packr({ useRecords: false, encodeUndefinedAsNil: true, int64AsType: "number" });
+const msgpackr = new Unpackr({ useRecords: false, int64AsType: "bigint", copyBuffers: true });
+/** msgpackr as codec.ts configures it for writing items: what `encodeItem` must agree with. */
+const msgpackrWriter = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
 
 function outcome(read: () => unknown): { value: unknown } | { error: true } {
   try {
@@ -102,19 +104,24 @@ describe("decode", () => {
     }
   });
 
-  test("a binary value gets bytes of its own, a plain Uint8Array", () => {
-    const bytes = encode({ bin: Uint8Array.of(9, 8, 7) });
-    const value = decode(bytes) as { bin: Uint8Array };
-    expect(value.bin.constructor).toBe(Uint8Array);
-    bytes.fill(0);
-    expect([...value.bin]).toEqual([9, 8, 7]);
+  test("a binary value gets bytes of its own and keeps its class: a Uint8Array, a Buffer", () => {
+    for (const pad of ["", "p".repeat(300)]) {
+      const bytes = encodeItem({ pad, bin: Uint8Array.of(9, 8, 7), buffer: Buffer.from([6, 5]) });
+      const value = decode(bytes) as { bin: Uint8Array; buffer: Buffer };
+      expect(value.bin.constructor).toBe(Uint8Array);
+      expect(value.buffer.constructor).toBe(Buffer);
+      bytes.fill(0);
+      expect([...value.bin, ...value.buffer]).toEqual([9, 8, 7, 6, 5]);
+      expect(value.bin.buffer.byteLength).toBe(3); // not a view of anything larger
+    }
   });
 });
 
 /**
- * `encode` writes small values of plain data (plain objects and arrays, ASCII strings, numbers, booleans,
- * nil) itself and leaves everything else to msgpackr. Its bytes may differ from msgpackr's, but they must
- * be standard MessagePack for the same value msgpackr would give: every reader agrees on them.
+ * `encodeItem` writes small values of plain data (plain objects and arrays, strings, numbers, booleans,
+ * nil, undefined, 64-bit bigints) itself and leaves everything else to msgpackr, after checking it for
+ * what cannot be carried (test/protocol/carried.test.ts has every kind). Its bytes may differ from
+ * msgpackr's, but they must read back as the same value msgpackr would give, and as the value itself.
  */
 function randomValue(random: () => number, depth: number): unknown {
   const pick = Math.floor(random() * (depth >= 4 ? 9 : 12));
@@ -162,33 +169,39 @@ function expected(value: unknown): unknown {
   }
 }
 
-function ours(value: unknown): Uint8Array | "throws" {
+function ours(value: unknown): Uint8Array | "refused" {
   try {
-    return encode(value);
-  } catch {
-    return "throws";
+    return encodeItem(value);
+  } catch (error) {
+    if (error instanceof ItemEncodeError) return "refused";
+    throw error;
   }
 }
 
-/** Both refuse `value`, or our bytes decode (by msgpackr) to what msgpackr's own bytes decode to. */
-function expectAgreement(value: unknown): void {
+/**
+ * We refuse `value` (an ItemEncodeError) wherever msgpackr does, and maybe more often; where both
+ * accept it, our bytes decode (by msgpackr and by `decode`) to what msgpackr's own bytes decode to, and
+ * to the value itself (as the README says it arrives). Returns whether we refused.
+ */
+function expectAgreement(value: unknown): boolean {
   const bytes = ours(value);
   const wanted = expected(value);
-  if (bytes === "throws" || wanted === "throws") expect(bytes).toBe(wanted as "throws");
-  else expect(msgpackr.unpack(bytes)).toEqual(wanted);
+  if (wanted === "throws") expect(bytes).toBe("refused");
+  if (bytes === "refused" || wanted === "throws") return bytes === "refused";
+  expect(msgpackr.unpack(bytes)).toEqual(wanted);
+  const decoded = decode(bytes);
+  expect(difference(decoded, wanted)).toBeUndefined();
+  expect(difference(decoded, arrival(value))).toBeUndefined();
+  return false;
 }
 
 describe("encode", () => {
   test("every kind of value decodes to what msgpackr's encoding of it decodes to", () => {
-    const sparse = [1, , 3]; // a hole is undefined, then nil
-    const inherited = Object.create({ inherited: 1 }) as Record<string, unknown>;
-    inherited.own = 2;
-    class Point {
-      constructor(public x = 1, public y = 2) {}
-    }
-    for (const value of [...values, { list: values }, sparse, inherited, new Point(), -0, { big: 2 ** 40, neg: -(2 ** 40) }, undefined, { u: undefined }]) {
+    const ownProto = (value: unknown) => typeof value === "object" && value !== null && Object.hasOwn(value, "__proto__");
+    const carried = values.filter((value) => !ownProto(value)); // an own key "__proto__" is refused
+    for (const value of [...carried, { list: carried }, -0, { big: 2 ** 40, neg: -(2 ** 40) }, undefined, { u: undefined }, [1, undefined], 10n, [2n ** 64n - 1n, -(2n ** 63n)]]) {
       const bytes = ours(value);
-      if (bytes === "throws") throw new Error(`encode threw on ${String(value)}`);
+      if (bytes === "refused") throw new Error(`encodeItem refused ${Bun.inspect(value)}`);
       expect(msgpackr.unpack(bytes)).toEqual(expected(value));
       expect(decode(bytes)).toEqual(expected(value));
     }
@@ -208,12 +221,16 @@ describe("encode", () => {
     for (const value of [wide, large, { a: wide }, [wide, wide]]) expect(decode(encode(value))).toEqual(expected(value));
   });
 
-  test("random values: the same value as msgpackr, or the same refusal (5000 seeded cases)", () => {
+  test("random values: the same value as msgpackr and as itself where both accept; refused where msgpackr refuses (5000 seeded cases)", () => {
     const random = seededRandom(20261128);
+    let refused = 0;
     for (let i = 0; i < 5000; i++) {
-      expectAgreement(randomValue(random, 0));
+      if (expectAgreement(randomValue(random, 0))) refused++;
     }
-  });
+    // Maps are among the random values, and refused; most values are not.
+    expect(refused).toBeGreaterThan(0);
+    expect(refused).toBeLessThan(2500);
+  }, 60_000);
 
   test("encoded bytes are never written over by later encodes; transient bytes are right until the next", () => {
     const random = seededRandom(7);
@@ -228,11 +245,11 @@ describe("encode", () => {
     }
   });
 
-  test("a cycle, a function or a symbol gets msgpackr's answer (a refusal, or nil)", () => {
+  test("a cycle, a function or a symbol is refused (msgpackr would throw, or write nil)", () => {
     const cycle: Record<string, unknown> = { a: 1 };
     cycle.self = cycle;
-    expect(ours(cycle)).toBe("throws");
-    for (const value of [cycle, { f: () => 1 }, Symbol("s"), { s: Symbol("t") }, [() => 2]]) expectAgreement(value);
+    for (const value of [cycle, { f: () => 1 }, Symbol("s"), { s: Symbol("t") }, [() => 2]]) expect(ours(value)).toBe("refused");
+    expect(() => encodeItem([0, { s: Symbol("t") }], 7)).toThrow("items[7][1].s: a symbol cannot be sent");
   });
 });
 
@@ -245,25 +262,25 @@ describe("RecordBatchBuilder", () => {
     return records;
   }
 
-  test("appendValue writes what append(encode(value)) writes, small or not, past the buffer's first size", () => {
+  test("appendValue writes what append(encodeItem(value)) writes, small or not, past the buffer's first size", () => {
     const values = [{ id: 1, payload: "p".repeat(64) }, "x".repeat(20_000), new Date(5), [1, 2, 3], null, { big: "y".repeat(9000) }];
     const viaValue = new RecordBatchBuilder(64); // tiny, so that it grows
     const viaBytes = new RecordBatchBuilder(64);
     for (let i = 0; i < 300; i++) {
       const value = values[i % values.length];
       viaValue.appendValue(RecordKind.Input, i % 3, 0, i, value);
-      viaBytes.append(RecordKind.Input, i % 3, 0, i, encode(value));
+      viaBytes.append(RecordKind.Input, i % 3, 0, i, encodeItem(value));
     }
     expect(viaValue.count).toBe(300);
     expect(readAll(viaValue.takeRecords())).toEqual(readAll(viaBytes.takeRecords()));
   });
 
-  test("appendValue of a value MessagePack cannot carry throws and appends nothing", () => {
+  test("appendValue of a value that cannot be carried throws an ItemEncodeError and appends nothing", () => {
     const batch = new RecordBatchBuilder();
     batch.appendValue(RecordKind.Input, 0, 0, 1, "kept");
     const cycle: Record<string, unknown> = {};
     cycle.self = cycle;
-    expect(() => batch.appendValue(RecordKind.Input, 0, 0, 2, cycle)).toThrow();
+    expect(() => batch.appendValue(RecordKind.Input, 0, 0, 2, cycle, 4)).toThrow("items[4].self: a circular reference (back to items[4]) cannot be sent");
     expect(batch.count).toBe(1);
     expect(readAll(batch.takeRecords())).toEqual([[RecordKind.Input, 0, 0, 1, "kept"]]);
   });

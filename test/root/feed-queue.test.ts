@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { ItemEncodeError } from "../../src/errors.ts";
 import { RecordBatchBuilder, decode, decodeMessage, encode } from "../../src/protocol/codec.ts";
 import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
@@ -56,16 +57,18 @@ describe("FeedQueue", () => {
     expect(queue.length).toBe(6);
   });
 
-  test("a value MessagePack cannot carry is refused by index, and none of its call is queued", () => {
+  test("a value that cannot be carried is refused by index and path, and none of its call is queued", () => {
     const queue = new FeedQueue();
     queue.appendValues(["before"]);
     const cycle: Record<string, unknown> = {};
     cycle.self = cycle;
     const many = Array.from({ length: 5000 }, (_, i) => ({ i, pad: "p".repeat(100) })); // spans new chunks
-    expect(() => queue.appendValues([...many, cycle, "after"])).toThrow(/^item 5000 cannot be sent/);
+    expect(() => queue.appendValues([...many, cycle, "after"])).toThrow("items[5000].self: a circular reference (back to items[5000]) cannot be sent");
     expect(queue.length).toBe(1);
     queue.appendValues(["next"]);
-    expect(() => queue.appendValues([{ a: 1 }, { b: 2 }, cycle])).toThrow(/^item 2 cannot be sent/); // within one chunk
+    expect(() => queue.appendValues([{ a: 1 }, { b: 2 }, { m: new Map() }])).toThrow(/^items\[2\]\.m: a Map cannot be sent/); // within one chunk
+    expect(() => queue.appendValues([1, { pad: "p".repeat(9000), f: () => 1 }], 40)).toThrow(ItemEncodeError); // the large path
+    expect(() => queue.appendValues([1, { pad: "p".repeat(9000), f: () => 1 }], 40)).toThrow("items[41].f: a function cannot be sent");
     queue.appendValues(["last"]);
     const { records } = sendSome(queue, 10, 1);
     expect(records.map(([, , value]) => value)).toEqual(["before", "next", "last"]);

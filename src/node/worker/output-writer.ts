@@ -1,4 +1,4 @@
-import { encode, encodeDeclined } from "../../protocol/codec.ts";
+import { encodeDeclined, encodeItem } from "../../protocol/codec.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, writeRecordHeader } from "../../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
 import type { ByteRing } from "../ring.ts";
@@ -35,10 +35,18 @@ export class OutputWriter {
   }
 
   /**
-   * Writes `value` encoded: a small one straight into the ring when there is room for it in one piece
-   * (no bytes of its own, no copy), anything else as `write` does. Throws what `encode` throws.
+   * Writes the item `value` encoded: a small one straight into the ring when there is room for it in one
+   * piece (no bytes of its own, no copy), anything else as `write` does. Throws what `encodeItem` throws
+   * (an `ItemEncodeError` naming `name()` and the path) and then writes nothing.
    */
-  writeValue(kind: number, stage: number, flags: number, id: number, value: unknown): void | Promise<void> {
+  writeValue(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    value: unknown,
+    name: () => string,
+  ): void | Promise<void> {
     const ring = this.ring;
     const position = this.#position;
     const room = Math.min(ring.roomAt(position), RECORD_HEADER_BYTES + ring.maxPayload);
@@ -55,7 +63,7 @@ export class OutputWriter {
     }
     // With room for any small item, the writer declined this one: msgpackr's, without a second try.
     const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
-    return this.write(kind, stage, flags, id, declined ? encodeDeclined(value) : encode(value));
+    return this.write(kind, stage, flags, id, declined ? encodeDeclined(value, name()) : encodeItem(value, name()));
   }
 
   write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {

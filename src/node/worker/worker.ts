@@ -93,6 +93,7 @@ async function start(setup: SetupMessage): Promise<void> {
   await new ItemLoop(setup, tasks).run();
 }
 
+/** A TaskError record's payload; a string `error` is a report of pcluster's own, without a stack. */
 function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
   const message = error instanceof Error ? error.message : String(error);
   const stack = error instanceof Error ? error.stack : undefined;
@@ -128,6 +129,8 @@ class ItemLoop {
   #id = 0;
   #length = 0;
   #outputs = 0;
+  /** Outputs the running item gave, sent or not (naming one that cannot be sent). */
+  #given = 0;
   #decodeError: unknown;
 
   constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
@@ -211,6 +214,7 @@ class ItemLoop {
     this.#id = recordId(view, offset);
     this.#length = recordLength(view, offset);
     this.#outputs = 0;
+    this.#given = 0;
     return (at + RECORD_HEADER_BYTES + this.#length) >>> 0;
   }
 
@@ -254,15 +258,22 @@ class ItemLoop {
   #emit(value: unknown): void | Promise<void> {
     const flags = this.#itemFlags();
     try {
-      const writing = this.#output.writeValue(RecordKind.Output, 0, flags, this.#id, value);
+      const writing = this.#output.writeValue(RecordKind.Output, 0, flags, this.#id, value, this.#outputName);
       this.#outputs++;
       return writing;
     } catch (error) {
+      // An output that cannot be carried as itself (ItemEncodeError, naming the path) is this item's
+      // TaskError; the item's other outputs and the worker go on.
       const last = this.#tasks.length - 1;
-      const why = new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`);
+      const why = `an output could not be sent: ${(error as Error).message}`;
       return this.#writeError(last, errorReport(this.#tasks[last]!, why));
+    } finally {
+      this.#given++;
     }
   }
+
+  /** Names the output being written (`outputs[2]`), for an ItemEncodeError. */
+  readonly #outputName = (): string => `outputs[${this.#given}]`;
 
   #writeError(stage: number, report: Uint8Array): void | Promise<void> {
     return this.#output.write(RecordKind.TaskError, stage, this.#itemFlags(), this.#id, report);
@@ -276,7 +287,7 @@ class ItemLoop {
     try {
       bytes = encodeTransient(item); // copied into the ring at once
     } catch {
-      return false; // the local run reports it
+      return false; // a sub-item that cannot be carried as itself runs here, where it needs no encoding
     }
     const flags = this.#itemFlags() | ((target + 1) << SHARE_TARGET_SHIFT);
     // When the output ring is full the engine is behind anyway: run this one here.
