@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { AuthError } from "../../src/errors.ts";
 import { assertSafeListen, isLoopback } from "../../src/protocol/exposure.ts";
 
-// The rule nodes and log servers share (src/protocol/exposure.ts); its CLI use is in log-server.test.ts.
+// The rule nodes and log servers share (src/protocol/exposure.ts); its CLI use is in test/log/log-server.test.ts.
 test("loopback addresses are 127.0.0.0/8, ::1 (also IPv4-mapped) and localhost; nothing else", () => {
   for (const host of ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost"]) {
     expect(isLoopback(host)).toBe(true);
