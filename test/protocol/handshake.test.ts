@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-
-// The handshake every connection goes through (src/protocol/auth.ts): version, service and token.
 import { AuthError, ProtocolError } from "../../src/errors.ts";
 import { type Server, dial, serve } from "../../src/protocol/auth.ts";
 import type { Connection } from "../../src/protocol/connection.ts";
 import { RawClient } from "../support/raw-client.ts";
+
+// The handshake every connection goes through (src/protocol/auth.ts): version, service and token.
 
 let server: Server;
 const refused: string[] = [];
