@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { EngineHarness, type ErrorRecord, removeDir, writeTaskPackage } from "../support/engine.ts";
 import { spawnBun } from "../support/processes.ts";
+import { waitFor } from "../support/wait.ts";
 import { RECORD_HEADER_BYTES, encode } from "../../src/protocol/codec.ts";
 
 const TASKS = `
@@ -130,24 +131,41 @@ describe("fan-out and memory", () => {
     const batches = 400;
     const perBatch = 500;
     const batch = Array.from({ length: perBatch }, (_, i) => ({ i, payload: "x".repeat(64) }));
-    const batchBytes = batch.reduce((sum, item) => sum + RECORD_HEADER_BYTES + encode(item).length, 0);
+    const sizes = batch.map((item) => RECORD_HEADER_BYTES + encode(item).length);
+    const batchBytes = sizes.reduce((sum, size) => sum + size, 0);
+    /** How many records of the batch a backlog of `bytes` holds (what waits is always a batch's tail). */
+    const recordsIn = (bytes: number) => {
+      let count = 0;
+      for (let at = sizes.length - 1; bytes > 0; at--, count++) bytes -= sizes[at]!;
+      return count;
+    };
     let fed = 0;
     let maxBacklog = 0;
+    let awaitingRoom = false;
     const feeder = (async () => {
       for (; fed < batches; fed++) {
+        awaitingRoom = true;
         await harness.engine.whenRoom();
+        awaitingRoom = false;
         harness.feed(batch);
         maxBacklog = Math.max(maxBacklog, harness.engine.backlogBytes);
       }
     })();
     try {
       harness.engine.pauseOutput();
-      await Bun.sleep(300);
-      const stalledAt = fed;
-      await Bun.sleep(300);
-      // Nothing is read: the output rings filled, the workers stopped, the input rings filled, and the
-      // feeder waits, one batch out at most.
-      expect(fed).toBe(stalledAt);
+      // Nothing is read, so nothing is Done: the workers run what they were given and no more comes
+      // to them, and the feeder waits for room, one batch out at most.
+      const state = () => {
+        const backlog = harness.engine.backlogBytes;
+        const given = fed * perBatch - recordsIn(backlog);
+        return { awaitingRoom, backlog, fed, given, ran: harness.engine.stats()[0]!.processed };
+      };
+      const stalled = await waitFor(state, {
+        what: "the workers to run all they were given while the feeder waits for room",
+        until: (now) => now.awaitingRoom && now.backlog > 0 && now.ran === now.given,
+      });
+      expect(stalled.given).toBeGreaterThan(0);
+      expect(harness.engine.inFlight).toBe(fed * perBatch); // none Done
       expect(fed).toBeLessThan(batches);
       expect(harness.outputCount).toBe(0);
       harness.engine.resumeOutput();
@@ -170,22 +188,19 @@ describe("fan-out and memory", () => {
     try {
       harness.engine.pauseOutput();
       harness.feed([200_000]);
-      await Bun.sleep(300);
-      const stats1 = harness.engine.stats();
-      await Bun.sleep(300);
-      const stats2 = harness.engine.stats();
-      // The workers filled their small output rings and stopped: no progress while paused.
-      expect(stats2[1]!.processed).toBe(stats1[1]!.processed);
-      expect(stats2[1]!.processed).toBeLessThan(50_000);
+      // The worker on the generator fills its small output ring and is held there: no progress while
+      // paused (the sub-items it would share with the other go out through that ring too).
+      await waitFor(() => harness.engine.heldWorkers, { what: "the generator's worker held by its full output ring", until: (held) => held >= 1 });
+      expect(harness.engine.stats()[1]!.processed).toBeLessThan(50_000);
       expect(harness.outputCount).toBe(0);
-      // A consumer that reads in bursts.
-      const drip = setInterval(() => {
+      // A consumer that reads in bursts: each lets some results out, then holds the workers again.
+      for (let burst = 0; burst < 10; burst++) {
+        const before = harness.outputCount;
         harness.engine.resumeOutput();
-        setTimeout(() => harness.engine.pauseOutput(), 2);
-      }, 10);
-      await Bun.sleep(200);
-      clearInterval(drip);
-      await Bun.sleep(20); // let the last burst's pause pass before resuming for good
+        await waitFor(() => harness.outputCount, { what: `results of burst ${burst}`, until: (count) => count > before });
+        harness.engine.pauseOutput();
+      }
+      expect(harness.outputCount).toBeLessThan(200_000);
       harness.engine.resumeOutput();
       await harness.waitEmpty(60_000);
       expect(harness.outputCount).toBe(200_000);
@@ -204,7 +219,11 @@ describe("lifecycle", () => {
       await harness.engine.sleep();
       expect(harness.engine.isAsleep).toBe(true);
       harness.feed(Array.from({ length: 20 }, (_, i) => i));
-      await Bun.sleep(200);
+      // Every worker said it is parked (the engine's count of idle workers leaves out sleeping ones):
+      // the items wait in the rings, none has run.
+      await harness.engine.whenAsleep();
+      expect(harness.engine.idleWorkers).toBe(0);
+      expect(harness.engine.stats()[0]!.processed).toBe(0);
       expect(harness.outputCount).toBe(0);
       expect(harness.engine.inFlight).toBe(20);
       harness.engine.wakeup();
@@ -213,12 +232,14 @@ describe("lifecycle", () => {
       await harness.engine.whenIdle();
       // Sleep while busy: each worker finishes the item it is on, then stops.
       harness.feed(Array.from({ length: 200 }, (_, i) => i));
-      await Bun.sleep(20);
+      await waitFor(() => harness.engine.stats()[0]!.processed, { what: "the workers to start on the 200", until: (n) => n > 20 });
       await harness.engine.sleep();
+      // Once sleep() resolves, what the workers did is handed out and they are parked: what they ran is
+      // exactly what came out, and the rest is still in flight.
       const frozen = harness.outputCount;
-      await Bun.sleep(100);
-      expect(harness.outputCount).toBe(frozen);
-      expect(frozen).toBeLessThan(200);
+      expect(harness.engine.stats()[0]!.processed).toBe(frozen);
+      expect(harness.engine.inFlight).toBe(220 - frozen);
+      expect(frozen).toBeLessThan(220);
       harness.engine.wakeup();
       await harness.waitEmpty();
       expect(harness.outputCount).toBe(220);
@@ -309,7 +330,7 @@ describe("dying workers", () => {
       expect(failed[0]!.message).toContain("gave up after 2 attempts");
       expect(failed[0]!.message).toContain("over its limit");
       // The ended workers' memory went back to the system, and their replacements work.
-      expect(await waitFor(() => process.memoryUsage.rss() < limit, 5000)).toBe(true);
+      await waitFor(() => process.memoryUsage.rss(), { what: `the process's memory back under ${limit} bytes`, until: (rss) => rss < limit, timeoutMs: 5000 });
       await expectReplacementsWork(harness);
     } finally {
       await harness.engine.reset();
@@ -343,7 +364,16 @@ describe("dying workers", () => {
     try {
       harness.engine.pauseOutput();
       harness.feed([50_000, 50_000]);
-      await Bun.sleep(1200); // four timeouts with full output rings and nothing read
+      const held = await waitFor(() => harness.engine.heldWorkers, { what: "a worker held by its full output ring", until: (n) => n >= 1 });
+      // The time under test: four task timeouts, counted from when the workers are held (the guard
+      // looks every 50 ms). They stay held, and alive, all along.
+      const heldUntil = performance.now() + 4 * 300;
+      await waitFor(() => ({ held: harness.engine.heldWorkers, deaths: harness.deaths.length, now: performance.now() }), {
+        what: "four task timeouts to pass with the workers held",
+        until: (now) => now.held < held || now.deaths > 0 || now.now >= heldUntil,
+      });
+      expect(harness.deaths).toEqual([]);
+      expect(harness.engine.heldWorkers).toBe(held);
       harness.engine.resumeOutput();
       await harness.waitEmpty(30_000);
       expect(harness.outputCount).toBe(100_000);
@@ -384,14 +414,6 @@ async function expectReplacementsWork(harness: EngineHarness): Promise<void> {
   harness.feed([1, 2, 3]);
   await harness.waitEmpty();
   expect(harness.outputCount).toBe(before + 3);
-}
-
-/** Polls `condition` until it holds or `timeoutMs` passes; says whether it held. */
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  for (const end = performance.now() + timeoutMs; !condition(); await Bun.sleep(20)) {
-    if (performance.now() > end) return false;
-  }
-  return true;
 }
 
 const sorted = (values: unknown[]) => [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
