@@ -11,6 +11,7 @@ import { NodeTestClient, type PipelineSpec, buildSetupArgs } from "../support/no
 import { type RunningNode, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
 import { RawClient } from "../support/raw-client.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * Bad input of every kind sent to a real node (started with a small --max-frame) while one root's
@@ -194,17 +195,15 @@ function record(kind: number, stage: number, claimedLength: number, payload = en
 
 /** Sets the pipeline up as soon as the node is free (bounded): a failed owner's pipeline is reset after a grace period. */
 async function setupWhenFree(client: NodeTestClient): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
+  const trySetup = async () => {
     const error = await client.setup(pipeline()).then(
       () => undefined,
       (e: Error) => e,
     );
-    if (error === undefined) return;
-    expect(error).toBeInstanceOf(NodeBusyError);
-    if (Date.now() > deadline) throw new Error(`the node was not free again within 10 s: ${error.message}`);
-    await Bun.sleep(200);
-  }
+    if (error !== undefined && !(error instanceof NodeBusyError)) throw error;
+    return error;
+  };
+  await waitFor(trySetup, { what: "the node to be free again", until: (error) => error === undefined, everyMs: 100 });
 }
 
 /** Each variant from a new owner of the node (the first from `first`, which owns it already). */

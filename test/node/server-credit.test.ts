@@ -7,6 +7,7 @@ import { RecordBatchBuilder, RecordKind, RecordReader, encode, forEachDone } fro
 import { NodeClient } from "../../src/root/node-client.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs, resultsFrameBytes } from "../support/node-client.ts";
 import { type RunningNode, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * Result credit: a node sends results only while the root's credit (`resultWindow`, given back with
@@ -52,12 +53,19 @@ test("the node stops sending results when the root's credit runs out, and goes o
   const ids = client.feed(sizes);
   // The node sends until the credit is spent (at most one results batch beyond it), then pauses.
   await client.waitFor(() => client.resultBytes >= window, 10_000, () => `${client.resultBytes} result bytes`);
-  await Bun.sleep(300);
+  // Every item runs (the results fit in the node's rings), and still the node holds their results back.
+  // A status reply comes after every results frame sent before it, on the same connection: once the
+  // node says all ran, what arrived is all it sent, and the next reply shows it sent nothing more.
+  const ran = await waitFor(() => client.status(), {
+    what: "the node to run every item",
+    until: (status) => status.pipeline!.tasks[0]!.processed === ids.length,
+    show: () => `${client.resultBytes} result bytes`,
+  });
   const stalledAt = client.resultBytes;
   expect(stalledAt).toBeLessThan(window + 300 * 1024);
   expect(client.done.size).toBeLessThan(ids.length);
-  expect((await client.status()).pipeline!.inFlight).toBeGreaterThan(0);
-  await Bun.sleep(300);
+  expect(ran.pipeline!.inFlight).toBeGreaterThan(0);
+  expect((await client.status()).pipeline!.inFlight).toBe(ran.pipeline!.inFlight);
   expect(client.resultBytes).toBe(stalledAt);
 
   client.autoCredit = true;
@@ -89,17 +97,15 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
       const batch = new RecordBatchBuilder();
       batch.append(RecordKind.Input, 0, 0, id, encode({ id }));
       client.sendFeed(batch.finishFrame("feed"));
-      const deadline = Date.now() + 2000;
-      while (!done.has(id)) {
-        if (Date.now() > deadline) {
+      await waitFor(() => done.has(id), {
+        what: `item ${id} to come back (the node may have run out of credit)`,
+        timeoutMs: 2000,
+        everyMs: 1,
+        show: () => {
           const [given, charged] = credited.at(-1) ?? [0, 0];
-          throw new Error(
-            `item ${id} never came back: the node ran out of credit after ${credited.length} results frames ` +
-              `(the last one charged ${charged} bytes, the client gave back ${given})`,
-          );
-        }
-        await Bun.sleep(1);
-      }
+          return `${credited.length} results frames, the last one charged ${charged} bytes, the client gave back ${given}`;
+        },
+      });
     }
   } finally {
     client.close();
