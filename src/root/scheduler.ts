@@ -30,6 +30,8 @@ export interface SchedulerOptions {
    * that the chunk can go (default 1000 ms; checked at most once per this interval).
    */
   staleChunkMs?: number;
+  /** Milliseconds for the stale-chunk checks (default `performance.now()`; a test may drive it by hand). */
+  clock?: () => number;
 }
 
 /**
@@ -79,7 +81,7 @@ export class Scheduler {
   /** Items re-sent after a node was lost go first; then fresh items, oldest first. */
   #retry: Uint8Array[] = [];
   #retryBytes = 0;
-  readonly #fresh = new FeedQueue();
+  readonly #fresh: FeedQueue;
   #lanes: NodeLane[] = [];
   #next = 0;
   #nextId = 1;
@@ -99,6 +101,7 @@ export class Scheduler {
     this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
     this.#fixedWindow = options.fixedWindow;
     this.#staleChunkMs = options.staleChunkMs ?? 1000;
+    this.#fresh = new FeedQueue(options.clock);
   }
 
   /** Adds a node that can take `grant.items` items and `grant.bytes` bytes in flight. */
@@ -272,7 +275,7 @@ export class Scheduler {
    * Items done in normal time never pay this: their chunks are gone before they are stale.
    */
   #releaseStaleChunks(): void {
-    const now = performance.now();
+    const now = this.#fresh.clock();
     if (now - this.#staleCheckedAt < this.#staleChunkMs) return;
     this.#staleCheckedAt = now;
     const stale = this.#fresh.staleChunks(this.#staleChunkMs);

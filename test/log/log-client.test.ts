@@ -16,6 +16,7 @@ import { serve } from "../../src/protocol/auth.ts";
 import type { LogLine } from "../../src/protocol/messages.ts";
 import { messagesOf, spawnLogServer, waitForFile } from "../support/log-server.ts";
 import { REPO, killAll, spawnBun } from "../support/processes.ts";
+import { waitFor } from "../support/wait.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pcluster-log-client-"));
 const WRITER = join(REPO, "test/support/log-writer.ts");
@@ -79,12 +80,12 @@ test("lines of one tick go as one message, over one connection shared by two cop
     for (let i = 0; i < 100; i++) log(`one ${i}`, { addr });
     for (let i = 0; i < 100; i++) other.log(`other ${i}`, { addr });
     await flushLogs();
-    await waitUntil(() => batches.length === 1);
+    await waitFor(() => batches.length, { what: "the first batch", until: (n) => n === 1 });
     expect(batches[0]!.map((line) => line.msg)).toEqual([...range(100, "one"), ...range(100, "other")]);
 
     log("later", { addr });
     await other.flushLogs();
-    await waitUntil(() => batches.length === 2);
+    await waitFor(() => batches.length, { what: "the second batch", until: (n) => n === 2 });
     expect(peers).toHaveLength(1);
   } finally {
     closeLogs();
@@ -115,7 +116,7 @@ test("a sink takes lines batched per tick instead of the network; an explicit ad
     expect(sunk).toHaveLength(1);
     expect(sunk[0]!.map((line) => line.msg)).toEqual(["first", "{\n  second: 2,\n}"]);
     expect(sunk[0]![0]).toMatchObject({ pid: process.pid, host: expect.any(String), ts: expect.any(Number) });
-    await waitUntil(() => received.length > 0);
+    await waitFor(() => received.length, { what: "a line at the server" });
     expect(received).toEqual(["direct"]);
   } finally {
     setLogSink(undefined);
@@ -210,7 +211,8 @@ test("a log server killed mid-run and restarted on the same port: the caller kee
   await waitForFile(first, (text) => text.includes("] tick 10\n"));
   server.kill("SIGKILL");
   await server.waitExit();
-  await Bun.sleep(500);
+  // The caller finds the server gone before a new one listens on the port.
+  await waitFor(() => writer.stderr, { what: "the writer to find the log server unavailable", until: (text) => text.includes("unavailable") });
   await spawnLogServer(second, { port, env: NO_TOKEN });
 
   expect(await writer.waitExit(15_000)).toBe(0);
@@ -222,11 +224,3 @@ test("a log server killed mid-run and restarted on the same port: the caller kee
   expect(writer.stderr).toContain("unavailable");
   expect(writer.stderr).not.toMatch(/error:|Error:/i);
 }, 20_000);
-
-async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("timed out waiting for a condition");
-    await Bun.sleep(10);
-  }
-}

@@ -95,7 +95,8 @@ describe("FeedQueue", () => {
 
 describe("Scheduler with the feed queue", () => {
   test("a few items in flight for long get bytes of their own, and their chunks go; a lost node's items come back intact", async () => {
-    const scheduler = new Scheduler({ staleChunkMs: 50, fixedWindow: 100_000 });
+    let now = 1000;
+    const scheduler = new Scheduler({ staleChunkMs: 50, fixedWindow: 100_000, clock: () => now });
     const sentIds: number[] = [];
     const target = {
       address: "fake",
@@ -113,7 +114,7 @@ describe("Scheduler with the feed queue", () => {
     const lingering = sentIds.filter((_, k) => k % 1000 === 500);
     for (const id of sentIds) if (!lingering.includes(id)) expect(scheduler.complete(lane, id)).toBe(true);
     expect(scheduler.feedChunks).toBeGreaterThan(5); // ~3.5 MB of items in ~55 chunks, 20 of them held
-    await Bun.sleep(80);
+    now += 80; // the chunks' lingering items have been in flight for longer than staleChunkMs
     scheduler.enqueueValues([{ late: true }]);
     scheduler.pump(); // the check runs with a pump
     expect(scheduler.feedChunks).toBeLessThanOrEqual(2);

@@ -8,6 +8,7 @@ import * as tasks from "../fixtures/tasks/index.ts";
 import { startNode, tryNodeAt } from "../support/nodes.ts";
 import { childrenOf, killPids, waitGone } from "../support/pids.ts";
 import { REPO, type Spawned, killAll, spawnBun } from "../support/processes.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * How a root's life ends: a script that forgets reset()/close() still exits and frees its nodes,
@@ -24,16 +25,6 @@ afterAll(async () => {
   killPids(recorded);
   await Promise.all(temps.map((dir) => rm(dir, { recursive: true, force: true })));
 });
-
-/** Polls (bounded) until `check` holds; returns whether it did. */
-async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await Bun.sleep(50);
-  }
-}
 
 describe("a script that forgets reset() and close()", () => {
   test("with Root.local: it exits by itself when its work is done, and no process it started is left", async () => {
@@ -61,8 +52,11 @@ describe("a script that forgets reset() and close()", () => {
     await node.proc.waitFor(/root .* disconnected; resetting "forgetful-remote" 1/, 5000);
     const observer = new Root([node.addr]);
     try {
-      const freed = await eventually(async () => (await observer.status())[0]!.pipeline === null, 10_000);
-      expect(freed).toBe(true);
+      await waitFor(async () => (await observer.status())[0]!.pipeline, {
+        what: "the node to reset the orphaned pipeline",
+        until: (pipeline) => pipeline === null,
+        everyMs: 50,
+      });
       // Free for another root.
       const outputs: number[] = [];
       await observer.setup("after", "1", [{ function: tasks.double }], {
