@@ -174,8 +174,10 @@ describe("task time", () => {
     const items = spinning(100, () => 2);
     const { stats } = await run([{ export: "spinMs" }], items);
     expect(stats[0]!.processed).toBe(100);
+    // Wall time, so only ever more than the spin on a busy machine: no upper bound (timing belongs in
+    // benches). A call left untimed would bring the total under the time spun.
     expect(stats[0]!.totalMs).toBeGreaterThanOrEqual(trueTotal(items));
-    expect(stats[0]!.totalMs).toBeLessThan(trueTotal(items) * 3); // wall time: a busy machine preempts some calls
+    expect(stats[0]!.meanMs).toBeGreaterThanOrEqual(2);
     expect(stats[0]!.meanMs).toBeCloseTo(stats[0]!.totalMs / 100, 6);
   });
 
@@ -186,10 +188,11 @@ describe("task time", () => {
     const { stats } = await run([{ export: "spinMs" }, { export: "identity" }], items, 1);
     const total = trueTotal(items);
     expect(stats[0]!.totalMs).toBeGreaterThan(total * 0.8);
-    expect(stats[0]!.totalMs).toBeLessThan(total * 3); // wall time: a busy machine preempts some calls
+    expect(stats[0]!.processed).toBe(20_000);
     expect(stats[1]!.processed).toBe(20_000);
     expect(stats[1]!.totalMs).toBeGreaterThan(0);
-    expect(stats[1]!.totalMs).toBeLessThan(total * 0.25);
+    // The pass-through costs less than the spin it follows (both wall time: no absolute bound).
+    expect(stats[1]!.totalMs).toBeLessThan(stats[0]!.totalMs);
   });
 });
 
