@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { RecordBatchBuilder, RecordKind, RecordReader, decode, decodeMessage, encode } from "../../src/protocol/codec.ts";
-import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
+import { RecordBatchBuilder, RecordKind, RecordReader, decode, encode } from "../../src/protocol/codec.ts";
 import { FeedQueue } from "../../src/root/feed-queue.ts";
 import { Scheduler } from "../../src/root/scheduler.ts";
+import { blobOf } from "../support/feed-target.ts";
 
 /** Every record of `blob` as [kind, id, decoded item]. */
 function readAll(blob: Uint8Array): Array<[number, number, unknown]> {
@@ -148,9 +148,4 @@ describe("Scheduler with the feed queue", () => {
 
 function sortByJson(values: unknown[]): unknown[] {
   return [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
-}
-
-/** The blob of records in a feed frame (`{ t: "feed", blob }` after the 4-byte length). */
-function blobOf(frame: Uint8Array): Uint8Array {
-  return (decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array }).blob;
 }
