@@ -7,7 +7,7 @@ import { flushLogs } from "../../src/log/client.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { type RunningNode, runCli, startLogServerAt, startNode } from "../support/nodes.ts";
-import { REPO, killAll } from "../support/processes.ts";
+import { REPO, killAll, removeWithChildren } from "../support/processes.ts";
 import { waitFor, within } from "../support/wait.ts";
 
 /**
@@ -22,7 +22,7 @@ let logPort: number;
 const roots: Root[] = [];
 
 beforeAll(async () => {
-  logFile = join(mkdtempSync(join(tmpdir(), "pcluster-failover-")), "cluster.log");
+  logFile = join(removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-failover-"))), "cluster.log");
   ({ port: logPort } = await startLogServerAt(logFile));
   // The root's own notes ("node … lost; re-sending N unfinished items") go to this log server too.
   setDefaultLogAddress(["127.0.0.1", logPort]);

@@ -8,7 +8,7 @@ import { defaultMemoryLimit } from "../../src/node/memory-limit.ts";
 import { type LocalCluster, startLocalCluster } from "../../src/root/local.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { waitGone } from "../support/pids.ts";
-import { REPO, killAll, spawnBun } from "../support/processes.ts";
+import { REPO, killAll, removeWithChildren, spawnBun } from "../support/processes.ts";
 
 const MB = 1024 * 1024;
 const started: LocalCluster[] = [];
@@ -117,8 +117,10 @@ describe("startLocalCluster", () => {
   test("a parent killed with SIGKILL (no handler can run) still leaves no process behind: they notice and stop", async () => {
     const parent = spawnBun([join(REPO, "test/support/local-exit.ts"), "signal"], { env: { PCLUSTER_TOKEN: undefined } });
     const [, json] = await parent.waitFor(/LOCAL (\{.*\})/, 20_000);
-    const { pids } = JSON.parse(json!) as { pids: number[] };
+    const { pids, workdir } = JSON.parse(json!) as { pids: number[]; workdir: string };
     orphans.push(...pids);
+    // Nothing of the parent runs to remove its work dir (src/root/local.ts can't): the test does.
+    removeWithChildren(workdir);
     expect(pids).toHaveLength(3);
     parent.kill("SIGKILL");
     await parent.waitExit(10_000);

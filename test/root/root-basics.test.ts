@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { NodeBusyError, Root, SetupError, StateError, type TaskError } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startLogServerAt, startNode } from "../support/nodes.ts";
-import { REPO, killAll } from "../support/processes.ts";
+import { REPO, killAll, removeWithChildren } from "../support/processes.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -15,7 +15,7 @@ let nodes: RunningNode[];
 let addrs: string[];
 
 beforeAll(async () => {
-  logFile = join(mkdtempSync(join(tmpdir(), "pcluster-root-")), "cluster.log");
+  logFile = join(removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-root-"))), "cluster.log");
   const logServer = await startLogServerAt(logFile);
   nodes = await Promise.all([startNode({ logPort: logServer.port, workers: 1 }), startNode({ logPort: logServer.port, workers: 1 })]);
   addrs = nodes.map((node) => node.addr);
