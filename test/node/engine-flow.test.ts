@@ -1,47 +1,17 @@
 import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EngineHarness, type ErrorRecord, removeDir, writeTaskPackage } from "../support/engine.ts";
+import { EngineHarness, type ErrorRecord, removeDir } from "../support/engine.ts";
 import { spawnBun } from "../support/processes.ts";
 import { waitFor } from "../support/wait.ts";
 import { RECORD_HEADER_BYTES, encode } from "../../src/protocol/codec.ts";
 
-const TASKS = `
-const thread = Math.random().toString(36).slice(2);
-export function identity(item) { return item; }
-export function fanOut(count) { return (function* () { for (let i = 0; i < count; i++) yield i; })(); }
-export function work(i) { let x = i; for (let k = 0; k < 300; k++) x = (x * 31 + k) % 1000003; return { i, thread, pad: "y".repeat(4000) }; }
-export function big(n) { const bytes = new Uint8Array(n); for (let i = 0; i < n; i += 4096) bytes[i] = (i >>> 12) & 255; return bytes; }
-export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i += 4096) s += bytes[i]; return { length: bytes.length, s }; }
-export function hog(item) {
-  if (item !== "hog") return item;
-  const kept = [];
-  for (;;) kept.push(new Array(4096).fill(kept.length)); // never returns: only ending its worker stops it
-}
-export function stuckOn(item) {
-  if (item === "loop") for (;;); // never returns: only ending its worker stops it
-  if (item === "wait") return new Promise(() => {}); // never settles
-  return item;
-}
-export function exitOn(item) { if (item === "die") process.exit(3); return item; }
-export function throwLaterOn(item) {
-  if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); }
-  return item;
-}
-export function dieOnce(item) {
-  // Dies the first time it sees "flaky" in this worker thread only if a marker file is absent.
-  if (item.flaky && !globalThis.__seen && !require("node:fs").existsSync(item.marker)) {
-    require("node:fs").writeFileSync(item.marker, "x");
-    process.exit(4);
-  }
-  return item.value;
-}
-export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
-export function split(count) { return Array.from({ length: count }, (_, i) => ({ i, parent: thread })); }
-export function slowWhere(sub) { const end = performance.now() + 0.2; while (performance.now() < end); return { ...sub, thread }; }
-`;
-
-const dir = writeTaskPackage({ "index.ts": TASKS });
-afterAll(() => removeDir(dir));
+/** The tasks these tests run (a typed package of their own). */
+const dir = join(import.meta.dir, "../fixtures/flow-tasks");
+/** For the marker files of `dieOnce`. */
+const scratch = mkdtempSync(join(tmpdir(), "pcluster-engine-flow-"));
+afterAll(() => removeDir(scratch));
 
 describe("fan-out and memory", () => {
   test("a small fan-out runs where its item runs; a large one is shared with an idle worker", async () => {
@@ -384,7 +354,7 @@ describe("dying workers", () => {
   }, 60_000);
 
   test("an item whose worker died once succeeds on its retry, exactly once", async () => {
-    const marker = join(dir, `marker-${Date.now()}`);
+    const marker = join(scratch, "died-once");
     const harness = await EngineHarness.start(dir, [{ export: "dieOnce" }], { workers: 2 });
     try {
       const items = Array.from({ length: 50 }, (_, i) => ({ value: i, flaky: i === 25, marker }));
