@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuthError } from "../../src/errors.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, runCli, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, runCli, startNode, tearDown } from "../support/nodes.ts";
+import { REPO } from "../support/processes.ts";
 
 /** Who may use a node: the token (flag or PCLUSTER_TOKEN), the loopback rule, TLS. */
 
@@ -20,10 +21,7 @@ const pipeline = (): PipelineSpec => ({ name: "square", version: "1", packages: 
 
 beforeAll(async () => {
   [packageDir, tokenNode] = await Promise.all([
-    writeProjectPackage(root, "square", {
-      "package.json": JSON.stringify({ name: "square", type: "module" }),
-      "index.ts": "export function square(n: number) {\n  return n * n;\n}\n",
-    }),
+    join(REPO, "test/fixtures/square"),
     startNode({ workers: 1, token: TOKEN }),
   ]);
   workdirs.push(tokenNode.workdir);

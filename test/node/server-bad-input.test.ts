@@ -8,7 +8,7 @@ import { frameOf } from "../../src/protocol/frame.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs } from "../support/node-client.ts";
-import { type RunningNode, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, startLogServer, startNode, tearDown } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
 import { RawClient } from "../support/raw-client.ts";
 import { waitFor } from "../support/wait.ts";
@@ -38,10 +38,7 @@ beforeAll(async () => {
   mkdirSync(join(root, "spare"));
   const log = await startLogServer(logFile);
   [packageDir, node, spareNode] = await Promise.all([
-    writeProjectPackage(root, "echo", {
-      "package.json": JSON.stringify({ name: "echo", type: "module" }),
-      "index.ts": "export async function slowEcho(item: unknown) {\n  await Bun.sleep(1);\n  return item;\n}\n",
-    }),
+    join(REPO, "test/fixtures/echo"),
     startNode({ logPort: log.port, workers: 2, workdir, maxFrameBytes: MAX_FRAME }),
     startNode({ logPort: log.port, workers: 1, workdir: join(root, "spare") }),
   ]);

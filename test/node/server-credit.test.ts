@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAddress } from "../../src/protocol/address.ts";
 import { RecordBatchBuilder, RecordKind, RecordReader, encode, forEachDone } from "../../src/protocol/codec.ts";
 import { NodeClient } from "../../src/root/node-client.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs, resultsFrameBytes } from "../support/node-client.ts";
-import { type RunningNode, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, startNode, tearDown } from "../support/nodes.ts";
+import { REPO } from "../support/processes.ts";
 import { waitFor } from "../support/wait.ts";
 
 /**
@@ -14,7 +13,6 @@ import { waitFor } from "../support/wait.ts";
  * `credit` messages as the root handles frames) lasts.
  */
 
-const root = mkdtempSync(join(tmpdir(), "pcluster-server-credit-"));
 let node: RunningNode;
 let packageDir: string;
 const clients: NodeTestClient[] = [];
@@ -29,20 +27,12 @@ const pipeline = (task: string, resultWindow: number): PipelineSpec => ({
 
 beforeAll(async () => {
   [packageDir, node] = await Promise.all([
-    writeProjectPackage(root, "sizes", {
-      "package.json": JSON.stringify({ name: "sizes", type: "module" }),
-      "index.ts": [
-        "/** A string of `size` bytes: large outputs, to run the node out of credit. */",
-        'export function pad(size: number) {\n  return "x".repeat(size);\n}',
-        "export function same(item: unknown) {\n  return item;\n}",
-        "",
-      ].join("\n"),
-    }),
+    join(REPO, "test/fixtures/sizes"),
     startNode({ workers: 2 }),
   ]);
 }, 30_000);
 
-afterAll(() => tearDown(clients, [root, node?.workdir]), 20_000);
+afterAll(() => tearDown(clients, [node?.workdir]), 20_000);
 
 test("the node stops sending results when the root's credit runs out, and goes on when it is given more", async () => {
   const client = await NodeTestClient.connect({ port: node.port, client: "root-stingy", autoCredit: false });

@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, runCli, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
-import type { Spawned } from "../support/processes.ts";
+import { type RunningNode, runCli, startLogServer, startNode, tearDown } from "../support/nodes.ts";
+import { REPO, type Spawned } from "../support/processes.ts";
 import { waitFor } from "../support/wait.ts";
 
 /** How a node's pipeline ends: its root goes away, the node is stopped, its log server dies. */
@@ -26,17 +26,7 @@ beforeAll(async () => {
   const log = await startLogServer(logFile);
   logPort = log.port;
   [packageDir, node] = await Promise.all([
-    writeProjectPackage(root, "ticker", {
-      "package.json": JSON.stringify({ name: "ticker", type: "module" }),
-      "index.ts": `
-import { log } from "pcluster";
-export async function tick(n: number) {
-  await Bun.sleep(2);
-  log(\`tick \${n}\`);
-  return n * 10;
-}
-`,
-    }),
+    join(REPO, "test/fixtures/ticker"),
     startNode({ logPort, workers: 2 }),
   ]);
   workdirs.push(node.workdir);
