@@ -98,7 +98,7 @@ describe("fan-out and memory", () => {
   test("a feeder that awaits room waits while the rings are full: the backlog never holds more than one batch", async () => {
     const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
     harness.keepOutputs = false;
-    const batches = 400;
+    const batches = 100;
     const perBatch = 500;
     const batch = Array.from({ length: perBatch }, (_, i) => ({ i, payload: "x".repeat(64) }));
     const sizes = batch.map((item) => RECORD_HEADER_BYTES + encode(item).length);
