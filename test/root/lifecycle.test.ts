@@ -28,7 +28,6 @@ afterAll(async () => {
 
 describe("a script that forgets reset() and close()", () => {
   test("with Root.local: it exits by itself when its work is done, and no process it started is left", async () => {
-    const started = performance.now();
     const script = spawnBun([join(REPO, "test/support/local-exit.ts"), "forget"], { env: { PCLUSTER_TOKEN: undefined } });
     const [, json] = await script.waitFor(/LOCAL (\{.*\})/, 20_000);
     const report = JSON.parse(json!) as { pids: number[]; workdir: string; outputs: number; sum: number };
@@ -36,9 +35,8 @@ describe("a script that forgets reset() and close()", () => {
     expect(report.pids).toHaveLength(2); // the log server and the node
     expect(report.outputs).toBe(200);
     expect(report.sum).toBe(2 * ((199 * 200) / 2));
-    // Before the fix the node processes held the script open forever.
+    // Before the fix the node processes held the script open forever (waitExit's bound says "by itself").
     expect(await script.waitExit(10_000)).toBe(0);
-    expect(performance.now() - started).toBeLessThan(25_000);
     expect(await waitGone(report.pids, 5000)).toEqual([]);
     expect(existsSync(report.workdir)).toBe(false);
   }, 30_000);
