@@ -7,7 +7,7 @@ export interface WaitOptions<T> {
   timeoutMs?: number;
   /** When the value read is what was awaited (default: when it is truthy). */
   until?: (value: T) => boolean;
-  /** What to show of the last look on failure (default: the value read). */
+  /** What to show of the last look on failure (default: the value read; a string as it is). */
   show?: () => unknown;
   /** Pause between looks (default 5 ms). */
   everyMs?: number;
@@ -31,7 +31,8 @@ export async function waitFor<T>(read: () => T | Promise<T>, options: WaitOption
     const value = await read();
     if (until(value)) return value;
     if (performance.now() > deadline) {
-      const seen = Bun.inspect(show === undefined ? value : show(), { depth: 3 });
+      const last = show === undefined ? value : show();
+      const seen = typeof last === "string" ? last : Bun.inspect(last, { depth: 3 });
       throw new WaitTimeout(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${seen}`);
     }
     await Bun.sleep(everyMs);
