@@ -56,7 +56,7 @@ test("log() with an addr and with a default address; objects pretty-printed, con
   expect(text).toContain(`] {\n    item: 7,\n    tags: [ "a", "b" ],\n  }\n`);
   expect(text).toContain("] two\n  lines\n");
   expect(text).toContain("[2026-11-28T10:48:54.123Z worker-host 4242] forwarded\n");
-}, 15_000);
+}, 60_000);
 
 test("lines of one tick go as one message, over one connection shared by two copies of the module", async () => {
   // An in-process log server that counts what it gets: how lines travel is the point here.
@@ -91,7 +91,7 @@ test("lines of one tick go as one message, over one connection shared by two cop
     closeLogs();
     server.stop();
   }
-}, 15_000);
+}, 60_000);
 
 test("a sink takes lines batched per tick instead of the network; an explicit addr still goes to that server", async () => {
   const received: string[] = [];
@@ -124,7 +124,7 @@ test("a sink takes lines batched per tick instead of the network; an explicit ad
     closeLogs();
     server.stop();
   }
-}, 15_000);
+}, 60_000);
 
 test("a malformed address is a TypeError saying what is expected", () => {
   for (const bad of ["nope", "host:99999", "host:", ":5000", "::1:5000"]) {
@@ -149,13 +149,13 @@ test("setLogToken lets this process log to a server started with --token", async
     setLogToken(undefined);
   }
   await waitForFile(outfile, (text) => text.includes("] with the token\n"));
-}, 15_000);
+}, 60_000);
 
 test("without any address, log() prints the record on stdout", async () => {
   const writer = spawnBun([WRITER, "-", "3", "0", "plain"], { env: NO_TOKEN });
   expect(await writer.waitExit()).toBe(0);
   expect(messagesOf(writer.stdout, writer.pid)).toEqual(range(3, "plain"));
-}, 15_000);
+}, 60_000);
 
 test("a log server that is down: the caller exits normally and promptly, its lines on stderr", async () => {
   const addr = `127.0.0.1:${freePort()}`;
@@ -175,7 +175,7 @@ test("a log server that is down: the caller exits normally and promptly, its lin
     expect(writer.stderr.match(/unavailable/g)).toHaveLength(1); // said once, not per line
     expect(writer.stdout).toContain("logged");
   }
-}, 15_000);
+}, 60_000);
 
 test("a log server that accepts but never answers: log() returns at once, the caller exits after a bounded wait", async () => {
   const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
@@ -191,7 +191,7 @@ test("a log server that accepts but never answers: log() returns at once, the ca
   } finally {
     silent.stop(true);
   }
-}, 15_000);
+}, 60_000);
 
 test("a log server that stops reading: queued lines stay bounded, the rest go to stderr, the caller exits", async () => {
   const stalled = serve({ hostname: "127.0.0.1", port: 0, service: "log", onPeer: (connection) => connection.pause() });
@@ -203,7 +203,7 @@ test("a log server that stops reading: queued lines stay bounded, the rest go to
   } finally {
     stalled.stop();
   }
-}, 15_000);
+}, 60_000);
 
 test("a log server killed mid-run and restarted on the same port: the caller keeps going and reaches the new one", async () => {
   const first = join(dir, "before-kill.log");
@@ -225,7 +225,7 @@ test("a log server killed mid-run and restarted on the same port: the caller kee
   expect(after).toEqual(range(160, "tick").slice(firstAfter));
   expect(writer.stderr).toContain("unavailable");
   expect(writer.stderr).not.toMatch(/error:|Error:/i);
-}, 20_000);
+}, 60_000);
 
 /** When a log writer says it made its last log() call (or, if its exit is seen first, then). */
 async function doneLogging(writer: Spawned): Promise<number> {

@@ -239,7 +239,7 @@ describe("lifecycle", () => {
     } finally {
       await harness.engine.reset();
     }
-  }, 20_000);
+  }, 60_000);
 
   test("after reset a new engine can be set up; a process that reset (or whose setup failed) exits by itself", async () => {
     const child = spawnBun([join(import.meta.dir, "../support/engine-exit.ts"), dir]);
@@ -248,7 +248,7 @@ describe("lifecycle", () => {
     expect(child.stdout).toContain("second setup outputs 10");
     expect(child.stdout).toContain('third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"');
     expect(code).toBe(0);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("dying workers", () => {

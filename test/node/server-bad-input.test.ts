@@ -42,7 +42,7 @@ beforeAll(async () => {
     startNode({ logPort: log.port, workers: 2, workdir, maxFrameBytes: MAX_FRAME }),
     startNode({ logPort: log.port, workers: 1, workdir: join(root, "spare") }),
   ]);
-}, 30_000);
+}, 60_000);
 
 afterAll(() => tearDown(clients, [root]), 20_000);
 
@@ -104,7 +104,7 @@ test("hostile package paths, names and installer flags are refused; nothing is w
   const text = await waitForFile(logFile, (t) => t.includes("remote package \"--global\" is refused"), 5000);
   expect(text).toContain(`[node ${node.addr}] setup of "hostile" 1 for root root-hostile failed: refused to write "../escape.js"`);
   hostile.close();
-}, 30_000);
+}, 60_000);
 
 test("garbage, oversized frames, unknown commands and messages, and other roots' feeds are refused while the owner's items keep coming", async () => {
   owner = await connect("root-owner");
@@ -176,7 +176,7 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   expect(text).toContain(`[node ${node.addr}] refused 127.0.0.1: frame body is not valid MessagePack`);
   expect(text).toContain(`[node ${node.addr}] refused a feed from 127.0.0.1: cannot feed: this node runs pipeline "echo" 1 for another root`);
   await node.proc.waitFor(/refused 127\.0\.0\.1: frame length 1048576 exceeds the maximum/, 3000);
-}, 40_000);
+}, 60_000);
 
 /** A feed blob of one Input record whose header is written by hand. */
 function record(kind: number, stage: number, claimedLength: number, payload = encode(1)): Uint8Array {
@@ -243,4 +243,4 @@ test("a malformed feed blob is refused with a clear error, and the node is free 
   expect(text).toContain(`[node ${node.addr}] refused a feed from 127.0.0.1: feed: record 0 at offset 0 claims 1000 bytes`);
   expect(text).toContain(`[node ${node.addr}] root root-owner disconnected (feed: record 0 at offset 0 claims 1000 bytes, more than the batch holds); resetting "echo" 1 in 3000 ms`);
   expect(text).toContain(`[node ${node.addr}] reset "echo" 1: its root root-owner is gone`);
-}, 30_000);
+}, 60_000);

@@ -30,7 +30,7 @@ beforeAll(async () => {
     join(REPO, "test/fixtures/sizes"),
     startNode({ workers: 2 }),
   ]);
-}, 30_000);
+}, 60_000);
 
 afterAll(() => tearDown(clients, [node?.workdir]), 20_000);
 
@@ -65,7 +65,7 @@ test("the node stops sending results when the root's credit runs out, and goes o
   await client.request("reset");
   client.close();
   await client.closed;
-}, 30_000);
+}, 60_000);
 
 test("a root's NodeClient gives back the credit the node charged, so a long run of small result frames never stalls", async () => {
   const args = await buildSetupArgs(pipeline("same", 2048));
@@ -100,4 +100,4 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
   } finally {
     client.close();
   }
-}, 30_000);
+}, 60_000);

@@ -30,7 +30,7 @@ beforeAll(async () => {
     startNode({ logPort, workers: 2 }),
   ]);
   workdirs.push(node.workdir);
-}, 30_000);
+}, 60_000);
 
 afterAll(() => tearDown(clients, [root, ...workdirs]), 20_000);
 
@@ -73,7 +73,7 @@ test("when its root disconnects, the node keeps the pipeline for the grace perio
   const result = await next.setup(pipeline());
   expect(result.cached).toBe(true);
   await expectTicks(next, range(100, 50));
-}, 30_000);
+}, 60_000);
 
 let stoppedOwner: NodeTestClient;
 
@@ -93,7 +93,7 @@ test("SIGTERM stops the running pipeline, exits with code 0 and frees the port",
   listener.stop(true);
   await node.proc.drained;
   expect(node.proc.output).toContain(`reset "ticker" 1.0: the node is shutting down`);
-}, 30_000);
+}, 60_000);
 
 test("the root of a node stopped with SIGTERM is told why its pipeline ended (a reset event) before the connection closes", () => {
   expect(stoppedOwner.events).toContainEqual({ t: "event", name: "reset", data: { why: "the node is shutting down" } });
@@ -101,7 +101,7 @@ test("the root of a node stopped with SIGTERM is told why its pipeline ended (a 
 
 test("a node stopped with SIGTERM still gets its last lines (the shutdown reset) to the log server", async () => {
   await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: the node is shutting down`), 3000);
-}, 10_000);
+}, 60_000);
 
 test("a log server killed mid-run leaves tasks running; their lines go to the node's stderr instead", async () => {
   const ownLog = await startLogServer(join(root, "dying.log"));
@@ -127,7 +127,7 @@ test("a log server killed mid-run leaves tasks running; their lines go to the no
   await second.proc.waitFor(/\] tick 5099\n/, 5000);
   // Lines logged before the kill made it to the file.
   await waitForFile(join(root, "dying.log"), (text) => text.includes("] tick 0\n"), 3000);
-}, 30_000);
+}, 60_000);
 
 test("bad sizes on the command line are refused, naming the flag, before anything listens", async () => {
   for (const [flag, value, message] of [

@@ -26,7 +26,7 @@ beforeAll(async () => {
   ({ port: logPort } = await startLogServerAt(logFile));
   // The root's own notes ("node … lost; re-sending N unfinished items") go to this log server too.
   setDefaultLogAddress(["127.0.0.1", logPort]);
-}, 30_000);
+}, 60_000);
 
 afterEach(async () => {
   await Promise.all(roots.splice(0).map((root) => root.close().catch(() => {})));
@@ -139,7 +139,7 @@ describe("a node lost in the middle of a run", () => {
     // The root's note, in the cluster's log: which node, why, and exactly how many items were re-sent.
     const counts = await resentNotes(victim.addr, /closed|reset|lost|connection/i);
     expect(counts).toEqual([progress.resent]);
-  }, 30_000);
+  }, 60_000);
 
   test("a node that stops answering (SIGSTOP) is given up after the heartbeat timeout; its items are re-sent", async () => {
     const nodes = await twoNodes(1);
@@ -183,7 +183,7 @@ describe("a node lost in the middle of a run", () => {
       frozen.proc.kill("SIGCONT");
       await within(frozen.proc.exited, 5000, "the frozen node's exit");
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a root that is itself busy", () => {
@@ -203,7 +203,7 @@ describe("a root that is itself busy", () => {
     expect(outputs).toBe(500);
     expect(cluster.progress).toMatchObject({ fed: 500, done: 500, resent: 0 });
     expect(cluster.nodes.sort()).toEqual(nodes.map((node) => node.addr).sort());
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a node lost while its results wait at the root", () => {
@@ -245,7 +245,7 @@ describe("a node lost while its results wait at the root", () => {
     expect(outputs.length).toBe(count);
     expect(new Set(outputs).size).toBe(count);
     expect(cluster.progress).toMatchObject({ fed: count, done: count, outputs: count, resent: 0, queued: 0, inFlight: 0 });
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a task that runs away with memory", () => {
@@ -355,5 +355,5 @@ describe("every node lost", () => {
     cluster.feed(1, 2, 3);
     await within(cluster.waitEmpty(), 5000, "waitEmpty on the new node");
     expect(again.sort()).toEqual([2, 4, 6]);
-  }, 30_000);
+  }, 60_000);
 });

@@ -39,7 +39,7 @@ describe("a script that forgets reset() and close()", () => {
     expect(await script.waitExit(10_000)).toBe(0);
     expect(await waitGone(report.pids, 5000)).toEqual([]);
     expect(existsSync(report.workdir)).toBe(false);
-  }, 30_000);
+  }, 60_000);
 
   test("with an external node: it exits by itself, and the node is free again after its grace", async () => {
     const node = await startNode({ workers: 1 });
@@ -67,7 +67,7 @@ describe("a script that forgets reset() and close()", () => {
     } finally {
       await observer.close();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("await using", () => {
@@ -97,7 +97,7 @@ describe("await using", () => {
     expect(existsSync(workdir)).toBe(false);
     // …and not to its dead address after.
     expect(getDefaultLogAddress()).toEqual(logAddressBefore);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a Root.local after reset()", () => {
@@ -118,7 +118,7 @@ describe("a Root.local after reset()", () => {
     } finally {
       await cluster.close();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("searchNodes", () => {
@@ -170,5 +170,5 @@ describe("searchNodes", () => {
       await other.close();
       for (const proc of nodes) proc.kill("SIGKILL");
     }
-  }, 30_000);
+  }, 60_000);
 });

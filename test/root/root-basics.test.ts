@@ -19,7 +19,7 @@ beforeAll(async () => {
   const logServer = await startLogServerAt(logFile);
   nodes = await Promise.all([startNode({ logPort: logServer.port, workers: 1 }), startNode({ logPort: logServer.port, workers: 1 })]);
   addrs = nodes.map((node) => node.addr);
-}, 30_000);
+}, 60_000);
 afterAll(() => killAll());
 
 /** The chain run sequentially in this process: what the cluster must produce. */
