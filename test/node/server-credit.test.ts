@@ -39,13 +39,15 @@ test("the node stops sending results when the root's credit runs out, and goes o
   clients.push(client);
   const window = 64 * 1024;
   await client.setup(pipeline("pad", window));
-  const sizes = Array.from({ length: 100 }, () => 10_000); // ~1 MB of results
+  // ~1 MB of results, in few enough items that all of them reach the workers while nothing is read
+  // (a worker's queue holds 16 items until their Done is read) and fit in their output rings (1 MiB).
+  const sizes = Array.from({ length: 24 }, () => 40_000);
   const ids = client.feed(sizes);
   // The node sends until the credit is spent (at most one results batch beyond it), then pauses.
   await client.waitFor(() => client.resultBytes >= window, 10_000, () => `${client.resultBytes} result bytes`);
-  // Every item runs (the results fit in the node's rings), and still the node holds their results back.
-  // A status reply comes after every results frame sent before it, on the same connection: once the
-  // node says all ran, what arrived is all it sent, and the next reply shows it sent nothing more.
+  // Every item runs, and still the node holds their results back. A status reply comes after every
+  // results frame sent before it, on the same connection: once the node says all ran, what arrived is
+  // all it sent, and the next reply shows it sent nothing more.
   const ran = await waitFor(() => client.status(), {
     what: "the node to run every item",
     until: (status) => status.pipeline!.tasks[0]!.processed === ids.length,
