@@ -68,10 +68,11 @@ describe("fan-out and memory", () => {
     for (const count of perWorker) expect(count).toBeGreaterThan(30_000);
   }, 90_000);
 
-  test("a 50 MB item passes through in both directions", async () => {
+  test("an item 256 times the ring (16 MB) passes through in both directions", async () => {
+    const size = 16 * 1024 * 1024; // far past the ring (64 KiB) and its largest record (16 KiB)
     const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
     try {
-      const item = new Uint8Array(50 * 1024 * 1024);
+      const item = new Uint8Array(size);
       for (let i = 0; i < item.length; i += 4096) item[i] = (i >>> 12) & 255;
       harness.feed([item, "small"]);
       await harness.waitEmpty();
@@ -85,11 +86,11 @@ describe("fan-out and memory", () => {
     }
     const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], { workers: 1, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
     try {
-      made.feed([50 * 1024 * 1024]);
+      made.feed([size]);
       await made.waitEmpty();
       let s = 0;
-      for (let i = 0; i < 50 * 1024 * 1024; i += 4096) s += (i >>> 12) & 255;
-      expect(made.values()).toEqual([{ length: 50 * 1024 * 1024, s }]);
+      for (let i = 0; i < size; i += 4096) s += (i >>> 12) & 255;
+      expect(made.values()).toEqual([{ length: size, s }]);
     } finally {
       await made.engine.reset();
     }
