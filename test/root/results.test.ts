@@ -65,7 +65,8 @@ describe("ResultPump", () => {
     pump.onIdle = () => idleCalls++;
     pump.push("a", blob([1, 2, 3], [10]), 100);
     pump.push("b", blob([4], [20, 21]), 50);
-    await Bun.sleep(0); // a turn of the event loop: nothing more may come out while the gate is shut
+    // A turn of the event loop (the pump yields with setImmediate): nothing more comes out while the gate is shut.
+    await new Promise((resolve) => setImmediate(resolve));
     expect(events).toEqual(["out 1", "out 2"]);
     expect(pump.idle).toBe(false);
     // Done records behind the handler are known, not handled: a lost node's finished items.
