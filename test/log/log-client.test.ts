@@ -185,7 +185,9 @@ test("a log server that accepts but never answers: log() returns at once, the ca
     expect(await writer.waitExit(10_000)).toBe(0);
     expect(Date.now() - loggedAt).toBeLessThan(6000);
     const busyMs = Number(/in ([\d.]+) ms/.exec(writer.stdout)![1]);
-    expect(busyMs).toBeLessThan(100);
+    // Calls that waited for the silent server would take its handshake bound (3 s); a loaded machine
+    // may preempt a few of 100 calls, never for that long.
+    expect(busyMs).toBeLessThan(1000);
     expect(messagesOf(writer.stderr, writer.pid)).toEqual(range(100, "hush"));
     expect(writer.stderr).toContain("no hello");
   } finally {
