@@ -242,6 +242,11 @@ export class ByteRing {
     return result.async ? result.value.then(clear) : Promise.resolve(clear(result.value));
   }
 
+  /** Whether the producer is parked in `waitForRoom` (its consumer holds it back). */
+  get producerWaiting(): boolean {
+    return Atomics.load(this.#state, WRITER_WAITING) !== 0;
+  }
+
   /** Wakes a consumer parked in `waitForData` without writing anything, so it looks at its control state. */
   nudge(): void {
     this.#ring();

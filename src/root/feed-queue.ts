@@ -43,6 +43,9 @@ class Chunk {
  * from there. A chunk is dropped when all its records are sent and done and a newer chunk exists.
  */
 export class FeedQueue {
+  /** `clock`: milliseconds, as `performance.now()` (a test may drive it by hand). */
+  constructor(readonly clock: () => number = () => performance.now()) {}
+
   /** Chunks with records, by serial: those not yet sent, and those sent and not done. */
   readonly #chunks = new Map<number, Chunk>();
   /** Chunks with records still to send, oldest first, from `#head`. */
@@ -142,7 +145,7 @@ export class FeedQueue {
       chunk.outstanding += spanned;
       if (chunk.queued === 0) {
         this.#head++;
-        chunk.sentOutAt = performance.now();
+        chunk.sentOutAt = this.clock();
       }
     }
     this.#queued -= moved;
@@ -181,7 +184,7 @@ export class FeedQueue {
    */
   staleChunks(ageMs: number): Set<number> {
     const stale = new Set<number>();
-    const before = performance.now() - ageMs;
+    const before = this.clock() - ageMs;
     for (const chunk of this.#chunks.values()) {
       if (chunk.queued === 0 && chunk.outstanding > 0 && chunk.sentOutAt >= 0 && chunk.sentOutAt <= before) stale.add(chunk.serial);
     }

@@ -36,6 +36,8 @@ export interface SchedulerOptions {
    * that the chunk can go (default 1000 ms; checked at most once per this interval).
    */
   staleChunkMs?: number;
+  /** Milliseconds for the stale-chunk checks (default `performance.now()`; a test may drive it by hand). */
+  clock?: () => number;
 }
 
 /**

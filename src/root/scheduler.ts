@@ -94,7 +94,7 @@ export class Scheduler {
   #isolated: { lane: NodeLane; id: number } | undefined;
   /** For items in flight that were on a node that died before: on how many (by id; few). */
   readonly #lost = new Map<number, number>();
-  readonly #fresh = new FeedQueue();
+  readonly #fresh: FeedQueue;
   #lanes: NodeLane[] = [];
   #next = 0;
   #nextId = 1;
@@ -114,6 +114,7 @@ export class Scheduler {
     this.#maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
     this.#fixedWindow = options.fixedWindow;
     this.#staleChunkMs = options.staleChunkMs ?? 1000;
+    this.#fresh = new FeedQueue(options.clock);
   }
 
   /** Adds a node that can take `grant.items` items and `grant.bytes` bytes in flight. */
@@ -380,7 +381,7 @@ export class Scheduler {
    * Items done in normal time never pay this: their chunks are gone before they are stale.
    */
   #releaseStaleChunks(): void {
-    const now = performance.now();
+    const now = this.#fresh.clock();
     if (now - this.#staleCheckedAt < this.#staleChunkMs) return;
     this.#staleCheckedAt = now;
     const stale = this.#fresh.staleChunks(this.#staleChunkMs);

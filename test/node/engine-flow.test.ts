@@ -1,47 +1,18 @@
 import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EngineHarness, type ErrorRecord, removeDir, writeTaskPackage } from "../support/engine.ts";
+import { EngineHarness, type ErrorRecord, removeDir } from "../support/engine.ts";
 import { spawnBun } from "../support/processes.ts";
 import { encode } from "../../src/protocol/codec.ts";
 import { RECORD_HEADER_BYTES } from "../../src/protocol/record.ts";
+import { waitFor } from "../support/wait.ts";
 
-const TASKS = `
-const thread = Math.random().toString(36).slice(2);
-export function identity(item) { return item; }
-export function fanOut(count) { return (function* () { for (let i = 0; i < count; i++) yield i; })(); }
-export function work(i) { let x = i; for (let k = 0; k < 300; k++) x = (x * 31 + k) % 1000003; return { i, thread, pad: "y".repeat(4000) }; }
-export function big(n) { const bytes = new Uint8Array(n); for (let i = 0; i < n; i += 4096) bytes[i] = (i >>> 12) & 255; return bytes; }
-export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i += 4096) s += bytes[i]; return { length: bytes.length, s }; }
-export function hog(item) {
-  if (item !== "hog") return item;
-  const kept = [];
-  for (;;) kept.push(new Array(4096).fill(kept.length)); // never returns: only ending its worker stops it
-}
-export function stuckOn(item) {
-  if (item === "loop") for (;;); // never returns: only ending its worker stops it
-  if (item === "wait") return new Promise(() => {}); // never settles
-  return item;
-}
-export function exitOn(item) { if (item === "die") process.exit(3); return item; }
-export function throwLaterOn(item) {
-  if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); }
-  return item;
-}
-export function dieOnce(item) {
-  // Dies the first time it sees "flaky" in this worker thread only if a marker file is absent.
-  if (item.flaky && !globalThis.__seen && !require("node:fs").existsSync(item.marker)) {
-    require("node:fs").writeFileSync(item.marker, "x");
-    process.exit(4);
-  }
-  return item.value;
-}
-export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
-export function split(count) { return Array.from({ length: count }, (_, i) => ({ i, parent: thread })); }
-export function slowWhere(sub) { const end = performance.now() + 0.2; while (performance.now() < end); return { ...sub, thread }; }
-`;
-
-const dir = writeTaskPackage({ "index.ts": TASKS });
-afterAll(() => removeDir(dir));
+/** The tasks these tests run (a typed package of their own). */
+const dir = join(import.meta.dir, "../fixtures/flow-tasks");
+/** For the marker files of `dieOnce`. */
+const scratch = mkdtempSync(join(tmpdir(), "pcluster-engine-flow-"));
+afterAll(() => removeDir(scratch));
 
 describe("fan-out and memory", () => {
   test("a small fan-out runs where its item runs; a large one is shared with an idle worker", async () => {
@@ -98,10 +69,11 @@ describe("fan-out and memory", () => {
     for (const count of perWorker) expect(count).toBeGreaterThan(30_000);
   }, 90_000);
 
-  test("a 50 MB item passes through in both directions", async () => {
+  test("an item 256 times the ring (16 MB) passes through in both directions", async () => {
+    const size = 16 * 1024 * 1024; // far past the ring (64 KiB) and its largest record (16 KiB)
     const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
     try {
-      const item = new Uint8Array(50 * 1024 * 1024);
+      const item = new Uint8Array(size);
       for (let i = 0; i < item.length; i += 4096) item[i] = (i >>> 12) & 255;
       harness.feed([item, "small"]);
       await harness.waitEmpty();
@@ -115,11 +87,11 @@ describe("fan-out and memory", () => {
     }
     const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], { workers: 1, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
     try {
-      made.feed([50 * 1024 * 1024]);
+      made.feed([size]);
       await made.waitEmpty();
       let s = 0;
-      for (let i = 0; i < 50 * 1024 * 1024; i += 4096) s += (i >>> 12) & 255;
-      expect(made.values()).toEqual([{ length: 50 * 1024 * 1024, s }]);
+      for (let i = 0; i < size; i += 4096) s += (i >>> 12) & 255;
+      expect(made.values()).toEqual([{ length: size, s }]);
     } finally {
       await made.engine.reset();
     }
@@ -128,27 +100,44 @@ describe("fan-out and memory", () => {
   test("a feeder that awaits room waits while the rings are full: the backlog never holds more than one batch", async () => {
     const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
     harness.keepOutputs = false;
-    const batches = 400;
+    const batches = 100;
     const perBatch = 500;
     const batch = Array.from({ length: perBatch }, (_, i) => ({ i, payload: "x".repeat(64) }));
-    const batchBytes = batch.reduce((sum, item) => sum + RECORD_HEADER_BYTES + encode(item).length, 0);
+    const sizes = batch.map((item) => RECORD_HEADER_BYTES + encode(item).length);
+    const batchBytes = sizes.reduce((sum, size) => sum + size, 0);
+    /** How many records of the batch a backlog of `bytes` holds (what waits is always a batch's tail). */
+    const recordsIn = (bytes: number) => {
+      let count = 0;
+      for (let at = sizes.length - 1; bytes > 0; at--, count++) bytes -= sizes[at]!;
+      return count;
+    };
     let fed = 0;
     let maxBacklog = 0;
+    let awaitingRoom = false;
     const feeder = (async () => {
       for (; fed < batches; fed++) {
+        awaitingRoom = true;
         await harness.engine.whenRoom();
+        awaitingRoom = false;
         harness.feed(batch);
         maxBacklog = Math.max(maxBacklog, harness.engine.backlogBytes);
       }
     })();
     try {
       harness.engine.pauseOutput();
-      await Bun.sleep(300);
-      const stalledAt = fed;
-      await Bun.sleep(300);
-      // Nothing is read: the output rings filled, the workers stopped, the input rings filled, and the
-      // feeder waits, one batch out at most.
-      expect(fed).toBe(stalledAt);
+      // Nothing is read, so nothing is Done: the workers run what they were given and no more comes
+      // to them, and the feeder waits for room, one batch out at most.
+      const state = () => {
+        const backlog = harness.engine.backlogBytes;
+        const given = fed * perBatch - recordsIn(backlog);
+        return { awaitingRoom, backlog, fed, given, ran: harness.engine.stats()[0]!.processed };
+      };
+      const stalled = await waitFor(state, {
+        what: "the workers to run all they were given while the feeder waits for room",
+        until: (now) => now.awaitingRoom && now.backlog > 0 && now.ran === now.given,
+      });
+      expect(stalled.given).toBeGreaterThan(0);
+      expect(harness.engine.inFlight).toBe(fed * perBatch); // none Done
       expect(fed).toBeLessThan(batches);
       expect(harness.outputCount).toBe(0);
       harness.engine.resumeOutput();
@@ -171,22 +160,19 @@ describe("fan-out and memory", () => {
     try {
       harness.engine.pauseOutput();
       harness.feed([200_000]);
-      await Bun.sleep(300);
-      const stats1 = harness.engine.stats();
-      await Bun.sleep(300);
-      const stats2 = harness.engine.stats();
-      // The workers filled their small output rings and stopped: no progress while paused.
-      expect(stats2[1]!.processed).toBe(stats1[1]!.processed);
-      expect(stats2[1]!.processed).toBeLessThan(50_000);
+      // The worker on the generator fills its small output ring and is held there: no progress while
+      // paused (the sub-items it would share with the other go out through that ring too).
+      await waitFor(() => harness.engine.heldWorkers, { what: "the generator's worker held by its full output ring", until: (held) => held >= 1 });
+      expect(harness.engine.stats()[1]!.processed).toBeLessThan(50_000);
       expect(harness.outputCount).toBe(0);
-      // A consumer that reads in bursts.
-      const drip = setInterval(() => {
+      // A consumer that reads in bursts: each lets some results out, then holds the workers again.
+      for (let burst = 0; burst < 10; burst++) {
+        const before = harness.outputCount;
         harness.engine.resumeOutput();
-        setTimeout(() => harness.engine.pauseOutput(), 2);
-      }, 10);
-      await Bun.sleep(200);
-      clearInterval(drip);
-      await Bun.sleep(20); // let the last burst's pause pass before resuming for good
+        await waitFor(() => harness.outputCount, { what: `results of burst ${burst}`, until: (count) => count > before });
+        harness.engine.pauseOutput();
+      }
+      expect(harness.outputCount).toBeLessThan(200_000);
       harness.engine.resumeOutput();
       await harness.waitEmpty(60_000);
       expect(harness.outputCount).toBe(200_000);
@@ -205,7 +191,11 @@ describe("lifecycle", () => {
       await harness.engine.sleep();
       expect(harness.engine.isAsleep).toBe(true);
       harness.feed(Array.from({ length: 20 }, (_, i) => i));
-      await Bun.sleep(200);
+      // Every worker said it is parked (the engine's count of idle workers leaves out sleeping ones):
+      // the items wait in the rings, none has run.
+      await harness.engine.whenAsleep();
+      expect(harness.engine.idleWorkers).toBe(0);
+      expect(harness.engine.stats()[0]!.processed).toBe(0);
       expect(harness.outputCount).toBe(0);
       expect(harness.engine.inFlight).toBe(20);
       harness.engine.wakeup();
@@ -214,12 +204,14 @@ describe("lifecycle", () => {
       await harness.engine.whenIdle();
       // Sleep while busy: each worker finishes the item it is on, then stops.
       harness.feed(Array.from({ length: 200 }, (_, i) => i));
-      await Bun.sleep(20);
+      await waitFor(() => harness.engine.stats()[0]!.processed, { what: "the workers to start on the 200", until: (n) => n > 20 });
       await harness.engine.sleep();
+      // Once sleep() resolves, what the workers did is handed out and they are parked: what they ran is
+      // exactly what came out, and the rest is still in flight.
       const frozen = harness.outputCount;
-      await Bun.sleep(100);
-      expect(harness.outputCount).toBe(frozen);
-      expect(frozen).toBeLessThan(200);
+      expect(harness.engine.stats()[0]!.processed).toBe(frozen);
+      expect(harness.engine.inFlight).toBe(220 - frozen);
+      expect(frozen).toBeLessThan(220);
       harness.engine.wakeup();
       await harness.waitEmpty();
       expect(harness.outputCount).toBe(220);
@@ -249,7 +241,7 @@ describe("lifecycle", () => {
     } finally {
       await harness.engine.reset();
     }
-  }, 20_000);
+  }, 60_000);
 
   test("after reset a new engine can be set up; a process that reset (or whose setup failed) exits by itself", async () => {
     const child = spawnBun([join(import.meta.dir, "../support/engine-exit.ts"), dir]);
@@ -258,7 +250,7 @@ describe("lifecycle", () => {
     expect(child.stdout).toContain("second setup outputs 10");
     expect(child.stdout).toContain('third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"');
     expect(code).toBe(0);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("dying workers", () => {
@@ -310,7 +302,7 @@ describe("dying workers", () => {
       expect(failed[0]!.message).toContain("gave up after 2 attempts");
       expect(failed[0]!.message).toContain("over its limit");
       // The ended workers' memory went back to the system, and their replacements work.
-      expect(await waitFor(() => process.memoryUsage.rss() < limit, 5000)).toBe(true);
+      await waitFor(() => process.memoryUsage.rss(), { what: `the process's memory back under ${limit} bytes`, until: (rss) => rss < limit, timeoutMs: 5000 });
       await expectReplacementsWork(harness);
     } finally {
       await harness.engine.reset();
@@ -344,7 +336,16 @@ describe("dying workers", () => {
     try {
       harness.engine.pauseOutput();
       harness.feed([50_000, 50_000]);
-      await Bun.sleep(1200); // four timeouts with full output rings and nothing read
+      const held = await waitFor(() => harness.engine.heldWorkers, { what: "a worker held by its full output ring", until: (n) => n >= 1 });
+      // The time under test: four task timeouts, counted from when the workers are held (the guard
+      // looks every 50 ms). They stay held, and alive, all along.
+      const heldUntil = performance.now() + 4 * 300;
+      await waitFor(() => ({ held: harness.engine.heldWorkers, deaths: harness.deaths.length, now: performance.now() }), {
+        what: "four task timeouts to pass with the workers held",
+        until: (now) => now.held < held || now.deaths > 0 || now.now >= heldUntil,
+      });
+      expect(harness.deaths).toEqual([]);
+      expect(harness.engine.heldWorkers).toBe(held);
       harness.engine.resumeOutput();
       await harness.waitEmpty(30_000);
       expect(harness.outputCount).toBe(100_000);
@@ -355,7 +356,7 @@ describe("dying workers", () => {
   }, 60_000);
 
   test("an item whose worker died once succeeds on its retry, exactly once", async () => {
-    const marker = join(dir, `marker-${Date.now()}`);
+    const marker = join(scratch, "died-once");
     const harness = await EngineHarness.start(dir, [{ export: "dieOnce" }], { workers: 2 });
     try {
       const items = Array.from({ length: 50 }, (_, i) => ({ value: i, flaky: i === 25, marker }));
@@ -385,14 +386,6 @@ async function expectReplacementsWork(harness: EngineHarness): Promise<void> {
   harness.feed([1, 2, 3]);
   await harness.waitEmpty();
   expect(harness.outputCount).toBe(before + 3);
-}
-
-/** Polls `condition` until it holds or `timeoutMs` passes; says whether it held. */
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  for (const end = performance.now() + timeoutMs; !condition(); await Bun.sleep(20)) {
-    if (performance.now() > end) return false;
-  }
-  return true;
 }
 
 const sorted = (values: unknown[]) => [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));

@@ -1,47 +1,11 @@
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { SetupError } from "../../src/errors.ts";
 import { Engine } from "../../src/node/engine/engine.ts";
 import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
 
-const TASKS = `
-const thread = Math.random().toString(36).slice(2);
-export function identity(item) { return item; }
-export function double(item) { return item * 2; }
-export async function slowDouble(item) { await Bun.sleep(1); return item * 2; }
-export function dropOdd(item) { return item % 2 ? null : item; }
-export function dropUndefined(item) { if (item % 3 === 0) return undefined; return item; }
-export function pair(item) { return [item, item]; }
-export function asSet(item) { return new Set([item, item + 1000]); }
-export function* counted(item) { for (let i = 0; i < 3; i++) yield item * 10 + i; }
-export async function* asyncCounted(item) { for (let i = 0; i < 2; i++) { await Bun.sleep(0); yield item + i / 10; } }
-export function nothing() { return null; }
-export function notIterable() { return 42; }
-export function failOnSeven(item) { if (item === 7) throw new Error("seven is not allowed"); return item; }
-export async function rejectOnFive(item) { if (item === 5) throw new RangeError("five rejected"); return item; }
-export function* breaksHalfway(item) { yield item; throw new Error("generator broke"); }
-export function tag(item) { return { item, thread }; }
-let splits = 0;
-let seen = 0;
-export function* splitThree(item) { splits++; for (let i = 1; i <= 3; i++) yield item + "." + i; }
-export function order(sub) { return { sub, seen: ++seen, splitsSoFar: splits }; }
-export class Counter {
-  static built = 0;
-  constructor(prefix) { Counter.built++; this.prefix = prefix; this.instance = Math.random(); }
-  process(item) { return { label: this.prefix + item, builtInThread: Counter.built, instance: this.instance }; }
-}
-export class NoProcess { constructor() {} }
-export function fanOut(count) { return (function* () { for (let i = 0; i < count; i++) yield i; })(); }
-export function work(i) { let x = i; for (let k = 0; k < 2000; k++) x = (x * 31 + k) % 1000003; return { i, thread, pad: "y".repeat(1000) }; }
-export function big(n) { const bytes = new Uint8Array(n); for (let i = 0; i < n; i += 4096) bytes[i] = i & 255; return bytes; }
-export function checksum(bytes) { let s = 0; for (let i = 0; i < bytes.length; i += 4096) s += bytes[i]; return { length: bytes.length, s }; }
-export function exitOn(item) { if (item === "die") process.exit(3); return item; }
-export function throwLaterOn(item) { if (item === "boom") { setTimeout(() => { throw new Error("async boom"); }, 0); return new Promise(() => {}); } return item; }
-export function cpu(item) { const end = performance.now() + 2; while (performance.now() < end); return item; }
-export function spinMs(item) { const end = performance.now() + item.ms; while (performance.now() < end); return item; }
-`;
-
-const dir = writeTaskPackage({ "index.ts": TASKS });
-afterAll(() => removeDir(dir));
+/** The tasks these tests run (a typed package of their own). */
+const dir = join(import.meta.dir, "../fixtures/engine-tasks");
 
 async function run(tasks: Parameters<typeof EngineHarness.start>[1], items: unknown[], workers = 2) {
   const harness = await EngineHarness.start(dir, tasks, { workers });
@@ -174,8 +138,10 @@ describe("task time", () => {
     const items = spinning(100, () => 2);
     const { stats } = await run([{ export: "spinMs" }], items);
     expect(stats[0]!.processed).toBe(100);
+    // Wall time, so only ever more than the spin on a busy machine: no upper bound (timing belongs in
+    // benches). A call left untimed would bring the total under the time spun.
     expect(stats[0]!.totalMs).toBeGreaterThanOrEqual(trueTotal(items));
-    expect(stats[0]!.totalMs).toBeLessThan(trueTotal(items) * 3); // wall time: a busy machine preempts some calls
+    expect(stats[0]!.meanMs).toBeGreaterThanOrEqual(2);
     expect(stats[0]!.meanMs).toBeCloseTo(stats[0]!.totalMs / 100, 6);
   });
 
@@ -186,10 +152,11 @@ describe("task time", () => {
     const { stats } = await run([{ export: "spinMs" }, { export: "identity" }], items, 1);
     const total = trueTotal(items);
     expect(stats[0]!.totalMs).toBeGreaterThan(total * 0.8);
-    expect(stats[0]!.totalMs).toBeLessThan(total * 3); // wall time: a busy machine preempts some calls
+    expect(stats[0]!.processed).toBe(20_000);
     expect(stats[1]!.processed).toBe(20_000);
     expect(stats[1]!.totalMs).toBeGreaterThan(0);
-    expect(stats[1]!.totalMs).toBeLessThan(total * 0.25);
+    // The pass-through costs less than the spin it follows (both wall time: no absolute bound).
+    expect(stats[1]!.totalMs).toBeLessThan(stats[0]!.totalMs);
   });
 });
 

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuthError } from "../../src/errors.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, runCli, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, runCli, startNode, tearDown } from "../support/nodes.ts";
+import { REPO } from "../support/processes.ts";
 
 /** Who may use a node: the token (flag or PCLUSTER_TOKEN), the loopback rule, TLS. */
 
@@ -20,14 +21,11 @@ const pipeline = (): PipelineSpec => ({ name: "square", version: "1", packages: 
 
 beforeAll(async () => {
   [packageDir, tokenNode] = await Promise.all([
-    writeProjectPackage(root, "square", {
-      "package.json": JSON.stringify({ name: "square", type: "module" }),
-      "index.ts": "export function square(n: number) {\n  return n * n;\n}\n",
-    }),
+    join(REPO, "test/fixtures/square"),
     startNode({ workers: 1, token: TOKEN }),
   ]);
   workdirs.push(tokenNode.workdir);
-}, 30_000);
+}, 60_000);
 
 afterAll(() => tearDown(clients, [root, ...workdirs]), 20_000);
 
@@ -108,7 +106,7 @@ describe("a node started with --token", () => {
     await expectServed(await connect({ port: tokenNode.port, token: TOKEN }));
     // The node says whom it refused and why, on its console.
     await tokenNode.proc.waitFor(/refused 127\.0\.0\.1: wrong token/, 3000);
-  }, 20_000);
+  }, 60_000);
 
   test("the token itself never crosses the wire", async () => {
     const relay = startRelay(tokenNode.port);
@@ -124,7 +122,7 @@ describe("a node started with --token", () => {
     } finally {
       relay.stop();
     }
-  }, 10_000);
+  }, 60_000);
 
   test("pcluster status takes the token from --token or PCLUSTER_TOKEN, and says when it is missing", async () => {
     const flag = await runCli(["status", "--nodes", tokenNode.addr, "--token", TOKEN]);
@@ -141,7 +139,7 @@ describe("a node started with --token", () => {
     expect(down.code).toBe(1);
     expect(down.stdout).toMatch(/^127\.0\.0\.1:1\s+unreachable: could not connect to 127\.0\.0\.1:1/m);
     expect(down.stdout).toMatch(/\(idle\)/);
-  }, 20_000);
+  }, 60_000);
 });
 
 test("a node started with PCLUSTER_TOKEN in its environment requires that token", async () => {
@@ -153,7 +151,7 @@ test("a node started with PCLUSTER_TOKEN in its environment requires that token"
   expect(await client.request("ping")).toBe("pong");
   node.proc.kill("SIGTERM");
   expect(await node.proc.waitExit()).toBe(0);
-}, 20_000);
+}, 60_000);
 
 test("a node refuses to listen beyond loopback without a token, and says why", async () => {
   const refused = await runCli(["node", "--host", "0.0.0.0", "--port", "0", "--workdir", join(root, "exposed")]);
@@ -163,7 +161,7 @@ test("a node refuses to listen beyond loopback without a token, and says why", a
   expect(output).toContain("a node installs and runs the code it is sent");
   expect(output).toMatch(/--token.*--insecure/s);
   expect(output).not.toContain("listening on");
-}, 20_000);
+}, 60_000);
 
 // A self-signed certificate for 127.0.0.1, valid for 100 years, made once with
 // `openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1`
@@ -179,14 +177,14 @@ describe("a node started with --tls-cert and --tls-key", () => {
     cert = readFileSync(certFile, "utf8");
     tlsNode = await startNode({ workers: 1, tls: { cert: certFile, key: join(TLS_FIXTURES, "key.pem") } });
     workdirs.push(tlsNode.workdir);
-  }, 30_000);
+  }, 60_000);
 
   test("serves a root that skips verification, and one that verifies with the certificate as its CA", async () => {
     await expectServed(await connect({ port: tlsNode.port, tls: { rejectUnauthorized: false } }));
     const verified = await connect({ port: tlsNode.port, tls: { ca: cert } });
     expect(verified.hello.service).toBe("node");
     await expectServed(verified);
-  }, 20_000);
+  }, 60_000);
 
   test("a root that trusts only the system CAs refuses the self-signed node; a plain TCP root gets no answer", async () => {
     await expect(NodeTestClient.connect({ port: tlsNode.port, tls: true, timeoutMs: 3000 })).rejects.toThrow();
@@ -194,7 +192,7 @@ describe("a node started with --tls-cert and --tls-key", () => {
     // And the node still serves.
     const client = await connect({ port: tlsNode.port, tls: { ca: cert } });
     expect(await client.request("ping")).toBe("pong");
-  }, 20_000);
+  }, 60_000);
 
   test("pcluster status over TLS: --tls-ca trusts the node's certificate; --tls alone refuses it", async () => {
     const trusted = await runCli(["status", "--nodes", `127.0.0.1:${tlsNode.port}`, "--tls-ca", join(TLS_FIXTURES, "cert.pem"), "--json"]);
@@ -205,5 +203,5 @@ describe("a node started with --tls-cert and --tls-key", () => {
     const untrusted = await runCli(["status", "--nodes", `127.0.0.1:${tlsNode.port}`, "--tls"]);
     expect(untrusted.code).toBe(1);
     expect(untrusted.stdout).toContain("unreachable");
-  }, 30_000);
+  }, 60_000);
 });

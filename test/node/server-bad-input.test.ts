@@ -9,9 +9,10 @@ import { frameOf } from "../../src/protocol/frame.ts";
 import type { SetupArgs } from "../../src/protocol/pipeline.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs } from "../support/node-client.ts";
-import { type RunningNode, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, startLogServer, startNode, tearDown } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
 import { RawClient } from "../support/raw-client.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * Bad input of every kind sent to a real node (started with a small --max-frame) while one root's
@@ -38,14 +39,11 @@ beforeAll(async () => {
   mkdirSync(join(root, "spare"));
   const log = await startLogServer(logFile);
   [packageDir, node, spareNode] = await Promise.all([
-    writeProjectPackage(root, "echo", {
-      "package.json": JSON.stringify({ name: "echo", type: "module" }),
-      "index.ts": "export async function slowEcho(item: unknown) {\n  await Bun.sleep(1);\n  return item;\n}\n",
-    }),
+    join(REPO, "test/fixtures/echo"),
     startNode({ logPort: log.port, workers: 2, workdir, maxFrameBytes: MAX_FRAME }),
     startNode({ logPort: log.port, workers: 1, workdir: join(root, "spare") }),
   ]);
-}, 30_000);
+}, 60_000);
 
 afterAll(() => tearDown(clients, [root]), 20_000);
 
@@ -107,7 +105,7 @@ test("hostile package paths, names and installer flags are refused; nothing is w
   const text = await waitForFile(logFile, (t) => t.includes("remote package \"--global\" is refused"), 5000);
   expect(text).toContain(`[node ${node.addr}] setup of "hostile" 1 for root root-hostile failed: refused to write "../escape.js"`);
   hostile.close();
-}, 30_000);
+}, 60_000);
 
 test("garbage, oversized frames, unknown commands and messages, and other roots' feeds are refused while the owner's items keep coming", async () => {
   owner = await connect("root-owner");
@@ -179,7 +177,7 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   expect(text).toContain(`[node ${node.addr}] refused 127.0.0.1: frame body is not valid MessagePack`);
   expect(text).toContain(`[node ${node.addr}] refused a feed from 127.0.0.1: cannot feed: this node runs pipeline "echo" 1 for another root`);
   await node.proc.waitFor(/refused 127\.0\.0\.1: frame length 1048576 exceeds the maximum/, 3000);
-}, 40_000);
+}, 60_000);
 
 /** A feed blob of one Input record whose header is written by hand. */
 function record(kind: number, stage: number, claimedLength: number, payload = encode(1)): Uint8Array {
@@ -195,17 +193,15 @@ function record(kind: number, stage: number, claimedLength: number, payload = en
 
 /** Sets the pipeline up as soon as the node is free (bounded): a failed owner's pipeline is reset after a grace period. */
 async function setupWhenFree(client: NodeTestClient): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
+  const trySetup = async () => {
     const error = await client.setup(pipeline()).then(
       () => undefined,
       (e: Error) => e,
     );
-    if (error === undefined) return;
-    expect(error).toBeInstanceOf(NodeBusyError);
-    if (Date.now() > deadline) throw new Error(`the node was not free again within 10 s: ${error.message}`);
-    await Bun.sleep(200);
-  }
+    if (error !== undefined && !(error instanceof NodeBusyError)) throw error;
+    return error;
+  };
+  await waitFor(trySetup, { what: "the node to be free again", until: (error) => error === undefined, everyMs: 100 });
 }
 
 /** Each variant from a new owner of the node (the first from `first`, which owns it already). */
@@ -248,4 +244,4 @@ test("a malformed feed blob is refused with a clear error, and the node is free 
   expect(text).toContain(`[node ${node.addr}] refused a feed from 127.0.0.1: feed: record 0 at offset 0 claims 1000 bytes`);
   expect(text).toContain(`[node ${node.addr}] root root-owner disconnected (feed: record 0 at offset 0 claims 1000 bytes, more than the batch holds); resetting "echo" 1 in 3000 ms`);
   expect(text).toContain(`[node ${node.addr}] reset "echo" 1: its root root-owner is gone`);
-}, 30_000);
+}, 60_000);

@@ -1,20 +1,19 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAddress } from "../../src/protocol/address.ts";
 import { RecordBatchBuilder, encode } from "../../src/protocol/codec.ts";
 import { RecordKind, RecordReader, forEachDone } from "../../src/protocol/record.ts";
 import { NodeClient } from "../../src/root/node-client.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs, resultsFrameBytes } from "../support/node-client.ts";
-import { type RunningNode, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import { type RunningNode, startNode, tearDown } from "../support/nodes.ts";
+import { REPO } from "../support/processes.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * Result credit: a node sends results only while the root's credit (`resultWindow`, given back with
  * `credit` messages as the root handles frames) lasts.
  */
 
-const root = mkdtempSync(join(tmpdir(), "pcluster-server-credit-"));
 let node: RunningNode;
 let packageDir: string;
 const clients: NodeTestClient[] = [];
@@ -29,36 +28,37 @@ const pipeline = (task: string, resultWindow: number): PipelineSpec => ({
 
 beforeAll(async () => {
   [packageDir, node] = await Promise.all([
-    writeProjectPackage(root, "sizes", {
-      "package.json": JSON.stringify({ name: "sizes", type: "module" }),
-      "index.ts": [
-        "/** A string of `size` bytes: large outputs, to run the node out of credit. */",
-        'export function pad(size: number) {\n  return "x".repeat(size);\n}',
-        "export function same(item: unknown) {\n  return item;\n}",
-        "",
-      ].join("\n"),
-    }),
+    join(REPO, "test/fixtures/sizes"),
     startNode({ workers: 2 }),
   ]);
-}, 30_000);
+}, 60_000);
 
-afterAll(() => tearDown(clients, [root, node?.workdir]), 20_000);
+afterAll(() => tearDown(clients, [node?.workdir]), 20_000);
 
 test("the node stops sending results when the root's credit runs out, and goes on when it is given more", async () => {
   const client = await NodeTestClient.connect({ port: node.port, client: "root-stingy", autoCredit: false });
   clients.push(client);
   const window = 64 * 1024;
   await client.setup(pipeline("pad", window));
-  const sizes = Array.from({ length: 100 }, () => 10_000); // ~1 MB of results
+  // ~1 MB of results, in few enough items that all of them reach the workers while nothing is read
+  // (a worker's queue holds 16 items until their Done is read) and fit in their output rings (1 MiB).
+  const sizes = Array.from({ length: 24 }, () => 40_000);
   const ids = client.feed(sizes);
   // The node sends until the credit is spent (at most one results batch beyond it), then pauses.
   await client.waitFor(() => client.resultBytes >= window, 10_000, () => `${client.resultBytes} result bytes`);
-  await Bun.sleep(300);
+  // Every item runs, and still the node holds their results back. A status reply comes after every
+  // results frame sent before it, on the same connection: once the node says all ran, what arrived is
+  // all it sent, and the next reply shows it sent nothing more.
+  const ran = await waitFor(() => client.status(), {
+    what: "the node to run every item",
+    until: (status) => status.pipeline!.tasks[0]!.processed === ids.length,
+    show: () => `${client.resultBytes} result bytes`,
+  });
   const stalledAt = client.resultBytes;
   expect(stalledAt).toBeLessThan(window + 300 * 1024);
   expect(client.done.size).toBeLessThan(ids.length);
-  expect((await client.status()).pipeline!.inFlight).toBeGreaterThan(0);
-  await Bun.sleep(300);
+  expect(ran.pipeline!.inFlight).toBeGreaterThan(0);
+  expect((await client.status()).pipeline!.inFlight).toBe(ran.pipeline!.inFlight);
   expect(client.resultBytes).toBe(stalledAt);
 
   client.autoCredit = true;
@@ -68,7 +68,7 @@ test("the node stops sending results when the root's credit runs out, and goes o
   await client.request("reset");
   client.close();
   await client.closed;
-}, 30_000);
+}, 60_000);
 
 test("a root's NodeClient gives back the credit the node charged, so a long run of small result frames never stalls", async () => {
   const args = await buildSetupArgs(pipeline("same", 2048));
@@ -90,19 +90,17 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
       const batch = new RecordBatchBuilder();
       batch.append(RecordKind.Input, 0, 0, id, encode({ id }));
       client.sendFeed(batch.finishFrame("feed"));
-      const deadline = Date.now() + 2000;
-      while (!done.has(id)) {
-        if (Date.now() > deadline) {
+      await waitFor(() => done.has(id), {
+        what: `item ${id} to come back (the node may have run out of credit)`,
+        timeoutMs: 2000,
+        everyMs: 1,
+        show: () => {
           const [given, charged] = credited.at(-1) ?? [0, 0];
-          throw new Error(
-            `item ${id} never came back: the node ran out of credit after ${credited.length} results frames ` +
-              `(the last one charged ${charged} bytes, the client gave back ${given})`,
-          );
-        }
-        await Bun.sleep(1);
-      }
+          return `${credited.length} results frames, the last one charged ${charged} bytes, the client gave back ${given}`;
+        },
+      });
     }
   } finally {
     client.close();
   }
-}, 30_000);
+}, 60_000);

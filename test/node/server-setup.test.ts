@@ -76,7 +76,7 @@ afterAll(async () => {
   await killAll();
   rmSync(root, { recursive: true, force: true });
   for (const node of nodes ?? []) rmSync(node.workdir, { recursive: true, force: true });
-}, 20_000);
+}, 60_000);
 
 async function connect(port: number, client: string): Promise<NodeTestClient> {
   const connected = await NodeTestClient.connect({ port, client });
@@ -154,11 +154,11 @@ describe("two nodes, one pipeline each root", () => {
     // One line (with continuation lines for the stack) per failed item, naming task, item and error.
     expect(text).toMatch(/\[node 127\.0\.0\.1:\d+\] task "classify" dropped item 400: .*item 399 is cursed\n(  .*\n)*  .*RangeError/);
     for (const id of [400, 800]) expect(nodeA!.some((m) => m.startsWith(`[node ${nodes[0]!.addr}] task "classify" dropped item ${id}:`))).toBe(true);
-  }, 15_000);
+  }, 60_000);
 
   test("the node also prints each failed item on its own console", async () => {
     await nodes[0]!.proc.waitFor(/task "classify" dropped item 400/, 3000);
-  }, 10_000);
+  }, 60_000);
 
   test("a second root's setup is refused with NodeBusyError naming the pipeline, while the first keeps working", async () => {
     const intruder = await connect(nodes[0]!.port, "test-root-intruder");
@@ -187,14 +187,14 @@ describe("two nodes, one pipeline each root", () => {
     await expect(intruder.request("waitEmpty")).rejects.toBeInstanceOf(NodeBusyError);
     await expect(intruder.request("reset")).rejects.toThrow(/for another root \(test-root-a\)/);
     intruder.close();
-  }, 20_000);
+  }, 60_000);
 
   test("the node logs the refused setup of the second root (a refused client)", async () => {
     const tag = `[node ${nodes[0]!.addr}]`;
     const refused = (text: string) => messagesOf(text, nodes[0]!.proc.pid).some((m) => m.startsWith(tag) && m.includes("test-root-intruder"));
     await waitForFile(logFile, refused, 3000);
     await nodes[0]!.proc.waitFor(/test-root-intruder/, 1000);
-  }, 10_000);
+  }, 60_000);
 
   test("pcluster status and pcluster benchmark print the table with the numbers processed", async () => {
     const per = await Promise.all([a.status(), b.status()]);
@@ -231,7 +231,7 @@ describe("two nodes, one pipeline each root", () => {
       { task: "classify", processed: total - errors, errors },
       { task: "fanOut", processed: total - errors, errors: 0 },
     ]);
-  }, 30_000);
+  }, 60_000);
 
   test("reset frees the node, tells the root and logs it; the same code set up again is not reinstalled", async () => {
     expect(await a.request("reset")).toBeNull();
@@ -248,7 +248,7 @@ describe("two nodes, one pipeline each root", () => {
     await a.waitDone(ids);
     expect(a.outputsOf(ids)).toEqual([expectedOutputs(1), expectedOutputs(2)]);
     await waitForFile(logFile, (t) => t.includes(`"numbers" 1.0 ready on 2 workers (code unchanged, not reinstalled)`));
-  }, 30_000);
+  }, 60_000);
 
   test("log server stays the only sink: nothing was logged to the nodes' stderr as a fallback", () => {
     expect(logServer.proc.exitCode).toBeNull();

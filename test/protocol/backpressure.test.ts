@@ -1,6 +1,7 @@
 import { expect, test } from "bun:test";
 import { serve } from "../../src/protocol/handshake.ts";
 import { spawnBun } from "../support/processes.ts";
+import { within } from "../support/wait.ts";
 
 test("200 MB to a slow reader arrive whole and in order, and the sender's queue stays bounded", async () => {
   const count = 200;
@@ -31,7 +32,7 @@ test("200 MB to a slow reader arrive whole and in order, and the sender's queue 
   });
   const sender = spawnBun(["test/support/bulk-sender.ts", String(server.port), String(count), String(size), String(maxQueued)]);
   try {
-    await Promise.race([finished, Bun.sleep(50_000)]);
+    await within(finished, 50_000, "the slow reader to get every frame");
     const report = JSON.parse((await sender.stdoutText()).trim()) as { maxQueuedSeen: number; rssGrowth: number };
     expect(corrupt).toBe(0);
     expect(next).toBe(count);

@@ -20,7 +20,7 @@ let nodes: RunningNode[];
 
 beforeAll(async () => {
   nodes = await Promise.all([startNode({ workers: 1 }), startNode({ workers: 1 })]);
-}, 30_000);
+}, 60_000);
 afterAll(() => killAll());
 
 function heapUsed(): number {
@@ -99,5 +99,5 @@ describe("a slow outputHandler and large outputs", () => {
     } finally {
       await cluster.close();
     }
-  }, 30_000);
+  }, 60_000);
 });

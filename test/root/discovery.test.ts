@@ -138,7 +138,7 @@ describe("scanForNodes", () => {
       owner: "discovery-test-root",
       busy: true,
     });
-  }, 40_000);
+  }, 60_000);
 
   test("a /24 without nodes on the port is scanned in under 2 s and finds nothing", async () => {
     const empty = freePort();
@@ -223,5 +223,5 @@ describe("scanForNodes", () => {
     expect(result.idle.map((found) => found.address)).toEqual([`[::1]:${v6Port}`]);
     expect(result.idle[0]).toMatchObject({ host: "::1", port: Number(v6Port) });
     node!.kill("SIGKILL");
-  }, 20_000);
+  }, 60_000);
 });

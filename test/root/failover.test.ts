@@ -7,7 +7,8 @@ import { flushLogs } from "../../src/log/log.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { type RunningNode, runCli, startLogServerAt, startNode } from "../support/nodes.ts";
-import { REPO, killAll } from "../support/processes.ts";
+import { REPO, killAll, removeWithChildren } from "../support/processes.ts";
+import { waitFor, within } from "../support/wait.ts";
 
 /**
  * At-least-once, with real node processes: a node killed (SIGKILL) or frozen (SIGSTOP) in the middle
@@ -21,11 +22,11 @@ let logPort: number;
 const roots: Root[] = [];
 
 beforeAll(async () => {
-  logFile = join(mkdtempSync(join(tmpdir(), "pcluster-failover-")), "cluster.log");
+  logFile = join(removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-failover-"))), "cluster.log");
   ({ port: logPort } = await startLogServerAt(logFile));
   // The root's own notes ("node … lost; re-sending N unfinished items") go to this log server too.
   setDefaultLogAddress(["127.0.0.1", logPort]);
-}, 30_000);
+}, 60_000);
 
 afterEach(async () => {
   await Promise.all(roots.splice(0).map((root) => root.close().catch(() => {})));
@@ -44,19 +45,6 @@ async function twoNodes(workers: number): Promise<RunningNode[]> {
 function track(root: Root): Root {
   roots.push(root);
   return root;
-}
-
-/** Bounds a promise (a test must fail, not hang). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 type Entry = { id: number; word: string; index: number };
@@ -125,14 +113,11 @@ describe("a node lost in the middle of a run", () => {
     // The node with the most items in its engine. At the very moment both may have finished (nearly)
     // all they were given, the root busy handing out their results before it sends more: ask again
     // then, so that the one killed surely dies with items unfinished.
-    let busiest: Awaited<ReturnType<Root["status"]>>[number] | undefined;
-    for (const deadline = Date.now() + 5000; Date.now() < deadline; await Bun.sleep(1)) {
-      const before = await cluster.status();
-      busiest = before.reduce((most, node) => (node.pipeline!.inFlight > most.pipeline!.inFlight ? node : most));
-      if (busiest.pipeline!.inFlight >= 100) break;
-    }
-    expect(busiest!.pipeline!.inFlight).toBeGreaterThanOrEqual(100);
-    const victim = nodes.find((node) => node.addr === busiest!.address)!;
+    const busiest = await waitFor(
+      async () => (await cluster.status()).reduce((most, node) => (node.pipeline!.inFlight > most.pipeline!.inFlight ? node : most)),
+      { what: "a node with 100 items in its engine", until: (node) => node.pipeline!.inFlight >= 100, timeoutMs: 5000, everyMs: 1 },
+    );
+    const victim = nodes.find((node) => node.addr === busiest.address)!;
     const survivor = nodes.find((node) => node !== victim)!;
     victim.proc.kill("SIGKILL");
     await within(cluster.waitEmpty(), 25_000, "waitEmpty after a node was killed");
@@ -154,7 +139,7 @@ describe("a node lost in the middle of a run", () => {
     // The root's note, in the cluster's log: which node, why, and exactly how many items were re-sent.
     const counts = await resentNotes(victim.addr, /closed|reset|lost|connection/i);
     expect(counts).toEqual([progress.resent]);
-  }, 30_000);
+  }, 60_000);
 
   test("a node that stops answering (SIGSTOP) is given up after the heartbeat timeout; its items are re-sent", async () => {
     const nodes = await twoNodes(1);
@@ -198,7 +183,7 @@ describe("a node lost in the middle of a run", () => {
       frozen.proc.kill("SIGCONT");
       await within(frozen.proc.exited, 5000, "the frozen node's exit");
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a root that is itself busy", () => {
@@ -218,7 +203,7 @@ describe("a root that is itself busy", () => {
     expect(outputs).toBe(500);
     expect(cluster.progress).toMatchObject({ fed: 500, done: 500, resent: 0 });
     expect(cluster.nodes.sort()).toEqual(nodes.map((node) => node.addr).sort());
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a node lost while its results wait at the root", () => {
@@ -238,20 +223,18 @@ describe("a node lost while its results wait at the root", () => {
     cluster.feed(...Array.from({ length: count }, (_, i) => i));
     try {
       // The nodes finish what their windows let them have; no Done is handled, so no more is sent.
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        const status = await cluster.status();
-        if (outputs.length >= 10 && status.every((node) => node.pipeline!.inFlight === 0)) break;
-        if (Date.now() > deadline) throw new Error(`the nodes did not drain: ${JSON.stringify(status.map((node) => node.pipeline))}`);
-        await Bun.sleep(20);
-      }
+      await waitFor(() => cluster.status(), {
+        what: "the nodes to drain (10 outputs handed out, nothing in their engines)",
+        until: (status) => outputs.length >= 10 && status.every((node) => node.pipeline!.inFlight === 0),
+        show: () => `${outputs.length} outputs`,
+        everyMs: 20,
+      });
       // This answer comes after every result the victim sent: they all wait in the root now.
       await cluster.status();
       const queuedBefore = cluster.progress.queued;
       expect(queuedBefore).toBeGreaterThan(0);
       victim.proc.kill("SIGKILL");
-      const lostBy = Date.now() + 5000;
-      while (cluster.nodes.includes(victim.addr) && Date.now() < lostBy) await Bun.sleep(10);
+      await waitFor(() => cluster.nodes, { what: "the root to drop the killed node", until: (addrs) => !addrs.includes(victim.addr), timeoutMs: 5000 });
       expect(cluster.nodes).toEqual([survivor.addr]);
       // Everything the victim had was finished: nothing to re-send.
       expect(cluster.progress.resent).toBe(0);
@@ -262,7 +245,7 @@ describe("a node lost while its results wait at the root", () => {
     expect(outputs.length).toBe(count);
     expect(new Set(outputs).size).toBe(count);
     expect(cluster.progress).toMatchObject({ fed: count, done: count, outputs: count, resent: 0, queued: 0, inFlight: 0 });
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a task that runs away with memory", () => {
@@ -342,9 +325,7 @@ describe("every node lost", () => {
       () => undefined,
       (error: Error) => error,
     );
-    const deadline = Date.now() + 10_000;
-    while (outputs < 4 && Date.now() < deadline) await Bun.sleep(20);
-    expect(outputs).toBeGreaterThanOrEqual(4);
+    await waitFor(() => outputs, { what: "4 outputs", until: (n) => n >= 4 });
     for (const node of nodes) node.proc.kill("SIGKILL");
 
     const error = await within(settled, 5000, "waitEmpty after every node was killed");
@@ -374,5 +355,5 @@ describe("every node lost", () => {
     cluster.feed(1, 2, 3);
     await within(cluster.waitEmpty(), 5000, "waitEmpty on the new node");
     expect(again.sort()).toEqual([2, 4, 6]);
-  }, 30_000);
+  }, 60_000);
 });

@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { ItemEncodeError } from "../../src/errors.ts";
-import { RecordBatchBuilder, decode, decodeMessage, encode } from "../../src/protocol/codec.ts";
+import { RecordBatchBuilder, decode, encode } from "../../src/protocol/codec.ts";
 import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
-import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import { FeedQueue } from "../../src/root/feed-queue.ts";
 import { Scheduler } from "../../src/root/scheduler.ts";
+import { blobOf } from "../support/feed-target.ts";
 
 /** Every record of `blob` as [kind, id, decoded item]. */
 function readAll(blob: Uint8Array): Array<[number, number, unknown]> {
@@ -99,7 +99,8 @@ describe("FeedQueue", () => {
 
 describe("Scheduler with the feed queue", () => {
   test("a few items in flight for long get bytes of their own, and their chunks go; a lost node's items come back intact", async () => {
-    const scheduler = new Scheduler({ staleChunkMs: 50, fixedWindow: 100_000 });
+    let now = 1000;
+    const scheduler = new Scheduler({ staleChunkMs: 50, fixedWindow: 100_000, clock: () => now });
     const sentIds: number[] = [];
     const target = {
       address: "fake",
@@ -117,7 +118,7 @@ describe("Scheduler with the feed queue", () => {
     const lingering = sentIds.filter((_, k) => k % 1000 === 500);
     for (const id of sentIds) if (!lingering.includes(id)) expect(scheduler.complete(lane, id)).toBe(true);
     expect(scheduler.feedChunks).toBeGreaterThan(5); // ~3.5 MB of items in ~55 chunks, 20 of them held
-    await Bun.sleep(80);
+    now += 80; // the chunks' lingering items have been in flight for longer than staleChunkMs
     scheduler.enqueueValues([{ late: true }]);
     scheduler.pump(); // the check runs with a pump
     expect(scheduler.feedChunks).toBeLessThanOrEqual(2);
@@ -151,9 +152,4 @@ describe("Scheduler with the feed queue", () => {
 
 function sortByJson(values: unknown[]): unknown[] {
   return [...values].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
-}
-
-/** The blob of records in a feed frame (`{ t: "feed", blob }` after the 4-byte length). */
-function blobOf(frame: Uint8Array): Uint8Array {
-  return (decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array }).blob;
 }

@@ -8,6 +8,7 @@ import * as tasks from "../fixtures/tasks/index.ts";
 import { startNode, tryNodeAt } from "../support/nodes.ts";
 import { childrenOf, killPids, waitGone } from "../support/pids.ts";
 import { REPO, type Spawned, killAll, spawnBun } from "../support/processes.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * How a root's life ends: a script that forgets reset()/close() still exits and frees its nodes,
@@ -25,19 +26,8 @@ afterAll(async () => {
   await Promise.all(temps.map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
-/** Polls (bounded) until `check` holds; returns whether it did. */
-async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await Bun.sleep(50);
-  }
-}
-
 describe("a script that forgets reset() and close()", () => {
   test("with Root.local: it exits by itself when its work is done, and no process it started is left", async () => {
-    const started = performance.now();
     const script = spawnBun([join(REPO, "test/support/local-exit.ts"), "forget"], { env: { PCLUSTER_TOKEN: undefined } });
     const [, json] = await script.waitFor(/LOCAL (\{.*\})/, 20_000);
     const report = JSON.parse(json!) as { pids: number[]; workdir: string; outputs: number; sum: number };
@@ -45,12 +35,11 @@ describe("a script that forgets reset() and close()", () => {
     expect(report.pids).toHaveLength(2); // the log server and the node
     expect(report.outputs).toBe(200);
     expect(report.sum).toBe(2 * ((199 * 200) / 2));
-    // Before the fix the node processes held the script open forever.
+    // Before the fix the node processes held the script open forever (waitExit's bound says "by itself").
     expect(await script.waitExit(10_000)).toBe(0);
-    expect(performance.now() - started).toBeLessThan(25_000);
     expect(await waitGone(report.pids, 5000)).toEqual([]);
     expect(existsSync(report.workdir)).toBe(false);
-  }, 30_000);
+  }, 60_000);
 
   test("with an external node: it exits by itself and frees the node as it ends (no grace to wait out)", async () => {
     const node = await startNode({ workers: 1 });
@@ -62,8 +51,11 @@ describe("a script that forgets reset() and close()", () => {
     expect(node.proc.stdout + node.proc.stderr).not.toMatch(/disconnected; resetting "forgetful-remote"/);
     const observer = new Root([node.addr]);
     try {
-      const freed = await eventually(async () => (await observer.status())[0]!.pipeline === null, 10_000);
-      expect(freed).toBe(true);
+      await waitFor(async () => (await observer.status())[0]!.pipeline, {
+        what: "the node to reset the orphaned pipeline",
+        until: (pipeline) => pipeline === null,
+        everyMs: 50,
+      });
       // Free for another root.
       const outputs: number[] = [];
       await observer.setup("after", "1", [{ function: tasks.double }], {
@@ -76,7 +68,7 @@ describe("a script that forgets reset() and close()", () => {
     } finally {
       await observer.close();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("await using", () => {
@@ -106,7 +98,7 @@ describe("await using", () => {
     expect(existsSync(workdir)).toBe(false);
     // …and not to its dead address after.
     expect(getDefaultLogAddress()).toEqual(logAddressBefore);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("a Root.local after reset()", () => {
@@ -127,7 +119,7 @@ describe("a Root.local after reset()", () => {
     } finally {
       await cluster.close();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("searchNodes", () => {
@@ -179,5 +171,5 @@ describe("searchNodes", () => {
       await other.close();
       for (const proc of nodes) proc.kill("SIGKILL");
     }
-  }, 30_000);
+  }, 60_000);
 });

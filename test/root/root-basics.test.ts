@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { NodeBusyError, Root, SetupError, StateError, type TaskError } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startLogServerAt, startNode } from "../support/nodes.ts";
-import { REPO, killAll } from "../support/processes.ts";
+import { REPO, killAll, removeWithChildren } from "../support/processes.ts";
 import { waitForFile } from "../support/log-server.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TASKS = join(REPO, "test/fixtures/tasks");
 let logFile: string;
@@ -14,11 +15,11 @@ let nodes: RunningNode[];
 let addrs: string[];
 
 beforeAll(async () => {
-  logFile = join(mkdtempSync(join(tmpdir(), "pcluster-root-")), "cluster.log");
+  logFile = join(removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-root-"))), "cluster.log");
   const logServer = await startLogServerAt(logFile);
   nodes = await Promise.all([startNode({ logPort: logServer.port, workers: 1 }), startNode({ logPort: logServer.port, workers: 1 })]);
   addrs = nodes.map((node) => node.addr);
-}, 30_000);
+}, 60_000);
 afterAll(() => killAll());
 
 /** The chain run sequentially in this process: what the cluster must produce. */
@@ -138,7 +139,12 @@ describe("a root over two nodes", () => {
     await cluster.sleep();
     expect((await cluster.status()).every((node) => node.pipeline!.awake === false)).toBe(true);
     cluster.feed(...Array.from({ length: 20 }, (_, id) => ({ id, ms: 1 })));
-    await Bun.sleep(300);
+    // The nodes took every item, and their parked workers ran none.
+    const asleep = await waitFor(() => cluster.status(), {
+      what: "the nodes to hold all 20 items",
+      until: (nodes) => nodes.reduce((sum, node) => sum + node.pipeline!.inFlight, 0) === 20,
+    });
+    for (const node of asleep) expect(node.pipeline!.tasks[0]!.processed).toBe(0);
     expect(outputs.length).toBe(0);
     await cluster.wakeup();
     await cluster.waitEmpty();

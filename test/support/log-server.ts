@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { CLI, type Spawned, spawnBun } from "./processes.ts";
+import { waitFor } from "./wait.ts";
 
 /** A `pcluster log` process on a free port of 127.0.0.1 (or `port`), once it says it listens. */
 export async function spawnLogServer(
@@ -14,18 +15,18 @@ export async function spawnLogServer(
 
 /** Waits (bounded) until the file's text satisfies `done`, and returns the text. */
 export async function waitForFile(path: string, done: (text: string) => boolean, timeoutMs = 10_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let text = "";
-    try {
-      text = readFileSync(path, "utf8");
-    } catch {
-      // not created yet
-    }
-    if (done(text)) return text;
-    if (Date.now() > deadline) throw new Error(`timed out waiting on ${path}; it holds:\n${text.slice(-2000)}`);
-    await Bun.sleep(50);
-  }
+  let text = "";
+  return waitFor(
+    () => {
+      try {
+        text = readFileSync(path, "utf8");
+      } catch {
+        text = ""; // not created yet
+      }
+      return text;
+    },
+    { what: `${path} to hold what the test expects`, until: done, timeoutMs, everyMs: 20, show: () => `\n${text.slice(-2000)}` },
+  );
 }
 
 /** One record of the text format: `[time host pid] message`, with `WARN ` or `ERROR ` before a message not at info. */

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { spawnLogServer } from "./log-server.ts";
-import { CLI, REPO, type Spawned, killAll, spawnBun } from "./processes.ts";
+import { CLI, REPO, type Spawned, killAll, removeWithChildren, spawnBun } from "./processes.ts";
 
 /** Children must not inherit a token from the environment the tests run in. */
 export const NO_TOKEN = { PCLUSTER_TOKEN: undefined };
@@ -17,7 +17,7 @@ export interface NodeOptions {
   /** Log server port (on 127.0.0.1): passed as --log-host/--log-port. */
   logPort?: number;
   workers?: number;
-  /** Default: a fresh temp folder (see `RunningNode.workdir`). */
+  /** Default: a fresh temp folder, removed by `killAll()` (see `RunningNode.workdir`). */
   workdir?: string;
   token?: string;
   tls?: { cert: string; key: string };
@@ -54,7 +54,7 @@ export function nodeArgs(options: NodeOptions & { workdir: string }): string[] {
  * by `killAll()` from processes.ts like every other child.
  */
 export async function startNode(options: NodeOptions = {}): Promise<RunningNode> {
-  const workdir = options.workdir ?? mkdtempSync(join(tmpdir(), "pcluster-node-"));
+  const workdir = options.workdir ?? removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-node-")));
   const proc = spawnBun(nodeArgs({ ...options, workdir }), { env: { ...NO_TOKEN, ...CONSOLE_AS_DEPLOYED, ...options.env } });
   const [, port] = await proc.waitFor(/listening on 127\.0\.0\.1:(\d+)/, options.timeoutMs ?? 15_000);
   return { proc, port: Number(port), addr: `127.0.0.1:${port}`, workdir };

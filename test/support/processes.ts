@@ -1,4 +1,5 @@
 import type { Subprocess } from "bun";
+import { rmSync } from "node:fs";
 import { resolve } from "node:path";
 
 /** The repository's root folder. */
@@ -7,6 +8,8 @@ export const REPO = resolve(import.meta.dir, "../..");
 export const CLI = resolve(REPO, "src/cli.ts");
 
 const running = new Set<Spawned>();
+/** Temp folders of this test file's children (their work dirs), removed once the children are gone. */
+const childFolders = new Set<string>();
 
 /** A child process whose output is collected, and which a test can wait on line by line. */
 export class Spawned {
@@ -120,15 +123,31 @@ export function spawnBun(args: string[], options: { cwd?: string; env?: Record<s
   );
 }
 
-/** Kills (SIGKILL, by PID) every process this test file started that still runs. */
+/** A temp folder a child works in: `killAll` removes it once every child is gone. */
+export function removeWithChildren(folder: string): string {
+  childFolders.add(folder);
+  return folder;
+}
+
+function removeChildFolders(): void {
+  for (const folder of childFolders) rmSync(folder, { recursive: true, force: true });
+  childFolders.clear();
+}
+
+/**
+ * Kills (SIGKILL, by PID) every process this test file started that still runs, then removes the
+ * folders they worked in (see `removeWithChildren`).
+ */
 export async function killAll(): Promise<void> {
   const all = [...running];
   for (const child of all) child.kill("SIGKILL");
   await Promise.all(all.map((child) => child.exited));
+  removeChildFolders();
 }
 
 process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
+  removeChildFolders();
 });
 
 /**

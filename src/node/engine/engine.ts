@@ -241,6 +241,13 @@ export class Engine {
     return idle;
   }
 
+  /** Workers parked until their output ring has room: held by a paused or slow consumer. */
+  get heldWorkers(): number {
+    let held = 0;
+    for (const slot of this.#slots) if (slot.alive && slot.output.producerWaiting) held++;
+    return held;
+  }
+
   /** Idle workers that nothing waits for: 0 while items wait in the backlog (what a root should see). */
   get hungryWorkers(): number {
     return this.#input.waiting ? 0 : this.idleWorkers;

@@ -1,8 +1,12 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { AuthError, ProtocolError } from "../../src/errors.ts";
+import { encode } from "../../src/protocol/codec.ts";
 import { type Server, dial, serve } from "../../src/protocol/handshake.ts";
 import type { Connection } from "../../src/protocol/connection.ts";
+import { frameOf } from "../../src/protocol/frame.ts";
 import { RawClient } from "../support/raw-client.ts";
+
+// The handshake every connection goes through (src/protocol/auth.ts): version, service and token.
 
 let server: Server;
 const refused: string[] = [];
@@ -103,12 +107,12 @@ test("the client refuses a server that cannot prove the token", async () => {
     port: 0,
     socket: {
       open(socket) {
-        const { encode } = require("../../src/protocol/codec.ts");
-        const { frameOf } = require("../../src/protocol/frame.ts");
         socket.write(frameOf(encode({ t: "hello", protocol: 1, service: "node", version: "x", auth: true, nonce: new Uint8Array(32) })));
-        setTimeout(() => socket.write(frameOf(encode({ t: "welcome", mac: new Uint8Array(32) }))), 20);
       },
-      data() {},
+      // The client's answer to the hello: a welcome whose proof is wrong.
+      data(socket) {
+        socket.write(frameOf(encode({ t: "welcome", mac: new Uint8Array(32) })));
+      },
     },
   });
   try {

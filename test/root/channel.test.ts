@@ -1,0 +1,78 @@
+import { describe, expect, test } from "bun:test";
+import { OutputChannel } from "../../src/root/channel.ts";
+
+/** The bounded queue behind the root's async iterable of outputs (src/root/channel.ts). */
+describe("OutputChannel", () => {
+  test("values come out in order; the end ends the iteration after the last one", async () => {
+    const channel = new OutputChannel<number>(4);
+    expect(channel.push(1)).toBeUndefined();
+    expect(channel.push(2)).toBeUndefined();
+    channel.end();
+    const seen: number[] = [];
+    for await (const value of channel) seen.push(value);
+    expect(seen).toEqual([1, 2]);
+  });
+
+  test("a push that fills it holds its producer until the consumer makes room", async () => {
+    const channel = new OutputChannel<number>(3);
+    expect(channel.push(1)).toBeUndefined();
+    expect(channel.push(2)).toBeUndefined();
+    const held = channel.push(3);
+    expect(held).toBeInstanceOf(Promise);
+    let released = false;
+    void held!.then(() => (released = true));
+    const reader = channel[Symbol.asyncIterator]();
+    await Promise.resolve();
+    expect(released).toBe(false);
+    expect(await reader.next()).toEqual({ value: 1, done: false });
+    await held;
+    expect(released).toBe(true);
+    expect(await reader.next()).toEqual({ value: 2, done: false });
+    expect(await reader.next()).toEqual({ value: 3, done: false });
+  });
+
+  test("a consumer waiting on an empty channel wakes for the next value, and for the end", async () => {
+    const channel = new OutputChannel<string>();
+    const reader = channel[Symbol.asyncIterator]();
+    const first = reader.next();
+    channel.push("a");
+    expect(await first).toEqual({ value: "a", done: false });
+    const last = reader.next();
+    channel.end();
+    expect(await last).toEqual({ value: undefined, done: true });
+  });
+
+  test("a failure is thrown to the consumer after the values before it", async () => {
+    const channel = new OutputChannel<number>();
+    channel.push(1);
+    channel.fail(new Error("node lost"));
+    const seen: number[] = [];
+    const iterate = async () => {
+      for await (const value of channel) seen.push(value);
+    };
+    await expect(iterate()).rejects.toThrow("node lost");
+    expect(seen).toEqual([1]);
+  });
+
+  test("100 000 values through a channel of 16: every one once, in order, producers held all along", async () => {
+    const channel = new OutputChannel<number>(16);
+    let holds = 0;
+    const producer = (async () => {
+      for (let i = 0; i < 100_000; i++) {
+        const room = channel.push(i);
+        if (room !== undefined) {
+          holds++;
+          await room;
+        }
+      }
+      channel.end();
+    })();
+    let expected = 0;
+    let outOfOrder = 0;
+    for await (const value of channel) if (value !== expected++) outOfOrder++;
+    await producer;
+    expect(outOfOrder).toBe(0);
+    expect(expected).toBe(100_000);
+    expect(holds).toBeGreaterThan(1000);
+  });
+});

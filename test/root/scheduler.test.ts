@@ -1,0 +1,96 @@
+import { describe, expect, test } from "bun:test";
+import { Scheduler } from "../../src/root/scheduler.ts";
+import { RecordingTarget } from "../support/feed-target.ts";
+
+// The scheduler's round robin, driven by hand without sockets (as bench/scheduler.bench.ts does):
+// targets record the feed frames they are sent; `complete` stands for the node's Done.
+
+const range = (count: number, from = 0) => Array.from({ length: count }, (_, i) => from + i);
+
+/** Three lanes of a fixed window of 8 items, 2 items per frame. */
+function threeNodes() {
+  const scheduler = new Scheduler({ fixedWindow: 8, maxBatch: 2 });
+  const order: string[] = [];
+  const targets = ["a", "b", "c"].map((address) => new RecordingTarget(address, order));
+  const lanes = targets.map((target) => scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 }));
+  return { scheduler, order, targets, lanes };
+}
+
+describe("Scheduler: round robin", () => {
+  test("batches go to the lanes in turn, each up to its window; the rest waits", () => {
+    const { scheduler, order, targets } = threeNodes();
+    scheduler.enqueueValues(range(30));
+    scheduler.pump();
+    expect(order).toEqual(["a", "b", "c", "a", "b", "c", "a", "b", "c", "a", "b", "c"]);
+    for (const target of targets) {
+      expect(target.frames.map((frame) => frame.ids.length)).toEqual([2, 2, 2, 2]);
+    }
+    // Items leave in the order they were fed, dealt out frame by frame.
+    expect(targets[0]!.values).toEqual([0, 1, 6, 7, 12, 13, 18, 19]);
+    expect(targets[1]!.values).toEqual([2, 3, 8, 9, 14, 15, 20, 21]);
+    expect(scheduler.inFlight).toBe(24);
+    expect(scheduler.queued).toBe(6);
+  });
+
+  test("a lane with no room is passed over; the one that finishes items gets the next batches", async () => {
+    const { scheduler, order, targets, lanes } = threeNodes();
+    scheduler.enqueueValues(range(30));
+    scheduler.pump();
+    order.length = 0;
+    // Node b finishes two items, the others none: only b has room.
+    for (const id of targets[1]!.frames[0]!.ids) expect(scheduler.complete(lanes[1]!, id)).toBe(true);
+    await Promise.resolve(); // complete() pumps at the end of the turn
+    expect(order).toEqual(["b"]);
+    expect(targets[1]!.frames.at(-1)!.values).toEqual([24, 25]);
+    expect(lanes.map((lane) => lane.inFlight)).toEqual([8, 8, 8]);
+    // A late duplicate Done changes nothing.
+    expect(scheduler.complete(lanes[1]!, targets[1]!.frames[0]!.ids[0]!)).toBe(false);
+  });
+
+  test("the turn goes on where it stopped: successive pumps start at the next lane", () => {
+    const scheduler = new Scheduler({ fixedWindow: 100, maxBatch: 2 });
+    const order: string[] = [];
+    const targets = ["a", "b", "c"].map((address) => new RecordingTarget(address, order));
+    for (const target of targets) scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 });
+    for (let round = 0; round < 5; round++) {
+      scheduler.enqueueValues([round * 2, round * 2 + 1]); // one frame's worth each time
+      scheduler.pump();
+    }
+    expect(order).toEqual(["a", "b", "c", "a", "b"]);
+  });
+
+  test("a stalled node gets nothing more while a node that keeps up takes the rest", () => {
+    const { scheduler, targets, lanes } = threeNodes();
+    scheduler.enqueueValues(range(300));
+    scheduler.pump();
+    // a and b answer every frame; c never does.
+    for (let turn = 0; turn < 200 && scheduler.queued > 0; turn++) {
+      for (const index of [0, 1]) {
+        for (const frame of targets[index]!.frames) for (const id of frame.ids) scheduler.complete(lanes[index]!, id);
+      }
+      scheduler.pump();
+    }
+    expect(scheduler.queued).toBe(0);
+    expect(targets[2]!.ids).toHaveLength(8); // its first window, never more
+    expect(targets[0]!.ids.length + targets[1]!.ids.length).toBe(292);
+    expect(Math.abs(targets[0]!.ids.length - targets[1]!.ids.length)).toBeLessThanOrEqual(2);
+  });
+
+  test("a lost node's items go to the front of the queue and out to the others, under new ids", () => {
+    const { scheduler, targets, lanes } = threeNodes();
+    scheduler.enqueueValues(range(24));
+    scheduler.pump();
+    const lostIds = targets[2]!.ids;
+    const lostValues = targets[2]!.values;
+    for (const index of [0, 1]) for (const id of targets[index]!.ids) scheduler.complete(lanes[index]!, id);
+    const sentBefore = [targets[0]!.frames.length, targets[1]!.frames.length];
+    expect(scheduler.removeLane(lanes[2]!, [lostIds[0]!])).toEqual({ requeued: 7, finished: 1, givenUp: [] });
+    scheduler.pump();
+    const resent = [...targets[0]!.frames.slice(sentBefore[0]), ...targets[1]!.frames.slice(sentBefore[1])];
+    const values = resent.flatMap((frame) => frame.values);
+    expect(values.sort((x, y) => (x as number) - (y as number))).toEqual(lostValues.slice(1));
+    for (const frame of resent) for (const id of frame.ids) expect(lostIds).not.toContain(id);
+    expect(scheduler.lanes).toHaveLength(2);
+    expect(scheduler.queued).toBe(0);
+  });
+});
