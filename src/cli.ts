@@ -21,6 +21,14 @@ function megabytes(value: string, name: string): number {
   return parsed * 1024 * 1024;
 }
 
+/** Parses an optional option that must be a whole number of at least 1, or exits with a message naming it. */
+function positiveOption(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (value === "" || !Number.isInteger(parsed) || parsed <= 0) fail(`--${name} must be a positive integer, got "${value}"`);
+  return parsed;
+}
+
 const log = defineCommand({
   meta: { name: "log", description: "Run a log server that collects lines from roots, nodes and tasks into one file" },
   args: {
@@ -59,6 +67,12 @@ const node = defineCommand({
     "tls-key": { type: "string", description: "PEM private key file for --tls-cert" },
     "max-frame": { type: "string", description: "Largest frame accepted, in bytes (default 67108864)" },
     "ring-bytes": { type: "string", description: "Bytes of each worker's input and output ring (default 1048576)" },
+    "max-connections": { type: "string", description: "Connections open at once, at most; more are refused (default 256)" },
+    "max-unauthenticated": {
+      type: "string",
+      description: "Connections still in the handshake at once, at most; more are refused (default 64)",
+    },
+    "max-handshake-frame": { type: "string", description: "Largest frame accepted before the handshake, in bytes (default 4096)" },
     "memory-limit": {
       type: "string",
       description: "MB of memory the node may use; above it, the worker on its item the longest is ended and replaced (default: 80% of memory)",
@@ -85,6 +99,9 @@ const node = defineCommand({
       maxFrameBytes: args["max-frame"] === undefined ? undefined : intOption(args["max-frame"], "max-frame", 0),
       ringBytes: args["ring-bytes"] === undefined ? undefined : intOption(args["ring-bytes"], "ring-bytes", 0),
       memoryLimitBytes: args["memory-limit"] === undefined ? undefined : megabytes(args["memory-limit"], "memory-limit"),
+      maxConnections: positiveOption(args["max-connections"], "max-connections"),
+      maxUnauthenticated: positiveOption(args["max-unauthenticated"], "max-unauthenticated"),
+      maxHandshakeFrameBytes: positiveOption(args["max-handshake-frame"], "max-handshake-frame"),
     });
   },
 });
