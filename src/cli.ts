@@ -75,7 +75,7 @@ const node = defineCommand({
     "max-handshake-frame": { type: "string", description: "Largest frame accepted before the handshake, in bytes (default 4096)" },
     "memory-limit": {
       type: "string",
-      description: "MB of memory the node may use; above it, the worker on its item the longest is ended and replaced (default: 80% of memory)",
+      description: "MB the node may use; above it, the worker with the largest heap is ended (default: 80%)",
     },
   },
   async run({ args }) {

@@ -21,6 +21,7 @@ import { type ProgressSample, StallGuard } from "./stall-guard.ts";
 import { ByteRing } from "./ring.ts";
 import { busyMilliseconds, statsStride, sumTaskStats } from "./taskchain.ts";
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
+import { WorkerHeaps, heapSlotsBytes } from "./worker-heap.ts";
 import {
   Control,
   FLAG_SPILLED_BYTES,
@@ -126,6 +127,8 @@ export class Engine {
   readonly #memoryGuard: MemoryGuard | undefined;
   readonly #stallGuard: StallGuard | undefined;
   readonly #watched: WatchedWorker[] = [];
+  /** Each worker's own heap, as it reports it (see worker-heap.ts). */
+  readonly #heaps: WorkerHeaps;
   readonly #progress: ProgressSample[] = [];
   #watchTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -146,6 +149,7 @@ export class Engine {
     this.#control = new Int32Array(this.#controlBuffer);
     this.#statsBuffer = new SharedArrayBuffer(this.workerCount * statsStride(tasks.length) * 8);
     this.#statsView = new Float64Array(this.#statsBuffer);
+    this.#heaps = new WorkerHeaps(new SharedArrayBuffer(heapSlotsBytes(this.workerCount)));
     const inputBytes = options.inputRingBytes ?? 1 << 20;
     const outputBytes = options.outputRingBytes ?? 1 << 20;
     for (let index = 0; index < this.workerCount; index++) {
@@ -421,6 +425,7 @@ export class Engine {
     const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
     slot.worker = worker;
     slot.lastError = undefined;
+    this.#heaps.clear(slot.index);
     return new Promise((resolve) => {
       let settled = false;
       worker.onmessage = (event: MessageEvent<FromWorker>) => {
@@ -478,6 +483,7 @@ export class Engine {
         output: slot.output.buffer,
         control: this.#controlBuffer,
         stats: this.#statsBuffer,
+        heap: this.#heaps.buffer,
         spilled: [...slot.spilledInputs],
       });
     });
@@ -532,13 +538,9 @@ export class Engine {
     const stride = statsStride(this.#tasks.length);
     const stats = this.#statsView;
     for (const slot of this.#slots) {
-      const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
-      watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
-      watched.position = slot.input.runningPosition;
-      watched.completed = slot.completed;
       const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
-      // Nor is it stuck; and one whose outputs wait for a paused consumer is held, not stuck.
-      sample.busy = watched.busy && !this.#outputPaused;
+      // A sleeping worker is not stuck; nor is one whose outputs wait for a paused consumer: it is held.
+      sample.busy = slot.alive && slot.queued > 0 && !slot.asleep && !this.#outputPaused;
       sample.progress = slot.output.writePosition;
       for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
@@ -549,11 +551,23 @@ export class Engine {
     }
     if (this.#memoryGuard === undefined) return;
     const resident = process.memoryUsage.rss();
+    if (resident > this.#memoryGuard.limitBytes) {
+      // Measured only over the limit: a file read per worker.
+      for (const slot of this.#slots) {
+        const watched = (this.#watched[slot.index] ??= { heapBytes: 0 });
+        watched.heapBytes = slot.alive ? this.#heaps.estimate(slot.index) : 0;
+      }
+    }
     const pick = this.#memoryGuard.check(this.#watched, resident);
     if (pick < 0) return;
     const mb = (bytes: number) => Math.round(bytes / 1048576);
     const limit = mb(this.#memoryGuard.limitBytes);
-    this.#end(this.#slots[pick]!, `the node's memory reached ${mb(resident)} MB, over its limit of ${limit} MB (pcluster node --memory-limit), and this worker had been on its item the longest`);
+    const heap = mb(this.#watched[pick]!.heapBytes);
+    this.#end(
+      this.#slots[pick]!,
+      `the node's memory reached ${mb(resident)} MB, over its limit of ${limit} MB (pcluster node --memory-limit), ` +
+        `and this worker's own heap held about ${heap} MB, the most of any worker`,
+    );
   };
 
   /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */

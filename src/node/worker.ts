@@ -12,6 +12,7 @@ import { DoneList, RECORD_HEADER_BYTES, RecordKind, decode, encode, encodeDeclin
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-items.ts";
 import { Hunger, SpillRotation } from "./hunger.ts";
 import { ByteRing, WAKE_CHECK_MS } from "./ring.ts";
+import { HEAP_REPORT_MS, HeapReporter } from "./worker-heap.ts";
 import { ChainRunner, type ResolvedTask, STAT_FIELDS, busyMilliseconds, loadTaskchain, statsStride } from "./taskchain.ts";
 import {
   Control,
@@ -235,6 +236,10 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
   const hunger = new Hunger(control, setup.index, setup.workers);
   const sleepRequested = () => Atomics.load(control, Control.Sleep) === 1;
   const rotation = new SpillRotation(hunger);
+  // The memory guard's view of this worker: reported between items, and by timer while a task awaits.
+  const heap = new HeapReporter(setup.heap, setup.index);
+  heap.report();
+  setInterval(() => heap.report(), HEAP_REPORT_MS);
 
   // The item being run: every output, error and spill is labelled with it; its outputs are counted.
   let currentId = 0;
@@ -350,6 +355,7 @@ async function runLoop(setup: SetupMessage, tasks: ResolvedTask[]): Promise<void
     const finishing = output.finished(currentFlags, id, currentOutputs);
     if (finishing !== undefined) await finishing;
     position = next;
+    heap.afterItem();
     if (!more || ++sinceCommit >= ITEMS_PER_COMMIT || busy() - busyAtCommit >= COMMIT_MS) await settle();
   }
 }
