@@ -13,8 +13,11 @@ export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 /** Largest frame a peer may send before the handshake completes (see `FrameDecoder.trust`). */
 export const DEFAULT_MAX_HANDSHAKE_FRAME_BYTES = 4096;
-/** The first buffer an incomplete body gets, at least: small bodies are then copied once. */
-const MIN_BODY_BUFFER_BYTES = 64 * 1024;
+/**
+ * The first buffer an incomplete body gets, at least: bodies up to this size (feed and result batches)
+ * are copied once, into a buffer of their size, as if it had been allocated from the header.
+ */
+const MIN_BODY_BUFFER_BYTES = 256 * 1024;
 
 /**
  * Splits a TCP byte stream into frame bodies, whatever the chunking: one frame over many chunks,
@@ -22,9 +25,9 @@ const MIN_BODY_BUFFER_BYTES = 64 * 1024;
  * Bodies are handed over: the caller may keep them.
  *
  * Memory follows what arrived, not what a header announced: a frame's buffer grows geometrically as its
- * bytes come in (at most twice what was received, or 64 KiB), so a peer that announces 64 MiB and sends
- * a few bytes costs a few bytes. Growing costs at most one more copy of the body in all, and only for
- * frames over 64 KiB that span chunks.
+ * bytes come in (at most twice what was received, or 256 KiB), so a peer that announces 64 MiB and sends
+ * a few bytes costs 256 KiB at most (before the handshake, 4 KiB: see `trust`). Growing costs at most
+ * one more copy of the body in all, and only for frames over 256 KiB that span chunks.
  */
 export class FrameDecoder {
   /** Bytes of an incomplete frame's body (header bytes while the header itself is incomplete). */
@@ -122,7 +125,7 @@ export class FrameDecoder {
   #append(bytes: Uint8Array): void {
     const needed = this.#filled + bytes.length;
     if (needed > this.#partial.length) {
-      const size = Math.min(this.#bodyLength, Math.max(needed, 2 * this.#partial.length, MIN_BODY_BUFFER_BYTES));
+      const size = Math.min(this.#bodyLength, Math.max(2 * needed, MIN_BODY_BUFFER_BYTES));
       const grown = new Uint8Array(size);
       if (this.#filled > 0) grown.set(this.#partial.subarray(0, this.#filled));
       this.#partial = grown;
