@@ -15,6 +15,8 @@ export interface AdmissionLimits {
  */
 export class Admission {
   #open = 0;
+  /** When a refusal for a cap was last told to the server's owner (see `shouldTell`). */
+  #lastTold = Number.NEGATIVE_INFINITY;
   /** Admitted connections that have not passed the handshake yet. */
   readonly #unauthenticated = new Set<Connection>();
 
@@ -60,6 +62,16 @@ export class Admission {
       this.#unauthenticated.delete(connection);
     });
     return undefined;
+  }
+
+  /**
+   * Whether to tell the server's owner of a refusal for a cap (its log line): at most once a second, so a
+   * flood of connections does not become a flood of log lines. Every refused peer is told why all the same.
+   */
+  shouldTell(now = performance.now()): boolean {
+    if (now - this.#lastTold < 1000) return false;
+    this.#lastTold = now;
+    return true;
   }
 
   /** The connection passed the handshake: it no longer counts against `maxUnauthenticated`. */

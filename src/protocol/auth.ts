@@ -179,7 +179,7 @@ export function serve(options: ServeOptions): Server {
     const refusal = admission.admit(connection);
     if (refusal !== undefined) {
       connection.fail(refusal);
-      options.onRefused?.(connection.remoteAddress, refusal);
+      if (admission.shouldTell()) options.onRefused?.(connection.remoteAddress, refusal);
       return;
     }
     acceptHandshake(connection, { service: options.service, token: options.token }).then(
