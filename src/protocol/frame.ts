@@ -126,7 +126,7 @@ export class FrameDecoder {
     const needed = this.#filled + bytes.length;
     if (needed > this.#partial.length) {
       const size = Math.min(this.#bodyLength, Math.max(2 * needed, MIN_BODY_BUFFER_BYTES));
-      const grown = new Uint8Array(size);
+      const grown = unfilled(size);
       if (this.#filled > 0) grown.set(this.#partial.subarray(0, this.#filled));
       this.#partial = grown;
     }
@@ -152,6 +152,15 @@ export class FrameDecoder {
     if (length === 0) throw new ProtocolError("empty frame: a frame body must hold one MessagePack message");
     return length;
   }
+}
+
+/**
+ * A buffer of `size` bytes, not zeroed: the decoder writes every byte of it before handing it out, and
+ * zeroing would cost as much again as the copy (Buffer's own pool is not used, so the body owns its memory).
+ */
+function unfilled(size: number): Uint8Array {
+  const bytes = Buffer.allocUnsafeSlow(size);
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, size);
 }
 
 /** Writes a frame header (the body length) into `target` at `offset`. */
