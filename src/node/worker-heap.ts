@@ -67,8 +67,10 @@ export class HeapReporter {
   /** Writes the heap now. */
   report(): void {
     this.#lastReport = performance.now();
-    this.#slot[HeapField.Thread] = this.#thread;
-    this.#slot[HeapField.Faults] = this.#thread === 0 ? 0 : minorFaults("/proc/thread-self/stat") || 0;
+    const faults = this.#thread === 0 ? Number.NaN : minorFaults("/proc/thread-self/stat");
+    // Without a fault count to start from, the engine must not count faults at all: no thread, then.
+    this.#slot[HeapField.Faults] = faults || 0;
+    this.#slot[HeapField.Thread] = Number.isNaN(faults) ? 0 : this.#thread;
     this.#slot[HeapField.Used] = process.memoryUsage().heapUsed;
   }
 
