@@ -61,8 +61,18 @@ const node = command({
     },
     "memory-limit": {
       type: "megabytes",
-      description: "MB the node may use; above it, the worker on its item the longest is replaced (default: 80% of memory)",
+      description: "MB the node may use; above it, the worker whose own heap holds the most is replaced (default: 80% of memory)",
       valueHint: "MB",
+    },
+    "max-connections": { type: "count", description: "Connections open at once, at most; more are refused (default 256)" },
+    "max-unauthenticated": {
+      type: "count",
+      description: "Connections still in the handshake at once, at most; more are refused (default 64)",
+    },
+    "max-handshake-frame": {
+      type: "count",
+      description: "Largest frame accepted before the handshake, in bytes (default 4096)",
+      valueHint: "bytes",
     },
     "metrics-port": { type: "port", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
     "metrics-host": { type: "host", description: "Address the metrics listen on (default 127.0.0.1; no auth)" },
@@ -94,6 +104,9 @@ const node = command({
       memoryLimitBytes: flags["memory-limit"],
       metricsPort: flags["metrics-port"],
       metricsHost: flags["metrics-host"],
+      maxConnections: flags["max-connections"],
+      maxUnauthenticated: flags["max-unauthenticated"],
+      maxHandshakeFrameBytes: flags["max-handshake-frame"],
     });
   },
 });

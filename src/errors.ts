@@ -59,6 +59,11 @@ export class NameLookupError extends PclusterError {
   override readonly code = "lookup";
 }
 
+/** A server refused a connection: it has as many open (or waiting for the handshake) as it allows. */
+export class ConnectionLimitError extends PclusterError {
+  override readonly code = "connection-limit";
+}
+
 /** The root has no node left to run items on. */
 export class NoNodesError extends PclusterError {
   override readonly code = "no-nodes";
@@ -136,6 +141,7 @@ const byCode: Record<string, new (message: string) => PclusterError> = {
   setup: SetupError,
   timeout: TimeoutError,
   closed: ConnectionClosedError,
+  "connection-limit": ConnectionLimitError,
   "no-nodes": NoNodesError,
   "queue-full": QueueFullError,
   state: StateError,

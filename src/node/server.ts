@@ -36,6 +36,12 @@ export interface NodeServerOptions {
   insecure?: boolean;
   tls?: ServerTls;
   maxFrameBytes?: number;
+  /** Connections open at once, at most (default 256); one more is told why and closed. */
+  maxConnections?: number;
+  /** Connections still in the handshake, at most (default 64): a flood of them costs a bounded few KiB each. */
+  maxUnauthenticated?: number;
+  /** Largest frame a connection may send before its handshake completes (default 4 KiB). */
+  maxHandshakeFrameBytes?: number;
   /** Bytes of each worker's input and output ring (default 1 MiB each). */
   ringBytes?: number;
   /** Resident bytes above which a worker is ended to save the node (default 80% of memory; see Engine). */
@@ -65,6 +71,10 @@ interface Pipeline {
   /** The last task errors, for the dashboard. */
   errors: RecentErrors;
 }
+
+/** Connection caps (see NodeServerOptions): far above what roots and `pcluster status` need. */
+const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_MAX_UNAUTHENTICATED = 64;
 
 /** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
 const WINDOW_ITEMS_PER_WORKER = 16_384;
@@ -108,6 +118,9 @@ class NodeServer {
       token: options.token || undefined,
       tls: options.tls,
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+      maxHandshakeFrameBytes: options.maxHandshakeFrameBytes,
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      maxUnauthenticated: options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED,
       // Setup messages carry whole packages; a command may take long (installs), a result must not wait.
       requestTimeoutMs: 30_000,
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),

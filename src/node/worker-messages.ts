@@ -43,6 +43,8 @@ export interface SetupMessage {
   output: SharedArrayBuffer;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Where the worker reports its own heap (see worker-heap.ts). */
+  heap: SharedArrayBuffer;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

@@ -11,6 +11,11 @@ import type { ClientTls } from "./tls.ts";
 export interface ConnectionOptions {
   /** Largest frame body accepted from the peer (default 64 MiB). */
   maxFrameBytes?: number;
+  /**
+   * Largest frame body accepted until `trust()` (default: `maxFrameBytes`). A server sets it so that a
+   * peer that has not passed the handshake cannot make it hold more than a few KiB (see `serve`).
+   */
+  maxHandshakeFrameBytes?: number;
   /** Bytes queued for the socket above which `writable()` makes senders wait (default 8 MiB). */
   maxQueuedBytes?: number;
   /** Default time a request waits for its answer (default 30 s). */
@@ -63,7 +68,7 @@ export class Connection {
 
   constructor(socket: Socket<unknown>, options: ConnectionOptions = {}) {
     this.#socket = socket;
-    this.#decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    this.#decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, options.maxHandshakeFrameBytes);
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.remoteAddress = socket.remoteAddress;
@@ -124,6 +129,11 @@ export class Connection {
       this.#pending.set(id, { cmd, resolve: resolve as (value: unknown) => void, reject, timer });
       this.send({ t: "req", id, cmd, args });
     });
+  }
+
+  /** The peer passed the handshake: frames up to `maxFrameBytes` are accepted from now on. */
+  trust(): void {
+    this.#decoder.trust();
   }
 
   /** Stops reading from the socket (the peer's writes then back up in TCP). */

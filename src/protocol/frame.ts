@@ -11,26 +11,58 @@ export const FRAME_HEADER_BYTES = 4;
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 const EMPTY = new Uint8Array(0);
+/** Largest frame a peer may send before the handshake completes (see `FrameDecoder.trust`). */
+export const DEFAULT_MAX_HANDSHAKE_FRAME_BYTES = 4096;
+/**
+ * The first buffer an incomplete body gets, at least: bodies up to this size (feed and result batches)
+ * are copied once, into a buffer of their size, as if it had been allocated from the header.
+ */
+const MIN_BODY_BUFFER_BYTES = 256 * 1024;
 
 /**
  * Splits a TCP byte stream into frame bodies, whatever the chunking: one frame over many chunks,
- * many frames in one chunk. Every byte is copied at most once (only the bytes of a frame that spans
- * chunks are copied, into a buffer sized for exactly that frame), so the work is linear in the input.
+ * many frames in one chunk. A body that arrives whole in one chunk is handed over without a copy.
  * Bodies are handed over: the caller may keep them.
+ *
+ * Memory follows what arrived, not what a header announced: a frame's buffer grows geometrically as its
+ * bytes come in (at most twice what was received, or 256 KiB), so a peer that announces 64 MiB and sends
+ * a few bytes costs 256 KiB at most (before the handshake, 4 KiB: see `trust`). Growing costs at most
+ * one more copy of the body in all, and only for frames over 256 KiB that span chunks.
  */
 export class FrameDecoder {
-  /** Bytes of an incomplete frame (header included while the header itself is incomplete). */
+  /** Bytes of an incomplete frame's body (header bytes while the header itself is incomplete). */
   #partial: Uint8Array = EMPTY;
   #filled = 0;
   /** Body length of the frame in `#partial`, or -1 while its header is incomplete. */
   #bodyLength = -1;
   readonly #header = new Uint8Array(FRAME_HEADER_BYTES);
+  /** The largest body accepted now: `handshakeFrameBytes` until `trust()`, then `maxFrameBytes`. */
+  #limit: number;
 
-  constructor(readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  /**
+   * `handshakeFrameBytes`, when given, is the largest frame accepted until `trust()` is called: a peer
+   * that has not proved who it is may send only small frames.
+   */
+  constructor(
+    readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    readonly handshakeFrameBytes?: number,
+  ) {
+    this.#limit = Math.min(handshakeFrameBytes ?? maxFrameBytes, maxFrameBytes);
+  }
 
-  /** Bytes held for an incomplete frame. */
+  /** The peer passed the handshake: frames up to `maxFrameBytes` are accepted from now on. */
+  trust(): void {
+    this.#limit = this.maxFrameBytes;
+  }
+
+  /** Bytes received for an incomplete frame. */
   get bufferedBytes(): number {
     return this.#filled;
+  }
+
+  /** Bytes allocated for an incomplete frame (what it costs in memory). */
+  get heldBytes(): number {
+    return this.#partial.length;
   }
 
   /**
@@ -50,15 +82,15 @@ export class FrameDecoder {
         this.#filled = end - offset;
         return;
       }
-      const length = readLength(chunk, offset, this.maxFrameBytes);
+      const length = this.#readLength(chunk, offset);
       const bodyStart = offset + FRAME_HEADER_BYTES;
       if (end - bodyStart >= length) {
         onFrame(chunk.subarray(bodyStart, bodyStart + length));
         offset = bodyStart + length;
       } else {
-        this.#startBody(length);
-        this.#partial.set(chunk.subarray(bodyStart, end));
-        this.#filled = end - bodyStart;
+        this.#bodyLength = length;
+        this.#filled = 0;
+        this.#append(chunk.subarray(bodyStart, end));
         return;
       }
     }
@@ -74,11 +106,11 @@ export class FrameDecoder {
       this.#filled += take;
       if (this.#filled < FRAME_HEADER_BYTES) return -1;
       offset = take;
-      this.#startBody(readLength(this.#header, 0, this.maxFrameBytes));
+      this.#bodyLength = this.#readLength(this.#header, 0);
+      this.#filled = 0;
     }
     const take = Math.min(this.#bodyLength - this.#filled, chunk.length - offset);
-    this.#partial.set(chunk.subarray(offset, offset + take), this.#filled);
-    this.#filled += take;
+    this.#append(chunk.subarray(offset, offset + take));
     offset += take;
     if (this.#filled < this.#bodyLength) return -1;
     const body = this.#partial;
@@ -89,24 +121,46 @@ export class FrameDecoder {
     return offset < chunk.length ? offset : -1;
   }
 
-  #startBody(length: number): void {
-    this.#bodyLength = length;
-    this.#partial = new Uint8Array(length);
-    this.#filled = 0;
+  /** Adds received body bytes, growing the buffer (never past the body's length) when they do not fit. */
+  #append(bytes: Uint8Array): void {
+    const needed = this.#filled + bytes.length;
+    if (needed > this.#partial.length) {
+      const size = Math.min(this.#bodyLength, Math.max(2 * needed, MIN_BODY_BUFFER_BYTES));
+      const grown = unfilled(size);
+      if (this.#filled > 0) grown.set(this.#partial.subarray(0, this.#filled));
+      this.#partial = grown;
+    }
+    this.#partial.set(bytes, this.#filled);
+    this.#filled = needed;
+  }
+
+  #readLength(bytes: Uint8Array, offset: number): number {
+    const length =
+      ((bytes[offset]! << 24) | (bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!) >>> 0;
+    if (length > this.#limit) {
+      if (this.#limit < this.maxFrameBytes) {
+        throw new ProtocolError(
+          `frame length ${length} exceeds the maximum of ${this.#limit} bytes a peer may send before the handshake ` +
+            "completes (the handshake's messages are small; is the peer speaking the pcluster protocol?)",
+        );
+      }
+      throw new ProtocolError(
+        `frame length ${length} exceeds the maximum of ${this.#limit} bytes (is the peer speaking the pcluster ` +
+          "protocol? raise --max-frame if items really are this large)",
+      );
+    }
+    if (length === 0) throw new ProtocolError("empty frame: a frame body must hold one MessagePack message");
+    return length;
   }
 }
 
-function readLength(bytes: Uint8Array, offset: number, max: number): number {
-  const length =
-    ((bytes[offset]! << 24) | (bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!) >>> 0;
-  if (length > max) {
-    throw new ProtocolError(
-      `frame length ${length} exceeds the maximum of ${max} bytes (is the peer speaking the pcluster protocol? ` +
-        `raise --max-frame if items really are this large)`,
-    );
-  }
-  if (length === 0) throw new ProtocolError("empty frame: a frame body must hold one MessagePack message");
-  return length;
+/**
+ * A buffer of `size` bytes, not zeroed: the decoder writes every byte of it before handing it out, and
+ * zeroing would cost as much again as the copy (Buffer's own pool is not used, so the body owns its memory).
+ */
+function unfilled(size: number): Uint8Array {
+  const bytes = Buffer.allocUnsafeSlow(size);
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, size);
 }
 
 /** Writes a frame header (the body length) into `target` at `offset`. */

@@ -3,7 +3,9 @@ import { hostname } from "node:os";
 import { AuthError, ListenError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { formatAddress } from "./address.ts";
+import { Admission, type AdmissionLimits } from "./admission.ts";
 import { type ClientTls, type Connection, type ConnectionOptions, type ServerTls, connect, listen } from "./connection.ts";
+import { DEFAULT_MAX_HANDSHAKE_FRAME_BYTES } from "./frame.ts";
 import { type HelloMessage, type Message, PROTOCOL_VERSION } from "./messages.ts";
 
 /**
@@ -89,6 +91,7 @@ async function acceptHandshake(connection: Connection, options: AcceptOptions): 
       }
       proof = mac(token, "server", message.nonce);
     }
+    connection.trust(); // before the welcome: the client's next frame may be large
     connection.send({ t: "welcome", mac: proof });
     return { client: message.client };
   } catch (error) {
@@ -155,7 +158,12 @@ async function clientHandshake(connection: Connection, options: HandshakeOptions
 
 // ---- servers and clients ------------------------------------------------------------------------
 
-export interface ServeOptions extends ConnectionOptions {
+/**
+ * A server's connections: until the handshake passes, frames are at most `maxHandshakeFrameBytes`
+ * (default 4 KiB), and `maxConnections` / `maxUnauthenticated` (default: no cap) bound how many a peer
+ * can open; one beyond a cap is told why and closed.
+ */
+export interface ServeOptions extends ConnectionOptions, AdmissionLimits {
   hostname: string;
   port: number;
   service: "node" | "log";
@@ -176,11 +184,22 @@ export interface Server {
 
 /** Listens and runs the server handshake on every connection. */
 export function serve(options: ServeOptions): Server {
+  const admission = new Admission(options.service, options);
+  const handshakeFrames = options.maxHandshakeFrameBytes ?? DEFAULT_MAX_HANDSHAKE_FRAME_BYTES;
   let listener: ReturnType<typeof listen>;
   try {
-    listener = listen(options, (connection) => {
+    listener = listen({ ...options, maxHandshakeFrameBytes: handshakeFrames }, (connection) => {
+      const refusal = admission.admit(connection);
+      if (refusal !== undefined) {
+        connection.fail(refusal);
+        if (admission.shouldTell()) options.onRefused?.(connection.remoteAddress, refusal);
+        return;
+      }
       acceptHandshake(connection, { service: options.service, token: options.token }).then(
-        ({ client }) => options.onPeer(connection, client),
+        ({ client }) => {
+          admission.authenticated(connection);
+          options.onPeer(connection, client);
+        },
         (error) => options.onRefused?.(connection.remoteAddress, error),
       );
     });

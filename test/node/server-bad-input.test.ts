@@ -113,15 +113,16 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   const first = Array.from({ length: 3000 }, (_, i) => i);
   const ids = owner.feed(first.map(item), { batchItems: 200 });
 
-  // Before the handshake: bytes that are no frame, a frame that is no MessagePack, a frame over --max-frame.
+  // Before the handshake: bytes that are no frame, a frame that is no MessagePack, a frame over the
+  // handshake's limit (4 KiB, far below --max-frame).
   const [garbage, notMsgpack, oversized] = await Promise.all([1, 2, 3].map(() => RawClient.connect(node.port)));
   garbage.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   notMsgpack.write(frameOf(Uint8Array.of(0xc1, 0xc1, 0xc1)));
   oversized.write(Uint8Array.of(0, 0x10, 0, 0, 1, 2, 3)); // claims 1 MiB
   const [garbageError, notMsgpackError, oversizedError] = await Promise.all([garbage, notMsgpack, oversized].map(refusal));
-  expect(garbageError).toMatchObject({ code: "protocol", message: expect.stringMatching(/frame length \d+ exceeds the maximum of 65536 bytes/) });
+  expect(garbageError).toMatchObject({ code: "protocol", message: expect.stringMatching(/frame length \d+ exceeds the maximum of 4096 bytes a peer may send before/) });
   expect(notMsgpackError).toMatchObject({ code: "protocol", message: expect.stringContaining("frame body is not valid MessagePack") });
-  expect(oversizedError.message).toContain("frame length 1048576 exceeds the maximum of 65536 bytes");
+  expect(oversizedError.message).toContain("frame length 1048576 exceeds the maximum of 4096 bytes a peer may send before the handshake");
 
   // After the handshake: an unknown command and bad setup arguments are answered, the connection stays.
   const rude = await connect("root-rude");

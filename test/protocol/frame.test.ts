@@ -80,6 +80,51 @@ describe("FrameDecoder", () => {
     expect(() => decoder.push(Uint8Array.of(1, 0), () => {})).toThrow(/exceeds the maximum of 100/);
   });
 
+  test("memory follows the bytes received, not the length announced", () => {
+    const announced = 60 * 1024 * 1024;
+    const decoder = new FrameDecoder(64 * 1024 * 1024);
+    const header = new Uint8Array(4);
+    new DataView(header.buffer).setUint32(0, announced);
+    decoder.push(header, () => {});
+    decoder.push(new Uint8Array(100), () => {});
+    expect(decoder.bufferedBytes).toBe(100);
+    expect(decoder.heldBytes).toBeLessThanOrEqual(256 * 1024);
+    // A megabyte later it holds at most twice what came.
+    const chunk = new Uint8Array(64 * 1024).fill(7);
+    for (let i = 0; i < 16; i++) decoder.push(chunk, () => {});
+    expect(decoder.bufferedBytes).toBe(100 + 1024 * 1024);
+    expect(decoder.heldBytes).toBeLessThanOrEqual(2 * decoder.bufferedBytes);
+  });
+
+  test("a large body growing over many chunks arrives intact, in a buffer of exactly its size", () => {
+    const body = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 7) & 0xff);
+    const frame = frameOf(body);
+    const decoder = new FrameDecoder();
+    const got: Uint8Array[] = [];
+    for (let at = 0; at < frame.length; at += 100_003) decoder.push(frame.subarray(at, at + 100_003), (b) => got.push(b));
+    expect(got.length).toBe(1);
+    expect(got[0]!.length).toBe(body.length);
+    expect(got[0]!.buffer.byteLength).toBe(body.length);
+    expect(Buffer.compare(got[0]!, body)).toBe(0); // toEqual on megabytes is slow
+    expect(decoder.heldBytes).toBe(0);
+  });
+
+  test("before trust() only small frames pass; the refusal names the limit", () => {
+    const small = frameOf(new Uint8Array(4096).fill(1));
+    const large = frameOf(new Uint8Array(4097).fill(2));
+    const got: Uint8Array[] = [];
+    const decoder = new FrameDecoder(1 << 20, 4096);
+    decoder.push(small, (b) => got.push(b));
+    expect(got.length).toBe(1);
+    expect(() => new FrameDecoder(1 << 20, 4096).push(large.subarray(0, 4), () => {})).toThrow(
+      /frame length 4097 exceeds the maximum of 4096 bytes a peer may send before the handshake completes/,
+    );
+    decoder.trust();
+    decoder.push(large, (b) => got.push(b));
+    expect(got[1]).toEqual(new Uint8Array(4097).fill(2));
+    expect(() => decoder.push(Uint8Array.of(0, 0x10, 0, 1), () => {})).toThrow(/exceeds the maximum of 1048576 bytes \(/);
+  });
+
   test("a truncated frame never emits", () => {
     const frame = frameOf(encode({ t: "credit", bytes: 5 }));
     const decoder = new FrameDecoder();

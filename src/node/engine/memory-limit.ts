@@ -2,8 +2,8 @@
  * The memory a node may use. A Bun worker thread has no heap limit of its own (`resourceLimits` is not
  * enforced), so a task that runs away with memory would take the whole process down with it, every
  * other worker's items included. The engine watches the process's resident memory instead and, above
- * the limit, ends the worker most likely to blame; that worker is replaced and its item retried like
- * any crash (see Engine).
+ * the limit, ends the worker whose own heap holds the memory (see worker-heap.ts); that worker is
+ * replaced and its item retried like any crash (see Engine).
  */
 import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
@@ -31,18 +31,15 @@ function cgroupLimit(): number {
 
 /** What the guard knows of one worker, sampled each time it looks. */
 export interface WatchedWorker {
-  /** Whether the worker has an item to run (an idle one cannot be the one growing). */
-  busy: boolean;
-  /** Where it is in its input: unchanged between two looks means it is still on the same item. */
-  position: number;
-  /** Items it finished since it started (a leak grows with them). */
-  completed: number;
+  /** Bytes its own heap holds, as far as the engine can tell (see WorkerHeaps); 0 for a worker not running. */
+  heapBytes: number;
 }
 
 /**
- * Picks the worker to end when the process is over its memory limit: of the busy workers, the one that
- * has been on its current item the longest (a runaway task never finishes its item), and among equals
- * the one that finished the most items (a leak grows with each).
+ * Picks the worker to end when the process is over its memory limit: the one whose own heap is the
+ * largest, provided it holds at least `minHeapBytes` (an eighth of the limit by default). Over the
+ * limit with no such worker, the memory is not in a worker (buffers of the node's own thread, say),
+ * and ending one would cost an innocent item without freeing it: nobody is ended.
  *
  * After ending one it waits while that worker's memory goes back to the system (a terminated worker's
  * heap is freed over the next tens to hundreds of milliseconds), and judges again only once memory
@@ -50,8 +47,6 @@ export interface WatchedWorker {
  * is never ended for memory the first one still held.
  */
 export class MemoryGuard {
-  readonly #since: number[] = [];
-  readonly #positions: number[] = [];
   #settling = false;
   #lowest = 0;
   #settleEnd = 0;
@@ -60,17 +55,11 @@ export class MemoryGuard {
     readonly limitBytes: number,
     readonly regrowthBytes = 64 * 1024 * 1024,
     readonly settleMs = 5000,
+    readonly minHeapBytes = limitBytes / 8,
   ) {}
 
   /** Looks at the workers and the process's resident bytes; returns the index of the one to end now, or -1. */
   check(workers: readonly WatchedWorker[], residentBytes: number, now = performance.now()): number {
-    for (let index = 0; index < workers.length; index++) {
-      const worker = workers[index]!;
-      if (!worker.busy || this.#positions[index] !== worker.position) {
-        this.#positions[index] = worker.position;
-        this.#since[index] = now;
-      }
-    }
     if (this.#settling) {
       this.#lowest = Math.min(this.#lowest, residentBytes);
       const growing = residentBytes > this.#lowest + this.regrowthBytes;
@@ -80,14 +69,10 @@ export class MemoryGuard {
     if (residentBytes <= this.limitBytes) return -1;
     let pick = -1;
     for (let index = 0; index < workers.length; index++) {
-      const worker = workers[index]!;
-      if (!worker.busy) continue;
-      if (pick < 0 || this.#since[index]! < this.#since[pick]! || (this.#since[index] === this.#since[pick] && worker.completed > workers[pick]!.completed)) {
-        pick = index;
-      }
+      const heap = workers[index]!.heapBytes;
+      if (heap >= this.minHeapBytes && (pick < 0 || heap > workers[pick]!.heapBytes)) pick = index;
     }
     if (pick >= 0) {
-      this.#positions[pick] = -1; // never a ring position: its replacement is timed afresh
       this.#settling = true;
       this.#lowest = residentBytes;
       this.#settleEnd = now + this.settleMs;

@@ -8,6 +8,7 @@ import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-li
 import type { OutputDrain } from "./output-drain.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
 import type { WorkerSlot } from "./worker-slot.ts";
+import { WorkerHeaps, heapSlotsBytes } from "../worker-heap.ts";
 
 export interface SupervisionOptions {
   /** Times an item may take its worker down before it is given up (default 3). */
@@ -74,6 +75,8 @@ export class WorkerSupervisor {
   readonly #memoryGuard: MemoryGuard | undefined;
   readonly #stallGuard: StallGuard | undefined;
   readonly #watched: WatchedWorker[] = [];
+  /** Each worker's own heap, as it reports it (see worker-heap.ts). */
+  readonly #heaps: WorkerHeaps;
   readonly #progress: ProgressSample[] = [];
   #watchTimer: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
@@ -92,6 +95,7 @@ export class WorkerSupervisor {
     this.#events = events;
     this.#engine = engine;
     this.#stats = new Float64Array(setup.stats);
+    this.#heaps = new WorkerHeaps(new SharedArrayBuffer(heapSlotsBytes(slots.length)));
     this.#maxAttempts = Math.max(1, options.maxAttempts ?? 3);
     const memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
     if (!(memoryLimit > 0)) {
@@ -138,6 +142,7 @@ export class WorkerSupervisor {
     const worker = new Worker(new URL("../worker/worker.ts", import.meta.url).href);
     slot.worker = worker;
     slot.lastError = undefined;
+    this.#heaps.clear(slot.index);
     return new Promise((resolve) => {
       let settled = false;
       worker.onmessage = (event: MessageEvent<FromWorker>) => {
@@ -195,6 +200,7 @@ export class WorkerSupervisor {
         output: slot.output.buffer,
         control: this.#setup.control,
         stats: this.#setup.stats,
+        heap: this.#heaps.buffer,
         oversize: [...slot.oversizeInputs],
       });
     });
@@ -251,13 +257,9 @@ export class WorkerSupervisor {
     const stride = statsStride(this.#setup.tasks.length);
     const stats = this.#stats;
     for (const slot of this.#slots) {
-      const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
-      watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
-      watched.position = slot.input.runningPosition;
-      watched.completed = slot.completed;
       const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
-      // Nor is it stuck; and one whose outputs wait for a paused consumer is held, not stuck.
-      sample.busy = watched.busy && !this.#drain.paused;
+      // A sleeping worker is not stuck; nor is one whose outputs wait for a paused consumer: it is held.
+      sample.busy = slot.alive && slot.queued > 0 && !slot.asleep && !this.#drain.paused;
       sample.progress = slot.output.writePosition;
       for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
@@ -269,14 +271,22 @@ export class WorkerSupervisor {
     }
     if (this.#memoryGuard === undefined) return;
     const resident = process.memoryUsage.rss();
+    if (resident > this.#memoryGuard.limitBytes) {
+      // Measured only over the limit: a file read per worker.
+      for (const slot of this.#slots) {
+        const watched = (this.#watched[slot.index] ??= { heapBytes: 0 });
+        watched.heapBytes = slot.alive ? this.#heaps.estimate(slot.index) : 0;
+      }
+    }
     const pick = this.#memoryGuard.check(this.#watched, resident);
     if (pick < 0) return;
     const mb = (bytes: number) => Math.round(bytes / 1048576);
     const limit = mb(this.#memoryGuard.limitBytes);
+    const heap = mb(this.#watched[pick]!.heapBytes);
     this.#end(
       this.#slots[pick]!,
       `the node's memory reached ${mb(resident)} MB, over its limit of ${limit} MB (pcluster node --memory-limit), ` +
-        "and this worker had been on its item the longest",
+        `and this worker's own heap held about ${heap} MB, the most of any worker`,
     );
   };
 

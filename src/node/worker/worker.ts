@@ -19,6 +19,7 @@ import {
 } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
+import { HEAP_REPORT_MS, HeapReporter } from "../worker-heap.ts";
 import { busyMilliseconds, workerTaskStats } from "../task-stats.ts";
 import {
   Control,
@@ -132,6 +133,8 @@ class ItemLoop {
   /** Outputs the running item gave, sent or not (naming one that cannot be sent). */
   #given = 0;
   #decodeError: unknown;
+  /** The memory guard's view of this worker: reported between items, and by timer while a task awaits. */
+  readonly #heap: HeapReporter;
 
   constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
     this.#tasks = tasks;
@@ -153,6 +156,9 @@ class ItemLoop {
     );
     this.#position = this.#input.readPosition;
     this.#released = this.#position;
+    this.#heap = new HeapReporter(setup.heap, setup.index);
+    this.#heap.report();
+    setInterval(() => this.#heap.report(), HEAP_REPORT_MS);
   }
 
   async run(): Promise<void> {
@@ -189,6 +195,7 @@ class ItemLoop {
       const finishing = this.#output.finished(this.#flags, this.#id, this.#outputs);
       if (finishing !== undefined) await finishing;
       this.#position = next;
+      this.#heap.afterItem();
       if (!more || ++this.#sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS) {
         await this.#settle();
       }

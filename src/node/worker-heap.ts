@@ -1,0 +1,121 @@
+/**
+ * Each worker's own memory, for the memory guard (see memory-limit.ts): what the engine must know to
+ * end the worker whose heap grows, and never an innocent one.
+ *
+ * A worker writes its JavaScript heap's size (`process.memoryUsage().heapUsed` is the worker's own heap
+ * under Bun) into its slot now and then. A task stuck in synchronous code cannot write, so the slot also
+ * holds the minor page faults of the worker's thread at that moment: a thread that touches memory it
+ * never touched before takes one fault per page, and the kernel counts them per thread
+ * (/proc/self/task/<tid>/stat), readable from the engine's thread while the worker is busy. The engine
+ * estimates a worker's heap as what it reported plus the pages its thread faulted in since.
+ *
+ * Layout: per worker, HEAP_FIELDS float64s (see HeapField). Zero everywhere means "nothing reported".
+ * On systems without per-thread /proc (not Linux) the estimate is the reported heap alone.
+ */
+import { readFileSync, readlinkSync } from "node:fs";
+
+export const HeapField = {
+  /** Bytes of the worker's heap at its last report. */
+  Used: 0,
+  /** Minor page faults of its thread at that report. */
+  Faults: 1,
+  /** Its thread's id (0: unknown). */
+  Thread: 2,
+} as const;
+export const HEAP_FIELDS = 3;
+
+/** How often a worker reports while its tasks let it (between items, and while a task awaits). */
+export const HEAP_REPORT_MS = 200;
+/** Items run between looks at the clock (a look per item would cost the fastest tasks). */
+const ITEMS_PER_LOOK = 64;
+
+export function heapSlotsBytes(workers: number): number {
+  return workers * HEAP_FIELDS * Float64Array.BYTES_PER_ELEMENT;
+}
+
+/** Minor page faults of a thread so far, from its /proc stat file; NaN where there is none. */
+function minorFaults(statPath: string): number {
+  try {
+    const text = readFileSync(statPath, "latin1");
+    // Fields after the command name (which may hold spaces, in parentheses): state is the first, minflt the 8th.
+    return Number(text.slice(text.lastIndexOf(")") + 2).split(" ", 8)[7]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The id of the calling thread (0 where /proc/thread-self does not exist). */
+function ownThreadId(): number {
+  try {
+    return Number(readlinkSync("/proc/thread-self").split("/").pop()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** A worker's side: writes its heap into its slot, every HEAP_REPORT_MS at most. */
+export class HeapReporter {
+  readonly #slot: Float64Array;
+  readonly #thread = ownThreadId();
+  #lastReport = 0;
+  #items = 0;
+
+  constructor(buffer: SharedArrayBuffer, index: number) {
+    this.#slot = new Float64Array(buffer, index * HEAP_FIELDS * Float64Array.BYTES_PER_ELEMENT, HEAP_FIELDS);
+  }
+
+  /** Writes the heap now. */
+  report(): void {
+    this.#lastReport = performance.now();
+    const faults = this.#thread === 0 ? Number.NaN : minorFaults("/proc/thread-self/stat");
+    // Without a fault count to start from, the engine must not count faults at all: no thread, then.
+    this.#slot[HeapField.Faults] = faults || 0;
+    this.#slot[HeapField.Thread] = Number.isNaN(faults) ? 0 : this.#thread;
+    this.#slot[HeapField.Used] = process.memoryUsage().heapUsed;
+  }
+
+  /** Called once per item: reports when the last report is HEAP_REPORT_MS old. */
+  afterItem(): void {
+    if (++this.#items < ITEMS_PER_LOOK) return;
+    this.#items = 0;
+    if (performance.now() - this.#lastReport >= HEAP_REPORT_MS) this.report();
+  }
+}
+
+/** The engine's side: reads the slots and estimates each worker's heap. */
+export class WorkerHeaps {
+  readonly #slots: Float64Array;
+  readonly #pageBytes = pageBytes();
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.#slots = new Float64Array(buffer);
+  }
+
+  /** Forgets a worker's reports (its replacement reports afresh). */
+  clear(index: number): void {
+    this.#slots.fill(0, index * HEAP_FIELDS, (index + 1) * HEAP_FIELDS);
+  }
+
+  /** Bytes of worker `index`'s heap: its last report plus what its thread faulted in since. */
+  estimate(index: number): number {
+    const at = index * HEAP_FIELDS;
+    const used = this.#slots[at + HeapField.Used]!;
+    const thread = this.#slots[at + HeapField.Thread]!;
+    if (thread === 0) return used;
+    const faults = minorFaults(`/proc/self/task/${thread}/stat`);
+    const since = faults - this.#slots[at + HeapField.Faults]!;
+    return since > 0 ? used + since * this.#pageBytes : used;
+  }
+}
+
+/** The size of a memory page: resident bytes over resident pages, rounded to a power of two. */
+function pageBytes(): number {
+  try {
+    const pages = Number(readFileSync("/proc/self/statm", "latin1").split(" ")[1]);
+    const ratio = process.memoryUsage.rss() / pages;
+    if (ratio > 0 && Number.isFinite(ratio)) return 2 ** Math.round(Math.log2(ratio));
+  } catch {
+    // no /proc: estimates are the reported heaps alone
+  }
+  return 4096;
+}

@@ -1,0 +1,56 @@
+import { afterEach, expect, test } from "bun:test";
+import { HEAP_REPORT_MS, HeapField, WorkerHeaps, heapSlotsBytes } from "../../src/node/worker-heap.ts";
+
+/**
+ * The memory guard's measure of each worker, with real Bun worker threads: a worker that grows its heap
+ * in synchronous code (and so cannot report) is seen growing through its thread's page faults; workers
+ * that spin or await beside it are seen small. Once free to report, each reports its own heap only.
+ */
+
+const MB = 1024 * 1024;
+const HOG_BYTES = 200 * MB;
+const running: Worker[] = [];
+
+afterEach(() => {
+  for (const worker of running.splice(0)) worker.terminate();
+});
+
+function start(heaps: WorkerHeaps, index: number, kind: "hog" | "spin" | "sleep", release: SharedArrayBuffer): Promise<string> {
+  const worker = new Worker(new URL("../fixtures/workers/heap-worker.ts", import.meta.url).href);
+  running.push(worker);
+  const messages: string[] = [];
+  worker.onmessage = (event: MessageEvent<string>) => void messages.push(event.data);
+  worker.postMessage({ heap: heaps.buffer, index, kind, release, hogBytes: HOG_BYTES });
+  return waitUntil(() => messages.includes("started"), 10_000, `the ${kind} worker to start`).then(() => kind);
+}
+
+async function waitUntil(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
+test("a worker growing its heap in synchronous code is seen growing; the ones beside it are seen small", async () => {
+  const heaps = new WorkerHeaps(new SharedArrayBuffer(heapSlotsBytes(3)));
+  const release = new SharedArrayBuffer(4);
+  await Promise.all([start(heaps, 0, "hog", release), start(heaps, 1, "spin", release), start(heaps, 2, "sleep", release)]);
+  const slots = new Float64Array(heaps.buffer);
+  try {
+    // The hog's own reports stop once it runs synchronously; its estimate keeps growing all the same.
+    await waitUntil(() => heaps.estimate(0) >= HOG_BYTES * 0.75, 30_000, "the hog's estimate to grow");
+    expect(slots[HeapField.Used]!).toBeLessThan(32 * MB);
+    expect(heaps.estimate(1)).toBeLessThan(32 * MB);
+    expect(heaps.estimate(2)).toBeLessThan(32 * MB);
+  } finally {
+    Atomics.store(new Int32Array(release), 0, 1);
+  }
+  // Free again, each reports its own heap: the hog's is its 200 MB, the others' are theirs.
+  await waitUntil(() => slots[HeapField.Used]! >= HOG_BYTES, 5000 + HEAP_REPORT_MS, "the hog to report");
+  expect(heaps.estimate(0)).toBeGreaterThanOrEqual(HOG_BYTES);
+  expect(heaps.estimate(1)).toBeLessThan(32 * MB);
+  expect(heaps.estimate(2)).toBeLessThan(32 * MB);
+  heaps.clear(0);
+  expect(slots[HeapField.Used]).toBe(0);
+}, 60_000);
