@@ -124,7 +124,7 @@ describe("pcluster benchmark", () => {
   test("--out to a path that cannot be written: one line naming it, exit code 2", async () => {
     const result = await runCli(["benchmark", "--nodes", nodes[0]!.addr, "--out", folder]); // a folder, not a file
     expect(result.code).toBe(2);
-    expect(result.stderr).toStartWith(`pcluster: --out: cannot write ${folder}: `);
+    expect(result.stderr).toStartWith(`pcluster benchmark: --out: cannot write ${folder}: `);
     expect(result.stderr).not.toContain("    at ");
   }, 30_000);
 });

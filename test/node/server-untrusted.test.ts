@@ -153,6 +153,6 @@ test("the caps are checked at the command line", async () => {
   for (const flag of ["--max-connections", "--max-unauthenticated", "--max-handshake-frame"]) {
     const result = await runCli(["node", "--port", "0", flag, "0"]);
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain(`${flag} must be a positive integer, got "0"`);
+    expect(result.stderr).toContain(`${flag} must be a whole number of at least 1, got "0"`);
   }
 }, 30_000);
