@@ -3,12 +3,13 @@
  * classes themselves, so that `setup` can refuse a chain whose tasks do not fit together and type
  * `feed`, `outputHandler` and `process()` by it. Nothing here exists at run time.
  */
+import type { TaskRunOptions } from "./task-options.ts";
 
 /**
  * One task of a taskchain as the user writes it in `setup`: a function, a class with `process(item)`
  * built once per worker with `args`, or `"package#export"` (typed `unknown` in and out).
  */
-export interface TaskDefinition {
+export interface TaskDefinition extends TaskRunOptions {
   // biome-ignore lint/complexity/noBannedTypes: any function or class; setup works out and checks its shape
   function: Function | string;
   /** The task gives many outputs. Defaults to true for a generator function (or `process` method). */

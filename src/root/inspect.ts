@@ -49,6 +49,7 @@ export function mergeTaskStats(perNode: TaskStats[][]): TaskStats[] {
       into.dropped += task.dropped;
       into.errors += task.errors;
       into.totalMs += task.totalMs;
+      if (task.retries !== undefined) into.retries = (into.retries ?? 0) + task.retries;
       if (task.latency !== undefined) addLatency((into.latency ??= []), task.latency);
     });
   }

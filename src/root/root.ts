@@ -58,6 +58,12 @@ export interface SetupOptions<Out = unknown> {
    * as when a worker dies (default: no limit).
    */
   taskTimeoutMs?: number;
+  /**
+   * Items one worker has in progress at once, for async tasks (I/O: fetches, queries) that spend their
+   * time waiting: a worker starts the next item while earlier ones wait. A task entry's own
+   * `concurrency` overrides it for that task. Sync tasks run one at a time whatever it says (default 1).
+   */
+  concurrency?: number;
   /** Result bytes a node may send ahead of the root handling them (default 8 MiB). */
   resultWindow?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
@@ -275,7 +281,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     if (this.#localStopped) {
       throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
     }
-    for (const option of ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs"] as const) {
+    const positive = ["workersPerNode", "maxAttempts", "taskTimeoutMs", "concurrency", "resultWindow", "setupTimeoutMs"] as const;
+    for (const option of positive) {
       const value = options[option];
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
@@ -302,6 +309,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       workers: options.workersPerNode,
       maxAttempts: options.maxAttempts,
       taskTimeoutMs: options.taskTimeoutMs,
+      concurrency: options.concurrency,
       resultWindow: options.resultWindow,
     };
     if (this.#endpoints.size === 0) {
@@ -805,7 +813,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #addLane(client: NodeClient, result: SetupResult): void {
     clearTimeout(this.#noNodesTimer);
     this.#noNodesTimer = undefined;
-    this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
+    const args = this.#pipeline?.args;
+    const concurrency = Math.max(args?.concurrency ?? 1, ...(args?.taskchain.map((task) => task.concurrency ?? 1) ?? []));
+    this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window, concurrency));
     client.startHeartbeat();
   }
 

@@ -1,9 +1,9 @@
-import { RecordKind, recordFlags, recordId, setRecordKind } from "../../protocol/record.ts";
+import { RecordKind, recordFlags, recordId, recordKind, setRecordFlags, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
 import { statsStride } from "../task-stats.ts";
-import { type FromWorker, itemKey } from "../worker-messages.ts";
+import { FLAG_ALONE, type FromWorker, itemKey } from "../worker-messages.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import type { OutputDrain } from "./output-drain.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
@@ -195,6 +195,8 @@ export class WorkerSupervisor {
         output: slot.output.buffer,
         control: this.#setup.control,
         stats: this.#setup.stats,
+        concurrency: slot.concurrency,
+        running: slot.running?.buffer,
         oversize: [...slot.oversizeInputs],
       });
     });
@@ -220,26 +222,44 @@ export class WorkerSupervisor {
     // Items it finished whose Done it had not committed run again (at least once); the one it was
     // running when it died counts an attempt, and is given up after `maxAttempts`.
     const input = slot.input;
-    const position = this.#pastFinished(slot);
-    const running = input.runningPosition;
-    const unread = (input.writePosition - position) >>> 0;
-    if (((running - position) >>> 0) < unread && input.peek(running) === running) {
-      const offset = input.offsetOf(running);
-      const key = keyAt(input, running);
-      const attempts = (slot.attempts.get(key) ?? 0) + 1;
-      if (attempts >= this.#maxAttempts) {
-        slot.attempts.delete(key);
-        this.itemsGivenUp++;
-        this.#drain.giveUp(slot, offset, attempts, reason);
-        setRecordKind(input.view, offset, RecordKind.Void);
-      } else {
-        slot.attempts.set(key, attempts);
-        this.itemsRetried++;
+    let position = input.readPosition;
+    if (slot.running === undefined) {
+      position = this.#pastFinished(slot);
+      const running = input.runningPosition;
+      const unread = (input.writePosition - position) >>> 0;
+      if (((running - position) >>> 0) < unread && input.peek(running) === running) this.#countAttempt(slot, running, reason);
+    } else {
+      // Several at once: each item that held a place counts an attempt (only the overdue ones when
+      // the task timeout ended it). Items it finished and committed are Void already; finished ones
+      // not committed, and parked ones, run again.
+      const blamed = slot.overdue ?? slot.running.positions();
+      slot.overdue = undefined;
+      for (const at of blamed) {
+        if (recordKind(input.view, input.offsetOf(at)) !== RecordKind.Void) this.#countAttempt(slot, at, reason);
       }
+      slot.running.clear();
     }
     input.release(position);
     this.#drain.flush();
     this.#respawn(slot);
+  }
+
+  /** The item at `position` of the slot's input took its worker down: one more attempt, or given up. */
+  #countAttempt(slot: WorkerSlot, position: number, reason: string): void {
+    const input = slot.input;
+    const offset = input.offsetOf(position);
+    const key = keyAt(input, position);
+    const attempts = (slot.attempts.get(key) ?? 0) + 1;
+    if (attempts >= this.#maxAttempts) {
+      slot.attempts.delete(key);
+      this.itemsGivenUp++;
+      this.#drain.giveUp(slot, offset, attempts, reason);
+      setRecordKind(input.view, offset, RecordKind.Void);
+    } else {
+      slot.attempts.set(key, attempts);
+      this.itemsRetried++;
+      if (slot.running !== undefined) setRecordFlags(input.view, offset, recordFlags(input.view, offset) | FLAG_ALONE);
+    }
   }
 
   /**
@@ -253,6 +273,8 @@ export class WorkerSupervisor {
     for (const slot of this.#slots) {
       const watched = (this.#watched[slot.index] ??= { busy: false, position: 0, completed: 0 });
       watched.busy = slot.alive && slot.queued > 0 && !slot.asleep; // a sleeping worker is not growing
+      // One whose items all wait for a retry's backoff is not stuck either.
+      if (slot.running !== undefined && slot.running.count === 0) watched.busy = false;
       watched.position = slot.input.runningPosition;
       watched.completed = slot.completed;
       const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
@@ -262,11 +284,10 @@ export class WorkerSupervisor {
       for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
     const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
-    if (stalled >= 0) {
-      const ms = this.#stallGuard!.timeoutMs;
-      const why = `its task got nothing done for ${ms} ms, the task timeout (setup's taskTimeoutMs)`;
-      return this.#end(this.#slots[stalled]!, why);
-    }
+    const stuckWhy = () => `its task got nothing done for ${this.#stallGuard!.timeoutMs} ms, the task timeout (setup's taskTimeoutMs)`;
+    if (stalled >= 0) return this.#end(this.#slots[stalled]!, stuckWhy());
+    const overdue = this.#overdue();
+    if (overdue !== undefined) return this.#end(overdue, stuckWhy());
     if (this.#memoryGuard === undefined) return;
     const resident = process.memoryUsage.rss();
     const pick = this.#memoryGuard.check(this.#watched, resident);
@@ -279,6 +300,23 @@ export class WorkerSupervisor {
         "and this worker had been on its item the longest",
     );
   };
+
+  /**
+   * A worker running several items at once whose items progress while one of them is stuck: that one
+   * holds its place past the task timeout. Returns the slot, its overdue items noted.
+   */
+  #overdue(): WorkerSlot | undefined {
+    if (this.#stallGuard === undefined || this.#drain.paused) return undefined;
+    const before = Date.now() - this.#stallGuard.timeoutMs;
+    for (const slot of this.#slots) {
+      if (slot.running === undefined || !slot.alive || slot.asleep) continue;
+      const overdue = slot.running.overdue(before);
+      if (overdue.length === 0) continue;
+      slot.overdue = overdue;
+      return slot;
+    }
+    return undefined;
+  }
 
   /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */
   #end(slot: WorkerSlot, reason: string): void {
