@@ -109,7 +109,7 @@ export type ArgsOfAFunction =
 type ClassEntry<C extends abstract new (...args: never) => unknown, Given, Gives, E> = {
   function: abstract new (...args: never) => { process: CallTaking<Given, Gives, E> };
   isGenerator?: boolean;
-} & ([] extends ConstructorParameters<C>
+} & TaskRunOptions & ([] extends ConstructorParameters<C>
   ? { args?: Readonly<ConstructorParameters<C>> }
   : { args: Readonly<ConstructorParameters<C>> });
 
@@ -126,7 +126,7 @@ type Fitting<E, Given, Gives> = E extends { function: infer F }
     : [F] extends [abstract new (...args: never) => unknown]
       ? ClassEntry<F, Unchecked<Given>, Gives, E>
       : [F] extends [(...args: never) => unknown]
-        ? { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
+        ? { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction } & TaskRunOptions
         : E // "package#export", or a plain `Function` (or a mix): nothing to check
   : E;
 

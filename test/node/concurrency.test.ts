@@ -95,3 +95,62 @@ describe("concurrency", () => {
     }
   }, 90_000);
 });
+
+describe("retries", () => {
+  const retried = (harness: EngineHarness) => harness.engine.stats()[0]!.retries ?? 0;
+
+  test("a call failing twice then succeeding gives its output once, after backoffs, without holding its worker", async () => {
+    const backoffMs = 500;
+    const harness = await EngineHarness.start(TASKS, [{ export: "flaky", retry: { attempts: 3, backoffMs } }], {
+      workers: 1, // concurrency 1 too: the retried item is parked, the next input runs meanwhile
+    });
+    try {
+      const [slow] = harness.feed([{ id: 1, failures: 2 }]);
+      for (const deadline = Date.now() + 20_000; retried(harness) < 1; await Bun.sleep(5)) {
+        if (Date.now() > deadline) throw new Error("the first call never failed");
+      }
+      const [quick] = harness.feed([{ id: 2, failures: 0 }]);
+      await harness.waitEmpty();
+      // The item fed after the failure finished first: the one waiting for its retry held nothing.
+      expect(harness.outputs.map((output) => output.id)).toEqual([quick!, slow!]);
+      const [, again] = harness.values() as Array<{ id: number; calls: number[] }>;
+      expect(again!.id).toBe(1);
+      expect(again!.calls).toHaveLength(3);
+      const gaps = again!.calls.slice(1).map((time, i) => time - again!.calls[i]!);
+      console.log(`retry gaps: ${gaps.join(", ")} ms (backoff ${backoffMs} ms, doubled per attempt)`);
+      expect(gaps[0]!).toBeGreaterThanOrEqual(backoffMs);
+      expect(gaps[1]!).toBeGreaterThanOrEqual(backoffMs * 2);
+      expect([...harness.done].sort((a, b) => a - b)).toEqual([slow!, quick!]);
+      expect(harness.errors).toEqual([]);
+      const [stats] = harness.engine.stats();
+      expect([stats!.processed, stats!.errors, stats!.retries]).toEqual([2, 0, 2]);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
+  test("after the last attempt the item is dropped and reported with the attempts made; `when` limits what is retried", async () => {
+    const retry = { attempts: 3, backoffMs: 10, when: ["ECONNRESET", "TypeError"] };
+    const harness = await EngineHarness.start(TASKS, [{ export: "flaky", retry }], { workers: 2, concurrency: 4 });
+    try {
+      const ids = harness.feed([
+        { id: 1, failures: 5 }, // retried twice, then given up
+        { id: 2, failures: 1, code: "EACCES" }, // not a listed code: not retried
+        { id: 3, failures: 1, code: "plain" }, // a plain Error: not listed either
+        { id: 4, failures: 2 }, // succeeds on its last attempt
+      ]);
+      await harness.waitEmpty();
+      expect(harness.values()).toEqual([{ id: 4, calls: expect.any(Array) }]);
+      const errors = harness.errors.map((error) => [error.id, error.kind, error.message]).sort((a, b) => (a[0] as number) - (b[0] as number));
+      expect(errors).toEqual([
+        [ids[0]!, "error", "item 1 failed (call 3) (after 3 attempts)"],
+        [ids[1]!, "error", "item 2 failed (call 1)"],
+        [ids[2]!, "error", "item 3 failed (call 1)"],
+      ]);
+      const [stats] = harness.engine.stats();
+      expect([stats!.processed, stats!.errors, stats!.retries]).toEqual([1, 3, 4]);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+});
