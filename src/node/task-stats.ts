@@ -60,7 +60,7 @@ export function sumTaskStats(
       retries += stats[at + RETRIES]!;
       for (let bucket = 0; bucket < LATENCY_BUCKETS; bucket++) latency[bucket]! += stats[at + LATENCY + bucket]!;
     }
-    const calls = processed + errors;
+    const calls = processed + errors + retries; // a retried call took its time too
     const meanMs = calls > 0 ? totalMs / calls : 0;
     return { task: task.export, processed, dropped, errors, totalMs, meanMs, latency, retries };
   });

@@ -34,6 +34,9 @@ export interface TaskSpec {
   retry?: RetryPolicy;
 }
 
+/** The most items one worker may have in progress at once (each holds a place in shared memory). */
+export const MAX_CONCURRENCY = 10_000;
+
 /** When and how often a task call that threw is run again (see `TaskSpec.retry`). */
 export interface RetryPolicy {
   /** Calls in all, the first included: 3 runs an item at most twice more. */
@@ -219,10 +222,10 @@ export function parseSetupArgs(args: unknown): SetupArgs {
   if (parsed.taskchain.length === 0) {
     throw new SetupError("the taskchain is empty: give at least one task");
   }
-  if (parsed.concurrency === 0) throw new SetupError("setup option concurrency must be at least 1, got 0");
+  checkConcurrency(parsed.concurrency, "setup option concurrency");
   for (const [index, task] of parsed.taskchain.entries()) {
     const where = `task ${index + 1} ("${task.package}#${task.export}")`;
-    if (task.concurrency === 0) throw new SetupError(`${where}: concurrency must be at least 1, got 0`);
+    checkConcurrency(task.concurrency, `${where}: concurrency`);
     const retry = task.retry;
     if (retry === undefined) continue;
     if (retry.attempts === 0) throw new SetupError(`${where}: retry.attempts must be at least 1, got 0`);
@@ -231,4 +234,10 @@ export function parseSetupArgs(args: unknown): SetupArgs {
     }
   }
   return parsed;
+}
+
+function checkConcurrency(value: number | undefined, what: string): void {
+  if (value !== undefined && !(value >= 1 && value <= MAX_CONCURRENCY)) {
+    throw new SetupError(`${what} must be from 1 to ${MAX_CONCURRENCY}, got ${value}`);
+  }
 }

@@ -54,7 +54,7 @@ export function mergeTaskStats(perNode: TaskStats[][]): TaskStats[] {
     });
   }
   for (const task of merged) {
-    const calls = task.processed + task.errors;
+    const calls = task.processed + task.errors + (task.retries ?? 0);
     task.meanMs = calls > 0 ? task.totalMs / calls : 0;
   }
   return merged;

@@ -20,6 +20,7 @@ import { OutputChannel } from "./channel.ts";
 import { type DashboardOptions, serveDashboard } from "./dashboard/server.ts";
 import { type ScanTarget, scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
+import { checkConcurrency } from "./task-options.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
@@ -281,13 +282,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     if (this.#localStopped) {
       throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
     }
-    const positive = ["workersPerNode", "maxAttempts", "taskTimeoutMs", "concurrency", "resultWindow", "setupTimeoutMs"] as const;
-    for (const option of positive) {
+    for (const option of ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs"] as const) {
       const value = options[option];
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
       }
     }
+    if (options.concurrency !== undefined) checkConcurrency(options.concurrency, "setup option concurrency");
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
         `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +

@@ -1,5 +1,5 @@
 /** A taskchain entry's run options (`concurrency`, `retry`), checked on the root before anything is sent. */
-import type { RetryPolicy, TaskSpec } from "../protocol/pipeline.ts";
+import { MAX_CONCURRENCY, type RetryPolicy, type TaskSpec } from "../protocol/pipeline.ts";
 
 /** What a task entry may say about how it runs, beside its function. */
 export interface TaskRunOptions {
@@ -15,12 +15,17 @@ export interface TaskRunOptions {
 
 const isPositiveInteger = (value: unknown): boolean => Number.isInteger(value) && (value as number) > 0;
 
+/** Throws a `TypeError` unless `value` is a concurrency a worker can have (1 to MAX_CONCURRENCY). */
+export function checkConcurrency(value: unknown, what: string): void {
+  if (!isPositiveInteger(value) || (value as number) > MAX_CONCURRENCY) {
+    throw new TypeError(`${what} must be an integer from 1 to ${MAX_CONCURRENCY}, got ${Bun.inspect(value)}`);
+  }
+}
+
 /** Copies the entry's run options into `spec`; throws a `TypeError` naming the one that is wrong. */
 export function applyTaskRunOptions(spec: TaskSpec, task: TaskRunOptions, where: string): void {
   if (task.concurrency !== undefined) {
-    if (!isPositiveInteger(task.concurrency)) {
-      throw new TypeError(`${where}: concurrency must be a positive integer, got ${Bun.inspect(task.concurrency)}`);
-    }
+    checkConcurrency(task.concurrency, `${where}: concurrency`);
     spec.concurrency = task.concurrency;
   }
   const retry = task.retry;
