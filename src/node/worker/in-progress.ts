@@ -70,8 +70,9 @@ export class InProgressItems {
   resume(run: ItemRun): void | Promise<void> {
     this.parked--;
     if (run.alone) this.#alone = run;
-    if (this.#free(run) && this.#resuming.length === 0) return this.#enter(run);
-    return new Promise((resolve) => this.#resuming.push({ run, resolve }));
+    if (this.#free(run) && (this.#resuming.length === 0 || run.alone)) return this.#enter(run);
+    // One that runs alone goes first: the places it waits for are all kept for it.
+    return new Promise((resolve) => (run.alone ? this.#resuming.unshift({ run, resolve }) : this.#resuming.push({ run, resolve })));
   }
 
   /** After a pause: parked items whose backoff is over take the free places. */
