@@ -227,17 +227,19 @@ export function parseSetupArgs(args: unknown): SetupArgs {
     const where = `task ${index + 1} ("${task.package}#${task.export}")`;
     checkConcurrency(task.concurrency, `${where}: concurrency`);
     const retry = task.retry;
-    if (retry === undefined) continue;
+    if (retry === undefined || retry === null) continue;
     if (retry.attempts === 0) throw new SetupError(`${where}: retry.attempts must be at least 1, got 0`);
     if (!(retry.backoffMs >= 0 && Number.isFinite(retry.backoffMs))) {
-      throw new SetupError(`${where}: retry.backoffMs must be a finite number of milliseconds, at least 0, got ${retry.backoffMs}`);
+      const got = retry.backoffMs;
+      throw new SetupError(`${where}: retry.backoffMs must be a finite number of milliseconds, at least 0, got ${got}`);
     }
   }
   return parsed;
 }
 
 function checkConcurrency(value: number | undefined, what: string): void {
-  if (value !== undefined && !(value >= 1 && value <= MAX_CONCURRENCY)) {
+  // Absent options may travel as null (MessagePack has no undefined).
+  if (value !== undefined && value !== null && !(value >= 1 && value <= MAX_CONCURRENCY)) {
     throw new SetupError(`${what} must be from 1 to ${MAX_CONCURRENCY}, got ${value}`);
   }
 }

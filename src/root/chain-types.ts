@@ -105,6 +105,9 @@ type CallTaking<Given, Gives, E> = GivesMany<E> extends true ? GeneratorTaking<G
 export type ArgsOfAFunction =
   "args are a class task's constructor arguments; a function task is called with the item alone";
 
+/** A function task fit for its place: `Call`, and no `args`. */
+type FunctionEntry<Call> = { function: Call; isGenerator?: boolean; args?: ArgsOfAFunction } & TaskRunOptions;
+
 /** A class task fit for its place, with `args` for its constructor. */
 type ClassEntry<C extends abstract new (...args: never) => unknown, Given, Gives, E> = {
   function: abstract new (...args: never) => { process: CallTaking<Given, Gives, E> };
@@ -126,7 +129,7 @@ type Fitting<E, Given, Gives> = E extends { function: infer F }
     : [F] extends [abstract new (...args: never) => unknown]
       ? ClassEntry<F, Unchecked<Given>, Gives, E>
       : [F] extends [(...args: never) => unknown]
-        ? { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction } & TaskRunOptions
+        ? FunctionEntry<CallTaking<Unchecked<Given>, Gives, E>>
         : E // "package#export", or a plain `Function` (or a mix): nothing to check
   : E;
 

@@ -815,7 +815,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     clearTimeout(this.#noNodesTimer);
     this.#noNodesTimer = undefined;
     const args = this.#pipeline?.args;
-    const concurrency = Math.max(args?.concurrency ?? 1, ...(args?.taskchain.map((task) => task.concurrency ?? 1) ?? []));
+    const perTask = args?.taskchain.map((task) => task.concurrency ?? 1) ?? [];
+    const concurrency = Math.max(args?.concurrency ?? 1, ...perTask);
     this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window, concurrency));
     client.startHeartbeat();
   }

@@ -34,14 +34,18 @@ export function applyTaskRunOptions(spec: TaskSpec, task: TaskRunOptions, where:
     throw new TypeError(`${where}: retry must be { attempts, backoffMs, when? }, got ${Bun.inspect(retry)}`);
   }
   if (!isPositiveInteger(retry.attempts)) {
-    throw new TypeError(`${where}: retry.attempts must be a positive integer (calls in all), got ${Bun.inspect(retry.attempts)}`);
+    const got = Bun.inspect(retry.attempts);
+    throw new TypeError(`${where}: retry.attempts must be a positive integer (calls in all), got ${got}`);
   }
   if (typeof retry.backoffMs !== "number" || !(retry.backoffMs >= 0) || !Number.isFinite(retry.backoffMs)) {
-    throw new TypeError(`${where}: retry.backoffMs must be a finite number of milliseconds, at least 0, got ${Bun.inspect(retry.backoffMs)}`);
+    const got = Bun.inspect(retry.backoffMs);
+    throw new TypeError(`${where}: retry.backoffMs must be a finite number of milliseconds, at least 0, got ${got}`);
   }
   const when = retry.when;
   if (when !== undefined && !(Array.isArray(when) && when.every((name) => typeof name === "string"))) {
-    throw new TypeError(`${where}: retry.when must be a list of error class names or codes (strings), got ${Bun.inspect(when)}`);
+    const got = Bun.inspect(when);
+    throw new TypeError(`${where}: retry.when must be a list of error class names or codes (strings), got ${got}`);
   }
-  spec.retry = { attempts: retry.attempts, backoffMs: retry.backoffMs, ...(when === undefined ? {} : { when: [...when] }) };
+  spec.retry = { attempts: retry.attempts, backoffMs: retry.backoffMs };
+  if (when !== undefined) spec.retry.when = [...when];
 }

@@ -58,9 +58,10 @@ describe("concurrency", () => {
       expect(thrown.map((error) => [error.id, error.task, error.message])).toEqual([[ids[50]!, "act", "job 50 threw"]]);
       const failed = harness.errors.filter((error) => error.kind === "failed").sort(byId);
       expect(failed.map((error) => error.id)).toEqual([ids[100]!, ids[150]!]);
-      expect(failed[0]!.message).toBe("gave up after 2 attempts, each of which took its worker down: worker exited with code 7");
+      const gaveUp = "gave up after 2 attempts, each of which took its worker down";
+      expect(failed[0]!.message).toBe(`${gaveUp}: worker exited with code 7`);
       expect(failed[1]!.message).toBe(
-        "gave up after 2 attempts, each of which took its worker down: its task got nothing done for 1500 ms, the task timeout (setup's taskTimeoutMs)",
+        `${gaveUp}: its task got nothing done for 1500 ms, the task timeout (setup's taskTimeoutMs)`,
       );
       // Two deaths each: the items beside them counted an attempt once, then ran alone and finished.
       expect(harness.deaths.length).toBe(4);
@@ -70,7 +71,7 @@ describe("concurrency", () => {
     }
   }, 90_000);
 
-  test("sleep while 50 items per worker are suspended: they finish, nothing starts until wakeup, then all finish", async () => {
+  test("sleep with 50 items per worker suspended: they finish, nothing starts until wakeup, then all do", async () => {
     const harness = await EngineHarness.start(TASKS, [{ export: "act" }], { workers: 2, concurrency: 50 });
     try {
       const jobs: Job[] = range(400).map((id) => ({ id, ms: 300 }));
@@ -99,7 +100,7 @@ describe("concurrency", () => {
 describe("retries", () => {
   const retried = (harness: EngineHarness) => harness.engine.stats()[0]!.retries ?? 0;
 
-  test("a call failing twice then succeeding gives its output once, after backoffs, without holding its worker", async () => {
+  test("a call failing twice then succeeding gives its output once, after backoffs, not holding its worker", async () => {
     const backoffMs = 500;
     const harness = await EngineHarness.start(TASKS, [{ export: "flaky", retry: { attempts: 3, backoffMs } }], {
       workers: 1, // concurrency 1 too: the retried item is parked, the next input runs meanwhile

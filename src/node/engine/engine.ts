@@ -79,7 +79,7 @@ export class Engine {
     tasks = tasks.map((task) => ({ ...task, concurrency: task.concurrency ?? concurrency }));
     const perWorker = Math.max(...tasks.map((task) => task.concurrency!));
     // Items finish out of order when several run at once, or when one waits for a retry meanwhile.
-    const outOfOrder = perWorker > 1 || tasks.some((task) => task.retry !== undefined);
+    const outOfOrder = perWorker > 1 || tasks.some((task) => task.retry != null);
     this.#tasks = tasks;
     const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(control);
@@ -201,7 +201,8 @@ export class Engine {
       if (slot.completed === 0) continue;
       // A worker running `concurrency` items at once gets through one per mean time ÷ concurrency, and
       // keeps that many places busy besides its queue.
-      const meanMs = busyMilliseconds(stats, slot.index * width, this.#tasks.length) / slot.completed / slot.concurrency;
+      const busy = busyMilliseconds(stats, slot.index * width, this.#tasks.length);
+      const meanMs = busy / slot.completed / slot.concurrency;
       const queue = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
       slot.queueCap = queue + slot.concurrency - 1;
     }

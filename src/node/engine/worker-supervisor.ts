@@ -227,7 +227,8 @@ export class WorkerSupervisor {
       position = this.#pastFinished(slot);
       const running = input.runningPosition;
       const unread = (input.writePosition - position) >>> 0;
-      if (((running - position) >>> 0) < unread && input.peek(running) === running) this.#countAttempt(slot, running, reason);
+      const started = ((running - position) >>> 0) < unread && input.peek(running) === running;
+      if (started) this.#countAttempt(slot, running, reason);
     } else {
       // Several at once: each item that held a place counts an attempt (only the overdue ones when
       // the task timeout ended it). Items it finished and committed are Void already; finished ones
@@ -284,7 +285,8 @@ export class WorkerSupervisor {
       for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
     const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
-    const stuckWhy = () => `its task got nothing done for ${this.#stallGuard!.timeoutMs} ms, the task timeout (setup's taskTimeoutMs)`;
+    const stuckWhy = () =>
+      `its task got nothing done for ${this.#stallGuard!.timeoutMs} ms, the task timeout (setup's taskTimeoutMs)`;
     if (stalled >= 0) return this.#end(this.#slots[stalled]!, stuckWhy());
     const overdue = this.#overdue();
     if (overdue !== undefined) return this.#end(overdue, stuckWhy());

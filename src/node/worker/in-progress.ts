@@ -39,7 +39,8 @@ export class InProgressItems {
 
   /** Whether the loop may start another input item now. */
   get hasRoom(): boolean {
-    return this.active < this.limit && this.parked < this.maxParked && this.#resuming.length === 0 && this.#alone === undefined;
+    if (this.#resuming.length > 0 || this.#alone !== undefined) return false;
+    return this.active < this.limit && this.parked < this.maxParked;
   }
 
   /** Whether nothing is started and not given back. */
@@ -72,7 +73,10 @@ export class InProgressItems {
     if (run.alone) this.#alone = run;
     if (this.#free(run) && (this.#resuming.length === 0 || run.alone)) return this.#enter(run);
     // One that runs alone goes first: the places it waits for are all kept for it.
-    return new Promise((resolve) => (run.alone ? this.#resuming.unshift({ run, resolve }) : this.#resuming.push({ run, resolve })));
+    return new Promise((resolve) => {
+      if (run.alone) this.#resuming.unshift({ run, resolve });
+      else this.#resuming.push({ run, resolve });
+    });
   }
 
   /** After a pause: parked items whose backoff is over take the free places. */

@@ -4,7 +4,14 @@
  * it writes carries its id, so items in progress at once never mix.
  */
 import { encode, encodeTransient } from "../../protocol/codec.ts";
-import { RECORD_HEADER_BYTES, RecordKind, recordFlags, recordId, recordLength, recordStage } from "../../protocol/record.ts";
+import {
+  RECORD_HEADER_BYTES,
+  RecordKind,
+  recordFlags,
+  recordId,
+  recordLength,
+  recordStage,
+} from "../../protocol/record.ts";
 import type { ByteRing } from "../ring.ts";
 import { FLAG_ALONE, FLAG_OVERSIZE, SHARE_TARGET_SHIFT } from "../worker-messages.ts";
 import type { ShareRotation } from "./fan-out-sharing.ts";

@@ -15,7 +15,8 @@ export function isRetryable(error: unknown, policy: RetryPolicy): boolean {
   if (error === null || typeof error !== "object") return false;
   const { name, code } = error as { name?: unknown; code?: unknown };
   const constructorName = (error as object).constructor?.name;
-  return when.some((wanted) => wanted === name || wanted === constructorName || (code !== undefined && wanted === String(code)));
+  const codeName = code === undefined ? undefined : String(code);
+  return when.some((wanted) => wanted === name || wanted === constructorName || wanted === codeName);
 }
 
 /**

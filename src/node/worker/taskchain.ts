@@ -55,7 +55,13 @@ export async function loadTaskchain(specs: TaskSpec[], entries: Record<string, s
 }
 
 function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
-  const task = { name: spec.export, isGenerator: spec.isGenerator, concurrency: spec.concurrency, retry: spec.retry };
+  const { concurrency, retry } = spec; // absent ones may have travelled as null
+  const task = {
+    name: spec.export,
+    isGenerator: spec.isGenerator,
+    concurrency: concurrency ?? undefined,
+    retry: retry ?? undefined,
+  };
   if (!isClass(value)) return { ...task, call: value as (item: unknown) => unknown };
   let instance: { process?: unknown };
   try {
@@ -251,12 +257,12 @@ export class ChainRunner {
   #failed(stage: number, started: number, error: unknown, item: unknown, hooks: ChainHooks, attempt: number): Step {
     this.#addTime(stage, started);
     const retry = this.#tasks[stage]!.retry;
-    if (retry !== undefined && attempt < retry.attempts && isRetryable(error, retry)) {
+    if (retry != null && attempt < retry.attempts && isRetryable(error, retry)) {
       this.#stats[stage * STAT_FIELDS + RETRIES]!++;
       return this.#retry(item, stage, hooks, attempt, retryDelayMs(retry, attempt));
     }
     this.#stats[stage * STAT_FIELDS + ERRORS]!++;
-    if (retry !== undefined && attempt > 1 && error instanceof Error) {
+    if (retry != null && attempt > 1 && error instanceof Error) {
       error.message = `${error.message} (after ${attempt} attempts)`;
     }
     return hooks.taskError(stage, error);

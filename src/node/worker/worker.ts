@@ -13,7 +13,15 @@ import type { LogLine } from "../../protocol/messages.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
 import { RunningItems } from "../running-items.ts";
 import { busyMilliseconds, workerTaskStats } from "../task-stats.ts";
-import { Control, FLAG_ALONE, FLAG_OVERSIZE, type FromWorker, type SetupMessage, type ToWorker, itemKey } from "../worker-messages.ts";
+import {
+  Control,
+  FLAG_ALONE,
+  FLAG_OVERSIZE,
+  type FromWorker,
+  type SetupMessage,
+  type ToWorker,
+  itemKey,
+} from "../worker-messages.ts";
 import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
 import { InProgressItems } from "./in-progress.ts";
 import { ItemRun, type RunContext, errorReport } from "./item-run.ts";
