@@ -35,6 +35,26 @@ describe("concurrency", () => {
     }
   }, 60_000);
 
+  test("a task's own concurrency, below the worker's, bounds that task's calls in progress", async () => {
+    const harness = await EngineHarness.start(
+      TASKS,
+      [{ export: "countAtOnce", concurrency: 3 }, { export: "later" }],
+      { workers: 1, concurrency: 20 },
+    );
+    try {
+      const ids = harness.feed(range(100));
+      await harness.waitEmpty();
+      const outputs = harness.values() as Array<{ item: number; mostAtOnce: number }>;
+      expect(outputs.map((output) => output.item).sort((a, b) => a - b)).toEqual(range(100));
+      expect([...harness.done].sort((a, b) => a - b)).toEqual(ids);
+      const most = Math.max(...outputs.map((output) => output.mostAtOnce));
+      expect(most).toBeGreaterThan(1);
+      expect(most).toBeLessThanOrEqual(3);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
   test("a throw, a crash and a timeout among concurrent items cost only those items", async () => {
     const harness = await EngineHarness.start(TASKS, [{ export: "act" }], {
       workers: 2,
