@@ -180,7 +180,10 @@ export class ChainRunner {
   /** A call of a gated task: waits for room under its limit, holds it until the call settles. */
   async #gated(gate: TaskGate, item: unknown, stage: number, hooks: ChainHooks, attempt: number): Promise<void> {
     const entering = gate.enter();
-    if (entering !== undefined) await entering;
+    if (entering !== undefined) {
+      await entering;
+      hooks.progressed(); // its wait for the gate is not its call's time: the task timeout starts now
+    }
     const task = this.#tasks[stage]!;
     const started = this.#clock(stage);
     let result: unknown;
