@@ -266,7 +266,11 @@ export class ChainRunner {
     }
     this.#stats[stage * STAT_FIELDS + ERRORS]!++;
     if (retry != null && attempt > 1 && error instanceof Error) {
-      error.message = `${error.message} (after ${attempt} attempts)`;
+      try {
+        error.message = `${error.message} (after ${attempt} attempts)`;
+      } catch {
+        // a read-only message (a DOMException's): reported as it is
+      }
     }
     return hooks.taskError(stage, error);
   }
