@@ -4,7 +4,9 @@
  *     workers: pcluster's engine, piscina 5 (2 threads, its high-throughput configurations), and a plain
  *     in-process loop (the ceiling);
  *   - 400 CPU-bound items of 10 ms: wall time against the ideal 2-worker time;
- *   - the raw ring: small records one way between two threads.
+ *   - the raw ring: small records one way between two threads;
+ *   - async I/O-bound items (a 20 ms wait each) at concurrency 50 per worker, against a single-process
+ *     promise pool with as many places (2 × 50), on the same items in the same run.
  * The engine is measured the way a root sees it: items encoded on the calling thread, outputs decoded
  * there too (and, in a row of its own, as a node runs it: bytes in, bytes out). The engine and piscina
  * are measured alike: each case starts its threads and runs a first pass (fresh threads: JIT
@@ -21,7 +23,7 @@ import { ByteRing } from "../src/node/ring.ts";
 import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
 import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";
-import { type Item, chain, identity, makeItems } from "./support/tasks/index.ts";
+import { type Item, chain, identity, makeItems, wait20 } from "./support/tasks/index.ts";
 
 const WORKERS = 2;
 const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
@@ -118,12 +120,16 @@ async function engineRunner(
   }
 }
 
-async function engineWall(tasks: Array<Pick<TaskSpec, "export" | "isGenerator">>, items: unknown[]): Promise<number> {
+async function engineWall(
+  tasks: Array<Pick<TaskSpec, "export" | "isGenerator">>,
+  items: unknown[],
+  concurrency = 1,
+): Promise<number> {
   let done = 0;
   const engine = await Engine.start(
     tasks.map((task) => ({ package: "bench", ...task })),
     { bench: TASKS_MODULE },
-    { workers: WORKERS },
+    { workers: WORKERS, concurrency },
     {
       onResults(batch) {
         const reader = new RecordReader(batch.takeRecords());
@@ -224,6 +230,19 @@ async function piscinaWall(items: unknown[]): Promise<number> {
   } finally {
     await pool.destroy();
   }
+}
+
+// ---- promise pool -------------------------------------------------------------------------------
+
+/** Milliseconds for one process to run `fn` over `items` with at most `places` calls in flight. */
+async function promisePoolWall<T>(fn: (item: T) => Promise<unknown>, items: T[], places: number): Promise<number> {
+  const started = performance.now();
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: places }, lane));
+  return performance.now() - started;
 }
 
 // ---- plain loop and raw ring --------------------------------------------------------------------
@@ -341,6 +360,29 @@ console.log("\nraw ring: 16-byte records, one way, worker → main thread");
 const ring = await repeat(RUNS, () => ringRate(5_000_000));
 row("  ByteRing", format(ring));
 
+const ASYNC_ITEMS = 2000;
+const CONCURRENCY = 50;
+const idealAsyncMs = (ASYNC_ITEMS / (WORKERS * CONCURRENCY)) * 20;
+console.log(
+  `\nasync I/O-bound: ${ASYNC_ITEMS} items × a 20 ms wait, ${WORKERS} workers × concurrency ${CONCURRENCY} ` +
+    `(ideal ${idealAsyncMs.toFixed(0)} ms, ${((WORKERS * CONCURRENCY) / 0.02).toFixed(0)} items/s)`,
+);
+const asyncItems = Array.from({ length: ASYNC_ITEMS }, (_, id) => id);
+const asyncRounds = Array.from({ length: RUNS }, () => ({ engine: 0, pool: 0 }));
+const waitTask = [{ export: "wait20", isGenerator: false }];
+await engineWall(waitTask, asyncItems.slice(0, 200), CONCURRENCY); // threads and JIT warm
+for (const round of asyncRounds) {
+  round.engine = await engineWall(waitTask, asyncItems, CONCURRENCY);
+  round.pool = await promisePoolWall(wait20, asyncItems, WORKERS * CONCURRENCY);
+}
+const asyncEngineMs = median(asyncRounds.map((round) => round.engine));
+const asyncPoolMs = median(asyncRounds.map((round) => round.pool));
+const asyncRate = (ms: number) => format((ASYNC_ITEMS / ms) * 1000);
+const ofIdeal = (ms: number) => `${((idealAsyncMs / ms) * 100).toFixed(1)}% of ideal`;
+row("  pcluster engine, concurrency 50", asyncRate(asyncEngineMs), "", ofIdeal(asyncEngineMs));
+row("  one process, a pool of 100 promises", asyncRate(asyncPoolMs), "", ofIdeal(asyncPoolMs));
+const asyncRatio = median(asyncRounds.map((round) => round.pool / round.engine));
+
 const efficiency = 2000 / engineSpin;
 const identityRatio = roundRatios(identityRates.get(ENGINE)!, piscinaIdentity);
 const bytesRatio = roundRatios(identityRates.get(ENGINE_BYTES)!, piscinaIdentity);
@@ -349,9 +391,16 @@ console.log("\nratios, per round against the best piscina configuration of that 
 console.log(`  identity, engine ÷ piscina:                      ${identityRatio.median.toFixed(1)}×  (rounds: ${identityRatio.perRound})`);
 console.log(`  identity, engine bytes in and out ÷ piscina:     ${bytesRatio.median.toFixed(1)}×  (rounds: ${bytesRatio.perRound})`);
 console.log(`  3-stage chain, engine ÷ piscina (16 per worker): ${chainRatio.median.toFixed(1)}×  (rounds: ${chainRatio.perRound})`);
+console.log(`  async 20 ms at concurrency 50, engine ÷ promise pool: ${asyncRatio.toFixed(2)}×  (same items)`);
 console.log("\naims");
 console.log(`  engine ≥ 10× piscina's best per-item configuration on identity: ${identityRatio.median.toFixed(1)}× warm — ${identityRatio.median >= 10 ? "met" : "NOT met"}`);
 const coldBest = Math.max(...PISCINA_CONFIGS.map((config) => identityRunners.find((runner) => runner.label === config.label)!.cold));
 console.log(`    (first passes on fresh threads: ${(identityRunners[0]!.cold / coldBest).toFixed(1)}×)`);
 console.log(`  CPU-bound ≥ 95% of the ideal 2-worker speedup: ${(efficiency * 100).toFixed(1)}% — ${efficiency >= 0.95 ? "met" : "NOT met"}`);
+const asyncEfficiency = idealAsyncMs / asyncEngineMs;
+console.log(
+  `  async 20 ms tasks at concurrency 50 ≥ 80% of the ideal and within 2× of the promise pool: ` +
+    `${(asyncEfficiency * 100).toFixed(1)}%, ${asyncRatio.toFixed(2)}× — ` +
+    (asyncEfficiency >= 0.8 && asyncRatio >= 0.5 ? "met" : "NOT met"),
+);
 console.log(`  raw ring ≥ 5 M small records/s one way: ${(ring / 1e6).toFixed(1)} M/s — ${ring >= 5e6 ? "met" : "NOT met"}`);

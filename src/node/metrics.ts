@@ -69,6 +69,11 @@ export function nodeMetricsText({ status, rings, retries, backlogBytes }: NodeOb
     .counter("pcluster_task_processed_total", "Calls that returned (null too).", perTask((task) => task.processed))
     .counter("pcluster_task_dropped_total", "Calls that returned null: item dropped.", perTask((task) => task.dropped))
     .counter("pcluster_task_errors_total", "Calls that threw: item dropped.", perTask((task) => task.errors))
+    .counter(
+      "pcluster_task_retries_total",
+      "Calls that threw and were run again (the task's retry).",
+      perTask((task) => task.retries ?? 0),
+    )
     .histogram(
       "pcluster_task_duration_seconds",
       "Time per task call (lazy generators: per output); calls under 20 us are sampled 1 in 16, weighted.",

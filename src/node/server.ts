@@ -320,6 +320,7 @@ class NodeServer {
           outputRingBytes: ringBytes,
           maxAttempts: args.maxAttempts,
           taskTimeoutMs: args.taskTimeoutMs || undefined,
+          concurrency: args.concurrency,
           memoryLimitBytes: this.#memoryLimit,
         },
         {

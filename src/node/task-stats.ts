@@ -2,19 +2,21 @@ import { LATENCY_BUCKETS } from "../protocol/latency.ts";
 import type { TaskSpec, TaskStats } from "../protocol/pipeline.ts";
 
 /**
- * The shared task-stats layout: per worker, per task, four counters and the latency histogram's
+ * The shared task-stats layout: per worker, per task, five counters and the latency histogram's
  * buckets (see protocol/latency.ts) as doubles in one SharedArrayBuffer. Each worker adds to its own (taskchain.ts); the engine reads them all at any
  * time, without a message.
  */
 
-/** Counters per task: the four below, then the latency histogram from LATENCY. */
-export const STAT_FIELDS = 4 + LATENCY_BUCKETS;
+/** Counters per task: the five below, then the latency histogram from LATENCY. */
+export const STAT_FIELDS = 5 + LATENCY_BUCKETS;
 /** A counter's place among its task's STAT_FIELDS. */
 export const PROCESSED = 0;
 export const DROPPED = 1;
 export const ERRORS = 2;
 export const MILLISECONDS = 3;
-export const LATENCY = 4;
+/** Calls run again after a retryable failure (a task entry's `retry`). */
+export const RETRIES = 4;
+export const LATENCY = 5;
 
 /**
  * Doubles per worker in the shared stats buffer: its tasks' counters, padded to whole 128-byte
@@ -47,6 +49,7 @@ export function sumTaskStats(
     let dropped = 0;
     let errors = 0;
     let totalMs = 0;
+    let retries = 0;
     const latency = new Array<number>(LATENCY_BUCKETS).fill(0);
     for (let worker = fromWorker; worker < toWorker; worker++) {
       const at = worker * width + stage * STAT_FIELDS;
@@ -54,10 +57,12 @@ export function sumTaskStats(
       dropped += stats[at + DROPPED]!;
       errors += stats[at + ERRORS]!;
       totalMs += stats[at + MILLISECONDS]!;
+      retries += stats[at + RETRIES]!;
       for (let bucket = 0; bucket < LATENCY_BUCKETS; bucket++) latency[bucket]! += stats[at + LATENCY + bucket]!;
     }
-    const calls = processed + errors;
-    return { task: task.export, processed, dropped, errors, totalMs, meanMs: calls > 0 ? totalMs / calls : 0, latency };
+    const calls = processed + errors + retries; // a retried call took its time too
+    const meanMs = calls > 0 ? totalMs / calls : 0;
+    return { task: task.export, processed, dropped, errors, totalMs, meanMs, latency, retries };
   });
 }
 

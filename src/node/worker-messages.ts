@@ -28,6 +28,13 @@ export const SHARE_TARGET_SHIFT = 8;
 /** Record flag: the payload is not in the ring; it travels as a buffer announced by `postMessage`. */
 export const FLAG_OVERSIZE = 2;
 
+/**
+ * Input record flag, set by the engine on an item that was in progress when its worker died (and
+ * others with it): a worker running several at once runs it alone, so a poison item takes down only
+ * itself next time, not the items that happened to run beside it.
+ */
+export const FLAG_ALONE = 4;
+
 /** The key of a record's item in Maps: sub-item ids and root ids live in separate namespaces. */
 export function itemKey(flags: number, id: number): number {
   return (flags & 1) * 0x1_0000_0000 + id;
@@ -45,6 +52,13 @@ export interface SetupMessage {
   stats: SharedArrayBuffer;
   /** Where the worker reports its own heap (see worker-heap.ts). */
   heap: SharedArrayBuffer;
+  /** Items the worker may have in progress at once (its tasks' highest `concurrency`). */
+  concurrency: number;
+  /**
+   * The shared table of items in progress (running-items.ts), for a worker whose items may finish out
+   * of order (concurrency above 1, or retries); undefined: one at a time, in ring order.
+   */
+  running?: SharedArrayBuffer;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

@@ -28,6 +28,23 @@ export interface TaskSpec {
   isGenerator: boolean;
   /** Constructor arguments for a class task. */
   args?: unknown[];
+  /** Items this task may have in progress at once on one worker (default: the setup's `concurrency`). */
+  concurrency?: number;
+  /** Runs a call that failed again, after a backoff (default: no retry). */
+  retry?: RetryPolicy;
+}
+
+/** The most items one worker may have in progress at once (each holds a place in shared memory). */
+export const MAX_CONCURRENCY = 10_000;
+
+/** When and how often a task call that threw is run again (see `TaskSpec.retry`). */
+export interface RetryPolicy {
+  /** Calls in all, the first included: 3 runs an item at most twice more. */
+  attempts: number;
+  /** The wait before the first retry; each next one waits twice as long (plus up to half again, at random). */
+  backoffMs: number;
+  /** Retry only errors whose class name (`name`, or constructor's name) or `code` is listed (default: any error). */
+  when?: string[];
 }
 
 /** One file of a shipped package, its path relative to the package folder (POSIX separators). */
@@ -59,6 +76,8 @@ export interface SetupArgs {
   maxAttempts?: number;
   /** Milliseconds a worker may go without finishing a task call or writing an output (default: no limit). */
   taskTimeoutMs?: number;
+  /** Items one worker has in progress at once, for tasks without their own `concurrency` (default 1). */
+  concurrency?: number;
   /** Result bytes the node may send ahead of the root's `credit` messages (default 8 MiB). */
   resultWindow?: number;
 }
@@ -116,6 +135,8 @@ export interface TaskStats {
   errors: number;
   totalMs: number;
   meanMs: number;
+  /** Calls run again after a retryable failure; absent from nodes before retries existed. */
+  retries?: number;
   /**
    * Timed calls per latency bucket (`LATENCY_BOUNDS_MS`, then one above them all), weighted as
    * `totalMs` is: an unbiased estimate for a task timed on a sample of its calls. A lazy generator's
@@ -172,6 +193,8 @@ const taskSpec: Check = shape({
   export: isString,
   isGenerator: isBoolean,
   args: optional(arrayOf(isAny, 1000)),
+  concurrency: optional(isUint),
+  retry: optional(shape({ attempts: isUint, backoffMs: isNumber, when: optional(arrayOf(isString, 1000)) })),
 });
 
 const packageBundle: Check = shape({
@@ -189,6 +212,7 @@ const setupArgs: Check = shape({
   workers: optional(isUint),
   maxAttempts: optional(isUint),
   taskTimeoutMs: optional(isUint),
+  concurrency: optional(isUint),
   resultWindow: optional(isUint),
 });
 
@@ -198,5 +222,24 @@ export function parseSetupArgs(args: unknown): SetupArgs {
   if (parsed.taskchain.length === 0) {
     throw new SetupError("the taskchain is empty: give at least one task");
   }
+  checkConcurrency(parsed.concurrency, "setup option concurrency");
+  for (const [index, task] of parsed.taskchain.entries()) {
+    const where = `task ${index + 1} ("${task.package}#${task.export}")`;
+    checkConcurrency(task.concurrency, `${where}: concurrency`);
+    const retry = task.retry;
+    if (retry === undefined || retry === null) continue;
+    if (retry.attempts === 0) throw new SetupError(`${where}: retry.attempts must be at least 1, got 0`);
+    if (!(retry.backoffMs >= 0 && Number.isFinite(retry.backoffMs))) {
+      const got = retry.backoffMs;
+      throw new SetupError(`${where}: retry.backoffMs must be a finite number of milliseconds, at least 0, got ${got}`);
+    }
+  }
   return parsed;
+}
+
+function checkConcurrency(value: number | undefined, what: string): void {
+  // Absent options may travel as null (MessagePack has no undefined).
+  if (value !== undefined && value !== null && !(value >= 1 && value <= MAX_CONCURRENCY)) {
+    throw new SetupError(`${what} must be from 1 to ${MAX_CONCURRENCY}, got ${value}`);
+  }
 }

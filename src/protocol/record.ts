@@ -73,6 +73,10 @@ export function setRecordKind(view: DataView, offset: number, kind: number): voi
   view.setUint8(offset + KIND_AT, kind);
 }
 
+export function setRecordFlags(view: DataView, offset: number, flags: number): void {
+  view.setUint16(offset + FLAGS_AT, flags, true);
+}
+
 /** Gives a record its item id (the root's feed queue, as it sends). */
 export function setRecordId(view: DataView, offset: number, id: number): void {
   view.setUint32(offset + ID_AT, id, true);

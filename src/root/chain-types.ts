@@ -3,12 +3,13 @@
  * classes themselves, so that `setup` can refuse a chain whose tasks do not fit together and type
  * `feed`, `outputHandler` and `process()` by it. Nothing here exists at run time.
  */
+import type { TaskRunOptions } from "./task-options.ts";
 
 /**
  * One task of a taskchain as the user writes it in `setup`: a function, a class with `process(item)`
  * built once per worker with `args`, or `"package#export"` (typed `unknown` in and out).
  */
-export interface TaskDefinition {
+export interface TaskDefinition extends TaskRunOptions {
   // biome-ignore lint/complexity/noBannedTypes: any function or class; setup works out and checks its shape
   function: Function | string;
   /** The task gives many outputs. Defaults to true for a generator function (or `process` method). */
@@ -104,11 +105,14 @@ type CallTaking<Given, Gives, E> = GivesMany<E> extends true ? GeneratorTaking<G
 export type ArgsOfAFunction =
   "args are a class task's constructor arguments; a function task is called with the item alone";
 
+/** A function task fit for its place: `Call`, and no `args`. */
+type FunctionEntry<Call> = { function: Call; isGenerator?: boolean; args?: ArgsOfAFunction } & TaskRunOptions;
+
 /** A class task fit for its place, with `args` for its constructor. */
 type ClassEntry<C extends abstract new (...args: never) => unknown, Given, Gives, E> = {
   function: abstract new (...args: never) => { process: CallTaking<Given, Gives, E> };
   isGenerator?: boolean;
-} & ([] extends ConstructorParameters<C>
+} & TaskRunOptions & ([] extends ConstructorParameters<C>
   ? { args?: Readonly<ConstructorParameters<C>> }
   : { args: Readonly<ConstructorParameters<C>> });
 
@@ -125,7 +129,7 @@ type Fitting<E, Given, Gives> = E extends { function: infer F }
     : [F] extends [abstract new (...args: never) => unknown]
       ? ClassEntry<F, Unchecked<Given>, Gives, E>
       : [F] extends [(...args: never) => unknown]
-        ? { function: CallTaking<Unchecked<Given>, Gives, E>; isGenerator?: boolean; args?: ArgsOfAFunction }
+        ? FunctionEntry<CallTaking<Unchecked<Given>, Gives, E>>
         : E // "package#export", or a plain `Function` (or a mix): nothing to check
   : E;
 

@@ -49,11 +49,12 @@ export function mergeTaskStats(perNode: TaskStats[][]): TaskStats[] {
       into.dropped += task.dropped;
       into.errors += task.errors;
       into.totalMs += task.totalMs;
+      if (task.retries !== undefined) into.retries = (into.retries ?? 0) + task.retries;
       if (task.latency !== undefined) addLatency((into.latency ??= []), task.latency);
     });
   }
   for (const task of merged) {
-    const calls = task.processed + task.errors;
+    const calls = task.processed + task.errors + (task.retries ?? 0);
     task.meanMs = calls > 0 ? task.totalMs / calls : 0;
   }
   return merged;

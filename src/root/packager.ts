@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { SetupError } from "../errors.ts";
 import { findPackageEntry, isInsideFolder, packageFolderName } from "../protocol/package-layout.ts";
 import type { PackageBundle, PackageFile, TaskSpec } from "../protocol/pipeline.ts";
+import { applyTaskRunOptions } from "./task-options.ts";
 import type { TaskDefinition } from "./chain-types.ts";
 
 /** One task as the user writes it in `setup`: the function or class itself, or `"package#export"`. */
@@ -217,6 +218,7 @@ export async function resolveTaskchain(tasks: readonly TaskDefinition[], package
       isGenerator: task.isGenerator ?? isGeneratorTask(value as Function),
     };
     if (task.args !== undefined) spec.args = [...task.args];
+    applyTaskRunOptions(spec, task, `${where} ("${found.pkg.name}#${found.exportName}")`);
     return spec;
   });
 }

@@ -20,6 +20,7 @@ import { OutputChannel } from "./channel.ts";
 import { type DashboardOptions, serveDashboard } from "./dashboard/server.ts";
 import { type ScanTarget, scanForNodes } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
+import { checkConcurrency } from "./task-options.ts";
 import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
@@ -58,6 +59,12 @@ export interface SetupOptions<Out = unknown> {
    * as when a worker dies (default: no limit).
    */
   taskTimeoutMs?: number;
+  /**
+   * Items one worker has in progress at once, for async tasks (I/O: fetches, queries) that spend their
+   * time waiting: a worker starts the next item while earlier ones wait. A task entry's own
+   * `concurrency` overrides it for that task. Sync tasks run one at a time whatever it says (default 1).
+   */
+  concurrency?: number;
   /** Result bytes a node may send ahead of the root handling them (default 8 MiB). */
   resultWindow?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
@@ -281,6 +288,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
       }
     }
+    if (options.concurrency !== undefined) checkConcurrency(options.concurrency, "setup option concurrency");
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
         `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +
@@ -302,6 +310,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       workers: options.workersPerNode,
       maxAttempts: options.maxAttempts,
       taskTimeoutMs: options.taskTimeoutMs,
+      concurrency: options.concurrency,
       resultWindow: options.resultWindow,
     };
     if (this.#endpoints.size === 0) {
@@ -807,7 +816,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #addLane(client: NodeClient, result: SetupResult): void {
     clearTimeout(this.#noNodesTimer);
     this.#noNodesTimer = undefined;
-    this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
+    const args = this.#pipeline?.args;
+    const perTask = args?.taskchain.map((task) => task.concurrency ?? 1) ?? [];
+    const concurrency = Math.max(args?.concurrency ?? 1, ...perTask);
+    this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window, concurrency));
     client.startHeartbeat();
   }
 

@@ -117,9 +117,12 @@ export class Scheduler {
     this.#fresh = new FeedQueue(options.clock);
   }
 
-  /** Adds a node that can take `grant.items` items and `grant.bytes` bytes in flight. */
-  addLane(target: FeedTarget, workers: number, grant: { items: number; bytes: number }): NodeLane {
-    const floor = Math.max(4, workers * 2);
+  /**
+   * Adds a node that can take `grant.items` items and `grant.bytes` bytes in flight, whose workers each
+   * run `concurrency` items at once.
+   */
+  addLane(target: FeedTarget, workers: number, grant: { items: number; bytes: number }, concurrency = 1): NodeLane {
+    const floor = Math.max(4, workers * concurrency * 2);
     const window =
       this.#fixedWindow === undefined
         ? new AdaptiveWindow(floor, Math.max(floor, grant.items))

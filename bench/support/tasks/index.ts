@@ -32,6 +32,12 @@ export function spin(item: number | { ms?: number }): unknown {
   return item;
 }
 
+/** Waits 20 ms, as a fetch or a query would, then gives the item back: an I/O-bound task. */
+export async function wait20<T>(item: T): Promise<T> {
+  await Bun.sleep(20);
+  return item;
+}
+
 /** The 3-stage chain (enrich → duplicate → measure), for piscina and the plain loop. */
 export function chain(item: Item): Array<{ id: number; length: number; n: number }> {
   return duplicate(enrich(item)).map(measure);

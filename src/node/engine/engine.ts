@@ -3,6 +3,7 @@ import { SetupError, StateError } from "../../errors.ts";
 import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
 import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
+import { RunningItems } from "../running-items.ts";
 import { allocateTaskStats, busyMilliseconds, statsStride, sumTaskStats } from "../task-stats.ts";
 import { Control, controlSlots } from "../worker-messages.ts";
 import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
@@ -19,6 +20,8 @@ export interface EngineOptions extends SupervisionOptions {
   outputRingBytes?: number;
   /** Result batches are handed out once they reach about this size (default 256 KiB). */
   resultBatchBytes?: number;
+  /** Items each worker has in progress at once, for tasks without their own `concurrency` (default 1). */
+  concurrency?: number;
 }
 
 /** What the engine tells its owner. */
@@ -72,6 +75,11 @@ export class Engine {
     events: EngineEvents,
   ) {
     this.workerCount = Math.max(1, options.workers || availableParallelism());
+    const concurrency = options.concurrency ?? 1;
+    tasks = tasks.map((task) => ({ ...task, concurrency: task.concurrency ?? concurrency }));
+    const perWorker = Math.max(...tasks.map((task) => task.concurrency!));
+    // Items finish out of order when several run at once, or when one waits for a retry meanwhile.
+    const outOfOrder = perWorker > 1 || tasks.some((task) => task.retry != null);
     this.#tasks = tasks;
     const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(control);
@@ -82,7 +90,8 @@ export class Engine {
     for (let index = 0; index < this.workerCount; index++) {
       const input = new ByteRing(ByteRing.allocate(inputBytes));
       const output = new ByteRing(ByteRing.allocate(outputBytes));
-      this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE));
+      const running = outOfOrder ? new RunningItems(RunningItems.allocate(perWorker)) : undefined;
+      this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE + perWorker - 1, perWorker, running));
     }
     this.#input = new InputDispatcher(this.#slots);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
@@ -190,8 +199,12 @@ export class Engine {
     const width = statsStride(this.#tasks.length);
     for (const slot of this.#slots) {
       if (slot.completed === 0) continue;
-      const meanMs = busyMilliseconds(stats, slot.index * width, this.#tasks.length) / slot.completed;
-      slot.queueCap = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
+      // A worker running `concurrency` items at once gets through one per mean time ÷ concurrency, and
+      // keeps that many places busy besides its queue.
+      const busy = busyMilliseconds(stats, slot.index * width, this.#tasks.length);
+      const meanMs = busy / slot.completed / slot.concurrency;
+      const queue = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
+      slot.queueCap = queue + slot.concurrency - 1;
     }
   }
 
@@ -234,10 +247,17 @@ export class Engine {
     }));
   }
 
-  /** Workers with nothing queued and not asleep. */
+  /** Items the workers have in progress now (known only of workers that run several at once). */
+  get itemsRunning(): number {
+    let running = 0;
+    for (const slot of this.#slots) running += slot.running?.count ?? 0;
+    return running;
+  }
+
+  /** Workers with a free place (nothing queued, at concurrency 1) and not asleep. */
   get idleWorkers(): number {
     let idle = 0;
-    for (const slot of this.#slots) if (slot.alive && slot.queued === 0 && !slot.asleep) idle++;
+    for (const slot of this.#slots) if (slot.alive && slot.queued < slot.concurrency && !slot.asleep) idle++;
     return idle;
   }
 

@@ -1,5 +1,6 @@
 /** The engine's record of each worker thread (see Engine): the engine alone reads and writes it. */
 import type { ByteRing } from "../ring.ts";
+import type { RunningItems } from "../running-items.ts";
 
 /** One worker thread, its two rings, and the engine's side of their positions. */
 export interface WorkerSlot {
@@ -15,6 +16,12 @@ export interface WorkerSlot {
   queued: number;
   /** Most records this worker may have queued: about 4 ms of its measured work (see Engine's queue caps). */
   queueCap: number;
+  /** Items the worker runs at once (its tasks' highest `concurrency`). */
+  concurrency: number;
+  /** Its items in progress, when they may finish out of order (concurrency above 1, or retries). */
+  running: RunningItems | undefined;
+  /** When its worker was ended at the task timeout: the positions of the items that were overdue. */
+  overdue: number[] | undefined;
   /** Input records this worker finished (with `busyMilliseconds`, its mean time per record). */
   completed: number;
   /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
@@ -37,7 +44,14 @@ export interface WorkerSlot {
 }
 
 /** A slot for worker `index` on fresh rings, before its worker starts. */
-export function newWorkerSlot(index: number, input: ByteRing, output: ByteRing, queueCap: number): WorkerSlot {
+export function newWorkerSlot(
+  index: number,
+  input: ByteRing,
+  output: ByteRing,
+  queueCap: number,
+  concurrency = 1,
+  running: RunningItems | undefined = undefined,
+): WorkerSlot {
   return {
     index,
     worker: undefined as unknown as Worker,
@@ -47,6 +61,9 @@ export function newWorkerSlot(index: number, input: ByteRing, output: ByteRing, 
     outputPosition: output.readPosition,
     queued: 0,
     queueCap,
+    concurrency,
+    running,
+    overdue: undefined,
     completed: 0,
     lastDone: -1,
     oversizeInputs: new Map(),

@@ -1,9 +1,9 @@
-import { RecordKind, recordFlags, recordId, setRecordKind } from "../../protocol/record.ts";
+import { RecordKind, recordFlags, recordId, recordKind, setRecordFlags, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
 import { statsStride } from "../task-stats.ts";
-import { type FromWorker, itemKey } from "../worker-messages.ts";
+import { FLAG_ALONE, type FromWorker, itemKey } from "../worker-messages.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import type { OutputDrain } from "./output-drain.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
@@ -201,6 +201,8 @@ export class WorkerSupervisor {
         control: this.#setup.control,
         stats: this.#setup.stats,
         heap: this.#heaps.buffer,
+        concurrency: slot.concurrency,
+        running: slot.running?.buffer,
         oversize: [...slot.oversizeInputs],
       });
     });
@@ -226,26 +228,45 @@ export class WorkerSupervisor {
     // Items it finished whose Done it had not committed run again (at least once); the one it was
     // running when it died counts an attempt, and is given up after `maxAttempts`.
     const input = slot.input;
-    const position = this.#pastFinished(slot);
-    const running = input.runningPosition;
-    const unread = (input.writePosition - position) >>> 0;
-    if (((running - position) >>> 0) < unread && input.peek(running) === running) {
-      const offset = input.offsetOf(running);
-      const key = keyAt(input, running);
-      const attempts = (slot.attempts.get(key) ?? 0) + 1;
-      if (attempts >= this.#maxAttempts) {
-        slot.attempts.delete(key);
-        this.itemsGivenUp++;
-        this.#drain.giveUp(slot, offset, attempts, reason);
-        setRecordKind(input.view, offset, RecordKind.Void);
-      } else {
-        slot.attempts.set(key, attempts);
-        this.itemsRetried++;
+    let position = input.readPosition;
+    if (slot.running === undefined) {
+      position = this.#pastFinished(slot);
+      const running = input.runningPosition;
+      const unread = (input.writePosition - position) >>> 0;
+      const started = ((running - position) >>> 0) < unread && input.peek(running) === running;
+      if (started) this.#countAttempt(slot, running, reason);
+    } else {
+      // Several at once: each item that held a place counts an attempt (only the overdue ones when
+      // the task timeout ended it). Items it finished and committed are Void already; finished ones
+      // not committed, and parked ones, run again.
+      const blamed = slot.overdue ?? slot.running.positions();
+      slot.overdue = undefined;
+      for (const at of blamed) {
+        if (recordKind(input.view, input.offsetOf(at)) !== RecordKind.Void) this.#countAttempt(slot, at, reason);
       }
+      slot.running.clear();
     }
     input.release(position);
     this.#drain.flush();
     this.#respawn(slot);
+  }
+
+  /** The item at `position` of the slot's input took its worker down: one more attempt, or given up. */
+  #countAttempt(slot: WorkerSlot, position: number, reason: string): void {
+    const input = slot.input;
+    const offset = input.offsetOf(position);
+    const key = keyAt(input, position);
+    const attempts = (slot.attempts.get(key) ?? 0) + 1;
+    if (attempts >= this.#maxAttempts) {
+      slot.attempts.delete(key);
+      this.itemsGivenUp++;
+      this.#drain.giveUp(slot, offset, attempts, reason);
+      setRecordKind(input.view, offset, RecordKind.Void);
+    } else {
+      slot.attempts.set(key, attempts);
+      this.itemsRetried++;
+      if (slot.running !== undefined) setRecordFlags(input.view, offset, recordFlags(input.view, offset) | FLAG_ALONE);
+    }
   }
 
   /**
@@ -258,17 +279,19 @@ export class WorkerSupervisor {
     const stats = this.#stats;
     for (const slot of this.#slots) {
       const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
-      // A sleeping worker is not stuck; nor is one whose outputs wait for a paused consumer: it is held.
-      sample.busy = slot.alive && slot.queued > 0 && !slot.asleep && !this.#drain.paused;
+      // A sleeping worker is not stuck; nor is one whose outputs wait for a paused consumer: it is held;
+      // nor one whose items all wait for a retry's backoff.
+      const waitingForRetries = slot.running !== undefined && slot.running.count === 0;
+      sample.busy = slot.alive && slot.queued > 0 && !slot.asleep && !this.#drain.paused && !waitingForRetries;
       sample.progress = slot.output.writePosition;
       for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
     const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
-    if (stalled >= 0) {
-      const ms = this.#stallGuard!.timeoutMs;
-      const why = `its task got nothing done for ${ms} ms, the task timeout (setup's taskTimeoutMs)`;
-      return this.#end(this.#slots[stalled]!, why);
-    }
+    const stuckWhy = () =>
+      `its task got nothing done for ${this.#stallGuard!.timeoutMs} ms, the task timeout (setup's taskTimeoutMs)`;
+    if (stalled >= 0) return this.#end(this.#slots[stalled]!, stuckWhy());
+    const overdue = this.#overdue();
+    if (overdue !== undefined) return this.#end(overdue, stuckWhy());
     if (this.#memoryGuard === undefined) return;
     const resident = process.memoryUsage.rss();
     if (resident > this.#memoryGuard.limitBytes) {
@@ -289,6 +312,23 @@ export class WorkerSupervisor {
         `and this worker's own heap held about ${heap} MB, the most of any worker`,
     );
   };
+
+  /**
+   * A worker running several items at once whose items progress while one of them is stuck: that one
+   * holds its place past the task timeout. Returns the slot, its overdue items noted.
+   */
+  #overdue(): WorkerSlot | undefined {
+    if (this.#stallGuard === undefined || this.#drain.paused) return undefined;
+    const before = Date.now() - this.#stallGuard.timeoutMs;
+    for (const slot of this.#slots) {
+      if (slot.running === undefined || !slot.alive || slot.asleep) continue;
+      const overdue = slot.running.overdue(before);
+      if (overdue.length === 0) continue;
+      slot.overdue = overdue;
+      return slot;
+    }
+    return undefined;
+  }
 
   /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */
   #end(slot: WorkerSlot, reason: string): void {

@@ -1,13 +1,17 @@
 import { SetupError } from "../../errors.ts";
 import { latencyBucket } from "../../protocol/latency.ts";
-import type { TaskSpec } from "../../protocol/pipeline.ts";
-import { DROPPED, ERRORS, LATENCY, MILLISECONDS, PROCESSED, STAT_FIELDS } from "../task-stats.ts";
+import type { RetryPolicy, TaskSpec } from "../../protocol/pipeline.ts";
+import { DROPPED, ERRORS, LATENCY, MILLISECONDS, PROCESSED, RETRIES, STAT_FIELDS } from "../task-stats.ts";
+import { isRetryable, retryDelayMs } from "./retry.ts";
 
 /** A task ready to call: a function, or the `process` method of a class instance built for this worker. */
 export interface ResolvedTask {
   name: string;
   isGenerator: boolean;
   call: (item: unknown) => unknown;
+  /** Items this task may have in progress at once on this worker (set by the worker from the setup). */
+  concurrency?: number;
+  retry?: RetryPolicy;
 }
 
 function isClass(value: Function): boolean {
@@ -51,9 +55,14 @@ export async function loadTaskchain(specs: TaskSpec[], entries: Record<string, s
 }
 
 function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
-  if (!isClass(value)) {
-    return { name: spec.export, isGenerator: spec.isGenerator, call: value as (item: unknown) => unknown };
-  }
+  const { concurrency, retry } = spec; // absent ones may have travelled as null
+  const task = {
+    name: spec.export,
+    isGenerator: spec.isGenerator,
+    concurrency: concurrency ?? undefined,
+    retry: retry ?? undefined,
+  };
+  if (!isClass(value)) return { ...task, call: value as (item: unknown) => unknown };
   let instance: { process?: unknown };
   try {
     instance = new (value as new (...args: unknown[]) => { process?: unknown })(...(spec.args ?? []));
@@ -64,7 +73,7 @@ function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {
     throw new SetupError(`${where}: class "${spec.export}" has no process(item) method to call for each item`);
   }
   const process = instance.process as (item: unknown) => unknown;
-  return { name: spec.export, isGenerator: spec.isGenerator, call: (item) => process.call(instance, item) };
+  return { ...task, call: (item) => process.call(instance, item) };
 }
 
 /** A task whose calls take this long or longer is timed on every call (the clock then costs < 0.5%). */
@@ -87,6 +96,12 @@ export interface ChainHooks {
   taskError(stage: number, error: unknown): void | Promise<void>;
   /** Offers a sub-item that would run from `stage` to an idle worker; true if it was taken. */
   tryShare(item: unknown, stage: number): boolean;
+  /** An async task call of the item finished (for the task timeout of one item among several). */
+  progressed(): void;
+  /** The item waits for a retry's backoff: it gives up its place among the items in progress meanwhile. */
+  park(): void;
+  /** The backoff is over: resolves once the item has a place among the items in progress again. */
+  resume(): void | Promise<void>;
 }
 
 type Step = void | Promise<void>;
@@ -101,10 +116,13 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
  *
  * Sync tasks run without a single Promise: `run` returns undefined when everything finished
  * synchronously, and a Promise only from the first task (or output write) that had to wait.
+ *
+ * Several items may run at once (the worker's `concurrency`): each run carries its own hooks, which
+ * know its item. A task whose own `concurrency` is below the worker's is gated: a call beyond its
+ * limit waits for one of its calls to settle (see `#gates`).
  */
 export class ChainRunner {
   readonly #tasks: ResolvedTask[];
-  readonly #hooks: ChainHooks;
   readonly #stats: Float64Array;
   /** Per task: how many calls each timed call stands for (1: every call is timed; see `#clock`). */
   readonly #weights: Float64Array;
@@ -113,43 +131,74 @@ export class ChainRunner {
   readonly #timed: Float64Array;
   /** Names the task whose code runs now, for `log` calls inside it (see LogContext). */
   readonly #context: { task: string | undefined };
+  /** Per task: its gate when its concurrency is below the worker's, else undefined (no cost). */
+  readonly #gates: Array<TaskGate | undefined>;
 
   constructor(
     tasks: ResolvedTask[],
-    hooks: ChainHooks,
     stats: Float64Array,
     context: { task: string | undefined } = { task: undefined },
+    workerConcurrency = 1,
   ) {
     this.#context = context;
     this.#tasks = tasks;
-    this.#hooks = hooks;
     this.#stats = stats;
     this.#weights = new Float64Array(tasks.length).fill(1);
     this.#recentMs = new Float64Array(tasks.length);
     this.#timed = new Float64Array(tasks.length);
+    this.#gates = tasks.map((task) =>
+      (task.concurrency ?? workerConcurrency) < workerConcurrency ? new TaskGate(task.concurrency!) : undefined,
+    );
   }
 
-  /** Runs `item` from task `stage` to the end of the chain. */
-  run(item: unknown, stage: number): Step {
+  /** Runs `item` from task `stage` to the end of the chain; `attempt` counts the calls of task `stage`. */
+  run(item: unknown, stage: number, hooks: ChainHooks, attempt = 1): Step {
     const tasks = this.#tasks;
     while (stage < tasks.length) {
       const task = tasks[stage]!;
+      const gate = this.#gates[stage];
+      if (gate !== undefined) return this.#gated(gate, item, stage, hooks, attempt);
       const started = this.#clock(stage);
       let result: unknown;
       this.#context.task = task.name;
       try {
         result = task.call(item);
       } catch (error) {
-        return this.#failed(stage, started, error);
+        return this.#failed(stage, started, error, item, hooks, attempt);
       }
-      if (isThenable(result)) return this.#settle(result, stage, started);
+      if (isThenable(result)) return this.#settle(result, stage, started, item, hooks, attempt);
       this.#count(stage, started, result, task.isGenerator);
-      if (task.isGenerator) return this.#fanOut(result, stage);
+      if (task.isGenerator) return this.#fanOut(result, stage, hooks);
       if (result === null || result === undefined) return;
       item = result;
       stage++;
+      attempt = 1;
     }
-    return this.#hooks.emit(item);
+    return hooks.emit(item);
+  }
+
+  /** A call of a gated task: waits for room under its limit, holds it until the call settles. */
+  async #gated(gate: TaskGate, item: unknown, stage: number, hooks: ChainHooks, attempt: number): Promise<void> {
+    const entering = gate.enter();
+    if (entering !== undefined) {
+      await entering;
+      hooks.progressed(); // its wait for the gate is not its call's time: the task timeout starts now
+    }
+    const task = this.#tasks[stage]!;
+    const started = this.#clock(stage);
+    let result: unknown;
+    this.#context.task = task.name;
+    try {
+      result = await task.call(item);
+    } catch (error) {
+      gate.leave();
+      return this.#failed(stage, started, error, item, hooks, attempt);
+    }
+    gate.leave();
+    hooks.progressed();
+    this.#count(stage, started, result, task.isGenerator);
+    if (task.isGenerator) return this.#fanOut(result, stage, hooks);
+    if (result !== null && result !== undefined) return this.run(result, stage + 1, hooks);
   }
 
   /**
@@ -175,17 +224,25 @@ export class ChainRunner {
     this.#weights[stage] = ms >= TIME_EVERY_CALL_MS || recent >= TIME_EVERY_CALL_MS || timed < TIME_FIRST_CALLS ? 1 : SAMPLE_ONE_IN;
   }
 
-  async #settle(pending: PromiseLike<unknown>, stage: number, started: number): Promise<void> {
+  async #settle(
+    pending: PromiseLike<unknown>,
+    stage: number,
+    started: number,
+    item: unknown,
+    hooks: ChainHooks,
+    attempt: number,
+  ): Promise<void> {
     let result: unknown;
     try {
       result = await pending;
     } catch (error) {
-      return this.#failed(stage, started, error);
+      return this.#failed(stage, started, error, item, hooks, attempt);
     }
+    hooks.progressed();
     const task = this.#tasks[stage]!;
     this.#count(stage, started, result, task.isGenerator);
-    if (task.isGenerator) return this.#fanOut(result, stage);
-    if (result !== null && result !== undefined) return this.run(result, stage + 1);
+    if (task.isGenerator) return this.#fanOut(result, stage, hooks);
+    if (result !== null && result !== undefined) return this.run(result, stage + 1, hooks);
   }
 
   #count(stage: number, started: number, result: unknown, isGenerator: boolean): void {
@@ -196,35 +253,60 @@ export class ChainRunner {
     if (!isGenerator && (result === null || result === undefined)) stats[at + DROPPED]!++;
   }
 
-  #failed(stage: number, started: number, error: unknown): Step {
-    this.#stats[stage * STAT_FIELDS + ERRORS]!++;
+  /**
+   * A call threw: the item is run again at this task when the task's retry policy allows it (the
+   * call is counted as a retry, not an error), else it is dropped and reported.
+   */
+  #failed(stage: number, started: number, error: unknown, item: unknown, hooks: ChainHooks, attempt: number): Step {
     this.#addTime(stage, started);
-    return this.#hooks.taskError(stage, error);
+    const retry = this.#tasks[stage]!.retry;
+    if (retry != null && attempt < retry.attempts && isRetryable(error, retry)) {
+      this.#stats[stage * STAT_FIELDS + RETRIES]!++;
+      return this.#retry(item, stage, hooks, attempt, retryDelayMs(retry, attempt));
+    }
+    this.#stats[stage * STAT_FIELDS + ERRORS]!++;
+    if (retry != null && attempt > 1 && error instanceof Error) {
+      try {
+        error.message = `${error.message} (after ${attempt} attempts)`;
+      } catch {
+        // a read-only message (a DOMException's): reported as it is
+      }
+    }
+    return hooks.taskError(stage, error);
+  }
+
+  /** Waits out the backoff parked (the worker runs other items meanwhile), then calls the task again. */
+  async #retry(item: unknown, stage: number, hooks: ChainHooks, attempt: number, delayMs: number): Promise<void> {
+    hooks.park();
+    await Bun.sleep(delayMs);
+    const resuming = hooks.resume();
+    if (resuming !== undefined) await resuming;
+    return this.run(item, stage, hooks, attempt + 1);
   }
 
   /**
    * Runs output number `index` of a generator task: here, or on an idle worker once the fan-out is
    * large enough to be worth the trip (see SHARE_FROM).
    */
-  #child(value: unknown, next: number, index: number): Step {
-    if (index >= SHARE_FROM && next < this.#tasks.length && this.#hooks.tryShare(value, next)) return;
-    return this.run(value, next);
+  #child(value: unknown, next: number, index: number, hooks: ChainHooks): Step {
+    if (index >= SHARE_FROM && next < this.#tasks.length && hooks.tryShare(value, next)) return;
+    return this.run(value, next, hooks);
   }
 
-  #fanOut(result: unknown, stage: number): Step {
+  #fanOut(result: unknown, stage: number, hooks: ChainHooks): Step {
     if (result === null || result === undefined) return;
     const next = stage + 1;
-    if (Array.isArray(result)) return this.#fanOutArray(result, 0, next);
+    if (Array.isArray(result)) return this.#fanOutArray(result, 0, next, hooks);
     if (typeof result === "object" || typeof result === "function") {
       if (typeof (result as Iterable<unknown>)[Symbol.iterator] === "function") {
-        return this.#fanOutIterator((result as Iterable<unknown>)[Symbol.iterator](), stage);
+        return this.#fanOutIterator((result as Iterable<unknown>)[Symbol.iterator](), stage, hooks);
       }
       if (typeof (result as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
-        return this.#fanOutAsync((result as AsyncIterable<unknown>)[Symbol.asyncIterator](), stage);
+        return this.#fanOutAsync((result as AsyncIterable<unknown>)[Symbol.asyncIterator](), stage, hooks);
       }
     }
     const task = this.#tasks[stage]!;
-    return this.#hooks.taskError(
+    return hooks.taskError(
       stage,
       new TypeError(
         `task "${task.name}" is marked isGenerator but returned ${typeof result === "string" ? "a string" : typeof result}; ` +
@@ -233,15 +315,18 @@ export class ChainRunner {
     );
   }
 
-  #fanOutArray(values: unknown[], from: number, next: number): Step {
+  #fanOutArray(values: unknown[], from: number, next: number, hooks: ChainHooks): Step {
     for (let i = from; i < values.length; i++) {
-      const step = this.#child(values[i], next, i);
-      if (step !== undefined) return step.then(() => this.#fanOutArray(values, i + 1, next));
+      const step = this.#child(values[i], next, i, hooks);
+      if (step !== undefined) return step.then(() => this.#fanOutArray(values, i + 1, next, hooks));
     }
   }
 
-  /** A lazy iterator (e.g. a generator): time spent producing each value counts as the task's time. */
-  #fanOutIterator(iterator: Iterator<unknown>, stage: number, from = 0): Step {
+  /**
+   * A lazy iterator (e.g. a generator): time spent producing each value counts as the task's time. A
+   * generator that throws midway is not retried: the outputs it gave are out already.
+   */
+  #fanOutIterator(iterator: Iterator<unknown>, stage: number, hooks: ChainHooks, from = 0): Step {
     for (let index = from; ; index++) {
       const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
@@ -249,16 +334,16 @@ export class ChainRunner {
       try {
         step = iterator.next();
       } catch (error) {
-        return this.#failed(stage, started, error);
+        return this.#failedMidway(stage, started, error, hooks);
       }
       this.#addTime(stage, started);
       if (step.done) return;
-      const pending = this.#child(step.value, stage + 1, index);
-      if (pending !== undefined) return pending.then(() => this.#fanOutIterator(iterator, stage, index + 1));
+      const pending = this.#child(step.value, stage + 1, index, hooks);
+      if (pending !== undefined) return pending.then(() => this.#fanOutIterator(iterator, stage, hooks, index + 1));
     }
   }
 
-  async #fanOutAsync(iterator: AsyncIterator<unknown>, stage: number): Promise<void> {
+  async #fanOutAsync(iterator: AsyncIterator<unknown>, stage: number, hooks: ChainHooks): Promise<void> {
     for (let index = 0; ; index++) {
       const started = this.#clock(stage);
       let step: IteratorResult<unknown>;
@@ -266,11 +351,44 @@ export class ChainRunner {
       try {
         step = await iterator.next();
       } catch (error) {
-        return this.#failed(stage, started, error);
+        return this.#failedMidway(stage, started, error, hooks);
       }
+      hooks.progressed();
       this.#addTime(stage, started);
       if (step.done) return;
-      await this.#child(step.value, stage + 1, index);
+      await this.#child(step.value, stage + 1, index, hooks);
     }
+  }
+
+  #failedMidway(stage: number, started: number, error: unknown, hooks: ChainHooks): Step {
+    this.#stats[stage * STAT_FIELDS + ERRORS]!++;
+    this.#addTime(stage, started);
+    return hooks.taskError(stage, error);
+  }
+}
+
+/**
+ * At most `limit` calls of one task in progress at once on a worker, for a task whose own
+ * `concurrency` is below the worker's; calls beyond it wait in order.
+ */
+class TaskGate {
+  #inside = 0;
+  readonly #waiting: Array<() => void> = [];
+
+  constructor(readonly limit: number) {}
+
+  enter(): void | Promise<void> {
+    if (this.#inside < this.limit) {
+      this.#inside++;
+      return;
+    }
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** The call settled: its place goes to the next waiting call, if any. */
+  leave(): void {
+    const next = this.#waiting.shift();
+    if (next === undefined) this.#inside--;
+    else next();
   }
 }

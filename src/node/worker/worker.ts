@@ -7,30 +7,25 @@
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
 import { flushLogSink, logContext, setLogSink } from "../../log/log.ts";
-import { decode, encode, encodeTransient } from "../../protocol/codec.ts";
-import {
-  RECORD_HEADER_BYTES,
-  RecordKind,
-  recordFlags,
-  recordId,
-  recordKind,
-  recordLength,
-  recordStage,
-} from "../../protocol/record.ts";
+import { decode } from "../../protocol/codec.ts";
+import { RECORD_HEADER_BYTES, RecordKind, recordFlags, recordKind, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
 import { HEAP_REPORT_MS, HeapReporter } from "../worker-heap.ts";
+import { RunningItems } from "../running-items.ts";
 import { busyMilliseconds, workerTaskStats } from "../task-stats.ts";
 import {
   Control,
+  FLAG_ALONE,
   FLAG_OVERSIZE,
   type FromWorker,
-  SHARE_TARGET_SHIFT,
   type SetupMessage,
   type ToWorker,
   itemKey,
 } from "../worker-messages.ts";
 import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
+import { InProgressItems } from "./in-progress.ts";
+import { ItemRun, type RunContext, errorReport } from "./item-run.ts";
 import { OutputWriter } from "./output-writer.ts";
 import { ChainRunner, type ResolvedTask, loadTaskchain } from "./taskchain.ts";
 
@@ -39,7 +34,6 @@ const port = globalThis as unknown as {
   postMessage(message: FromWorker, transfer?: ArrayBuffer[]): void;
 };
 const post = (message: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(message, transfer);
-const MAX_REPORT_CHARS = 16_000;
 /** Items finished between commits (and input releases) while more input is waiting. */
 const ITEMS_PER_COMMIT = 64;
 /**
@@ -47,6 +41,8 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
+/** Items parked for a retry's backoff, at least, before the worker stops taking input (4 per place, else). */
+const MIN_PARKED = 64;
 /** What `ItemLoop`'s decode step returns for an item it could not decode (and reported). */
 const UNDECODABLE = Symbol("undecodable");
 
@@ -94,20 +90,11 @@ async function start(setup: SetupMessage): Promise<void> {
   await new ItemLoop(setup, tasks).run();
 }
 
-/** A TaskError record's payload; a string `error` is a report of pcluster's own, without a stack. */
-function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
-  const message = error instanceof Error ? error.message : String(error);
-  const stack = error instanceof Error ? error.stack : undefined;
-  return encode({
-    task: task.name,
-    message: message.slice(0, MAX_REPORT_CHARS),
-    stack: stack?.slice(0, MAX_REPORT_CHARS),
-  });
-}
-
 /**
- * The worker's loop over its input ring, one item at a time in ring order. Each step returns a
- * promise only when it had to wait, so a run of small synchronous items costs no promise at all.
+ * The worker's loop over its input ring. With concurrency 1 (and no retries) it runs one item at a time
+ * in ring order, and each step returns a promise only when it had to wait, so a run of small synchronous
+ * items costs no promise at all. Otherwise it starts items while a place is free (InProgressItems
+ * bounds it) and each runs on its own, finishing in any order.
  */
 class ItemLoop {
   readonly #tasks: ResolvedTask[];
@@ -116,23 +103,20 @@ class ItemLoop {
   readonly #control: Int32Array;
   readonly #stats: Float64Array;
   readonly #hunger: Hunger;
-  readonly #rotation: ShareRotation;
   readonly #runner: ChainRunner;
+  readonly #context: RunContext;
+  /** The item being run, when they run one at a time. */
+  readonly #current: ItemRun;
+  /** When several items run at once: what bounds them (else undefined). */
+  readonly #inProgress: InProgressItems | undefined;
   /** Where the next record is read, and up to where input bytes were given back to the engine. */
   #position: number;
   #released: number;
   #sinceCommit = 0;
   #busyAtCommit = 0;
-  // The record being run: every output, error and share is labelled with its item; its outputs are counted.
-  #offset = 0;
-  #stage = 0;
-  #flags = 0;
-  #id = 0;
-  #length = 0;
-  #outputs = 0;
-  /** Outputs the running item gave, sent or not (naming one that cannot be sent). */
-  #given = 0;
   #decodeError: unknown;
+  /** The one wait for input armed while items are in progress (a second would race the first's flag). */
+  #inputWait: Promise<void> | undefined;
   /** The memory guard's view of this worker: reported between items, and by timer while a task awaits. */
   readonly #heap: HeapReporter;
 
@@ -143,17 +127,24 @@ class ItemLoop {
     this.#control = new Int32Array(setup.control);
     this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
     this.#hunger = new Hunger(this.#control, setup.index, setup.workers);
-    this.#rotation = new ShareRotation(this.#hunger);
-    this.#runner = new ChainRunner(
+    const concurrency = setup.concurrency;
+    this.#runner = new ChainRunner(tasks, this.#stats, logContext(), concurrency);
+    this.#inProgress =
+      setup.running === undefined
+        ? undefined
+        : new InProgressItems(
+            concurrency,
+            Math.max(MIN_PARKED, concurrency * 4),
+            new RunningItems(setup.running),
+            this.#sleepRequested,
+          );
+    this.#context = {
       tasks,
-      {
-        emit: (value) => this.#emit(value),
-        taskError: (stage, error) => this.#writeError(stage, errorReport(tasks[stage]!, error)),
-        tryShare: (item, stage) => this.#tryShare(item, stage),
-      },
-      this.#stats,
-      logContext(),
-    );
+      output: this.#output,
+      rotation: new ShareRotation(this.#hunger),
+      inProgress: this.#inProgress,
+    };
+    this.#current = new ItemRun(this.#context);
     this.#position = this.#input.readPosition;
     this.#released = this.#position;
     this.#heap = new HeapReporter(setup.heap, setup.index);
@@ -161,8 +152,13 @@ class ItemLoop {
     setInterval(() => this.#heap.report(), HEAP_REPORT_MS);
   }
 
-  async run(): Promise<void> {
+  run(): Promise<void> {
+    return this.#inProgress === undefined ? this.#runInOrder() : this.#runConcurrently(this.#inProgress);
+  }
+
+  async #runInOrder(): Promise<void> {
     const input = this.#input;
+    const run = this.#current;
     for (;;) {
       if (this.#sleepRequested()) await this.#sleep();
       if (input.closed) process.exit(0);
@@ -171,19 +167,19 @@ class ItemLoop {
         await this.#waitForInput();
         continue;
       }
-      const next = this.#begin(at);
-      if (next < 0) continue; // a Void record, skipped
+      if (this.#skipVoid(at)) continue;
+      const next = run.begin(input, at);
       // Say we are hungry while still busy with our last item, so shared work arrives before we idle.
       const more = input.peek(next) >= 0;
       if (more) this.#hunger.retract();
       else this.#hunger.announce();
 
-      const item = (this.#flags & FLAG_OVERSIZE) === 0 ? this.#decode() : await this.#decodeOversize();
+      const item = (run.flags & FLAG_OVERSIZE) === 0 ? this.#decode(run) : await this.#decodeOversize(run);
       if (item === UNDECODABLE) {
-        const failure = this.#reportUndecodable();
+        const failure = this.#reportUndecodable(run);
         if (failure !== undefined) await failure;
-      } else if (this.#stage < this.#tasks.length) {
-        const running = this.#runner.run(item, this.#stage);
+      } else if (run.stage < this.#tasks.length) {
+        const running = this.#runner.run(item, run.stage, run);
         if (running !== undefined) {
           await this.#settle(); // a task that waits must not hold back what came before it
           await running;
@@ -192,7 +188,7 @@ class ItemLoop {
       // The item's log lines leave before its Done: a root that resets once all is done (and so ends
       // this worker) would otherwise lose the lines still waiting for this thread's next turn.
       flushLogSink();
-      const finishing = this.#output.finished(this.#flags, this.#id, this.#outputs);
+      const finishing = this.#output.finished(run.flags, run.id, run.outputs);
       if (finishing !== undefined) await finishing;
       this.#position = next;
       this.#heap.afterItem();
@@ -203,33 +199,75 @@ class ItemLoop {
   }
 
   /**
-   * Takes the record at `at` as the one being run; returns where the next one starts, or -1 (and moves
-   * past it) for a Void record, an input given up after crashing its workers.
+   * Starts items while a place is free; each runs on its own (`#runOne`) and gives its place back
+   * when done. On `sleep()` no item starts, those in progress finish, then the worker pauses.
    */
-  #begin(at: number): number {
+  async #runConcurrently(inProgress: InProgressItems): Promise<void> {
+    const input = this.#input;
+    for (;;) {
+      if (this.#sleepRequested()) {
+        while (inProgress.active > 0) await inProgress.whenChanged();
+        await this.#sleep();
+        inProgress.wake();
+      }
+      if (input.closed) process.exit(0);
+      if (!inProgress.hasRoom) {
+        await inProgress.whenChanged();
+        continue;
+      }
+      const at = input.peek(this.#position);
+      if (at < 0) {
+        await this.#waitForInputOrChange(inProgress);
+        continue;
+      }
+      if (this.#skipVoid(at)) continue;
+      if ((recordFlags(input.view, input.offsetOf(at)) & FLAG_ALONE) !== 0 && inProgress.active > 0) {
+        await inProgress.whenChanged(); // it runs alone: once the items in progress are done
+        continue;
+      }
+      const run = new ItemRun(this.#context);
+      this.#position = run.begin(input, at);
+      if (input.peek(this.#position) >= 0) this.#hunger.retract();
+      else this.#hunger.announce();
+      inProgress.start(run);
+      void this.#runOne(run, inProgress);
+      // Sync tasks finish inside `#runOne`: commit now and then, as the in-order loop does.
+      if (++this.#sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS) {
+        await this.#settle();
+      }
+    }
+  }
+
+  /** One item of a worker that runs several at once, from decoding to its Done. */
+  async #runOne(run: ItemRun, inProgress: InProgressItems): Promise<void> {
+    const item = (run.flags & FLAG_OVERSIZE) === 0 ? this.#decode(run) : await this.#decodeOversize(run);
+    if (item === UNDECODABLE) {
+      const failure = this.#reportUndecodable(run);
+      if (failure !== undefined) await failure;
+    } else if (run.stage < this.#tasks.length) {
+      const running = this.#runner.run(item, run.stage, run);
+      if (running !== undefined) await running;
+    }
+    flushLogSink();
+    const finishing = this.#output.finished(run.itemFlags, run.id, run.outputs);
+    if (finishing !== undefined) await finishing;
+    inProgress.finish(run);
+  }
+
+  /** Moves past a Void record (an input given up after crashing its workers, or finished before a crash). */
+  #skipVoid(at: number): boolean {
     const input = this.#input;
     const offset = input.offsetOf(at);
-    const view = input.view;
-    if (recordKind(view, offset) === RecordKind.Void) {
-      this.#position = (at + input.recordSize(offset)) >>> 0;
-      return -1;
-    }
-    input.markRunning(at);
-    this.#offset = offset;
-    this.#stage = recordStage(view, offset);
-    this.#flags = recordFlags(view, offset);
-    this.#id = recordId(view, offset);
-    this.#length = recordLength(view, offset);
-    this.#outputs = 0;
-    this.#given = 0;
-    return (at + RECORD_HEADER_BYTES + this.#length) >>> 0;
+    if (recordKind(input.view, offset) !== RecordKind.Void) return false;
+    this.#position = (at + input.recordSize(offset)) >>> 0;
+    return true;
   }
 
   /** The item, decoded where it lies in the ring; UNDECODABLE (see `#decodeError`) when it cannot be. */
-  #decode(): unknown {
-    const start = this.#offset + RECORD_HEADER_BYTES;
+  #decode(run: ItemRun): unknown {
+    const start = run.offset + RECORD_HEADER_BYTES;
     try {
-      return decode(this.#input.data, start, start + this.#length);
+      return decode(this.#input.data, start, start + run.length);
     } catch (error) {
       this.#decodeError = error;
       return UNDECODABLE;
@@ -237,10 +275,10 @@ class ItemLoop {
   }
 
   /** An oversize item: its bytes came (or are coming) by message. */
-  async #decodeOversize(): Promise<unknown> {
+  async #decodeOversize(run: ItemRun): Promise<unknown> {
     try {
       await this.#settle();
-      const key = itemKey(this.#flags, this.#id);
+      const key = itemKey(run.flags, run.id);
       const bytes = await oversizeInput(key);
       oversizeInputs.delete(key);
       return decode(new Uint8Array(bytes));
@@ -251,54 +289,10 @@ class ItemLoop {
   }
 
   /** Reports the item that could not be decoded as a task error of the task it was to start at. */
-  #reportUndecodable(): void | Promise<void> {
-    const task = this.#tasks[Math.min(this.#stage, this.#tasks.length - 1)]!;
+  #reportUndecodable(run: ItemRun): void | Promise<void> {
+    const task = this.#tasks[Math.min(run.stage, this.#tasks.length - 1)]!;
     const why = new TypeError(`the item could not be decoded: ${(this.#decodeError as Error).message}`);
-    return this.#output.write(RecordKind.TaskError, this.#stage, this.#itemFlags(), this.#id, errorReport(task, why));
-  }
-
-  /** The flags every record about the running item carries: its own, less how its input travelled. */
-  #itemFlags(): number {
-    return this.#flags & ~FLAG_OVERSIZE;
-  }
-
-  #emit(value: unknown): void | Promise<void> {
-    const flags = this.#itemFlags();
-    try {
-      const writing = this.#output.writeValue(RecordKind.Output, 0, flags, this.#id, value, this.#outputName);
-      this.#outputs++;
-      return writing;
-    } catch (error) {
-      // An output that cannot be carried as itself (ItemEncodeError, naming the path) is this item's
-      // TaskError; the item's other outputs and the worker go on.
-      const last = this.#tasks.length - 1;
-      const why = `an output could not be sent: ${(error as Error).message}`;
-      return this.#writeError(last, errorReport(this.#tasks[last]!, why));
-    } finally {
-      this.#given++;
-    }
-  }
-
-  /** Names the output being written (`outputs[2]`), for an ItemEncodeError. */
-  readonly #outputName = (): string => `outputs[${this.#given}]`;
-
-  #writeError(stage: number, report: Uint8Array): void | Promise<void> {
-    return this.#output.write(RecordKind.TaskError, stage, this.#itemFlags(), this.#id, report);
-  }
-
-  /** Hands a fan-out sub-item to a hungry worker this one claimed; false: run it here. */
-  #tryShare(item: unknown, stage: number): boolean {
-    const target = this.#rotation.next();
-    if (target < 0) return false;
-    let bytes: Uint8Array;
-    try {
-      bytes = encodeTransient(item); // copied into the ring at once
-    } catch {
-      return false; // a sub-item that cannot be carried as itself runs here, where it needs no encoding
-    }
-    const flags = this.#itemFlags() | ((target + 1) << SHARE_TARGET_SHIFT);
-    // When the output ring is full the engine is behind anyway: run this one here.
-    return this.#output.tryWrite(RecordKind.Share, stage, flags, this.#id, bytes);
+    return run.writeError(run.stage, errorReport(task, why));
   }
 
   #busy(): number {
@@ -310,10 +304,30 @@ class ItemLoop {
    * before the inputs they finish are released, so a crash never loses one.
    */
   async #settle(): Promise<void> {
+    if (this.#inProgress !== undefined) return this.#settleOutOfOrder(this.#inProgress);
     await this.#output.settle();
     if (this.#released !== this.#position) this.#input.release((this.#released = this.#position));
     this.#sinceCommit = 0;
     this.#busyAtCommit = this.#busy();
+  }
+
+  /**
+   * The same when items finish out of order: input is given back up to the oldest item not finished.
+   * A finished item behind it has its record turned Void once its Done is committed, so that after a
+   * crash the replacement skips it instead of running it again.
+   */
+  async #settleOutOfOrder(inProgress: InProgressItems): Promise<void> {
+    const committing = inProgress.takeFinished();
+    this.#sinceCommit = 0;
+    this.#busyAtCommit = this.#busy();
+    await this.#output.settle();
+    const input = this.#input;
+    for (const run of committing) {
+      run.committed = true;
+      setRecordKind(input.view, run.offset, RecordKind.Void);
+    }
+    const upTo = inProgress.releasePoint(this.#position);
+    if (this.#released !== upTo) input.release((this.#released = upTo));
   }
 
   /** Nothing to read: commits, says this worker is hungry, and waits for input (or for `sleep()`). */
@@ -322,6 +336,21 @@ class ItemLoop {
     this.#hunger.announce();
     // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
     await this.#input.waitForDataOr(this.#position, this.#sleepRequested);
+  }
+
+  /** The same while items are in progress: also wakes when one of them finishes, parks or resumes. */
+  async #waitForInputOrChange(inProgress: InProgressItems): Promise<void> {
+    await this.#settle();
+    if (this.#input.peek(this.#position) >= 0) return;
+    this.#hunger.announce();
+    if (this.#inputWait === undefined) {
+      const wait = this.#input.waitForDataOr(this.#position, this.#sleepRequested);
+      if (wait === undefined) return;
+      this.#inputWait = wait.then(() => {
+        this.#inputWait = undefined;
+      });
+    }
+    await Promise.race([this.#inputWait, inProgress.whenChanged()]);
   }
 
   readonly #sleepRequested = (): boolean => Atomics.load(this.#control, Control.Sleep) === 1;
