@@ -89,6 +89,18 @@ async function resentNotes(address: string, why: RegExp): Promise<number[]> {
   return notes.map((note) => Number(note[2]));
 }
 
+/**
+ * Items re-sent because of nodes other than the one under test (on a loaded machine a survivor can
+ * miss its heartbeat too; it is then re-sent from and set up again): read once the notes are in.
+ */
+async function resentByOthers(address: string): Promise<number> {
+  const text = await Bun.file(logFile).text();
+  const others = /\[root\] node (\S+) lost \(.*?\); re-sending (\d+) unfinished items/g;
+  let total = 0;
+  for (const note of text.matchAll(others)) if (note[1] !== address) total += Number(note[2]);
+  return total;
+}
+
 describe("a node lost in the middle of a run", () => {
   test("SIGKILL at half-way: every output arrives, duplicates only from re-sent items, and the log says how many", async () => {
     const nodes = await twoNodes(2);
@@ -138,7 +150,7 @@ describe("a node lost in the middle of a run", () => {
 
     // The root's note, in the cluster's log: which node, why, and exactly how many items were re-sent.
     const counts = await resentNotes(victim.addr, /closed|reset|lost|connection/i);
-    expect(counts).toEqual([progress.resent]);
+    expect(counts).toEqual([progress.resent - (await resentByOthers(victim.addr))]);
   }, 60_000);
 
   test("a node that stops answering (SIGSTOP) is given up after the heartbeat timeout; its items are re-sent", async () => {
@@ -177,7 +189,7 @@ describe("a node lost in the middle of a run", () => {
       expect(progress).toMatchObject({ fed: count, done: count, queued: 0, inFlight: 0 });
       expect(cluster.nodes).toEqual([survivor.addr]);
       const counts = await resentNotes(frozen.addr, new RegExp(`has not answered for ${heartbeatTimeoutMs} ms`));
-      expect(counts).toEqual([progress.resent]);
+      expect(counts).toEqual([progress.resent - (await resentByOthers(frozen.addr))]);
     } finally {
       frozen.proc.kill("SIGKILL");
       frozen.proc.kill("SIGCONT");

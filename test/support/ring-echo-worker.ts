@@ -1,8 +1,9 @@
-// A Worker thread that echoes every record of one ByteRing into another, waiting (with wake-ups only:
-// its waits time out after 20 s, which counts as a lost wake-up) for data and for room. When its input
-// is closed and read to the end, it posts what its waits saw and exits. See test/node/ring.test.ts.
+// A Worker thread that echoes every record of one ByteRing into another, waiting for data and for room
+// as the engine's workers do: each wait looks again after WAKE_CHECK_MS at most, and one that ends so
+// instead of by a wake-up counts as timed out. When its input is closed and read to the end, it posts
+// what its waits saw and exits. See test/node/ring.test.ts.
 import { RECORD_HEADER_BYTES } from "../../src/protocol/record.ts";
-import { ByteRing } from "../../src/node/ring.ts";
+import { ByteRing, WAKE_CHECK_MS } from "../../src/node/ring.ts";
 
 declare const self: Worker;
 
@@ -13,7 +14,7 @@ export interface EchoReport {
   timedOut: number;
 }
 
-const NO_TIMEOUT_MS = 20_000;
+const NO_TIMEOUT_MS = WAKE_CHECK_MS;
 
 self.onmessage = async (event: MessageEvent<{ input: SharedArrayBuffer; output: SharedArrayBuffer }>) => {
   const input = new ByteRing(event.data.input);
