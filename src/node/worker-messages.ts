@@ -43,6 +43,8 @@ export interface SetupMessage {
   output: SharedArrayBuffer;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Largest output a task may give, encoded: a larger one is a task error for its item. */
+  maxItemBytes: number;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

@@ -4,8 +4,9 @@ import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
 import consola from "consola";
 import { ConnectionClosedError, PclusterError, ProtocolError, TimeoutError, errorFromWire, errorToWire } from "../errors.ts";
 import { encode } from "./codec.ts";
-import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameOf } from "./frame.ts";
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, frameOf } from "./frame.ts";
 import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
+import { PartJoiner, partFrames } from "./parts.ts";
 import type { ClientTls } from "./tls.ts";
 
 export interface ConnectionOptions {
@@ -45,6 +46,9 @@ export class Connection {
 
   readonly #socket: Socket<unknown>;
   readonly #decoder: FrameDecoder;
+  readonly #parts: PartJoiner;
+  /** The largest frame body the peer takes: larger messages go to it in parts (the handshake tells it). */
+  #peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   readonly #maxQueuedBytes: number;
   readonly #requestTimeoutMs: number;
   #queue: Uint8Array[] = [];
@@ -64,6 +68,8 @@ export class Connection {
   constructor(socket: Socket<unknown>, options: ConnectionOptions = {}) {
     this.#socket = socket;
     this.#decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    // No message larger than a frame until the handshake trusts the peer (see `maxMessageBytes` of serve and dial).
+    this.#parts = new PartJoiner(this.#decoder.maxFrameBytes);
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.remoteAddress = socket.remoteAddress;
@@ -72,6 +78,29 @@ export class Connection {
 
   get isClosed(): boolean {
     return this.#isClosed;
+  }
+
+  /** The largest frame body this side takes from the peer. */
+  get maxFrameBytes(): number {
+    return this.#decoder.maxFrameBytes;
+  }
+
+  /** The largest message this side takes from the peer in parts. */
+  get maxMessageBytes(): number {
+    return this.#parts.maxMessageBytes;
+  }
+
+  set maxMessageBytes(bytes: number) {
+    this.#parts.maxMessageBytes = bytes;
+  }
+
+  /** The largest frame body the peer takes; a message larger than that is sent in parts. */
+  get peerMaxFrameBytes(): number {
+    return this.#peerMaxFrameBytes;
+  }
+
+  set peerMaxFrameBytes(bytes: number) {
+    this.#peerMaxFrameBytes = bytes;
   }
 
   /** Bytes waiting to be written to the socket. */
@@ -84,11 +113,20 @@ export class Connection {
     this.sendFrame(frameOf(encode(message)));
   }
 
-  /** Queues a whole, already encoded frame (header included). The bytes must not change afterwards. */
+  /**
+   * Queues a whole, already encoded frame (header included). The bytes must not change afterwards. A
+   * frame larger than the peer takes goes in parts, queued back to back (nothing can come between them).
+   */
   sendFrame(frame: Uint8Array): void {
     if (this.#isClosed || this.#endAfterFlush) {
       throw new ConnectionClosedError(`connection to ${this.remoteAddress} is closed`, { cause: this.#closeReason });
     }
+    if (frame.length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) {
+      for (const piece of partFrames(frame, this.#peerMaxFrameBytes)) this.#enqueue(piece);
+    } else this.#enqueue(frame);
+  }
+
+  #enqueue(frame: Uint8Array): void {
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;
     if (!this.#flushScheduled && !this.#awaitingDrain) {
@@ -218,9 +256,20 @@ export class Connection {
     this.#resolveClosed(reason);
   }
 
-  readonly #onFrame = (body: Uint8Array): void => {
-    const message = parseMessage(body);
+  readonly #onFrame = (body: Uint8Array): void => this.#dispatch(parseMessage(body));
+
+  #dispatch(message: Message): void {
+    if (this.#parts.joining && message.t !== "part") {
+      throw new ProtocolError(`a "${message.t}" message came between the parts of a message`);
+    }
     switch (message.t) {
+      case "part": {
+        const body = this.#parts.add(message.blob, message.left);
+        if (body === undefined) return;
+        const whole = parseMessage(body);
+        if (whole.t === "part") throw new ProtocolError("a message sent in parts was itself a part");
+        return this.#dispatch(whole);
+      }
       case "res":
         return this.#settle(message);
       case "err":
@@ -234,7 +283,7 @@ export class Connection {
       default:
         return this.onMessage(message, this);
     }
-  };
+  }
 
   #settle(message: { t: "res"; id: number; result?: unknown } | ErrorMessage): void {
     const pending = this.#pending.get(message.id!);

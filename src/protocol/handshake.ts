@@ -67,6 +67,7 @@ async function acceptHandshake(connection: Connection, options: AcceptOptions): 
     version: VERSION,
     auth: token !== undefined,
     nonce,
+    maxFrame: connection.maxFrameBytes,
   });
   try {
     const message = await nextMessage(connection, options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, "handshake");
@@ -90,6 +91,7 @@ async function acceptHandshake(connection: Connection, options: AcceptOptions): 
       proof = mac(token, "server", message.nonce);
     }
     connection.send({ t: "welcome", mac: proof });
+    if (message.maxFrame !== undefined) connection.peerMaxFrameBytes = message.maxFrame;
     return { client: message.client };
   } catch (error) {
     connection.fail(error);
@@ -134,6 +136,7 @@ async function clientHandshake(connection: Connection, options: HandshakeOptions
       nonce,
       mac: hello.auth && token !== undefined ? mac(token, "client", hello.nonce) : undefined,
       client: options.client ?? `${hostname()}:${process.pid}`,
+      maxFrame: connection.maxFrameBytes,
     });
     if (hello.protocol !== PROTOCOL_VERSION) {
       throw new VersionMismatchError(
@@ -146,6 +149,7 @@ async function clientHandshake(connection: Connection, options: HandshakeOptions
     if (hello.auth && !macMatches(mac(token!, "server", nonce), welcome.mac)) {
       throw new AuthError(`${address} could not prove it knows the token; refusing to talk to it`);
     }
+    if (hello.maxFrame !== undefined) connection.peerMaxFrameBytes = hello.maxFrame;
     return hello;
   } catch (error) {
     connection.destroy(error instanceof PclusterError ? error : undefined);
@@ -161,6 +165,8 @@ export interface ServeOptions extends ConnectionOptions {
   service: "node" | "log";
   token?: string;
   tls?: ServerTls;
+  /** Largest message a client may send in parts once past the handshake (default: one frame). */
+  maxMessageBytes?: number;
   /** Called with each connection that passed the handshake. */
   onPeer: (connection: Connection, client: string | undefined) => void;
   /** Called when a client is refused (bad bytes, version, token), with why. */
@@ -180,7 +186,10 @@ export function serve(options: ServeOptions): Server {
   try {
     listener = listen(options, (connection) => {
       acceptHandshake(connection, { service: options.service, token: options.token }).then(
-        ({ client }) => options.onPeer(connection, client),
+        ({ client }) => {
+          if (options.maxMessageBytes !== undefined) connection.maxMessageBytes = options.maxMessageBytes;
+          options.onPeer(connection, client);
+        },
         (error) => options.onRefused?.(connection.remoteAddress, error),
       );
     });
@@ -213,6 +222,8 @@ export interface DialOptions extends ConnectionOptions, HandshakeOptions {
   port: number;
   tls?: ClientTls;
   connectTimeoutMs?: number;
+  /** Largest message the server may send in parts once past the handshake (default: one frame). */
+  maxMessageBytes?: number;
 }
 
 /** Connects and runs the client handshake; resolves with a ready connection and the server's hello. */
@@ -227,5 +238,6 @@ export async function dial(options: DialOptions): Promise<{ connection: Connecti
     },
   });
   const hello = await handshake!;
+  if (options.maxMessageBytes !== undefined) connection.maxMessageBytes = options.maxMessageBytes;
   return { connection, hello };
 }

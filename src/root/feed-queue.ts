@@ -1,3 +1,4 @@
+import { ItemTooLargeError } from "../errors.ts";
 import { type RecordBatchBuilder, encodeDeclined } from "../protocol/codec.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
@@ -54,6 +55,8 @@ export class FeedQueue {
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
+  /** The largest item, encoded, that the queue takes (see `ItemTooLargeError`). */
+  maxItemBytes = Number.POSITIVE_INFINITY;
 
   /** Records not sent yet. */
   get length(): number {
@@ -72,7 +75,8 @@ export class FeedQueue {
 
   /**
    * Encodes and queues `values`, in order. A value MessagePack cannot carry throws a TypeError naming
-   * its index (counted from `firstIndex`), and then none of `values` is queued.
+   * its index (counted from `firstIndex`), one larger than `maxItemBytes` an `ItemTooLargeError`, and
+   * then none of `values` is queued.
    */
   appendValues(values: readonly unknown[], firstIndex = 0): void {
     const tail = this.#tail;
@@ -86,16 +90,18 @@ export class FeedQueue {
     };
     for (let index = 0; index < values.length; index++) {
       try {
-        this.#appendValue(values[index]);
+        this.#appendValue(values[index], firstIndex + index);
       } catch (error) {
         this.#rollBack(mark);
+        if (error instanceof ItemTooLargeError) throw error;
         throw new TypeError(`item ${firstIndex + index} cannot be sent: ${(error as Error).message}`);
       }
     }
   }
 
-  /** Queues items already encoded (copied into the queue). */
+  /** Queues items already encoded (copied into the queue); one larger than `maxItemBytes` throws first, and none is queued. */
   appendBytes(items: readonly Uint8Array[]): void {
+    items.forEach((bytes, index) => this.#checkSize(bytes.length, index));
     for (const bytes of items) this.#appendEncoded(bytes);
   }
 
@@ -220,12 +226,27 @@ export class FeedQueue {
     if (chunk.outstanding === 0 && chunk.queued === 0 && chunk !== this.#tail) this.#chunks.delete(chunk.serial);
   }
 
-  #appendValue(value: unknown): void {
+  #appendValue(value: unknown, index: number): void {
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
-    if (length < 0) return this.#appendEncoded(encodeDeclined(value)); // there was room: not a small item
+    if (length < 0) {
+      const bytes = encodeDeclined(value); // there was room: not a small item
+      this.#checkSize(bytes.length, index); // before a chunk is made for it
+      return this.#appendEncoded(bytes);
+    }
+    this.#checkSize(length, index);
     this.#commit(chunk, at, length);
+  }
+
+  #checkSize(size: number, index: number): void {
+    const limit = this.maxItemBytes;
+    if (size <= limit) return;
+    throw new ItemTooLargeError(
+      `item ${index} is ${size} bytes encoded, over the limit of ${limit} bytes (maxItemBytes: the smallest of ` +
+        "the root's or setup's and every node's --max-item); none of the items of this call was queued",
+      { index, size, limit },
+    );
   }
 
   #appendEncoded(bytes: Uint8Array): void {

@@ -13,6 +13,7 @@ import type { HttpEndpoint } from "../metrics/http.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import { decode } from "../protocol/codec.ts";
+import { DEFAULT_MAX_ITEM_BYTES, checkMaxItemBytes } from "../protocol/limits.ts";
 import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
 import { WaitList } from "../wait-list.ts";
@@ -60,6 +61,11 @@ export interface SetupOptions<Out = unknown> {
   taskTimeoutMs?: number;
   /** Result bytes a node may send ahead of the root handling them (default 8 MiB). */
   resultWindow?: number;
+  /**
+   * Largest item or output, encoded, for this pipeline (default: the root's `maxItemBytes`, 1 GiB).
+   * The smallest of it and every node's `--max-item` holds (see `RootOptions.maxItemBytes`).
+   */
+  maxItemBytes?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
   /**
@@ -168,6 +174,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** @param nodeAddrs nodes as `[host, port]` or `"host:port"`; more with `addNode` or `searchNodes`. */
   constructor(nodeAddrs: HostPort[] = [], options: RootOptions = {}) {
     this.#options = { ...options, token: options.token ?? process.env.PCLUSTER_TOKEN };
+    if (options.maxItemBytes !== undefined) checkMaxItemBytes(options.maxItemBytes, "Root option maxItemBytes");
     for (const addr of nodeAddrs) this.addNode(addr);
     this.#scheduler = new Scheduler(options.scheduler);
     this.#scheduler.onPumped = () => this.#settle();
@@ -281,6 +288,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
       }
     }
+    const maxItemBytes = checkMaxItemBytes(
+      options.maxItemBytes ?? this.#options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES,
+      options.maxItemBytes === undefined ? "Root option maxItemBytes" : "setup option maxItemBytes",
+    );
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
         `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +
@@ -303,6 +314,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       maxAttempts: options.maxAttempts,
       taskTimeoutMs: options.taskTimeoutMs,
       resultWindow: options.resultWindow,
+      maxItemBytes,
     };
     if (this.#endpoints.size === 0) {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
@@ -328,6 +340,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#recentErrors.clear();
     this.#failure = undefined;
     this.#running = true;
+    this.#scheduler.maxItemBytes = maxItemBytes; // and no more than any node takes (see #addLane)
     freeAtExit(this);
     for (const outcome of outcomes) {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
@@ -691,6 +704,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   async #setupNode(endpoint: Endpoint, args: SetupArgs, options: SetupOptions): Promise<{ client: NodeClient; result: SetupResult }> {
     const client = await this.#client(endpoint);
+    if (args.maxItemBytes !== undefined) client.allowItems(args.maxItemBytes);
     const result = await client.request<SetupResult>("setup", args, options.setupTimeoutMs ?? 15 * 60_000);
     return { client, result };
   }
@@ -806,6 +820,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     clearTimeout(this.#noNodesTimer);
     this.#noNodesTimer = undefined;
     this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
+    const nodeLimit = result.maxItemBytes ?? Number.POSITIVE_INFINITY;
+    if (nodeLimit < this.#scheduler.maxItemBytes) {
+      // A node joining a run with a smaller limit: items queued before were checked against the larger one.
+      if (this.#scheduler.queued > 0) this.#note("warn", `node ${client.address} takes items of up to ${nodeLimit} bytes: later feeds are held to that`);
+      this.#scheduler.maxItemBytes = nodeLimit;
+    }
     client.startHeartbeat();
   }
 

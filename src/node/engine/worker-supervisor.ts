@@ -48,6 +48,8 @@ export interface WorkerSetup {
   entries: Record<string, string>;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Largest output a task may give, encoded. */
+  maxItemBytes: number;
 }
 
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
@@ -195,6 +197,7 @@ export class WorkerSupervisor {
         output: slot.output.buffer,
         control: this.#setup.control,
         stats: this.#setup.stats,
+        maxItemBytes: this.#setup.maxItemBytes,
         oversize: [...slot.oversizeInputs],
       });
     });

@@ -6,6 +6,7 @@
  * The worker uses web-`Worker` messaging only (`self.onmessage` / `postMessage`), never
  * `worker_threads`: mixing the two in one Bun worker loses messages.
  */
+import { ItemTooLargeError } from "../../errors.ts";
 import { flushLogSink, logContext, setLogSink } from "../../log/log.ts";
 import { decode, encode, encodeTransient } from "../../protocol/codec.ts";
 import {
@@ -133,7 +134,7 @@ class ItemLoop {
   constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
     this.#tasks = tasks;
     this.#input = new ByteRing(setup.input);
-    this.#output = new OutputWriter(new ByteRing(setup.output), post);
+    this.#output = new OutputWriter(new ByteRing(setup.output), post, setup.maxItemBytes);
     this.#control = new Int32Array(setup.control);
     this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
     this.#hunger = new Hunger(this.#control, setup.index, setup.workers);
@@ -259,7 +260,10 @@ class ItemLoop {
       return writing;
     } catch (error) {
       const last = this.#tasks.length - 1;
-      const why = new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`);
+      const why =
+        error instanceof ItemTooLargeError
+          ? error
+          : new TypeError(`its output could not be encoded as MessagePack: ${(error as Error).message}`);
       return this.#writeError(last, errorReport(this.#tasks[last]!, why));
     }
   }
