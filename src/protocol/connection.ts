@@ -54,6 +54,8 @@ export class Connection {
   #queue: Uint8Array[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
+  #receivedBytes = 0;
+  #writtenBytes = 0;
   #scratch: Uint8Array | undefined;
   #flushScheduled = false;
   #awaitingDrain = false;
@@ -101,6 +103,18 @@ export class Connection {
 
   set peerMaxFrameBytes(bytes: number) {
     this.#peerMaxFrameBytes = bytes;
+  }
+
+  /**
+   * Bytes received and bytes the socket took, since the start: they move while a message of many
+   * parts is on its way, before it is a message anyone sees (a heartbeat counts that as life).
+   */
+  get receivedBytes(): number {
+    return this.#receivedBytes;
+  }
+
+  get writtenBytes(): number {
+    return this.#writtenBytes;
   }
 
   /** Bytes waiting to be written to the socket. */
@@ -216,6 +230,7 @@ export class Connection {
   /** @internal */
   handleData(chunk: Uint8Array): void {
     if (this.#isClosed) return;
+    this.#receivedBytes += chunk.length;
     try {
       this.#decoder.push(chunk, this.#onFrame);
     } catch (error) {
@@ -337,6 +352,7 @@ export class Connection {
       const written = this.#socket.write(chunk);
       if (written < 0) return; // the socket is closing; handleClose follows
       this.#queuedBytes -= written;
+      this.#writtenBytes += written;
       if (written < chunk.length) {
         // Keep the rest in front of the queue; scratch bytes must be copied since scratch is reused.
         const rest = coalesced ? chunk.slice(written) : chunk.subarray(written);

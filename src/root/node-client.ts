@@ -134,9 +134,21 @@ export class NodeClient implements FeedTarget {
     const every = this.#options.heartbeatMs ?? 2000;
     const timeout = this.#options.heartbeatTimeoutMs ?? 15_000;
     let lastTick = performance.now();
+    const connection = this.#connection;
+    let received = connection.receivedBytes;
+    let written = connection.writtenBytes;
+    let backlog = false;
     this.#heartbeat = setInterval(() => {
       if (!this.isOpen) return this.#stopHeartbeat();
       const now = performance.now();
+      // A large item going out or a large output coming in is many frames before it is one message:
+      // bytes received, or a backlog the node keeps reading (not our pings alone), are life too.
+      if (connection.receivedBytes !== received || (backlog && connection.writtenBytes !== written)) {
+        this.#lastAnswer = Math.max(this.#lastAnswer, lastTick);
+      }
+      received = connection.receivedBytes;
+      written = connection.writtenBytes;
+      backlog = connection.queuedBytes > 0;
       const late = now - lastTick > every * 2;
       lastTick = now;
       // A tick that comes late means this process was busy (a handler that blocked): the node's answers
