@@ -46,6 +46,8 @@ export class Connection {
 
   readonly #socket: Socket<unknown>;
   readonly #decoder: FrameDecoder;
+  /** The frame limit this side announces in the handshake (whatever the decoder allows before it). */
+  readonly #maxFrameBytes: number;
   readonly #parts: PartJoiner;
   /** The largest frame body the peer takes: larger messages go to it in parts (the handshake tells it). */
   #peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
@@ -69,9 +71,10 @@ export class Connection {
 
   constructor(socket: Socket<unknown>, options: ConnectionOptions = {}) {
     this.#socket = socket;
-    this.#decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#decoder = new FrameDecoder(this.#maxFrameBytes);
     // No message larger than a frame until the handshake trusts the peer (see `maxMessageBytes` of serve and dial).
-    this.#parts = new PartJoiner(this.#decoder.maxFrameBytes);
+    this.#parts = new PartJoiner(this.#maxFrameBytes);
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.remoteAddress = socket.remoteAddress;
@@ -82,9 +85,9 @@ export class Connection {
     return this.#isClosed;
   }
 
-  /** The largest frame body this side takes from the peer. */
+  /** The largest frame body this side takes from the peer once past the handshake. */
   get maxFrameBytes(): number {
-    return this.#decoder.maxFrameBytes;
+    return this.#maxFrameBytes;
   }
 
   /** The largest message this side takes from the peer in parts. */

@@ -820,7 +820,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     clearTimeout(this.#noNodesTimer);
     this.#noNodesTimer = undefined;
     this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window));
-    const nodeLimit = result.maxItemBytes ?? Number.POSITIVE_INFINITY;
+    const nodeLimit = typeof result.maxItemBytes === "number" ? result.maxItemBytes : Number.POSITIVE_INFINITY;
     if (nodeLimit < this.#scheduler.maxItemBytes) {
       // A node joining a run with a smaller limit: items queued before were checked against the larger one.
       if (this.#scheduler.queued > 0) this.#note("warn", `node ${client.address} takes items of up to ${nodeLimit} bytes: later feeds are held to that`);
