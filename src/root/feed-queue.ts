@@ -244,7 +244,7 @@ export class FeedQueue {
     if (size <= limit) return;
     throw new ItemTooLargeError(
       `item ${index} is ${size} bytes encoded, over the limit of ${limit} bytes (maxItemBytes: the smallest of ` +
-        "the root's or setup's and every node's --max-item); none of the items of this call was queued",
+        "the root's or setup's and every node's --max-item)",
       { index, size, limit },
     );
   }

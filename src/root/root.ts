@@ -353,7 +353,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   /**
-   * Queues items for the cluster. Each is encoded now; a value MessagePack cannot carry throws here.
+   * Queues items for the cluster. Each is encoded now; a value MessagePack cannot carry throws here, and
+   * one larger than `maxItemBytes` throws `ItemTooLargeError` naming its index — then none is queued.
    * For a large array use `feedMany(array)`: a spread of some 500 000 arguments or more overflows the stack.
    */
   feed<const Items extends readonly In[]>(...items: TravellingItems<Items>): void {
