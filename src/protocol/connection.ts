@@ -283,11 +283,13 @@ export class Connection {
     switch (message.t) {
       case "part": {
         const body = this.#parts.add(message.blob, message.left);
-        if (body === undefined) return;
+        if (body === undefined) return this.send({ t: "part-ack", left: message.left });
         const whole = parseMessage(body);
         if (whole.t === "part") throw new ProtocolError("a message sent in parts was itself a part");
         return this.#dispatch(whole);
       }
+      case "part-ack":
+        return; // its bytes were counted (`receivedBytes`): that is all it is for
       case "res":
         return this.#settle(message);
       case "err":

@@ -77,6 +77,14 @@ export interface PartMessage {
   left: number;
   blob: Uint8Array;
 }
+/**
+ * A part was taken, `left` bytes of its message are still to come: the sender sees the receiver alive
+ * while a message of many frames is on its way (its own requests wait behind the parts).
+ */
+export interface PartAckMessage {
+  t: "part-ack";
+  left: number;
+}
 /** How much a log line matters; a line without one is "info" (senders before 0.2 never said). */
 export type LogLevel = "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["info", "warn", "error"];
@@ -111,6 +119,7 @@ export type Message =
   | CreditMessage
   | EventMessage
   | PartMessage
+  | PartAckMessage
   | LogMessage;
 
 // ---- run-time validation -------------------------------------------------------------------------
@@ -224,6 +233,7 @@ const schemas: Record<Message["t"], Check> = {
   credit: shape({ bytes: isUint }),
   event: shape({ name: isString, data: isAny }),
   part: shape({ left: isUint, blob: isBinary }),
+  "part-ack": shape({ left: isUint }),
   log: shape({
     lines: arrayOf(
       shape({

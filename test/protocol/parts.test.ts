@@ -118,6 +118,36 @@ describe("over real sockets", () => {
     expect(connection.isClosed).toBe(false);
   }, 30_000);
 
+  test("the receiver acknowledges each part but the last, so the sender sees it alive meanwhile", async () => {
+    let got: Message | undefined;
+    const server = serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      service: "node",
+      maxFrameBytes: 64 * 1024,
+      maxMessageBytes: 4 * 1024 * 1024,
+      onPeer(connection) {
+        connection.onMessage = (message) => (got = message); // it answers nothing itself
+      },
+    });
+    stops.push(() => server.stop());
+    const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
+    stops.push(() => connection.destroy());
+    const before = connection.receivedBytes;
+    const parts = partFrames(frameOf(encode({ t: "event", name: "big", data: pattern(1_000_000, 4) })), 64 * 1024).length / 2;
+    let seen = false;
+    connection.onMessage = () => (seen = true); // acknowledgements are the connection's own business
+    connection.send({ t: "event", name: "big", data: pattern(1_000_000, 4) });
+    for (let waited = 0; got === undefined && waited < 10_000; waited += 20) await Bun.sleep(20);
+    expect(got?.t).toBe("event");
+    // Each acknowledgement is one small frame: { t: "part-ack", left }.
+    const ack = frameOf(encode({ t: "part-ack", left: 1 << 20 })).length;
+    for (let waited = 0; connection.receivedBytes - before < (parts - 1) * (ack - 4) && waited < 5000; waited += 20) await Bun.sleep(20);
+    expect(connection.receivedBytes - before).toBeGreaterThanOrEqual((parts - 1) * (ack - 4));
+    expect(connection.receivedBytes - before).toBeLessThanOrEqual((parts - 1) * ack);
+    expect(seen).toBe(false);
+  }, 20_000);
+
   test("before the handshake, no message larger than a frame is joined", async () => {
     let failure: Promise<unknown> | undefined;
     const listener = listen({ hostname: "127.0.0.1", port: 0, maxFrameBytes: 64 * 1024 }, (connection) => {

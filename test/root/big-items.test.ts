@@ -74,9 +74,8 @@ describe("a 70 MB item through a node whose frames are 8 MiB", () => {
     await root.reset();
   }, 90_000);
 
-  test("comes back intact as an output of 70 MB, and its many frames are not taken for a silent node", async () => {
-    // Pings wait behind the item's frames: the bytes moving must keep the node alive meanwhile.
-    const root = newRoot(smallFrames, { heartbeatMs: 200, heartbeatTimeoutMs: 3000 });
+  test("comes back intact as an output of 70 MB", async () => {
+    const root = newRoot(smallFrames);
     const outputs: Uint8Array[] = [];
     await root.setup("big-echo", "1", [{ function: tasks.echo }], {
       localPackages: [TASKS],
