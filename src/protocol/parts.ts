@@ -6,7 +6,9 @@ import { FRAME_HEADER_BYTES, MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.
  * sent back to back: each `blob` holds the next bytes of the message's body and `left` how many are
  * still to come after it, so the first part tells the whole size and the receiver can refuse a message
  * over its limit before it holds any of it. The frame limit thus bounds what one frame costs, and
- * `maxItemBytes` how large an item may be.
+ * `maxItemBytes` how large an item may be. The receiver acknowledges every part but the last
+ * (`part-ack`, in connection.ts): the sender's own requests, pings included, wait behind the parts, and
+ * those few bytes tell it the peer is alive meanwhile.
  */
 
 /** The most a part's frame head takes (frame header, fixmap, `t`, `left` as a uint32, `blob`'s bin32 header). */
