@@ -54,6 +54,11 @@ const node = command({
     "tls-cert": { type: "file", description: "PEM certificate file: serve over TLS" },
     "tls-key": { type: "file", description: "PEM private key file for --tls-cert" },
     "max-frame": { type: "integer", description: "Largest frame accepted, in bytes (default 67108864)", valueHint: "bytes" },
+    "max-item": {
+      type: "integer",
+      description: "Largest item or output, encoded, in bytes; larger ones travel in parts of frames (default 1073741824)",
+      valueHint: "bytes",
+    },
     "ring-bytes": {
       type: "integer",
       description: "Bytes of each worker's input and output ring (default 1048576)",
@@ -100,6 +105,7 @@ const node = command({
       insecure: flags.insecure,
       tls: cert === undefined || key === undefined ? undefined : { cert: Bun.file(cert), key: Bun.file(key) },
       maxFrameBytes: flags["max-frame"],
+      maxItemBytes: flags["max-item"],
       ringBytes: flags["ring-bytes"],
       memoryLimitBytes: flags["memory-limit"],
       metricsPort: flags["metrics-port"],

@@ -106,6 +106,28 @@ export class ItemEncodeError extends PclusterError {
   }
 }
 
+/**
+ * An item or output is larger, encoded, than `maxItemBytes` (the smallest of the root's or setup's
+ * limit and every node's `--max-item`). At `feed` it names the item's index among those given, and
+ * none of that call's items is queued; a task's output over it becomes a `TaskError` for its item.
+ */
+export class ItemTooLargeError extends PclusterError {
+  override readonly code = "item-too-large";
+  /** The item's index among the items of the call that refused it (undefined when rebuilt from the wire). */
+  readonly index: number | undefined;
+  /** Its encoded size in bytes. */
+  readonly size: number | undefined;
+  /** The limit it is over, in bytes. */
+  readonly limit: number | undefined;
+
+  constructor(message: string, details: { index?: number; size?: number; limit?: number } = {}) {
+    super(message);
+    this.index = details.index;
+    this.size = details.size;
+    this.limit = details.limit;
+  }
+}
+
 /** A task threw, or an item failed after its retries. Given to `errorHandler`. */
 export class TaskError extends PclusterError {
   override readonly code = "task";
@@ -146,6 +168,7 @@ const byCode: Record<string, new (message: string) => PclusterError> = {
   "queue-full": QueueFullError,
   state: StateError,
   "item-encode": ItemEncodeError,
+  "item-too-large": ItemTooLargeError,
 };
 
 /** Rebuilds the typed error a peer answered with. */

@@ -25,6 +25,7 @@ export {
 export {
   AuthError,
   ConnectionClosedError,
+  ItemTooLargeError,
   ListenError,
   NameLookupError,
   ItemEncodeError,

@@ -1,7 +1,7 @@
 import consola from "consola";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
-import { NodeBusyError, ProtocolError, StateError } from "../errors.ts";
+import { NodeBusyError, ProtocolError, StateError, UsageError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
 import { flushLogs, logAt, sendLogLines, setDefaultLogAddress } from "../log/log.ts";
 import { formatAddress } from "../protocol/address.ts";
@@ -11,6 +11,7 @@ import { RecordReader } from "../protocol/record.ts";
 import type { Connection, ServerTls } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/safe-listen.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+import { DEFAULT_MAX_ITEM_BYTES, checkMaxItemBytes, messageLimitFor } from "../protocol/limits.ts";
 import type { LogLevel, Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import type { HttpEndpoint } from "../metrics/endpoint.ts";
@@ -42,6 +43,11 @@ export interface NodeServerOptions {
   maxUnauthenticated?: number;
   /** Largest frame a connection may send before its handshake completes (default 4 KiB). */
   maxHandshakeFrameBytes?: number;
+  /**
+   * Largest item or output, encoded (default 1 GiB): told to the root at setup, which refuses larger
+   * items at `feed`; a larger output is a task error. Items larger than a frame travel in parts.
+   */
+  maxItemBytes?: number;
   /** Bytes of each worker's input and output ring (default 1 MiB each). */
   ringBytes?: number;
   /** Resident bytes above which a worker is ended to save the node (default 80% of memory; see Engine). */
@@ -92,6 +98,7 @@ class NodeServer {
   #workdir: string | undefined;
   readonly #defaultWorkers: number;
   readonly #memoryLimit: number;
+  readonly #maxItemBytes: number;
   #server: Server | undefined;
   #metrics: HttpEndpoint | undefined;
   #pipeline: Pipeline | undefined;
@@ -103,6 +110,7 @@ class NodeServer {
     this.#options = options;
     this.#defaultWorkers = options.workers || availableParallelism();
     this.#memoryLimit = options.memoryLimitBytes ?? defaultMemoryLimit();
+    this.#maxItemBytes = checkMaxItemBytes(options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES, "--max-item", UsageError);
     this.#workdir = options.workdir;
   }
 
@@ -121,6 +129,8 @@ class NodeServer {
       maxHandshakeFrameBytes: options.maxHandshakeFrameBytes,
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       maxUnauthenticated: options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED,
+      // A feed batch holds the largest item and the batch's others; results the same of outputs.
+      maxMessageBytes: messageLimitFor(node.#maxItemBytes),
       // Setup messages carry whole packages; a command may take long (installs), a result must not wait.
       requestTimeoutMs: 30_000,
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
@@ -322,6 +332,7 @@ class NodeServer {
           taskTimeoutMs: args.taskTimeoutMs || undefined,
           concurrency: args.concurrency,
           memoryLimitBytes: this.#memoryLimit,
+          maxItemBytes: Math.min(this.#maxItemBytes, args.maxItemBytes ?? this.#maxItemBytes),
         },
         {
           onResults: (batch) => this.#sendResults(pipeline, batch),
@@ -351,7 +362,8 @@ class NodeServer {
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
       const cached = installed.skipped ? " (code unchanged, not reinstalled)" : "";
       this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, { about: { pipeline: pipeline.name } });
-      return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window };
+      const maxItemBytes = this.#maxItemBytes;
+      return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window, maxItemBytes };
     } catch (error) {
       if (this.#pipeline === pipeline) this.#pipeline = undefined;
       const message = error instanceof Error ? error.message : String(error);

@@ -59,6 +59,8 @@ export interface SetupMessage {
    * of order (concurrency above 1, or retries); undefined: one at a time, in ring order.
    */
   running?: SharedArrayBuffer;
+  /** Largest output a task may give, encoded: a larger one is a task error for its item. */
+  maxItemBytes: number;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

@@ -4,8 +4,9 @@ import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
 import consola from "consola";
 import { ConnectionClosedError, PclusterError, ProtocolError, TimeoutError, errorFromWire, errorToWire } from "../errors.ts";
 import { encode } from "./codec.ts";
-import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameOf } from "./frame.ts";
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, frameOf } from "./frame.ts";
 import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
+import { PartJoiner, partFrames } from "./parts.ts";
 import type { ClientTls } from "./tls.ts";
 
 export interface ConnectionOptions {
@@ -50,11 +51,18 @@ export class Connection {
 
   readonly #socket: Socket<unknown>;
   readonly #decoder: FrameDecoder;
+  /** The frame limit this side announces in the handshake (whatever the decoder allows before it). */
+  readonly #maxFrameBytes: number;
+  readonly #parts: PartJoiner;
+  /** The largest frame body the peer takes: larger messages go to it in parts (the handshake tells it). */
+  #peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
   readonly #maxQueuedBytes: number;
   readonly #requestTimeoutMs: number;
   #queue: Uint8Array[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
+  #receivedBytes = 0;
+  #writtenBytes = 0;
   #scratch: Uint8Array | undefined;
   #flushScheduled = false;
   #awaitingDrain = false;
@@ -68,7 +76,11 @@ export class Connection {
 
   constructor(socket: Socket<unknown>, options: ConnectionOptions = {}) {
     this.#socket = socket;
-    this.#decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES, options.maxHandshakeFrameBytes);
+    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#decoder = new FrameDecoder(this.#maxFrameBytes, options.maxHandshakeFrameBytes);
+    // No message larger than a frame before the handshake (than a handshake frame, where that limit is
+    // set) until the handshake trusts the peer (see `trust`, and `maxMessageBytes` of serve and dial).
+    this.#parts = new PartJoiner(options.maxHandshakeFrameBytes ?? this.#maxFrameBytes);
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.remoteAddress = socket.remoteAddress;
@@ -77,6 +89,41 @@ export class Connection {
 
   get isClosed(): boolean {
     return this.#isClosed;
+  }
+
+  /** The largest frame body this side takes from the peer once past the handshake. */
+  get maxFrameBytes(): number {
+    return this.#maxFrameBytes;
+  }
+
+  /** The largest message this side takes from the peer in parts. */
+  get maxMessageBytes(): number {
+    return this.#parts.maxMessageBytes;
+  }
+
+  set maxMessageBytes(bytes: number) {
+    this.#parts.maxMessageBytes = bytes;
+  }
+
+  /** The largest frame body the peer takes; a message larger than that is sent in parts. */
+  get peerMaxFrameBytes(): number {
+    return this.#peerMaxFrameBytes;
+  }
+
+  set peerMaxFrameBytes(bytes: number) {
+    this.#peerMaxFrameBytes = bytes;
+  }
+
+  /**
+   * Bytes received and bytes the socket took, since the start: they move while a message of many
+   * parts is on its way, before it is a message anyone sees (a heartbeat counts that as life).
+   */
+  get receivedBytes(): number {
+    return this.#receivedBytes;
+  }
+
+  get writtenBytes(): number {
+    return this.#writtenBytes;
   }
 
   /** Bytes waiting to be written to the socket. */
@@ -89,11 +136,20 @@ export class Connection {
     this.sendFrame(frameOf(encode(message)));
   }
 
-  /** Queues a whole, already encoded frame (header included). The bytes must not change afterwards. */
+  /**
+   * Queues a whole, already encoded frame (header included). The bytes must not change afterwards. A
+   * frame larger than the peer takes goes in parts, queued back to back (nothing can come between them).
+   */
   sendFrame(frame: Uint8Array): void {
     if (this.#isClosed || this.#endAfterFlush) {
       throw new ConnectionClosedError(`connection to ${this.remoteAddress} is closed`, { cause: this.#closeReason });
     }
+    if (frame.length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) {
+      for (const piece of partFrames(frame, this.#peerMaxFrameBytes)) this.#enqueue(piece);
+    } else this.#enqueue(frame);
+  }
+
+  #enqueue(frame: Uint8Array): void {
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;
     if (!this.#flushScheduled && !this.#awaitingDrain) {
@@ -134,6 +190,7 @@ export class Connection {
   /** The peer passed the handshake: frames up to `maxFrameBytes` are accepted from now on. */
   trust(): void {
     this.#decoder.trust();
+    if (this.#parts.maxMessageBytes < this.#maxFrameBytes) this.#parts.maxMessageBytes = this.#maxFrameBytes;
   }
 
   /** Stops reading from the socket (the peer's writes then back up in TCP). */
@@ -188,6 +245,7 @@ export class Connection {
   /** @internal */
   handleData(chunk: Uint8Array): void {
     if (this.#isClosed) return;
+    this.#receivedBytes += chunk.length;
     try {
       this.#decoder.push(chunk, this.#onFrame);
     } catch (error) {
@@ -228,9 +286,22 @@ export class Connection {
     this.#resolveClosed(reason);
   }
 
-  readonly #onFrame = (body: Uint8Array): void => {
-    const message = parseMessage(body);
+  readonly #onFrame = (body: Uint8Array): void => this.#dispatch(parseMessage(body));
+
+  #dispatch(message: Message): void {
+    if (this.#parts.joining && message.t !== "part") {
+      throw new ProtocolError(`a "${message.t}" message came between the parts of a message`);
+    }
     switch (message.t) {
+      case "part": {
+        const body = this.#parts.add(message.blob, message.left);
+        if (body === undefined) return this.send({ t: "part-ack", left: message.left });
+        const whole = parseMessage(body);
+        if (whole.t === "part") throw new ProtocolError("a message sent in parts was itself a part");
+        return this.#dispatch(whole);
+      }
+      case "part-ack":
+        return; // its bytes were counted (`receivedBytes`): that is all it is for
       case "res":
         return this.#settle(message);
       case "err":
@@ -244,7 +315,7 @@ export class Connection {
       default:
         return this.onMessage(message, this);
     }
-  };
+  }
 
   #settle(message: { t: "res"; id: number; result?: unknown } | ErrorMessage): void {
     const pending = this.#pending.get(message.id!);
@@ -298,6 +369,7 @@ export class Connection {
       const written = this.#socket.write(chunk);
       if (written < 0) return; // the socket is closing; handleClose follows
       this.#queuedBytes -= written;
+      this.#writtenBytes += written;
       if (written < chunk.length) {
         // Keep the rest in front of the queue; scratch bytes must be copied since scratch is reused.
         const rest = coalesced ? chunk.slice(written) : chunk.subarray(written);

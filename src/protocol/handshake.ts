@@ -69,6 +69,7 @@ async function acceptHandshake(connection: Connection, options: AcceptOptions): 
     version: VERSION,
     auth: token !== undefined,
     nonce,
+    maxFrame: connection.maxFrameBytes,
   });
   try {
     const message = await nextMessage(connection, options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS, "handshake");
@@ -93,6 +94,7 @@ async function acceptHandshake(connection: Connection, options: AcceptOptions): 
     }
     connection.trust(); // before the welcome: the client's next frame may be large
     connection.send({ t: "welcome", mac: proof });
+    if (message.maxFrame !== undefined) connection.peerMaxFrameBytes = message.maxFrame;
     return { client: message.client };
   } catch (error) {
     connection.fail(error);
@@ -137,6 +139,7 @@ async function clientHandshake(connection: Connection, options: HandshakeOptions
       nonce,
       mac: hello.auth && token !== undefined ? mac(token, "client", hello.nonce) : undefined,
       client: options.client ?? `${hostname()}:${process.pid}`,
+      maxFrame: connection.maxFrameBytes,
     });
     if (hello.protocol !== PROTOCOL_VERSION) {
       throw new VersionMismatchError(
@@ -149,6 +152,7 @@ async function clientHandshake(connection: Connection, options: HandshakeOptions
     if (hello.auth && !macMatches(mac(token!, "server", nonce), welcome.mac)) {
       throw new AuthError(`${address} could not prove it knows the token; refusing to talk to it`);
     }
+    if (hello.maxFrame !== undefined) connection.peerMaxFrameBytes = hello.maxFrame;
     return hello;
   } catch (error) {
     connection.destroy(error instanceof PclusterError ? error : undefined);
@@ -169,6 +173,8 @@ export interface ServeOptions extends ConnectionOptions, AdmissionLimits {
   service: "node" | "log";
   token?: string;
   tls?: ServerTls;
+  /** Largest message a client may send in parts once past the handshake (default: one frame). */
+  maxMessageBytes?: number;
   /** Called with each connection that passed the handshake. */
   onPeer: (connection: Connection, client: string | undefined) => void;
   /** Called when a client is refused (bad bytes, version, token), with why. */
@@ -198,6 +204,7 @@ export function serve(options: ServeOptions): Server {
       acceptHandshake(connection, { service: options.service, token: options.token }).then(
         ({ client }) => {
           admission.authenticated(connection);
+          if (options.maxMessageBytes !== undefined) connection.maxMessageBytes = options.maxMessageBytes;
           options.onPeer(connection, client);
         },
         (error) => options.onRefused?.(connection.remoteAddress, error),
@@ -232,6 +239,8 @@ export interface DialOptions extends ConnectionOptions, HandshakeOptions {
   port: number;
   tls?: ClientTls;
   connectTimeoutMs?: number;
+  /** Largest message the server may send in parts once past the handshake (default: one frame). */
+  maxMessageBytes?: number;
 }
 
 /** Connects and runs the client handshake; resolves with a ready connection and the server's hello. */
@@ -246,5 +255,6 @@ export async function dial(options: DialOptions): Promise<{ connection: Connecti
     },
   });
   const hello = await handshake!;
+  if (options.maxMessageBytes !== undefined) connection.maxMessageBytes = options.maxMessageBytes;
   return { connection, hello };
 }

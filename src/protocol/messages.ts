@@ -13,6 +13,8 @@ export interface HelloMessage {
   version: string;
   auth: boolean;
   nonce: Uint8Array;
+  /** The largest frame body the server takes after the handshake (larger messages come in parts). */
+  maxFrame?: number;
 }
 /** The client's answer to `hello`: its protocol, its own nonce, and the HMAC of the server's nonce. */
 export interface AuthMessage {
@@ -21,6 +23,8 @@ export interface AuthMessage {
   nonce: Uint8Array;
   mac?: Uint8Array;
   client?: string;
+  /** The largest frame body the client takes (larger messages come in parts). */
+  maxFrame?: number;
 }
 /** The server accepts; with auth on it proves it knows the token too (HMAC of the client's nonce). */
 export interface WelcomeMessage {
@@ -67,6 +71,20 @@ export interface EventMessage {
   name: string;
   data?: unknown;
 }
+/** The next bytes of a message too large for one frame, and how many are still to come (see parts.ts). */
+export interface PartMessage {
+  t: "part";
+  left: number;
+  blob: Uint8Array;
+}
+/**
+ * A part was taken, `left` bytes of its message are still to come: the sender sees the receiver alive
+ * while a message of many frames is on its way (its own requests wait behind the parts).
+ */
+export interface PartAckMessage {
+  t: "part-ack";
+  left: number;
+}
 /** How much a log line matters; a line without one is "info" (senders before 0.2 never said). */
 export type LogLevel = "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["info", "warn", "error"];
@@ -100,6 +118,8 @@ export type Message =
   | ResultsMessage
   | CreditMessage
   | EventMessage
+  | PartMessage
+  | PartAckMessage
   | LogMessage;
 
 // ---- run-time validation -------------------------------------------------------------------------
@@ -195,8 +215,15 @@ const schemas: Record<Message["t"], Check> = {
     version: isString,
     auth: isBoolean,
     nonce: isBinary,
+    maxFrame: optional(isUint),
   }),
-  auth: shape({ protocol: isUint, nonce: isBinary, mac: optional(isBinary), client: optional(isString) }),
+  auth: shape({
+    protocol: isUint,
+    nonce: isBinary,
+    mac: optional(isBinary),
+    client: optional(isString),
+    maxFrame: optional(isUint),
+  }),
   welcome: shape({ mac: optional(isBinary) }),
   req: shape({ id: isUint, cmd: isString, args: isAny }),
   res: shape({ id: isUint, result: isAny }),
@@ -205,6 +232,8 @@ const schemas: Record<Message["t"], Check> = {
   results: shape({ blob: isBinary, idle: isUint }),
   credit: shape({ bytes: isUint }),
   event: shape({ name: isString, data: isAny }),
+  part: shape({ left: isUint, blob: isBinary }),
+  "part-ack": shape({ left: isUint }),
   log: shape({
     lines: arrayOf(
       shape({

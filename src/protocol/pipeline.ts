@@ -80,6 +80,8 @@ export interface SetupArgs {
   concurrency?: number;
   /** Result bytes the node may send ahead of the root's `credit` messages (default 8 MiB). */
   resultWindow?: number;
+  /** The root's largest item or output, encoded; the node holds outputs to the smaller of it and its own. */
+  maxItemBytes?: number;
 }
 
 /** What a node answers to `setup`: what it runs on, and how much input it takes in flight. */
@@ -90,6 +92,8 @@ export interface SetupResult {
   cached: boolean;
   /** The most items and bytes the root may have in flight on this node. */
   window: { items: number; bytes: number };
+  /** The node's own largest item or output (`--max-item`); absent from older nodes. */
+  maxItemBytes?: number;
 }
 
 /** What a node answers to `status`. */
@@ -214,6 +218,7 @@ const setupArgs: Check = shape({
   taskTimeoutMs: optional(isUint),
   concurrency: optional(isUint),
   resultWindow: optional(isUint),
+  maxItemBytes: optional(isUint),
 });
 
 /** Validates setup arguments from the wire; throws a `ProtocolError` naming the bad field. */

@@ -1,3 +1,4 @@
+import { ItemTooLargeError } from "../errors.ts";
 import { type RecordBatchBuilder, encodeDeclined } from "../protocol/codec.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
@@ -57,6 +58,8 @@ export class FeedQueue {
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
+  /** The largest item, encoded, that the queue takes (see `ItemTooLargeError`). */
+  maxItemBytes = Number.POSITIVE_INFINITY;
 
   /** Records not sent yet. */
   get length(): number {
@@ -76,7 +79,8 @@ export class FeedQueue {
   /**
    * Encodes and queues `values`, in order. A value that cannot be carried as itself throws an
    * `ItemEncodeError` naming its index (counted from `firstIndex`) and the path to what is wrong
-   * (`items[3].meta.cb: a function cannot be sent`), and then none of `values` is queued.
+   * (`items[3].meta.cb: a function cannot be sent`), one larger than `maxItemBytes` an
+   * `ItemTooLargeError`, and then none of `values` is queued.
    */
   appendValues(values: readonly unknown[], firstIndex = 0): void {
     const tail = this.#tail;
@@ -98,8 +102,9 @@ export class FeedQueue {
     }
   }
 
-  /** Queues items already encoded (copied into the queue). */
+  /** Queues items already encoded (copied into the queue); one larger than `maxItemBytes` throws first, and none is queued. */
   appendBytes(items: readonly Uint8Array[]): void {
+    items.forEach((bytes, index) => this.#checkSize(bytes.length, index));
     for (const bytes of items) this.#appendEncoded(bytes);
   }
 
@@ -229,8 +234,23 @@ export class FeedQueue {
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
-    if (length < 0) return this.#appendEncoded(encodeDeclined(value, index)); // there was room: not a small item
+    if (length < 0) {
+      const bytes = encodeDeclined(value, index); // there was room: not a small item
+      this.#checkSize(bytes.length, index); // before a chunk is made for it
+      return this.#appendEncoded(bytes);
+    }
+    this.#checkSize(length, index);
     this.#commit(chunk, at, length);
+  }
+
+  #checkSize(size: number, index: number): void {
+    const limit = this.maxItemBytes;
+    if (size <= limit) return;
+    throw new ItemTooLargeError(
+      `item ${index} is ${size} bytes encoded, over the limit of ${limit} bytes (maxItemBytes: the smallest of ` +
+        "the root's or setup's and every node's --max-item)",
+      { index, size, limit },
+    );
   }
 
   #appendEncoded(bytes: Uint8Array): void {

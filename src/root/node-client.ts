@@ -3,6 +3,7 @@ import type { Endpoint } from "../protocol/address.ts";
 import { dial } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
 import { blobFrameBytes } from "../protocol/frame.ts";
+import { DEFAULT_MAX_ITEM_BYTES, messageLimitFor } from "../protocol/limits.ts";
 import type { Message } from "../protocol/messages.ts";
 import type { NodeStatus } from "../protocol/pipeline.ts";
 import type { ClientTls } from "../protocol/tls.ts";
@@ -36,7 +37,10 @@ export async function askNodeStatus(
 }
 
 /** How to reach a node: the root's own options for it. */
-export type NodeClientOptions = Pick<RootOptions, "token" | "tls" | "connectTimeoutMs" | "heartbeatMs" | "heartbeatTimeoutMs">;
+export type NodeClientOptions = Pick<
+  RootOptions,
+  "token" | "tls" | "connectTimeoutMs" | "heartbeatMs" | "heartbeatTimeoutMs" | "maxItemBytes"
+>;
 
 /**
  * `NodeClient`: the root's one persistent connection to one node — its commands, its pushes, and a
@@ -84,6 +88,7 @@ export class NodeClient implements FeedTarget {
       timeoutMs: options.connectTimeoutMs ?? 5000,
       // Result frames are already bounded by credit; feed frames by the window.
       maxQueuedBytes: 16 * 1024 * 1024,
+      maxMessageBytes: messageLimitFor(options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES),
     });
     return new NodeClient(endpoint, connection, options);
   }
@@ -101,6 +106,11 @@ export class NodeClient implements FeedTarget {
       this.#lastAnswer = performance.now();
       return answer;
     });
+  }
+
+  /** Takes result messages that hold outputs of up to `maxItemBytes` (a pipeline's own limit). */
+  allowItems(maxItemBytes: number): void {
+    this.#connection.maxMessageBytes = messageLimitFor(maxItemBytes);
   }
 
   sendFeed(frame: Uint8Array): void {
@@ -124,9 +134,21 @@ export class NodeClient implements FeedTarget {
     const every = this.#options.heartbeatMs ?? 2000;
     const timeout = this.#options.heartbeatTimeoutMs ?? 15_000;
     let lastTick = performance.now();
+    const connection = this.#connection;
+    let received = connection.receivedBytes;
+    let written = connection.writtenBytes;
+    let backlog = false;
     this.#heartbeat = setInterval(() => {
       if (!this.isOpen) return this.#stopHeartbeat();
       const now = performance.now();
+      // A large item going out or a large output coming in is many frames before it is one message:
+      // bytes received, or a backlog the node keeps reading (not our pings alone), are life too.
+      if (connection.receivedBytes !== received || (backlog && connection.writtenBytes !== written)) {
+        this.#lastAnswer = Math.max(this.#lastAnswer, lastTick);
+      }
+      received = connection.receivedBytes;
+      written = connection.writtenBytes;
+      backlog = connection.queuedBytes > 0;
       const late = now - lastTick > every * 2;
       lastTick = now;
       // A tick that comes late means this process was busy (a handler that blocked): the node's answers

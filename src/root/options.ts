@@ -18,6 +18,13 @@ export interface RootOptions {
    * nodes, so there the root waits this long for one to come back before every node counts as lost.
    */
   rejoinTimeoutMs?: number;
+  /**
+   * Largest item or output, encoded, in bytes (default 1 GiB; `setup` may set its own). Each node's
+   * own limit (`--max-item`) is told at setup, and the smallest holds: a larger item is refused at
+   * `feed` with `ItemTooLargeError`, a larger output is a `TaskError` for its item. Items larger than a
+   * frame travel split across frames.
+   */
+  maxItemBytes?: number;
   /** Most items waiting at the root: beyond it `feed` throws `QueueFullError` and `feedAsync` waits. */
   maxQueued?: number;
   /** Batching and window tuning (for experiments; the defaults adapt by themselves). */

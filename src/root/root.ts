@@ -13,6 +13,7 @@ import type { HttpEndpoint } from "../metrics/endpoint.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import { decode } from "../protocol/codec.ts";
+import { DEFAULT_MAX_ITEM_BYTES, checkMaxItemBytes } from "../protocol/limits.ts";
 import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
 import { WaitList } from "../wait-list.ts";
@@ -67,6 +68,11 @@ export interface SetupOptions<Out = unknown> {
   concurrency?: number;
   /** Result bytes a node may send ahead of the root handling them (default 8 MiB). */
   resultWindow?: number;
+  /**
+   * Largest item or output, encoded, for this pipeline (default: the root's `maxItemBytes`, 1 GiB).
+   * The smallest of it and every node's `--max-item` holds (see `RootOptions.maxItemBytes`).
+   */
+  maxItemBytes?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
   /**
@@ -175,6 +181,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** @param nodeAddrs nodes as `[host, port]` or `"host:port"`; more with `addNode` or `searchNodes`. */
   constructor(nodeAddrs: HostPort[] = [], options: RootOptions = {}) {
     this.#options = { ...options, token: options.token ?? process.env.PCLUSTER_TOKEN };
+    if (options.maxItemBytes !== undefined) checkMaxItemBytes(options.maxItemBytes, "Root option maxItemBytes");
     for (const addr of nodeAddrs) this.addNode(addr);
     this.#scheduler = new Scheduler(options.scheduler);
     this.#scheduler.onPumped = () => this.#settle();
@@ -289,6 +296,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       }
     }
     if (options.concurrency !== undefined) checkConcurrency(options.concurrency, "setup option concurrency");
+    const maxItemBytes = checkMaxItemBytes(
+      options.maxItemBytes ?? this.#options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES,
+      options.maxItemBytes === undefined ? "Root option maxItemBytes" : "setup option maxItemBytes",
+    );
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
         `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +
@@ -312,6 +323,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       taskTimeoutMs: options.taskTimeoutMs,
       concurrency: options.concurrency,
       resultWindow: options.resultWindow,
+      maxItemBytes,
     };
     if (this.#endpoints.size === 0) {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
@@ -337,6 +349,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#recentErrors.clear();
     this.#failure = undefined;
     this.#running = true;
+    this.#scheduler.maxItemBytes = maxItemBytes; // and no more than any node takes (see #addLane)
     freeAtExit(this);
     for (const outcome of outcomes) {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
@@ -351,7 +364,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /**
    * Queues items for the cluster. Each is encoded now; an item holding a value that cannot be carried
    * as itself (README: "What an item may be") throws an `ItemEncodeError` naming it and the path, e.g.
-   * `items[3].meta.cb: a function cannot be sent`, and nothing of the call is queued.
+   * `items[3].meta.cb: a function cannot be sent`; one larger than `maxItemBytes` throws
+   * `ItemTooLargeError` naming its index. Then nothing of the call is queued.
    * For a large array use `feedMany(array)`: a spread of some 500 000 arguments or more overflows the stack.
    */
   feed<const Items extends readonly In[]>(...items: TravellingItems<Items>): void {
@@ -702,6 +716,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   async #setupNode(endpoint: Endpoint, args: SetupArgs, options: SetupOptions): Promise<{ client: NodeClient; result: SetupResult }> {
     const client = await this.#client(endpoint);
+    if (args.maxItemBytes !== undefined) client.allowItems(args.maxItemBytes);
     const result = await client.request<SetupResult>("setup", args, options.setupTimeoutMs ?? 15 * 60_000);
     return { client, result };
   }
@@ -820,6 +835,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     const perTask = args?.taskchain.map((task) => task.concurrency ?? 1) ?? [];
     const concurrency = Math.max(args?.concurrency ?? 1, ...perTask);
     this.#lanes.set(client, this.#scheduler.addLane(client, result.workers, result.window, concurrency));
+    const nodeLimit = typeof result.maxItemBytes === "number" ? result.maxItemBytes : Number.POSITIVE_INFINITY;
+    if (nodeLimit < this.#scheduler.maxItemBytes) {
+      // A node joining a run with a smaller limit: items queued before were checked against the larger one.
+      if (this.#scheduler.queued > 0) this.#note("warn", `node ${client.address} takes items of up to ${nodeLimit} bytes: later feeds are held to that`);
+      this.#scheduler.maxItemBytes = nodeLimit;
+    }
     client.startHeartbeat();
   }
 

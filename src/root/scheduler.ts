@@ -215,6 +215,15 @@ export class Scheduler {
     return this.#lanes;
   }
 
+  /** The largest item, encoded, that `enqueue` and `enqueueValues` take (`ItemTooLargeError` beyond it). */
+  get maxItemBytes(): number {
+    return this.#fresh.maxItemBytes;
+  }
+
+  set maxItemBytes(bytes: number) {
+    this.#fresh.maxItemBytes = bytes;
+  }
+
   /** Queues encoded items (copied into the queue). */
   enqueue(items: readonly Uint8Array[]): void {
     this.#fresh.appendBytes(items);
@@ -223,7 +232,8 @@ export class Scheduler {
 
   /**
    * Encodes and queues items. A value that cannot be carried as itself throws an `ItemEncodeError`
-   * naming its index (counted from `firstIndex`) and path, and then none of `values` is queued.
+   * naming its index (counted from `firstIndex`) and path, one over `maxItemBytes` an
+   * `ItemTooLargeError`, and then none of `values` is queued.
    */
   enqueueValues(values: readonly unknown[], firstIndex = 0): void {
     this.#fresh.appendValues(values, firstIndex);

@@ -151,6 +151,8 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   results!.connection.send({ t: "results", blob: new Uint8Array(0), idle: 0 });
   const big = new Uint8Array(4 + 100_000);
   new DataView(big.buffer).setUint32(0, 100_000);
+  // As a hostile peer sends it: whole, not split into the parts the node's announced frame limit asks for.
+  bigFrame!.connection.peerMaxFrameBytes = Number.POSITIVE_INFINITY;
   bigFrame!.connection.sendFrame(big);
   const theirs = thief!.feed([item(1)]);
   await Promise.all([badBlob, results, bigFrame, thief].map((client) => client!.closed));

@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
+import { DEFAULT_MAX_ITEM_BYTES } from "../../protocol/limits.ts";
 import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
 import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
@@ -22,6 +23,8 @@ export interface EngineOptions extends SupervisionOptions {
   resultBatchBytes?: number;
   /** Items each worker has in progress at once, for tasks without their own `concurrency` (default 1). */
   concurrency?: number;
+  /** Largest output a task may give, encoded; a larger one is a task error (default 1 GiB). */
+  maxItemBytes?: number;
 }
 
 /** What the engine tells its owner. */
@@ -96,7 +99,7 @@ export class Engine {
     this.#input = new InputDispatcher(this.#slots);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
-    const setup = { tasks, entries, control, stats };
+    const setup = { tasks, entries, control, stats, maxItemBytes: options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES };
     this.#supervisor = new WorkerSupervisor(this.#slots, setup, options, this.#output, events, {
       wake: () => this.#scheduleDrain(),
       settle: () => this.#waits.settle(),

@@ -49,6 +49,8 @@ export interface WorkerSetup {
   entries: Record<string, string>;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Largest output a task may give, encoded. */
+  maxItemBytes: number;
 }
 
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
@@ -203,6 +205,7 @@ export class WorkerSupervisor {
         heap: this.#heaps.buffer,
         concurrency: slot.concurrency,
         running: slot.running?.buffer,
+        maxItemBytes: this.#setup.maxItemBytes,
         oversize: [...slot.oversizeInputs],
       });
     });

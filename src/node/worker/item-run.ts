@@ -4,6 +4,7 @@
  * it writes carries its id, so items in progress at once never mix.
  */
 import { encode, encodeTransient } from "../../protocol/codec.ts";
+import { ItemTooLargeError } from "../../errors.ts";
 import {
   RECORD_HEADER_BYTES,
   RecordKind,
@@ -98,7 +99,7 @@ export class ItemRun implements ChainHooks {
       // An output that cannot be carried as itself (ItemEncodeError, naming the path) is this item's
       // TaskError; the item's other outputs and the worker go on.
       const last = this.context.tasks.length - 1;
-      const why = `an output could not be sent: ${(error as Error).message}`;
+      const why = error instanceof ItemTooLargeError ? error : `an output could not be sent: ${(error as Error).message}`;
       return this.writeError(last, errorReport(this.context.tasks[last]!, why));
     } finally {
       this.given++;

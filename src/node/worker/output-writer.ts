@@ -1,3 +1,4 @@
+import { ItemTooLargeError } from "../../errors.ts";
 import { encodeDeclined, encodeItem } from "../../protocol/codec.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, writeRecordHeader } from "../../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
@@ -28,6 +29,8 @@ export class OutputWriter {
     readonly ring: ByteRing,
     /** Sends the engine a message (an oversize output's bytes). */
     readonly post: (message: FromWorker, transfer?: ArrayBuffer[]) => void,
+    /** Largest Output record payload: a larger output throws `ItemTooLargeError` and writes nothing. */
+    readonly maxItemBytes = Number.POSITIVE_INFINITY,
   ) {
     this.#position = ring.writePosition;
     this.#committed = this.#position;
@@ -54,6 +57,7 @@ export class OutputWriter {
       const offset = ring.offsetOf(position);
       const length = encodeSmallInto(value, this.#target, offset + RECORD_HEADER_BYTES, offset + room);
       if (length >= 0) {
+        if (length > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(length);
         writeRecordHeader(ring.view, offset, kind, stage, flags, id, length);
         const next = (position + RECORD_HEADER_BYTES + length) >>> 0;
         this.#position = next;
@@ -67,6 +71,8 @@ export class OutputWriter {
   }
 
   write(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
+    // Checked before anything is written: the root could not take it, and its item gets a task error.
+    if (bytes.length > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(bytes.length);
     if (bytes.length > this.ring.maxPayload) return this.#writeOversize(kind, stage, flags, id, bytes);
     const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
     if (next < 0) return this.#writeWhenRoom(kind, stage, flags, id, bytes);
@@ -138,6 +144,12 @@ export class OutputWriter {
       }
       await this.ring.waitForRoom(released);
     }
+  }
+
+  #tooLarge(size: number): ItemTooLargeError {
+    const limit = this.maxItemBytes;
+    const message = `its output is ${size} bytes encoded, over the limit of ${limit} bytes (maxItemBytes, --max-item)`;
+    return new ItemTooLargeError(message, { size, limit });
   }
 
   /** Too large for the ring: the bytes go by message, a 4-byte placeholder keeps their place in order. */

@@ -123,7 +123,7 @@ class ItemLoop {
   constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
     this.#tasks = tasks;
     this.#input = new ByteRing(setup.input);
-    this.#output = new OutputWriter(new ByteRing(setup.output), post);
+    this.#output = new OutputWriter(new ByteRing(setup.output), post, setup.maxItemBytes);
     this.#control = new Int32Array(setup.control);
     this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
     this.#hunger = new Hunger(this.#control, setup.index, setup.workers);

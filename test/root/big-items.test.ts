@@ -1,0 +1,178 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { ItemTooLargeError, Root, TaskError } from "../../src/index.ts";
+import * as tasks from "../fixtures/big-items/index.ts";
+import { type RunningNode, runCli, startNode, tearDown } from "../support/nodes.ts";
+import { REPO } from "../support/processes.ts";
+
+/**
+ * Items and outputs of any size up to `maxItemBytes` pass split across frames, however small the
+ * frames: nothing about one item's size costs a node. Items over the limit are refused at `feed`, and
+ * outputs over it are task errors for their items while the others go on.
+ */
+
+const TASKS = join(REPO, "test/fixtures/big-items");
+const MIB = 1024 * 1024;
+const roots: Root[] = [];
+/** 8 MiB frames: a 70 MB item is nine of them. */
+let smallFrames: RunningNode;
+/** A node that takes items of up to 6 MB only (`--max-item`). */
+let smallItems: RunningNode;
+
+beforeAll(async () => {
+  [smallFrames, smallItems] = await Promise.all([
+    startNode({ workers: 1, maxFrameBytes: 8 * MIB }),
+    startNode({ workers: 1, args: ["--max-item", "6000000"] }),
+  ]);
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.all(roots.map((root) => root.close()));
+  await tearDown([], [smallFrames?.workdir, smallItems?.workdir]);
+}, 20_000);
+
+function newRoot(node: RunningNode, options: ConstructorParameters<typeof Root>[1] = {}): Root {
+  const root = new Root([node.addr], options);
+  roots.push(root);
+  return root;
+}
+
+/** `size` bytes that are not all alike (so a part out of place or a lost one changes the hash). */
+function bytesOf(size: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    bytes[i] = x & 0xff;
+    bytes[i + 1] = (x >>> 8) & 0xff;
+    bytes[i + 2] = (x >>> 16) & 0xff;
+    bytes[i + 3] = (x >>> 24) & 0xff;
+  }
+  return bytes;
+}
+
+const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+
+describe("a 70 MB item through a node whose frames are 8 MiB", () => {
+  const big = bytesOf(70_000_000, 70);
+
+  test("arrives whole: its length and hash come back, beside small items", async () => {
+    const root = newRoot(smallFrames);
+    const outputs: Array<{ length: number; sha256: string }> = [];
+    await root.setup("big-hash", "1", [{ function: tasks.lengthAndHash }], {
+      localPackages: [TASKS],
+      outputHandler: (out) => void outputs.push(out),
+    });
+    const small = bytesOf(1000, 1);
+    await root.run([small, big, small]);
+    expect(outputs.map((out) => out.length).sort((a, b) => a - b)).toEqual([1000, 1000, 70_000_000]);
+    expect(outputs.find((out) => out.length === 70_000_000)?.sha256).toBe(sha256(big));
+    expect(root.progress.resent).toBe(0);
+    expect((await root.status())[0]?.pipeline?.name).toBe("big-hash"); // the same node, still this root's
+    await root.reset();
+  }, 90_000);
+
+  test("comes back intact as an output of 70 MB", async () => {
+    const root = newRoot(smallFrames);
+    const outputs: Uint8Array[] = [];
+    await root.setup("big-echo", "1", [{ function: tasks.echo }], {
+      localPackages: [TASKS],
+      outputHandler: (out) => void outputs.push(out as Uint8Array),
+    });
+    await root.run([big]);
+    expect(outputs.length).toBe(1);
+    expect(outputs[0]!.length).toBe(big.length);
+    expect(sha256(outputs[0]!)).toBe(sha256(big));
+    expect(root.progress.resent).toBe(0);
+    await root.reset();
+  }, 90_000);
+});
+
+describe("items over the limit are refused at feed", () => {
+  test("the root's limit: ItemTooLargeError names index, size and limit, and nothing of that call is queued", async () => {
+    const limit = 10 * MIB;
+    const root = newRoot(smallFrames, { maxItemBytes: limit });
+    const outputs: number[] = [];
+    await root.setup("limit", "1", [{ function: tasks.lengthAndHash }], {
+      localPackages: [TASKS],
+      outputHandler: (out) => void outputs.push((out as { length: number }).length),
+    });
+    const over = bytesOf(limit + 1, 3); // encoded: 5 bytes more than its length
+    let error: unknown;
+    try {
+      root.feed(bytesOf(10, 1), bytesOf(20, 2), over, bytesOf(30, 4));
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ItemTooLargeError);
+    const refusal = error as ItemTooLargeError;
+    expect(refusal.index).toBe(2);
+    expect(refusal.size).toBe(limit + 1 + 5);
+    expect(refusal.limit).toBe(limit);
+    expect(refusal.message).toContain(`item 2 is ${limit + 6} bytes encoded, over the limit of ${limit} bytes`);
+    expect(root.progress.fed).toBe(0);
+    expect(root.progress.queued).toBe(0);
+    // feedMany names the index the same way; what fits still goes.
+    expect(() => root.feedMany([bytesOf(5, 5), over])).toThrow("item 1 is");
+    root.feed(bytesOf(40, 6), bytesOf(limit - 100, 7));
+    await root.waitEmpty();
+    expect(outputs.sort((a, b) => a - b)).toEqual([40, limit - 100]);
+    await root.reset();
+  }, 60_000);
+
+  test("a node's smaller --max-item is told at setup, and the root holds feeds to it", async () => {
+    const root = newRoot(smallItems, { maxItemBytes: 10 * MIB });
+    const outputs: number[] = [];
+    await root.setup("node-limit", "1", [{ function: tasks.lengthAndHash }], {
+      localPackages: [TASKS],
+      outputHandler: (out) => void outputs.push((out as { length: number }).length),
+    });
+    const error = (() => {
+      try {
+        root.feed(bytesOf(7_000_000, 8));
+      } catch (caught) {
+        return caught;
+      }
+    })();
+    expect(error).toBeInstanceOf(ItemTooLargeError);
+    expect((error as ItemTooLargeError).limit).toBe(6_000_000);
+    root.feed(bytesOf(5_000_000, 9));
+    await root.waitEmpty();
+    expect(outputs).toEqual([5_000_000]);
+    await root.reset();
+  }, 60_000);
+});
+
+test("an output over the limit is a TaskError for its item; the other items finish", async () => {
+  const root = newRoot(smallFrames);
+  const outputs: number[] = [];
+  const errors: TaskError[] = [];
+  const limit = 10 * MIB;
+  await root.setup("big-output", "1", [{ function: tasks.outputOf }], {
+    localPackages: [TASKS],
+    maxItemBytes: limit,
+    outputHandler: (out) => void outputs.push((out as Uint8Array).length),
+    errorHandler: (error) => void errors.push(error),
+  });
+  await root.run([
+    { size: 100, fill: 1 },
+    { size: 12 * MIB, fill: 2 },
+    { size: 200, fill: 3 },
+    { size: 9 * MIB, fill: 4 },
+  ]);
+  expect(outputs.sort((a, b) => a - b)).toEqual([100, 200, 9 * MIB]);
+  expect(errors.length).toBe(1);
+  expect(errors[0]).toBeInstanceOf(TaskError);
+  expect(errors[0]!.task).toBe("outputOf");
+  expect(errors[0]!.message).toContain(`over the limit of ${limit} bytes`);
+  expect(root.progress.resent).toBe(0);
+  await root.reset();
+}, 60_000);
+
+test("--max-item takes a whole number of bytes from 1 to 3 GiB, or the node says why", async () => {
+  const { code, stderr } = await runCli(["node", "--host", "127.0.0.1", "--port", "0", "--max-item", "0"]);
+  expect(code).not.toBe(0);
+  expect(stderr).toContain("--max-item must be a whole number of bytes from 1 to 3221225472");
+}, 30_000);
