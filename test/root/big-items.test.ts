@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { ItemTooLargeError, Root, TaskError } from "../../src/index.ts";
+import { encodeItem } from "../../src/protocol/codec.ts";
 import * as tasks from "../fixtures/big-items/index.ts";
 import { type RunningNode, runCli, startNode, tearDown } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
@@ -99,7 +100,8 @@ describe("items over the limit are refused at feed", () => {
       localPackages: [TASKS],
       outputHandler: (out) => void outputs.push((out as { length: number }).length),
     });
-    const over = bytesOf(limit + 1, 3); // encoded: 5 bytes more than its length
+    const over = bytesOf(limit + 1, 3);
+    const encoded = encodeItem(over).length; // a few bytes more than its length
     let error: unknown;
     try {
       root.feed(bytesOf(10, 1), bytesOf(20, 2), over, bytesOf(30, 4));
@@ -109,9 +111,9 @@ describe("items over the limit are refused at feed", () => {
     expect(error).toBeInstanceOf(ItemTooLargeError);
     const refusal = error as ItemTooLargeError;
     expect(refusal.index).toBe(2);
-    expect(refusal.size).toBe(limit + 1 + 5);
+    expect(refusal.size).toBe(encoded);
     expect(refusal.limit).toBe(limit);
-    expect(refusal.message).toContain(`item 2 is ${limit + 6} bytes encoded, over the limit of ${limit} bytes`);
+    expect(refusal.message).toContain(`item 2 is ${encoded} bytes encoded, over the limit of ${limit} bytes`);
     expect(root.progress.fed).toBe(0);
     expect(root.progress.queued).toBe(0);
     // feedMany names the index the same way; what fits still goes.
