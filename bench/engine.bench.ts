@@ -140,7 +140,7 @@ async function engineWall(
   try {
     const started = performance.now();
     const batch = new RecordBatchBuilder();
-    items.forEach((item, i) => batch.append(RecordKind.Input, 0, 0, i, encode(item)));
+    for (const [i, item] of items.entries()) batch.append(RecordKind.Input, 0, 0, i, encode(item));
     engine.dispatch(batch.takeRecords());
     await engine.whenEmpty();
     if (done !== items.length) throw new Error(`engine finished ${done} of ${items.length}`);
@@ -297,7 +297,9 @@ const row = (name: string, value: string, cold = "", note = "") =>
 async function measureRunners(runners: Runner[], notes: Record<string, string> = {}): Promise<Map<string, number[]>> {
   try {
     const rates = await rounds(runners);
-    runners.forEach((runner, i) => row(`  ${runner.label}`, format(median(rates[i]!)), format(runner.cold), notes[runner.label] ?? ""));
+    for (const [i, runner] of runners.entries()) {
+      row(`  ${runner.label}`, format(median(rates[i]!)), format(runner.cold), notes[runner.label] ?? "");
+    }
     return new Map(runners.map((runner, i) => [runner.label, rates[i]!]));
   } finally {
     for (const runner of runners) await runner.close();

@@ -143,16 +143,16 @@ function refusal(value: object, proto: unknown): string {
     return "a Map cannot be sent (it would arrive as an object); send Object.fromEntries(map) or [...map]";
   }
   const own = Object.hasOwn(proto as object, "constructor");
-  const constructor = own ? (proto as { constructor: unknown }).constructor : undefined;
-  if (typeof constructor !== "function") {
+  const maker = own ? (proto as { constructor: unknown }).constructor : undefined;
+  if (typeof maker !== "function") {
     return "an object with a prototype of its own cannot be sent (what it inherits would be lost); send a plain object";
   }
-  const name = constructor.name || "(anonymous class)";
+  const name = maker.name || "(anonymous class)";
   const a = /^[aeiou]/i.test(name) ? "an" : "a";
   if (value instanceof Error) {
     return `${a} ${name} cannot be sent; send its fields as a plain object, e.g. { name, message }`;
   }
-  if (Function.prototype.toString.call(constructor).includes("[native code]")) return `${a} ${name} cannot be sent`;
+  if (Function.prototype.toString.call(maker).includes("[native code]")) return `${a} ${name} cannot be sent`;
   return (
     `${a} ${name} (an instance of a class) cannot be sent: ` +
     "it would arrive as a plain object, without its class; send a plain object"

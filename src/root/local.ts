@@ -116,7 +116,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         await again.listeningPort(START_TIMEOUT_MS).catch(() => again.kill("SIGKILL"));
       });
     };
-    nodes.forEach((_, index) => supervise(index));
+    for (let index = 0; index < nodes.length; index++) supervise(index);
     return {
       nodes: nodePorts.map((port) => ["127.0.0.1", port]),
       logAddress: ["127.0.0.1", logPort],

@@ -92,7 +92,7 @@ export async function readLocalPackages(dirs: string[], baseDir = process.cwd())
 /** The real path of a package folder, or a SetupError saying why it is not one. */
 async function packageRoot(dir: string): Promise<string> {
   const absolute = resolve(dir);
-  let info;
+  let info: Awaited<ReturnType<typeof stat>>;
   try {
     info = await stat(absolute);
   } catch {
