@@ -18,4 +18,3 @@ export interface ListenOptions {
   /** Whether the open server keeps the process alive (default true). */
   keepAlive?: boolean;
 }
-

@@ -169,8 +169,7 @@ function pathOf(count: number): string {
     if (typeof step === "number") path += `[${step}]`;
     else if (typeof step === "string") {
       path += IDENTIFIER.test(step) && step !== "__proto__" ? `.${step}` : `[${JSON.stringify(step)}]`;
-    }
-    else path = `[...${path}][${step.index}]`;
+    } else path = `[...${path}][${step.index}]`;
   }
   return path;
 }

@@ -3,7 +3,17 @@ import { ItemEncodeError } from "../errors.ts";
 import { findUncarried } from "./carried.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
 import { RECORD_HEADER_BYTES, writeRecordHeader } from "./record.ts";
-import { NOT_SMALL, SMALL_OUTPUT_BYTES, SMALL_READ_BYTES, SmallTarget, decodeSmall, encodeSmall, encodeSmallInto, keepOutput, peekOutput } from "./small-msgpack.ts";
+import {
+  NOT_SMALL,
+  SMALL_OUTPUT_BYTES,
+  SMALL_READ_BYTES,
+  SmallTarget,
+  decodeSmall,
+  encodeSmall,
+  encodeSmallInto,
+  keepOutput,
+  peekOutput,
+} from "./small-msgpack.ts";
 
 /**
  * The one codec for items and messages: msgpackr (`useRecords: false`). Chosen by measurement over
@@ -176,7 +186,13 @@ export class RecordBatchBuilder {
    * Appends one record whose payload is `length` bytes the caller writes itself into the returned
    * buffer at the returned offset (used to copy payloads straight out of a ring).
    */
-  appendWith(kind: number, stage: number, flags: number, id: number, length: number): { buffer: Uint8Array; at: number } {
+  appendWith(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    length: number,
+  ): { buffer: Uint8Array; at: number } {
     const at = this.#reserve(RECORD_HEADER_BYTES + length);
     writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
     this.#count++;

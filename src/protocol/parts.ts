@@ -30,7 +30,13 @@ export function partFrames(frame: Uint8Array, maxBodyBytes: number): Uint8Array[
   for (let at = 0; at < body.length; at += step) {
     const piece = body.subarray(at, Math.min(at + step, body.length));
     const head = new Uint8Array(MAX_BLOB_HEAD_BYTES);
-    const start = blobFrameHead(head, MAX_BLOB_HEAD_BYTES, "part", { left: body.length - at - piece.length }, piece.length);
+    const start = blobFrameHead(
+      head,
+      MAX_BLOB_HEAD_BYTES,
+      "part",
+      { left: body.length - at - piece.length },
+      piece.length,
+    );
     pieces.push(head.subarray(start), piece);
   }
   return pieces;

@@ -57,7 +57,8 @@ export function benchmarkReport(reports: StatusReply[], at = new Date()): Benchm
     const { name, version } = pipeline;
     nodes.push({ address: report.address, pipeline: { name, version, workers: pipeline.workers } });
     workers += pipeline.tasksByWorker?.length ?? pipeline.workers;
-    for (const [worker, tasks] of (pipeline.tasksByWorker ?? []).entries()) perWorker.push({ node: report.address, worker, tasks });
+    for (const [worker, tasks] of (pipeline.tasksByWorker ?? []).entries())
+      perWorker.push({ node: report.address, worker, tasks });
   }
   const merged = mergeTaskStats(
     reports.flatMap((report) => (report.status?.pipeline ? [report.status.pipeline.tasks] : [])),

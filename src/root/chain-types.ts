@@ -22,16 +22,23 @@ export interface TaskDefinition extends TaskRunOptions {
 type IsAny<T> = 0 extends 1 & T ? true : false;
 
 /** What a task calls per item: the function itself, or a class's `process` method. */
-type Callee<F> = F extends abstract new (...args: never) => infer Instance
-  ? Instance extends { process: infer Process } ? Process : never
+type Callee<F> = F extends abstract new (
+  ...args: never
+) => infer Instance
+  ? Instance extends { process: infer Process }
+    ? Process
+    : never
   : F;
 
 /** The item a task takes: its first parameter (`unknown` when it takes none or cannot be told). */
-type TakenBy<F> = IsAny<F> extends true
-  ? unknown
-  : Callee<F> extends (...args: infer Params) => unknown
-    ? Params extends readonly [] ? unknown : Params[0]
-    : unknown;
+type TakenBy<F> =
+  IsAny<F> extends true
+    ? unknown
+    : Callee<F> extends (...args: infer Params) => unknown
+      ? Params extends readonly []
+        ? unknown
+        : Params[0]
+      : unknown;
 
 /** What a task's call returns, as the worker sees it (an awaited promise). */
 type Returned<F> = IsAny<F> extends true ? unknown : Callee<F> extends (...args: never) => infer R ? R : unknown;
@@ -40,11 +47,12 @@ type Returned<F> = IsAny<F> extends true ? unknown : Callee<F> extends (...args:
 type OneOutput<R> = Exclude<Awaited<R>, null | undefined | void>;
 
 /** The outputs of one call giving many: the elements of the (async) iterable; `null`/`undefined` give none. */
-type ManyOutputs<R> = Awaited<R> extends infer Result
-  ? Result extends Iterable<infer Element> | AsyncIterable<infer Element>
-    ? Element
-    : never
-  : never;
+type ManyOutputs<R> =
+  Awaited<R> extends infer Result
+    ? Result extends Iterable<infer Element> | AsyncIterable<infer Element>
+      ? Element
+      : never
+    : never;
 
 /** What an `isGenerator` task must return: an iterable object or async iterable of `Gives`, or nothing (a drop). */
 export type ManyReturn<Gives = unknown> = (object & (Iterable<Gives> | AsyncIterable<Gives>)) | Dropped;
@@ -112,9 +120,10 @@ type FunctionEntry<Call> = { function: Call; isGenerator?: boolean; args?: ArgsO
 type ClassEntry<C extends abstract new (...args: never) => unknown, Given, Gives, E> = {
   function: abstract new (...args: never) => { process: CallTaking<Given, Gives, E> };
   isGenerator?: boolean;
-} & TaskRunOptions & ([] extends ConstructorParameters<C>
-  ? { args?: Readonly<ConstructorParameters<C>> }
-  : { args: Readonly<ConstructorParameters<C>> });
+} & TaskRunOptions &
+  ([] extends ConstructorParameters<C>
+    ? { args?: Readonly<ConstructorParameters<C>> }
+    : { args: Readonly<ConstructorParameters<C>> });
 
 /**
  * The shape entry `E` must have where it stands, given what the task before it gives (`Given`;
@@ -156,17 +165,7 @@ export interface CannotTravel<What extends string> {
 }
 
 /** Values carried as themselves, whole (see the README's "What an item may be"). */
-type Plain =
-  | string
-  | number
-  | boolean
-  | bigint
-  | null
-  | undefined
-  | Date
-  | RegExp
-  | ArrayBuffer
-  | ArrayBufferView;
+type Plain = string | number | boolean | bigint | null | undefined | Date | RegExp | ArrayBuffer | ArrayBufferView;
 
 /**
  * `T` itself when it can travel to a node as it is, else `T` with each part that cannot (a function,

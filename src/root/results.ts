@@ -75,7 +75,8 @@ export class ResultPump<Source> {
       if (frame.source !== source) continue;
       const reader = new RecordReader(frame.blob);
       while (reader.next()) {
-        if (reader.kind === RecordKind.Done) forEachDone(frame.blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
+        if (reader.kind === RecordKind.Done)
+          forEachDone(frame.blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
       }
     }
     return ids;
@@ -120,7 +121,12 @@ export class ResultPump<Source> {
           try {
             value = decode(blob, reader.payloadStart, reader.payloadEnd);
           } catch (error) {
-            pending = sink.taskError(source, reader.id, { task: "(root)", message: `an output could not be decoded: ${(error as Error).message}` }, false);
+            pending = sink.taskError(
+              source,
+              reader.id,
+              { task: "(root)", message: `an output could not be decoded: ${(error as Error).message}` },
+              false,
+            );
             break;
           }
           pending = sink.output(value);
@@ -148,7 +154,8 @@ export class ResultPump<Source> {
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handleFrame(frame) ?? undefined);
       if (++sinceClockCheck === RECORDS_PER_CLOCK_CHECK) {
         sinceClockCheck = 0;
-        if (performance.now() - this.#sliceStart > SLICE_MS) return this.#yieldTurn().then(() => this.#handleFrame(frame) ?? undefined);
+        if (performance.now() - this.#sliceStart > SLICE_MS)
+          return this.#yieldTurn().then(() => this.#handleFrame(frame) ?? undefined);
       }
     }
     return undefined;

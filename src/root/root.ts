@@ -27,7 +27,14 @@ import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
 import type { RootObservation } from "./observation.ts";
 import type { RootOptions, RunOptions } from "./options.ts";
-import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
+import type {
+  ChainInput,
+  ChainOutput,
+  CheckedChain,
+  TaskDefinition,
+  Travelling,
+  TravellingItems,
+} from "./chain-types.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { showProgress } from "./progress-bar.ts";
 import { ResultPump, isThenable } from "./results.ts";
@@ -260,9 +267,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     }
     for (const node of found.busy) {
       const pipeline = node.status.pipeline!;
-      this.#note("info", `searchNodes: skipped busy node ${node.address}: it runs "${pipeline.name}" ${pipeline.version} for root ${pipeline.owner}`);
+      this.#note(
+        "info",
+        `searchNodes: skipped busy node ${node.address}: it runs "${pipeline.name}" ${pipeline.version} for root ${pipeline.owner}`,
+      );
     }
-    for (const node of found.refused) this.#note("warn", `searchNodes: node ${node.address} refused us: ${node.reason}`);
+    for (const node of found.refused)
+      this.#note("warn", `searchNodes: node ${node.address} refused us: ${node.reason}`);
     return added;
   }
 
@@ -287,9 +298,17 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
     this.#assertOpen();
     if (this.#localStopped) {
-      throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
+      throw new StateError(
+        "reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline",
+      );
     }
-    for (const option of ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs"] as const) {
+    for (const option of [
+      "workersPerNode",
+      "maxAttempts",
+      "taskTimeoutMs",
+      "resultWindow",
+      "setupTimeoutMs",
+    ] as const) {
       const value = options[option];
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
@@ -329,7 +348,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
     }
     const endpoints = [...this.#endpoints.values()];
-    const outcomes = await Promise.allSettled(endpoints.map((endpoint) => this.#setupNode(endpoint, args, options as SetupOptions)));
+    const outcomes = await Promise.allSettled(
+      endpoints.map((endpoint) => this.#setupNode(endpoint, args, options as SetupOptions)),
+    );
     const failures = outcomes.flatMap((outcome, index) =>
       outcome.status === "rejected" ? [{ node: endpoints[index]!.key, error: outcome.reason as Error }] : [],
     );
@@ -340,7 +361,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       await this.#stopPipeline("another node failed to set up");
       const lines = failures.map((failure) => `  ${failure.node}: ${failure.error.message}`).join("\n");
       const message = `setup of "${name}" ${args.version} failed on ${failures.length} of ${endpoints.length} nodes:\n${lines}`;
-      throw failures.every((failure) => failure.error instanceof NodeBusyError) ? new NodeBusyError(message) : new SetupError(message);
+      throw failures.every((failure) => failure.error instanceof NodeBusyError)
+        ? new NodeBusyError(message)
+        : new SetupError(message);
     }
     this.#setupOptions = options as SetupOptions;
     this.#pipeline = { args, options: options as SetupOptions };
@@ -355,7 +378,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
       this.#addLane(client, result);
     }
-    this.#note("info", `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`);
+    this.#note(
+      "info",
+      `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`,
+    );
     this.#updateKeepAlive();
     // The same root: only its type changes, to the one the taskchain gives.
     return this as Root<unknown, unknown> as Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>;
@@ -379,8 +405,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * cluster.feedMany(lines); // not cluster.feed(...lines) for millions of lines
    */
   feedMany<T extends In>(iterable: readonly Travelling<T>[] | Iterable<Travelling<T>>): void {
-    if (typeof iterable === "string" || typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function") {
-      throw new TypeError(`feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`);
+    if (
+      typeof iterable === "string" ||
+      typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function"
+    ) {
+      throw new TypeError(
+        `feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`,
+      );
     }
     this.#enqueue(Array.isArray(iterable) ? iterable : Array.from(iterable), 0);
   }
@@ -708,13 +739,22 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       if (name === "refused") return this.#onRefused(client, data);
       if (name === "reset" && this.#lanes.has(client)) {
         client.close();
-        this.#onNodeLost(client, new StateError(`node ${client.address} reset the pipeline: ${(data as { why?: string })?.why ?? "no reason given"}`));
+        this.#onNodeLost(
+          client,
+          new StateError(
+            `node ${client.address} reset the pipeline: ${(data as { why?: string })?.why ?? "no reason given"}`,
+          ),
+        );
       }
     };
     return client;
   }
 
-  async #setupNode(endpoint: Endpoint, args: SetupArgs, options: SetupOptions): Promise<{ client: NodeClient; result: SetupResult }> {
+  async #setupNode(
+    endpoint: Endpoint,
+    args: SetupArgs,
+    options: SetupOptions,
+  ): Promise<{ client: NodeClient; result: SetupResult }> {
     const client = await this.#client(endpoint);
     if (args.maxItemBytes !== undefined) client.allowItems(args.maxItemBytes);
     const result = await client.request<SetupResult>("setup", args, options.setupTimeoutMs ?? 15 * 60_000);
@@ -746,7 +786,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#endpoints.delete(client.address);
     // Items whose Done waits behind the output handler are finished: their outputs are still handed out.
     const maxAttempts = this.#setupOptions.maxAttempts ?? 3;
-    const { requeued, finished, givenUp } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client), maxAttempts);
+    const { requeued, finished, givenUp } = this.#scheduler.removeLane(
+      lane,
+      this.#results.pendingDone(client),
+      maxAttempts,
+    );
     this.#progress.resent += requeued;
     this.#progress.done += finished + givenUp.length;
     const left = this.#scheduler.lanes.length;
@@ -755,7 +799,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       "warn",
       `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}` +
         (givenUp.length > 0 ? `; ${givenUp.length} given up` : "") +
-        (rejoinMs > 0 ? `; it is set up again if it comes back within ${rejoinMs} ms` : "; it is dropped from this root's nodes (addNode() brings it back)"),
+        (rejoinMs > 0
+          ? `; it is set up again if it comes back within ${rejoinMs} ms`
+          : "; it is dropped from this root's nodes (addNode() brings it back)"),
     );
     for (const item of givenUp) this.#giveUp(item, client.address);
     if (endpoint !== undefined && rejoinMs > 0 && this.#running && this.#pipeline !== undefined) {
@@ -815,12 +861,16 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         }
         this.#endpoints.set(endpoint.key, endpoint);
         this.#addLane(client, result);
-        this.#note("info", `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`);
+        this.#note(
+          "info",
+          `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`,
+        );
         this.#settle();
         return;
       } catch (error) {
         if (Date.now() + delay > deadline) {
-          if (retryMs === 0) this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
+          if (retryMs === 0)
+            this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
           return;
         }
       }
@@ -838,7 +888,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     const nodeLimit = typeof result.maxItemBytes === "number" ? result.maxItemBytes : Number.POSITIVE_INFINITY;
     if (nodeLimit < this.#scheduler.maxItemBytes) {
       // A node joining a run with a smaller limit: items queued before were checked against the larger one.
-      if (this.#scheduler.queued > 0) this.#note("warn", `node ${client.address} takes items of up to ${nodeLimit} bytes: later feeds are held to that`);
+      if (this.#scheduler.queued > 0)
+        this.#note(
+          "warn",
+          `node ${client.address} takes items of up to ${nodeLimit} bytes: later feeds are held to that`,
+        );
       this.#scheduler.maxItemBytes = nodeLimit;
     }
     client.startHeartbeat();
@@ -870,18 +924,23 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #onTaskError(client: NodeClient, item: number, report: TaskErrorReport, failed: boolean): unknown {
     this.#progress.errors++;
-    const error = new TaskError(`task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`, {
-      task: report.task,
-      stack: report.stack,
-      failed,
-      node: client.address,
-      item,
-    });
+    const error = new TaskError(
+      `task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`,
+      {
+        task: report.task,
+        stack: report.stack,
+        failed,
+        node: client.address,
+        item,
+      },
+    );
     this.#recentErrors.add({ task: report.task, item, message: report.message, failed, node: client.address });
     const handler = this.#setupOptions.errorHandler;
     if (handler !== undefined) return callHandler("errorHandler", handler, error);
     if (this.#unhandledErrors++ < MAX_UNHANDLED_ERROR_NOTES) {
-      consola.warn(`pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`);
+      consola.warn(
+        `pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`,
+      );
     }
     return undefined;
   }
@@ -981,7 +1040,9 @@ function freeAtExit(root: Root): void {
 function callHandler<T>(name: string, handler: (value: T) => unknown, value: T): unknown {
   try {
     const result = handler(value);
-    return isThenable(result) ? Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error)) : result;
+    return isThenable(result)
+      ? Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error))
+      : result;
   } catch (error) {
     reportHandlerError(name, error);
     return undefined;
@@ -989,5 +1050,7 @@ function callHandler<T>(name: string, handler: (value: T) => unknown, value: T):
 }
 
 function reportHandlerError(name: string, error: unknown): void {
-  consola.error(`pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  consola.error(
+    `pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+  );
 }

@@ -217,7 +217,10 @@ test("a log server killed mid-run and restarted on the same port: the caller kee
   server.kill("SIGKILL");
   await server.waitExit();
   // The caller finds the server gone before a new one listens on the port.
-  await waitFor(() => writer.stderr, { what: "the writer to find the log server unavailable", until: (text) => text.includes("unavailable") });
+  await waitFor(() => writer.stderr, {
+    what: "the writer to find the log server unavailable",
+    until: (text) => text.includes("unavailable"),
+  });
   await spawnLogServer(second, { port, env: NO_TOKEN });
 
   expect(await writer.waitExit(15_000)).toBe(0);

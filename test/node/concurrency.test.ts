@@ -36,11 +36,10 @@ describe("concurrency", () => {
   }, 60_000);
 
   test("a task's own concurrency, below the worker's, bounds that task's calls in progress", async () => {
-    const harness = await EngineHarness.start(
-      TASKS,
-      [{ export: "countAtOnce", concurrency: 3 }, { export: "later" }],
-      { workers: 1, concurrency: 20 },
-    );
+    const harness = await EngineHarness.start(TASKS, [{ export: "countAtOnce", concurrency: 3 }, { export: "later" }], {
+      workers: 1,
+      concurrency: 20,
+    });
     try {
       const ids = harness.feed(range(100));
       await harness.waitEmpty();
@@ -162,7 +161,9 @@ describe("retries", () => {
       ]);
       await harness.waitEmpty();
       expect(harness.values()).toEqual([{ id: 4, calls: expect.any(Array) }]);
-      const errors = harness.errors.map((error) => [error.id, error.kind, error.message]).sort((a, b) => (a[0] as number) - (b[0] as number));
+      const errors = harness.errors
+        .map((error) => [error.id, error.kind, error.message])
+        .sort((a, b) => (a[0] as number) - (b[0] as number));
       expect(errors).toEqual([
         [ids[0]!, "error", "item 1 failed (call 3) (after 3 attempts)"],
         [ids[1]!, "error", "item 2 failed (call 1)"],

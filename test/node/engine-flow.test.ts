@@ -16,7 +16,9 @@ afterAll(() => removeDir(scratch));
 
 describe("fan-out and memory", () => {
   test("a small fan-out runs where its item runs; a large one is shared with an idle worker", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "split", isGenerator: true }, { export: "slowWhere" }], { workers: 2 });
+    const harness = await EngineHarness.start(dir, [{ export: "split", isGenerator: true }, { export: "slowWhere" }], {
+      workers: 2,
+    });
     try {
       // One item at a time, so that the other worker is idle (and hungry) all along.
       for (let i = 0; i < 20; i++) {
@@ -40,7 +42,9 @@ describe("fan-out and memory", () => {
   });
 
   test("a 100 000-way generator keeps memory bounded and busies both workers", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "work" }], { workers: 2 });
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "work" }], {
+      workers: 2,
+    });
     harness.keepOutputs = false;
     let maxBatch = 0;
     harness.onBatch = (records) => (maxBatch = Math.max(maxBatch, records.length));
@@ -71,7 +75,11 @@ describe("fan-out and memory", () => {
 
   test("an item 256 times the ring (16 MB) passes through in both directions", async () => {
     const size = 16 * 1024 * 1024; // far past the ring (64 KiB) and its largest record (16 KiB)
-    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], {
+      workers: 2,
+      inputRingBytes: 1 << 16,
+      outputRingBytes: 1 << 16,
+    });
     try {
       const item = new Uint8Array(size);
       for (let i = 0; i < item.length; i += 4096) item[i] = (i >>> 12) & 255;
@@ -85,7 +93,11 @@ describe("fan-out and memory", () => {
     } finally {
       await harness.engine.reset();
     }
-    const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], { workers: 1, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], {
+      workers: 1,
+      inputRingBytes: 1 << 16,
+      outputRingBytes: 1 << 16,
+    });
     try {
       made.feed([size]);
       await made.waitEmpty();
@@ -98,7 +110,11 @@ describe("fan-out and memory", () => {
   }, 60_000);
 
   test("a feeder that awaits room waits while the rings are full: the backlog never holds more than one batch", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], {
+      workers: 2,
+      inputRingBytes: 1 << 16,
+      outputRingBytes: 1 << 16,
+    });
     harness.keepOutputs = false;
     const batches = 100;
     const perBatch = 500;
@@ -162,14 +178,20 @@ describe("fan-out and memory", () => {
       harness.feed([200_000]);
       // The worker on the generator fills its small output ring and is held there: no progress while
       // paused (the sub-items it would share with the other go out through that ring too).
-      await waitFor(() => harness.engine.heldWorkers, { what: "the generator's worker held by its full output ring", until: (held) => held >= 1 });
+      await waitFor(() => harness.engine.heldWorkers, {
+        what: "the generator's worker held by its full output ring",
+        until: (held) => held >= 1,
+      });
       expect(harness.engine.stats()[1]!.processed).toBeLessThan(50_000);
       expect(harness.outputCount).toBe(0);
       // A consumer that reads in bursts: each lets some results out, then holds the workers again.
       for (let burst = 0; burst < 10; burst++) {
         const before = harness.outputCount;
         harness.engine.resumeOutput();
-        await waitFor(() => harness.outputCount, { what: `results of burst ${burst}`, until: (count) => count > before });
+        await waitFor(() => harness.outputCount, {
+          what: `results of burst ${burst}`,
+          until: (count) => count > before,
+        });
         harness.engine.pauseOutput();
       }
       expect(harness.outputCount).toBeLessThan(200_000);
@@ -204,7 +226,10 @@ describe("lifecycle", () => {
       await harness.engine.whenIdle();
       // Sleep while busy: each worker finishes the item it is on, then stops.
       harness.feed(Array.from({ length: 200 }, (_, i) => i));
-      await waitFor(() => harness.engine.stats()[0]!.processed, { what: "the workers to start on the 200", until: (n) => n > 20 });
+      await waitFor(() => harness.engine.stats()[0]!.processed, {
+        what: "the workers to start on the 200",
+        until: (n) => n > 20,
+      });
       await harness.engine.sleep();
       // Once sleep() resolves, what the workers did is handed out and they are parked: what they ran is
       // exactly what came out, and the rest is still in flight.
@@ -248,7 +273,9 @@ describe("lifecycle", () => {
     const code = await child.waitExit(20_000);
     expect(child.stdout).toContain("outputs 1000");
     expect(child.stdout).toContain("second setup outputs 10");
-    expect(child.stdout).toContain('third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"');
+    expect(child.stdout).toContain(
+      'third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"',
+    );
     expect(code).toBe(0);
   }, 60_000);
 });
@@ -289,7 +316,11 @@ describe("dying workers", () => {
   test("a task that runs away with memory costs its worker, not the process: ended at the limit, retried, then given up", async () => {
     Bun.gc(true);
     const limit = process.memoryUsage.rss() + 300 * 1024 * 1024;
-    const harness = await EngineHarness.start(dir, [{ export: "hog" }], { workers: 2, maxAttempts: 2, memoryLimitBytes: limit });
+    const harness = await EngineHarness.start(dir, [{ export: "hog" }], {
+      workers: 2,
+      maxAttempts: 2,
+      memoryLimitBytes: limit,
+    });
     try {
       const items = Array.from({ length: 2000 }, (_, i) => (i === 1000 ? "hog" : i));
       const ids = harness.feed(items);
@@ -297,12 +328,17 @@ describe("dying workers", () => {
       const failed = expectAllDoneButFailed(harness, items, ids, (item) => item === "hog");
       expect(harness.deaths.length).toBe(2);
       expect(harness.engine.workersReplaced).toBe(2);
-      for (const reason of harness.deaths) expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
+      for (const reason of harness.deaths)
+        expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
       expect(failed.map((e) => [e.id, e.task])).toEqual([[ids[1000]!, "hog"]]);
       expect(failed[0]!.message).toContain("gave up after 2 attempts");
       expect(failed[0]!.message).toContain("over its limit");
       // The ended workers' memory went back to the system, and their replacements work.
-      await waitFor(() => process.memoryUsage.rss(), { what: `the process's memory back under ${limit} bytes`, until: (rss) => rss < limit, timeoutMs: 5000 });
+      await waitFor(() => process.memoryUsage.rss(), {
+        what: `the process's memory back under ${limit} bytes`,
+        until: (rss) => rss < limit,
+        timeoutMs: 5000,
+      });
       await expectReplacementsWork(harness);
     } finally {
       await harness.engine.reset();
@@ -310,7 +346,11 @@ describe("dying workers", () => {
   }, 60_000);
 
   test("a task that gets stuck (endless loop, promise that never settles) is ended at the task timeout; the rest is done", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], { workers: 2, maxAttempts: 2, taskTimeoutMs: 500 });
+    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], {
+      workers: 2,
+      maxAttempts: 2,
+      taskTimeoutMs: 500,
+    });
     try {
       const items = Array.from({ length: 1000 }, (_, i) => (i === 300 ? "loop" : i === 600 ? "wait" : i));
       const ids = harness.feed(items);
@@ -318,7 +358,9 @@ describe("dying workers", () => {
       const failed = expectAllDoneButFailed(harness, items, ids, (item) => typeof item !== "number");
       expect(failed.map((e) => e.id).sort((a, b) => a - b)).toEqual([ids[300]!, ids[600]!]);
       for (const error of failed) {
-        expect(error.message).toBe("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms, the task timeout (setup's taskTimeoutMs)");
+        expect(error.message).toBe(
+          "gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms, the task timeout (setup's taskTimeoutMs)",
+        );
       }
       expect(harness.deaths.length).toBe(4);
     } finally {
@@ -336,14 +378,20 @@ describe("dying workers", () => {
     try {
       harness.engine.pauseOutput();
       harness.feed([50_000, 50_000]);
-      const held = await waitFor(() => harness.engine.heldWorkers, { what: "a worker held by its full output ring", until: (n) => n >= 1 });
+      const held = await waitFor(() => harness.engine.heldWorkers, {
+        what: "a worker held by its full output ring",
+        until: (n) => n >= 1,
+      });
       // The time under test: four task timeouts, counted from when the workers are held (the guard
       // looks every 50 ms). They stay held, and alive, all along.
       const heldUntil = performance.now() + 4 * 300;
-      await waitFor(() => ({ held: harness.engine.heldWorkers, deaths: harness.deaths.length, now: performance.now() }), {
-        what: "four task timeouts to pass with the workers held",
-        until: (now) => now.held < held || now.deaths > 0 || now.now >= heldUntil,
-      });
+      await waitFor(
+        () => ({ held: harness.engine.heldWorkers, deaths: harness.deaths.length, now: performance.now() }),
+        {
+          what: "four task timeouts to pass with the workers held",
+          until: (now) => now.held < held || now.deaths > 0 || now.now >= heldUntil,
+        },
+      );
       expect(harness.deaths).toEqual([]);
       expect(harness.engine.heldWorkers).toBe(held);
       harness.engine.resumeOutput();
@@ -374,7 +422,12 @@ describe("dying workers", () => {
  * Checks that every item came back once except the `poison` ones, and that every item, poison too, is
  * done; returns the reports of the items given up.
  */
-function expectAllDoneButFailed(harness: EngineHarness, items: unknown[], ids: number[], poison: (item: unknown) => boolean): ErrorRecord[] {
+function expectAllDoneButFailed(
+  harness: EngineHarness,
+  items: unknown[],
+  ids: number[],
+  poison: (item: unknown) => boolean,
+): ErrorRecord[] {
   expect(sorted(harness.values())).toEqual(sorted(items.filter((item) => !poison(item))));
   expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
   return harness.errors.filter((error) => error.kind === "failed");

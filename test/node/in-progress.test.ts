@@ -125,7 +125,11 @@ describe("retry policy", () => {
 
   test("the backoff doubles per attempt, with up to half again of jitter, never below backoffMs", () => {
     for (let i = 0; i < 200; i++) {
-      for (const [attempt, base] of [[1, 100], [2, 200], [3, 400]] as const) {
+      for (const [attempt, base] of [
+        [1, 100],
+        [2, 200],
+        [3, 400],
+      ] as const) {
         const delay = retryDelayMs(policy(), attempt);
         expect(delay).toBeGreaterThanOrEqual(base);
         expect(delay).toBeLessThan(base * 1.5);

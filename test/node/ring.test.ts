@@ -62,7 +62,10 @@ describe("ByteRing: records in and out", () => {
     ring.commit(position);
     expect(ring.used).toBe(2 * RECORD_HEADER_BYTES + 10);
     const { records } = drain(ring, 0);
-    expect(records.map((r) => [r.kind, r.id, r.payload.length])).toEqual([[KIND, 1, 10], [KIND, 2, 0]]);
+    expect(records.map((r) => [r.kind, r.id, r.payload.length])).toEqual([
+      [KIND, 1, 10],
+      [KIND, 2, 0],
+    ]);
     expect(records[0]!.payload).toEqual(payloadOf(1, 10));
     expect(ring.used).toBe(0);
   });
@@ -71,7 +74,8 @@ describe("ByteRing: records in and out", () => {
     const ring = new ByteRing(ByteRing.allocate(4096));
     const size = 1024;
     let position = 0;
-    for (let id = 1; id <= 4; id++) position = ring.tryWrite(position, KIND, 0, 0, id, payloadOf(id, size - RECORD_HEADER_BYTES));
+    for (let id = 1; id <= 4; id++)
+      position = ring.tryWrite(position, KIND, 0, 0, id, payloadOf(id, size - RECORD_HEADER_BYTES));
     ring.commit(position);
     expect(ring.used).toBe(4096);
     expect(ring.roomAt(position)).toBe(0);
@@ -138,7 +142,8 @@ describe("ByteRing: records in and out", () => {
       const { records, position } = drain(ring, read);
       read = position;
       for (const record of records) {
-        if (record.id !== expected || !record.payload.every((byte, i) => byte === ((expected * 31 + i) & 0xff))) wrong++;
+        if (record.id !== expected || !record.payload.every((byte, i) => byte === ((expected * 31 + i) & 0xff)))
+          wrong++;
         expected++;
       }
     }
@@ -205,7 +210,9 @@ describe("ByteRing: wake-ups", () => {
     const input = new ByteRing(ByteRing.allocate(4096));
     const output = new ByteRing(ByteRing.allocate(4096));
     const worker = new Worker(join(import.meta.dir, "../support/ring-echo-worker.ts"));
-    const reported = new Promise<EchoReport>((resolve) => (worker.onmessage = (event) => resolve(event.data as EchoReport)));
+    const reported = new Promise<EchoReport>(
+      (resolve) => (worker.onmessage = (event) => resolve(event.data as EchoReport)),
+    );
     worker.postMessage({ input: input.buffer, output: output.buffer });
     const count = 20_000;
     const random = seededRandom(11);
@@ -245,7 +252,11 @@ describe("ByteRing: wake-ups", () => {
           continue;
         }
         const record = recordAt(output, at);
-        if (record.id !== expected || record.payload.length !== lengths[expected - 1] || !record.payload.every((b, i) => b === ((expected * 31 + i) & 0xff))) {
+        if (
+          record.id !== expected ||
+          record.payload.length !== lengths[expected - 1] ||
+          !record.payload.every((b, i) => b === ((expected * 31 + i) & 0xff))
+        ) {
           wrong++;
         }
         expected++;

@@ -27,10 +27,7 @@ const pipeline = (task: string, resultWindow: number): PipelineSpec => ({
 });
 
 beforeAll(async () => {
-  [packageDir, node] = await Promise.all([
-    join(REPO, "test/fixtures/sizes"),
-    startNode({ workers: 2 }),
-  ]);
+  [packageDir, node] = await Promise.all([join(REPO, "test/fixtures/sizes"), startNode({ workers: 2 })]);
 }, 60_000);
 
 afterAll(() => tearDown(clients, [node?.workdir]), 20_000);
@@ -45,7 +42,11 @@ test("the node stops sending results when the root's credit runs out, and goes o
   const sizes = Array.from({ length: 24 }, () => 40_000);
   const ids = client.feed(sizes);
   // The node sends until the credit is spent (at most one results batch beyond it), then pauses.
-  await client.waitFor(() => client.resultBytes >= window, 10_000, () => `${client.resultBytes} result bytes`);
+  await client.waitFor(
+    () => client.resultBytes >= window,
+    10_000,
+    () => `${client.resultBytes} result bytes`,
+  );
   // Every item runs, and still the node holds their results back. A status reply comes after every
   // results frame sent before it, on the same connection: once the node says all ran, what arrived is
   // all it sent, and the next reply shows it sent nothing more.
@@ -80,7 +81,8 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
       credited.push([frameBytes, resultsFrameBytes(blob, idle)]);
       const reader = new RecordReader(blob);
       while (reader.next()) {
-        if (reader.kind === RecordKind.Done) forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
+        if (reader.kind === RecordKind.Done)
+          forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
       }
       client.credit(frameBytes); // what the root does once a frame is handled
     };

@@ -19,16 +19,18 @@ let packageDir: string;
 const clients: NodeTestClient[] = [];
 const workdirs: string[] = [];
 
-const pipeline = (): PipelineSpec => ({ name: "ticker", version: "1.0", packages: [packageDir], tasks: ["ticker#tick"] });
+const pipeline = (): PipelineSpec => ({
+  name: "ticker",
+  version: "1.0",
+  packages: [packageDir],
+  tasks: ["ticker#tick"],
+});
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
 
 beforeAll(async () => {
   const log = await startLogServer(logFile);
   logPort = log.port;
-  [packageDir, node] = await Promise.all([
-    join(REPO, "test/fixtures/ticker"),
-    startNode({ logPort, workers: 2 }),
-  ]);
+  [packageDir, node] = await Promise.all([join(REPO, "test/fixtures/ticker"), startNode({ logPort, workers: 2 })]);
   workdirs.push(node.workdir);
 }, 60_000);
 
@@ -67,8 +69,16 @@ test("when its root disconnects, the node keeps the pipeline for the grace perio
     everyMs: 50,
   });
   expect(Date.now() - closedAt).toBeGreaterThanOrEqual(2500);
-  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: its root root-gone is gone`), 5000);
-  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] root root-gone disconnected; resetting "ticker" 1.0 in 3000 ms`), 5000);
+  await waitForFile(
+    logFile,
+    (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: its root root-gone is gone`),
+    5000,
+  );
+  await waitForFile(
+    logFile,
+    (text) => text.includes(`[node ${node.addr}] root root-gone disconnected; resetting "ticker" 1.0 in 3000 ms`),
+    5000,
+  );
 
   const result = await next.setup(pipeline());
   expect(result.cached).toBe(true);
@@ -100,7 +110,11 @@ test("the root of a node stopped with SIGTERM is told why its pipeline ended (a 
 });
 
 test("a node stopped with SIGTERM still gets its last lines (the shutdown reset) to the log server", async () => {
-  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: the node is shutting down`), 3000);
+  await waitForFile(
+    logFile,
+    (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: the node is shutting down`),
+    3000,
+  );
 }, 60_000);
 
 test("a log server killed mid-run leaves tasks running; their lines go to the node's stderr instead", async () => {

@@ -27,7 +27,14 @@ const clients: RawClient[] = [];
 beforeAll(async () => {
   node = await startNode({
     workers: 2,
-    args: ["--memory-limit", "400", "--max-connections", String(MAX_CONNECTIONS), "--max-unauthenticated", String(MAX_UNAUTHENTICATED)],
+    args: [
+      "--memory-limit",
+      "400",
+      "--max-connections",
+      String(MAX_CONNECTIONS),
+      "--max-unauthenticated",
+      String(MAX_UNAUTHENTICATED),
+    ],
   });
 }, 30_000);
 
@@ -75,7 +82,8 @@ async function openAdmitted(count: number): Promise<RawClient[]> {
     const answers = await Promise.all(opened.map((client) => client.waitFor((m) => m.t === "hello" || m.t === "err")));
     if (answers.every((message) => message.t === "hello")) return opened;
     for (const client of opened) client.close();
-    if (Date.now() > deadline) throw new Error(`the node did not admit ${count} connections: ${JSON.stringify(answers)}`);
+    if (Date.now() > deadline)
+      throw new Error(`the node did not admit ${count} connections: ${JSON.stringify(answers)}`);
     await Bun.sleep(100);
   }
 }
@@ -101,7 +109,9 @@ test("a flood before the handshake costs no memory and no worker; connections pa
     for (const client of announcers) {
       const error = await refusal(client);
       expect(error.code).toBe("protocol");
-      expect(error.message).toContain("frame length 62914560 exceeds the maximum of 4096 bytes a peer may send before the handshake");
+      expect(error.message).toContain(
+        "frame length 62914560 exceeds the maximum of 4096 bytes a peer may send before the handshake",
+      );
     }
 
     // As many as the cap may wait in the handshake; one more is refused before it gets a hello.

@@ -15,7 +15,12 @@ afterEach(() => {
   for (const worker of running.splice(0)) worker.terminate();
 });
 
-function start(heaps: WorkerHeaps, index: number, kind: "hog" | "spin" | "sleep", release: SharedArrayBuffer): Promise<string> {
+function start(
+  heaps: WorkerHeaps,
+  index: number,
+  kind: "hog" | "spin" | "sleep",
+  release: SharedArrayBuffer,
+): Promise<string> {
   const worker = new Worker(new URL("../fixtures/workers/heap-worker.ts", import.meta.url).href);
   running.push(worker);
   const messages: string[] = [];
@@ -35,7 +40,11 @@ async function waitUntil(condition: () => boolean, timeoutMs: number, what: stri
 test("a worker growing its heap in synchronous code is seen growing; the ones beside it are seen small", async () => {
   const heaps = new WorkerHeaps(new SharedArrayBuffer(heapSlotsBytes(3)));
   const release = new SharedArrayBuffer(4);
-  await Promise.all([start(heaps, 0, "hog", release), start(heaps, 1, "spin", release), start(heaps, 2, "sleep", release)]);
+  await Promise.all([
+    start(heaps, 0, "hog", release),
+    start(heaps, 1, "spin", release),
+    start(heaps, 2, "sleep", release),
+  ]);
   const slots = new Float64Array(heaps.buffer);
   try {
     // The hog's own reports stop once it runs synchronously; its estimate keeps growing all the same.

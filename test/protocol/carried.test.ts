@@ -30,7 +30,10 @@ const encoders: Record<string, (value: unknown, name: string | number) => unknow
 
 function expectCarried(value: unknown): void {
   for (const [how, roundTrip] of Object.entries(encoders)) {
-    for (const [size, item] of [["small", value], ["large", large(value)]] as const) {
+    for (const [size, item] of [
+      ["small", value],
+      ["large", large(value)],
+    ] as const) {
       const found = difference(roundTrip(item, 3), arrival(item));
       if (found !== undefined) throw new Error(`${how} (${size}): ${found}`);
     }
@@ -59,10 +62,7 @@ const nested = (depth: number): unknown => {
 describe("carried as themselves", () => {
   const carried: Array<[string, unknown]> = [
     ["strings", ["", "a", "x".repeat(300), "héllo", "日本", "emoji 🎉"]],
-    [
-      "numbers",
-      [0, 1, -1, 127, 128, 65_536, 2 ** 31, -(2 ** 31) - 1, 2 ** 32, 2 ** 53 - 1, -(2 ** 53), 0.5, 1e-300],
-    ],
+    ["numbers", [0, 1, -1, 127, 128, 65_536, 2 ** 31, -(2 ** 31) - 1, 2 ** 32, 2 ** 53 - 1, -(2 ** 53), 0.5, 1e-300]],
     ["NaN, infinities, the largest", [Number.NaN, Number.POSITIVE_INFINITY, -Infinity, Number.MAX_VALUE]],
     ["booleans and null", [true, false, null]],
     ["undefined alone", undefined],
@@ -101,7 +101,13 @@ describe("carried as themselves", () => {
     ],
     ["a typed array over part of a buffer", new Float64Array(new ArrayBuffer(64), 16, 2).fill(7)],
     ["ArrayBuffer and DataView", [Uint8Array.of(9, 8).buffer, new DataView(Uint8Array.of(1, 2, 3).buffer, 1)]],
-    ["a shared (not circular) reference, as two copies", (() => { const o = { x: 1 }; return [o, o, { o }]; })()],
+    [
+      "a shared (not circular) reference, as two copies",
+      (() => {
+        const o = { x: 1 };
+        return [o, o, { o }];
+      })(),
+    ],
     ["nesting deeper than the small writer goes", nested(100)],
     ["-0, which arrives as 0", [-0, { z: -0 }]],
     // biome-ignore lint/suspicious/noSparseArray: the hole is what is tried
@@ -203,7 +209,10 @@ describe("refused with the path to what cannot be sent", () => {
   for (const [name, value, pathFrom, reason] of refused) {
     test(name, () => {
       for (const [how, encode] of Object.entries(encoders)) {
-        const sizes = [["small", value, "items[3]"], ["large", large(value), "items[3].v"]] as const;
+        const sizes = [
+          ["small", value, "items[3]"],
+          ["large", large(value), "items[3].v"],
+        ] as const;
         for (const [size, item, root] of sizes) {
           const error = refusal(() => encode(item, 3));
           const where = `${how} (${size})`;

@@ -101,7 +101,8 @@ describe("FrameDecoder", () => {
     const frame = frameOf(body);
     const decoder = new FrameDecoder();
     const got: Uint8Array[] = [];
-    for (let at = 0; at < frame.length; at += 100_003) decoder.push(frame.subarray(at, at + 100_003), (b) => got.push(b));
+    for (let at = 0; at < frame.length; at += 100_003)
+      decoder.push(frame.subarray(at, at + 100_003), (b) => got.push(b));
     expect(got.length).toBe(1);
     expect(got[0]!.length).toBe(body.length);
     expect(got[0]!.buffer.byteLength).toBe(body.length);
@@ -122,7 +123,9 @@ describe("FrameDecoder", () => {
     decoder.trust();
     decoder.push(large, (b) => got.push(b));
     expect(got[1]).toEqual(new Uint8Array(4097).fill(2));
-    expect(() => decoder.push(Uint8Array.of(0, 0x10, 0, 1), () => {})).toThrow(/exceeds the maximum of 1048576 bytes \(/);
+    expect(() => decoder.push(Uint8Array.of(0, 0x10, 0, 1), () => {})).toThrow(
+      /exceeds the maximum of 1048576 bytes \(/,
+    );
   });
 
   test("a truncated frame never emits", () => {

@@ -55,7 +55,9 @@ test("four bad clients get clear errors while a fifth is served", async () => {
   const garbageError = await errorOf(garbage);
   expect(garbageError.code).toBe("protocol");
   // Before the handshake only small frames pass (4 KiB by default), whatever maxFrameBytes allows after it.
-  expect(garbageError.message).toMatch(/frame length \d+ exceeds the maximum of 4096 bytes a peer may send before the handshake/);
+  expect(garbageError.message).toMatch(
+    /frame length \d+ exceeds the maximum of 4096 bytes a peer may send before the handshake/,
+  );
   const oversizeError = await errorOf(oversize);
   expect(oversizeError.message).toContain("frame length 2147483647 exceeds the maximum");
   const versionError = await errorOf(oldVersion);
@@ -108,7 +110,11 @@ test("the client refuses a server that cannot prove the token", async () => {
     port: 0,
     socket: {
       open(socket) {
-        socket.write(frameOf(encode({ t: "hello", protocol: 1, service: "node", version: "x", auth: true, nonce: new Uint8Array(32) })));
+        socket.write(
+          frameOf(
+            encode({ t: "hello", protocol: 1, service: "node", version: "x", auth: true, nonce: new Uint8Array(32) }),
+          ),
+        );
       },
       // The client's answer to the hello: a welcome whose proof is wrong.
       data(socket) {

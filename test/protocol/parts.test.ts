@@ -134,7 +134,8 @@ describe("over real sockets", () => {
     const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
     stops.push(() => connection.destroy());
     const before = connection.receivedBytes;
-    const parts = partFrames(frameOf(encode({ t: "event", name: "big", data: pattern(1_000_000, 4) })), 64 * 1024).length / 2;
+    const parts =
+      partFrames(frameOf(encode({ t: "event", name: "big", data: pattern(1_000_000, 4) })), 64 * 1024).length / 2;
     let seen = false;
     connection.onMessage = () => (seen = true); // acknowledgements are the connection's own business
     connection.send({ t: "event", name: "big", data: pattern(1_000_000, 4) });
@@ -142,7 +143,8 @@ describe("over real sockets", () => {
     expect(got?.t).toBe("event");
     // Each acknowledgement is one small frame: { t: "part-ack", left }.
     const ack = frameOf(encode({ t: "part-ack", left: 1 << 20 })).length;
-    for (let waited = 0; connection.receivedBytes - before < (parts - 1) * (ack - 4) && waited < 5000; waited += 20) await Bun.sleep(20);
+    for (let waited = 0; connection.receivedBytes - before < (parts - 1) * (ack - 4) && waited < 5000; waited += 20)
+      await Bun.sleep(20);
     expect(connection.receivedBytes - before).toBeGreaterThanOrEqual((parts - 1) * (ack - 4));
     expect(connection.receivedBytes - before).toBeLessThanOrEqual((parts - 1) * ack);
     expect(seen).toBe(false);

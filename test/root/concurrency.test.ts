@@ -39,10 +39,18 @@ test("setup checks concurrency and retry options, naming the wrong one", async (
   roots.push(cluster);
   const setup = (options: object, entry: object = {}) =>
     cluster.setup("bad", "1", [{ function: concurrent.flaky, ...entry }], { localPackages: [TASKS], ...options });
-  await expect(setup({ concurrency: 0 })).rejects.toThrow("setup option concurrency must be an integer from 1 to 10000, got 0");
-  await expect(setup({}, { concurrency: 1.5 })).rejects.toThrow('task 1 ("concurrent#flaky"): concurrency must be an integer from 1 to 10000, got 1.5');
-  await expect(setup({}, { retry: { attempts: 0, backoffMs: 10 } })).rejects.toThrow("retry.attempts must be a positive integer");
-  await expect(setup({}, { retry: { attempts: 2, backoffMs: -1 } })).rejects.toThrow("retry.backoffMs must be a finite number");
+  await expect(setup({ concurrency: 0 })).rejects.toThrow(
+    "setup option concurrency must be an integer from 1 to 10000, got 0",
+  );
+  await expect(setup({}, { concurrency: 1.5 })).rejects.toThrow(
+    'task 1 ("concurrent#flaky"): concurrency must be an integer from 1 to 10000, got 1.5',
+  );
+  await expect(setup({}, { retry: { attempts: 0, backoffMs: 10 } })).rejects.toThrow(
+    "retry.attempts must be a positive integer",
+  );
+  await expect(setup({}, { retry: { attempts: 2, backoffMs: -1 } })).rejects.toThrow(
+    "retry.backoffMs must be a finite number",
+  );
   await expect(setup({}, { retry: { attempts: 2, backoffMs: 1, when: [Error] } })).rejects.toThrow(
     "retry.when must be a list of error class names or codes (strings)",
   );
@@ -53,11 +61,16 @@ test("a task's retries through the cluster: counted in stats, the last failure r
   roots.push(cluster);
   const outputs: Array<{ id: number; calls: number[] }> = [];
   const errors: TaskError[] = [];
-  await cluster.setup("flaky", "1", [{ function: concurrent.flaky, retry: { attempts: 3, backoffMs: 50, when: ["TransientError"] } }], {
-    localPackages: [TASKS],
-    outputHandler: (output) => void outputs.push(output),
-    errorHandler: (error) => void errors.push(error),
-  });
+  await cluster.setup(
+    "flaky",
+    "1",
+    [{ function: concurrent.flaky, retry: { attempts: 3, backoffMs: 50, when: ["TransientError"] } }],
+    {
+      localPackages: [TASKS],
+      outputHandler: (output) => void outputs.push(output),
+      errorHandler: (error) => void errors.push(error),
+    },
+  );
   await cluster.run([
     { id: 1, failures: 2 },
     { id: 2, failures: 3 },

@@ -29,7 +29,11 @@ function sendSome(queue: FeedQueue, count: number, firstId: number, maxBytes = 1
 describe("FeedQueue", () => {
   test("items come out in order, as records with the ids given, across many chunks", () => {
     const queue = new FeedQueue();
-    const items = Array.from({ length: 20_000 }, (_, i) => ({ i, text: "t".repeat(i % 300), note: i % 7 === 0 ? "日本" : "x" }));
+    const items = Array.from({ length: 20_000 }, (_, i) => ({
+      i,
+      text: "t".repeat(i % 300),
+      note: i % 7 === 0 ? "日本" : "x",
+    }));
     queue.appendValues(items.slice(0, 12_000));
     queue.appendBytes(items.slice(12_000).map((item) => encode(item)));
     expect(queue.length).toBe(20_000);
@@ -63,12 +67,18 @@ describe("FeedQueue", () => {
     const cycle: Record<string, unknown> = {};
     cycle.self = cycle;
     const many = Array.from({ length: 5000 }, (_, i) => ({ i, pad: "p".repeat(100) })); // spans new chunks
-    expect(() => queue.appendValues([...many, cycle, "after"])).toThrow("items[5000].self: a circular reference (back to items[5000]) cannot be sent");
+    expect(() => queue.appendValues([...many, cycle, "after"])).toThrow(
+      "items[5000].self: a circular reference (back to items[5000]) cannot be sent",
+    );
     expect(queue.length).toBe(1);
     queue.appendValues(["next"]);
-    expect(() => queue.appendValues([{ a: 1 }, { b: 2 }, { m: new Map() }])).toThrow(/^items\[2\]\.m: a Map cannot be sent/); // within one chunk
+    expect(() => queue.appendValues([{ a: 1 }, { b: 2 }, { m: new Map() }])).toThrow(
+      /^items\[2\]\.m: a Map cannot be sent/,
+    ); // within one chunk
     expect(() => queue.appendValues([1, { pad: "p".repeat(9000), f: () => 1 }], 40)).toThrow(ItemEncodeError); // the large path
-    expect(() => queue.appendValues([1, { pad: "p".repeat(9000), f: () => 1 }], 40)).toThrow("items[41].f: a function cannot be sent");
+    expect(() => queue.appendValues([1, { pad: "p".repeat(9000), f: () => 1 }], 40)).toThrow(
+      "items[41].f: a function cannot be sent",
+    );
     queue.appendValues(["last"]);
     const { records } = sendSome(queue, 10, 1);
     expect(records.map(([, , value]) => value)).toEqual(["before", "next", "last"]);
@@ -145,7 +155,13 @@ describe("Scheduler with the feed queue", () => {
     );
     scheduler.pump();
     expect(second.inFlight).toBe(lingering.length + 1);
-    const expected = [...sentIds.map((_, k) => k).filter((k) => k % 1000 === 500).map((k) => items[k]), { late: true }];
+    const expected = [
+      ...sentIds
+        .map((_, k) => k)
+        .filter((k) => k % 1000 === 500)
+        .map((k) => items[k]),
+      { late: true },
+    ];
     expect(sortByJson(again)).toEqual(sortByJson(expected));
   });
 });

@@ -156,7 +156,12 @@ describe("at a task's output", () => {
     await cluster.waitEmpty();
     expect(outputs.length).toBe(3 * items.length - 3);
     for (const bad of items.filter((item) => item.bad)) {
-      expect(outputs.filter((output) => output.id === bad.id).map((output) => output.n).sort()).toEqual([0, 2]);
+      expect(
+        outputs
+          .filter((output) => output.id === bad.id)
+          .map((output) => output.n)
+          .sort(),
+      ).toEqual([0, 2]);
     }
     expect(errors.map((error) => error.message.split(": an output could not be sent: ")[1])).toEqual([
       "outputs[1].meta.cb: a function cannot be sent",

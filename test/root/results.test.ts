@@ -8,7 +8,11 @@ import { ResultPump, type ResultSink } from "../../src/root/results.ts";
 type Event = string;
 
 /** A results blob: outputs (by value), error reports, and a Done for `done` ids, in this order. */
-function blob(outputs: unknown[], done: number[] = [], errors: Array<[RecordKind, number, TaskErrorReport]> = []): Uint8Array {
+function blob(
+  outputs: unknown[],
+  done: number[] = [],
+  errors: Array<[RecordKind, number, TaskErrorReport]> = [],
+): Uint8Array {
   const batch = new RecordBatchBuilder();
   for (const value of outputs) batch.append(RecordKind.Output, 0, 0, 1, encode(value));
   for (const [kind, id, report] of errors) batch.append(kind, 0, 0, id, encode(report));
@@ -50,9 +54,16 @@ describe("ResultPump", () => {
     pump.push("a", blob([3], [12]), 70);
     await pump.whenIdle();
     expect(events).toEqual([
-      "out 1", "out 2", "done a 10,11", "handled a 100",
-      'out "x"', "done b 20", "handled b 50",
-      "out 3", "done a 12", "handled a 70",
+      "out 1",
+      "out 2",
+      "done a 10,11",
+      "handled a 100",
+      'out "x"',
+      "done b 20",
+      "handled b 50",
+      "out 3",
+      "done a 12",
+      "handled a 70",
     ]);
     expect(pump.idle).toBe(true);
   });
@@ -75,7 +86,16 @@ describe("ResultPump", () => {
     expect(pump.pendingDone("a")).toEqual([10]);
     open();
     await pump.whenIdle();
-    expect(events).toEqual(["out 1", "out 2", "out 3", "done a 10", "handled a 100", "out 4", "done b 20,21", "handled b 50"]);
+    expect(events).toEqual([
+      "out 1",
+      "out 2",
+      "out 3",
+      "done a 10",
+      "handled a 100",
+      "out 4",
+      "done b 20,21",
+      "handled b 50",
+    ]);
     expect(idleCalls).toBe(1);
     expect(pump.pendingDone("b")).toEqual([]);
   });
@@ -86,10 +106,26 @@ describe("ResultPump", () => {
     const bad = new RecordBatchBuilder();
     bad.append(RecordKind.Output, 0, 0, 7, new Uint8Array([0x92, 0x01])); // an array of two that holds one
     pump.push("n", bad.takeRecords(), 10);
-    pump.push("n", blob([], [], [[RecordKind.TaskError, 8, { task: "parse", message: "bad line" }], [RecordKind.Failed, 9, { task: "hog", message: "gave up" }]]), 20);
+    pump.push(
+      "n",
+      blob(
+        [],
+        [],
+        [
+          [RecordKind.TaskError, 8, { task: "parse", message: "bad line" }],
+          [RecordKind.Failed, 9, { task: "hog", message: "gave up" }],
+        ],
+      ),
+      20,
+    );
     await pump.whenIdle();
     expect(events[0]).toMatch(/^error n 7 \(root\): an output could not be decoded: /);
-    expect(events.slice(1)).toEqual(["handled n 10", "error n 8 parse: bad line", "failed n 9 hog: gave up", "handled n 20"]);
+    expect(events.slice(1)).toEqual([
+      "handled n 10",
+      "error n 8 parse: bad line",
+      "failed n 9 hog: gave up",
+      "handled n 20",
+    ]);
   });
 
   test("clear() forgets the frames waiting behind a busy handler, not the one it is on", async () => {

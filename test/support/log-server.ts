@@ -25,7 +25,13 @@ export async function waitForFile(path: string, done: (text: string) => boolean,
       }
       return text;
     },
-    { what: `${path} to hold what the test expects`, until: done, timeoutMs, everyMs: 20, show: () => `\n${text.slice(-2000)}` },
+    {
+      what: `${path} to hold what the test expects`,
+      until: done,
+      timeoutMs,
+      everyMs: 20,
+      show: () => `\n${text.slice(-2000)}`,
+    },
   );
 }
 

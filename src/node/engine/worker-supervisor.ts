@@ -236,7 +236,7 @@ export class WorkerSupervisor {
       position = this.#pastFinished(slot);
       const running = input.runningPosition;
       const unread = (input.writePosition - position) >>> 0;
-      const started = ((running - position) >>> 0) < unread && input.peek(running) === running;
+      const started = (running - position) >>> 0 < unread && input.peek(running) === running;
       if (started) this.#countAttempt(slot, running, reason);
     } else {
       // Several at once: each item that held a place counts an attempt (only the overdue ones when

@@ -91,7 +91,14 @@ export class ItemRun implements ChainHooks {
 
   emit(value: unknown): void | Promise<void> {
     try {
-      const writing = this.context.output.writeValue(RecordKind.Output, 0, this.itemFlags, this.id, value, this.#outputName);
+      const writing = this.context.output.writeValue(
+        RecordKind.Output,
+        0,
+        this.itemFlags,
+        this.id,
+        value,
+        this.#outputName,
+      );
       this.outputs++;
       if (this.place >= 0) this.context.inProgress!.table.touch(this.place);
       return writing;
@@ -99,7 +106,8 @@ export class ItemRun implements ChainHooks {
       // An output that cannot be carried as itself (ItemEncodeError, naming the path) is this item's
       // TaskError; the item's other outputs and the worker go on.
       const last = this.context.tasks.length - 1;
-      const why = error instanceof ItemTooLargeError ? error : `an output could not be sent: ${(error as Error).message}`;
+      const why =
+        error instanceof ItemTooLargeError ? error : `an output could not be sent: ${(error as Error).message}`;
       return this.writeError(last, errorReport(this.context.tasks[last]!, why));
     } finally {
       this.given++;
