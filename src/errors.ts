@@ -129,8 +129,13 @@ export class ItemTooLargeError extends PclusterError {
 }
 
 /** A task threw, or an item failed after its retries. Given to `errorHandler`. */
-export class TaskError extends PclusterError {
+export class TaskError<In = unknown> extends PclusterError {
   override readonly code = "task";
+  /**
+   * The input item it descends from, as it was fed (typed like the pipeline's input), when the root
+   * still had it: always for errors reported by a node, undefined for one rebuilt from the wire.
+   */
+  readonly input: In | undefined;
   /** Name of the task (its export) that threw, or that ran when its worker died. */
   readonly task: string;
   /** The stack trace on the node, when there is one. */
@@ -144,9 +149,10 @@ export class TaskError extends PclusterError {
 
   constructor(
     message: string,
-    details: { task: string; stack?: string; failed?: boolean; node?: string; item?: number },
+    details: { task: string; stack?: string; failed?: boolean; node?: string; item?: number; input?: In },
   ) {
     super(message);
+    this.input = details.input;
     this.task = details.task;
     this.remoteStack = details.stack;
     this.failed = details.failed ?? false;

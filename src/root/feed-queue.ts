@@ -176,11 +176,16 @@ export class FeedQueue {
 
   /** The payload of the sent record `ref`, to send again (a view: it keeps its chunk's buffer alive). */
   takeBack(ref: number): Uint8Array {
+    const payload = this.payloadOf(ref);
+    this.#settle(this.#chunkAt(ref));
+    return payload;
+  }
+
+  /** The payload of the sent record `ref`, still in flight: a view, to read at once. */
+  payloadOf(ref: number): Uint8Array {
     const chunk = this.#chunkAt(ref);
     const start = (ref % OFFSETS) + RECORD_HEADER_BYTES;
-    const payload = chunk.bytes.subarray(start, start + payloadLength(chunk, ref));
-    this.#settle(chunk);
-    return payload;
+    return chunk.bytes.subarray(start, start + payloadLength(chunk, ref));
   }
 
   /**

@@ -48,7 +48,7 @@ export type { TaskDefinition };
 type Known<Declared, Inferred> = unknown extends Inferred ? Declared : Inferred;
 
 /** `Out`: the outputs of the taskchain, as `outputHandler` gets them. */
-export interface SetupOptions<Out = unknown> {
+export interface SetupOptions<Out = unknown, In = unknown> {
   /** Folders of packages whose exports are the tasks; shipped to every node. */
   localPackages?: string[];
   /** npm specs (`lodash@4`) installed on every node, into this pipeline's own folder. */
@@ -56,7 +56,7 @@ export interface SetupOptions<Out = unknown> {
   /** Called on the root with every output, in arrival order; a returned promise holds the next ones. */
   outputHandler?: (output: Out) => unknown;
   /** Called with every task error (the item is dropped) and every item given up after retries. */
-  errorHandler?: (error: TaskError) => unknown;
+  errorHandler?: (error: TaskError<In>) => unknown;
   /** Worker threads on each node (default: the node's own setting, its core count). */
   workersPerNode?: number;
   /** Times an item may take its worker down before it is given up (default 3). */
@@ -294,7 +294,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     name: string,
     version: string | number,
     taskchain: CheckedChain<Chain, In, Out>,
-    options: SetupOptions<Known<Out, ChainOutput<Chain>>> = {},
+    options: SetupOptions<Known<Out, ChainOutput<Chain>>, Known<In, ChainInput<Chain>>> = {},
   ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
     this.#assertOpen();
     if (this.#localStopped) {
@@ -829,15 +829,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** An item that was on `maxAttempts` nodes that died is given up: reported like a worker crash. */
   #giveUp(item: Resend, address: string): void {
     this.#progress.errors++;
-    let preview: string;
-    try {
-      preview = Bun.inspect(decode(item.bytes)).slice(0, 80);
-    } catch {
-      preview = `${item.bytes.length} bytes`;
-    }
+    const input = decodeInput(item.bytes);
+    const preview = input === undefined ? `${item.bytes.length} bytes` : Bun.inspect(input).slice(0, 80);
     const error = new TaskError(
       `an item could not finish: it was in flight on ${item.lost} nodes that died (the last, ${address}); given up: ${preview}`,
-      { task: "?", failed: true, node: address },
+      { task: "?", failed: true, node: address, input },
     );
     const handler = this.#setupOptions.errorHandler;
     if (handler !== undefined) void callHandler("errorHandler", handler, error);
@@ -924,6 +920,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #onTaskError(client: NodeClient, item: number, report: TaskErrorReport, failed: boolean): unknown {
     this.#progress.errors++;
+    const lane = this.#lanes.get(client);
+    const bytes = lane === undefined ? undefined : this.#scheduler.inputOf(lane, item);
     const error = new TaskError(
       `task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`,
       {
@@ -932,6 +930,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         failed,
         node: client.address,
         item,
+        input: bytes === undefined ? undefined : decodeInput(bytes),
       },
     );
     this.#recentErrors.add({ task: report.task, item, message: report.message, failed, node: client.address });
@@ -1010,6 +1009,15 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #note(level: "info" | "warn", message: string): void {
     consola[level](`[root] ${message}`);
     if (getDefaultLogAddress() !== undefined) log[level](`[root] ${message}`);
+  }
+}
+
+/** An input item as it was fed, decoded from its bytes (undefined if they cannot be: never for ours). */
+function decodeInput(bytes: Uint8Array): unknown {
+  try {
+    return decode(bytes);
+  } catch {
+    return undefined;
   }
 }
 

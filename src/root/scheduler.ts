@@ -210,6 +210,13 @@ export class Scheduler {
     return count;
   }
 
+  /** The encoded item `id` in flight on `lane` (a view, to read at once), or undefined. */
+  inputOf(lane: NodeLane, id: number): Uint8Array | undefined {
+    const entry = lane.ledger.get(id);
+    if (entry === undefined) return undefined;
+    return typeof entry === "number" ? this.#fresh.payloadOf(entry) : entry;
+  }
+
   get lanes(): readonly NodeLane[] {
     return this.#lanes;
   }

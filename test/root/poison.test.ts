@@ -39,6 +39,7 @@ describe("a poison item", () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]!.failed).toBe(true);
     expect(errors[0]!.message).toContain("3 nodes that died");
+    expect(errors[0]!.input).toBe("poison");
     expect(errors[0]!.message).toContain('"poison"');
     // Both nodes come back (restarted by the local cluster) and are set up again by the root.
     let names: Array<string | undefined> = [];

@@ -119,7 +119,7 @@ describe("a root over two nodes", () => {
     expect(outputs.sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i * 2));
   });
 
-  test("a throwing task drops its item; errorHandler gets task, message, stack, node and item", async () => {
+  test("a throwing task drops its item; errorHandler gets task, message, stack, node, item and its input", async () => {
     const outputs: number[] = [];
     await cluster.setup("errors", "1", [{ function: tasks.failOnThirteen }], {
       localPackages: [TASKS],
@@ -136,6 +136,7 @@ describe("a root over two nodes", () => {
     expect(error.remoteStack).toContain("failOnThirteen");
     expect(addrs).toContain(error.node!);
     expect(error.failed).toBe(false);
+    expect(error.input).toBe(13); // the input item it descends from, as it was fed
   });
 
   test("sleep pauses every worker after its current item; wakeup resumes", async () => {

@@ -116,7 +116,10 @@ same<OutOf<typeof asBefore>, unknown>();
 
 await cluster.setup("t", 1, [{ function: parse }, { function: byId }], {
   outputHandler: (id) => same<typeof id, number>(),
-  errorHandler: (error) => same<typeof error, TaskError>(),
+  errorHandler: (error) => {
+    same<typeof error, TaskError<string>>(); // the chain takes strings…
+    same<typeof error.input, string | undefined>(); // …and the input the error descends from is one
+  },
 });
 await cluster.setup("t", 1, [{ function: parse }, { function: byId }], {
   // @ts-expect-error the chain gives numbers
