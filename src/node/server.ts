@@ -307,6 +307,7 @@ class NodeServer {
           outputRingBytes: ringBytes,
           maxAttempts: args.maxAttempts,
           taskTimeoutMs: args.taskTimeoutMs || undefined,
+          shareFanOut: args.shareFanOut,
           memoryLimitBytes: this.#memoryLimit,
         },
         {

@@ -43,6 +43,8 @@ export interface SetupMessage {
   output: SharedArrayBuffer;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Whether this worker may hand parts of a large fan-out to idle workers. */
+  shareFanOut: boolean;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

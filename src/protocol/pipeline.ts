@@ -61,6 +61,11 @@ export interface SetupArgs {
   taskTimeoutMs?: number;
   /** Result bytes the node may send ahead of the root's `credit` messages (default 8 MiB). */
   resultWindow?: number;
+  /**
+   * Whether workers may hand parts of a large fan-out to idle workers (default true). A root that
+   * hands out outputs exactly once turns it off: see `Retract` records in record.ts.
+   */
+  shareFanOut?: boolean;
 }
 
 /** What a node answers to `setup`: what it runs on, and how much input it takes in flight. */
@@ -190,6 +195,7 @@ const setupArgs: Check = shape({
   maxAttempts: optional(isUint),
   taskTimeoutMs: optional(isUint),
   resultWindow: optional(isUint),
+  shareFanOut: optional(isBoolean),
 });
 
 /** Validates setup arguments from the wire; throws a `ProtocolError` naming the bad field. */

@@ -42,6 +42,11 @@ export const RecordKind = {
   Share: 6,
   /** An input given up after crashing its workers: the next worker skips it. Node-internal. */
   Void: 7,
+  /**
+   * The outputs of the item `id` given so far are void: the worker running it died and it runs again
+   * (payload: nothing). A root that hands out outputs exactly once drops those it holds for it.
+   */
+  Retract: 8,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 

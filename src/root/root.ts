@@ -60,6 +60,18 @@ export interface SetupOptions<Out = unknown> {
   taskTimeoutMs?: number;
   /** Result bytes a node may send ahead of the root handling them (default 8 MiB). */
   resultWindow?: number;
+  /**
+   * `"exactly-once"` (the default): an item's outputs reach `outputHandler` / `process()` once, whatever
+   * dies — the root hands them out when the item is done on its node, and drops those of an attempt
+   * that did not finish. `"at-least-once"`: outputs stream out as they come (an item that runs again
+   * after a crash gives them again); for unbounded fan-out, and it lets idle workers share a fan-out.
+   */
+  delivery?: "exactly-once" | "at-least-once";
+  /**
+   * Exactly-once: output bytes the root may hold for items not done yet (default 64 MiB). An item whose
+   * outputs would go past it loses them and is reported as a `TaskError` naming this limit.
+   */
+  maxHeldBytes?: number;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
   /**
@@ -275,11 +287,16 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     if (this.#localStopped) {
       throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
     }
-    for (const option of ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs"] as const) {
+    const numeric = ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs", "maxHeldBytes"] as const;
+    for (const option of numeric) {
       const value = options[option];
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
       }
+    }
+    const delivery = options.delivery ?? "exactly-once";
+    if (delivery !== "exactly-once" && delivery !== "at-least-once") {
+      throw new TypeError(`setup option delivery must be "exactly-once" or "at-least-once", got ${Bun.inspect(delivery)}`);
     }
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
@@ -303,6 +320,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       maxAttempts: options.maxAttempts,
       taskTimeoutMs: options.taskTimeoutMs,
       resultWindow: options.resultWindow,
+      // A fan-out shared between workers has parts whose outputs a dead worker's retry could not retract.
+      shareFanOut: delivery === "at-least-once",
     };
     if (this.#endpoints.size === 0) {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
@@ -322,6 +341,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       throw failures.every((failure) => failure.error instanceof NodeBusyError) ? new NodeBusyError(message) : new SetupError(message);
     }
     this.#setupOptions = options as SetupOptions;
+    this.#results.configure(delivery === "exactly-once", options.maxHeldBytes);
     this.#pipeline = { args, options: options as SetupOptions };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
@@ -721,6 +741,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     // Items whose Done waits behind the output handler are finished: their outputs are still handed out.
     const maxAttempts = this.#setupOptions.maxAttempts ?? 3;
     const { requeued, finished, givenUp } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client), maxAttempts);
+    this.#results.endOf(client); // what it left held (items sent again) is dropped after its last frame
     this.#progress.resent += requeued;
     this.#progress.done += finished + givenUp.length;
     const left = this.#scheduler.lanes.length;

@@ -19,6 +19,8 @@ export interface EngineOptions extends SupervisionOptions {
   outputRingBytes?: number;
   /** Result batches are handed out once they reach about this size (default 256 KiB). */
   resultBatchBytes?: number;
+  /** Whether workers may hand parts of a large fan-out to idle workers (default true). */
+  shareFanOut?: boolean;
 }
 
 /** What the engine tells its owner. */
@@ -87,7 +89,7 @@ export class Engine {
     this.#input = new InputDispatcher(this.#slots);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
-    const setup = { tasks, entries, control, stats };
+    const setup = { tasks, entries, control, stats, shareFanOut: options.shareFanOut ?? true };
     this.#supervisor = new WorkerSupervisor(this.#slots, setup, options, this.#output, events, {
       wake: () => this.#scheduleDrain(),
       settle: () => this.#waits.settle(),

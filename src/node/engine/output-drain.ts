@@ -174,6 +174,16 @@ export class OutputDrain {
     this.#onDone(slot, flags, id, 0); // no run of it finished (what its failed runs wrote was handed out)
   }
 
+  /**
+   * Says that the outputs the input record at `offset` of `view` (a worker's input ring) gave so far
+   * are void: its worker died, and it runs again (or is given up). Follows every output the dead
+   * worker wrote.
+   */
+  retract(view: DataView, offset: number): void {
+    const root = this.#tracker.rootOf(recordFlags(view, offset) & ~FLAG_OVERSIZE, recordId(view, offset));
+    this.#results.append(RecordKind.Retract, 0, 0, root, new Uint8Array(0));
+  }
+
   /** Forgets every shared sub-item (on reset). */
   clear(): void {
     this.#tracker.clear();

@@ -1,4 +1,4 @@
-import { RecordKind, recordFlags, recordId, setRecordKind } from "../../protocol/record.ts";
+import { RecordKind, recordFlags, recordId, recordKind, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
@@ -48,6 +48,8 @@ export interface WorkerSetup {
   entries: Record<string, string>;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** Whether workers may hand parts of a large fan-out to idle workers. */
+  shareFanOut: boolean;
 }
 
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
@@ -195,6 +197,7 @@ export class WorkerSupervisor {
         output: slot.output.buffer,
         control: this.#setup.control,
         stats: this.#setup.stats,
+        shareFanOut: this.#setup.shareFanOut,
         oversize: [...slot.oversizeInputs],
       });
     });
@@ -223,7 +226,10 @@ export class WorkerSupervisor {
     const position = this.#pastFinished(slot);
     const running = input.runningPosition;
     const unread = (input.writePosition - position) >>> 0;
-    if (((running - position) >>> 0) < unread && input.peek(running) === running) {
+    const wasRunning = ((running - position) >>> 0) < unread && input.peek(running) === running;
+    // What the items run again gave is void: a root handing out outputs exactly once drops it.
+    if (wasRunning) this.#retractUpTo(input, position, running);
+    if (wasRunning) {
       const offset = input.offsetOf(running);
       const key = keyAt(input, running);
       const attempts = (slot.attempts.get(key) ?? 0) + 1;
@@ -284,6 +290,16 @@ export class WorkerSupervisor {
   #end(slot: WorkerSlot, reason: string): void {
     slot.lastError = reason;
     slot.worker.terminate();
+  }
+
+  /** Retracts the outputs of each input record from `from` to `last` (both included): they run again. */
+  #retractUpTo(input: ByteRing, from: number, last: number): void {
+    for (let at = input.peek(from); at >= 0; ) {
+      const offset = input.offsetOf(at);
+      if (recordKind(input.view, offset) !== RecordKind.Void) this.#drain.retract(input.view, offset);
+      if (at === last) return;
+      at = input.peek((at + input.recordSize(offset)) >>> 0);
+    }
   }
 
   /** Starts a replacement worker; retries after a pause while setting it up fails. */

@@ -116,6 +116,7 @@ class ItemLoop {
   readonly #hunger: Hunger;
   readonly #rotation: ShareRotation;
   readonly #runner: ChainRunner;
+  readonly #shareFanOut: boolean;
   /** Where the next record is read, and up to where input bytes were given back to the engine. */
   #position: number;
   #released: number;
@@ -138,6 +139,7 @@ class ItemLoop {
     this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
     this.#hunger = new Hunger(this.#control, setup.index, setup.workers);
     this.#rotation = new ShareRotation(this.#hunger);
+    this.#shareFanOut = setup.shareFanOut;
     this.#runner = new ChainRunner(
       tasks,
       {
@@ -270,6 +272,7 @@ class ItemLoop {
 
   /** Hands a fan-out sub-item to a hungry worker this one claimed; false: run it here. */
   #tryShare(item: unknown, stage: number): boolean {
+    if (!this.#shareFanOut) return false;
     const target = this.#rotation.next();
     if (target < 0) return false;
     let bytes: Uint8Array;
