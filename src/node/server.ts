@@ -308,6 +308,7 @@ class NodeServer {
           maxAttempts: args.maxAttempts,
           taskTimeoutMs: args.taskTimeoutMs || undefined,
           shareFanOut: args.shareFanOut,
+          combine: args.combine,
           memoryLimitBytes: this.#memoryLimit,
         },
         {

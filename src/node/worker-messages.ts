@@ -1,4 +1,5 @@
 import type { LogLine } from "../protocol/messages.ts";
+import type { BuiltInCombiner } from "../protocol/combiners.ts";
 import type { TaskSpec } from "../protocol/pipeline.ts";
 
 /**
@@ -45,6 +46,8 @@ export interface SetupMessage {
   stats: SharedArrayBuffer;
   /** Whether this worker may hand parts of a large fan-out to idle workers. */
   shareFanOut: boolean;
+  /** A combiner folding this worker's outputs (see protocol/combiners.ts). */
+  combine?: TaskSpec | BuiltInCombiner;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

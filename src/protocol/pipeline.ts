@@ -1,3 +1,4 @@
+import { BUILT_IN_COMBINERS, type BuiltInCombiner } from "./combiners.ts";
 import { SetupError } from "../errors.ts";
 import type { RecentError } from "../metrics/recent-errors.ts";
 import {
@@ -66,6 +67,12 @@ export interface SetupArgs {
    * hands out outputs exactly once turns it off: see `Retract` records in record.ts.
    */
   shareFanOut?: boolean;
+  /**
+   * Fold the outputs where they are made (see combiners.ts): a combiner class exported by a shipped
+   * package, built once per worker with `args`, or a built-in by name. Outputs then reach the root only
+   * as partials, each with the Done of the items it covers.
+   */
+  combine?: TaskSpec | BuiltInCombiner;
 }
 
 /** What a node answers to `setup`: what it runs on, and how much input it takes in flight. */
@@ -172,6 +179,9 @@ export function parseNodeStatus(reply: unknown): NodeStatus {
   return validate<NodeStatus>(reply, nodeStatus, 'answer to "status"');
 }
 
+const isBuiltInCombiner: Check = (v) =>
+  (BUILT_IN_COMBINERS as readonly unknown[]).includes(v) ? undefined : `one of ${BUILT_IN_COMBINERS.join(", ")}`;
+
 const taskSpec: Check = shape({
   package: isString,
   export: isString,
@@ -196,6 +206,7 @@ const setupArgs: Check = shape({
   taskTimeoutMs: optional(isUint),
   resultWindow: optional(isUint),
   shareFanOut: optional(isBoolean),
+  combine: optional((v) => (typeof v === "string" ? isBuiltInCombiner(v) : taskSpec(v))),
 });
 
 /** Validates setup arguments from the wire; throws a `ProtocolError` naming the bad field. */

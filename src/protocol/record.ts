@@ -47,6 +47,12 @@ export const RecordKind = {
    * (payload: nothing). A root that hands out outputs exactly once drops those it holds for it.
    */
   Retract: 8,
+  /**
+   * A combiner's partial (payload: `encodePartial` in combiners.ts): it covers exactly the items of the
+   * Done record right before it (a worker writes it right before that Done; the engine right after
+   * its own Done, in the same results batch).
+   */
+  Partial: 9,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 

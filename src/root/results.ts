@@ -8,6 +8,8 @@ export interface ResultSink<Source> {
   output(value: unknown): unknown;
   /** A task threw on an item (`failed`: the item was given up after its worker died too often). */
   taskError(source: Source, item: number, report: TaskErrorReport, failed: boolean): unknown;
+  /** A combiner's partial (its bytes at `bytes[start, end)`), covering the items of the Done just reported. */
+  partial(source: Source, bytes: Uint8Array, start: number, end: number): unknown;
   /** Items are finished on `source`, all their outputs handled before. */
   done(source: Source, ids: number[]): void;
   /** `bytes` of `source`'s results are handled: it may send that much more. */
@@ -201,6 +203,9 @@ export class ResultPump<Source> {
         }
         case RecordKind.Retract:
           if (exactlyOnce) this.#held.retract(source, reader.id);
+          break;
+        case RecordKind.Partial:
+          pending = sink.partial(source, blob, reader.payloadStart, reader.payloadEnd);
           break;
       }
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handleFrame(frame) ?? undefined);

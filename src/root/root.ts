@@ -26,6 +26,7 @@ import { NodeClient } from "./node-client.ts";
 import type { RootObservation } from "./observation.ts";
 import type { RootOptions, RunOptions } from "./options.ts";
 import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
+import { type CombineOption, CombinedTotal, resolveCombine } from "./combine.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { showProgress } from "./progress-bar.ts";
 import { ResultPump, isThenable } from "./results.ts";
@@ -72,6 +73,15 @@ export interface SetupOptions<Out = unknown> {
    * outputs would go past it loses them and is reported as a `TaskError` naming this limit.
    */
   maxHeldBytes?: number;
+  /**
+   * Fold the outputs where they are made instead of sending each to the root: `"sum-by-key"` (outputs
+   * `{ [key]: number }`, summed per key), `"count"`, or `{ function: SomeClass, args }`, a class exported
+   * by one of `localPackages` with `add(output)`, `merge(other)` and `result()`. Each worker keeps a
+   * partial and ships it with the Done of exactly the items it covers, so the total stays exact when a
+   * node or worker dies; `result()` (and the value `run()` resolves to) gives the merged total. Outputs
+   * then do not reach `outputHandler`.
+   */
+  combine?: CombineOption;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
   /**
@@ -176,6 +186,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** The last task errors, and the dashboards and metrics this root serves (stopped on reset). */
   readonly #recentErrors = new RecentErrors();
   readonly #served = new Set<HttpEndpoint>();
+  /** With setup's `combine`: the partials merged so far. */
+  #total: CombinedTotal | undefined;
 
   /** @param nodeAddrs nodes as `[host, port]` or `"host:port"`; more with `addNode` or `searchNodes`. */
   constructor(nodeAddrs: HostPort[] = [], options: RootOptions = {}) {
@@ -187,6 +199,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       output: (value) => this.#onOutput(value),
       taskError: (client, item, report, failed) => this.#onTaskError(client, item, report, failed),
       done: (client, ids) => this.#onDone(client, ids),
+      partial: (client, bytes, start, end) => this.#onPartial(client, bytes, start, end),
       handled: (client, bytes) => client.credit(bytes),
     });
     this.#results.onIdle = () => this.#settle();
@@ -307,6 +320,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
     const tasks = await resolveTaskchain(taskchain as readonly TaskDefinition[], packages);
+    const combiner = await resolveCombine(options.combine, packages);
     const bundles = packages.map((local) => local.bundle);
     const remotePackages = options.remotePackages ?? [];
     const args: SetupArgs = {
@@ -323,6 +337,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       // A fan-out shared between workers has parts whose outputs a dead worker's retry could not retract.
       shareFanOut: delivery === "at-least-once",
     };
+    if (combiner !== undefined) args.combine = combiner.spec;
     if (this.#endpoints.size === 0) {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
     }
@@ -342,6 +357,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     }
     this.#setupOptions = options as SetupOptions;
     this.#results.configure(delivery === "exactly-once", options.maxHeldBytes);
+    this.#total = combiner === undefined ? undefined : new CombinedTotal(combiner);
     this.#pipeline = { args, options: options as SetupOptions };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
@@ -425,12 +441,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all
    * is done. `{ progress: true }` shows a progress bar on stderr (see `RunOptions`). With `signal`,
    * aborting stops reading the iterable and rejects with the signal's reason; the items already fed
-   * still finish, and their outputs go to the `outputHandler`.
+   * still finish, and their outputs go to the `outputHandler`. With setup's `combine`, resolves to the
+   * merged total (as `result()` gives it); else to undefined.
    */
   async run<T extends In>(
     items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>,
     options: RunOptions = {},
-  ): Promise<void> {
+  ): Promise<unknown> {
     this.#assertRunning("run");
     const signal = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
     signal?.throwIfAborted();
@@ -438,6 +455,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     using _display = showProgress(options.progress, items, () => this.progress);
     await this.#feedAll(items, signal);
     await this.#when(() => this.#isEmpty(), signal);
+    return this.#total?.result(); // with a combiner, the total so far
   }
 
   /** Feeds every item of `items` as the queue has room, until they are all fed or `signal` aborts. */
@@ -870,6 +888,27 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       consola.warn(`pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`);
     }
     return undefined;
+  }
+
+  #onPartial(client: NodeClient, bytes: Uint8Array, start: number, end: number): unknown {
+    try {
+      this.#total?.merge(bytes, start, end);
+      return undefined;
+    } catch (error) {
+      const report = { task: "(combiner)", message: `merging a partial on the root failed: ${(error as Error).message}` };
+      return this.#onTaskError(client, 0, report, false);
+    }
+  }
+
+  /**
+   * With setup's `combine`: the total of every output so far, merged from the workers' partials (of
+   * items done; after `waitEmpty()` or `run()`, of all). Each partial counts once, whatever died.
+   */
+  result<Result = unknown>(): Result {
+    if (this.#total === undefined) {
+      throw new StateError('result() needs a combiner: pass setup\'s combine option (e.g. combine: "sum-by-key")');
+    }
+    return this.#total.result() as Result;
   }
 
   #onDone(client: NodeClient, ids: number[]): void {

@@ -1,5 +1,6 @@
 import { RecordKind, recordFlags, recordId, recordKind, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
+import type { BuiltInCombiner } from "../../protocol/combiners.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
 import { statsStride } from "../task-stats.ts";
@@ -50,6 +51,8 @@ export interface WorkerSetup {
   stats: SharedArrayBuffer;
   /** Whether workers may hand parts of a large fan-out to idle workers. */
   shareFanOut: boolean;
+  /** A combiner folding the outputs in the workers. */
+  combine?: TaskSpec | BuiltInCombiner;
 }
 
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
@@ -198,6 +201,7 @@ export class WorkerSupervisor {
         control: this.#setup.control,
         stats: this.#setup.stats,
         shareFanOut: this.#setup.shareFanOut,
+        combine: this.#setup.combine,
         oversize: [...slot.oversizeInputs],
       });
     });
@@ -218,6 +222,7 @@ export class WorkerSupervisor {
 
     slot.awaitingRef = 0;
     this.#drain.drain(slot, true);
+    slot.partial = undefined; // a partial without its Done: its items run again
     slot.oversizeOutputs.clear();
 
     // Items it finished whose Done it had not committed run again (at least once); the one it was

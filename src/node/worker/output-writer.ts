@@ -20,7 +20,7 @@ export class OutputWriter {
   #position: number;
   #committed: number;
   #nextRef = 1;
-  readonly #done = new DoneList(256);
+  readonly #done: DoneList;
   #doneFlags = 0;
   readonly #target: SmallTarget;
 
@@ -28,7 +28,13 @@ export class OutputWriter {
     readonly ring: ByteRing,
     /** Sends the engine a message (an oversize output's bytes). */
     readonly post: (message: FromWorker, transfer?: ArrayBuffer[]) => void,
+    /**
+     * A combiner's partial: it is written right before every Done record, which is then written only
+     * by `settle` (and when the list of finished items is full), so that it ships less often.
+     */
+    readonly partial?: { take(): Uint8Array | undefined },
   ) {
+    this.#done = new DoneList(partial === undefined ? 256 : 4096);
     this.#position = ring.writePosition;
     this.#committed = this.#position;
     this.#target = new SmallTarget(ring.data);
@@ -88,7 +94,7 @@ export class OutputWriter {
 
   /** Makes everything written so far visible to the engine, with the Done of every finished item if it fits. */
   flush(): void {
-    void this.#writeDone(false);
+    if (this.partial === undefined) void this.#writeDone(false);
     if (this.#committed === this.#position) return;
     this.#committed = this.#position;
     this.ring.commit(this.#position);
@@ -115,6 +121,12 @@ export class OutputWriter {
       return;
     }
     const payload = done.take().slice(); // the list refills while we wait
+    const partial = this.partial?.take();
+    if (partial !== undefined) {
+      // Right before the Done of exactly the items it covers; the engine keeps it until it reads that Done.
+      const writing = this.write(RecordKind.Partial, 0, 0, last, partial);
+      if (writing !== undefined) return writing.then(() => this.write(RecordKind.Done, 0, this.#doneFlags, last, payload));
+    }
     return this.write(RecordKind.Done, 0, this.#doneFlags, last, payload);
   }
 

@@ -31,6 +31,7 @@ import {
 } from "../worker-messages.ts";
 import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
 import { OutputWriter } from "./output-writer.ts";
+import { WorkerPartial } from "./partial.ts";
 import { ChainRunner, type ResolvedTask, loadTaskchain } from "./taskchain.ts";
 
 const port = globalThis as unknown as {
@@ -46,6 +47,13 @@ const ITEMS_PER_COMMIT = 64;
  * which is what it sizes each worker's queue by (see Engine's queue caps).
  */
 const COMMIT_MS = 1;
+/**
+ * With a combiner, how long (task time), how many items and how many outputs a partial gathers at most
+ * before it ships with its items' Done; it ships at once when the worker runs out of input.
+ */
+const PARTIAL_MS = 20;
+const PARTIAL_ITEMS = 4096;
+const PARTIAL_OUTPUTS = 65_536;
 /** What `ItemLoop`'s decode step returns for an item it could not decode (and reported). */
 const UNDECODABLE = Symbol("undecodable");
 
@@ -81,16 +89,18 @@ function oversizeInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuff
 
 async function start(setup: SetupMessage): Promise<void> {
   let tasks: ResolvedTask[];
+  let partial: WorkerPartial | undefined;
   try {
     for (const [key, bytes] of setup.oversize) oversizeInputs.set(key, bytes);
     setLogSink((lines: LogLine[]) => post({ type: "log", lines }));
     tasks = await loadTaskchain(setup.taskchain, setup.entries);
+    if (setup.combine !== undefined) partial = await WorkerPartial.load(setup.combine, setup.entries);
   } catch (error) {
     post({ type: "setup-error", message: (error as Error).message });
     return;
   }
   post({ type: "ready" });
-  await new ItemLoop(setup, tasks).run();
+  await new ItemLoop(setup, tasks, partial).run();
 }
 
 function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
@@ -117,6 +127,8 @@ class ItemLoop {
   readonly #rotation: ShareRotation;
   readonly #runner: ChainRunner;
   readonly #shareFanOut: boolean;
+  /** With a combiner: the worker's partial, which outputs go to instead of the output ring. */
+  readonly #partial: WorkerPartial | undefined;
   /** Where the next record is read, and up to where input bytes were given back to the engine. */
   #position: number;
   #released: number;
@@ -131,10 +143,11 @@ class ItemLoop {
   #outputs = 0;
   #decodeError: unknown;
 
-  constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
+  constructor(setup: SetupMessage, tasks: ResolvedTask[], partial: WorkerPartial | undefined) {
     this.#tasks = tasks;
+    this.#partial = partial;
     this.#input = new ByteRing(setup.input);
-    this.#output = new OutputWriter(new ByteRing(setup.output), post);
+    this.#output = new OutputWriter(new ByteRing(setup.output), post, partial);
     this.#control = new Int32Array(setup.control);
     this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
     this.#hunger = new Hunger(this.#control, setup.index, setup.workers);
@@ -185,12 +198,17 @@ class ItemLoop {
       // The item's log lines leave before its Done: a root that resets once all is done (and so ends
       // this worker) would otherwise lose the lines still waiting for this thread's next turn.
       flushLogSink();
-      const finishing = this.#output.finished(this.#flags, this.#id, this.#outputs);
+      const partial = this.#partial;
+      if (partial !== undefined) {
+        const folding = this.#fold(partial);
+        if (folding !== undefined) await folding;
+      }
+      // With a combiner every Done carries the partial: one record for all (no split on the input's flags).
+      const flags = partial === undefined ? this.#flags : this.#itemFlags();
+      const finishing = this.#output.finished(flags, this.#id, this.#outputs);
       if (finishing !== undefined) await finishing;
       this.#position = next;
-      if (!more || ++this.#sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS) {
-        await this.#settle();
-      }
+      if (!more || this.#dueToCommit()) await this.#settle();
     }
   }
 
@@ -253,7 +271,31 @@ class ItemLoop {
     return this.#flags & ~FLAG_OVERSIZE;
   }
 
+  /** Whether finished items should be committed now, though more input waits. */
+  #dueToCommit(): boolean {
+    const sinceCommit = ++this.#sinceCommit;
+    if (this.#partial === undefined) {
+      return sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS;
+    }
+    return (
+      sinceCommit >= PARTIAL_ITEMS || this.#partial.folded >= PARTIAL_OUTPUTS || this.#busy() - this.#busyAtCommit >= PARTIAL_MS
+    );
+  }
+
+  /** Folds the finished item's outputs into the partial; a combiner that throws is the item's task error. */
+  #fold(partial: WorkerPartial): void | Promise<void> {
+    const error = partial.fold();
+    if (error === undefined) return;
+    const task = { name: `combiner ${partial.name}`, isGenerator: false, call: () => undefined };
+    return this.#writeError(this.#tasks.length - 1, errorReport(task, error));
+  }
+
   #emit(value: unknown): void | Promise<void> {
+    if (this.#partial !== undefined) {
+      this.#partial.hold(value);
+      this.#outputs++;
+      return;
+    }
     const flags = this.#itemFlags();
     try {
       const writing = this.#output.writeValue(RecordKind.Output, 0, flags, this.#id, value);
