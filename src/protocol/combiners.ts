@@ -30,7 +30,9 @@ export class SumByKey implements Combiner {
     const totals = this.totals;
     for (const key in output) {
       const value = (output as Record<string, unknown>)[key];
-      if (typeof value !== "number") throw new TypeError(`sum-by-key: the value of "${key}" is ${describe(value)}, not a number`);
+      if (typeof value !== "number") {
+        throw new TypeError(`sum-by-key: the value of "${key}" is ${describe(value)}, not a number`);
+      }
       totals.set(key, (totals.get(key) ?? 0) + value);
     }
   }

@@ -15,7 +15,9 @@ import { type LocalPackage, resolveCombiner } from "./packager.ts";
  * setup's `combine`: a built-in by name, or a combiner class exported by one of `localPackages` (built
  * once per worker, and once on the root, with `args`).
  */
-export type CombineOption = BuiltInCombiner | { function: (new (...args: never[]) => object) | string; args?: unknown[] };
+export type CombineOption =
+  | BuiltInCombiner
+  | { function: (new (...args: never[]) => object) | string; args?: unknown[] };
 
 /** A combiner as the root runs it: what the nodes are told, and the class the root merges with. */
 export interface ResolvedCombiner {
@@ -32,19 +34,21 @@ export async function resolveCombine(
   if (typeof option === "string") {
     if (!(BUILT_IN_COMBINERS as readonly string[]).includes(option)) {
       throw new TypeError(
-        `setup option combine must be ${BUILT_IN_COMBINERS.map((name) => `"${name}"`).join(" or ")}, or { function: SomeClass, args }; ` +
-          `got ${Bun.inspect(option)}`,
+        `setup option combine must be ${BUILT_IN_COMBINERS.map((name) => `"${name}"`).join(" or ")}, ` +
+          `or { function: SomeClass, args }; got ${Bun.inspect(option)}`,
       );
     }
     return { spec: option, type: builtInCombiner(option), args: [] };
   }
   if (option === null || typeof option !== "object") {
-    throw new TypeError(`setup option combine must be a built-in's name or { function, args }, got ${Bun.inspect(option)}`);
+    const got = Bun.inspect(option);
+    throw new TypeError(`setup option combine must be a built-in's name or { function, args }, got ${got}`);
   }
   const { spec, value } = await resolveCombiner(option.function as Function | string, option.args, packages);
   const problem = combinerProblem(value);
   if (problem !== undefined) {
-    throw new SetupError(`the combiner ("${spec.package}#${spec.export}"): ${problem}; a combiner has add(output), merge(other) and result()`);
+    const where = `the combiner ("${spec.package}#${spec.export}")`;
+    throw new SetupError(`${where}: ${problem}; a combiner has add(output), merge(other) and result()`);
   }
   return { spec, type: value as CombinerClass, args: spec.args ?? [] };
 }

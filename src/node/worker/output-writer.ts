@@ -125,7 +125,8 @@ export class OutputWriter {
     if (partial !== undefined) {
       // Right before the Done of exactly the items it covers; the engine keeps it until it reads that Done.
       const writing = this.write(RecordKind.Partial, 0, 0, last, partial);
-      if (writing !== undefined) return writing.then(() => this.write(RecordKind.Done, 0, this.#doneFlags, last, payload));
+      const done = () => this.write(RecordKind.Done, 0, this.#doneFlags, last, payload);
+      if (writing !== undefined) return writing.then(done);
     }
     return this.write(RecordKind.Done, 0, this.#doneFlags, last, payload);
   }

@@ -10,6 +10,8 @@ import {
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import { importExport } from "./taskchain.ts";
 
+const COMBINER_NEEDS = "a combiner has add(output), merge(other) and result()";
+
 /**
  * A worker's partial: the outputs of the item being run wait beside it (`hold`) and are folded in only
  * once the item is finished (`fold`), so that what is shipped (`take`, right before a Done record)
@@ -35,7 +37,7 @@ export class WorkerPartial {
     const where = `the combiner ("${spec.package}#${spec.export}")`;
     const type = await importExport(spec, entries, where);
     const problem = combinerProblem(type);
-    if (problem !== undefined) throw new SetupError(`${where}: ${problem}; a combiner has add(output), merge(other) and result()`);
+    if (problem !== undefined) throw new SetupError(`${where}: ${problem}; ${COMBINER_NEEDS}`);
     return new WorkerPartial(type as CombinerClass, spec.args ?? [], spec.export);
   }
 

@@ -277,9 +277,8 @@ class ItemLoop {
     if (this.#partial === undefined) {
       return sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS;
     }
-    return (
-      sinceCommit >= PARTIAL_ITEMS || this.#partial.folded >= PARTIAL_OUTPUTS || this.#busy() - this.#busyAtCommit >= PARTIAL_MS
-    );
+    if (sinceCommit >= PARTIAL_ITEMS || this.#partial.folded >= PARTIAL_OUTPUTS) return true;
+    return this.#busy() - this.#busyAtCommit >= PARTIAL_MS;
   }
 
   /** Folds the finished item's outputs into the partial; a combiner that throws is the item's task error. */
