@@ -40,7 +40,7 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 
 /** A fixed corpus of made-up words, some shorter than 3 letters (they do not count). */
 function corpus(lines: number): string[] {
-  const words = ["alpha", "be", "gamma", "delta", "ox", "epsilon", "zeta", "eta", "theta", "io", "kappa", "Alpha"];
+  const words = ["alpha", "be", "gamma", "delta", "ox", "epsilon", "zeta", "eta", "theta", "io", "kappa", "Alpha", "constructor"];
   let seed = 7;
   // The high bits: an LCG's low bits repeat in short cycles.
   const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) >>> 16;
@@ -49,11 +49,11 @@ function corpus(lines: number): string[] {
 
 /** The totals a plain loop gives. */
 function loopTotals(lines: string[]): Record<string, number> {
-  const totals: Record<string, number> = {};
+  const totals = new Map<string, number>();
   for (const text of lines) {
-    for (const [word, count] of Object.entries(tasks.lineCounts({ text }))) totals[word] = (totals[word] ?? 0) + count;
+    for (const [word, count] of Object.entries(tasks.lineCounts({ text }))) totals.set(word, (totals.get(word) ?? 0) + count);
   }
-  return totals;
+  return Object.fromEntries(totals);
 }
 
 async function cluster(nodes: RunningNode[], options: ConstructorParameters<typeof Root>[1] = {}): Promise<Root> {

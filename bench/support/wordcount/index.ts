@@ -11,9 +11,10 @@ export function lines(document: string): string[] {
 
 /** Counts of each word of 3+ letters in a line (case kept). */
 export function countWords(line: string): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const word of line.match(/[A-Za-z]{3,}/g) ?? []) counts[word] = (counts[word] ?? 0) + 1;
-  return counts;
+  // A Map, not `{}`: words such as "constructor" would find Object.prototype's.
+  const counts = new Map<string, number>();
+  for (const word of line.match(/[A-Za-z]{3,}/g) ?? []) counts.set(word, (counts.get(word) ?? 0) + 1);
+  return Object.fromEntries(counts);
 }
 
 /** A combiner class doing what the built-in "sum-by-key" does (to measure a user's class beside it). */
