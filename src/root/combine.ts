@@ -9,15 +9,9 @@ import {
   decodePartial,
 } from "../protocol/combiners.ts";
 import type { TaskSpec } from "../protocol/pipeline.ts";
+import type { CombineOption } from "./options.ts";
 import { type LocalPackage, resolveCombiner } from "./packager.ts";
 
-/**
- * setup's `combine`: a built-in by name, or a combiner class exported by one of `localPackages` (built
- * once per worker, and once on the root, with `args`).
- */
-export type CombineOption =
-  | BuiltInCombiner
-  | { function: (new (...args: never[]) => object) | string; args?: unknown[] };
 
 /** A combiner as the root runs it: what the nodes are told, and the class the root merges with. */
 export interface ResolvedCombiner {
