@@ -183,6 +183,9 @@ class ItemLoop {
       const more = input.peek(next) >= 0;
       if (more) this.#hunger.retract();
       else this.#hunger.announce();
+      // With a combiner, the Done of finished items waits for the partial: ship it before the last item
+      // waiting here runs, so that the engine (which counts this worker's queue by Done) refills it meanwhile.
+      if (!more && this.#partial !== undefined && this.#sinceCommit > 0) await this.#settle();
 
       const item = (this.#flags & FLAG_OVERSIZE) === 0 ? this.#decode() : await this.#decodeOversize();
       if (item === UNDECODABLE) {
