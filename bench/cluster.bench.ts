@@ -90,18 +90,24 @@ class EngineCase {
    */
   static async start(task: "identity" | "spin", workers: number, ownedBytes = false): Promise<EngineCase> {
     let self: EngineCase | undefined;
-    const engine = await Engine.start([{ package: "bench", export: task, isGenerator: false }], { bench: TASKS_MODULE }, { workers }, {
-      onResults(batch) {
-        const records = batch.records(); // read in place: the engine clears the batch afterwards
-        const reader = new RecordReader(records);
-        while (reader.next()) {
-          if (reader.kind === RecordKind.Output) {
-            decode(records, reader.payloadStart, reader.payloadEnd);
-            self!.#outputs++;
-          } else if (reader.kind === RecordKind.Done) self!.#done += (reader.payloadEnd - reader.payloadStart) / DONE_ENTRY_BYTES;
-        }
+    const engine = await Engine.start(
+      [{ package: "bench", export: task, isGenerator: false }],
+      { bench: TASKS_MODULE },
+      { workers },
+      {
+        onResults(batch) {
+          const records = batch.records(); // read in place: the engine clears the batch afterwards
+          const reader = new RecordReader(records);
+          while (reader.next()) {
+            if (reader.kind === RecordKind.Output) {
+              decode(records, reader.payloadStart, reader.payloadEnd);
+              self!.#outputs++;
+            } else if (reader.kind === RecordKind.Done)
+              self!.#done += (reader.payloadEnd - reader.payloadStart) / DONE_ENTRY_BYTES;
+          }
+        },
       },
-    });
+    );
     self = new EngineCase(engine, ownedBytes);
     return self;
   }
@@ -225,7 +231,11 @@ async function main(): Promise<void> {
 
   const cases: Case[] = [
     { name: "plain loop: identity(item)", short: "loop", run: () => loopRate(items) },
-    { name: "plain loop + codec: encode, decode, identity, encode, decode", short: "loop+codec", run: () => loopCodecRate(items) },
+    {
+      name: "plain loop + codec: encode, decode, identity, encode, decode",
+      short: "loop+codec",
+      run: () => loopCodecRate(items),
+    },
     { name: "engine alone, 2 workers", short: "engine", run: async () => rateOf(await engine.run(items)) },
     {
       name: "engine alone, items encoded to bytes of their own (as the root must)",
@@ -234,9 +244,21 @@ async function main(): Promise<void> {
     },
     { name: "root, 1 node × 2 workers", short: "root 1×2", run: async () => rateOf(await oneNode.run(items)) },
     { name: "root, 2 nodes × 1 worker", short: "root 2×1", run: async () => rateOf(await twoNodes.run(items)) },
-    { name: "root, 2 nodes × 2 workers (4 on 2 cores)", short: "root 2×2", run: async () => rateOf(await twoNodesTwoWorkers.run(items)) },
-    { name: "root, 1 node × 2 workers, maxBatch 1", short: "root 1×2 batch 1", run: async () => rateOf(await unbatched.run(items)) },
-    { name: "root, 1 node × 2 workers, fed by run(items)", short: "root 1×2 run()", run: async () => rateOf(await oneNode.runIterable(items)) },
+    {
+      name: "root, 2 nodes × 2 workers (4 on 2 cores)",
+      short: "root 2×2",
+      run: async () => rateOf(await twoNodesTwoWorkers.run(items)),
+    },
+    {
+      name: "root, 1 node × 2 workers, maxBatch 1",
+      short: "root 1×2 batch 1",
+      run: async () => rateOf(await unbatched.run(items)),
+    },
+    {
+      name: "root, 1 node × 2 workers, fed by run(items)",
+      short: "root 1×2 run()",
+      run: async () => rateOf(await oneNode.runIterable(items)),
+    },
     {
       name: 'root, 1 node × 2 workers, delivery: "at-least-once"',
       short: "root 1×2 at-least-once",
@@ -258,7 +280,9 @@ async function main(): Promise<void> {
   // CPU-bound: wall time of SPIN_ITEMS × 10 ms on 2 workers, engine alone and 2 nodes × 1 worker.
   const spinItems = Array.from({ length: SPIN_ITEMS }, () => ({ ms: SPIN_MS }));
   const idealMs = (SPIN_ITEMS * SPIN_MS) / 2;
-  console.log(`CPU-bound: ${SPIN_ITEMS} items × ${SPIN_MS} ms on 2 workers (ideal ${idealMs} ms), ${SPIN_RUNS} runs each, alternating…`);
+  console.log(
+    `CPU-bound: ${SPIN_ITEMS} items × ${SPIN_MS} ms on 2 workers (ideal ${idealMs} ms), ${SPIN_RUNS} runs each, alternating…`,
+  );
   await twoNodes.setup(spin);
   await using spinEngine = await EngineCase.start("spin", 2);
   const spinWall = { engine: [] as number[], root: [] as number[] };
@@ -272,9 +296,8 @@ async function main(): Promise<void> {
   // ---- report ----
   const rateRow = new Map(cases.map((c) => [c.name, rates.get(c.name)!]));
   const within = (a: string, b: string) => rateRow.get(a)!.map((rate, i) => rate / rateRow.get(b)![i]!);
-  const [loop, loopCodec, engineName, engineOwnedName, root12, root21, root22, root12b1, root12run, root12least] = cases.map(
-    (c) => c.name,
-  ) as [string, string, string, string, string, string, string, string, string, string];
+  const [loop, loopCodec, engineName, engineOwnedName, root12, root21, root22, root12b1, root12run, root12least] =
+    cases.map((c) => c.name) as [string, string, string, string, string, string, string, string, string, string];
   const fmtSmall = (ratio: number) => (ratio >= 0.1 ? fmtRatio(ratio) : `${ratio.toPrecision(2)}×`);
   const out = ["", "═".repeat(110), "cluster summary", ""];
   out.push(
@@ -301,17 +324,33 @@ async function main(): Promise<void> {
   const batching = median(within(root12, root12b1));
   const ratioRows: string[][] = [
     ["root 1 node ÷ engine alone", fmtRatio(ofEngine), within(root12, engineName).map(fmtRatio).join(" ")],
-    ["root 2 nodes × 1 ÷ engine alone", fmtRatio(median(within(root21, engineName))), within(root21, engineName).map(fmtRatio).join(" ")],
-    ["root 2 nodes × 2 ÷ engine alone", fmtRatio(median(within(root22, engineName))), within(root22, engineName).map(fmtRatio).join(" ")],
+    [
+      "root 2 nodes × 1 ÷ engine alone",
+      fmtRatio(median(within(root21, engineName))),
+      within(root21, engineName).map(fmtRatio).join(" "),
+    ],
+    [
+      "root 2 nodes × 2 ÷ engine alone",
+      fmtRatio(median(within(root22, engineName))),
+      within(root22, engineName).map(fmtRatio).join(" "),
+    ],
     [
       "root 1 node ÷ engine, items in bytes of their own",
       fmtRatio(median(within(root12, engineOwnedName))),
       within(root12, engineOwnedName).map(fmtRatio).join(" "),
     ],
-    ["root 1 node ÷ plain loop + codec", fmtRatio(median(within(root12, loopCodec))), within(root12, loopCodec).map(fmtRatio).join(" ")],
+    [
+      "root 1 node ÷ plain loop + codec",
+      fmtRatio(median(within(root12, loopCodec))),
+      within(root12, loopCodec).map(fmtRatio).join(" "),
+    ],
     ["root 1 node ÷ plain loop", fmtSmall(median(within(root12, loop))), within(root12, loop).map(fmtSmall).join(" ")],
     ["batching: adaptive ÷ maxBatch 1 (1 node)", fmtRatio(batching), within(root12, root12b1).map(fmtRatio).join(" ")],
-    ["run(items) ÷ feed (1 node)", fmtRatio(median(within(root12run, root12))), within(root12run, root12).map(fmtRatio).join(" ")],
+    [
+      "run(items) ÷ feed (1 node)",
+      fmtRatio(median(within(root12run, root12))),
+      within(root12run, root12).map(fmtRatio).join(" "),
+    ],
     [
       "exactly-once ÷ at-least-once (1 node)",
       fmtRatio(median(within(root12, root12least))),
@@ -347,7 +386,9 @@ async function main(): Promise<void> {
     `  CPU-bound on 2 nodes × 1 worker ≥ ${pct(AIM_CPU_OF_IDEAL)} of ideal: ${pct(cpu)} — ${verdict(cpu >= AIM_CPU_OF_IDEAL)}`,
     `  exactly-once ≥ ${pct(AIM_EXACTLY_ONCE)} of at-least-once's identity items/s (1 node, same round): ${pct(exactlyOnce)} — ` +
       verdict(exactlyOnce >= AIM_EXACTLY_ONCE),
-    `(load average now ${loadavg().map((l) => l.toFixed(2)).join(" ")}; the bench took ${((performance.now() - started) / 1000).toFixed(0)} s)`,
+    `(load average now ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}; the bench took ${((performance.now() - started) / 1000).toFixed(0)} s)`,
   );
   console.log(out.join("\n"));
 }

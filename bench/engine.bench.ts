@@ -103,7 +103,8 @@ async function engineRunner(
     if (batch.count > 0) engine.dispatch(batch.takeRecords());
     await engine.whenEmpty();
     const seconds = (performance.now() - started) / 1000;
-    if (outputs !== count * outputsPerItem) throw new Error(`engine gave ${outputs} outputs, expected ${count * outputsPerItem}`);
+    if (outputs !== count * outputsPerItem)
+      throw new Error(`engine gave ${outputs} outputs, expected ${count * outputsPerItem}`);
     if (checksum <= 0 && count > 1) throw new Error("engine outputs look wrong");
     return count / seconds;
   };
@@ -127,7 +128,8 @@ async function engineWall(tasks: Array<Pick<TaskSpec, "export" | "isGenerator">>
     {
       onResults(batch) {
         const reader = new RecordReader(batch.takeRecords());
-        while (reader.next()) if (reader.kind === RecordKind.Done) done += (reader.payloadEnd - reader.payloadStart) / DONE_ENTRY_BYTES;
+        while (reader.next())
+          if (reader.kind === RecordKind.Done) done += (reader.payloadEnd - reader.payloadStart) / DONE_ENTRY_BYTES;
       },
     },
   );
@@ -156,7 +158,11 @@ interface PiscinaConfig {
 const PISCINA_CONFIGS: PiscinaConfig[] = [
   { label: "piscina (defaults)", options: {}, window: 256 },
   { label: "piscina (concurrentTasksPerWorker 16)", options: { concurrentTasksPerWorker: 16 }, window: 512 },
-  { label: "piscina (atomics disabled, 16 per worker)", options: { atomics: "disabled", concurrentTasksPerWorker: 16 }, window: 512 },
+  {
+    label: "piscina (atomics disabled, 16 per worker)",
+    options: { atomics: "disabled", concurrentTasksPerWorker: 16 },
+    window: 512,
+  },
 ];
 
 /** One piscina pool as a runner, started and warmed like the engine's. */
@@ -207,7 +213,8 @@ async function piscinaBatchedRate(task: string, items: unknown[], batchSize: num
   try {
     const started = performance.now();
     const runs: Promise<unknown>[] = [];
-    for (let i = 0; i < items.length; i += batchSize) runs.push(pool.run({ task, items: items.slice(i, i + batchSize) }));
+    for (let i = 0; i < items.length; i += batchSize)
+      runs.push(pool.run({ task, items: items.slice(i, i + batchSize) }));
     await Promise.all(runs);
     return items.length / ((performance.now() - started) / 1000);
   } finally {
@@ -278,7 +285,9 @@ const row = (name: string, value: string, cold = "", note = "") =>
 async function measureRunners(runners: Runner[], notes: Record<string, string> = {}): Promise<Map<string, number[]>> {
   try {
     const rates = await rounds(runners);
-    runners.forEach((runner, i) => row(`  ${runner.label}`, format(median(rates[i]!)), format(runner.cold), notes[runner.label] ?? ""));
+    runners.forEach((runner, i) =>
+      row(`  ${runner.label}`, format(median(rates[i]!)), format(runner.cold), notes[runner.label] ?? ""),
+    );
     return new Map(runners.map((runner, i) => [runner.label, rates[i]!]));
   } finally {
     for (const runner of runners) await runner.close();
@@ -312,10 +321,17 @@ const identityRunners: Runner[] = [
   await engineRunner(ENGINE_BYTES, identityTask, items, 1, false),
 ];
 for (const config of PISCINA_CONFIGS) identityRunners.push(await piscinaRunner(config, "identity", piscinaItems));
-const identityRates = await measureRunners(identityRunners, { [ENGINE_BYTES]: "encoding and decoding left to the root" });
+const identityRates = await measureRunners(identityRunners, {
+  [ENGINE_BYTES]: "encoding and decoding left to the root",
+});
 const piscinaIdentity = PISCINA_CONFIGS.map((config) => identityRates.get(config.label)!);
 const piscinaArrays = median(await Promise.all([piscinaBatchedRate("identity", items, 1000)]));
-row("  piscina fed arrays of 1000 (the user batches)", format(piscinaArrays), "", "a different task signature; a fresh pool");
+row(
+  "  piscina fed arrays of 1000 (the user batches)",
+  format(piscinaArrays),
+  "",
+  "a different task signature; a fresh pool",
+);
 
 console.log("\n3-stage chain: enrich → duplicate (2-way generator) → measure");
 const loopChain = median(Array.from({ length: RUNS }, () => loopRate(chain, items)));
@@ -346,12 +362,26 @@ const identityRatio = roundRatios(identityRates.get(ENGINE)!, piscinaIdentity);
 const bytesRatio = roundRatios(identityRates.get(ENGINE_BYTES)!, piscinaIdentity);
 const chainRatio = roundRatios(chainRates.get(ENGINE)!, [chainRates.get(PISCINA_CONFIGS[1]!.label)!]);
 console.log("\nratios, per round against the best piscina configuration of that round");
-console.log(`  identity, engine ÷ piscina:                      ${identityRatio.median.toFixed(1)}×  (rounds: ${identityRatio.perRound})`);
-console.log(`  identity, engine bytes in and out ÷ piscina:     ${bytesRatio.median.toFixed(1)}×  (rounds: ${bytesRatio.perRound})`);
-console.log(`  3-stage chain, engine ÷ piscina (16 per worker): ${chainRatio.median.toFixed(1)}×  (rounds: ${chainRatio.perRound})`);
+console.log(
+  `  identity, engine ÷ piscina:                      ${identityRatio.median.toFixed(1)}×  (rounds: ${identityRatio.perRound})`,
+);
+console.log(
+  `  identity, engine bytes in and out ÷ piscina:     ${bytesRatio.median.toFixed(1)}×  (rounds: ${bytesRatio.perRound})`,
+);
+console.log(
+  `  3-stage chain, engine ÷ piscina (16 per worker): ${chainRatio.median.toFixed(1)}×  (rounds: ${chainRatio.perRound})`,
+);
 console.log("\naims");
-console.log(`  engine ≥ 10× piscina's best per-item configuration on identity: ${identityRatio.median.toFixed(1)}× warm — ${identityRatio.median >= 10 ? "met" : "NOT met"}`);
-const coldBest = Math.max(...PISCINA_CONFIGS.map((config) => identityRunners.find((runner) => runner.label === config.label)!.cold));
+console.log(
+  `  engine ≥ 10× piscina's best per-item configuration on identity: ${identityRatio.median.toFixed(1)}× warm — ${identityRatio.median >= 10 ? "met" : "NOT met"}`,
+);
+const coldBest = Math.max(
+  ...PISCINA_CONFIGS.map((config) => identityRunners.find((runner) => runner.label === config.label)!.cold),
+);
 console.log(`    (first passes on fresh threads: ${(identityRunners[0]!.cold / coldBest).toFixed(1)}×)`);
-console.log(`  CPU-bound ≥ 95% of the ideal 2-worker speedup: ${(efficiency * 100).toFixed(1)}% — ${efficiency >= 0.95 ? "met" : "NOT met"}`);
-console.log(`  raw ring ≥ 5 M small records/s one way: ${(ring / 1e6).toFixed(1)} M/s — ${ring >= 5e6 ? "met" : "NOT met"}`);
+console.log(
+  `  CPU-bound ≥ 95% of the ideal 2-worker speedup: ${(efficiency * 100).toFixed(1)}% — ${efficiency >= 0.95 ? "met" : "NOT met"}`,
+);
+console.log(
+  `  raw ring ≥ 5 M small records/s one way: ${(ring / 1e6).toFixed(1)} M/s — ${ring >= 5e6 ? "met" : "NOT met"}`,
+);

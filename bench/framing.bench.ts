@@ -59,7 +59,14 @@ const ONLY = process.env.PCLUSTER_BENCH_ONLY;
 
 // ---- micro-benchmark cases -------------------------------------------------------------------------
 
-type Op = "encode 1" | "encode batch" | "decode 1" | "decode batch" | "decode array" | "decode multiple" | "receive (CPU)";
+type Op =
+  | "encode 1"
+  | "encode batch"
+  | "decode 1"
+  | "decode batch"
+  | "decode array"
+  | "decode multiple"
+  | "receive (CPU)";
 
 interface Case {
   op: Op;
@@ -105,7 +112,13 @@ function codecCases(): Case[] {
       note: "JSON.stringify, string",
       fn: () => do_not_optimize(JSON.stringify(one)),
     },
-    { op: "encode 1", codec: "codec.ts", items: 1, note: "small-item writer", fn: () => do_not_optimize(msgpackr.encode(one)) },
+    {
+      op: "encode 1",
+      codec: "codec.ts",
+      items: 1,
+      note: "small-item writer",
+      fn: () => do_not_optimize(msgpackr.encode(one)),
+    },
     {
       op: "encode 1",
       codec: "codec.ts (msgpackr alone)",
@@ -129,14 +142,16 @@ function codecCases(): Case[] {
       note: "top-level encode()",
       fn: () => do_not_optimize(msgpackEncodeOnce(one)),
     },
-    ...CODECS.map((codec): Case => ({
-      op: "encode batch",
-      codec: codec.name,
-      baseline: codec === json,
-      items: BATCH,
-      note: batchNotes.get(codec)?.[0],
-      fn: () => do_not_optimize(feedFrame(codec, builders.get(codec)!, items)),
-    })),
+    ...CODECS.map(
+      (codec): Case => ({
+        op: "encode batch",
+        codec: codec.name,
+        baseline: codec === json,
+        items: BATCH,
+        note: batchNotes.get(codec)?.[0],
+        fn: () => do_not_optimize(feedFrame(codec, builders.get(codec)!, items)),
+      }),
+    ),
     {
       op: "decode 1",
       codec: "JSON",
@@ -145,7 +160,13 @@ function codecCases(): Case[] {
       note: "JSON.parse, string",
       fn: () => do_not_optimize(JSON.parse(jsonText)),
     },
-    { op: "decode 1", codec: "codec.ts", items: 1, note: "small-item reader", fn: () => do_not_optimize(msgpackr.decode(packed, 0, packed.length)) },
+    {
+      op: "decode 1",
+      codec: "codec.ts",
+      items: 1,
+      note: "small-item reader",
+      fn: () => do_not_optimize(msgpackr.decode(packed, 0, packed.length)),
+    },
     {
       op: "decode 1",
       codec: "codec.ts (msgpackr alone)",
@@ -169,14 +190,16 @@ function codecCases(): Case[] {
       note: "top-level decode()",
       fn: () => do_not_optimize(msgpackDecodeOnce(bytes)),
     },
-    ...CODECS.map((codec): Case => ({
-      op: "decode batch",
-      codec: codec.name,
-      baseline: codec === json,
-      items: BATCH,
-      note: batchNotes.get(codec)?.[1],
-      fn: () => decodeBlob(codec, blobs.get(codec)!, do_not_optimize),
-    })),
+    ...CODECS.map(
+      (codec): Case => ({
+        op: "decode batch",
+        codec: codec.name,
+        baseline: codec === json,
+        items: BATCH,
+        note: batchNotes.get(codec)?.[1],
+        fn: () => decodeBlob(codec, blobs.get(codec)!, do_not_optimize),
+      }),
+    ),
     {
       op: "decode array",
       codec: "codec.ts (msgpackr alone)",
@@ -213,7 +236,8 @@ function receivePathCases(): Case[] {
   }
   const stream = Buffer.concat(pieces);
   const chunks: Uint8Array[] = [];
-  for (let at = 0; at < stream.length; at += RECEIVE_CHUNK_BYTES) chunks.push(stream.subarray(at, at + RECEIVE_CHUNK_BYTES));
+  for (let at = 0; at < stream.length; at += RECEIVE_CHUNK_BYTES)
+    chunks.push(stream.subarray(at, at + RECEIVE_CHUNK_BYTES));
   const items = pieces.length * BATCH;
   receiveBytesPerItem = stream.length / items;
   const scratch = new Uint8Array(RECEIVE_CHUNK_BYTES);
@@ -248,7 +272,10 @@ const GROUPS: ReadonlyArray<[readonly Op[], string]> = [
   [["encode 1"], "encode: one item → bytes"],
   [["encode batch"], `encode: ${BATCH} items → feed frame (RecordBatchBuilder)`],
   [["decode 1"], "decode: bytes → one item"],
-  [["decode batch", "decode array", "decode multiple"], `decode: feed blob of ${BATCH} records, record by record (RecordReader)`],
+  [
+    ["decode batch", "decode array", "decode multiple"],
+    `decode: feed blob of ${BATCH} records, record by record (RecordReader)`,
+  ],
   [
     ["receive (CPU)"],
     `node receive path, CPU only: ${RECEIVE_STREAM_BYTES / 2 ** 20} MiB of feed frames in ${RECEIVE_CHUNK_BYTES / 1024} KiB chunks`,
@@ -265,7 +292,8 @@ const GROUPS: ReadonlyArray<[readonly Op[], string]> = [
  */
 const PARTS = ["JSON", "codec.ts", "@msgpack/msgpack", "receive"] as const;
 type Part = (typeof PARTS)[number];
-const partOf = (c: Case): Part => (c.op === "receive (CPU)" ? "receive" : (c.codec.replace(/ untuned$| \(msgpackr alone\)$/, "") as Part));
+const partOf = (c: Case): Part =>
+  c.op === "receive (CPU)" ? "receive" : (c.codec.replace(/ untuned$| \(msgpackr alone\)$/, "") as Part);
 
 /** One case's figures from one pass or round: items/s at mitata's median sample and at its fastest. */
 interface Sample {
@@ -321,7 +349,12 @@ interface CodecResults {
 
 async function runCodecBenches(): Promise<CodecResults> {
   const cases = codecCases(); // also checks that every candidate round-trips, before anything is timed
-  const results: CodecResults = { samples: new Map(), baselines: new Map(), order: cases.map(keyOf), clocks: new Map() };
+  const results: CodecResults = {
+    samples: new Map(),
+    baselines: new Map(),
+    order: cases.map(keyOf),
+    clocks: new Map(),
+  };
   for (const [ops] of GROUPS) {
     const inGroup = cases.filter((c) => ops.includes(c.op));
     const baseline = keyOf(inGroup.find((c) => c.baseline === true)!);
@@ -429,9 +462,9 @@ async function runTcpBenches(): Promise<Map<TcpMode, TcpResult[]>> {
 
 /** `value` computed within each pass/round (from its median samples), for every one that has all it needs. */
 function perRound(results: CodecResults, value: (rateOf: (key: string) => number) => number): number[] {
-  return Array.from({ length: 1 + ROUNDS }, (_, i) => value((key) => results.samples.get(key)?.[i]?.median ?? Number.NaN)).filter(
-    (v) => !Number.isNaN(v),
-  );
+  return Array.from({ length: 1 + ROUNDS }, (_, i) =>
+    value((key) => results.samples.get(key)?.[i]?.median ?? Number.NaN),
+  ).filter((v) => !Number.isNaN(v));
 }
 
 /** Items/s of encoding and decoding each item once. */
@@ -469,7 +502,8 @@ function reportCodecs(results: CodecResults, out: string[]): void {
     ["feed path (1000-item frames)", "encode batch", "decode batch"],
     ["one item", "encode 1", "decode 1"],
   ] as const) {
-    const rt = (codec: string) => (rateOf: (key: string) => number) => roundTrip(rateOf(`${enc}|${codec}`), rateOf(`${dec}|${codec}`));
+    const rt = (codec: string) => (rateOf: (key: string) => number) =>
+      roundTrip(rateOf(`${enc}|${codec}`), rateOf(`${dec}|${codec}`));
     const ratios = perRound(results, (rateOf) => rt("codec.ts")(rateOf) / rt("@msgpack/msgpack")(rateOf));
     if (enc === "encode batch") feedRatios = ratios;
     ruleRows.push([
@@ -481,7 +515,10 @@ function reportCodecs(results: CodecResults, out: string[]): void {
       fmtRatio(median(perRound(results, (rateOf) => rt("codec.ts")(rateOf) / rt("JSON")(rateOf)))),
     ]);
   }
-  out.push(table(["encode+decode", "codec.ts", "@msgpack/msgpack", "codec.ts ÷", "per round", "codec.ts × JSON"], ruleRows), "");
+  out.push(
+    table(["encode+decode", "codec.ts", "@msgpack/msgpack", "codec.ts ÷", "per round", "codec.ts × JSON"], ruleRows),
+    "",
+  );
   const feedRatio = median(feedRatios);
   const chosen = feedRatio >= CODEC_RULE ? "codec.ts" : "@msgpack/msgpack";
   const below = feedRatios.filter((r) => r < CODEC_RULE).length;
@@ -489,7 +526,9 @@ function reportCodecs(results: CodecResults, out: string[]): void {
     `codec rule (codec.ts on msgpackr only if it encodes+decodes ≥ ${CODEC_RULE}× as fast as @msgpack/msgpack on the feed path): ` +
       `${fmtRatio(feedRatio)} → ${chosen}` +
       (below > 0 && below < feedRatios.length ? ` (${below} of ${feedRatios.length} rounds say otherwise)` : "") +
-      (chosen === "codec.ts" ? "; codec.ts is built on msgpackr: consistent" : "; codec.ts is built on msgpackr: the rule says switch to @msgpack/msgpack"),
+      (chosen === "codec.ts"
+        ? "; codec.ts is built on msgpackr: consistent"
+        : "; codec.ts is built on msgpackr: the rule says switch to @msgpack/msgpack"),
   );
 
   const decodeKey = `decode batch|${chosen}`;
@@ -540,7 +579,9 @@ function reportTcp(tcp: Map<TcpMode, TcpResult[]>, out: string[], codecs: CodecR
   if (codecs !== undefined) {
     // If framing's CPU were the only extra work, each byte would cost 1/raw + 1/framing seconds.
     const rawRate = median(raw.map((r) => r.bytes / r.seconds));
-    const framing = median(codecs.samples.get("receive (CPU)|FrameDecoder + parseMessage")!.map((s) => s.median)) * receiveBytesPerItem;
+    const framing =
+      median(codecs.samples.get("receive (CPU)|FrameDecoder + parseMessage")!.map((s) => s.median)) *
+      receiveBytesPerItem;
     out.push(
       `the receive path alone does ${fmtMBps(framing)} on one core (${fmtRatio(framing / rawRate)} the raw TCP rate): ` +
         `its CPU accounts for a framed/raw of ${pct(1 / (1 + rawRate / framing))}; the rest of a gap is the socket path or noise`,
@@ -550,7 +591,9 @@ function reportTcp(tcp: Map<TcpMode, TcpResult[]>, out: string[], codecs: CodecR
   const below = ofRaw("framed").filter((r) => r < AIM_FRAMED_OF_RAW).length;
   out.push(
     `aim: framed ≥ ${pct(AIM_FRAMED_OF_RAW)} of raw: ${pct(framed)} → ` +
-      (framed >= AIM_FRAMED_OF_RAW ? "met" : `NOT met: short by ${((AIM_FRAMED_OF_RAW - framed) * 100).toFixed(0)} points`) +
+      (framed >= AIM_FRAMED_OF_RAW
+        ? "met"
+        : `NOT met: short by ${((AIM_FRAMED_OF_RAW - framed) * 100).toFixed(0)} points`) +
       ` (${below} of ${raw.length} rounds below ${pct(AIM_FRAMED_OF_RAW)})`,
   );
 }
@@ -568,7 +611,11 @@ async function main(): Promise<void> {
   if (codecs !== undefined) reportCodecs(codecs, out);
   if (tcp !== undefined) reportTcp(tcp, out, codecs);
   const seconds = ((performance.now() - started) / 1000).toFixed(0);
-  out.push(`(load average now ${loadavg().map((l) => l.toFixed(2)).join(" ")}; the bench took ${seconds} s)`);
+  out.push(
+    `(load average now ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}; the bench took ${seconds} s)`,
+  );
   console.log(out.join("\n"));
 }
 

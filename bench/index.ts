@@ -31,7 +31,9 @@ function benchName(arg: string): string {
 const requested = process.argv.slice(2).map(benchName);
 const unknown = requested.filter((name) => !available.includes(name));
 if (unknown.length > 0) {
-  console.error(`no such bench: ${unknown.join(", ")}. Available: ${available.join(", ") || "none"} (bench/<name>${SUFFIX})`);
+  console.error(
+    `no such bench: ${unknown.join(", ")}. Available: ${available.join(", ") || "none"} (bench/<name>${SUFFIX})`,
+  );
   process.exit(2);
 }
 const selected = requested.length > 0 ? requested : available;

@@ -73,7 +73,8 @@ class FakeNode implements FeedTarget {
     // As the root does on a results frame: the node's idle count first, then its Done records.
     this.scheduler.reportIdle(lane, WORKERS_PER_NODE);
     for (const id of ids) {
-      if (!this.scheduler.complete(lane, id)) throw new Error(`fake node ${this.address}: item ${id} was not in flight here`);
+      if (!this.scheduler.complete(lane, id))
+        throw new Error(`fake node ${this.address}: item ${id} was not in flight here`);
     }
     this.onDone(ids.length);
   }
@@ -89,7 +90,10 @@ class FakeCluster {
 
   constructor(nodes: number, options?: SchedulerOptions) {
     this.scheduler = new Scheduler(options);
-    this.nodes = Array.from({ length: nodes }, (_, i) => new FakeNode(`fake-${i}`, this.scheduler, (n) => this.#onDone(n)));
+    this.nodes = Array.from(
+      { length: nodes },
+      (_, i) => new FakeNode(`fake-${i}`, this.scheduler, (n) => this.#onDone(n)),
+    );
     for (const node of this.nodes) {
       node.lane = this.scheduler.addLane(node, WORKERS_PER_NODE, {
         items: WORKERS_PER_NODE * GRANT_ITEMS_PER_WORKER,
@@ -117,7 +121,8 @@ class FakeCluster {
   #onDone(items: number): void {
     this.#done += items;
     if (this.#done === this.#expected) {
-      if (this.scheduler.inFlight !== 0 || this.scheduler.queued !== 0) throw new Error("fake cluster: done count and scheduler disagree");
+      if (this.scheduler.inFlight !== 0 || this.scheduler.queued !== 0)
+        throw new Error("fake cluster: done count and scheduler disagree");
       this.#resolve?.();
     }
   }
@@ -242,9 +247,14 @@ async function main(): Promise<void> {
 
   // The printed pass.
   for (const name of ["scheduler", "window"] as const) {
-    group(name === "scheduler" ? `${ITEMS} items through the scheduler (per call: all of them)` : "AdaptiveWindow (per call)", () => {
-      for (const c of all.filter((c) => c.group === name)) bench(c.name, c.fn);
-    });
+    group(
+      name === "scheduler"
+        ? `${ITEMS} items through the scheduler (per call: all of them)`
+        : "AdaptiveWindow (per call)",
+      () => {
+        for (const c of all.filter((c) => c.group === name)) bench(c.name, c.fn);
+      },
+    );
   }
   const { benchmarks } = await run({ format: "mitata" });
   benchmarks.forEach((trial) => {
@@ -280,7 +290,13 @@ async function main(): Promise<void> {
       ["case", "items/s", "range", "per item", "× copy loop"],
       scheduling.map((c) => {
         const rates = samples.get(c.name)!;
-        return [c.name, fmtRate(median(rates)), fmtRange(rates, fmtRate), `${(1e9 / median(rates)).toFixed(0)} ns`, fmtRatio(median(ratiosTo(c, copy)))];
+        return [
+          c.name,
+          fmtRate(median(rates)),
+          fmtRange(rates, fmtRate),
+          `${(1e9 / median(rates)).toFixed(0)} ns`,
+          fmtRatio(median(ratiosTo(c, copy))),
+        ];
       }),
     ),
     "",
@@ -299,7 +315,12 @@ async function main(): Promise<void> {
       windowCalls.map((c) => {
         const rates = samples.get(c.name)!;
         const times = rates.map((r) => 1e9 / r);
-        return [c.name, ns(median(rates)), fmtRange(times, (t) => `${t.toFixed(1)} ns`), fmtRatio(median(ratiosTo(c, now).map((r) => 1 / r)))];
+        return [
+          c.name,
+          ns(median(rates)),
+          fmtRange(times, (t) => `${t.toFixed(1)} ns`),
+          fmtRatio(median(ratiosTo(c, now).map((r) => 1 / r))),
+        ];
       }),
     ),
     "",
@@ -309,7 +330,9 @@ async function main(): Promise<void> {
   out.push(
     `batching in the scheduler alone: adaptive ${fmtRatio(scheduled / unbatched)} the items/s of maxBatch 1 ` +
       "(medians; a frame per item pays a frame head, a ledger timing sample and a fresh builder buffer per item)",
-    `(load average now ${loadavg().map((l) => l.toFixed(2)).join(" ")}; the bench took ${((performance.now() - started) / 1000).toFixed(0)} s)`,
+    `(load average now ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}; the bench took ${((performance.now() - started) / 1000).toFixed(0)} s)`,
   );
   console.log(out.join("\n"));
 }

@@ -102,7 +102,11 @@ async function dask(docs: string[]): Promise<DaskRun> {
   const child = Bun.spawn(["python3", DASK_SCRIPT, "2"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
   child.stdin.write(JSON.stringify(docs));
   await child.stdin.end();
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   if (code !== 0) throw new Error(`dask run failed (exit ${code}):\n${err.slice(-2000)}`);
   return JSON.parse(out.trim().split("\n").pop()!) as DaskRun;
 }
@@ -122,7 +126,8 @@ async function main(): Promise<void> {
       `${docs.length} documents, ${(bytes / 1e6).toFixed(1)} MB, ${lineCount} lines; ${RUNS} runs of each, alternating`,
   );
   const withDask = daskAvailable();
-  if (!withDask) console.log("Dask: skipped — python3 cannot import distributed (Debian: apt install python3-distributed)");
+  if (!withDask)
+    console.log("Dask: skipped — python3 cannot import distributed (Debian: apt install python3-distributed)");
 
   await using root = await Root.local({ nodes: 1, workers: 2 });
   const times = new Map<string, number[]>();
@@ -154,7 +159,9 @@ async function main(): Promise<void> {
       check("Dask per-item", result.perItemTotals, expected);
       check("Dask fold", result.foldTotals, expected);
     }
-    console.log(`  run ${run}: ${[...times].map(([name, list]) => `${name.split(",")[0]}… ${list.at(-1)!.toFixed(2)} s`).join(" · ")}`);
+    console.log(
+      `  run ${run}: ${[...times].map(([name, list]) => `${name.split(",")[0]}… ${list.at(-1)!.toFixed(2)} s`).join(" · ")}`,
+    );
   }
 
   const loopMedian = median(times.get("plain loop (1 thread)")!);
@@ -184,7 +191,11 @@ async function main(): Promise<void> {
         verdict(perItem / plainMedian >= AIM_DASK_PER_ITEM_OVER_PLAIN),
     );
   }
-  out.push(`(load average now ${loadavg().map((l) => l.toFixed(2)).join(" ")})`);
+  out.push(
+    `(load average now ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")})`,
+  );
   console.log(out.join("\n"));
   if (mismatches > 0) process.exitCode = 1;
 }

@@ -19,7 +19,12 @@ const log = command({
   flags: {
     host: { type: "host", description: "Address to listen on", default: "127.0.0.1" },
     port: { type: "port", description: "Port to listen on (0: any free port)", default: "5000" },
-    outfile: { type: "string", description: "File the lines are appended to", default: "pcluster.log", valueHint: "file" },
+    outfile: {
+      type: "string",
+      description: "File the lines are appended to",
+      default: "pcluster.log",
+      valueHint: "file",
+    },
     overwrite: { type: "boolean", description: "Truncate the file first instead of appending", default: false },
     token: { type: "string", description: "Shared token clients must prove", env: TOKEN },
     insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
@@ -53,7 +58,11 @@ const node = command({
     insecure: { type: "boolean", description: "Allow listening beyond loopback without a token", default: false },
     "tls-cert": { type: "file", description: "PEM certificate file: serve over TLS" },
     "tls-key": { type: "file", description: "PEM private key file for --tls-cert" },
-    "max-frame": { type: "integer", description: "Largest frame accepted, in bytes (default 67108864)", valueHint: "bytes" },
+    "max-frame": {
+      type: "integer",
+      description: "Largest frame accepted, in bytes (default 67108864)",
+      valueHint: "bytes",
+    },
     "ring-bytes": {
       type: "integer",
       description: "Bytes of each worker's input and output ring (default 1048576)",
@@ -61,7 +70,8 @@ const node = command({
     },
     "memory-limit": {
       type: "megabytes",
-      description: "MB the node may use; above it, the worker on its item the longest is replaced (default: 80% of memory)",
+      description:
+        "MB the node may use; above it, the worker on its item the longest is replaced (default: 80% of memory)",
       valueHint: "MB",
     },
     "metrics-port": { type: "port", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
@@ -128,7 +138,11 @@ const benchmark = command({
   description: "Print per-task processed, dropped, errors, total and mean time, merged over nodes and per worker",
   flags: {
     ...inspectFlags,
-    out: { type: "string", description: "Also save the figures (merged and per worker) as JSON to this file", valueHint: "file" },
+    out: {
+      type: "string",
+      description: "Also save the figures (merged and per worker) as JSON to this file",
+      valueHint: "file",
+    },
   },
   async run(flags) {
     const { fetchStatuses } = await import("./root/inspect.ts");
@@ -158,7 +172,11 @@ const dashboard = command({
     "tls-ca": inspectFlags["tls-ca"],
     host: { type: "host", description: "Address the dashboard listens on (not authenticated)", default: "127.0.0.1" },
     port: { type: "port", description: "Port the dashboard listens on (0: any free port)", default: "8787" },
-    interval: { type: "count", description: "Milliseconds between two looks at the nodes (at least 100)", default: "1000" },
+    interval: {
+      type: "count",
+      description: "Milliseconds between two looks at the nodes (at least 100)",
+      default: "1000",
+    },
   },
   async run(flags) {
     if (flags.interval < 100) throw new UsageError(`--interval must be at least 100 ms, got ${flags.interval}`);

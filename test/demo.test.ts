@@ -20,7 +20,9 @@ afterAll(async () => {
 });
 
 /** The tasks run in this process, one item after another: what the cluster must have computed. */
-async function expectedFor(lines: number): Promise<{ words: number; kept: number; dropped: number; counts: Map<string, number> }> {
+async function expectedFor(
+  lines: number,
+): Promise<{ words: number; kept: number; dropped: number; counts: Map<string, number> }> {
   setLogSink(() => {}); // the tasks' log lines are not wanted here (bun test runs every file in one process)
   try {
     const tagger = new WordTagger(STOP_WORDS);
@@ -89,7 +91,10 @@ function processesMentioning(text: string): number[] {
     .filter((entry) => /^\d+$/.test(entry))
     .filter((pid) => {
       try {
-        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text) && !readFileSync(`/proc/${pid}/stat`, "utf8").match(/^\d+ \(.*\) Z/);
+        return (
+          readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text) &&
+          !readFileSync(`/proc/${pid}/stat`, "utf8").match(/^\d+ \(.*\) Z/)
+        );
       } catch {
         return false; // gone meanwhile
       }

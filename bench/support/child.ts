@@ -6,7 +6,11 @@ export class Child {
   readonly #process: ReturnType<typeof spawnChild>;
   readonly #lines: AsyncGenerator<string>;
 
-  constructor(readonly role: string, script: string, args: string[]) {
+  constructor(
+    readonly role: string,
+    script: string,
+    args: string[],
+  ) {
     this.#process = spawnChild(script, args);
     this.#lines = this.#readLines();
   }

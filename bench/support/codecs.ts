@@ -99,7 +99,8 @@ export function sameItem(a: unknown, b: Item): boolean {
 export function checkRoundTrips(items: readonly Item[], packr: Packr): void {
   for (const codec of CODECS) {
     const bytes = codec.encode(items[0]!);
-    if (!sameItem(codec.decode(bytes, 0, bytes.length), items[0]!)) throw new Error(`${codec.name}: an item does not round-trip`);
+    if (!sameItem(codec.decode(bytes, 0, bytes.length), items[0]!))
+      throw new Error(`${codec.name}: an item does not round-trip`);
     const decoded: unknown[] = [];
     decodeBlob(codec, blobOf(codec, items), (item) => decoded.push(item));
     if (decoded.length !== items.length || !decoded.every((item, i) => sameItem(item, items[i]!))) {

@@ -19,4 +19,3 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
     cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ");
   return [line(head), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
-

@@ -1,7 +1,9 @@
 // Writes `count` small records into a ByteRing as fast as the consumer frees room.
 import { ByteRing } from "../../src/node/ring.ts";
 
-(globalThis as unknown as { onmessage: unknown }).onmessage = async (event: MessageEvent<{ buffer: SharedArrayBuffer; count: number }>) => {
+(globalThis as unknown as { onmessage: unknown }).onmessage = async (
+  event: MessageEvent<{ buffer: SharedArrayBuffer; count: number }>,
+) => {
   const ring = new ByteRing(event.data.buffer);
   const payload = new Uint8Array(16).fill(7);
   let position = ring.writePosition;

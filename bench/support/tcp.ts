@@ -127,6 +127,10 @@ export class TcpReceiver {
   #finish(frames: number): void {
     const done = this.#done;
     this.#done = undefined;
-    done?.({ seconds: (Bun.nanoseconds() - this.#start) / 1e9, bytes: this.#target.bytes, items: frames * this.#itemsPerFrame });
+    done?.({
+      seconds: (Bun.nanoseconds() - this.#start) / 1e9,
+      bytes: this.#target.bytes,
+      items: frames * this.#itemsPerFrame,
+    });
   }
 }

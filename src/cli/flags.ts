@@ -60,7 +60,8 @@ export function parseFlags<F extends Flags>(args: readonly string[], flags: F): 
     if (flag.type === "boolean") {
       if (value === undefined) value = true;
       else if (value === "true" || value === "false") value = value === "true";
-      else if (typeof value === "string") throw new UsageError(`--${name} is a switch: give it alone, or =true or =false`);
+      else if (typeof value === "string")
+        throw new UsageError(`--${name} is a switch: give it alone, or =true or =false`);
     } else if (value === undefined) {
       // The next word is this flag's value unless it is another flag ("-5" is a value, and is refused by its kind).
       const next = args[i + 1];

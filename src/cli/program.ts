@@ -54,7 +54,10 @@ export async function runProgram(program: Program, argv: readonly string[]): Pro
  * The command `argv` names and its checked flags, without running it; a `UsageError` for any mistake.
  * Also what the deploy files' tests use to prove their command lines are ones `pcluster` accepts.
  */
-export function parseInvocation(program: Program, argv: readonly string[]): { command: Command; values: FlagValues<Flags> } {
+export function parseInvocation(
+  program: Program,
+  argv: readonly string[],
+): { command: Command; values: FlagValues<Flags> } {
   const [name, ...args] = argv;
   if (name === undefined) throw new UsageError(`name a command: ${Object.keys(program.commands).join(", ")}`);
   const command = commandNamed(program, name);
@@ -70,7 +73,9 @@ function commandNamed(program: Program, name: string): Command {
   if (command !== undefined) return command;
   const suggestion = closest(name, Object.keys(program.commands));
   const known = Object.keys(program.commands).join(", ");
-  throw new UsageError(`unknown command "${name}"${suggestion ? `; did you mean ${suggestion}?` : ` (commands: ${known})`}`);
+  throw new UsageError(
+    `unknown command "${name}"${suggestion ? `; did you mean ${suggestion}?` : ` (commands: ${known})`}`,
+  );
 }
 
 /** Colours only for a terminal, and never with NO_COLOR set (https://no-color.org) or TERM=dumb. */
@@ -82,7 +87,10 @@ async function printUsage(program: Program, name?: string): Promise<void> {
   const root: CommandDef = {
     meta: { name: program.name, version: program.version, description: program.description },
     subCommands: Object.fromEntries(
-      Object.entries(program.commands).map(([key, command]) => [key, { meta: { name: key, description: command.description } }]),
+      Object.entries(program.commands).map(([key, command]) => [
+        key,
+        { meta: { name: key, description: command.description } },
+      ]),
     ),
   };
   const command = name === undefined ? undefined : program.commands[name];

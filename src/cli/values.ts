@@ -41,7 +41,8 @@ export const expected: { [K in ValueKind]: string } = {
   nodes: "host:port[,host:port…]",
 };
 
-const HOSTNAME = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\.?$/i;
+const HOSTNAME =
+  /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\.?$/i;
 
 function wholeNumber(text: string): number | undefined {
   return /^\d+$/.test(text) ? Number(text) : undefined;
@@ -52,7 +53,8 @@ export const checkValue: { [K in ValueKind]: (text: string, flag: string) => Val
   string: (text) => text,
   port(text, flag) {
     const port = wholeNumber(text);
-    if (port === undefined || port > 65535) throw new UsageError(`${flag} must be a port from 0 to 65535, got "${text}"`);
+    if (port === undefined || port > 65535)
+      throw new UsageError(`${flag} must be a port from 0 to 65535, got "${text}"`);
     return port;
   },
   host(text, flag) {
@@ -64,7 +66,8 @@ export const checkValue: { [K in ValueKind]: (text: string, flag: string) => Val
   },
   count(text, flag) {
     const count = wholeNumber(text);
-    if (count === undefined || count < 1) throw new UsageError(`${flag} must be a whole number of at least 1, got "${text}"`);
+    if (count === undefined || count < 1)
+      throw new UsageError(`${flag} must be a whole number of at least 1, got "${text}"`);
     return count;
   },
   integer(text, flag) {
@@ -76,7 +79,8 @@ export const checkValue: { [K in ValueKind]: (text: string, flag: string) => Val
   },
   megabytes(text, flag) {
     const mb = wholeNumber(text);
-    if (mb === undefined || mb < 1) throw new UsageError(`${flag} must be a positive whole number of MB, got "${text}"`);
+    if (mb === undefined || mb < 1)
+      throw new UsageError(`${flag} must be a positive whole number of MB, got "${text}"`);
     return mb * 1024 * 1024;
   },
   file(text, flag) {
@@ -90,7 +94,10 @@ export const checkValue: { [K in ValueKind]: (text: string, flag: string) => Val
     return text;
   },
   nodes(text, flag) {
-    const nodes = text.split(",").map((node) => node.trim()).filter(Boolean);
+    const nodes = text
+      .split(",")
+      .map((node) => node.trim())
+      .filter(Boolean);
     if (nodes.length === 0) throw new UsageError(`${flag} names no node; give host:port[,host:port…]`);
     for (const node of nodes) {
       try {

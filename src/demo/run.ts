@@ -17,11 +17,7 @@ const samples: TaggedWord[] = [];
 await cluster.setup(
   "demo",
   "1.0",
-  [
-    { function: normalize },
-    { function: splitWords, isGenerator: true },
-    { function: WordTagger, args: [STOP_WORDS] },
-  ],
+  [{ function: normalize }, { function: splitWords, isGenerator: true }, { function: WordTagger, args: [STOP_WORDS] }],
   {
     localPackages: [join(import.meta.dir, "task_package")],
     outputHandler: (tagged) => {

@@ -175,7 +175,9 @@ export class LogSender {
   #reportDown(why: string): void {
     if (this.#reportedDown) return;
     this.#reportedDown = true;
-    process.stderr.write(`pcluster: log server ${this.endpoint.key} unavailable (${why}); log lines go to stderr until it is back\n`);
+    process.stderr.write(
+      `pcluster: log server ${this.endpoint.key} unavailable (${why}); log lines go to stderr until it is back\n`,
+    );
   }
 
   #printToStderr(): void {

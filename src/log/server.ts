@@ -84,7 +84,14 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
 
   let server: Server;
   try {
-    server = serve({ hostname: options.host, port: options.port, service: "log", token: options.token || undefined, onPeer, onRefused });
+    server = serve({
+      hostname: options.host,
+      port: options.port,
+      service: "log",
+      token: options.token || undefined,
+      onPeer,
+      onRefused,
+    });
   } catch (error) {
     closeSync(fd);
     throw error;
@@ -111,7 +118,9 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
  */
 export async function runLogServer(options: LogServerOptions): Promise<void> {
   const server = await startLogServer(options);
-  console.log(`pcluster log server listening on ${formatAddress(server.host, server.port)}, writing to ${server.outfile}`);
+  console.log(
+    `pcluster log server listening on ${formatAddress(server.host, server.port)}, writing to ${server.outfile}`,
+  );
   await runUntilStopped(() => server.stop());
 }
 

@@ -53,8 +53,16 @@ export function nodeMetricsText({ status, rings, retries, backlogBytes }: NodeOb
       })),
     );
   text
-    .gauge("pcluster_ring_used_bytes", "Bytes waiting in a worker's ring.", perRing((ring, kind) => ring[kind]))
-    .gauge("pcluster_ring_size_bytes", "Size of a worker's ring.", perRing((ring, kind) => ring[`${kind}Size`]));
+    .gauge(
+      "pcluster_ring_used_bytes",
+      "Bytes waiting in a worker's ring.",
+      perRing((ring, kind) => ring[kind]),
+    )
+    .gauge(
+      "pcluster_ring_size_bytes",
+      "Size of a worker's ring.",
+      perRing((ring, kind) => ring[`${kind}Size`]),
+    );
 
   const tasks = pipeline?.tasks ?? [];
   const taskLabels = (task: TaskStats, stage: number) => ({ stage: String(stage + 1), task: task.task });
@@ -66,9 +74,21 @@ export function nodeMetricsText({ status, rings, retries, backlogBytes }: NodeOb
     sum: seconds(task.totalMs),
   }));
   text
-    .counter("pcluster_task_processed_total", "Calls that returned (null too).", perTask((task) => task.processed))
-    .counter("pcluster_task_dropped_total", "Calls that returned null: item dropped.", perTask((task) => task.dropped))
-    .counter("pcluster_task_errors_total", "Calls that threw: item dropped.", perTask((task) => task.errors))
+    .counter(
+      "pcluster_task_processed_total",
+      "Calls that returned (null too).",
+      perTask((task) => task.processed),
+    )
+    .counter(
+      "pcluster_task_dropped_total",
+      "Calls that returned null: item dropped.",
+      perTask((task) => task.dropped),
+    )
+    .counter(
+      "pcluster_task_errors_total",
+      "Calls that threw: item dropped.",
+      perTask((task) => task.errors),
+    )
     .histogram(
       "pcluster_task_duration_seconds",
       "Time per task call (lazy generators: per output); calls under 20 us are sampled 1 in 16, weighted.",

@@ -65,7 +65,8 @@ export async function installPipeline(options: InstallOptions): Promise<Installe
   checkPipelineNames(name, version);
   checkPackageNames(packages);
   checkRemoteSpecs(remotePackages);
-  if (hash === "" || /\s/.test(hash)) throw new SetupError(`pipeline hash ${JSON.stringify(hash)} is not a hash; send pipelineHash(...)`);
+  if (hash === "" || /\s/.test(hash))
+    throw new SetupError(`pipeline hash ${JSON.stringify(hash)} is not a hash; send pipelineHash(...)`);
 
   const pipelines = join(resolve(workdir), "pipelines");
   await mkdir(pipelines, { recursive: true });
@@ -102,11 +103,15 @@ function checkPipelineNames(name: string, version: string): void {
   // "@" separates name from version in the folder name, so "a@b"+"c" and "a"+"b@c" must not meet.
   const nameProblem = segmentProblem(name) ?? (name.includes("@") ? 'it contains "@"' : undefined);
   if (nameProblem !== undefined) {
-    throw new SetupError(`pipeline name ${JSON.stringify(name)} cannot be a folder name: ${nameProblem}; use letters, digits, ".", "_" or "-"`);
+    throw new SetupError(
+      `pipeline name ${JSON.stringify(name)} cannot be a folder name: ${nameProblem}; use letters, digits, ".", "_" or "-"`,
+    );
   }
   const versionProblem = segmentProblem(version);
   if (versionProblem !== undefined) {
-    throw new SetupError(`pipeline version ${JSON.stringify(version)} cannot be a folder name: ${versionProblem}; use e.g. "1.0"`);
+    throw new SetupError(
+      `pipeline version ${JSON.stringify(version)} cannot be a folder name: ${versionProblem}; use e.g. "1.0"`,
+    );
   }
 }
 
@@ -114,7 +119,8 @@ function checkPackageNames(packages: PackageBundle[]): void {
   const seen = new Set<string>();
   for (const { name } of packages) {
     const problem = packageNameProblem(name);
-    if (problem !== undefined) throw new SetupError(`package name ${JSON.stringify(name)} cannot be a folder name: ${problem}`);
+    if (problem !== undefined)
+      throw new SetupError(`package name ${JSON.stringify(name)} cannot be a folder name: ${problem}`);
     if (seen.has(name)) throw new SetupError(`package "${name}" is shipped twice; package names must differ`);
     seen.add(name);
   }
@@ -125,7 +131,9 @@ function checkRemoteSpecs(specs: string[]): void {
   for (const spec of specs) {
     const problem = specProblem(spec);
     if (problem !== undefined) {
-      throw new SetupError(`remote package ${JSON.stringify(spec)} is refused: ${problem}; give npm specs such as "lodash@4"`);
+      throw new SetupError(
+        `remote package ${JSON.stringify(spec)} is refused: ${problem}; give npm specs such as "lodash@4"`,
+      );
     }
   }
 }
@@ -148,7 +156,8 @@ function pathProblem(path: string): string | undefined {
   const segments = path.split("/");
   if (segments.includes("..")) return "it has a '..' segment";
   if (segments.some((segment) => segment === "" || segment === ".")) return "it has an empty or '.' segment";
-  if (segments.includes("node_modules") || segments.includes(".git")) return "it is inside node_modules/ or .git/, which only the node writes";
+  if (segments.includes("node_modules") || segments.includes(".git"))
+    return "it is inside node_modules/ or .git/, which only the node writes";
   return undefined;
 }
 
@@ -194,7 +203,8 @@ export async function writePackage(packageDir: string, bundle: PackageBundle): P
     const problem = pathProblem(file.path);
     if (problem !== undefined) throw unsafePath(bundle.name, file.path, problem);
     const target = join(root, file.path);
-    if (!isInsideFolder(root, target)) throw unsafePath(bundle.name, file.path, "it resolves outside the package folder");
+    if (!isInsideFolder(root, target))
+      throw unsafePath(bundle.name, file.path, "it resolves outside the package folder");
     await makeFoldersInside(root, file.path, bundle.name);
     await writeNoFollow(target, file.data, file.mode, bundle.name, file.path);
   }
@@ -212,17 +222,27 @@ async function makeFoldersInside(root: string, path: string, packageName: string
     } else if (info.isSymbolicLink()) {
       throw unsafePath(packageName, path, `"${folder}" is a symbolic link`);
     } else if (!info.isDirectory()) {
-      throw new SetupError(`cannot write ${JSON.stringify(path)} of package "${packageName}": "${folder}" is a file, not a folder`);
+      throw new SetupError(
+        `cannot write ${JSON.stringify(path)} of package "${packageName}": "${folder}" is a file, not a folder`,
+      );
     }
   }
   const parent = await realpath(dirname(join(root, path)));
-  if (parent !== root && !isInsideFolder(root, parent)) throw unsafePath(packageName, path, "its folder resolves outside");
+  if (parent !== root && !isInsideFolder(root, parent))
+    throw unsafePath(packageName, path, "its folder resolves outside");
 }
 
-async function writeNoFollow(target: string, data: Uint8Array, mode: number | undefined, packageName: string, path: string): Promise<void> {
+async function writeNoFollow(
+  target: string,
+  data: Uint8Array,
+  mode: number | undefined,
+  packageName: string,
+  path: string,
+): Promise<void> {
   const existing = await lstat(target).catch(() => undefined);
   if (existing?.isSymbolicLink()) throw unsafePath(packageName, path, "the file is a symbolic link");
-  if (existing?.isDirectory()) throw new SetupError(`cannot write ${JSON.stringify(path)} of package "${packageName}": a folder is there`);
+  if (existing?.isDirectory())
+    throw new SetupError(`cannot write ${JSON.stringify(path)} of package "${packageName}": a folder is there`);
   const permissions = mode !== undefined && mode & 0o111 ? 0o755 : 0o644;
   // O_NOFOLLOW closes the gap between the lstat above and the open (0 where the platform lacks it).
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NOFOLLOW ?? 0);
@@ -335,10 +355,14 @@ async function runInstaller(
   await Promise.race([reading, Bun.sleep(1000)]);
   const command = `bun ${args.join(" ")}`;
   if (timedOut) {
-    throw new SetupError(`${what} timed out after ${timeoutMs / 1000} s (\`${command}\` in ${cwd}); its output ended with:\n${output.tail()}`);
+    throw new SetupError(
+      `${what} timed out after ${timeoutMs / 1000} s (\`${command}\` in ${cwd}); its output ended with:\n${output.tail()}`,
+    );
   }
   if (code !== 0) {
-    throw new SetupError(`${what} failed: \`${command}\` in ${cwd} exited with code ${code}; its output ended with:\n${output.tail()}`);
+    throw new SetupError(
+      `${what} failed: \`${command}\` in ${cwd} exited with code ${code}; its output ended with:\n${output.tail()}`,
+    );
   }
 }
 

@@ -141,7 +141,10 @@ export class ByteRing {
     if (offset < 0) return -1;
     if (offset === 0 && (position & this.#mask) !== 0) position = this.padTo(position);
     writeRecordHeader(this.view, offset, kind, stage, flags, id, end - start);
-    this.data.set(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), offset + RECORD_HEADER_BYTES);
+    this.data.set(
+      start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end),
+      offset + RECORD_HEADER_BYTES,
+    );
     return (position + size) >>> 0;
   }
 

@@ -171,7 +171,9 @@ class NodeServer {
       const grace = this.#options.orphanGraceMs ?? 3000;
       const why = reason ? ` (${reason.message})` : "";
       const about = { pipeline: pipeline.name };
-      this.#note("warn", `root ${client} disconnected${why}; resetting ${describe(pipeline)} in ${grace} ms`, { about });
+      this.#note("warn", `root ${client} disconnected${why}; resetting ${describe(pipeline)} in ${grace} ms`, {
+        about,
+      });
       pipeline.orphanTimer = setTimeout(() => {
         if (this.#pipeline === pipeline) void this.#serialized(() => this.#resetPipeline(`its root ${client} is gone`));
       }, grace);
@@ -264,7 +266,10 @@ class NodeServer {
   async #setup(connection: Connection, client: string, args: SetupArgs): Promise<SetupResult> {
     const current = this.#pipeline;
     if (current !== undefined && current.owner !== connection) {
-      this.#note("warn", `refused setup of ${describe(args)} for root ${client}: busy with ${describe(current)} for root ${current.ownerName}`);
+      this.#note(
+        "warn",
+        `refused setup of ${describe(args)} for root ${client}: busy with ${describe(current)} for root ${current.ownerName}`,
+      );
       throw new NodeBusyError(
         `this node runs pipeline ${describe(current)} for root ${current.ownerName} since ${new Date(current.startedAt).toISOString()}; ` +
           "one root at a time: reset it from that root, or wait until that root disconnects",
@@ -319,7 +324,9 @@ class NodeServer {
             pipeline.errors.add({ task, item, message, failed });
             const about = { pipeline: pipeline.name, task: report.task };
             const stack = report.stack ? `\n${report.stack}` : "";
-            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${stack}`, { about });
+            this.#note("warn", `task "${report.task}" ${what} item ${report.item}: ${report.message}${stack}`, {
+              about,
+            });
           },
           onWorkerDied: (worker, reason) => {
             const about = { pipeline: pipeline.name };
@@ -338,7 +345,9 @@ class NodeServer {
       pipeline.engine = engine;
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
       const cached = installed.skipped ? " (code unchanged, not reinstalled)" : "";
-      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, { about: { pipeline: pipeline.name } });
+      this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, {
+        about: { pipeline: pipeline.name },
+      });
       return { workers, cores: availableParallelism(), cached: installed.skipped, window: pipeline.window };
     } catch (error) {
       if (this.#pipeline === pipeline) this.#pipeline = undefined;
@@ -369,7 +378,9 @@ class NodeServer {
     const pipeline = this.#pipeline;
     if (pipeline === undefined) throw new StateError(`cannot ${what}: no pipeline is set up on this node`);
     if (pipeline.owner !== connection) {
-      throw new NodeBusyError(`cannot ${what}: this node runs pipeline ${describe(pipeline)} for another root (${pipeline.ownerName})`);
+      throw new NodeBusyError(
+        `cannot ${what}: this node runs pipeline ${describe(pipeline)} for another root (${pipeline.ownerName})`,
+      );
     }
     return pipeline;
   }

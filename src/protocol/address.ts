@@ -19,7 +19,14 @@ export function parseAddress(addr: HostPort, what = "address"): Endpoint {
   } else if (Array.isArray(addr)) {
     [host, port] = addr;
   }
-  if (typeof host !== "string" || host === "" || typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+  if (
+    typeof host !== "string" ||
+    host === "" ||
+    typeof port !== "number" ||
+    !Number.isInteger(port) ||
+    port < 1 ||
+    port > 65535
+  ) {
     throw new TypeError(
       `invalid ${what} ${Bun.inspect(addr)}: expected "host:port" (e.g. "127.0.0.1:6000" or "[::1]:6000") or [host, port] with a port from 1 to 65535`,
     );

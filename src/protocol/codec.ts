@@ -1,7 +1,17 @@
 import { Packr, Unpackr } from "msgpackr";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
 import { RECORD_HEADER_BYTES, writeRecordHeader } from "./record.ts";
-import { NOT_SMALL, SMALL_OUTPUT_BYTES, SMALL_READ_BYTES, SmallTarget, decodeSmall, encodeSmall, encodeSmallInto, keepOutput, peekOutput } from "./small-msgpack.ts";
+import {
+  NOT_SMALL,
+  SMALL_OUTPUT_BYTES,
+  SMALL_READ_BYTES,
+  SmallTarget,
+  decodeSmall,
+  encodeSmall,
+  encodeSmallInto,
+  keepOutput,
+  peekOutput,
+} from "./small-msgpack.ts";
 
 /**
  * The one codec for items and messages: msgpackr writing standard MessagePack (`useRecords: false`;
@@ -125,7 +135,13 @@ export class RecordBatchBuilder {
    * Appends one record whose payload is `length` bytes the caller writes itself into the returned
    * buffer at the returned offset (used to copy payloads straight out of a ring).
    */
-  appendWith(kind: number, stage: number, flags: number, id: number, length: number): { buffer: Uint8Array; at: number } {
+  appendWith(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    length: number,
+  ): { buffer: Uint8Array; at: number } {
     const at = this.#reserve(RECORD_HEADER_BYTES + length);
     writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
     this.#count++;
@@ -140,7 +156,8 @@ export class RecordBatchBuilder {
   appendValue(kind: number, stage: number, flags: number, id: number, value: unknown): void {
     const at = this.#end;
     const payloadAt = at + RECORD_HEADER_BYTES;
-    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length) return this.append(kind, stage, flags, id, encodeTransient(value));
+    if (payloadAt + SMALL_OUTPUT_BYTES > this.#buffer.length)
+      return this.append(kind, stage, flags, id, encodeTransient(value));
     this.#target ??= new SmallTarget(this.#buffer);
     const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
     if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value));

@@ -2,7 +2,14 @@ import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
 // Diagnostics (warnings, failures nobody can catch) print through consola, in every part of pcluster;
 // stdout is left to a command's own output, and task lines go through `log()`.
 import consola from "consola";
-import { ConnectionClosedError, PclusterError, ProtocolError, TimeoutError, errorFromWire, errorToWire } from "../errors.ts";
+import {
+  ConnectionClosedError,
+  PclusterError,
+  ProtocolError,
+  TimeoutError,
+  errorFromWire,
+  errorToWire,
+} from "../errors.ts";
 import { encode } from "./codec.ts";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameOf } from "./frame.ts";
 import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
@@ -207,7 +214,8 @@ export class Connection {
     for (const [id, pending] of this.#pending) {
       clearTimeout(pending.timer);
       pending.reject(
-        reason ?? new ConnectionClosedError(`connection to ${this.remoteAddress} closed before "${pending.cmd}" was answered`),
+        reason ??
+          new ConnectionClosedError(`connection to ${this.remoteAddress} closed before "${pending.cmd}" was answered`),
       );
       this.#pending.delete(id);
     }

@@ -198,6 +198,10 @@ function uintBytes(value: number): Uint8Array {
 const headScratch = new Uint8Array(MAX_BLOB_HEAD_BYTES);
 
 /** The whole length of the blob frame `blobFrameHead` makes for these fields (what a credit charges). */
-export function blobFrameBytes(type: string, fields: Readonly<Record<string, number>> | undefined, blobLength: number): number {
+export function blobFrameBytes(
+  type: string,
+  fields: Readonly<Record<string, number>> | undefined,
+  blobLength: number,
+): number {
   return MAX_BLOB_HEAD_BYTES - blobFrameHead(headScratch, MAX_BLOB_HEAD_BYTES, type, fields, blobLength) + blobLength;
 }

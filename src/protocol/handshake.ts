@@ -1,9 +1,24 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { hostname } from "node:os";
-import { AuthError, ListenError, PclusterError, ProtocolError, TimeoutError, VersionMismatchError, errorFromWire } from "../errors.ts";
+import {
+  AuthError,
+  ListenError,
+  PclusterError,
+  ProtocolError,
+  TimeoutError,
+  VersionMismatchError,
+  errorFromWire,
+} from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { formatAddress } from "./address.ts";
-import { type ClientTls, type Connection, type ConnectionOptions, type ServerTls, connect, listen } from "./connection.ts";
+import {
+  type ClientTls,
+  type Connection,
+  type ConnectionOptions,
+  type ServerTls,
+  connect,
+  listen,
+} from "./connection.ts";
 import { type HelloMessage, type Message, PROTOCOL_VERSION } from "./messages.ts";
 
 /**
@@ -82,7 +97,9 @@ async function acceptHandshake(connection: Connection, options: AcceptOptions): 
     let proof: Uint8Array | undefined;
     if (token !== undefined) {
       if (message.mac === undefined) {
-        throw new AuthError(`this ${options.service} requires a token: pass --token or set PCLUSTER_TOKEN on the client`);
+        throw new AuthError(
+          `this ${options.service} requires a token: pass --token or set PCLUSTER_TOKEN on the client`,
+        );
       }
       if (!macMatches(mac(token, "client", nonce), message.mac)) {
         throw new AuthError(`wrong token: the client's proof does not match this ${options.service}'s token`);

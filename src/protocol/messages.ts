@@ -183,7 +183,8 @@ function describe(value: unknown): string {
   if (value === null) return "nil";
   if (value instanceof Uint8Array) return `${value.length} bytes of binary`;
   if (Array.isArray(value)) return `an array of ${value.length}`;
-  if (typeof value === "object") return Object.getPrototypeOf(value) === Object.prototype ? "a map" : "an unknown value";
+  if (typeof value === "object")
+    return Object.getPrototypeOf(value) === Object.prototype ? "a map" : "an unknown value";
   if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   return String(value);
 }

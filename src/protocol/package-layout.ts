@@ -30,7 +30,9 @@ const RESERVED_PACKAGE_NAMES = new Set([
  * @example packageFolderName("/home/me/task_package") // "task_package"
  */
 export function packageFolderName(dir: string): string {
-  let name = basename(resolve(dir)).replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "");
+  let name = basename(resolve(dir))
+    .replace(/[^A-Za-z0-9._-]/g, "_")
+    .replace(/^\.+/, "");
   if (name === "" || RESERVED_PACKAGE_NAMES.has(name)) name = `pkg_${name}`;
   return name.slice(0, MAX_SEGMENT_LENGTH);
 }
@@ -85,7 +87,10 @@ export function findPackageEntry(dir: string): string {
   }
   const index = resolveModuleFile(join(root, "index"));
   if (index !== undefined) return index;
-  const tried = declared.length > 0 ? `package.json points to ${declared.map((s) => `"${s}"`).join(", ")}, which do not exist; ` : "";
+  const tried =
+    declared.length > 0
+      ? `package.json points to ${declared.map((s) => `"${s}"`).join(", ")}, which do not exist; `
+      : "";
   throw new SetupError(
     `package folder ${root} has no entry module: ${tried}add "exports", "module" or "main" to its package.json, or an index.ts / index.js`,
   );
@@ -104,7 +109,9 @@ function readManifest(root: string): Manifest | undefined {
     const parsed: unknown = JSON.parse(readFileSync(path, "utf8"));
     return typeof parsed === "object" && parsed !== null ? (parsed as Manifest) : undefined;
   } catch (error) {
-    throw new SetupError(`${path} is not valid JSON (${(error as Error).message}); fix it so the package's entry can be found`);
+    throw new SetupError(
+      `${path} is not valid JSON (${(error as Error).message}); fix it so the package's entry can be found`,
+    );
   }
 }
 
@@ -132,7 +139,11 @@ function exportsEntry(exports: unknown): string | undefined {
 
 /** A file at `base`, `base` plus an extension, or `base/index` plus an extension. */
 function resolveModuleFile(base: string): string | undefined {
-  const candidates = [base, ...ENTRY_EXTENSIONS.map((ext) => base + ext), ...ENTRY_EXTENSIONS.map((ext) => join(base, `index${ext}`))];
+  const candidates = [
+    base,
+    ...ENTRY_EXTENSIONS.map((ext) => base + ext),
+    ...ENTRY_EXTENSIONS.map((ext) => join(base, `index${ext}`)),
+  ];
   return candidates.find(isFile);
 }
 
@@ -147,7 +158,9 @@ function isFile(path: string): boolean {
 /** The entry, after checking that it (links followed) does not lead out of the package folder. */
 function insidePackage(root: string, file: string, spec: string): string {
   if (!isInsideFolder(realpathSync(root), realpathSync(file))) {
-    throw new SetupError(`package folder ${root}: its entry "${spec}" lies outside the package folder; point it at a file inside`);
+    throw new SetupError(
+      `package folder ${root}: its entry "${spec}" lies outside the package folder; point it at a file inside`,
+    );
   }
   return file;
 }

@@ -125,7 +125,12 @@ export function doneEntryOutputs(bytes: Uint8Array, at: number): number {
 }
 
 /** Calls `each` with every item id of a Done record's payload `bytes[start, end)`, and its output count. */
-export function forEachDone(bytes: Uint8Array, start: number, end: number, each: (id: number, outputs: number) => void): void {
+export function forEachDone(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  each: (id: number, outputs: number) => void,
+): void {
   for (let at = start; at + DONE_ENTRY_BYTES <= end; at += DONE_ENTRY_BYTES) {
     each(doneEntryId(bytes, at), doneEntryOutputs(bytes, at));
   }

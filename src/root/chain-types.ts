@@ -21,16 +21,23 @@ export interface TaskDefinition {
 type IsAny<T> = 0 extends 1 & T ? true : false;
 
 /** What a task calls per item: the function itself, or a class's `process` method. */
-type Callee<F> = F extends abstract new (...args: never) => infer Instance
-  ? Instance extends { process: infer Process } ? Process : never
+type Callee<F> = F extends abstract new (
+  ...args: never
+) => infer Instance
+  ? Instance extends { process: infer Process }
+    ? Process
+    : never
   : F;
 
 /** The item a task takes: its first parameter (`unknown` when it takes none or cannot be told). */
-type TakenBy<F> = IsAny<F> extends true
-  ? unknown
-  : Callee<F> extends (...args: infer Params) => unknown
-    ? Params extends readonly [] ? unknown : Params[0]
-    : unknown;
+type TakenBy<F> =
+  IsAny<F> extends true
+    ? unknown
+    : Callee<F> extends (...args: infer Params) => unknown
+      ? Params extends readonly []
+        ? unknown
+        : Params[0]
+      : unknown;
 
 /** What a task's call returns, as the worker sees it (an awaited promise). */
 type Returned<F> = IsAny<F> extends true ? unknown : Callee<F> extends (...args: never) => infer R ? R : unknown;
@@ -39,11 +46,12 @@ type Returned<F> = IsAny<F> extends true ? unknown : Callee<F> extends (...args:
 type OneOutput<R> = Exclude<Awaited<R>, null | undefined | void>;
 
 /** The outputs of one call giving many: the elements of the (async) iterable; `null`/`undefined` give none. */
-type ManyOutputs<R> = Awaited<R> extends infer Result
-  ? Result extends Iterable<infer Element> | AsyncIterable<infer Element>
-    ? Element
-    : never
-  : never;
+type ManyOutputs<R> =
+  Awaited<R> extends infer Result
+    ? Result extends Iterable<infer Element> | AsyncIterable<infer Element>
+      ? Element
+      : never
+    : never;
 
 /** What an `isGenerator` task must return: an iterable object or async iterable of `Gives`, or nothing (a drop). */
 export type ManyReturn<Gives = unknown> = (object & (Iterable<Gives> | AsyncIterable<Gives>)) | Dropped;

@@ -12,7 +12,6 @@ import type { TaskSpec } from "../protocol/pipeline.ts";
 import type { CombineOption } from "./options.ts";
 import { type LocalPackage, resolveCombiner } from "./packager.ts";
 
-
 /** A combiner as the root runs it: what the nodes are told, and the class the root merges with. */
 export interface ResolvedCombiner {
   spec: TaskSpec | BuiltInCombiner;

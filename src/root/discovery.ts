@@ -121,7 +121,13 @@ async function ask(
   const address = formatAddress(host, port);
   const { token, tls, timeoutMs, helloTimeoutMs, answerTimeoutMs } = options;
   try {
-    const status = await askNodeStatus(host, port, { token, tls, connectTimeoutMs: timeoutMs, helloTimeoutMs, answerTimeoutMs });
+    const status = await askNodeStatus(host, port, {
+      token,
+      tls,
+      connectTimeoutMs: timeoutMs,
+      helloTimeoutMs,
+      answerTimeoutMs,
+    });
     return { address, host, port, status };
   } catch (error) {
     // Only the handshake refuses us; anything else means nothing there, or not a pcluster node.
@@ -200,6 +206,7 @@ function hostsOf(network: string): string[] {
 
 function positive(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
-  if (!Number.isFinite(value) || value <= 0) throw new TypeError(`${name} must be a positive number, got ${Bun.inspect(value)}`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new TypeError(`${name} must be a positive number, got ${Bun.inspect(value)}`);
   return value;
 }

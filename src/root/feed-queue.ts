@@ -182,7 +182,8 @@ export class FeedQueue {
     const stale = new Set<number>();
     const before = performance.now() - ageMs;
     for (const chunk of this.#chunks.values()) {
-      if (chunk.queued === 0 && chunk.outstanding > 0 && chunk.sentOutAt >= 0 && chunk.sentOutAt <= before) stale.add(chunk.serial);
+      if (chunk.queued === 0 && chunk.outstanding > 0 && chunk.sentOutAt >= 0 && chunk.sentOutAt <= before)
+        stale.add(chunk.serial);
     }
     return stale;
   }

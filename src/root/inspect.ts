@@ -65,7 +65,12 @@ export function table(header: string[], rows: Array<Array<string | number>>): st
   const widths = header.map((_, column) => Math.max(...cells.map((row) => row[column]!.length)));
   const numeric = header.map((_, column) => rows.length > 0 && rows.every((row) => typeof row[column] === "number"));
   return cells
-    .map((row) => row.map((cell, column) => (numeric[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join("  ").trimEnd())
+    .map((row) =>
+      row
+        .map((cell, column) => (numeric[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!)))
+        .join("  ")
+        .trimEnd(),
+    )
     .join("\n");
 }
 
@@ -83,7 +88,9 @@ export function formatStatuses(reports: StatusReply[]): string {
       pipeline ? `${pipeline.name} ${pipeline.version}` : "(idle)",
       pipeline ? pipeline.owner : "",
       `${status.cores}`,
-      pipeline ? `${pipeline.workers}${pipeline.workersReplaced > 0 ? ` (${pipeline.workersReplaced} replaced)` : ""}` : `${status.workers}`,
+      pipeline
+        ? `${pipeline.workers}${pipeline.workersReplaced > 0 ? ` (${pipeline.workersReplaced} replaced)` : ""}`
+        : `${status.workers}`,
       pipeline ? `${pipeline.idleWorkers}` : "",
       pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
       pipeline ? new Date(pipeline.startedAt).toISOString() : "",

@@ -66,13 +66,21 @@ const LISTENING = /listening on 127\.0\.0\.1:(\d+)/;
 export async function startLocalCluster(options: LocalClusterOptions = {}): Promise<LocalCluster> {
   const nodeCount = count(options.nodes, 2, "nodes");
   const workers = count(options.workers, Math.max(1, Math.floor(availableParallelism() / nodeCount)), "workers");
-  const memoryLimitMb = count(options.memoryLimitMb, Math.max(1, Math.floor(defaultMemoryLimit() / nodeCount / 1048576)), "memoryLimitMb");
+  const memoryLimitMb = count(
+    options.memoryLimitMb,
+    Math.max(1, Math.floor(defaultMemoryLimit() / nodeCount / 1048576)),
+    "memoryLimitMb",
+  );
   const workdir = await mkdtemp(join(tmpdir(), "pcluster-local-"));
   liveWorkdirs.add(workdir);
   // The log server runs in the temp folder: a relative path is the caller's, from the caller's directory.
   const logFile = options.logFile === undefined ? join(workdir, "pcluster.log") : resolve(options.logFile);
   // The children stop by themselves once this process is gone, even if it is killed with SIGKILL.
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1", [EXIT_WITH_PARENT_ENV]: String(process.pid) };
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    NO_COLOR: "1",
+    [EXIT_WITH_PARENT_ENV]: String(process.pid),
+  };
   if (options.token) env.PCLUSTER_TOKEN = options.token;
   const quiet = options.quiet ?? true;
   const children: LocalProcess[] = [];
@@ -87,13 +95,20 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     const logPort = await logServer.listeningPort(START_TIMEOUT_MS);
     const nodeArgs = (index: number, port: number) => [
       "node",
-      "--host", "127.0.0.1",
-      "--port", String(port),
-      "--log-host", "127.0.0.1",
-      "--log-port", String(logPort),
-      "--workers", String(workers),
-      "--memory-limit", String(memoryLimitMb),
-      "--workdir", join(workdir, `node-${index}`),
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--log-host",
+      "127.0.0.1",
+      "--log-port",
+      String(logPort),
+      "--workers",
+      String(workers),
+      "--memory-limit",
+      String(memoryLimitMb),
+      "--workdir",
+      join(workdir, `node-${index}`),
     ];
     const nodes = Array.from({ length: nodeCount }, (_, index) => spawn(`node-${index}`, nodeArgs(index, 0)));
     const nodePorts = await Promise.all(nodes.map((node) => node.listeningPort(START_TIMEOUT_MS)));
@@ -164,7 +179,8 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
 
 function count(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a positive integer, got ${Bun.inspect(value)}`);
+  if (!Number.isInteger(value) || value < 1)
+    throw new TypeError(`${name} must be a positive integer, got ${Bun.inspect(value)}`);
   return value;
 }
 
@@ -187,7 +203,13 @@ class LocalProcess {
     command: string[],
     options: { cwd: string; env: Record<string, string | undefined>; quiet: boolean },
   ) {
-    this.#proc = Bun.spawn(command, { cwd: options.cwd, env: options.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    this.#proc = Bun.spawn(command, {
+      cwd: options.cwd,
+      env: options.env,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     // A running child must not keep this process alive: a script that forgets `stop()` (or the Root's
     // `close()`) still ends when its work is done, and the exit handler below takes the children along.
     // While a Root works or waits, its connections keep the process alive.
@@ -199,7 +221,8 @@ class LocalProcess {
       updateGuards();
       return code;
     });
-    const echo = (stream: NodeJS.WriteStream) => (options.quiet ? undefined : (line: string) => stream.write(`[${name}] ${line}\n`));
+    const echo = (stream: NodeJS.WriteStream) =>
+      options.quiet ? undefined : (line: string) => stream.write(`[${name}] ${line}\n`);
     this.drained = Promise.all([
       this.#read(this.#proc.stdout, echo(process.stdout)),
       this.#read(this.#proc.stderr, echo(process.stderr)),

@@ -24,11 +24,31 @@ export function rootMetricsText({ progress, nodes }: RootObservation): string {
     .gauge("pcluster_root_items_queued", "Items waiting at the root.", progress.queued)
     .gauge("pcluster_root_items_in_flight", "Items sent to nodes and not finished.", progress.inFlight)
     .gauge("pcluster_root_nodes", "Nodes the pipeline runs on.", nodes.length)
-    .gauge("pcluster_root_node_workers", "A node's workers.", perNode((node) => node.workers))
-    .gauge("pcluster_root_node_idle_workers", "Idle workers a node reported last.", perNode((n) => n.idleWorkers))
-    .gauge("pcluster_root_node_window_items", "Items a node may have in flight now.", perNode((node) => node.window))
-    .gauge("pcluster_root_node_in_flight_items", "Items in flight on a node.", perNode((node) => node.inFlight))
-    .gauge("pcluster_root_node_in_flight_bytes", "Bytes in flight on a node.", perNode((node) => node.inFlightBytes))
+    .gauge(
+      "pcluster_root_node_workers",
+      "A node's workers.",
+      perNode((node) => node.workers),
+    )
+    .gauge(
+      "pcluster_root_node_idle_workers",
+      "Idle workers a node reported last.",
+      perNode((n) => n.idleWorkers),
+    )
+    .gauge(
+      "pcluster_root_node_window_items",
+      "Items a node may have in flight now.",
+      perNode((node) => node.window),
+    )
+    .gauge(
+      "pcluster_root_node_in_flight_items",
+      "Items in flight on a node.",
+      perNode((node) => node.inFlight),
+    )
+    .gauge(
+      "pcluster_root_node_in_flight_bytes",
+      "Bytes in flight on a node.",
+      perNode((node) => node.inFlightBytes),
+    )
     .gauge(
       "pcluster_root_node_round_trip_seconds",
       "The last timed item's time from sent to done on a node.",

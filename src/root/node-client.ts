@@ -17,7 +17,13 @@ import type { FeedTarget } from "./scheduler.ts";
 export async function askNodeStatus(
   host: string,
   port: number,
-  options: { token?: string; tls?: ClientTls; connectTimeoutMs: number; helloTimeoutMs?: number; answerTimeoutMs: number },
+  options: {
+    token?: string;
+    tls?: ClientTls;
+    connectTimeoutMs: number;
+    helloTimeoutMs?: number;
+    answerTimeoutMs: number;
+  },
 ): Promise<NodeStatus> {
   const { connection } = await dial({
     hostname: host,
@@ -36,7 +42,10 @@ export async function askNodeStatus(
 }
 
 /** How to reach a node: the root's own options for it. */
-export type NodeClientOptions = Pick<RootOptions, "token" | "tls" | "connectTimeoutMs" | "heartbeatMs" | "heartbeatTimeoutMs">;
+export type NodeClientOptions = Pick<
+  RootOptions,
+  "token" | "tls" | "connectTimeoutMs" | "heartbeatMs" | "heartbeatTimeoutMs"
+>;
 
 /**
  * `NodeClient`: the root's one persistent connection to one node — its commands, its pushes, and a
@@ -154,7 +163,11 @@ export class NodeClient implements FeedTarget {
     this.#lastAnswer = performance.now();
     if (message.t === "results") {
       // The node charges the whole frame to our credit; give back exactly that.
-      this.onResults(message.blob, message.idle, blobFrameBytes("results", { idle: message.idle }, message.blob.length));
+      this.onResults(
+        message.blob,
+        message.idle,
+        blobFrameBytes("results", { idle: message.idle }, message.blob.length),
+      );
     } else if (message.t === "event") this.onEvent(message.name, message.data);
   }
 

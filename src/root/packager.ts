@@ -14,7 +14,6 @@ export type TaskInput = TaskDefinition;
  * which export of which package each task of the user's taskchain is.
  */
 
-
 /** A local package folder (absolute) and its files as they will be shipped. */
 export interface LocalPackage {
   dir: string;
@@ -97,7 +96,8 @@ async function packageRoot(dir: string): Promise<string> {
   } catch {
     throw new SetupError(`local package folder ${absolute} does not exist; check the path in localPackages`);
   }
-  if (!info.isDirectory()) throw new SetupError(`local package ${absolute} is not a folder; give the folder holding its package.json`);
+  if (!info.isDirectory())
+    throw new SetupError(`local package ${absolute} is not a folder; give the folder holding its package.json`);
   // The real path, so that the root imports the very module the user's script imported (Bun keys
   // modules by real path) and links can be judged by where they really lead.
   return realpath(absolute);
@@ -199,17 +199,24 @@ interface LoadedPackage {
  * @example
  * const specs = await resolveTaskchain([{ function: simpleTask }, { function: "task_package#DropItem", args: ["x"] }], packages)
  */
-export async function resolveTaskchain(tasks: readonly TaskDefinition[], packages: LocalPackage[]): Promise<TaskSpec[]> {
+export async function resolveTaskchain(
+  tasks: readonly TaskDefinition[],
+  packages: LocalPackage[],
+): Promise<TaskSpec[]> {
   if (tasks.length === 0) throw new SetupError("the taskchain is empty: give at least one task");
   const loaded = await Promise.all(packages.map(loadPackage));
   return tasks.map((task, index) => {
     const where = `task ${index + 1}`;
     const found =
-      typeof task.function === "string" ? byReference(task.function, loaded, where) : byIdentity(task.function, loaded, where);
+      typeof task.function === "string"
+        ? byReference(task.function, loaded, where)
+        : byIdentity(task.function, loaded, where);
     const value = found.pkg.exports[found.exportName];
     checkTaskValue(value, `${where} ("${found.pkg.name}#${found.exportName}")`);
     if (task.args !== undefined && !Array.isArray(task.args)) {
-      throw new SetupError(`${where} ("${found.pkg.name}#${found.exportName}"): args must be an array of constructor arguments`);
+      throw new SetupError(
+        `${where} ("${found.pkg.name}#${found.exportName}"): args must be an array of constructor arguments`,
+      );
     }
     const spec: TaskSpec = {
       package: found.pkg.name,
@@ -234,7 +241,9 @@ export async function resolveCombiner(
   const where = "the combiner";
   const found = typeof type === "string" ? byReference(type, loaded, where) : byIdentity(type, loaded, where);
   if (args !== undefined && !Array.isArray(args)) {
-    throw new SetupError(`${where} ("${found.pkg.name}#${found.exportName}"): args must be an array of constructor arguments`);
+    throw new SetupError(
+      `${where} ("${found.pkg.name}#${found.exportName}"): args must be an array of constructor arguments`,
+    );
   }
   const spec: TaskSpec = { package: found.pkg.name, export: found.exportName, isGenerator: false };
   if (args !== undefined) spec.args = [...args];
@@ -247,7 +256,9 @@ async function loadPackage({ dir, bundle }: LocalPackage): Promise<LoadedPackage
   try {
     exports = (await import(entry)) as Exports;
   } catch (error) {
-    throw new SetupError(`importing local package "${bundle.name}" (${entry}) on the root failed: ${(error as Error).message}`);
+    throw new SetupError(
+      `importing local package "${bundle.name}" (${entry}) on the root failed: ${(error as Error).message}`,
+    );
   }
   return { name: bundle.name, manifestName: manifestName(bundle), dir, exports };
 }
@@ -270,7 +281,9 @@ interface FoundExport {
 
 function byIdentity(fn: Function, packages: LoadedPackage[], where: string): FoundExport {
   if (typeof fn !== "function") {
-    throw new SetupError(`${where}: "function" must be a function, a class or a "package#export" string, got ${typeof fn}`);
+    throw new SetupError(
+      `${where}: "function" must be a function, a class or a "package#export" string, got ${typeof fn}`,
+    );
   }
   let viaDefault: FoundExport | undefined;
   for (const pkg of packages) {
@@ -291,14 +304,18 @@ function byIdentity(fn: Function, packages: LoadedPackage[], where: string): Fou
 function byReference(reference: string, packages: LoadedPackage[], where: string): FoundExport {
   const at = reference.lastIndexOf("#");
   if (at <= 0 || at === reference.length - 1) {
-    throw new SetupError(`${where}: "${reference}" is not a task reference; write "package#export", e.g. "task_package#simpleTask"`);
+    throw new SetupError(
+      `${where}: "${reference}" is not a task reference; write "package#export", e.g. "task_package#simpleTask"`,
+    );
   }
   const packageName = reference.slice(0, at);
   const exportName = reference.slice(at + 1);
   const pkg = packages.find((p) => p.name === packageName) ?? packages.find((p) => p.manifestName === packageName);
   if (pkg === undefined) {
     const known = packages.map((p) => `"${p.name}"`).join(", ") || "none: localPackages is empty";
-    throw new SetupError(`${where}: "${reference}" names package "${packageName}", which is not a local package (local packages: ${known})`);
+    throw new SetupError(
+      `${where}: "${reference}" names package "${packageName}", which is not a local package (local packages: ${known})`,
+    );
   }
   if (!Object.hasOwn(pkg.exports, exportName)) {
     const callable = Object.keys(pkg.exports).filter((name) => typeof pkg.exports[name] === "function");
@@ -312,7 +329,9 @@ function byReference(reference: string, packages: LoadedPackage[], where: string
 /** Refuses exports that a worker could not call: non-functions, and classes without `process`. */
 function checkTaskValue(value: unknown, where: string): void {
   if (typeof value !== "function") {
-    throw new SetupError(`${where}: the export is a ${value === null ? "null" : typeof value}, not a function or a class`);
+    throw new SetupError(
+      `${where}: the export is a ${value === null ? "null" : typeof value}, not a function or a class`,
+    );
   }
   if (isClass(value) && typeof value.prototype?.process !== "function") {
     throw new SetupError(

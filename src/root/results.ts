@@ -117,7 +117,8 @@ export class ResultPump<Source> {
       if (frame.source !== source) continue;
       const reader = new RecordReader(frame.blob);
       while (reader.next()) {
-        if (reader.kind === RecordKind.Done) forEachDone(frame.blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
+        if (reader.kind === RecordKind.Done)
+          forEachDone(frame.blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
       }
     }
     return ids;
@@ -211,7 +212,8 @@ export class ResultPump<Source> {
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handleFrame(frame) ?? undefined);
       if (++sinceClockCheck === RECORDS_PER_CLOCK_CHECK) {
         sinceClockCheck = 0;
-        if (performance.now() - this.#sliceStart > SLICE_MS) return this.#yieldTurn().then(() => this.#handleFrame(frame) ?? undefined);
+        if (performance.now() - this.#sliceStart > SLICE_MS)
+          return this.#yieldTurn().then(() => this.#handleFrame(frame) ?? undefined);
       }
     }
     return undefined;
@@ -276,7 +278,8 @@ function doneIn(blob: Uint8Array): Set<number> {
   const done = new Set<number>();
   const reader = new RecordReader(blob);
   while (reader.next()) {
-    if (reader.kind === RecordKind.Done) forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
+    if (reader.kind === RecordKind.Done)
+      forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
   }
   return done;
 }

@@ -25,7 +25,14 @@ import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
 import type { RootObservation } from "./observation.ts";
 import type { CombineOption, RootOptions, RunOptions } from "./options.ts";
-import type { ChainInput, ChainOutput, CheckedChain, TaskDefinition, Travelling, TravellingItems } from "./chain-types.ts";
+import type {
+  ChainInput,
+  ChainOutput,
+  CheckedChain,
+  TaskDefinition,
+  Travelling,
+  TravellingItems,
+} from "./chain-types.ts";
 import { CombinedTotal, resolveCombine } from "./combine.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { showProgress } from "./progress-bar.ts";
@@ -271,9 +278,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     }
     for (const node of found.busy) {
       const pipeline = node.status.pipeline!;
-      this.#note("info", `searchNodes: skipped busy node ${node.address}: it runs "${pipeline.name}" ${pipeline.version} for root ${pipeline.owner}`);
+      this.#note(
+        "info",
+        `searchNodes: skipped busy node ${node.address}: it runs "${pipeline.name}" ${pipeline.version} for root ${pipeline.owner}`,
+      );
     }
-    for (const node of found.refused) this.#note("warn", `searchNodes: node ${node.address} refused us: ${node.reason}`);
+    for (const node of found.refused)
+      this.#note("warn", `searchNodes: node ${node.address} refused us: ${node.reason}`);
     return added;
   }
 
@@ -298,9 +309,18 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
     this.#assertOpen();
     if (this.#localStopped) {
-      throw new StateError("reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline");
+      throw new StateError(
+        "reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline",
+      );
     }
-    const numeric = ["workersPerNode", "maxAttempts", "taskTimeoutMs", "resultWindow", "setupTimeoutMs", "maxHeldBytes"] as const;
+    const numeric = [
+      "workersPerNode",
+      "maxAttempts",
+      "taskTimeoutMs",
+      "resultWindow",
+      "setupTimeoutMs",
+      "maxHeldBytes",
+    ] as const;
     for (const option of numeric) {
       const value = options[option];
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
@@ -309,7 +329,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     }
     const delivery = options.delivery ?? "exactly-once";
     if (delivery !== "exactly-once" && delivery !== "at-least-once") {
-      throw new TypeError(`setup option delivery must be "exactly-once" or "at-least-once", got ${Bun.inspect(delivery)}`);
+      throw new TypeError(
+        `setup option delivery must be "exactly-once" or "at-least-once", got ${Bun.inspect(delivery)}`,
+      );
     }
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
@@ -342,7 +364,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
     }
     const endpoints = [...this.#endpoints.values()];
-    const outcomes = await Promise.allSettled(endpoints.map((endpoint) => this.#setupNode(endpoint, args, options as SetupOptions)));
+    const outcomes = await Promise.allSettled(
+      endpoints.map((endpoint) => this.#setupNode(endpoint, args, options as SetupOptions)),
+    );
     const failures = outcomes.flatMap((outcome, index) =>
       outcome.status === "rejected" ? [{ node: endpoints[index]!.key, error: outcome.reason as Error }] : [],
     );
@@ -353,7 +377,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       await this.#stopPipeline("another node failed to set up");
       const lines = failures.map((failure) => `  ${failure.node}: ${failure.error.message}`).join("\n");
       const message = `setup of "${name}" ${args.version} failed on ${failures.length} of ${endpoints.length} nodes:\n${lines}`;
-      throw failures.every((failure) => failure.error instanceof NodeBusyError) ? new NodeBusyError(message) : new SetupError(message);
+      throw failures.every((failure) => failure.error instanceof NodeBusyError)
+        ? new NodeBusyError(message)
+        : new SetupError(message);
     }
     this.#setupOptions = options as SetupOptions;
     this.#results.configure(delivery === "exactly-once", options.maxHeldBytes);
@@ -369,7 +395,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       const { client, result } = (outcome as PromiseFulfilledResult<{ client: NodeClient; result: SetupResult }>).value;
       this.#addLane(client, result);
     }
-    this.#note("info", `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`);
+    this.#note(
+      "info",
+      `"${name}" ${args.version} set up on ${endpoints.length} nodes (${this.#scheduler.lanes.reduce((n, lane) => n + lane.workers, 0)} workers)`,
+    );
     this.#updateKeepAlive();
     // The same root: only its type changes, to the one the taskchain gives.
     return this as Root<unknown, unknown> as Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>;
@@ -390,8 +419,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * cluster.feedMany(lines); // not cluster.feed(...lines) for millions of lines
    */
   feedMany<T extends In>(iterable: readonly Travelling<T>[] | Iterable<Travelling<T>>): void {
-    if (typeof iterable === "string" || typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function") {
-      throw new TypeError(`feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`);
+    if (
+      typeof iterable === "string" ||
+      typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function"
+    ) {
+      throw new TypeError(
+        `feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`,
+      );
     }
     this.#enqueue(Array.isArray(iterable) ? iterable : Array.from(iterable), 0);
   }
@@ -721,13 +755,22 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       if (name === "refused") return this.#onRefused(client, data);
       if (name === "reset" && this.#lanes.has(client)) {
         client.close();
-        this.#onNodeLost(client, new StateError(`node ${client.address} reset the pipeline: ${(data as { why?: string })?.why ?? "no reason given"}`));
+        this.#onNodeLost(
+          client,
+          new StateError(
+            `node ${client.address} reset the pipeline: ${(data as { why?: string })?.why ?? "no reason given"}`,
+          ),
+        );
       }
     };
     return client;
   }
 
-  async #setupNode(endpoint: Endpoint, args: SetupArgs, options: SetupOptions): Promise<{ client: NodeClient; result: SetupResult }> {
+  async #setupNode(
+    endpoint: Endpoint,
+    args: SetupArgs,
+    options: SetupOptions,
+  ): Promise<{ client: NodeClient; result: SetupResult }> {
     const client = await this.#client(endpoint);
     const result = await client.request<SetupResult>("setup", args, options.setupTimeoutMs ?? 15 * 60_000);
     return { client, result };
@@ -758,7 +801,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#endpoints.delete(client.address);
     // Items whose Done waits behind the output handler are finished: their outputs are still handed out.
     const maxAttempts = this.#setupOptions.maxAttempts ?? 3;
-    const { requeued, finished, givenUp } = this.#scheduler.removeLane(lane, this.#results.pendingDone(client), maxAttempts);
+    const { requeued, finished, givenUp } = this.#scheduler.removeLane(
+      lane,
+      this.#results.pendingDone(client),
+      maxAttempts,
+    );
     this.#results.endOf(client); // what it left held (items sent again) is dropped after its last frame
     this.#progress.resent += requeued;
     this.#progress.done += finished + givenUp.length;
@@ -768,7 +815,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       "warn",
       `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}` +
         (givenUp.length > 0 ? `; ${givenUp.length} given up` : "") +
-        (rejoinMs > 0 ? `; it is set up again if it comes back within ${rejoinMs} ms` : "; it is dropped from this root's nodes (addNode() brings it back)"),
+        (rejoinMs > 0
+          ? `; it is set up again if it comes back within ${rejoinMs} ms`
+          : "; it is dropped from this root's nodes (addNode() brings it back)"),
     );
     for (const item of givenUp) this.#giveUp(item, client.address);
     if (endpoint !== undefined && rejoinMs > 0 && this.#running && this.#pipeline !== undefined) {
@@ -828,12 +877,16 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         }
         this.#endpoints.set(endpoint.key, endpoint);
         this.#addLane(client, result);
-        this.#note("info", `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`);
+        this.#note(
+          "info",
+          `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`,
+        );
         this.#settle();
         return;
       } catch (error) {
         if (Date.now() + delay > deadline) {
-          if (retryMs === 0) this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
+          if (retryMs === 0)
+            this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
           return;
         }
       }
@@ -874,18 +927,23 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #onTaskError(client: NodeClient, item: number, report: TaskErrorReport, failed: boolean): unknown {
     this.#progress.errors++;
-    const error = new TaskError(`task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`, {
-      task: report.task,
-      stack: report.stack,
-      failed,
-      node: client.address,
-      item,
-    });
+    const error = new TaskError(
+      `task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`,
+      {
+        task: report.task,
+        stack: report.stack,
+        failed,
+        node: client.address,
+        item,
+      },
+    );
     this.#recentErrors.add({ task: report.task, item, message: report.message, failed, node: client.address });
     const handler = this.#setupOptions.errorHandler;
     if (handler !== undefined) return callHandler("errorHandler", handler, error);
     if (this.#unhandledErrors++ < MAX_UNHANDLED_ERROR_NOTES) {
-      consola.warn(`pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`);
+      consola.warn(
+        `pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`,
+      );
     }
     return undefined;
   }
@@ -895,7 +953,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       this.#total?.merge(bytes, start, end);
       return undefined;
     } catch (error) {
-      const report = { task: "(combiner)", message: `merging a partial on the root failed: ${(error as Error).message}` };
+      const report = {
+        task: "(combiner)",
+        message: `merging a partial on the root failed: ${(error as Error).message}`,
+      };
       return this.#onTaskError(client, 0, report, false);
     }
   }
@@ -1006,7 +1067,9 @@ function freeAtExit(root: Root): void {
 function callHandler<T>(name: string, handler: (value: T) => unknown, value: T): unknown {
   try {
     const result = handler(value);
-    return isThenable(result) ? Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error)) : result;
+    return isThenable(result)
+      ? Promise.resolve(result).then(undefined, (error: unknown) => reportHandlerError(name, error))
+      : result;
   } catch (error) {
     reportHandlerError(name, error);
     return undefined;
@@ -1014,5 +1077,7 @@ function callHandler<T>(name: string, handler: (value: T) => unknown, value: T):
 }
 
 function reportHandlerError(name: string, error: unknown): void {
-  consola.error(`pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  consola.error(
+    `pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+  );
 }

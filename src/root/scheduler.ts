@@ -167,8 +167,7 @@ export class Scheduler {
       else if (lost >= 2) {
         this.#quarantine.push(resend);
         quarantined++;
-      }
-      else requeued.push(resend);
+      } else requeued.push(resend);
     }
     for (const resend of requeued) this.#retryBytes += resend.bytes.length;
     this.#retry = requeued.reverse().concat(this.#retry); // taken from the end: the oldest goes first
@@ -306,7 +305,8 @@ export class Scheduler {
    */
   #sendBatch(lane: NodeLane): number {
     if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
-    if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0) return this.#isolate(lane);
+    if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0)
+      return this.#isolate(lane);
     const room = lane.window.size - lane.ledger.size;
     if (room <= 0) return 0;
     const alone = lane.ledger.size === 0;
@@ -387,7 +387,8 @@ export class Scheduler {
     if (stale.size === 0) return;
     for (const lane of this.#lanes) {
       for (const [id, entry] of lane.ledger.entries()) {
-        if (typeof entry === "number" && stale.has(this.#fresh.chunkOf(entry))) lane.ledger.replace(id, this.#fresh.copyOut(entry));
+        if (typeof entry === "number" && stale.has(this.#fresh.chunkOf(entry)))
+          lane.ledger.replace(id, this.#fresh.copyOut(entry));
       }
     }
   }

@@ -92,6 +92,8 @@ describe("checkValue", () => {
   test("files must exist and be files", () => {
     expect(checkValue.file(import.meta.path, "--tls-cert")).toBe(import.meta.path);
     expect(() => checkValue.file("/nope.pem", "--tls-cert")).toThrow("--tls-cert: no such file /nope.pem");
-    expect(() => checkValue.file(import.meta.dir, "--tls-cert")).toThrow(`--tls-cert: ${import.meta.dir} is not a file`);
+    expect(() => checkValue.file(import.meta.dir, "--tls-cert")).toThrow(
+      `--tls-cert: ${import.meta.dir} is not a file`,
+    );
   });
 });

@@ -39,10 +39,22 @@ describe("bad invocations are refused with one line and exit code 2", () => {
     [["node", "--port=", ...workdir()], "--port needs a value"],
     [["node", "--port", "99999", ...workdir()], '--port must be a port from 0 to 65535, got "99999"'],
     [["node", "--port", "60.5", ...workdir()], '--port must be a port from 0 to 65535, got "60.5"'],
-    [["node", "--port", "0", "--host", "no such host!", ...workdir()], '--host must be an IP address or a host name, got "no such host!"'],
-    [["node", "--port", "0", "--workers", "0", ...workdir()], '--workers must be a whole number of at least 1, got "0"'],
-    [["node", "--port", "0", "--tls-cert", "/nope.pem", "--tls-key", "/nope.pem", ...workdir()], "--tls-cert: no such file /nope.pem"],
-    [["node", "--port", "0", "--tls-cert", join(TLS, "cert.pem"), ...workdir()], "--tls-cert and --tls-key go together"],
+    [
+      ["node", "--port", "0", "--host", "no such host!", ...workdir()],
+      '--host must be an IP address or a host name, got "no such host!"',
+    ],
+    [
+      ["node", "--port", "0", "--workers", "0", ...workdir()],
+      '--workers must be a whole number of at least 1, got "0"',
+    ],
+    [
+      ["node", "--port", "0", "--tls-cert", "/nope.pem", "--tls-key", "/nope.pem", ...workdir()],
+      "--tls-cert: no such file /nope.pem",
+    ],
+    [
+      ["node", "--port", "0", "--tls-cert", join(TLS, "cert.pem"), ...workdir()],
+      "--tls-cert and --tls-key go together",
+    ],
     [["node", "--port", "0", "--log-port", "5000", ...workdir()], "--log-host and --log-port go together"],
     [["node", "--port", "0", "--port", "1", ...workdir()], "--port is given twice"],
     [["node", "--insecure=maybe", ...workdir()], "--insecure is a switch"],
@@ -56,7 +68,11 @@ describe("bad invocations are refused with one line and exit code 2", () => {
     [["nod", "--port", "0"], 'unknown command "nod"; did you mean node?'],
   ];
   for (const [args, message] of cases) {
-    test(`pcluster ${args.filter((arg) => !arg.startsWith(root)).join(" ")}`, () => expectRefused(args, message), 20_000);
+    test(
+      `pcluster ${args.filter((arg) => !arg.startsWith(root)).join(" ")}`,
+      () => expectRefused(args, message),
+      20_000,
+    );
   }
 });
 

@@ -33,12 +33,17 @@ function expectDeployedNode(argv: readonly string[], port = 6000) {
 
 describe("Dockerfile", () => {
   const text = read("Dockerfile");
-  const json = (instruction: string): string[] => JSON.parse(new RegExp(`^${instruction} (\\[.*\\])$`, "m").exec(text)![1]!);
+  const json = (instruction: string): string[] =>
+    JSON.parse(new RegExp(`^${instruction} (\\[.*\\])$`, "m").exec(text)![1]!);
 
   test("is based on the official oven/bun image and copies only files that exist", () => {
     expect(text.match(/^FROM (\S+)/gm)).toEqual(["FROM oven/bun:1", "FROM oven/bun:1"]);
     for (const line of text.match(/^COPY (?!--from)(.*) \S+$/gm)!) {
-      for (const file of line.replace(/^COPY /, "").split(" ").slice(0, -1)) expect(existsSync(join(REPO, file))).toBe(true);
+      for (const file of line
+        .replace(/^COPY /, "")
+        .split(" ")
+        .slice(0, -1))
+        expect(existsSync(join(REPO, file))).toBe(true);
     }
   });
 

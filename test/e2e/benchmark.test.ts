@@ -71,8 +71,18 @@ describe("pcluster benchmark", () => {
     // The merged table comes first, as it always did, then the worker count.
     const lines = text.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^task\s+processed\s+dropped\s+errors\s+total ms\s+mean ms$/);
-    expect(lines[1]!.trim().split(/\s{2,}/).slice(0, 4)).toEqual(["failOnThirteen", "302", "0", "1"]);
-    expect(lines[2]!.trim().split(/\s{2,}/).slice(0, 4)).toEqual(["double", "302", "0", "0"]);
+    expect(
+      lines[1]!
+        .trim()
+        .split(/\s{2,}/)
+        .slice(0, 4),
+    ).toEqual(["failOnThirteen", "302", "0", "1"]);
+    expect(
+      lines[2]!
+        .trim()
+        .split(/\s{2,}/)
+        .slice(0, 4),
+    ).toEqual(["double", "302", "0", "0"]);
     expect(lines[3]).toBe('merged over 3 workers on 2 nodes ("bench" 2.1)');
 
     // Per worker: node, worker index, task and its figures; 2 + 1 workers, 2 tasks each.

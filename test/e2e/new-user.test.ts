@@ -79,7 +79,10 @@ afterAll(async () => {
 });
 
 test("bun add pcluster@file:…, bunx pcluster log/node, and a script with its own task package", async () => {
-  writeFileSync(join(project, "package.json"), `${JSON.stringify({ name: "new-user-project", private: true, type: "module" }, null, 2)}\n`);
+  writeFileSync(
+    join(project, "package.json"),
+    `${JSON.stringify({ name: "new-user-project", private: true, type: "module" }, null, 2)}\n`,
+  );
   const add = spawnBun(["add", `pcluster@file:${REPO}`], { cwd: project, env: USER_ENV });
   const addCode = await add.waitExit(120_000);
   expect(addCode, add.output).toBe(0);
@@ -93,12 +96,18 @@ test("bun add pcluster@file:…, bunx pcluster log/node, and a script with its o
     [0, 1].map((index) =>
       startServer([
         "node",
-        "--host", "127.0.0.1",
-        "--port", "0",
-        "--log-host", "127.0.0.1",
-        "--log-port", String(logServer.port),
-        "--workers", "1",
-        "--workdir", nodeWorkdir(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-host",
+        "127.0.0.1",
+        "--log-port",
+        String(logServer.port),
+        "--workers",
+        "1",
+        "--workdir",
+        nodeWorkdir(index),
       ]),
     ),
   );
@@ -106,7 +115,10 @@ test("bun add pcluster@file:…, bunx pcluster log/node, and a script with its o
   writeFileSync(join(project, "main.ts"), MAIN);
   const tasks = join(project, "word_tasks");
   mkdirSync(tasks);
-  writeFileSync(join(tasks, "package.json"), `${JSON.stringify({ name: "word_tasks", type: "module", main: "index.ts" }, null, 2)}\n`);
+  writeFileSync(
+    join(tasks, "package.json"),
+    `${JSON.stringify({ name: "word_tasks", type: "module", main: "index.ts" }, null, 2)}\n`,
+  );
   writeFileSync(join(tasks, "index.ts"), TASKS);
 
   const main = spawnBun(["main.ts", `127.0.0.1:${logServer.port}`, ...nodes.map((node) => `127.0.0.1:${node.port}`)], {
@@ -117,7 +129,10 @@ test("bun add pcluster@file:…, bunx pcluster log/node, and a script with its o
   expect(mainCode, main.output).toBe(0);
   const result = main.stdout.match(/^RESULT (.*)$/m);
   expect(result, main.output).not.toBeNull();
-  const { outputs, stats } = JSON.parse(result![1]!) as { outputs: string[]; stats: Array<{ task: string; processed: number; dropped: number }> };
+  const { outputs, stats } = JSON.parse(result![1]!) as {
+    outputs: string[];
+    stats: Array<{ task: string; processed: number; dropped: number }>;
+  };
 
   const expected = WORDS.flatMap((word) => [...word.toUpperCase()])
     .filter((letter) => !"AEIOU".includes(letter))
@@ -132,7 +147,10 @@ test("bun add pcluster@file:…, bunx pcluster log/node, and a script with its o
   ]);
 
   // Every task's log line, from the node processes (not the script), and both nodes set up, in the one file.
-  const text = await waitForFile(logFile, (text) => WORDS.every((word) => text.includes(`shout: ${word}`)) && text.includes("main: all done"));
+  const text = await waitForFile(
+    logFile,
+    (text) => WORDS.every((word) => text.includes(`shout: ${word}`)) && text.includes("main: all done"),
+  );
   const taskRecords = text.split("\n").flatMap((line) => {
     const match = RECORD.exec(line);
     return match !== null && match[4]!.startsWith("shout: ") ? [{ pid: Number(match[3]), msg: match[4]! }] : [];

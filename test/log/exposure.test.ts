@@ -17,6 +17,8 @@ test("listening beyond loopback needs a token or --insecure, and the refusal say
   expect(() => assertSafeListen("0.0.0.0", true, false, "node")).not.toThrow();
   expect(() => assertSafeListen("0.0.0.0", false, true, "log")).not.toThrow();
   expect(() => assertSafeListen("0.0.0.0", false, false, "node")).toThrow(AuthError);
-  expect(() => assertSafeListen("10.1.2.3", false, false, "node")).toThrow(/a node installs and runs the code it is sent/);
+  expect(() => assertSafeListen("10.1.2.3", false, false, "node")).toThrow(
+    /a node installs and runs the code it is sent/,
+  );
   expect(() => assertSafeListen("::", false, false, "log")).toThrow(/--token \(or set PCLUSTER_TOKEN\).*--insecure/);
 });

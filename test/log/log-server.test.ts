@@ -37,7 +37,9 @@ test("3 processes logging 1000 lines each at once: every line, in order per proc
   }
   // Echoed to stdout too, after the one line saying where it listens.
   await server.waitFor(/\] c 999\n/);
-  expect(server.stdout.split("\n")[0]).toMatch(/^pcluster log server listening on 127\.0\.0\.1:\d+, writing to .*many\.log$/);
+  expect(server.stdout.split("\n")[0]).toMatch(
+    /^pcluster log server listening on 127\.0\.0\.1:\d+, writing to .*many\.log$/,
+  );
 }, 20_000);
 
 test("appends across runs by default, truncates with --overwrite, and stops cleanly on SIGTERM", async () => {

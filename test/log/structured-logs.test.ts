@@ -30,7 +30,10 @@ interface JsonRecord {
 }
 
 const parseAll = (text: string): JsonRecord[] =>
-  text.trimEnd().split("\n").map((line) => JSON.parse(line) as JsonRecord);
+  text
+    .trimEnd()
+    .split("\n")
+    .map((line) => JSON.parse(line) as JsonRecord);
 
 let jsonServer: { server: Spawned; port: number; outfile: string };
 let node: RunningNode;

@@ -10,10 +10,15 @@ describe("MetricsText", () => {
         { labels: { task: "line\nbreak" }, value: 0 },
       ])
       .gauge("workers", "Workers.", 4)
-      .histogram("call_seconds", "Calls.", [0.001, 0.01, 1], [
-        { labels: { task: "a" }, counts: [2, 0, 5, 1], sum: 3.5 },
-        { labels: { task: "b" }, counts: [], sum: 0 },
-      ])
+      .histogram(
+        "call_seconds",
+        "Calls.",
+        [0.001, 0.01, 1],
+        [
+          { labels: { task: "a" }, counts: [2, 0, 5, 1], sum: 3.5 },
+          { labels: { task: "b" }, counts: [], sum: 0 },
+        ],
+      )
       .toString();
     expect(text.split("\n").slice(0, 5)).toEqual([
       "# HELP jobs_total Jobs.\\nTwo lines, a \\\\ too.",
@@ -27,8 +32,15 @@ describe("MetricsText", () => {
     expect(sampleValue(families, "jobs_total", { task: 'say "hi"\\now' })).toBe(3);
     expect(sampleValue(families, "jobs_total", { task: "line\nbreak" })).toBe(0);
     expect(sampleValue(families, "workers")).toBe(4);
-    const buckets = families.get("call_seconds")!.samples.filter((s) => s.name === "call_seconds_bucket" && s.labels.task === "a");
-    expect(buckets.map((s) => [s.labels.le, s.value])).toEqual([["0.001", 2], ["0.01", 2], ["1", 7], ["+Inf", 8]]);
+    const buckets = families
+      .get("call_seconds")!
+      .samples.filter((s) => s.name === "call_seconds_bucket" && s.labels.task === "a");
+    expect(buckets.map((s) => [s.labels.le, s.value])).toEqual([
+      ["0.001", 2],
+      ["0.01", 2],
+      ["1", 7],
+      ["+Inf", 8],
+    ]);
     expect(sampleValue(families, "call_seconds_count", { task: "a" })).toBe(8);
     expect(sampleValue(families, "call_seconds_sum", { task: "a" })).toBe(3.5);
     expect(sampleValue(families, "call_seconds_count", { task: "b" })).toBe(0);
@@ -37,7 +49,9 @@ describe("MetricsText", () => {
   test("a family without samples is left out; bad names are refused", () => {
     expect(new MetricsText().counter("none_total", "Nothing.", []).histogram("h", "H.", [1], []).toString()).toBe("");
     expect(() => new MetricsText().gauge("bad-name", "x", 1)).toThrow(/not a valid Prometheus metric name/);
-    expect(() => new MetricsText().gauge("ok", "x", [{ labels: { "bad-label": "v" }, value: 1 }])).toThrow(/label name/);
+    expect(() => new MetricsText().gauge("ok", "x", [{ labels: { "bad-label": "v" }, value: 1 }])).toThrow(
+      /label name/,
+    );
   });
 });
 
@@ -57,7 +71,11 @@ describe("the test's exposition reader refuses what Prometheus would", () => {
     ],
     ["no +Inf bucket", '# TYPE h histogram\nh_bucket{le="1"} 5\nh_sum 1\nh_count 5\n', /\+Inf/],
     ["+Inf unequal to _count", '# TYPE h histogram\nh_bucket{le="+Inf"} 5\nh_sum 1\nh_count 6\n', /!= _count/],
-    ["le out of order", '# TYPE h histogram\nh_bucket{le="2"} 1\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n', /increasing/],
+    [
+      "le out of order",
+      '# TYPE h histogram\nh_bucket{le="2"} 1\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n',
+      /increasing/,
+    ],
   ];
   for (const [what, text, message] of refused) {
     test(what, () => expect(() => parsePrometheusText(text)).toThrow(message));

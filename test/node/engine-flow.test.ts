@@ -45,7 +45,9 @@ afterAll(() => removeDir(dir));
 
 describe("fan-out and memory", () => {
   test("a small fan-out runs where its item runs; a large one is shared with an idle worker", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "split", isGenerator: true }, { export: "slowWhere" }], { workers: 2 });
+    const harness = await EngineHarness.start(dir, [{ export: "split", isGenerator: true }, { export: "slowWhere" }], {
+      workers: 2,
+    });
     try {
       // One item at a time, so that the other worker is idle (and hungry) all along.
       for (let i = 0; i < 20; i++) {
@@ -69,7 +71,9 @@ describe("fan-out and memory", () => {
   });
 
   test("a 100 000-way generator keeps memory bounded and busies both workers", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "work" }], { workers: 2 });
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "work" }], {
+      workers: 2,
+    });
     harness.keepOutputs = false;
     let maxBatch = 0;
     harness.onBatch = (records) => (maxBatch = Math.max(maxBatch, records.length));
@@ -99,7 +103,11 @@ describe("fan-out and memory", () => {
   }, 90_000);
 
   test("a 50 MB item passes through in both directions", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], {
+      workers: 2,
+      inputRingBytes: 1 << 16,
+      outputRingBytes: 1 << 16,
+    });
     try {
       const item = new Uint8Array(50 * 1024 * 1024);
       for (let i = 0; i < item.length; i += 4096) item[i] = (i >>> 12) & 255;
@@ -113,7 +121,11 @@ describe("fan-out and memory", () => {
     } finally {
       await harness.engine.reset();
     }
-    const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], { workers: 1, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    const made = await EngineHarness.start(dir, [{ export: "big" }, { export: "checksum" }], {
+      workers: 1,
+      inputRingBytes: 1 << 16,
+      outputRingBytes: 1 << 16,
+    });
     try {
       made.feed([50 * 1024 * 1024]);
       await made.waitEmpty();
@@ -126,7 +138,11 @@ describe("fan-out and memory", () => {
   }, 60_000);
 
   test("a feeder that awaits room waits while the rings are full: the backlog never holds more than one batch", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "identity" }], { workers: 2, inputRingBytes: 1 << 16, outputRingBytes: 1 << 16 });
+    const harness = await EngineHarness.start(dir, [{ export: "identity" }], {
+      workers: 2,
+      inputRingBytes: 1 << 16,
+      outputRingBytes: 1 << 16,
+    });
     harness.keepOutputs = false;
     const batches = 400;
     const perBatch = 500;
@@ -256,7 +272,9 @@ describe("lifecycle", () => {
     const code = await child.waitExit(20_000);
     expect(child.stdout).toContain("outputs 1000");
     expect(child.stdout).toContain("second setup outputs 10");
-    expect(child.stdout).toContain('third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"');
+    expect(child.stdout).toContain(
+      'third setup: task 2 ("tasks#noSuchTask"): package "tasks" has no export "noSuchTask"',
+    );
     expect(code).toBe(0);
   }, 30_000);
 });
@@ -297,7 +315,11 @@ describe("dying workers", () => {
   test("a task that runs away with memory costs its worker, not the process: ended at the limit, retried, then given up", async () => {
     Bun.gc(true);
     const limit = process.memoryUsage.rss() + 300 * 1024 * 1024;
-    const harness = await EngineHarness.start(dir, [{ export: "hog" }], { workers: 2, maxAttempts: 2, memoryLimitBytes: limit });
+    const harness = await EngineHarness.start(dir, [{ export: "hog" }], {
+      workers: 2,
+      maxAttempts: 2,
+      memoryLimitBytes: limit,
+    });
     try {
       const items = Array.from({ length: 2000 }, (_, i) => (i === 1000 ? "hog" : i));
       const ids = harness.feed(items);
@@ -305,7 +327,8 @@ describe("dying workers", () => {
       const failed = expectAllDoneButFailed(harness, items, ids, (item) => item === "hog");
       expect(harness.deaths.length).toBe(2);
       expect(harness.engine.workersReplaced).toBe(2);
-      for (const reason of harness.deaths) expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
+      for (const reason of harness.deaths)
+        expect(reason).toMatch(/^the node's memory reached \d+ MB, over its limit of \d+ MB/);
       expect(failed.map((e) => [e.id, e.task])).toEqual([[ids[1000]!, "hog"]]);
       expect(failed[0]!.message).toContain("gave up after 2 attempts");
       expect(failed[0]!.message).toContain("over its limit");
@@ -318,7 +341,11 @@ describe("dying workers", () => {
   }, 60_000);
 
   test("a task that gets stuck (endless loop, promise that never settles) is ended at the task timeout; the rest is done", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], { workers: 2, maxAttempts: 2, taskTimeoutMs: 500 });
+    const harness = await EngineHarness.start(dir, [{ export: "stuckOn" }], {
+      workers: 2,
+      maxAttempts: 2,
+      taskTimeoutMs: 500,
+    });
     try {
       const items = Array.from({ length: 1000 }, (_, i) => (i === 300 ? "loop" : i === 600 ? "wait" : i));
       const ids = harness.feed(items);
@@ -326,7 +353,9 @@ describe("dying workers", () => {
       const failed = expectAllDoneButFailed(harness, items, ids, (item) => typeof item !== "number");
       expect(failed.map((e) => e.id).sort((a, b) => a - b)).toEqual([ids[300]!, ids[600]!]);
       for (const error of failed) {
-        expect(error.message).toBe("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms, the task timeout (setup's taskTimeoutMs)");
+        expect(error.message).toBe(
+          "gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms, the task timeout (setup's taskTimeoutMs)",
+        );
       }
       expect(harness.deaths.length).toBe(4);
     } finally {
@@ -373,7 +402,12 @@ describe("dying workers", () => {
  * Checks that every item came back once except the `poison` ones, and that every item, poison too, is
  * done; returns the reports of the items given up.
  */
-function expectAllDoneButFailed(harness: EngineHarness, items: unknown[], ids: number[], poison: (item: unknown) => boolean): ErrorRecord[] {
+function expectAllDoneButFailed(
+  harness: EngineHarness,
+  items: unknown[],
+  ids: number[],
+  poison: (item: unknown) => boolean,
+): ErrorRecord[] {
   expect(sorted(harness.values())).toEqual(sorted(items.filter((item) => !poison(item))));
   expect(harness.done.sort((a, b) => a - b)).toEqual(ids);
   return harness.errors.filter((error) => error.kind === "failed");

@@ -96,7 +96,11 @@ describe("taskchains", () => {
   });
 
   test("depth-first: an item's sub-items run to the end of the chain before the next input is split", async () => {
-    const { harness } = await run([{ export: "splitThree", isGenerator: true }, { export: "order" }], ["a", "b", "c"], 1);
+    const { harness } = await run(
+      [{ export: "splitThree", isGenerator: true }, { export: "order" }],
+      ["a", "b", "c"],
+      1,
+    );
     expect(harness.values()).toEqual([
       { sub: "a.1", seen: 1, splitsSoFar: 1 },
       { sub: "a.2", seen: 2, splitsSoFar: 1 },
@@ -111,7 +115,9 @@ describe("taskchains", () => {
   });
 
   test("each item's Done says how many outputs it gave, the parts of its fan-out run by other workers included", async () => {
-    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "dropOdd" }], { workers: 2 });
+    const harness = await EngineHarness.start(dir, [{ export: "fanOut", isGenerator: true }, { export: "dropOdd" }], {
+      workers: 2,
+    });
     try {
       const evens = (count: number) => Math.ceil(count / 2); // dropOdd keeps the even ones of 0 … count-1
       // One large fan-out alone: the idle worker gets a share of it, and its Done counts them all.
@@ -167,7 +173,8 @@ describe("taskchains", () => {
 
 describe("task time", () => {
   /** Spins `ms` per item, so that the true total is known. */
-  const spinning = (count: number, ms: (i: number) => number) => Array.from({ length: count }, (_, i) => ({ ms: ms(i) }));
+  const spinning = (count: number, ms: (i: number) => number) =>
+    Array.from({ length: count }, (_, i) => ({ ms: ms(i) }));
   const trueTotal = (items: Array<{ ms: number }>) => items.reduce((sum, item) => sum + item.ms, 0);
 
   test("a slow task is timed on every call: its total is the time it spun", async () => {
@@ -197,17 +204,25 @@ describe("setup", () => {
   test("a missing export fails setup, naming the task and what the package exports", async () => {
     const start = EngineHarness.start(dir, [{ export: "identity" }, { export: "noSuchTask" }], { workers: 2 });
     await expect(start).rejects.toBeInstanceOf(SetupError);
-    await expect(start).rejects.toThrow(/task 2 \("tasks#noSuchTask"\): package "tasks" has no export "noSuchTask" \(its function and class exports: .*identity/);
+    await expect(start).rejects.toThrow(
+      /task 2 \("tasks#noSuchTask"\): package "tasks" has no export "noSuchTask" \(its function and class exports: .*identity/,
+    );
   });
 
   test("every worker's own setup error reaches the caller", async () => {
-    const moody = writeTaskPackage({ "index.ts": 'throw new Error(`no mood today (${Math.random().toString(36).slice(2)})`);\nexport const x = 1;' });
+    const moody = writeTaskPackage({
+      "index.ts": "throw new Error(`no mood today (${Math.random().toString(36).slice(2)})`);\nexport const x = 1;",
+    });
     try {
-      const error = await EngineHarness.start(moody, [{ export: "x" }], { workers: 2 }).catch((caught: Error) => caught);
+      const error = await EngineHarness.start(moody, [{ export: "x" }], { workers: 2 }).catch(
+        (caught: Error) => caught,
+      );
       expect(error).toBeInstanceOf(SetupError);
       const lines = (error as Error).message.split("\n");
       expect(lines[0]).toBe("workers failed to set up:");
-      expect(lines.slice(1).filter((line) => /importing package "tasks" failed: .*no mood today \(\w+\)/.test(line)).length).toBe(2);
+      expect(
+        lines.slice(1).filter((line) => /importing package "tasks" failed: .*no mood today \(\w+\)/.test(line)).length,
+      ).toBe(2);
     } finally {
       removeDir(moody);
     }
@@ -222,7 +237,9 @@ describe("setup", () => {
   test("a package that cannot be imported fails setup with the import error", async () => {
     const broken = writeTaskPackage({ "index.ts": "export const x = ;" });
     try {
-      await expect(EngineHarness.start(broken, [{ export: "x" }], { workers: 1 })).rejects.toThrow(/importing package "tasks" failed/);
+      await expect(EngineHarness.start(broken, [{ export: "x" }], { workers: 1 })).rejects.toThrow(
+        /importing package "tasks" failed/,
+      );
     } finally {
       removeDir(broken);
     }

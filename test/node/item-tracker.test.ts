@@ -21,7 +21,9 @@ describe("ItemTracker", () => {
       expect(tracker.rootOf(FLAG_SUB_ITEM, b)).toBe(7);
       const outputs: Record<string, number> = { root: 2, a: 5, b: 11 };
       const results = order.map((part) =>
-        part === "root" ? tracker.finish(0, 7, outputs[part]!) : tracker.finish(FLAG_SUB_ITEM, part === "a" ? a : b, outputs[part]!),
+        part === "root"
+          ? tracker.finish(0, 7, outputs[part]!)
+          : tracker.finish(FLAG_SUB_ITEM, part === "a" ? a : b, outputs[part]!),
       );
       expect(results).toEqual([-1, -1, 7]);
       expect(tracker.finishedOutputs).toBe(18);

@@ -15,12 +15,18 @@ const nodes: RunningNode[] = [];
 
 afterAll(async () => {
   await Promise.all(roots.map((root) => root.close()));
-  await tearDown([], nodes.map((node) => node.workdir));
+  await tearDown(
+    [],
+    nodes.map((node) => node.workdir),
+  );
 });
 
 /** A node with metrics on a free port (of 127.0.0.1 unless `host`); resolves with it and its /metrics URL. */
 async function nodeWithMetrics(host?: string): Promise<{ node: RunningNode; metrics: string }> {
-  const node = await startNode({ workers: 2, args: ["--metrics-port", "0", ...(host ? ["--metrics-host", host] : [])] });
+  const node = await startNode({
+    workers: 2,
+    args: ["--metrics-port", "0", ...(host ? ["--metrics-host", host] : [])],
+  });
   nodes.push(node);
   const [, url] = await node.proc.waitFor(/serving Prometheus metrics at (http:\/\/[\d.]+:\d+\/metrics)/);
   return { node, metrics: url! };
@@ -65,7 +71,11 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
       value(families, "pcluster_task_processed_total", { stage: "1" }) >
       value(first, "pcluster_task_processed_total", { stage: "1" }),
   );
-  for (const name of ["pcluster_items_done_total", "pcluster_task_errors_total", "pcluster_task_duration_seconds_count"]) {
+  for (const name of [
+    "pcluster_items_done_total",
+    "pcluster_task_errors_total",
+    "pcluster_task_duration_seconds_count",
+  ]) {
     const labels: Record<string, string> = name.startsWith("pcluster_task") ? { stage: "1" } : {};
     expect(value(second, name, labels)).toBeGreaterThanOrEqual(value(first, name, labels));
   }
@@ -82,10 +92,15 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
     expect(value(after, "pcluster_task_errors_total", labels)).toBe(task.errors);
     expect(value(after, "pcluster_task_duration_seconds_sum", labels)).toBeCloseTo(task.totalMs / 1000, 9);
     // The same buckets as the status reply, cumulative, with `le` in seconds.
-    const buckets = after.get("pcluster_task_duration_seconds")!.samples.filter(
-      (sample) => sample.name === "pcluster_task_duration_seconds_bucket" && sample.labels.stage === labels.stage,
-    );
-    expect(buckets.map((sample) => sample.labels.le)).toEqual([...LATENCY_BOUNDS_MS.map((ms) => String(ms / 1000)), "+Inf"]);
+    const buckets = after
+      .get("pcluster_task_duration_seconds")!
+      .samples.filter(
+        (sample) => sample.name === "pcluster_task_duration_seconds_bucket" && sample.labels.stage === labels.stage,
+      );
+    expect(buckets.map((sample) => sample.labels.le)).toEqual([
+      ...LATENCY_BOUNDS_MS.map((ms) => String(ms / 1000)),
+      "+Inf",
+    ]);
     let cumulative = 0;
     for (const [bucket, sample] of buckets.entries()) expect(sample.value).toBe((cumulative += task.latency![bucket]!));
   }
@@ -118,7 +133,17 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
 test("a metrics port in use, or --metrics-host alone, is refused with a message naming it", async () => {
   const { node, metrics } = await nodeWithMetrics();
   const port = new URL(metrics).port;
-  const taken = await runCli(["node", "--host", "127.0.0.1", "--port", "0", "--workdir", node.workdir, "--metrics-port", port]);
+  const taken = await runCli([
+    "node",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--workdir",
+    node.workdir,
+    "--metrics-port",
+    port,
+  ]);
   expect(taken.code).toBe(1);
   expect(taken.stderr).toContain(`cannot serve the node metrics on 127.0.0.1:${port}: the port is in use`);
   const alone = await runCli(["node", "--port", "0", "--metrics-host", "127.0.0.1"]);
@@ -135,5 +160,7 @@ test("--metrics-host puts the metrics on another address than the node's", async
   expect(node.addr).toStartWith("127.0.0.1:");
   expect(sampleValue(await scrape(metrics), "pcluster_workers")).toBe(0);
   // Nothing on 127.0.0.1 at that port: the metrics listen where they were told only.
-  await expect(fetch(metrics.replace("127.0.0.2", "127.0.0.1"), { signal: AbortSignal.timeout(3000) })).rejects.toThrow();
+  await expect(
+    fetch(metrics.replace("127.0.0.2", "127.0.0.1"), { signal: AbortSignal.timeout(3000) }),
+  ).rejects.toThrow();
 }, 30_000);

@@ -21,7 +21,10 @@ const simplePackage: PackageBundle = {
   name: "tasks",
   files: [
     text("package.json", JSON.stringify({ name: "tasks", type: "module", main: "src/main.ts" })),
-    text("src/main.ts", 'import { twice } from "./lib/twice.ts";\nexport function simpleTask(item: number) { return twice(item); }\n'),
+    text(
+      "src/main.ts",
+      'import { twice } from "./lib/twice.ts";\nexport function simpleTask(item: number) { return twice(item); }\n',
+    ),
     text("src/lib/twice.ts", "export const twice = (n: number) => n * 2;\n"),
     text("bin/tool.sh", "#!/bin/sh\necho tool\n", 0o755),
   ],
@@ -79,96 +82,104 @@ describe("installPipeline", () => {
     expect(again.skipped).toBe(true);
     expect((await stat(main)).mtimeMs).toBe(written);
 
-    const changed: PackageBundle = { name: "tasks", files: [text("index.ts", "export const simpleTask = (n: number) => n;\n")] };
+    const changed: PackageBundle = {
+      name: "tasks",
+      files: [text("index.ts", "export const simpleTask = (n: number) => n;\n")],
+    };
     const replaced = await install({ packages: [changed], hash: "hash-2" });
     expect(replaced.skipped).toBe(false);
     expect(existsSync(main)).toBe(false);
     expect(replaced.entries.tasks).toBe(join(replaced.dir, "tasks", "index.ts"));
   });
 
-  test(
-    "installs a package's dependencies and remote packages in the pipeline folder; pcluster is the node's own",
-    async () => {
-      // An offline "remote" package: a local folder given as a file: spec to `bun add`.
-      const remote = join(temp, "remote-helper");
-      await mkdir(remote, { recursive: true });
-      await writeFile(join(remote, "package.json"), JSON.stringify({ name: "remote-helper", version: "1.0.0", main: "index.js" }));
-      await writeFile(join(remote, "index.js"), "module.exports = { helper: () => 'helped' };\n");
+  test("installs a package's dependencies and remote packages in the pipeline folder; pcluster is the node's own", async () => {
+    // An offline "remote" package: a local folder given as a file: spec to `bun add`.
+    const remote = join(temp, "remote-helper");
+    await mkdir(remote, { recursive: true });
+    await writeFile(
+      join(remote, "package.json"),
+      JSON.stringify({ name: "remote-helper", version: "1.0.0", main: "index.js" }),
+    );
+    await writeFile(join(remote, "index.js"), "module.exports = { helper: () => 'helped' };\n");
 
-      const withDeps: PackageBundle = {
-        name: "withdeps",
+    const withDeps: PackageBundle = {
+      name: "withdeps",
+      files: [
+        text(
+          "package.json",
+          JSON.stringify({
+            name: "withdeps",
+            type: "module",
+            dependencies: { pcluster: "file:../../somewhere", "is-number": "7.0.0" },
+          }),
+        ),
+        text(
+          "index.ts",
+          'import isNumber from "is-number";\nimport { helper } from "remote-helper";\n' +
+            "export function check(item: unknown) { return [isNumber(item), helper()]; }\n",
+        ),
+      ],
+    };
+    const lines: string[] = [];
+    const installed = await install({
+      name: "deps",
+      packages: [withDeps],
+      remotePackages: [`file:${remote}`],
+      hash: "deps-1",
+      onOutput: (line) => lines.push(line),
+    });
+    const packageDir = join(installed.dir, "withdeps");
+    const module = (await import(installed.entries.withdeps!)) as { check: (item: unknown) => unknown[] };
+    expect(module.check(5)).toEqual([true, "helped"]);
+    expect(module.check("x")).toEqual([false, "helped"]);
+    expect(lines.length).toBeGreaterThan(0);
+
+    // pcluster was dropped from the package's dependencies; the pipeline links the node's own.
+    const manifest = JSON.parse(await readFile(join(packageDir, "package.json"), "utf8"));
+    expect(manifest.dependencies).toEqual({ "is-number": "7.0.0" });
+    expect(await realpath(join(installed.dir, "node_modules", "pcluster"))).toBe(await realpath(REPO));
+    expect(await realpath(Bun.resolveSync("pcluster/package.json", packageDir))).toBe(
+      await realpath(join(REPO, "package.json")),
+    );
+    if (existsSync(join(REPO, "src", "index.ts"))) {
+      expect(await realpath(Bun.resolveSync("pcluster", packageDir))).toBe(
+        await realpath(join(REPO, "src", "index.ts")),
+      );
+    }
+    // Installed where the pipeline lives, and nowhere in the node's own install.
+    expect(existsSync(join(packageDir, "node_modules", "is-number"))).toBe(true);
+    expect(existsSync(join(installed.dir, "node_modules", "remote-helper"))).toBe(true);
+    expect(existsSync(join(REPO, "node_modules", "is-number"))).toBe(false);
+    expect(existsSync(join(REPO, "node_modules", "remote-helper"))).toBe(false);
+  }, 120_000);
+
+  test.if(existsSync(join(REPO, "src", "index.ts")))(
+    "a shipped file importing log from pcluster gets the node's log",
+    async () => {
+      const logging: PackageBundle = {
+        name: "logging",
         files: [
           text(
             "package.json",
-            JSON.stringify({
-              name: "withdeps",
-              type: "module",
-              dependencies: { pcluster: "file:../../somewhere", "is-number": "7.0.0" },
-            }),
+            JSON.stringify({ name: "logging", type: "module", dependencies: { pcluster: "^0.1.0" } }),
           ),
-          text(
-            "index.ts",
-            'import isNumber from "is-number";\nimport { helper } from "remote-helper";\n' +
-              "export function check(item: unknown) { return [isNumber(item), helper()]; }\n",
-          ),
+          text("index.ts", 'import { log } from "pcluster";\nexport const logType = typeof log;\n'),
         ],
       };
-      const lines: string[] = [];
-      const installed = await install({
-        name: "deps",
-        packages: [withDeps],
-        remotePackages: [`file:${remote}`],
-        hash: "deps-1",
-        onOutput: (line) => lines.push(line),
-      });
-      const packageDir = join(installed.dir, "withdeps");
-      const module = (await import(installed.entries.withdeps!)) as { check: (item: unknown) => unknown[] };
-      expect(module.check(5)).toEqual([true, "helped"]);
-      expect(module.check("x")).toEqual([false, "helped"]);
-      expect(lines.length).toBeGreaterThan(0);
-
-      // pcluster was dropped from the package's dependencies; the pipeline links the node's own.
-      const manifest = JSON.parse(await readFile(join(packageDir, "package.json"), "utf8"));
-      expect(manifest.dependencies).toEqual({ "is-number": "7.0.0" });
-      expect(await realpath(join(installed.dir, "node_modules", "pcluster"))).toBe(await realpath(REPO));
-      expect(await realpath(Bun.resolveSync("pcluster/package.json", packageDir))).toBe(await realpath(join(REPO, "package.json")));
-      if (existsSync(join(REPO, "src", "index.ts"))) {
-        expect(await realpath(Bun.resolveSync("pcluster", packageDir))).toBe(await realpath(join(REPO, "src", "index.ts")));
-      }
-      // Installed where the pipeline lives, and nowhere in the node's own install.
-      expect(existsSync(join(packageDir, "node_modules", "is-number"))).toBe(true);
-      expect(existsSync(join(installed.dir, "node_modules", "remote-helper"))).toBe(true);
-      expect(existsSync(join(REPO, "node_modules", "is-number"))).toBe(false);
-      expect(existsSync(join(REPO, "node_modules", "remote-helper"))).toBe(false);
+      const installed = await install({ name: "logging", packages: [logging], hash: "log-1" });
+      const module = (await import(installed.entries.logging!)) as { logType: string };
+      expect(module.logType).toBe("function");
     },
-    120_000,
   );
 
-  test.if(existsSync(join(REPO, "src", "index.ts")))("a shipped file importing log from pcluster gets the node's log", async () => {
-    const logging: PackageBundle = {
-      name: "logging",
-      files: [
-        text("package.json", JSON.stringify({ name: "logging", type: "module", dependencies: { pcluster: "^0.1.0" } })),
-        text("index.ts", 'import { log } from "pcluster";\nexport const logType = typeof log;\n'),
-      ],
-    };
-    const installed = await install({ name: "logging", packages: [logging], hash: "log-1" });
-    const module = (await import(installed.entries.logging!)) as { logType: string };
-    expect(module.logType).toBe("function");
-  });
-
-  test(
-    "a remote package that does not exist fails with the installer's exit code and output",
-    async () => {
-      const missing = "pcluster-definitely-missing-pkg-zz@1.0.0";
-      const error = await failure(install({ name: "missing", remotePackages: [missing], hash: "missing-1" }));
-      expect(error.message).toContain("installing remote packages");
-      expect(error.message).toMatch(/exited with code [1-9]/);
-      expect(error.message).toContain("pcluster-definitely-missing-pkg-zz");
-      expect(existsSync(join(workdir, "pipelines", "missing@1.0", ".pcluster-hash"))).toBe(false);
-    },
-    120_000,
-  );
+  test("a remote package that does not exist fails with the installer's exit code and output", async () => {
+    const missing = "pcluster-definitely-missing-pkg-zz@1.0.0";
+    const error = await failure(install({ name: "missing", remotePackages: [missing], hash: "missing-1" }));
+    expect(error.message).toContain("installing remote packages");
+    expect(error.message).toMatch(/exited with code [1-9]/);
+    expect(error.message).toContain("pcluster-definitely-missing-pkg-zz");
+    expect(existsSync(join(workdir, "pipelines", "missing@1.0", ".pcluster-hash"))).toBe(false);
+  }, 120_000);
 
   test("remote specs that could pass installer flags are refused before anything is written", async () => {
     for (const spec of ["--global", "-g", "lodash@4 --global", ""]) {
@@ -198,11 +209,23 @@ describe("installPipeline", () => {
 });
 
 describe("hostile packages", () => {
-  const hostile = ["../escape.txt", "/abs.txt", "a/../../x", "node_modules/x.js", "C:/x.txt", "a\\..\\..\\x", "a//b", "x\0y"];
+  const hostile = [
+    "../escape.txt",
+    "/abs.txt",
+    "a/../../x",
+    "node_modules/x.js",
+    "C:/x.txt",
+    "a\\..\\..\\x",
+    "a//b",
+    "x\0y",
+  ];
 
   for (const path of hostile) {
     test(`refuses ${JSON.stringify(path)} and writes nothing outside`, async () => {
-      const bundle: PackageBundle = { name: "evil", files: [text("index.ts", "export const a = 1;\n"), text(path, "pwned")] };
+      const bundle: PackageBundle = {
+        name: "evil",
+        files: [text("index.ts", "export const a = 1;\n"), text(path, "pwned")],
+      };
       const error = await failure(install({ name: "hostile", packages: [bundle], hash: `hostile-${path}` }));
       expect(error.message).toContain(JSON.stringify(path));
       expect(error.message).toContain("would land outside the pipeline folder");
@@ -221,7 +244,10 @@ describe("hostile packages", () => {
     await mkdir(outside, { recursive: true });
     await mkdir(packageDir, { recursive: true });
     await symlink(outside, join(packageDir, "link"));
-    const bundle: PackageBundle = { name: "evil", files: [text("link/pwned.txt", "pwned"), text("link/deeper/x.txt", "pwned")] };
+    const bundle: PackageBundle = {
+      name: "evil",
+      files: [text("link/pwned.txt", "pwned"), text("link/deeper/x.txt", "pwned")],
+    };
     const error = await failure(writePackage(packageDir, bundle));
     expect(error.message).toContain('"link/pwned.txt"');
     expect(error.message).toContain("would land outside the pipeline folder");

@@ -16,7 +16,13 @@ let tokenNode: RunningNode;
 const clients: NodeTestClient[] = [];
 const workdirs: string[] = [];
 
-const pipeline = (): PipelineSpec => ({ name: "square", version: "1", packages: [packageDir], tasks: ["square#square"], workers: 1 });
+const pipeline = (): PipelineSpec => ({
+  name: "square",
+  version: "1",
+  packages: [packageDir],
+  tasks: ["square#square"],
+  workers: 1,
+});
 
 beforeAll(async () => {
   [packageDir, tokenNode] = await Promise.all([
@@ -132,10 +138,15 @@ describe("a node started with --token", () => {
     expect(flag.stdout).toMatch(new RegExp(`^${tokenNode.addr.replaceAll(".", "\\.")}\\s+\\(idle\\)`, "m"));
     const env = await runCli(["status", "--nodes", tokenNode.addr, "--json"], { env: { PCLUSTER_TOKEN: TOKEN } });
     expect(env.code).toBe(0);
-    expect(JSON.parse(env.stdout)[0]).toMatchObject({ address: tokenNode.addr, status: { listen: tokenNode.addr, pipeline: null } });
+    expect(JSON.parse(env.stdout)[0]).toMatchObject({
+      address: tokenNode.addr,
+      status: { listen: tokenNode.addr, pipeline: null },
+    });
     const none = await runCli(["status", "--nodes", tokenNode.addr]);
     expect(none.code).toBe(1);
-    expect(none.stdout).toMatch(new RegExp(`^${tokenNode.addr.replaceAll(".", "\\.")}\\s+unreachable: 127\\.0\\.0\\.1 requires a token`, "m"));
+    expect(none.stdout).toMatch(
+      new RegExp(`^${tokenNode.addr.replaceAll(".", "\\.")}\\s+unreachable: 127\\.0\\.0\\.1 requires a token`, "m"),
+    );
     // A node that is down is a row of the table too, beside the ones that answer.
     const down = await runCli(["status", "--nodes", `${tokenNode.addr},127.0.0.1:1`, "--token", TOKEN]);
     expect(down.code).toBe(1);
@@ -197,7 +208,14 @@ describe("a node started with --tls-cert and --tls-key", () => {
   }, 20_000);
 
   test("pcluster status over TLS: --tls-ca trusts the node's certificate; --tls alone refuses it", async () => {
-    const trusted = await runCli(["status", "--nodes", `127.0.0.1:${tlsNode.port}`, "--tls-ca", join(TLS_FIXTURES, "cert.pem"), "--json"]);
+    const trusted = await runCli([
+      "status",
+      "--nodes",
+      `127.0.0.1:${tlsNode.port}`,
+      "--tls-ca",
+      join(TLS_FIXTURES, "cert.pem"),
+      "--json",
+    ]);
     expect(trusted.code).toBe(0);
     const [report] = JSON.parse(trusted.stdout) as Array<{ address: string; status?: { cores: number } }>;
     expect(report!.address).toBe(`127.0.0.1:${tlsNode.port}`);

@@ -31,7 +31,12 @@ let packageDir: string;
 const clients: NodeTestClient[] = [];
 
 const pipeline = (): PipelineSpec => ({ name: "echo", version: "1", packages: [packageDir], tasks: ["echo#slowEcho"] });
-const item = (i: number) => ({ i, tag: "x".repeat(i % 50), bin: Uint8Array.of(i & 255, i >> 8), at: new Date(1_700_000_000_000 + i) });
+const item = (i: number) => ({
+  i,
+  tag: "x".repeat(i % 50),
+  bin: Uint8Array.of(i & 255, i >> 8),
+  at: new Date(1_700_000_000_000 + i),
+});
 
 beforeAll(async () => {
   mkdirSync(workdir);
@@ -86,12 +91,21 @@ test("hostile package paths, names and installer flags are refused; nothing is w
   const hostile = await connect("root-hostile");
   const base = await buildSetupArgs({ ...pipeline(), name: "hostile" });
   const cases: Array<[SetupArgs, RegExp]> = [
-    [await withFile("../escape.js"), /refused to write "\.\.\/escape\.js" of package "echo": it would land outside the pipeline folder \(it has a '\.\.' segment\)/],
+    [
+      await withFile("../escape.js"),
+      /refused to write "\.\.\/escape\.js" of package "echo": it would land outside the pipeline folder \(it has a '\.\.' segment\)/,
+    ],
     [await withFile("../../../../escape.js"), /refused to write "\.\.\/\.\.\/\.\.\/\.\.\/escape\.js" .*'\.\.' segment/],
     [await withFile("lib/../../escape.js"), /'\.\.' segment/],
     [await withFile(join(root, "absolute-escape.js")), /it is absolute/],
-    [await withFile("node_modules/pcluster/src/index.ts"), /inside node_modules\/ or \.git\/, which only the node writes/],
-    [{ ...base, packages: [{ ...base.packages[0]!, name: "../evil" }] }, /package name "\.\.\/evil" cannot be a folder name: it contains a path separator/],
+    [
+      await withFile("node_modules/pcluster/src/index.ts"),
+      /inside node_modules\/ or \.git\/, which only the node writes/,
+    ],
+    [
+      { ...base, packages: [{ ...base.packages[0]!, name: "../evil" }] },
+      /package name "\.\.\/evil" cannot be a folder name: it contains a path separator/,
+    ],
     [{ ...base, name: "../up" }, /pipeline name "\.\.\/up" cannot be a folder name/],
     [{ ...base, remotePackages: ["--global"] }, /remote package "--global" is refused: it starts with '-'/],
   ];
@@ -104,8 +118,10 @@ test("hostile package paths, names and installer flags are refused; nothing is w
 
   expectNothingEscaped();
 
-  const text = await waitForFile(logFile, (t) => t.includes("remote package \"--global\" is refused"), 5000);
-  expect(text).toContain(`[node ${node.addr}] setup of "hostile" 1 for root root-hostile failed: refused to write "../escape.js"`);
+  const text = await waitForFile(logFile, (t) => t.includes('remote package "--global" is refused'), 5000);
+  expect(text).toContain(
+    `[node ${node.addr}] setup of "hostile" 1 for root root-hostile failed: refused to write "../escape.js"`,
+  );
   hostile.close();
 }, 30_000);
 
@@ -120,9 +136,17 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   garbage.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   notMsgpack.write(frameOf(Uint8Array.of(0xc1, 0xc1, 0xc1)));
   oversized.write(Uint8Array.of(0, 0x10, 0, 0, 1, 2, 3)); // claims 1 MiB
-  const [garbageError, notMsgpackError, oversizedError] = await Promise.all([garbage, notMsgpack, oversized].map(refusal));
-  expect(garbageError).toMatchObject({ code: "protocol", message: expect.stringMatching(/frame length \d+ exceeds the maximum of 65536 bytes/) });
-  expect(notMsgpackError).toMatchObject({ code: "protocol", message: expect.stringContaining("frame body is not valid MessagePack") });
+  const [garbageError, notMsgpackError, oversizedError] = await Promise.all(
+    [garbage, notMsgpack, oversized].map(refusal),
+  );
+  expect(garbageError).toMatchObject({
+    code: "protocol",
+    message: expect.stringMatching(/frame length \d+ exceeds the maximum of 65536 bytes/),
+  });
+  expect(notMsgpackError).toMatchObject({
+    code: "protocol",
+    message: expect.stringContaining("frame body is not valid MessagePack"),
+  });
   expect(oversizedError.message).toContain("frame length 1048576 exceeds the maximum of 65536 bytes");
 
   // After the handshake: an unknown command and bad setup arguments are answered, the connection stays.
@@ -131,7 +155,9 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   const badSetup = await rude.request("setup", { name: 5 }).catch((e: Error) => e);
   expect(badSetup).toBeInstanceOf(ProtocolError);
   expect((badSetup as Error).message).toBe('command "setup": field "name" must be a string, got 5');
-  const badTimeout = await rude.request("setup", { ...(await buildSetupArgs(pipeline())), taskTimeoutMs: -5 }).catch((e: Error) => e);
+  const badTimeout = await rude
+    .request("setup", { ...(await buildSetupArgs(pipeline())), taskTimeoutMs: -5 })
+    .catch((e: Error) => e);
   expect(badTimeout).toBeInstanceOf(ProtocolError);
   expect((badTimeout as Error).message).toMatch(/^command "setup": field "taskTimeoutMs" must be .*, got -5$/);
   expect(await rude.request("ping")).toBe("pong");
@@ -155,11 +181,15 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   bigFrame!.connection.sendFrame(big);
   const theirs = thief!.feed([item(1)]);
   await Promise.all([badBlob, results, bigFrame, thief].map((client) => client!.closed));
-  expect(badBlob!.connectionErrors[0]?.message).toBe('message "feed": field "blob" must be binary (bin), got "not binary"');
+  expect(badBlob!.connectionErrors[0]?.message).toBe(
+    'message "feed": field "blob" must be binary (bin), got "not binary"',
+  );
   expect(results!.connectionErrors[0]?.message).toBe('a node does not take "results" messages outside the handshake');
   expect(bigFrame!.connectionErrors[0]?.message).toContain("frame length 100000 exceeds the maximum of 65536 bytes");
   expect(thief!.connectionErrors[0]).toBeInstanceOf(NodeBusyError);
-  expect(thief!.connectionErrors[0]?.message).toBe('cannot feed: this node runs pipeline "echo" 1 for another root (root-owner)');
+  expect(thief!.connectionErrors[0]?.message).toBe(
+    'cannot feed: this node runs pipeline "echo" 1 for another root (root-owner)',
+  );
   expect(thief!.done.has(theirs[0]!)).toBe(false);
 
   // The owner lost nothing and was told of nothing.
@@ -177,7 +207,9 @@ test("garbage, oversized frames, unknown commands and messages, and other roots'
   const text = await waitForFile(logFile, (t) => t.includes("refused a feed from"), 5000);
   expect(text).toContain(`[node ${node.addr}] refused 127.0.0.1: frame length`);
   expect(text).toContain(`[node ${node.addr}] refused 127.0.0.1: frame body is not valid MessagePack`);
-  expect(text).toContain(`[node ${node.addr}] refused a feed from 127.0.0.1: cannot feed: this node runs pipeline "echo" 1 for another root`);
+  expect(text).toContain(
+    `[node ${node.addr}] refused a feed from 127.0.0.1: cannot feed: this node runs pipeline "echo" 1 for another root`,
+  );
   await node.proc.waitFor(/refused 127\.0\.0\.1: frame length 1048576 exceeds the maximum/, 3000);
 }, 40_000);
 
@@ -209,7 +241,11 @@ async function setupWhenFree(client: NodeTestClient): Promise<void> {
 }
 
 /** Each variant from a new owner of the node (the first from `first`, which owns it already). */
-async function sendMalformed(first: NodeTestClient, port: number, variants: Array<[Uint8Array, string]>): Promise<void> {
+async function sendMalformed(
+  first: NodeTestClient,
+  port: number,
+  variants: Array<[Uint8Array, string]>,
+): Promise<void> {
   for (const [index, [blob, message]] of variants.entries()) {
     const owner = index === 0 ? first : await connect(`root-malformed-${port}-${index}`, port);
     if (index > 0) await setupWhenFree(owner);
@@ -245,7 +281,11 @@ test("a malformed feed blob is refused with a clear error, and the node is free 
     ]),
   ]);
   const text = await waitForFile(logFile, (t) => t.includes("is not an input item"), 5000);
-  expect(text).toContain(`[node ${node.addr}] refused a feed from 127.0.0.1: feed: record 0 at offset 0 claims 1000 bytes`);
-  expect(text).toContain(`[node ${node.addr}] root root-owner disconnected (feed: record 0 at offset 0 claims 1000 bytes, more than the batch holds); resetting "echo" 1 in 3000 ms`);
+  expect(text).toContain(
+    `[node ${node.addr}] refused a feed from 127.0.0.1: feed: record 0 at offset 0 claims 1000 bytes`,
+  );
+  expect(text).toContain(
+    `[node ${node.addr}] root root-owner disconnected (feed: record 0 at offset 0 claims 1000 bytes, more than the batch holds); resetting "echo" 1 in 3000 ms`,
+  );
   expect(text).toContain(`[node ${node.addr}] reset "echo" 1: its root root-owner is gone`);
 }, 30_000);

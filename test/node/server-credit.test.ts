@@ -52,7 +52,11 @@ test("the node stops sending results when the root's credit runs out, and goes o
   const sizes = Array.from({ length: 100 }, () => 10_000); // ~1 MB of results
   const ids = client.feed(sizes);
   // The node sends until the credit is spent (at most one results batch beyond it), then pauses.
-  await client.waitFor(() => client.resultBytes >= window, 10_000, () => `${client.resultBytes} result bytes`);
+  await client.waitFor(
+    () => client.resultBytes >= window,
+    10_000,
+    () => `${client.resultBytes} result bytes`,
+  );
   await Bun.sleep(300);
   const stalledAt = client.resultBytes;
   expect(stalledAt).toBeLessThan(window + 300 * 1024);
@@ -80,7 +84,8 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
       credited.push([frameBytes, resultsFrameBytes(blob, idle)]);
       const reader = new RecordReader(blob);
       while (reader.next()) {
-        if (reader.kind === RecordKind.Done) forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
+        if (reader.kind === RecordKind.Done)
+          forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
       }
       client.credit(frameBytes); // what the root does once a frame is handled
     };

@@ -5,7 +5,14 @@ import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
-import { type RunningNode, runCli, startLogServer, startNode, tearDown, writeProjectPackage } from "../support/nodes.ts";
+import {
+  type RunningNode,
+  runCli,
+  startLogServer,
+  startNode,
+  tearDown,
+  writeProjectPackage,
+} from "../support/nodes.ts";
 import type { Spawned } from "../support/processes.ts";
 
 /** How a node's pipeline ends: its root goes away, the node is stopped, its log server dies. */
@@ -18,7 +25,12 @@ let packageDir: string;
 const clients: NodeTestClient[] = [];
 const workdirs: string[] = [];
 
-const pipeline = (): PipelineSpec => ({ name: "ticker", version: "1.0", packages: [packageDir], tasks: ["ticker#tick"] });
+const pipeline = (): PipelineSpec => ({
+  name: "ticker",
+  version: "1.0",
+  packages: [packageDir],
+  tasks: ["ticker#tick"],
+});
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
 
 beforeAll(async () => {
@@ -76,8 +88,16 @@ test("when its root disconnects, the node keeps the pipeline for the grace perio
     await Bun.sleep(100);
   }
   expect(Date.now() - closedAt).toBeGreaterThanOrEqual(2500);
-  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: its root root-gone is gone`), 5000);
-  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] root root-gone disconnected; resetting "ticker" 1.0 in 3000 ms`), 5000);
+  await waitForFile(
+    logFile,
+    (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: its root root-gone is gone`),
+    5000,
+  );
+  await waitForFile(
+    logFile,
+    (text) => text.includes(`[node ${node.addr}] root root-gone disconnected; resetting "ticker" 1.0 in 3000 ms`),
+    5000,
+  );
 
   const result = await next.setup(pipeline());
   expect(result.cached).toBe(true);
@@ -109,7 +129,11 @@ test("the root of a node stopped with SIGTERM is told why its pipeline ended (a 
 });
 
 test("a node stopped with SIGTERM still gets its last lines (the shutdown reset) to the log server", async () => {
-  await waitForFile(logFile, (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: the node is shutting down`), 3000);
+  await waitForFile(
+    logFile,
+    (text) => text.includes(`[node ${node.addr}] reset "ticker" 1.0: the node is shutting down`),
+    3000,
+  );
 }, 10_000);
 
 test("a log server killed mid-run leaves tasks running; their lines go to the node's stderr instead", async () => {

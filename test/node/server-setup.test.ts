@@ -56,7 +56,12 @@ const cursed = (n: number) => n % 400 === 399;
 function expectedOutputs(n: number): unknown[] {
   if (cursed(n)) return [];
   const out = { n, s: item(n).s, numeric: n % 3 !== 0 };
-  return n % 2 === 0 ? [{ ...out, copy: 0 }, { ...out, copy: 1 }] : [{ ...out, copy: 0 }];
+  return n % 2 === 0
+    ? [
+        { ...out, copy: 0 },
+        { ...out, copy: 1 },
+      ]
+    : [{ ...out, copy: 0 }];
 }
 
 beforeAll(async () => {
@@ -102,7 +107,9 @@ describe("two nodes, one pipeline each root", () => {
     }
     // Installed into the pipeline's folder in the node's workdir, never into this repo.
     for (const node of nodes) {
-      expect(existsSync(join(node.workdir, "pipelines", "numbers@1.0", "numbers", "node_modules", "is-number"))).toBe(true);
+      expect(existsSync(join(node.workdir, "pipelines", "numbers@1.0", "numbers", "node_modules", "is-number"))).toBe(
+        true,
+      );
     }
     expect(existsSync(join(REPO, "node_modules", "is-number"))).toBe(false);
 
@@ -138,22 +145,36 @@ describe("two nodes, one pipeline each root", () => {
   });
 
   test("the task's log() lines and the node's own setup and failed-item lines land in the log file", async () => {
-    const text = await waitForFile(logFile, (t) => t.includes("classify saw 1750") && t.includes('task "classify" dropped item 1000'));
+    const text = await waitForFile(
+      logFile,
+      (t) => t.includes("classify saw 1750") && t.includes('task "classify" dropped item 1000'),
+    );
     const [nodeA, nodeB] = nodes.map((node) => messagesOf(text, node.proc.pid));
     // Each task line comes from the node process (its workers are threads of it).
-    expect(nodeA!.filter((m) => m.startsWith("classify saw")).sort()).toEqual([0, 250, 500, 750].map((n) => `classify saw ${n}`));
-    expect(nodeB!.filter((m) => m.startsWith("classify saw")).sort()).toEqual([1000, 1250, 1500, 1750].map((n) => `classify saw ${n}`));
+    expect(nodeA!.filter((m) => m.startsWith("classify saw")).sort()).toEqual(
+      [0, 250, 500, 750].map((n) => `classify saw ${n}`),
+    );
+    expect(nodeB!.filter((m) => m.startsWith("classify saw")).sort()).toEqual(
+      [1000, 1250, 1500, 1750].map((n) => `classify saw ${n}`),
+    );
     for (const [i, messages] of [nodeA!, nodeB!].entries()) {
       const tag = `[node ${nodes[i]!.addr}]`;
       const owner = i === 0 ? "test-root-a" : "test-root-b";
       const limit = Math.round(defaultMemoryLimit() / 1048576);
-      expect(messages).toContain(`${tag} listening on ${nodes[i]!.addr} (workers 2, memory limit ${limit} MB, workdir ${nodes[i]!.workdir})`);
+      expect(messages).toContain(
+        `${tag} listening on ${nodes[i]!.addr} (workers 2, memory limit ${limit} MB, workdir ${nodes[i]!.workdir})`,
+      );
       expect(messages).toContain(`${tag} setting up "numbers" 1.0 for root ${owner}`);
       expect(messages).toContain(`${tag} "numbers" 1.0 ready on 2 workers`);
     }
     // One line (with continuation lines for the stack) per failed item, naming task, item and error.
-    expect(text).toMatch(/\[node 127\.0\.0\.1:\d+\] task "classify" dropped item 400: .*item 399 is cursed\n(  .*\n)*  .*RangeError/);
-    for (const id of [400, 800]) expect(nodeA!.some((m) => m.startsWith(`[node ${nodes[0]!.addr}] task "classify" dropped item ${id}:`))).toBe(true);
+    expect(text).toMatch(
+      /\[node 127\.0\.0\.1:\d+\] task "classify" dropped item 400: .*item 399 is cursed\n(  .*\n)*  .*RangeError/,
+    );
+    for (const id of [400, 800])
+      expect(nodeA!.some((m) => m.startsWith(`[node ${nodes[0]!.addr}] task "classify" dropped item ${id}:`))).toBe(
+        true,
+      );
   }, 15_000);
 
   test("the node also prints each failed item on its own console", async () => {
@@ -180,7 +201,13 @@ describe("two nodes, one pipeline each root", () => {
 
     // Status is answered to anyone: busy for the intruder, not for the owner.
     const [seen, own] = await Promise.all([intruder.status(), a.status()]);
-    expect(seen.pipeline).toMatchObject({ name: "numbers", version: "1.0", owner: "test-root-a", busy: true, workers: 2 });
+    expect(seen.pipeline).toMatchObject({
+      name: "numbers",
+      version: "1.0",
+      owner: "test-root-a",
+      busy: true,
+      workers: 2,
+    });
     expect(own.pipeline).toMatchObject({ owner: "test-root-a", busy: false, awake: true });
     expect(own.listen).toBe(nodes[0]!.addr);
     // The intruder may not drive the pipeline either.
@@ -191,7 +218,8 @@ describe("two nodes, one pipeline each root", () => {
 
   test("the node logs the refused setup of the second root (a refused client)", async () => {
     const tag = `[node ${nodes[0]!.addr}]`;
-    const refused = (text: string) => messagesOf(text, nodes[0]!.proc.pid).some((m) => m.startsWith(tag) && m.includes("test-root-intruder"));
+    const refused = (text: string) =>
+      messagesOf(text, nodes[0]!.proc.pid).some((m) => m.startsWith(tag) && m.includes("test-root-intruder"));
     await waitForFile(logFile, refused, 3000);
     await nodes[0]!.proc.waitFor(/test-root-intruder/, 1000);
   }, 10_000);
@@ -211,8 +239,16 @@ describe("two nodes, one pipeline each root", () => {
     expect(status.code).toBe(0);
     const rows = status.stdout.trimEnd().split("\n");
     expect(rows[0]).toMatch(/^node\s+pipeline\s+root\s+cores\s+workers\s+idle\s+state\s+started\s+memory$/);
-    expect(rows[1]).toMatch(new RegExp(`^${nodes[0]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-a\\s+\\d+\\s+2\\s+\\d\\s+awake\\s+\\d{4}-\\S+\\s+\\d+ of \\d+ MB$`));
-    expect(rows[2]).toMatch(new RegExp(`^${nodes[1]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-b\\s+\\d+\\s+2\\s+\\d\\s+awake`));
+    expect(rows[1]).toMatch(
+      new RegExp(
+        `^${nodes[0]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-a\\s+\\d+\\s+2\\s+\\d\\s+awake\\s+\\d{4}-\\S+\\s+\\d+ of \\d+ MB$`,
+      ),
+    );
+    expect(rows[2]).toMatch(
+      new RegExp(
+        `^${nodes[1]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-b\\s+\\d+\\s+2\\s+\\d\\s+awake`,
+      ),
+    );
 
     const benchmark = await runCli(["benchmark", "--nodes", addrs]);
     expect(benchmark.code).toBe(0);
@@ -236,11 +272,17 @@ describe("two nodes, one pipeline each root", () => {
   test("reset frees the node, tells the root and logs it; the same code set up again is not reinstalled", async () => {
     expect(await a.request("reset")).toBeNull();
     await a.waitFor(() => a.events.some((event) => event.name === "reset"), 5000);
-    expect(a.events.at(-1)).toMatchObject({ t: "event", name: "reset", data: { why: "reset by its root test-root-a" } });
+    expect(a.events.at(-1)).toMatchObject({
+      t: "event",
+      name: "reset",
+      data: { why: "reset by its root test-root-a" },
+    });
     expect((await a.status()).pipeline).toBeNull();
     const idle = await runCli(["status", "--nodes", nodes[0]!.addr]);
     expect(idle.stdout.split("\n")[1]).toMatch(/\(idle\)/);
-    await waitForFile(logFile, (t) => t.includes(`[node ${nodes[0]!.addr}] reset "numbers" 1.0: reset by its root test-root-a`));
+    await waitForFile(logFile, (t) =>
+      t.includes(`[node ${nodes[0]!.addr}] reset "numbers" 1.0: reset by its root test-root-a`),
+    );
 
     const again = await a.setup(pipeline());
     expect(again.cached).toBe(true);

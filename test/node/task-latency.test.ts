@@ -14,7 +14,11 @@ afterAll(() => removeDir(dir));
 const sum = (counts: readonly number[]) => counts.reduce((total, count) => total + count, 0);
 
 test("workers record each task's calls in its latency histogram: a bucket per call, merged over workers", async () => {
-  const harness = await EngineHarness.start(dir, [{ export: "spinMs" }, { export: "failOdd" }, { export: "identity" }], { workers: 2 });
+  const harness = await EngineHarness.start(
+    dir,
+    [{ export: "spinMs" }, { export: "failOdd" }, { export: "identity" }],
+    { workers: 2 },
+  );
   try {
     // 60 calls of at least 3 ms (a slow task: every call is timed), half of which then throw in task 2.
     harness.feed(Array.from({ length: 60 }, (_, i) => ({ ms: 3, i })));

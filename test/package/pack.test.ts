@@ -18,7 +18,11 @@ let tarball: string;
 async function run(command: string[], cwd: string, timeoutMs = 60_000): Promise<string> {
   const proc = Bun.spawn(command, { cwd, stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
   const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
   clearTimeout(timer);
   if (code !== 0) throw new Error(`${command.join(" ")} exited with ${code}:\n${stdout}\n${stderr}`);
   return stdout;
@@ -33,14 +37,26 @@ beforeAll(async () => {
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
 test("the package holds the sources, their declarations, README, LICENSE and CHANGELOG, and nothing of tests, benches, demo or deploy", () => {
-  for (const file of ["package.json", "README.md", "LICENSE", "CHANGELOG.md", "src/index.ts", "src/cli.ts", "dist/types/index.d.ts"]) {
+  for (const file of [
+    "package.json",
+    "README.md",
+    "LICENSE",
+    "CHANGELOG.md",
+    "src/index.ts",
+    "src/cli.ts",
+    "dist/types/index.d.ts",
+  ]) {
     expect(files).toContain(file);
   }
   const unwanted = files.filter((file) =>
-    /^(test|bench|deploy|\.ci|node_modules)\/|^src\/demo\/|fixtures|\.test\.ts$|\.bench\.ts$|^bun\.lock|^tsconfig/.test(file),
+    /^(test|bench|deploy|\.ci|node_modules)\/|^src\/demo\/|fixtures|\.test\.ts$|\.bench\.ts$|^bun\.lock|^tsconfig/.test(
+      file,
+    ),
   );
   expect(unwanted).toEqual([]);
-  expect(files.every((file) => file.startsWith("src/") || file.startsWith("dist/types/") || !file.includes("/"))).toBe(true);
+  expect(files.every((file) => file.startsWith("src/") || file.startsWith("dist/types/") || !file.includes("/"))).toBe(
+    true,
+  );
 });
 
 test("every relative import of a shipped source resolves to a shipped file", () => {
@@ -87,7 +103,10 @@ test("installed from the tarball as from a registry: bunx pcluster and import fr
   await run([process.execPath, "add", tarball], project, 120_000);
   expect((await run([process.execPath, "x", "pcluster", "--version"], project)).trim()).toBe(VERSION);
   expect(await run([process.execPath, "x", "pcluster", "node", "--help"], project)).toContain("--port=<port>");
-  writeFileSync(join(project, "main.ts"), 'import { Root, VERSION } from "pcluster";\nconsole.log(typeof Root, VERSION);\n');
+  writeFileSync(
+    join(project, "main.ts"),
+    'import { Root, VERSION } from "pcluster";\nconsole.log(typeof Root, VERSION);\n',
+  );
   expect((await run([process.execPath, "main.ts"], project)).trim()).toBe(`function ${VERSION}`);
   const refused = spawnBun(["x", "pcluster", "node", "--prot", "6005"], { cwd: project });
   expect(await refused.waitExit(30_000)).toBe(2);

@@ -29,7 +29,13 @@ test("200 MB to a slow reader arrive whole and in order, and the sender's queue 
       connection.closed.then(() => done());
     },
   });
-  const sender = spawnBun(["test/support/bulk-sender.ts", String(server.port), String(count), String(size), String(maxQueued)]);
+  const sender = spawnBun([
+    "test/support/bulk-sender.ts",
+    String(server.port),
+    String(count),
+    String(size),
+    String(maxQueued),
+  ]);
   try {
     await Promise.race([finished, Bun.sleep(50_000)]);
     const report = JSON.parse((await sender.stdoutText()).trim()) as { maxQueuedSeen: number; rssGrowth: number };

@@ -24,15 +24,58 @@ function outcome(read: () => unknown): { value: unknown } | { error: true } {
 }
 
 const values: unknown[] = [
-  0, 1, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1,
-  -1, -32, -33, -128, -129, -32_768, -32_769, -(2 ** 31), -(2 ** 31) - 1,
-  0.5, -1.25, Number.MAX_VALUE, Number.NaN, Number.POSITIVE_INFINITY, 1e-300,
-  null, true, false, "", "a", "x".repeat(31), "y".repeat(32), "z".repeat(200), "héllo", "日本", "emoji 🎉",
-  [], [1, [2, [3, [4]]]], Array.from({ length: 20 }, (_, i) => i),
-  {}, { id: 1, payload: "p".repeat(64) }, { a: { b: { c: [null, true, "s"] } } },
-  { "": 1, ["k".repeat(31)]: 2 }, { ключ: "value" }, { constructor: 1, toString: "x" },
-  { __proto__: null, polluted: false }, JSON.parse('{"__proto__": {"polluted": true}}'),
-  Uint8Array.of(1, 2, 3), { bin: new Uint8Array(10) }, new Date(1_700_000_000_000), 12345678901234,
+  0,
+  1,
+  127,
+  128,
+  255,
+  256,
+  65_535,
+  65_536,
+  2 ** 32 - 1,
+  2 ** 32,
+  2 ** 53 - 1,
+  -1,
+  -32,
+  -33,
+  -128,
+  -129,
+  -32_768,
+  -32_769,
+  -(2 ** 31),
+  -(2 ** 31) - 1,
+  0.5,
+  -1.25,
+  Number.MAX_VALUE,
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  1e-300,
+  null,
+  true,
+  false,
+  "",
+  "a",
+  "x".repeat(31),
+  "y".repeat(32),
+  "z".repeat(200),
+  "héllo",
+  "日本",
+  "emoji 🎉",
+  [],
+  [1, [2, [3, [4]]]],
+  Array.from({ length: 20 }, (_, i) => i),
+  {},
+  { id: 1, payload: "p".repeat(64) },
+  { a: { b: { c: [null, true, "s"] } } },
+  { "": 1, ["k".repeat(31)]: 2 },
+  { ключ: "value" },
+  { constructor: 1, toString: "x" },
+  { __proto__: null, polluted: false },
+  JSON.parse('{"__proto__": {"polluted": true}}'),
+  Uint8Array.of(1, 2, 3),
+  { bin: new Uint8Array(10) },
+  new Date(1_700_000_000_000),
+  12345678901234,
 ];
 
 describe("decode", () => {
@@ -68,7 +111,9 @@ describe("decode", () => {
     const random = seededRandom(20261128);
     for (let i = 0; i < 20_000; i++) {
       const bytes = new Uint8Array(1 + Math.floor(random() * 40));
-      for (let j = 0; j < bytes.length; j++) bytes[j] = random() < 0.5 ? Math.floor(random() * 256) : [0x81, 0xa1, 0x61, 0x92, 0xc0, 0x01][Math.floor(random() * 6)]!;
+      for (let j = 0; j < bytes.length; j++)
+        bytes[j] =
+          random() < 0.5 ? Math.floor(random() * 256) : [0x81, 0xa1, 0x61, 0x92, 0xc0, 0x01][Math.floor(random() * 6)]!;
       const ours = outcome(() => decode(bytes));
       const theirs = outcome(() => msgpackr.unpack(bytes));
       if ("error" in theirs || "error" in ours) expect("error" in ours).toBe("error" in theirs);
@@ -77,7 +122,20 @@ describe("decode", () => {
   });
 
   test("text: UTF-8 of every width and head size reads as msgpackr reads it", () => {
-    const texts = ["é", "é".repeat(15), "é".repeat(16), "é".repeat(127), "é".repeat(128), "日本語".repeat(30), "🎉".repeat(7), "🎉".repeat(8), "a🎉b", "\u0080\u07ff\u0800\uffff", "x".repeat(40) + "ü", "\ud83d\ude00"];
+    const texts = [
+      "é",
+      "é".repeat(15),
+      "é".repeat(16),
+      "é".repeat(127),
+      "é".repeat(128),
+      "日本語".repeat(30),
+      "🎉".repeat(7),
+      "🎉".repeat(8),
+      "a🎉b",
+      "\u0080\u07ff\u0800\uffff",
+      "x".repeat(40) + "ü",
+      "\ud83d\ude00",
+    ];
     for (const text of texts) {
       for (const value of [text, { text }, [text, 1]]) {
         const bytes = encode(value);
@@ -90,8 +148,22 @@ describe("decode", () => {
 
   test("malformed UTF-8 reads as msgpackr reads it (or fails as it fails)", () => {
     const malformed = [
-      [0xc0, 0x80], [0xc1, 0xbf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xed, 0xbf, 0xbf], [0xf0, 0x80, 0x80, 0x80],
-      [0xf4, 0x90, 0x80, 0x80], [0xf5, 0x80, 0x80, 0x80], [0x80], [0xbf, 0x41], [0xc3], [0xe6, 0x97], [0xf0, 0x9f, 0x8e], [0xc3, 0x41], [0xff], [0xfe, 0x41],
+      [0xc0, 0x80],
+      [0xc1, 0xbf],
+      [0xe0, 0x80, 0x80],
+      [0xed, 0xa0, 0x80],
+      [0xed, 0xbf, 0xbf],
+      [0xf0, 0x80, 0x80, 0x80],
+      [0xf4, 0x90, 0x80, 0x80],
+      [0xf5, 0x80, 0x80, 0x80],
+      [0x80],
+      [0xbf, 0x41],
+      [0xc3],
+      [0xe6, 0x97],
+      [0xf0, 0x9f, 0x8e],
+      [0xc3, 0x41],
+      [0xff],
+      [0xfe, 0x41],
     ];
     for (const sequence of malformed) {
       for (const prefix of [[], [0x61, 0x62]]) {
@@ -118,7 +190,10 @@ describe("decode", () => {
  */
 function randomValue(random: () => number, depth: number): unknown {
   const pick = Math.floor(random() * (depth >= 4 ? 9 : 12));
-  const ascii = (max: number) => Array.from({ length: Math.floor(random() * max) }, () => String.fromCharCode(32 + Math.floor(random() * 95))).join("");
+  const ascii = (max: number) =>
+    Array.from({ length: Math.floor(random() * max) }, () => String.fromCharCode(32 + Math.floor(random() * 95))).join(
+      "",
+    );
   switch (pick) {
     case 0: {
       const bounds = [0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
@@ -136,7 +211,13 @@ function randomValue(random: () => number, depth: number): unknown {
     case 5:
       return [true, false, null, undefined][Math.floor(random() * 4)];
     case 6:
-      return [new Date(Math.floor(random() * 2e12)), Uint8Array.of(1, 2, 3), new Map([["k", 1]]), 10n ** 20n, new Set([1])][Math.floor(random() * 5)];
+      return [
+        new Date(Math.floor(random() * 2e12)),
+        Uint8Array.of(1, 2, 3),
+        new Map([["k", 1]]),
+        10n ** 20n,
+        new Set([1]),
+      ][Math.floor(random() * 5)];
     case 7:
       return random() < 0.5 ? "x".repeat(70_000) : Array.from({ length: 3000 }, (_, i) => i);
     case 8:
@@ -149,7 +230,9 @@ function randomValue(random: () => number, depth: number): unknown {
       return object;
     }
     default:
-      return Array.from({ length: Math.floor(random() * (random() < 0.2 ? 40 : 6)) }, () => randomValue(random, depth + 1));
+      return Array.from({ length: Math.floor(random() * (random() < 0.2 ? 40 : 6)) }, () =>
+        randomValue(random, depth + 1),
+      );
   }
 }
 
@@ -184,9 +267,22 @@ describe("encode", () => {
     const inherited = Object.create({ inherited: 1 }) as Record<string, unknown>;
     inherited.own = 2;
     class Point {
-      constructor(public x = 1, public y = 2) {}
+      constructor(
+        public x = 1,
+        public y = 2,
+      ) {}
     }
-    for (const value of [...values, { list: values }, sparse, inherited, new Point(), -0, { big: 2 ** 40, neg: -(2 ** 40) }, undefined, { u: undefined }]) {
+    for (const value of [
+      ...values,
+      { list: values },
+      sparse,
+      inherited,
+      new Point(),
+      -0,
+      { big: 2 ** 40, neg: -(2 ** 40) },
+      undefined,
+      { u: undefined },
+    ]) {
       const bytes = ours(value);
       if (bytes === "throws") throw new Error(`encode threw on ${String(value)}`);
       expect(msgpackr.unpack(bytes)).toEqual(expected(value));
@@ -195,7 +291,14 @@ describe("encode", () => {
   });
 
   test("small plain values are standard MessagePack that @msgpack/msgpack reads alike", () => {
-    for (const value of [{ id: 7, payload: "q".repeat(64) }, [1, -2, 3.5, "s", null, true], "t".repeat(300), { nested: { a: [1, { b: "c" }] } }, 4_000_000_000, -70_000]) {
+    for (const value of [
+      { id: 7, payload: "q".repeat(64) },
+      [1, -2, 3.5, "s", null, true],
+      "t".repeat(300),
+      { nested: { a: [1, { b: "c" }] } },
+      4_000_000_000,
+      -70_000,
+    ]) {
       expect(referenceDecode(encode(value)) as unknown).toEqual(referenceDecode(msgpackrWriter.pack(value)) as unknown);
     }
   });
@@ -205,7 +308,8 @@ describe("encode", () => {
     for (const count of [15, 16, 17]) expect(decode(encode(keys(count)))).toEqual(keys(count));
     const wide = keys(300);
     const large = { text: "a".repeat(10_000), list: Array.from({ length: 100 }, (_, i) => ({ i })) };
-    for (const value of [wide, large, { a: wide }, [wide, wide]]) expect(decode(encode(value))).toEqual(expected(value));
+    for (const value of [wide, large, { a: wide }, [wide, wide]])
+      expect(decode(encode(value))).toEqual(expected(value));
   });
 
   test("random values: the same value as msgpackr, or the same refusal (5000 seeded cases)", () => {
@@ -241,12 +345,26 @@ describe("RecordBatchBuilder", () => {
   function readAll(blob: Uint8Array): unknown[][] {
     const records: unknown[][] = [];
     const reader = new RecordReader(blob);
-    while (reader.next()) records.push([reader.kind, reader.stage, reader.flags, reader.id, decode(blob, reader.payloadStart, reader.payloadEnd)]);
+    while (reader.next())
+      records.push([
+        reader.kind,
+        reader.stage,
+        reader.flags,
+        reader.id,
+        decode(blob, reader.payloadStart, reader.payloadEnd),
+      ]);
     return records;
   }
 
   test("appendValue writes what append(encode(value)) writes, small or not, past the buffer's first size", () => {
-    const values = [{ id: 1, payload: "p".repeat(64) }, "x".repeat(20_000), new Date(5), [1, 2, 3], null, { big: "y".repeat(9000) }];
+    const values = [
+      { id: 1, payload: "p".repeat(64) },
+      "x".repeat(20_000),
+      new Date(5),
+      [1, 2, 3],
+      null,
+      { big: "y".repeat(9000) },
+    ];
     const viaValue = new RecordBatchBuilder(64); // tiny, so that it grows
     const viaBytes = new RecordBatchBuilder(64);
     for (let i = 0; i < 300; i++) {
@@ -274,7 +392,8 @@ describe("RecordBatchBuilder", () => {
     const taken = batch.takeRecords();
     batch.appendValue(RecordKind.Output, 0, 0, 2, { n: 2 });
     const frame = batch.finishFrame("results", { idle: 1 });
-    for (let i = 0; i < 1000; i++) batch.appendValue(RecordKind.Output, 0, 0, 3 + i, { n: 3 + i, pad: "z".repeat(100) });
+    for (let i = 0; i < 1000; i++)
+      batch.appendValue(RecordKind.Output, 0, 0, 3 + i, { n: 3 + i, pad: "z".repeat(100) });
     expect(readAll(taken)).toEqual([[RecordKind.Output, 0, 0, 1, { n: 1 }]]);
     const message = decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { t: string; idle: number; blob: Uint8Array };
     expect(message.t).toBe("results");

@@ -1,5 +1,11 @@
 import { describe, expect, test } from "bun:test";
-import { LATENCY_BOUNDS_MS, LATENCY_BUCKETS, addLatency, latencyBucket, latencyQuantile } from "../../src/protocol/latency.ts";
+import {
+  LATENCY_BOUNDS_MS,
+  LATENCY_BUCKETS,
+  addLatency,
+  latencyBucket,
+  latencyQuantile,
+} from "../../src/protocol/latency.ts";
 
 describe("latency buckets", () => {
   test("bounds rise on a log scale and a call lands in the first bucket whose bound it does not exceed", () => {

@@ -105,7 +105,11 @@ test("the client refuses a server that cannot prove the token", async () => {
       open(socket) {
         const { encode } = require("../../src/protocol/codec.ts");
         const { frameOf } = require("../../src/protocol/frame.ts");
-        socket.write(frameOf(encode({ t: "hello", protocol: 1, service: "node", version: "x", auth: true, nonce: new Uint8Array(32) })));
+        socket.write(
+          frameOf(
+            encode({ t: "hello", protocol: 1, service: "node", version: "x", auth: true, nonce: new Uint8Array(32) }),
+          ),
+        );
         setTimeout(() => socket.write(frameOf(encode({ t: "welcome", mac: new Uint8Array(32) }))), 20);
       },
       data() {},

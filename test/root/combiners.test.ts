@@ -40,24 +40,44 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 
 /** A fixed corpus of made-up words, some shorter than 3 letters (they do not count). */
 function corpus(lines: number): string[] {
-  const words = ["alpha", "be", "gamma", "delta", "ox", "epsilon", "zeta", "eta", "theta", "io", "kappa", "Alpha", "constructor"];
+  const words = [
+    "alpha",
+    "be",
+    "gamma",
+    "delta",
+    "ox",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "io",
+    "kappa",
+    "Alpha",
+    "constructor",
+  ];
   let seed = 7;
   // The high bits: an LCG's low bits repeat in short cycles.
   const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) >>> 16;
-  return Array.from({ length: lines }, () => Array.from({ length: 2 + (next() % 10) }, () => words[next() % words.length]).join(" "));
+  return Array.from({ length: lines }, () =>
+    Array.from({ length: 2 + (next() % 10) }, () => words[next() % words.length]).join(" "),
+  );
 }
 
 /** The totals a plain loop gives. */
 function loopTotals(lines: string[]): Record<string, number> {
   const totals = new Map<string, number>();
   for (const text of lines) {
-    for (const [word, count] of Object.entries(tasks.lineCounts({ text }))) totals.set(word, (totals.get(word) ?? 0) + count);
+    for (const [word, count] of Object.entries(tasks.lineCounts({ text })))
+      totals.set(word, (totals.get(word) ?? 0) + count);
   }
   return Object.fromEntries(totals);
 }
 
 async function cluster(nodes: RunningNode[], options: ConstructorParameters<typeof Root>[1] = {}): Promise<Root> {
-  const root = new Root(nodes.map((node) => node.addr), options);
+  const root = new Root(
+    nodes.map((node) => node.addr),
+    options,
+  );
   roots.push(root);
   return root;
 }
@@ -91,7 +111,10 @@ describe("combiners", () => {
     const nodes = await Promise.all([startNode({ workers: 1 }), startNode({ workers: 1 }), startNode({ workers: 1 })]);
     const root = await cluster(nodes, { rejoinTimeoutMs: 0 });
     const lines = corpus(3000);
-    await root.setup("sum-by-key", "1", [{ function: tasks.lineCounts }], { localPackages: [TASKS], combine: "sum-by-key" });
+    await root.setup("sum-by-key", "1", [{ function: tasks.lineCounts }], {
+      localPackages: [TASKS],
+      combine: "sum-by-key",
+    });
     root.feed(...lines.map((text) => ({ text, ms: 1 })));
     // A third of the way in, the node with the most items in flight dies.
     const deadline = Date.now() + 20_000;
@@ -105,7 +128,10 @@ describe("combiners", () => {
     expect(root.progress.resent).toBeGreaterThan(0);
     expect(root.result()).toEqual(loopTotals(lines));
 
-    await root.setup("count", "1", [{ function: tasks.wordOnes, isGenerator: true }], { localPackages: [TASKS], combine: "count" });
+    await root.setup("count", "1", [{ function: tasks.wordOnes, isGenerator: true }], {
+      localPackages: [TASKS],
+      combine: "count",
+    });
     const words = lines.reduce((sum, text) => sum + tasks.wordsOf(text).length, 0);
     expect(await within(root.run(lines.map((text) => ({ text, ms: 0 }))), 30_000, "run")).toBe(words);
   }, 90_000);
@@ -135,7 +161,9 @@ describe("combiners", () => {
     const setup = (combine: unknown) =>
       root.setup("bad", "1", [{ function: tasks.lineCounts }], { localPackages: [TASKS], combine: combine as "count" });
     await expect(setup("sum")).rejects.toThrow(/combine must be "sum-by-key" or "count"/);
-    await expect(setup({ function: tasks.lineCounts })).rejects.toThrow(/class "lineCounts" has no add\(\), merge\(\), result\(\)/);
+    await expect(setup({ function: tasks.lineCounts })).rejects.toThrow(
+      /class "lineCounts" has no add\(\), merge\(\), result\(\)/,
+    );
     expect(() => root.result()).toThrow(/result\(\) needs a combiner/);
   }, 30_000);
 });

@@ -44,8 +44,18 @@ describe("DashboardModel", () => {
     const model = new DashboardModel();
     const look = (doneA: number, doneB: number): Look => ({
       nodes: [
-        node("a:1", doneA, [task("slow", doneA, 20)], [{ time: 5, task: "slow", item: 3, message: "older", failed: false }]),
-        node("b:1", doneB, [task("slow", doneB, 40)], [{ time: 9, task: "slow", item: 4, message: "newer", failed: true }]),
+        node(
+          "a:1",
+          doneA,
+          [task("slow", doneA, 20)],
+          [{ time: 5, task: "slow", item: 3, message: "older", failed: false }],
+        ),
+        node(
+          "b:1",
+          doneB,
+          [task("slow", doneB, 40)],
+          [{ time: 9, task: "slow", item: 4, message: "newer", failed: true }],
+        ),
         { address: "c:1", error: "could not connect" },
       ],
     });
@@ -61,7 +71,10 @@ describe("DashboardModel", () => {
       ["b:1", 1, 2, undefined],
       ["c:1", 0, null, "could not connect"],
     ]);
-    expect(first.errors.map((error) => [error.message, error.node])).toEqual([["newer", "b:1"], ["older", "a:1"]]);
+    expect(first.errors.map((error) => [error.message, error.node])).toEqual([
+      ["newer", "b:1"],
+      ["older", "a:1"],
+    ]);
 
     const second = model.next(look(150, 250), 12_000); // 200 more in 2 s
     expect(second.progress.ratePerSecond).toBe(100);
@@ -79,13 +92,31 @@ describe("DashboardModel", () => {
     const model = new DashboardModel();
     const root = (done: number): RootObservation => ({
       progress: { fed: 1000, done, outputs: done * 2, errors: 1, resent: 0, queued: 1000 - done - 50, inFlight: 50 },
-      nodes: [{ address: "a:1", workers: 2, idleWorkers: 0, window: 64, inFlight: 50, inFlightBytes: 900, roundTripMs: 7, minRoundTripMs: 3 }],
+      nodes: [
+        {
+          address: "a:1",
+          workers: 2,
+          idleWorkers: 0,
+          window: 64,
+          inFlight: 50,
+          inFlightBytes: 900,
+          roundTripMs: 7,
+          minRoundTripMs: 3,
+        },
+      ],
       errors: [{ time: 1, task: "t", item: 1, message: "m", failed: false, node: "a:1" }],
     });
     model.next({ nodes: [node("a:1", 0, [task("t", 0, 1)])], root: root(100) }, 0);
     const view = model.next({ nodes: [node("a:1", 0, [task("t", 0, 1)])], root: root(300) }, 1000);
     expect(view.mode).toBe("root");
-    expect(view.progress).toMatchObject({ done: 300, fed: 1000, queued: 650, inFlight: 50, outputs: 600, ratePerSecond: 200 });
+    expect(view.progress).toMatchObject({
+      done: 300,
+      fed: 1000,
+      queued: 650,
+      inFlight: 50,
+      outputs: 600,
+      ratePerSecond: 200,
+    });
     expect(view.progress.etaSeconds).toBe(700 / 200);
     expect(view.nodes[0]).toMatchObject({ window: 64, inFlight: 50, roundTripMs: 7 });
     expect(view.errors).toHaveLength(1);

@@ -82,7 +82,12 @@ function matchesStats(view: PageView, stats: TaskStats[]): boolean {
     view.tasks.length === stats.length &&
     stats.every((task, index) => {
       const shown = view.tasks[index]!;
-      return shown.task === task.task && shown.processed === task.processed && shown.dropped === task.dropped && shown.errors === task.errors;
+      return (
+        shown.task === task.task &&
+        shown.processed === task.processed &&
+        shown.dropped === task.dropped &&
+        shown.errors === task.errors
+      );
     })
   );
 }
@@ -104,7 +109,12 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless
     expect(dashboard.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
     const page = await browser!.context.newPage();
     await page.goto(dashboard.url, { timeout: 30_000 });
-    await waitUntil("a first snapshot on the page", () => readPage(page), (view) => view.updated > 0, 30_000);
+    await waitUntil(
+      "a first snapshot on the page",
+      () => readPage(page),
+      (view) => view.updated > 0,
+      30_000,
+    );
 
     const running = cluster.run(Array.from({ length: ITEMS }, (_, id) => ({ ms: 5, id })));
     const first = await waitUntil(
@@ -126,7 +136,11 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless
 
     await running;
     const stats = await cluster.stats();
-    const final = await waitUntil("the page to show the final counts of stats()", () => readPage(page), (view) => matchesStats(view, stats) && view.done === ITEMS);
+    const final = await waitUntil(
+      "the page to show the final counts of stats()",
+      () => readPage(page),
+      (view) => matchesStats(view, stats) && view.done === ITEMS,
+    );
     expect(final.inFlight).toBe(0);
     expect(final.errorsTotal).toBe(ITEMS / 10);
     expect(final.percent).toBe("100.0%");
@@ -142,7 +156,10 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless
     await screenshot(page, "dashboard.png");
 
     // The snapshot is also there as JSON, and the whole thing stops on reset.
-    const snapshot = (await (await fetch(`${dashboard.url}snapshot.json`)).json()) as { mode: string; tasks: unknown[] };
+    const snapshot = (await (await fetch(`${dashboard.url}snapshot.json`)).json()) as {
+      mode: string;
+      tasks: unknown[];
+    };
     expect(snapshot.mode).toBe("root");
     expect(snapshot.tasks).toHaveLength(2);
     await page.close();
@@ -160,14 +177,21 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless
       page = await browser!.context.newPage();
       await page.goto(url!, { timeout: 30_000 });
       const stats = await cluster.stats();
-      const view = await waitUntil("the nodes' counts on the page", () => readPage(page!), (shown) => matchesStats(shown, stats), 30_000);
+      const view = await waitUntil(
+        "the nodes' counts on the page",
+        () => readPage(page!),
+        (shown) => matchesStats(shown, stats),
+        30_000,
+      );
       expect(view.state).toContain("nodes");
       expect(view.done).toBe(ITEMS); // summed over the nodes: each counts the items it finished
       expect(view.nodes).toEqual([a, b, nowhere]);
       const unreachable = await page.textContent(`#nodes tr[data-node="${nowhere}"]`);
       expect(unreachable).toContain("unreachable");
       expect(view.errors.length).toBeGreaterThan(0);
-      expect(view.errors.every((error) => error.what?.endsWith("is a multiple of ten") && [a, b].includes(error.node!))).toBe(true);
+      expect(
+        view.errors.every((error) => error.what?.endsWith("is a multiple of ten") && [a, b].includes(error.node!)),
+      ).toBe(true);
       await screenshot(page, "dashboard-nodes.png");
     } finally {
       await page?.close();

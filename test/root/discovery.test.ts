@@ -79,7 +79,11 @@ describe("scanForNodes", () => {
 
   test("with the token, the node that wants it is idle; a wrong token is refused", async () => {
     const withToken = await scanForNodes({ network: "127.0.0.0/24", port, token: TOKEN });
-    expect(withToken.idle.map((node) => node.address)).toEqual([`127.0.0.2:${port}`, `127.0.0.3:${port}`, `127.0.0.4:${port}`]);
+    expect(withToken.idle.map((node) => node.address)).toEqual([
+      `127.0.0.2:${port}`,
+      `127.0.0.3:${port}`,
+      `127.0.0.4:${port}`,
+    ]);
     expect(withToken.refused).toEqual([]);
     const wrong = await scanForNodes({ network: "127.0.0.0/29", port, token: "not-it" });
     expect(wrong.refused.map((node) => node.address)).toEqual([`127.0.0.4:${port}`]);
@@ -126,7 +130,12 @@ describe("scanForNodes", () => {
       hash: pipelineHash(bundles, []),
       workers: 1,
     };
-    ({ connection: owner } = await dial({ hostname: "127.0.0.3", port, service: "node", client: "discovery-test-root" }));
+    ({ connection: owner } = await dial({
+      hostname: "127.0.0.3",
+      port,
+      service: "node",
+      client: "discovery-test-root",
+    }));
     await owner.request("setup", args, 30_000);
 
     const result = await scanForNodes({ network: "127.0.0.0/24", port });
@@ -215,13 +224,17 @@ describe("scanForNodes", () => {
     await expect(scanForNodes({ port } as unknown as Parameters<typeof scanForNodes>[0])).rejects.toThrow(TypeError);
   });
 
-  test.skipIf(!canBindIPv6)("scans IPv6: ::1/128 finds a node on ::1", async () => {
-    const node = await tryNode("::1", 0);
-    expect(node).toBeDefined();
-    const [, v6Port] = await node!.waitFor(/listening on \[::1\]:(\d+)/);
-    const result = await scanForNodes({ network: "::1/128", port: Number(v6Port) });
-    expect(result.idle.map((found) => found.address)).toEqual([`[::1]:${v6Port}`]);
-    expect(result.idle[0]).toMatchObject({ host: "::1", port: Number(v6Port) });
-    node!.kill("SIGKILL");
-  }, 20_000);
+  test.skipIf(!canBindIPv6)(
+    "scans IPv6: ::1/128 finds a node on ::1",
+    async () => {
+      const node = await tryNode("::1", 0);
+      expect(node).toBeDefined();
+      const [, v6Port] = await node!.waitFor(/listening on \[::1\]:(\d+)/);
+      const result = await scanForNodes({ network: "::1/128", port: Number(v6Port) });
+      expect(result.idle.map((found) => found.address)).toEqual([`[::1]:${v6Port}`]);
+      expect(result.idle[0]).toMatchObject({ host: "::1", port: Number(v6Port) });
+      node!.kill("SIGKILL");
+    },
+    20_000,
+  );
 });

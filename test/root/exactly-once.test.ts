@@ -96,8 +96,19 @@ describe("exactly-once outputs", () => {
     const progress = cluster.progress;
     expect(progress.resent).toBeGreaterThan(0); // both had items in flight: they ran again elsewhere
     expect(total).toBe(expected);
-    expect(progress).toMatchObject({ fed: lines.length, done: lines.length, outputs: expected, queued: 0, inFlight: 0 });
-    expect(cluster.nodes.sort()).toEqual(nodes.slice(2).map((node) => node.addr).sort());
+    expect(progress).toMatchObject({
+      fed: lines.length,
+      done: lines.length,
+      outputs: expected,
+      queued: 0,
+      inFlight: 0,
+    });
+    expect(cluster.nodes.sort()).toEqual(
+      nodes
+        .slice(2)
+        .map((node) => node.addr)
+        .sort(),
+    );
   }, 60_000);
 
   test("a worker that dies mid-fan-out: each output of the generator item arrives once", async () => {
@@ -164,7 +175,10 @@ describe("at-least-once outputs", () => {
     });
     cluster.feed({ seen: seenFile, waitMs: 10_000 });
     await within(cluster.waitEmpty(), 20_000, "waitEmpty");
-    expect(outputs).toEqual([{ i: 0, sawRoot: undefined }, { i: 1, sawRoot: true }]);
+    expect(outputs).toEqual([
+      { i: 0, sawRoot: undefined },
+      { i: 1, sawRoot: true },
+    ]);
   }, 30_000);
 
   test("exactly-once holds the same item's first output until it is done", async () => {
@@ -183,6 +197,9 @@ describe("at-least-once outputs", () => {
     });
     cluster.feed({ seen: seenFile, waitMs: 1500 }); // it never sees the file
     await within(cluster.waitEmpty(), 20_000, "waitEmpty");
-    expect(outputs).toEqual([{ i: 0, sawRoot: undefined }, { i: 1, sawRoot: false }]);
+    expect(outputs).toEqual([
+      { i: 0, sawRoot: undefined },
+      { i: 1, sawRoot: false },
+    ]);
   }, 30_000);
 });

@@ -73,7 +73,10 @@ function expectedKeys(lines: string[]): Map<string, number> {
  * Compares the outputs with the sequential run: every expected output at least once, nothing else, and
  * returns the ids of the inputs some output of which came more than once, and how many extra outputs came.
  */
-function checkAtLeastOnce(outputs: string[], expected: Map<string, number>): { duplicatedInputs: Set<number>; extra: number } {
+function checkAtLeastOnce(
+  outputs: string[],
+  expected: Map<string, number>,
+): { duplicatedInputs: Set<number>; extra: number } {
   const counts = new Map<string, number>();
   for (const key of outputs) counts.set(key, (counts.get(key) ?? 0) + 1);
   const missing = [...expected.keys()].filter((key) => !counts.has(key));
@@ -110,15 +113,20 @@ describe("a node lost in the middle of a run", () => {
     const outputs: string[] = [];
     let reachedHalf: () => void = () => {};
     const halfway = new Promise<void>((resolve) => (reachedHalf = resolve));
-    await cluster.setup("failover", "1", [{ function: tasks.churn }, { function: tasks.splitWords, isGenerator: true }], {
-      localPackages: [TASKS],
-      outputHandler: (output) => {
-        if (outputs.push(keyOf(output as Entry)) === expected.size / 2) reachedHalf();
-        // Now and then the handler makes the results wait, so frames of the lost node may still be
-        // queued at the root when it is found gone.
-        return outputs.length % 1000 === 0 ? Bun.sleep(1) : undefined;
+    await cluster.setup(
+      "failover",
+      "1",
+      [{ function: tasks.churn }, { function: tasks.splitWords, isGenerator: true }],
+      {
+        localPackages: [TASKS],
+        outputHandler: (output) => {
+          if (outputs.push(keyOf(output as Entry)) === expected.size / 2) reachedHalf();
+          // Now and then the handler makes the results wait, so frames of the lost node may still be
+          // queued at the root when it is found gone.
+          return outputs.length % 1000 === 0 ? Bun.sleep(1) : undefined;
+        },
       },
-    });
+    );
     cluster.feed(...lines);
     // Half-way, the node with more unfinished work dies (whichever it is: the windows adapt to each).
     await within(halfway, 20_000, "half of the outputs");
@@ -205,7 +213,12 @@ describe("a root that is itself busy", () => {
   test("a sync outputHandler that blocks longer than the heartbeat timeout does not get a healthy node given up", async () => {
     const nodes = await twoNodes(1);
     const heartbeatTimeoutMs = 600;
-    const cluster = track(new Root(nodes.map((node) => node.addr), { heartbeatMs: 100, heartbeatTimeoutMs }));
+    const cluster = track(
+      new Root(
+        nodes.map((node) => node.addr),
+        { heartbeatMs: 100, heartbeatTimeoutMs },
+      ),
+    );
     let outputs = 0;
     await cluster.setup("blocking-handler", "1", [{ function: tasks.double }], {
       localPackages: [TASKS],
@@ -242,7 +255,8 @@ describe("a node lost while its results wait at the root", () => {
       for (;;) {
         const status = await cluster.status();
         if (outputs.length >= 10 && status.every((node) => node.pipeline!.inFlight === 0)) break;
-        if (Date.now() > deadline) throw new Error(`the nodes did not drain: ${JSON.stringify(status.map((node) => node.pipeline))}`);
+        if (Date.now() > deadline)
+          throw new Error(`the nodes did not drain: ${JSON.stringify(status.map((node) => node.pipeline))}`);
         await Bun.sleep(20);
       }
       // This answer comes after every result the victim sent: they all wait in the root now.
@@ -261,7 +275,14 @@ describe("a node lost while its results wait at the root", () => {
     await within(cluster.waitEmpty(), 15_000, "waitEmpty after the gate opened");
     expect(outputs.length).toBe(count);
     expect(new Set(outputs).size).toBe(count);
-    expect(cluster.progress).toMatchObject({ fed: count, done: count, outputs: count, resent: 0, queued: 0, inFlight: 0 });
+    expect(cluster.progress).toMatchObject({
+      fed: count,
+      done: count,
+      outputs: count,
+      resent: 0,
+      queued: 0,
+      inFlight: 0,
+    });
   }, 30_000);
 });
 
@@ -286,7 +307,9 @@ describe("a task that runs away with memory", () => {
     expect(errors.length).toBe(1);
     expect(errors[0]!.task).toBe("hogOn");
     expect(errors[0]!.failed).toBe(true);
-    expect(errors[0]!.message).toMatch(/gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 400 MB/);
+    expect(errors[0]!.message).toMatch(
+      /gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 400 MB/,
+    );
     expect(errors[0]!.node).toBe(node.addr);
     // The node is alive and well, and its log says why each worker went.
     expect(node.proc.proc.exitCode).toBeNull();
@@ -309,9 +332,9 @@ describe("a task that gets stuck", () => {
     const errors: TaskError[] = [];
     const outputs: number[] = [];
     const root = track(new Root([["127.0.0.1", node.port]]));
-    await expect(root.setup("stuck", "1", [{ function: tasks.loopOn }], { localPackages: [TASKS], taskTimeoutMs: -1 })).rejects.toThrow(
-      "setup option taskTimeoutMs must be a positive integer, got -1",
-    );
+    await expect(
+      root.setup("stuck", "1", [{ function: tasks.loopOn }], { localPackages: [TASKS], taskTimeoutMs: -1 }),
+    ).rejects.toThrow("setup option taskTimeoutMs must be a positive integer, got -1");
     await root.setup("stuck", "1", [{ function: tasks.loopOn }], {
       localPackages: [TASKS],
       outputHandler: (output) => void outputs.push(output as number),
@@ -323,7 +346,9 @@ describe("a task that gets stuck", () => {
     await within(root.waitEmpty(), 20_000, "waitEmpty");
     expect(outputs.sort()).toEqual([0, 1, 2, 3]);
     expect(errors.map((error) => [error.task, error.failed, error.node])).toEqual([["loopOn", true, node.addr]]);
-    expect(errors[0]!.message).toContain("gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms");
+    expect(errors[0]!.message).toContain(
+      "gave up after 2 attempts, each of which took its worker down: its task got nothing done for 500 ms",
+    );
   }, 60_000);
 });
 

@@ -28,7 +28,11 @@ function sendSome(queue: FeedQueue, count: number, firstId: number, maxBytes = 1
 describe("FeedQueue", () => {
   test("items come out in order, as records with the ids given, across many chunks", () => {
     const queue = new FeedQueue();
-    const items = Array.from({ length: 20_000 }, (_, i) => ({ i, text: "t".repeat(i % 300), note: i % 7 === 0 ? "日本" : "x" }));
+    const items = Array.from({ length: 20_000 }, (_, i) => ({
+      i,
+      text: "t".repeat(i % 300),
+      note: i % 7 === 0 ? "日本" : "x",
+    }));
     queue.appendValues(items.slice(0, 12_000));
     queue.appendBytes(items.slice(12_000).map((item) => encode(item)));
     expect(queue.length).toBe(20_000);
@@ -141,7 +145,13 @@ describe("Scheduler with the feed queue", () => {
     );
     scheduler.pump();
     expect(second.inFlight).toBe(lingering.length + 1);
-    const expected = [...sentIds.map((_, k) => k).filter((k) => k % 1000 === 500).map((k) => items[k]), { late: true }];
+    const expected = [
+      ...sentIds
+        .map((_, k) => k)
+        .filter((k) => k % 1000 === 500)
+        .map((k) => items[k]),
+      { late: true },
+    ];
     expect(sortByJson(again)).toEqual(sortByJson(expected));
   });
 });

@@ -9,7 +9,9 @@ import { ResultPump, type ResultSink } from "../../src/root/results.ts";
  * what is dropped.
  */
 
-type Frame = Array<[kind: "out", id: number, value: unknown] | [kind: "done", ids: number[]] | [kind: "retract", id: number]>;
+type Frame = Array<
+  [kind: "out", id: number, value: unknown] | [kind: "done", ids: number[]] | [kind: "retract", id: number]
+>;
 
 function blob(records: Frame): Uint8Array {
   const batch = new RecordBatchBuilder(1024);
@@ -43,11 +45,27 @@ function pump(exactlyOnce: boolean, maxHeldBytes?: number) {
 describe("exactly-once at the root", () => {
   test("outputs whose Done is in the same frame go straight out; the others wait for their Done", async () => {
     const { results, seen } = pump(true);
-    results.push("a", blob([["out", 1, "1a"], ["out", 2, "2a"], ["done", [1]]]), 0);
+    results.push(
+      "a",
+      blob([
+        ["out", 1, "1a"],
+        ["out", 2, "2a"],
+        ["done", [1]],
+      ]),
+      0,
+    );
     await results.whenIdle();
     expect(seen).toEqual(["1a", "done 1"]);
     expect(results.heldBytes).toBeGreaterThan(0);
-    results.push("a", blob([["out", 2, "2b"], ["out", 3, "3a"], ["done", [2, 3]]]), 0);
+    results.push(
+      "a",
+      blob([
+        ["out", 2, "2b"],
+        ["out", 3, "3a"],
+        ["done", [2, 3]],
+      ]),
+      0,
+    );
     await results.whenIdle();
     // Item 3's output goes at once; item 2's come out, in their order, when its Done is reached.
     expect(seen).toEqual(["1a", "done 1", "3a", "2a", "2b", "done 2,3"]);
@@ -56,7 +74,16 @@ describe("exactly-once at the root", () => {
 
   test("a Retract drops what its item gave so far; the lost node's held outputs are dropped after its frames", async () => {
     const { results, seen } = pump(true);
-    results.push("a", blob([["out", 1, "dead attempt"], ["retract", 1], ["out", 1, "retry"], ["out", 2, "2a"]]), 0);
+    results.push(
+      "a",
+      blob([
+        ["out", 1, "dead attempt"],
+        ["retract", 1],
+        ["out", 1, "retry"],
+        ["out", 2, "2a"],
+      ]),
+      0,
+    );
     results.push("b", blob([["out", 7, "7a"]]), 0);
     results.endOf("b"); // node b is lost: item 7 runs again elsewhere
     results.push("a", blob([["done", [1, 2]]]), 0);
@@ -67,8 +94,22 @@ describe("exactly-once at the root", () => {
 
   test("held outputs past maxHeldBytes: none of that item's outputs, and one error naming the limit at its Done", async () => {
     const { results, seen, errors } = pump(true, 100);
-    results.push("a", blob([["out", 1, "x".repeat(60)], ["out", 2, "small"]]), 0);
-    results.push("a", blob([["out", 1, "x".repeat(60)], ["done", [1, 2]]]), 0);
+    results.push(
+      "a",
+      blob([
+        ["out", 1, "x".repeat(60)],
+        ["out", 2, "small"],
+      ]),
+      0,
+    );
+    results.push(
+      "a",
+      blob([
+        ["out", 1, "x".repeat(60)],
+        ["done", [1, 2]],
+      ]),
+      0,
+    );
     await results.whenIdle();
     expect(seen).toEqual(["small", "done 1,2"]);
     expect(errors).toHaveLength(1);
@@ -77,7 +118,15 @@ describe("exactly-once at the root", () => {
 
   test("at-least-once hands every output out as it comes and ignores Retract", async () => {
     const { results, seen } = pump(false);
-    results.push("a", blob([["out", 1, "first"], ["retract", 1], ["out", 1, "again"]]), 0);
+    results.push(
+      "a",
+      blob([
+        ["out", 1, "first"],
+        ["retract", 1],
+        ["out", 1, "again"],
+      ]),
+      0,
+    );
     await results.whenIdle();
     expect(seen).toEqual(["first", "again"]);
   });

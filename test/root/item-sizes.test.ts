@@ -40,7 +40,11 @@ describe("items of a few hundred KB to megabytes", () => {
     const node = await startNode({ workers: 1 });
     const root = new Root([node.addr]);
     roots.push(root);
-    const items = [{ ms: 1500 }, ...Array.from({ length: 12 }, () => ({ pad: "p".repeat(200_000) })), { pad: "q".repeat(3_000_000) }];
+    const items = [
+      { ms: 1500 },
+      ...Array.from({ length: 12 }, () => ({ pad: "p".repeat(200_000) })),
+      { pad: "q".repeat(3_000_000) },
+    ];
     const counts = await runPads(root, items);
     expect(Object.fromEntries(counts)).toEqual({ 0: 1, 200000: 12, 3000000: 1 });
     expect(root.progress.resent).toBe(0);
@@ -73,11 +77,20 @@ describe("a feed past the grant", () => {
     const node = await startNode({ workers: 1 });
     const client = await NodeTestClient.connect({ port: node.port, client: "root-greedy" });
     clients.push(client);
-    const { window } = await client.setup({ name: "pads", version: "1", packages: [TASKS], tasks: [{ function: tasks.padLength }] });
+    const { window } = await client.setup({
+      name: "pads",
+      version: "1",
+      packages: [TASKS],
+      tasks: [{ function: tasks.padLength }],
+    });
     // One frame with more bytes than the whole grant, several items: a root with a bug.
     const pad = "z".repeat(Math.ceil(window.bytes / 3));
     const refusedIds = client.feed([{ pad }, { pad }, { pad }, { pad }], { batchItems: 4 });
-    await client.waitFor(() => client.events.some((event) => event.name === "refused"), 10_000, () => "a refusal");
+    await client.waitFor(
+      () => client.events.some((event) => event.name === "refused"),
+      10_000,
+      () => "a refusal",
+    );
     const refusal = client.events.find((event) => event.name === "refused")!;
     const data = refusal.data as { ids: Uint8Array; reason: string };
     const view = new DataView(data.ids.buffer, data.ids.byteOffset, data.ids.byteLength);

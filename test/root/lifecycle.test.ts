@@ -38,7 +38,9 @@ async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: nu
 describe("a script that forgets reset() and close()", () => {
   test("with Root.local: it exits by itself when its work is done, and no process it started is left", async () => {
     const started = performance.now();
-    const script = spawnBun([join(REPO, "test/support/local-exit.ts"), "forget"], { env: { PCLUSTER_TOKEN: undefined } });
+    const script = spawnBun([join(REPO, "test/support/local-exit.ts"), "forget"], {
+      env: { PCLUSTER_TOKEN: undefined },
+    });
     const [, json] = await script.waitFor(/LOCAL (\{.*\})/, 20_000);
     const report = JSON.parse(json!) as { pids: number[]; workdir: string; outputs: number; sum: number };
     for (const pid of report.pids) recorded.add(pid);
@@ -54,7 +56,9 @@ describe("a script that forgets reset() and close()", () => {
 
   test("with an external node: it exits by itself and frees the node as it ends (no grace to wait out)", async () => {
     const node = await startNode({ workers: 1 });
-    const script = spawnBun([join(REPO, "test/support/root-forgets-reset.ts"), node.addr], { env: { PCLUSTER_TOKEN: undefined } });
+    const script = spawnBun([join(REPO, "test/support/root-forgets-reset.ts"), node.addr], {
+      env: { PCLUSTER_TOKEN: undefined },
+    });
     expect(await script.waitExit(15_000)).toBe(0);
     expect(script.stdout).toContain(`DONE 200 ${199 * 200}`);
     // The root reset its node as the program ended: the grace is for roots that crash.
@@ -121,7 +125,9 @@ describe("a Root.local after reset()", () => {
       await cluster.run([3]);
       expect(outputs.sort()).toEqual([2, 3, 4]);
       await cluster.reset();
-      const error = await cluster.setup("third", "1", [{ function: tasks.double }], { localPackages: [TASKS] }).catch((caught: Error) => caught);
+      const error = await cluster
+        .setup("third", "1", [{ function: tasks.double }], { localPackages: [TASKS] })
+        .catch((caught: Error) => caught);
       expect(error).toBeInstanceOf(StateError);
       expect((error as Error).message).toContain("reset() stopped this root's local cluster");
     } finally {
@@ -142,7 +148,9 @@ describe("searchNodes", () => {
     let nodes: Spawned[] = [];
     for (let attempt = 0; attempt < 8 && nodes.length < 2; attempt++) {
       port = 20_000 + Math.floor(Math.random() * 40_000);
-      const started = await Promise.all(["127.0.0.2", "127.0.0.3"].map((host) => nodeAt(host, port, join(temp, `${host}-${port}`))));
+      const started = await Promise.all(
+        ["127.0.0.2", "127.0.0.3"].map((host) => nodeAt(host, port, join(temp, `${host}-${port}`))),
+      );
       nodes = started.filter((proc) => proc !== undefined);
       if (nodes.length < 2) for (const proc of nodes) proc.kill("SIGKILL");
     }

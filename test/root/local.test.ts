@@ -69,7 +69,12 @@ describe("startLocalCluster", () => {
     await waitForFile(cluster.logFile, (text) => cluster.nodes.every(([, port]) => text.includes(`127.0.0.1:${port}`)));
 
     await cluster.stop();
-    expect(await waitGone(cluster.processes.map((child) => child.pid), 1000)).toEqual([]);
+    expect(
+      await waitGone(
+        cluster.processes.map((child) => child.pid),
+        1000,
+      ),
+    ).toEqual([]);
     expect(existsSync(cluster.workdir)).toBe(false);
     await cluster.stop(); // idempotent
   }, 30_000);
@@ -115,7 +120,9 @@ describe("startLocalCluster", () => {
   }
 
   test("a parent killed with SIGKILL (no handler can run) still leaves no process behind: they notice and stop", async () => {
-    const parent = spawnBun([join(REPO, "test/support/local-exit.ts"), "signal"], { env: { PCLUSTER_TOKEN: undefined } });
+    const parent = spawnBun([join(REPO, "test/support/local-exit.ts"), "signal"], {
+      env: { PCLUSTER_TOKEN: undefined },
+    });
     const [, json] = await parent.waitFor(/LOCAL (\{.*\})/, 20_000);
     const { pids } = JSON.parse(json!) as { pids: number[] };
     orphans.push(...pids);

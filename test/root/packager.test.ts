@@ -135,7 +135,10 @@ describe("pipelineHash", () => {
     expect(hash).toMatch(/^[0-9a-f]{64}$/);
     expect(pipelineHash([second], ["is-number@7"])).toBe(hash);
     expect(pipelineHash([flipped(second, "index.ts")], ["is-number@7"])).not.toBe(hash);
-    const modeChanged = { ...second, files: second.files.map((f) => (f.path === "index.ts" ? { ...f, mode: 0o755 } : f)) };
+    const modeChanged = {
+      ...second,
+      files: second.files.map((f) => (f.path === "index.ts" ? { ...f, mode: 0o755 } : f)),
+    };
     expect(pipelineHash([modeChanged], ["is-number@7"])).not.toBe(hash);
     expect(pipelineHash([second], ["is-number@6"])).not.toBe(hash);
     expect(pipelineHash([second], [])).not.toBe(hash);
@@ -145,7 +148,10 @@ describe("pipelineHash", () => {
 describe("findPackageEntry", () => {
   test("follows exports with import conditions, then module, then main, then index", async () => {
     const dir = join(temp, "entries");
-    await write(join(dir, "a", "package.json"), JSON.stringify({ exports: { ".": { types: "./x.d.ts", import: "./src/main.ts" } } }));
+    await write(
+      join(dir, "a", "package.json"),
+      JSON.stringify({ exports: { ".": { types: "./x.d.ts", import: "./src/main.ts" } } }),
+    );
     await write(join(dir, "a", "src", "main.ts"), "export {};\n");
     await write(join(dir, "b", "package.json"), JSON.stringify({ main: "lib" }));
     await write(join(dir, "b", "lib.js"), "export {};\n");
@@ -167,7 +173,11 @@ describe("findPackageEntry", () => {
 describe("resolveTaskchain", () => {
   test("finds each function and class by identity, preferring a named export over default", async () => {
     const specs = await resolveTaskchain(
-      [{ function: tasks.simpleTask! }, { function: tasks.generatorTask! }, { function: tasks.DropItem!, args: ["dropped"] }],
+      [
+        { function: tasks.simpleTask! },
+        { function: tasks.generatorTask! },
+        { function: tasks.DropItem!, args: ["dropped"] },
+      ],
       packages,
     );
     expect(specs).toEqual([
@@ -179,7 +189,10 @@ describe("resolveTaskchain", () => {
 
   test("accepts package#export by folder name or package.json name, and an explicit isGenerator", async () => {
     const specs = await resolveTaskchain(
-      [{ function: "task_package#DropItem", args: [1] }, { function: "@scope/tasks#simpleTask", isGenerator: true }],
+      [
+        { function: "task_package#DropItem", args: [1] },
+        { function: "@scope/tasks#simpleTask", isGenerator: true },
+      ],
       packages,
     );
     expect(specs).toEqual([

@@ -66,7 +66,8 @@ describe("a node that joins", () => {
     root.addNode(second!.addr);
     for (const deadline = Date.now() + 20_000; Date.now() < deadline && nodesSeen.size < 2; ) {
       const status = await root.status();
-      for (const [index, node] of status.entries()) if ((node.pipeline?.tasks[0]?.processed ?? 0) > 0) nodesSeen.add(index);
+      for (const [index, node] of status.entries())
+        if ((node.pipeline?.tasks[0]?.processed ?? 0) > 0) nodesSeen.add(index);
       await Bun.sleep(50);
     }
     await root.waitEmpty();

@@ -16,7 +16,10 @@ let addrs: string[];
 beforeAll(async () => {
   logFile = join(mkdtempSync(join(tmpdir(), "pcluster-root-")), "cluster.log");
   const logServer = await startLogServerAt(logFile);
-  nodes = await Promise.all([startNode({ logPort: logServer.port, workers: 1 }), startNode({ logPort: logServer.port, workers: 1 })]);
+  nodes = await Promise.all([
+    startNode({ logPort: logServer.port, workers: 1 }),
+    startNode({ logPort: logServer.port, workers: 1 }),
+  ]);
   addrs = nodes.map((node) => node.addr);
 }, 30_000);
 afterAll(() => killAll());
@@ -25,10 +28,11 @@ afterAll(() => killAll());
 function sequential(lines: string[]): string[] {
   const tagger = new tasks.Tagger("!");
   const out: string[] = [];
-  for (const line of lines) for (const entry of tasks.splitWords(tasks.parse(line))) {
-    const tagged = tagger.process(entry);
-    if (tagged !== null) out.push(tagged);
-  }
+  for (const line of lines)
+    for (const entry of tasks.splitWords(tasks.parse(line))) {
+      const tagged = tagger.process(entry);
+      if (tagged !== null) out.push(tagged);
+    }
   return out.sort();
 }
 
@@ -83,7 +87,11 @@ describe("a root over two nodes", () => {
     await cluster.setup(
       "words",
       "2",
-      [{ function: tasks.parse }, { function: tasks.splitWords, isGenerator: true }, { function: tasks.Tagger, args: ["!"] }],
+      [
+        { function: tasks.parse },
+        { function: tasks.splitWords, isGenerator: true },
+        { function: tasks.Tagger, args: ["!"] },
+      ],
       { localPackages: [TASKS], outputHandler: (output) => void outputs.push(output as string) },
     );
     const lines = Array.from({ length: 2000 }, (_, i) => `${i}:w${i % 7} skip x${i % 13} y${i}`);
@@ -174,7 +182,9 @@ describe("a root over two nodes", () => {
     await cluster.waitEmpty();
     expect(count).toBe(600_002);
     expect(sum).toBe(600_000 * 599_999 + 6_000_000);
-    expect(() => cluster.feedMany("text" as never)).toThrow("feedMany takes an array or an iterable of items, got \"text\"; to feed one item, call feed(item)");
+    expect(() => cluster.feedMany("text" as never)).toThrow(
+      'feedMany takes an array or an iterable of items, got "text"; to feed one item, call feed(item)',
+    );
     expect(() => cluster.feedMany(42 as never)).toThrow(TypeError);
     expect(cluster.progress.fed).toBe(600_002);
   }, 60_000);
@@ -227,9 +237,15 @@ describe("a root over two nodes", () => {
     function notExported(item: unknown) {
       return item;
     }
-    await expect(cluster.setup("bad", "1", [{ function: notExported }], { localPackages: [TASKS] })).rejects.toThrow(SetupError);
-    await expect(cluster.setup("bad", "1", [{ function: notExported }], { localPackages: [TASKS] })).rejects.toThrow(/notExported/);
-    await expect(cluster.setup("bad", "1", [{ function: "tasks#nope" }], { localPackages: [TASKS] })).rejects.toThrow(/nope/);
+    await expect(cluster.setup("bad", "1", [{ function: notExported }], { localPackages: [TASKS] })).rejects.toThrow(
+      SetupError,
+    );
+    await expect(cluster.setup("bad", "1", [{ function: notExported }], { localPackages: [TASKS] })).rejects.toThrow(
+      /notExported/,
+    );
+    await expect(cluster.setup("bad", "1", [{ function: "tasks#nope" }], { localPackages: [TASKS] })).rejects.toThrow(
+      /nope/,
+    );
   });
 
   test("calls before setup say so", async () => {
@@ -237,7 +253,9 @@ describe("a root over two nodes", () => {
     expect(() => fresh.feed(1)).toThrow(StateError);
     await expect(fresh.waitEmpty()).rejects.toThrow(/call setup\(\) first/);
     await fresh.close();
-    await expect(fresh.setup("x", "1", [{ function: tasks.identity }], { localPackages: [TASKS] })).rejects.toThrow(/closed/);
+    await expect(fresh.setup("x", "1", [{ function: tasks.identity }], { localPackages: [TASKS] })).rejects.toThrow(
+      /closed/,
+    );
   });
 
   test("a second root is refused while the first holds the nodes, and the first keeps working", async () => {

@@ -40,7 +40,8 @@ test("setup returns the same root, typed: feed, process and outputHandler need n
   expect(handled.sort()).toEqual(["1.0:alpha?", "1.2:beta?"]);
 
   const seen: string[] = [];
-  for await (const tagged of pipeline.process(["2:gamma", "3:skip delta"])) seen.push(tagged.slice(tagged.indexOf(":") + 1));
+  for await (const tagged of pipeline.process(["2:gamma", "3:skip delta"]))
+    seen.push(tagged.slice(tagged.indexOf(":") + 1));
   expect(seen.sort()).toEqual(["DELTA?", "GAMMA?"]);
   expect(cluster.progress).toMatchObject({ fed: 3, done: 3, outputs: 4 });
 });

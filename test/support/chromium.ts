@@ -57,5 +57,9 @@ export async function launchChromium(): Promise<Chromium> {
 /** This process's children, by PID. */
 function childPids(): number[] {
   const ps = Bun.spawnSync(["ps", "-o", "pid=", "--ppid", String(process.pid)]);
-  return ps.stdout.toString().split("\n").map(Number).filter((pid) => pid > 0 && pid !== ps.pid);
+  return ps.stdout
+    .toString()
+    .split("\n")
+    .map(Number)
+    .filter((pid) => pid > 0 && pid !== ps.pid);
 }

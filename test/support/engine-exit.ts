@@ -14,5 +14,7 @@ second.feed(Array.from({ length: 10 }, (_, i) => i));
 await second.waitEmpty();
 console.log(`second setup outputs ${second.outputCount}`);
 await second.engine.reset();
-const third = await EngineHarness.start(dir, [{ export: "identity" }, { export: "noSuchTask" }], { workers: 2 }).catch((error: Error) => error);
+const third = await EngineHarness.start(dir, [{ export: "identity" }, { export: "noSuchTask" }], { workers: 2 }).catch(
+  (error: Error) => error,
+);
 console.log(`third setup: ${third instanceof Error ? third.message : "did not fail"}`);

@@ -97,7 +97,10 @@ export class EngineHarness {
       await Promise.race([
         this.engine.whenEmpty(),
         new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`engine not empty after ${timeoutMs} ms (in flight: ${this.engine.inFlight})`)), timeoutMs);
+          timer = setTimeout(
+            () => reject(new Error(`engine not empty after ${timeoutMs} ms (in flight: ${this.engine.inFlight})`)),
+            timeoutMs,
+          );
         }),
       ]);
     } finally {
@@ -117,7 +120,8 @@ export class EngineHarness {
         case RecordKind.Output:
           this.outputCount++;
           this.outputBytes += reader.payloadEnd - reader.payloadStart;
-          if (this.keepOutputs) this.outputs.push({ id: reader.id, value: decode(records, reader.payloadStart, reader.payloadEnd) });
+          if (this.keepOutputs)
+            this.outputs.push({ id: reader.id, value: decode(records, reader.payloadStart, reader.payloadEnd) });
           break;
         case RecordKind.Done:
           forEachDone(records, reader.payloadStart, reader.payloadEnd, (id, outputs) => {
@@ -128,7 +132,12 @@ export class EngineHarness {
         case RecordKind.TaskError:
         case RecordKind.Failed: {
           const report = decode(records, reader.payloadStart, reader.payloadEnd) as ErrorRecord;
-          this.errors.push({ ...report, id: reader.id, stage: reader.stage, kind: reader.kind === RecordKind.Failed ? "failed" : "error" });
+          this.errors.push({
+            ...report,
+            id: reader.id,
+            stage: reader.stage,
+            kind: reader.kind === RecordKind.Failed ? "failed" : "error",
+          });
           break;
         }
       }

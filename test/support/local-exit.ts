@@ -17,10 +17,14 @@ if (mode === "forget") {
   const cluster = await Root.local({ nodes: 1, workers: 1 });
   const outputs = await runDoubles(cluster, "forgetful");
   const sum = outputs.reduce((total, output) => total + output, 0);
-  console.log(`LOCAL ${JSON.stringify({ pids: childrenOf(process.pid), workdir: dirname(cluster.logFile!), outputs: outputs.length, sum })}`);
+  console.log(
+    `LOCAL ${JSON.stringify({ pids: childrenOf(process.pid), workdir: dirname(cluster.logFile!), outputs: outputs.length, sum })}`,
+  );
 } else {
   const cluster = await startLocalCluster({ nodes: 2, workers: 1 });
-  console.log(`LOCAL ${JSON.stringify({ pids: cluster.processes.map((child) => child.pid), workdir: cluster.workdir })}`);
+  console.log(
+    `LOCAL ${JSON.stringify({ pids: cluster.processes.map((child) => child.pid), workdir: cluster.workdir })}`,
+  );
   if (mode === "exit") process.exit(0);
   if (mode === "throw") throw new Error("local-exit: an uncaught error, on purpose");
   setInterval(() => {}, 60_000); // "signal": wait for the test's SIGTERM

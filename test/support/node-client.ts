@@ -120,7 +120,8 @@ export class NodeTestClient {
       connectTimeoutMs: options.timeoutMs ?? 5000,
       timeoutMs: options.timeoutMs ?? 5000,
     });
-    if (connection === undefined || hello === undefined) throw new Error("dial() resolved without a connection or a hello");
+    if (connection === undefined || hello === undefined)
+      throw new Error("dial() resolved without a connection or a hello");
     return new NodeTestClient(connection, hello, options);
   }
 
@@ -174,10 +175,14 @@ export class NodeTestClient {
   /** Waits (bounded) until every id is Done; rejects early if the connection closes first. */
   async waitDone(ids: Iterable<number>, timeoutMs = 20_000): Promise<void> {
     const wanted = [...ids];
-    await this.waitFor(() => wanted.every((id) => this.done.has(id)), timeoutMs, () => {
-      const missing = wanted.filter((id) => !this.done.has(id));
-      return `${missing.length} of ${wanted.length} items not done (first: ${missing.slice(0, 5).join(", ")})`;
-    });
+    await this.waitFor(
+      () => wanted.every((id) => this.done.has(id)),
+      timeoutMs,
+      () => {
+        const missing = wanted.filter((id) => !this.done.has(id));
+        return `${missing.length} of ${wanted.length} items not done (first: ${missing.slice(0, 5).join(", ")})`;
+      },
+    );
   }
 
   /** Waits (bounded) until `ready()` holds, checked after each message; rejects if the connection closes first. */
@@ -239,7 +244,12 @@ export class NodeTestClient {
         case RecordKind.TaskError:
         case RecordKind.Failed: {
           const report = decode(blob, reader.payloadStart, reader.payloadEnd) as TaskErrorReport;
-          this.errors.push({ ...report, id: reader.id, stage: reader.stage, kind: reader.kind === RecordKind.Failed ? "failed" : "error" });
+          this.errors.push({
+            ...report,
+            id: reader.id,
+            stage: reader.stage,
+            kind: reader.kind === RecordKind.Failed ? "failed" : "error",
+          });
           break;
         }
         default:

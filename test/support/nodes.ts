@@ -55,7 +55,9 @@ export function nodeArgs(options: NodeOptions & { workdir: string }): string[] {
  */
 export async function startNode(options: NodeOptions = {}): Promise<RunningNode> {
   const workdir = options.workdir ?? mkdtempSync(join(tmpdir(), "pcluster-node-"));
-  const proc = spawnBun(nodeArgs({ ...options, workdir }), { env: { ...NO_TOKEN, ...CONSOLE_AS_DEPLOYED, ...options.env } });
+  const proc = spawnBun(nodeArgs({ ...options, workdir }), {
+    env: { ...NO_TOKEN, ...CONSOLE_AS_DEPLOYED, ...options.env },
+  });
   const [, port] = await proc.waitFor(/listening on 127\.0\.0\.1:(\d+)/, options.timeoutMs ?? 15_000);
   return { proc, port: Number(port), addr: `127.0.0.1:${port}`, workdir };
 }
@@ -86,7 +88,11 @@ export async function runCli(
  * resolves on the root too, and the package's own dependencies are installed with `bun install` (the
  * root imports the package to find its exports). node_modules is never shipped. Returns the folder.
  */
-export async function writeProjectPackage(project: string, name: string, files: Record<string, string>): Promise<string> {
+export async function writeProjectPackage(
+  project: string,
+  name: string,
+  files: Record<string, string>,
+): Promise<string> {
   const link = join(project, "node_modules", "pcluster");
   if (!existsSync(link)) {
     mkdirSync(dirname(link), { recursive: true });
@@ -97,7 +103,8 @@ export async function writeProjectPackage(project: string, name: string, files: 
     mkdirSync(dirname(join(dir, path)), { recursive: true });
     writeFileSync(join(dir, path), text);
   }
-  const manifest = files["package.json"] === undefined ? {} : (JSON.parse(files["package.json"]) as { dependencies?: object });
+  const manifest =
+    files["package.json"] === undefined ? {} : (JSON.parse(files["package.json"]) as { dependencies?: object });
   if (manifest.dependencies !== undefined && Object.keys(manifest.dependencies).length > 0) {
     const install = spawnBun(["install"], { cwd: dir });
     const code = await install.waitExit(60_000);
@@ -110,7 +117,12 @@ export async function writeProjectPackage(project: string, name: string, files: 
  * A `pcluster node` on exactly `host:port` (another loopback address than 127.0.0.1, say), or
  * undefined when it could not listen there (the port is taken): for tests of discovery.
  */
-export async function tryNodeAt(host: string, port: number, workdir: string, extra: string[] = []): Promise<Spawned | undefined> {
+export async function tryNodeAt(
+  host: string,
+  port: number,
+  workdir: string,
+  extra: string[] = [],
+): Promise<Spawned | undefined> {
   const args = [CLI, "node", "--host", host, "--port", String(port), "--workers", "1", "--workdir", workdir, ...extra];
   const proc = spawnBun(args, { env: { PCLUSTER_TOKEN: undefined } });
   try {
@@ -124,7 +136,10 @@ export async function tryNodeAt(host: string, port: number, workdir: string, ext
 }
 
 /** A node test file's teardown: closes its clients, kills every child process, removes its folders. */
-export async function tearDown(clients: ReadonlyArray<{ close(): void }>, folders: ReadonlyArray<string | undefined>): Promise<void> {
+export async function tearDown(
+  clients: ReadonlyArray<{ close(): void }>,
+  folders: ReadonlyArray<string | undefined>,
+): Promise<void> {
   for (const client of clients) client.close();
   await killAll();
   for (const folder of folders) if (folder !== undefined) rmSync(folder, { recursive: true, force: true });

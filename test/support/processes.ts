@@ -108,7 +108,10 @@ export class Spawned {
 }
 
 /** Runs `bun <args>` with piped output. */
-export function spawnBun(args: string[], options: { cwd?: string; env?: Record<string, string | undefined> } = {}): Spawned {
+export function spawnBun(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string | undefined> } = {},
+): Spawned {
   return new Spawned(
     Bun.spawn([process.execPath, ...args], {
       cwd: options.cwd ?? REPO,
@@ -135,7 +138,10 @@ process.on("exit", () => {
  * Runs `command` (with piped output) as the leader of its own process group, for commands that run the
  * real program as their child (`bunx pcluster …`): `killGroup` then ends the child too.
  */
-export function spawnGroup(command: string[], options: { cwd: string; env?: Record<string, string | undefined> }): Spawned {
+export function spawnGroup(
+  command: string[],
+  options: { cwd: string; env?: Record<string, string | undefined> },
+): Spawned {
   return new Spawned(
     Bun.spawn(command, {
       cwd: options.cwd,

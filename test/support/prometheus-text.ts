@@ -45,7 +45,7 @@ function parseLabels(text: string, at: number, line: string): { labels: Record<s
     if (text[eq + 1] !== '"') throw new Error(`label value not quoted in: ${line}`);
     let value = "";
     let j = eq + 2;
-    for (;; j++) {
+    for (; ; j++) {
       const c = text[j];
       if (c === undefined) throw new Error(`unterminated label value in: ${line}`);
       if (c === '"') break;
@@ -153,7 +153,8 @@ function checkHistogram(family: ParsedFamily): void {
     if (buckets.length === 0) throw new Error(`${key} has no buckets`);
     for (let i = 1; i < buckets.length; i++) {
       if (!(buckets[i]![0] > buckets[i - 1]![0])) throw new Error(`${key}: le not increasing at ${buckets[i]![0]}`);
-      if (buckets[i]![1] < buckets[i - 1]![1]) throw new Error(`${key}: bucket counts not cumulative at le=${buckets[i]![0]}`);
+      if (buckets[i]![1] < buckets[i - 1]![1])
+        throw new Error(`${key}: bucket counts not cumulative at le=${buckets[i]![0]}`);
     }
     const last = buckets[buckets.length - 1]!;
     if (last[0] !== Number.POSITIVE_INFINITY) throw new Error(`${key} has no +Inf bucket`);
@@ -163,10 +164,17 @@ function checkHistogram(family: ParsedFamily): void {
 }
 
 /** The one sample of `name` whose labels include `labels`; throws when there is none or several. */
-export function sampleValue(families: Map<string, ParsedFamily>, name: string, labels: Record<string, string> = {}): number {
+export function sampleValue(
+  families: Map<string, ParsedFamily>,
+  name: string,
+  labels: Record<string, string> = {},
+): number {
   const matches = [...families.values()]
     .flatMap((family) => family.samples)
-    .filter((sample) => sample.name === name && Object.entries(labels).every(([label, value]) => sample.labels[label] === value));
+    .filter(
+      (sample) =>
+        sample.name === name && Object.entries(labels).every(([label, value]) => sample.labels[label] === value),
+    );
   if (matches.length !== 1) throw new Error(`${matches.length} samples of ${name}${JSON.stringify(labels)}`);
   return matches[0]!.value;
 }

@@ -60,7 +60,8 @@ export class RawClient {
     for (;;) {
       const found = this.messages.find(predicate);
       if (found) return found;
-      if (this.#isClosed) throw new Error(`closed without the expected message; got ${JSON.stringify(this.messages.map((m) => m.t))}`);
+      if (this.#isClosed)
+        throw new Error(`closed without the expected message; got ${JSON.stringify(this.messages.map((m) => m.t))}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out; got ${JSON.stringify(this.messages.map((m) => m.t))}`);
       await new Promise<void>((resolve) => {

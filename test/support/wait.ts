@@ -13,7 +13,8 @@ export async function waitUntil<T>(
   for (;;) {
     const value = await look();
     if (ready(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${Bun.inspect(value)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${Bun.inspect(value)}`);
     await Bun.sleep(everyMs);
   }
 }

@@ -62,11 +62,7 @@ same<InOf<typeof titles>, string>();
 same<OutOf<typeof titles>, string>();
 
 // an async generator, and a class with process(item) built with its constructor's args
-const tagged = await cluster.setup("t", 1, [
-  { function: wordsLater },
-  { function: Counter },
-  { function: half },
-]);
+const tagged = await cluster.setup("t", 1, [{ function: wordsLater }, { function: Counter }, { function: half }]);
 same<InOf<typeof tagged>, string>();
 same<OutOf<typeof tagged>, number>();
 
@@ -133,9 +129,11 @@ await pipeline.feedAsync("3:c");
 pipeline.feedMany(["4:d"]);
 pipeline.feedMany(new Set(["5:e"]));
 await pipeline.run(["6:f"]);
-await pipeline.run((async function* () {
-  yield "7:g";
-})());
+await pipeline.run(
+  (async function* () {
+    yield "7:g";
+  })(),
+);
 for await (const title of pipeline.process(["8:h"])) same<typeof title, string>();
 // @ts-expect-error the chain takes lines
 pipeline.feed(1);

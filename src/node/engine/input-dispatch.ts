@@ -92,7 +92,8 @@ export class InputDispatcher {
         return false;
       }
       const next = this.#writeSpan(slot, blob, view, offset);
-      if (next === offset) slot.fullInPass = pass; // try the others before giving up
+      if (next === offset)
+        slot.fullInPass = pass; // try the others before giving up
       else pass = ++this.#pass;
       offset = next;
     }

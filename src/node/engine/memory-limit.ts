@@ -82,7 +82,11 @@ export class MemoryGuard {
     for (let index = 0; index < workers.length; index++) {
       const worker = workers[index]!;
       if (!worker.busy) continue;
-      if (pick < 0 || this.#since[index]! < this.#since[pick]! || (this.#since[index] === this.#since[pick] && worker.completed > workers[pick]!.completed)) {
+      if (
+        pick < 0 ||
+        this.#since[index]! < this.#since[pick]! ||
+        (this.#since[index] === this.#since[pick] && worker.completed > workers[pick]!.completed)
+      ) {
         pick = index;
       }
     }

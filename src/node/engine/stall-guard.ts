@@ -38,5 +38,4 @@ export class StallGuard {
     if (stuck >= 0) this.#marks[stuck] = Number.NaN; // never equal: its replacement is timed afresh
     return stuck;
   }
-
 }

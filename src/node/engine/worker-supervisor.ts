@@ -231,7 +231,7 @@ export class WorkerSupervisor {
     const position = this.#pastFinished(slot);
     const running = input.runningPosition;
     const unread = (input.writePosition - position) >>> 0;
-    const wasRunning = ((running - position) >>> 0) < unread && input.peek(running) === running;
+    const wasRunning = (running - position) >>> 0 < unread && input.peek(running) === running;
     // What the items run again gave is void: a root handing out outputs exactly once drops it.
     if (wasRunning) this.#retractUpTo(input, position, running);
     if (wasRunning) {

@@ -55,7 +55,7 @@ export class OutputWriter {
         writeRecordHeader(ring.view, offset, kind, stage, flags, id, length);
         const next = (position + RECORD_HEADER_BYTES + length) >>> 0;
         this.#position = next;
-        if (((next - this.#committed) >>> 0) >= COMMIT_BYTES) this.flush();
+        if ((next - this.#committed) >>> 0 >= COMMIT_BYTES) this.flush();
         return;
       }
     }
@@ -69,7 +69,7 @@ export class OutputWriter {
     const next = this.ring.tryWrite(this.#position, kind, stage, flags, id, bytes);
     if (next < 0) return this.#writeWhenRoom(kind, stage, flags, id, bytes);
     this.#position = next;
-    if (((next - this.#committed) >>> 0) >= COMMIT_BYTES) this.flush();
+    if ((next - this.#committed) >>> 0 >= COMMIT_BYTES) this.flush();
   }
 
   /** Writes only if there is room right now, and commits at once (a share should not wait). */

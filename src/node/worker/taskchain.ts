@@ -40,7 +40,8 @@ export async function importExport(
   modules = new Map<string, Record<string, unknown>>(),
 ): Promise<Function> {
   const entry = entries[spec.package];
-  if (entry === undefined) throw new SetupError(`${where}: package "${spec.package}" was not shipped with the pipeline`);
+  if (entry === undefined)
+    throw new SetupError(`${where}: package "${spec.package}" was not shipped with the pipeline`);
   let module = modules.get(spec.package);
   if (module === undefined) {
     try {
@@ -185,7 +186,8 @@ export class ChainRunner {
     this.#stats[stage * STAT_FIELDS + LATENCY + latencyBucket(ms)]! += weight; // the histogram, weighted alike
     const recent = (this.#recentMs[stage] = this.#recentMs[stage]! * 0.875 + ms * 0.125);
     const timed = ++this.#timed[stage]!;
-    this.#weights[stage] = ms >= TIME_EVERY_CALL_MS || recent >= TIME_EVERY_CALL_MS || timed < TIME_FIRST_CALLS ? 1 : SAMPLE_ONE_IN;
+    this.#weights[stage] =
+      ms >= TIME_EVERY_CALL_MS || recent >= TIME_EVERY_CALL_MS || timed < TIME_FIRST_CALLS ? 1 : SAMPLE_ONE_IN;
   }
 
   async #settle(pending: PromiseLike<unknown>, stage: number, started: number): Promise<void> {

@@ -118,16 +118,18 @@ export class DashboardModel {
     });
 
     const reported = look.nodes.flatMap((node) => (node.status?.pipeline ? [node.status.pipeline.tasks] : []));
-    const tasks = mergeTaskStats(reported).map((task, index): TaskView => ({
-      stage: index + 1,
-      task: task.task,
-      processed: task.processed,
-      dropped: task.dropped,
-      errors: task.errors,
-      meanMs: task.meanMs,
-      p99Ms: latencyQuantile(task.latency ?? [], 0.99),
-      perSecond: this.#rates.rate(`task ${index} ${task.task}`, time, task.processed + task.errors),
-    }));
+    const tasks = mergeTaskStats(reported).map(
+      (task, index): TaskView => ({
+        stage: index + 1,
+        task: task.task,
+        processed: task.processed,
+        dropped: task.dropped,
+        errors: task.errors,
+        meanMs: task.meanMs,
+        p99Ms: latencyQuantile(task.latency ?? [], 0.99),
+        perSecond: this.#rates.rate(`task ${index} ${task.task}`, time, task.processed + task.errors),
+      }),
+    );
 
     const progress = root ? this.#rootProgress(root, time) : this.#nodesProgress(nodes, look, tasks, time);
     const errors = root?.errors ?? this.#nodesErrors(look);
