@@ -59,4 +59,5 @@ export {
   type TaskDefinition,
 } from "./root/root.ts";
 export type { ProgressOptions } from "./root/options.ts";
+export type { CombineOption } from "./root/options.ts";
 export { VERSION } from "./version.ts";

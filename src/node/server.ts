@@ -336,6 +336,8 @@ class NodeServer {
           maxAttempts: args.maxAttempts,
           taskTimeoutMs: args.taskTimeoutMs || undefined,
           concurrency: args.concurrency,
+          shareFanOut: args.shareFanOut,
+          combine: args.combine,
           memoryLimitBytes: this.#memoryLimit,
           maxItemBytes: Math.min(this.#maxItemBytes, args.maxItemBytes ?? this.#maxItemBytes),
         },

@@ -1,4 +1,5 @@
 import type { LogLine } from "../protocol/messages.ts";
+import type { BuiltInCombiner } from "../protocol/combiners.ts";
 import type { TaskSpec } from "../protocol/pipeline.ts";
 
 /**
@@ -61,6 +62,10 @@ export interface SetupMessage {
   running?: SharedArrayBuffer;
   /** Largest output a task may give, encoded: a larger one is a task error for its item. */
   maxItemBytes: number;
+  /** Whether this worker may hand parts of a large fan-out to idle workers. */
+  shareFanOut: boolean;
+  /** A combiner folding this worker's outputs (see protocol/combiners.ts). */
+  combine?: TaskSpec | BuiltInCombiner;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
   oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
 }

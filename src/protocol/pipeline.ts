@@ -1,3 +1,4 @@
+import { BUILT_IN_COMBINERS, type BuiltInCombiner } from "./combiners.ts";
 import { SetupError } from "../errors.ts";
 import type { RecentError } from "../metrics/recent-errors.ts";
 import {
@@ -82,6 +83,17 @@ export interface SetupArgs {
   resultWindow?: number;
   /** The root's largest item or output, encoded; the node holds outputs to the smaller of it and its own. */
   maxItemBytes?: number;
+  /**
+   * Whether workers may hand parts of a large fan-out to idle workers (default true). A root that
+   * hands out outputs exactly once turns it off: see `Retract` records in record.ts.
+   */
+  shareFanOut?: boolean;
+  /**
+   * Fold the outputs where they are made (see combiners.ts): a combiner class exported by a shipped
+   * package, built once per worker with `args`, or a built-in by name. Outputs then reach the root only
+   * as partials, each with the Done of the items it covers.
+   */
+  combine?: TaskSpec | BuiltInCombiner;
 }
 
 /** What a node answers to `setup`: what it runs on, and how much input it takes in flight. */
@@ -192,6 +204,9 @@ export function parseNodeStatus(reply: unknown): NodeStatus {
   return validate<NodeStatus>(reply, nodeStatus, 'answer to "status"');
 }
 
+const isBuiltInCombiner: Check = (v) =>
+  (BUILT_IN_COMBINERS as readonly unknown[]).includes(v) ? undefined : `one of ${BUILT_IN_COMBINERS.join(", ")}`;
+
 const taskSpec: Check = shape({
   package: isString,
   export: isString,
@@ -219,6 +234,8 @@ const setupArgs: Check = shape({
   concurrency: optional(isUint),
   resultWindow: optional(isUint),
   maxItemBytes: optional(isUint),
+  shareFanOut: optional(isBoolean),
+  combine: optional((v) => (typeof v === "string" ? isBuiltInCombiner(v) : taskSpec(v))),
 });
 
 /** Validates setup arguments from the wire; throws a `ProtocolError` naming the bad field. */

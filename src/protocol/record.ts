@@ -42,6 +42,17 @@ export const RecordKind = {
   Share: 6,
   /** An input given up after crashing its workers: the next worker skips it. Node-internal. */
   Void: 7,
+  /**
+   * The outputs of the item `id` given so far are void: the worker running it died and it runs again
+   * (payload: nothing). A root that hands out outputs exactly once drops those it holds for it.
+   */
+  Retract: 8,
+  /**
+   * A combiner's partial (payload: `encodePartial` in combiners.ts): it covers exactly the items of the
+   * Done record right before it (a worker writes it right before that Done; the engine right after
+   * its own Done, in the same results batch).
+   */
+  Partial: 9,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 

@@ -68,6 +68,16 @@ export interface ProgressOptions {
   label?: string;
 }
 
+/**
+ * setup's `combine`: a built-in by name (`"sum-by-key"`: outputs `{ [key]: number }` summed per key;
+ * `"count"`), or a combiner class exported by one of `localPackages` — with `add(output)`,
+ * `merge(other)` and `result()` — built once per worker, and once on the root, with `args`.
+ */
+export type CombineOption =
+  | "sum-by-key"
+  | "count"
+  | { function: (new (...args: never[]) => object) | string; args?: unknown[] };
+
 /** Options of `run()` and `process()`. */
 export interface RunOptions {
   /** Aborting it stops reading the items (see `run` and `process` for what happens to those already fed). */

@@ -230,6 +230,28 @@ export async function resolveTaskchain(
   });
 }
 
+/**
+ * Finds which shipped package exports the combiner class `type` (or `"package#export"`): the spec the
+ * nodes load it by, and the class itself (the root merges the partials with it).
+ */
+export async function resolveCombiner(
+  type: Function | string,
+  args: unknown[] | undefined,
+  packages: LocalPackage[],
+): Promise<{ spec: TaskSpec; value: unknown }> {
+  const loaded = await Promise.all(packages.map(loadPackage));
+  const where = "the combiner";
+  const found = typeof type === "string" ? byReference(type, loaded, where) : byIdentity(type, loaded, where);
+  if (args !== undefined && !Array.isArray(args)) {
+    throw new SetupError(
+      `${where} ("${found.pkg.name}#${found.exportName}"): args must be an array of constructor arguments`,
+    );
+  }
+  const spec: TaskSpec = { package: found.pkg.name, export: found.exportName, isGenerator: false };
+  if (args !== undefined) spec.args = [...args];
+  return { spec, value: found.pkg.exports[found.exportName] };
+}
+
 async function loadPackage({ dir, bundle }: LocalPackage): Promise<LoadedPackage> {
   const entry = findPackageEntry(await realpath(dir));
   let exports: Exports;

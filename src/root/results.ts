@@ -1,5 +1,6 @@
 import { decode } from "../protocol/codec.ts";
 import { RecordKind, RecordReader, type TaskErrorReport, forEachDone } from "../protocol/record.ts";
+import { HeldOutputs } from "./held-outputs.ts";
 
 /** Where the results of one node go, as the root's `ResultPump` hands them out. */
 export interface ResultSink<Source> {
@@ -7,6 +8,8 @@ export interface ResultSink<Source> {
   output(value: unknown): unknown;
   /** A task threw on an item (`failed`: the item was given up after its worker died too often). */
   taskError(source: Source, item: number, report: TaskErrorReport, failed: boolean): unknown;
+  /** A combiner's partial (its bytes at `bytes[start, end)`), covering the items of the Done just reported. */
+  partial(source: Source, bytes: Uint8Array, start: number, end: number): unknown;
   /** Items are finished on `source`, all their outputs handled before. */
   done(source: Source, ids: number[]): void;
   /** `bytes` of `source`'s results are handled: it may send that much more. */
@@ -28,7 +31,15 @@ interface PendingFrame<Source> {
   blob: Uint8Array;
   reader: RecordReader;
   frameBytes: number;
+  /** Exactly-once: ids of the items whose Done this frame carries (their outputs in it go straight out). */
+  done?: Set<number>;
+  /** Not a frame: the node is lost, and what it left held is dropped here, after its last frame. */
+  lost?: boolean;
 }
+
+/** Default bound on outputs held at the root (see SetupOptions.maxHeldBytes). */
+export const DEFAULT_MAX_HELD_BYTES = 64 * 1024 * 1024;
+const NO_BYTES = new Uint8Array(0);
 
 /**
  * Hands results out strictly in the order they arrived, one at a time: an output handler that returns
@@ -46,9 +57,40 @@ export class ResultPump<Source> {
   #sliceStart = 0;
   /** Called whenever the pump runs dry. */
   onIdle: () => void = () => {};
+  /**
+   * Exactly-once delivery: an item's outputs are handed out only once its Done arrived from the node
+   * that ran it (at once when they come in the same frame, the common case; else held until then).
+   */
+  #exactlyOnce = false;
+  #held = new HeldOutputs<Source>(DEFAULT_MAX_HELD_BYTES);
+  /** Held outputs released by a Done, still to hand out (`undefined`: the item went past the bound). */
+  #released: Array<[id: number, bytes: Uint8Array | undefined]> = [];
+  #releasedAt = 0;
+  /** The Done ids to report once `#released` is handed out. */
+  #doneAfterRelease: number[] | undefined;
 
   constructor(sink: ResultSink<Source>) {
     this.#sink = sink;
+  }
+
+  /** How outputs are handed out from now on (at setup; what is held is dropped). */
+  configure(exactlyOnce: boolean, maxHeldBytes = DEFAULT_MAX_HELD_BYTES): void {
+    this.#exactlyOnce = exactlyOnce;
+    this.#held = new HeldOutputs<Source>(maxHeldBytes);
+  }
+
+  /** Output bytes held for items not done yet (exactly-once). */
+  get heldBytes(): number {
+    return this.#held.bytes;
+  }
+
+  /**
+   * `source` is lost: after its frames already here are handled, the outputs it left held (items not
+   * done, which are sent again) are dropped.
+   */
+  endOf(source: Source): void {
+    this.#queue.push({ source, blob: NO_BYTES, reader: new RecordReader(NO_BYTES), frameBytes: 0, lost: true });
+    if (!this.#running) void this.#run();
   }
 
   /** Takes a results blob (the pump may keep it: frames are owned by their receiver). */
@@ -85,6 +127,10 @@ export class ResultPump<Source> {
   /** Forgets everything waiting (on reset). */
   clear(): void {
     this.#queue = this.#running ? this.#queue.slice(0, 1) : [];
+    this.#held.clear();
+    this.#released = [];
+    this.#releasedAt = 0;
+    this.#doneAfterRelease = undefined;
   }
 
   async #run(): Promise<void> {
@@ -94,6 +140,11 @@ export class ResultPump<Source> {
       while (this.#queue.length > 0) {
         if (performance.now() - this.#sliceStart > SLICE_MS) await this.#yieldTurn();
         const frame = this.#queue[0]!;
+        if (frame.lost) {
+          this.#held.dropSource(frame.source);
+          this.#queue.shift();
+          continue;
+        }
         const waiting = this.#handleFrame(frame);
         if (waiting !== undefined) await waiting;
         if (this.#queue[0] === frame) this.#queue.shift();
@@ -112,24 +163,24 @@ export class ResultPump<Source> {
   #handleFrame(frame: PendingFrame<Source>): Promise<void> | undefined {
     const { reader, blob, source } = frame;
     const sink = this.#sink;
+    const exactlyOnce = this.#exactlyOnce;
+    if (exactlyOnce && frame.done === undefined) frame.done = doneIn(blob);
     let sinceClockCheck = 0;
-    while (reader.next()) {
+    for (;;) {
       let pending: unknown;
+      if (this.#released.length > 0) {
+        pending = this.#handOutReleased(source);
+        if (pending !== undefined) return (pending as Promise<void>).then(() => this.#handleFrame(frame));
+      }
+      if (!reader.next()) break;
       switch (reader.kind) {
         case RecordKind.Output: {
-          let value: unknown;
-          try {
-            value = decode(blob, reader.payloadStart, reader.payloadEnd);
-          } catch (error) {
-            pending = sink.taskError(
-              source,
-              reader.id,
-              { task: "(root)", message: `an output could not be decoded: ${(error as Error).message}` },
-              false,
-            );
+          const id = reader.id;
+          if (exactlyOnce && (!frame.done!.has(id) || this.#held.holds(source, id))) {
+            this.#held.hold(source, id, blob.subarray(reader.payloadStart, reader.payloadEnd));
             break;
           }
-          pending = sink.output(value);
+          pending = this.#output(source, id, blob, reader.payloadStart, reader.payloadEnd);
           break;
         }
         case RecordKind.TaskError:
@@ -147,9 +198,16 @@ export class ResultPump<Source> {
           const ids = this.#doneIds;
           ids.length = 0;
           forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => ids.push(id));
-          sink.done(source, ids);
+          if (exactlyOnce && this.#release(source, ids)) this.#doneAfterRelease = ids.slice();
+          else sink.done(source, ids);
           break;
         }
+        case RecordKind.Retract:
+          if (exactlyOnce) this.#held.retract(source, reader.id);
+          break;
+        case RecordKind.Partial:
+          pending = sink.partial(source, blob, reader.payloadStart, reader.payloadEnd);
+          break;
       }
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handleFrame(frame) ?? undefined);
       if (++sinceClockCheck === RECORDS_PER_CLOCK_CHECK) {
@@ -161,10 +219,69 @@ export class ResultPump<Source> {
     return undefined;
   }
 
+  /** Hands an output out (an undecodable one is reported as a task error of its item). */
+  #output(source: Source, id: number, bytes: Uint8Array, start: number, end: number): unknown {
+    let value: unknown;
+    try {
+      value = decode(bytes, start, end);
+    } catch (error) {
+      const message = `an output could not be decoded: ${(error as Error).message}`;
+      return this.#sink.taskError(source, id, { task: "(root)", message }, false);
+    }
+    return this.#sink.output(value);
+  }
+
+  /** Items `ids` are done on `source`: queues what they held; true if anything was. */
+  #release(source: Source, ids: number[]): boolean {
+    for (const id of ids) {
+      const outputs = this.#held.release(source, id);
+      if (outputs === "overflowed") this.#released.push([id, undefined]);
+      else if (outputs !== undefined) for (const bytes of outputs) this.#released.push([id, bytes]);
+    }
+    return this.#released.length > 0;
+  }
+
+  /** Hands out the released outputs, then reports their Done; returns a promise if a handler made it wait. */
+  #handOutReleased(source: Source): Promise<void> | undefined {
+    const released = this.#released;
+    while (this.#releasedAt < released.length) {
+      const [id, bytes] = released[this.#releasedAt++]!;
+      const pending =
+        bytes === undefined
+          ? this.#sink.taskError(source, id, { task: "(root)", message: this.#overflowMessage() }, false)
+          : this.#output(source, id, bytes, 0, bytes.length);
+      if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handOutReleased(source));
+    }
+    this.#released = [];
+    this.#releasedAt = 0;
+    const ids = this.#doneAfterRelease;
+    this.#doneAfterRelease = undefined;
+    if (ids !== undefined) this.#sink.done(source, ids);
+    return undefined;
+  }
+
+  #overflowMessage(): string {
+    return (
+      `its outputs went past the ${this.#held.maxBytes} bytes the root may hold for items not done yet ` +
+      '(setup option maxHeldBytes) and were dropped; raise it, or use delivery: "at-least-once" to stream them'
+    );
+  }
+
   async #yieldTurn(): Promise<void> {
     await nextTurn();
     this.#sliceStart = performance.now();
   }
+}
+
+/** Ids of the items whose Done a results frame carries. */
+function doneIn(blob: Uint8Array): Set<number> {
+  const done = new Set<number>();
+  const reader = new RecordReader(blob);
+  while (reader.next()) {
+    if (reader.kind === RecordKind.Done)
+      forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
+  }
+  return done;
 }
 
 export function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -26,7 +26,7 @@ import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
 import type { RootObservation } from "./observation.ts";
-import type { RootOptions, RunOptions } from "./options.ts";
+import type { CombineOption, RootOptions, RunOptions } from "./options.ts";
 import type {
   ChainInput,
   ChainOutput,
@@ -35,6 +35,7 @@ import type {
   Travelling,
   TravellingItems,
 } from "./chain-types.ts";
+import { CombinedTotal, resolveCombine } from "./combine.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { showProgress } from "./progress-bar.ts";
 import { ResultPump, isThenable } from "./results.ts";
@@ -80,6 +81,27 @@ export interface SetupOptions<Out = unknown, In = unknown> {
    * The smallest of it and every node's `--max-item` holds (see `RootOptions.maxItemBytes`).
    */
   maxItemBytes?: number;
+  /**
+   * `"exactly-once"` (the default): an item's outputs reach `outputHandler` / `process()` once, whatever
+   * dies — the root hands them out when the item is done on its node, and drops those of an attempt
+   * that did not finish. `"at-least-once"`: outputs stream out as they come (an item that runs again
+   * after a crash gives them again); for unbounded fan-out, and it lets idle workers share a fan-out.
+   */
+  delivery?: "exactly-once" | "at-least-once";
+  /**
+   * Exactly-once: output bytes the root may hold for items not done yet (default 64 MiB). An item whose
+   * outputs would go past it loses them and is reported as a `TaskError` naming this limit.
+   */
+  maxHeldBytes?: number;
+  /**
+   * Fold the outputs where they are made instead of sending each to the root: `"sum-by-key"` (outputs
+   * `{ [key]: number }`, summed per key), `"count"`, or `{ function: SomeClass, args }`, a class exported
+   * by one of `localPackages` with `add(output)`, `merge(other)` and `result()`. Each worker keeps a
+   * partial and ships it with the Done of exactly the items it covers, so the total stays exact when a
+   * node or worker dies; `result()` (and the value `run()` resolves to) gives the merged total. Outputs
+   * then do not reach `outputHandler`.
+   */
+  combine?: CombineOption;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
   /**
@@ -184,6 +206,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** The last task errors, and the dashboards and metrics this root serves (stopped on reset). */
   readonly #recentErrors = new RecentErrors();
   readonly #served = new Set<HttpEndpoint>();
+  /** With setup's `combine`: the partials merged so far. */
+  #total: CombinedTotal | undefined;
 
   /** @param nodeAddrs nodes as `[host, port]` or `"host:port"`; more with `addNode` or `searchNodes`. */
   constructor(nodeAddrs: HostPort[] = [], options: RootOptions = {}) {
@@ -196,6 +220,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       output: (value) => this.#onOutput(value),
       taskError: (client, item, report, failed) => this.#onTaskError(client, item, report, failed),
       done: (client, ids) => this.#onDone(client, ids),
+      partial: (client, bytes, start, end) => this.#onPartial(client, bytes, start, end),
       handled: (client, bytes) => client.credit(bytes),
     });
     this.#results.onIdle = () => this.#settle();
@@ -302,13 +327,15 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         "reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline",
       );
     }
-    for (const option of [
+    const numeric = [
       "workersPerNode",
       "maxAttempts",
       "taskTimeoutMs",
       "resultWindow",
       "setupTimeoutMs",
-    ] as const) {
+      "maxHeldBytes",
+    ] as const;
+    for (const option of numeric) {
       const value = options[option];
       if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
         throw new TypeError(`setup option ${option} must be a positive integer, got ${Bun.inspect(value)}`);
@@ -319,6 +346,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       options.maxItemBytes ?? this.#options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES,
       options.maxItemBytes === undefined ? "Root option maxItemBytes" : "setup option maxItemBytes",
     );
+    const delivery = options.delivery ?? "exactly-once";
+    if (delivery !== "exactly-once" && delivery !== "at-least-once") {
+      throw new TypeError(
+        `setup option delivery must be "exactly-once" or "at-least-once", got ${Bun.inspect(delivery)}`,
+      );
+    }
     if (this.#running && this.#failure === undefined && !this.#isEmpty() && options.replace !== true) {
       throw new StateError(
         `cannot set up "${name}": ${this.#scheduler.queued + this.#scheduler.inFlight} items of the running pipeline are ` +
@@ -328,6 +361,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     if (this.#running) await this.#stopPipeline("set up again");
     const packages = await readLocalPackages(options.localPackages ?? []);
     const tasks = await resolveTaskchain(taskchain as readonly TaskDefinition[], packages);
+    const combiner = await resolveCombine(options.combine, packages);
     const bundles = packages.map((local) => local.bundle);
     const remotePackages = options.remotePackages ?? [];
     const args: SetupArgs = {
@@ -343,7 +377,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       concurrency: options.concurrency,
       resultWindow: options.resultWindow,
       maxItemBytes,
+      // A fan-out shared between workers has parts whose outputs a dead worker's retry could not retract.
+      shareFanOut: delivery === "at-least-once",
     };
+    if (combiner !== undefined) args.combine = combiner.spec;
     if (this.#endpoints.size === 0) {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
     }
@@ -366,6 +403,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         : new SetupError(message);
     }
     this.#setupOptions = options as SetupOptions;
+    this.#results.configure(delivery === "exactly-once", options.maxHeldBytes);
+    this.#total = combiner === undefined ? undefined : new CombinedTotal(combiner);
     this.#pipeline = { args, options: options as SetupOptions };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
@@ -461,12 +500,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * Feeds every item of an (async) iterable, holding back while the cluster is busy, then waits until all
    * is done. `{ progress: true }` shows a progress bar on stderr (see `RunOptions`). With `signal`,
    * aborting stops reading the iterable and rejects with the signal's reason; the items already fed
-   * still finish, and their outputs go to the `outputHandler`.
+   * still finish, and their outputs go to the `outputHandler`. With setup's `combine`, resolves to the
+   * merged total (as `result()` gives it); else to undefined.
    */
   async run<T extends In>(
     items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>,
     options: RunOptions = {},
-  ): Promise<void> {
+  ): Promise<unknown> {
     this.#assertRunning("run");
     const signal = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
     signal?.throwIfAborted();
@@ -474,6 +514,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     using _display = showProgress(options.progress, items, () => this.progress);
     await this.#feedAll(items, signal);
     await this.#when(() => this.#isEmpty(), signal);
+    return this.#total?.result(); // with a combiner, the total so far
   }
 
   /** Feeds every item of `items` as the queue has room, until they are all fed or `signal` aborts. */
@@ -791,6 +832,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       this.#results.pendingDone(client),
       maxAttempts,
     );
+    this.#results.endOf(client); // what it left held (items sent again) is dropped after its last frame
     this.#progress.resent += requeued;
     this.#progress.done += finished + givenUp.length;
     const left = this.#scheduler.lanes.length;
@@ -942,6 +984,30 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       );
     }
     return undefined;
+  }
+
+  #onPartial(client: NodeClient, bytes: Uint8Array, start: number, end: number): unknown {
+    try {
+      this.#total?.merge(bytes, start, end);
+      return undefined;
+    } catch (error) {
+      const report = {
+        task: "(combiner)",
+        message: `merging a partial on the root failed: ${(error as Error).message}`,
+      };
+      return this.#onTaskError(client, 0, report, false);
+    }
+  }
+
+  /**
+   * With setup's `combine`: the total of every output so far, merged from the workers' partials (of
+   * items done; after `waitEmpty()` or `run()`, of all). Each partial counts once, whatever died.
+   */
+  result<Result = unknown>(): Result {
+    if (this.#total === undefined) {
+      throw new StateError('result() needs a combiner: pass setup\'s combine option (e.g. combine: "sum-by-key")');
+    }
+    return this.#total.result() as Result;
   }
 
   #onDone(client: NodeClient, ids: number[]): void {

@@ -41,6 +41,9 @@ function recorder(hold?: { value: unknown; until: Promise<void> }) {
     handled(source, bytes) {
       events.push(`handled ${source} ${bytes}`);
     },
+    partial(source, bytes, start, end) {
+      events.push(`partial ${source} ${end - start} bytes`);
+    },
   };
   return { events, sink };
 }
@@ -159,6 +162,7 @@ describe("ResultPump", () => {
       handled() {
         handled++;
       },
+      partial() {},
     });
     pump.push("a", blob(["gate"]), 1);
     for (let frame = 0; frame < 20; frame++) pump.push("a", blob(Array.from({ length: 20 }, (_, i) => i)), 1);

@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
 import { DEFAULT_MAX_ITEM_BYTES } from "../../protocol/limits.ts";
+import type { BuiltInCombiner } from "../../protocol/combiners.ts";
 import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
 import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
@@ -25,6 +26,10 @@ export interface EngineOptions extends SupervisionOptions {
   concurrency?: number;
   /** Largest output a task may give, encoded; a larger one is a task error (default 1 GiB). */
   maxItemBytes?: number;
+  /** Whether workers may hand parts of a large fan-out to idle workers (default true). */
+  shareFanOut?: boolean;
+  /** A combiner folding the outputs in the workers (see protocol/combiners.ts). */
+  combine?: TaskSpec | BuiltInCombiner;
 }
 
 /** What the engine tells its owner. */
@@ -99,7 +104,10 @@ export class Engine {
     this.#input = new InputDispatcher(this.#slots);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
-    const setup = { tasks, entries, control, stats, maxItemBytes: options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES };
+    // A combiner's partial covers whole items: a fan-out shared out would split one (see combiners.ts).
+    const shareFanOut = (options.shareFanOut ?? true) && options.combine === undefined;
+    const maxItemBytes = options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES;
+    const setup = { tasks, entries, control, stats, maxItemBytes, shareFanOut, combine: options.combine };
     this.#supervisor = new WorkerSupervisor(this.#slots, setup, options, this.#output, events, {
       wake: () => this.#scheduleDrain(),
       settle: () => this.#waits.settle(),

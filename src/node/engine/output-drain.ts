@@ -103,7 +103,7 @@ export class OutputDrain {
       const size = RECORD_HEADER_BYTES + length;
       if (spanCount > 0 && offset !== spanEnd) flushSpan();
 
-      if (kind === RecordKind.Output || kind === RecordKind.TaskError) {
+      if (kind === RecordKind.Output || kind === RecordKind.TaskError || kind === RecordKind.Partial) {
         if ((flags & FLAG_OVERSIZE) !== 0) {
           flushSpan();
           const ref = readU32(ring.data, offset + RECORD_HEADER_BYTES); // the placeholder's payload
@@ -113,9 +113,13 @@ export class OutputDrain {
             break;
           }
           slot.oversizeOutputs.delete(ref);
-          if (bytes !== undefined) {
+          if (kind === RecordKind.Partial) slot.partial = bytes === undefined ? undefined : new Uint8Array(bytes);
+          else if (bytes !== undefined) {
             this.#results.append(kind, stage, 0, this.#tracker.rootOf(flags, id), new Uint8Array(bytes));
           }
+        } else if (kind === RecordKind.Partial) {
+          flushSpan();
+          slot.partial = ring.data.slice(offset + RECORD_HEADER_BYTES, offset + size);
         } else {
           if ((flags & FLAG_SUB_ITEM) !== 0) {
             setRecordItem(view, offset, 0, this.#tracker.rootOf(flags, id));
@@ -130,6 +134,13 @@ export class OutputDrain {
         const data = ring.data;
         for (let at = offset + RECORD_HEADER_BYTES, end = offset + size; at < end; at += DONE_ENTRY_BYTES) {
           this.#onDone(slot, flags, doneEntryId(data, at), doneEntryOutputs(data, at));
+        }
+        if (slot.partial !== undefined) {
+          // Right behind the Done of the items it covers, in the same batch (a combiner shares no fan-out:
+          // each of those items is finished by this Done).
+          this.#appendFinished();
+          this.#results.append(RecordKind.Partial, 0, 0, 0, slot.partial);
+          slot.partial = undefined;
         }
       } else if (kind === RecordKind.Share) {
         flushSpan();
@@ -172,6 +183,16 @@ export class OutputDrain {
     this.#results.append(RecordKind.Failed, stage, 0, root, encode({ task, message, attempts }));
     this.#events.onTaskError?.({ task, message, item: root, stage, failed: true, attempts });
     this.#onDone(slot, flags, id, 0); // no run of it finished (what its failed runs wrote was handed out)
+  }
+
+  /**
+   * Says that the outputs the input record at `offset` of `view` (a worker's input ring) gave so far
+   * are void: its worker died, and it runs again (or is given up). Follows every output the dead
+   * worker wrote.
+   */
+  retract(view: DataView, offset: number): void {
+    const root = this.#tracker.rootOf(recordFlags(view, offset) & ~FLAG_OVERSIZE, recordId(view, offset));
+    this.#results.append(RecordKind.Retract, 0, 0, root, new Uint8Array(0));
   }
 
   /** Forgets every shared sub-item (on reset). */

@@ -34,6 +34,8 @@ export interface WorkerSlot {
   attempts: Map<number, number>;
   /** The oversize output ref draining waits for (0: none). */
   awaitingRef: number;
+  /** A combiner's partial, read, waiting for the Done it goes with (committed right behind it). */
+  partial: Uint8Array | undefined;
   /** Whether a wait for output data is armed. */
   armed: boolean;
   /** The dispatch pass in which this slot's ring was found full. */
@@ -70,6 +72,7 @@ export function newWorkerSlot(
     oversizeOutputs: new Map(),
     attempts: new Map(),
     awaitingRef: 0,
+    partial: undefined,
     armed: false,
     fullInPass: 0,
     asleep: false,

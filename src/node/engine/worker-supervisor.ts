@@ -1,5 +1,6 @@
 import { RecordKind, recordFlags, recordId, recordKind, setRecordFlags, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
+import type { BuiltInCombiner } from "../../protocol/combiners.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
 import { statsStride } from "../task-stats.ts";
@@ -51,6 +52,10 @@ export interface WorkerSetup {
   stats: SharedArrayBuffer;
   /** Largest output a task may give, encoded. */
   maxItemBytes: number;
+  /** Whether workers may hand parts of a large fan-out to idle workers. */
+  shareFanOut: boolean;
+  /** A combiner folding the outputs in the workers. */
+  combine?: TaskSpec | BuiltInCombiner;
 }
 
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
@@ -206,6 +211,8 @@ export class WorkerSupervisor {
         concurrency: slot.concurrency,
         running: slot.running?.buffer,
         maxItemBytes: this.#setup.maxItemBytes,
+        shareFanOut: this.#setup.shareFanOut,
+        combine: this.#setup.combine,
         oversize: [...slot.oversizeInputs],
       });
     });
@@ -226,6 +233,7 @@ export class WorkerSupervisor {
 
     slot.awaitingRef = 0;
     this.#drain.drain(slot, true);
+    slot.partial = undefined; // a partial without its Done: its items run again
     slot.oversizeOutputs.clear();
 
     // Items it finished whose Done it had not committed run again (at least once); the one it was
@@ -237,11 +245,16 @@ export class WorkerSupervisor {
       const running = input.runningPosition;
       const unread = (input.writePosition - position) >>> 0;
       const started = (running - position) >>> 0 < unread && input.peek(running) === running;
+      // What the items run again gave is void: a root handing out outputs exactly once drops it.
+      if (started) this.#retractUpTo(input, position, running);
       if (started) this.#countAttempt(slot, running, reason);
     } else {
-      // Several at once: each item that held a place counts an attempt (only the overdue ones when
-      // the task timeout ended it). Items it finished and committed are Void already; finished ones
-      // not committed, and parked ones, run again.
+      // Several at once: every item not yet released may have given outputs without its Done (finished
+      // and not committed, in progress, parked for a retry): what they gave is void.
+      this.#retractUpTo(input, position, -1);
+      // Each item that held a place counts an attempt (only the overdue ones when the task timeout
+      // ended it). Items it finished and committed are Void already; finished ones not committed, and
+      // parked ones, run again.
       const blamed = slot.overdue ?? slot.running.positions();
       slot.overdue = undefined;
       for (const at of blamed) {
@@ -337,6 +350,16 @@ export class WorkerSupervisor {
   #end(slot: WorkerSlot, reason: string): void {
     slot.lastError = reason;
     slot.worker.terminate();
+  }
+
+  /** Retracts the outputs of each input record from `from` to `last` (both included; -1: to the end): they run again. */
+  #retractUpTo(input: ByteRing, from: number, last: number): void {
+    for (let at = input.peek(from); at >= 0; ) {
+      const offset = input.offsetOf(at);
+      if (recordKind(input.view, offset) !== RecordKind.Void) this.#drain.retract(input.view, offset);
+      if (at === last) return;
+      at = input.peek((at + input.recordSize(offset)) >>> 0);
+    }
   }
 
   /** Starts a replacement worker; retries after a pause while setting it up fails. */

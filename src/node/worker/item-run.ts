@@ -5,6 +5,7 @@
  */
 import { encode, encodeTransient } from "../../protocol/codec.ts";
 import { ItemTooLargeError } from "../../errors.ts";
+import type { WorkerPartial } from "./partial.ts";
 import {
   RECORD_HEADER_BYTES,
   RecordKind,
@@ -29,10 +30,14 @@ export interface RunContext {
   rotation: ShareRotation;
   /** The bound on items in progress, when the worker runs several at once (else undefined). */
   inProgress: InProgressItems | undefined;
+  /** Whether a large fan-out may be handed to idle workers (off for exactly-once roots and combiners). */
+  shareFanOut: boolean;
+  /** With a combiner: the worker's partial; an item's outputs are held beside it until it is finished. */
+  partial: WorkerPartial | undefined;
 }
 
 /** A TaskError record's payload; a string `error` is a report of pcluster's own, without a stack. */
-export function errorReport(task: ResolvedTask, error: unknown): Uint8Array {
+export function errorReport(task: Pick<ResolvedTask, "name">, error: unknown): Uint8Array {
   const message = error instanceof Error ? error.message : String(error);
   const stack = error instanceof Error ? error.stack : undefined;
   return encode({
@@ -54,6 +59,8 @@ export class ItemRun implements ChainHooks {
   outputs = 0;
   /** Outputs it gave, sent or not (naming one that cannot be sent: `outputs[2]`). */
   given = 0;
+  /** With a combiner: its outputs, folded into the partial once it is finished (`takeHeld`). */
+  #held: unknown[] = [];
   /** Its Done is written (`finished`), then committed: from then on its input bytes may be given back. */
   finished = false;
   committed = false;
@@ -75,6 +82,7 @@ export class ItemRun implements ChainHooks {
     this.length = recordLength(view, offset);
     this.outputs = 0;
     this.given = 0;
+    this.#held = [];
     this.next = (at + RECORD_HEADER_BYTES + this.length) >>> 0;
     return this.next;
   }
@@ -90,6 +98,11 @@ export class ItemRun implements ChainHooks {
   }
 
   emit(value: unknown): void | Promise<void> {
+    if (this.context.partial !== undefined) {
+      this.#held.push(value);
+      this.outputs++;
+      return;
+    }
     try {
       const writing = this.context.output.writeValue(
         RecordKind.Output,
@@ -114,6 +127,13 @@ export class ItemRun implements ChainHooks {
     }
   }
 
+  /** Its held outputs (with a combiner), handed over once: it is finished. */
+  takeHeld(): unknown[] {
+    const held = this.#held;
+    this.#held = [];
+    return held;
+  }
+
   /** Names the output being written, for an ItemEncodeError. */
   readonly #outputName = (): string => `outputs[${this.given}]`;
 
@@ -127,6 +147,7 @@ export class ItemRun implements ChainHooks {
 
   /** Hands a fan-out sub-item to a hungry worker this one claimed; false: run it here. */
   tryShare(item: unknown, stage: number): boolean {
+    if (!this.context.shareFanOut) return false;
     const target = this.context.rotation.next();
     if (target < 0) return false;
     let bytes: Uint8Array;

@@ -21,7 +21,7 @@ export class OutputWriter {
   #position: number;
   #committed: number;
   #nextRef = 1;
-  readonly #done = new DoneList(256);
+  readonly #done: DoneList;
   #doneFlags = 0;
   readonly #target: SmallTarget;
 
@@ -31,7 +31,13 @@ export class OutputWriter {
     readonly post: (message: FromWorker, transfer?: ArrayBuffer[]) => void,
     /** Largest Output record payload: a larger output throws `ItemTooLargeError` and writes nothing. */
     readonly maxItemBytes = Number.POSITIVE_INFINITY,
+    /**
+     * A combiner's partial: it is written right before every Done record, which is then written only
+     * by `settle` (and when the list of finished items is full), so that it ships less often.
+     */
+    readonly partial?: { take(): Uint8Array | undefined },
   ) {
+    this.#done = new DoneList(partial === undefined ? 256 : 4096);
     this.#position = ring.writePosition;
     this.#committed = this.#position;
     this.#target = new SmallTarget(ring.data);
@@ -102,7 +108,7 @@ export class OutputWriter {
 
   /** Makes everything written so far visible to the engine, with the Done of every finished item if it fits. */
   flush(): void {
-    void this.#writeDone(false);
+    if (this.partial === undefined) void this.#writeDone(false);
     if (this.#committed === this.#position) return;
     this.#committed = this.#position;
     this.ring.commit(this.#position);
@@ -129,6 +135,13 @@ export class OutputWriter {
       return;
     }
     const payload = done.take().slice(); // the list refills while we wait
+    const partial = this.partial?.take();
+    if (partial !== undefined) {
+      // Right before the Done of exactly the items it covers; the engine keeps it until it reads that Done.
+      const writing = this.write(RecordKind.Partial, 0, 0, last, partial);
+      const done = () => this.write(RecordKind.Done, 0, this.#doneFlags, last, payload);
+      if (writing !== undefined) return writing.then(done);
+    }
     return this.write(RecordKind.Done, 0, this.#doneFlags, last, payload);
   }
 

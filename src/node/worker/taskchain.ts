@@ -28,31 +28,44 @@ export async function loadTaskchain(specs: TaskSpec[], entries: Record<string, s
   const tasks: ResolvedTask[] = [];
   for (const [index, spec] of specs.entries()) {
     const where = `task ${index + 1} ("${spec.package}#${spec.export}")`;
-    const entry = entries[spec.package];
-    if (entry === undefined)
-      throw new SetupError(`${where}: package "${spec.package}" was not shipped with the pipeline`);
-    let module = modules.get(spec.package);
-    if (module === undefined) {
-      try {
-        module = (await import(entry)) as Record<string, unknown>;
-      } catch (error) {
-        throw new SetupError(`${where}: importing package "${spec.package}" failed: ${(error as Error).message}`);
-      }
-      modules.set(spec.package, module);
-    }
-    const value = module[spec.export];
-    if (value === undefined) {
-      const names = Object.keys(module).filter((name) => typeof module[name] === "function");
-      throw new SetupError(
-        `${where}: package "${spec.package}" has no export "${spec.export}" (its function and class exports: ${names.join(", ") || "none"})`,
-      );
-    }
-    if (typeof value !== "function") {
-      throw new SetupError(`${where}: export "${spec.export}" is a ${typeof value}, not a function or class`);
-    }
-    tasks.push(resolve(value, spec, where));
+    tasks.push(resolve(await importExport(spec, entries, where, modules), spec, where));
   }
   return tasks;
+}
+
+/**
+ * Imports a shipped package (once per `modules`) and returns its export `spec.export`, a function or a
+ * class; a `SetupError` starting with `where` says what is missing.
+ */
+export async function importExport(
+  spec: { package: string; export: string },
+  entries: Record<string, string>,
+  where: string,
+  modules = new Map<string, Record<string, unknown>>(),
+): Promise<Function> {
+  const entry = entries[spec.package];
+  if (entry === undefined)
+    throw new SetupError(`${where}: package "${spec.package}" was not shipped with the pipeline`);
+  let module = modules.get(spec.package);
+  if (module === undefined) {
+    try {
+      module = (await import(entry)) as Record<string, unknown>;
+    } catch (error) {
+      throw new SetupError(`${where}: importing package "${spec.package}" failed: ${(error as Error).message}`);
+    }
+    modules.set(spec.package, module);
+  }
+  const value = module[spec.export];
+  if (value === undefined) {
+    const names = Object.keys(module).filter((name) => typeof module[name] === "function");
+    throw new SetupError(
+      `${where}: package "${spec.package}" has no export "${spec.export}" (its function and class exports: ${names.join(", ") || "none"})`,
+    );
+  }
+  if (typeof value !== "function") {
+    throw new SetupError(`${where}: export "${spec.export}" is a ${typeof value}, not a function or class`);
+  }
+  return value;
 }
 
 function resolve(value: Function, spec: TaskSpec, where: string): ResolvedTask {

@@ -27,6 +27,7 @@ import { Hunger, ShareRotation } from "./fan-out-sharing.ts";
 import { InProgressItems } from "./in-progress.ts";
 import { ItemRun, type RunContext, errorReport } from "./item-run.ts";
 import { OutputWriter } from "./output-writer.ts";
+import { WorkerPartial } from "./partial.ts";
 import { ChainRunner, type ResolvedTask, loadTaskchain } from "./taskchain.ts";
 
 const port = globalThis as unknown as {
@@ -36,6 +37,13 @@ const port = globalThis as unknown as {
 const post = (message: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(message, transfer);
 /** Items finished between commits (and input releases) while more input is waiting. */
 const ITEMS_PER_COMMIT = 64;
+/**
+ * With a combiner, how long (task time), how many items and how many outputs a partial gathers at most
+ * before it ships with its items' Done; it ships at once when the worker runs out of input.
+ */
+const PARTIAL_MS = 20;
+const PARTIAL_ITEMS = 4096;
+const PARTIAL_OUTPUTS = 65_536;
 /**
  * Task time between commits while more input is waiting: the engine learns of slow items promptly,
  * which is what it sizes each worker's queue by (see Engine's queue caps).
@@ -78,16 +86,18 @@ function oversizeInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuff
 
 async function start(setup: SetupMessage): Promise<void> {
   let tasks: ResolvedTask[];
+  let partial: WorkerPartial | undefined;
   try {
     for (const [key, bytes] of setup.oversize) oversizeInputs.set(key, bytes);
     setLogSink((lines: LogLine[]) => post({ type: "log", lines }));
     tasks = await loadTaskchain(setup.taskchain, setup.entries);
+    if (setup.combine !== undefined) partial = await WorkerPartial.load(setup.combine, setup.entries);
   } catch (error) {
     post({ type: "setup-error", message: (error as Error).message });
     return;
   }
   post({ type: "ready" });
-  await new ItemLoop(setup, tasks).run();
+  await new ItemLoop(setup, tasks, partial).run();
 }
 
 /**
@@ -119,11 +129,14 @@ class ItemLoop {
   #inputWait: Promise<void> | undefined;
   /** The memory guard's view of this worker: reported between items, and by timer while a task awaits. */
   readonly #heap: HeapReporter;
+  /** With a combiner: the worker's partial, which outputs are folded into instead of written. */
+  readonly #partial: WorkerPartial | undefined;
 
-  constructor(setup: SetupMessage, tasks: ResolvedTask[]) {
+  constructor(setup: SetupMessage, tasks: ResolvedTask[], partial: WorkerPartial | undefined) {
     this.#tasks = tasks;
+    this.#partial = partial;
     this.#input = new ByteRing(setup.input);
-    this.#output = new OutputWriter(new ByteRing(setup.output), post, setup.maxItemBytes);
+    this.#output = new OutputWriter(new ByteRing(setup.output), post, setup.maxItemBytes, partial);
     this.#control = new Int32Array(setup.control);
     this.#stats = workerTaskStats(setup.stats, setup.index, tasks.length);
     this.#hunger = new Hunger(this.#control, setup.index, setup.workers);
@@ -143,6 +156,8 @@ class ItemLoop {
       output: this.#output,
       rotation: new ShareRotation(this.#hunger),
       inProgress: this.#inProgress,
+      shareFanOut: setup.shareFanOut,
+      partial,
     };
     this.#current = new ItemRun(this.#context);
     this.#position = this.#input.readPosition;
@@ -173,6 +188,9 @@ class ItemLoop {
       const more = input.peek(next) >= 0;
       if (more) this.#hunger.retract();
       else this.#hunger.announce();
+      // With a combiner, the Done of finished items waits for the partial: ship it before the last item
+      // waiting here runs, so that the engine (which counts this worker's queue by Done) refills it meanwhile.
+      if (!more && this.#partial !== undefined && this.#sinceCommit > 0) await this.#settle();
 
       const item = (run.flags & FLAG_OVERSIZE) === 0 ? this.#decode(run) : await this.#decodeOversize(run);
       if (item === UNDECODABLE) {
@@ -188,13 +206,15 @@ class ItemLoop {
       // The item's log lines leave before its Done: a root that resets once all is done (and so ends
       // this worker) would otherwise lose the lines still waiting for this thread's next turn.
       flushLogSink();
-      const finishing = this.#output.finished(run.flags, run.id, run.outputs);
+      const folding = this.#fold(run);
+      if (folding !== undefined) await folding;
+      // With a combiner every Done carries the partial: one record for all (no split on the input's flags).
+      const flags = this.#partial === undefined ? run.flags : run.itemFlags;
+      const finishing = this.#output.finished(flags, run.id, run.outputs);
       if (finishing !== undefined) await finishing;
       this.#position = next;
       this.#heap.afterItem();
-      if (!more || ++this.#sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS) {
-        await this.#settle();
-      }
+      if (!more || this.#dueToCommit()) await this.#settle();
     }
   }
 
@@ -232,9 +252,7 @@ class ItemLoop {
       inProgress.start(run);
       void this.#runOne(run, inProgress);
       // Sync tasks finish inside `#runOne`: commit now and then, as the in-order loop does.
-      if (++this.#sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS) {
-        await this.#settle();
-      }
+      if (this.#dueToCommit()) await this.#settle();
     }
   }
 
@@ -249,9 +267,29 @@ class ItemLoop {
       if (running !== undefined) await running;
     }
     flushLogSink();
+    const folding = this.#fold(run);
+    if (folding !== undefined) await folding;
     const finishing = this.#output.finished(run.itemFlags, run.id, run.outputs);
     if (finishing !== undefined) await finishing;
     inProgress.finish(run);
+  }
+
+  /** Whether finished items should be committed now, though more input waits. */
+  #dueToCommit(): boolean {
+    const sinceCommit = ++this.#sinceCommit;
+    const partial = this.#partial;
+    if (partial === undefined) return sinceCommit >= ITEMS_PER_COMMIT || this.#busy() - this.#busyAtCommit >= COMMIT_MS;
+    if (sinceCommit >= PARTIAL_ITEMS || partial.folded >= PARTIAL_OUTPUTS) return true;
+    return this.#busy() - this.#busyAtCommit >= PARTIAL_MS;
+  }
+
+  /** Folds a finished item's outputs into the partial; a combiner that throws is the item's task error. */
+  #fold(run: ItemRun): void | Promise<void> {
+    const partial = this.#partial;
+    if (partial === undefined) return;
+    const error = partial.fold(run.takeHeld());
+    if (error === undefined) return;
+    return run.writeError(this.#tasks.length - 1, errorReport({ name: `combiner ${partial.name}` }, error));
   }
 
   /** Moves past a Void record (an input given up after crashing its workers, or finished before a crash). */

@@ -1,0 +1,93 @@
+/**
+ * Outputs the root holds until their item is done on its node (exactly-once delivery): an item's
+ * outputs are handed out only once its Done arrived from the node that ran it. Those of an item whose
+ * worker died (a Retract record) or whose node was lost are dropped: the item runs again and gives
+ * them again. Held bytes are bounded: an item that would go past `maxBytes` loses what it held and
+ * is reported, at its Done, as a task error naming the limit.
+ */
+export class HeldOutputs<Source> {
+  /** Per node, per item id: the encoded outputs held, in order. */
+  readonly #held = new Map<Source, Map<number, Uint8Array[]>>();
+  /** Per node, items whose outputs went past the bound (dropped until their Done). */
+  readonly #overflowed = new Map<Source, Set<number>>();
+  #bytes = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  /** Bytes held now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Holds a copy of an output's encoded bytes for item `id` of `source`. */
+  hold(source: Source, id: number, bytes: Uint8Array): void {
+    const overflowed = this.#overflowed.get(source);
+    if (overflowed?.has(id)) return;
+    let items = this.#held.get(source);
+    if (items === undefined) this.#held.set(source, (items = new Map()));
+    if (this.#bytes + bytes.length > this.maxBytes) {
+      this.#bytes -= sizeOf(items.get(id));
+      items.delete(id);
+      if (overflowed === undefined) this.#overflowed.set(source, new Set([id]));
+      else overflowed.add(id);
+      return;
+    }
+    const list = items.get(id);
+    if (list === undefined) items.set(id, [bytes.slice()]);
+    else list.push(bytes.slice());
+    this.#bytes += bytes.length;
+  }
+
+  /** Whether outputs of item `id` of `source` are held (or were, and went past the bound). */
+  holds(source: Source, id: number): boolean {
+    if (this.#bytes === 0 && this.#overflowed.size === 0) return false;
+    return this.#held.get(source)?.has(id) === true || this.#overflowed.get(source)?.has(id) === true;
+  }
+
+  /**
+   * Item `id` is done on `source`: its held outputs, to hand out now (none, or `overflowed` when they
+   * went past the bound and were dropped).
+   */
+  release(source: Source, id: number): Uint8Array[] | "overflowed" | undefined {
+    if (this.#bytes === 0 && this.#overflowed.size === 0) return undefined; // the common case: nothing held
+    const overflowed = this.#overflowed.get(source);
+    if (overflowed?.delete(id)) {
+      if (overflowed.size === 0) this.#overflowed.delete(source);
+      return "overflowed";
+    }
+    const items = this.#held.get(source);
+    const list = items?.get(id);
+    if (list === undefined) return undefined;
+    items!.delete(id);
+    this.#bytes -= sizeOf(list);
+    return list;
+  }
+
+  /** Drops what item `id` of `source` gave so far (its worker died; it runs again). */
+  retract(source: Source, id: number): void {
+    const overflowed = this.#overflowed.get(source);
+    if (overflowed?.delete(id) && overflowed.size === 0) this.#overflowed.delete(source);
+    const items = this.#held.get(source);
+    this.#bytes -= sizeOf(items?.get(id));
+    items?.delete(id);
+  }
+
+  /** Drops everything `source` gave (the node is lost; its unfinished items are sent again). */
+  dropSource(source: Source): void {
+    for (const list of this.#held.get(source)?.values() ?? []) this.#bytes -= sizeOf(list);
+    this.#held.delete(source);
+    this.#overflowed.delete(source);
+  }
+
+  clear(): void {
+    this.#held.clear();
+    this.#overflowed.clear();
+    this.#bytes = 0;
+  }
+}
+
+function sizeOf(list: Uint8Array[] | undefined): number {
+  let bytes = 0;
+  for (const each of list ?? []) bytes += each.length;
+  return bytes;
+}
