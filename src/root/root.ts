@@ -38,7 +38,7 @@ import type {
 import { CombinedTotal, resolveCombine } from "./combine.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
 import { showProgress } from "./progress-bar.ts";
-import { ResultPump, isThenable } from "./results.ts";
+import { DEFAULT_MAX_HELD_BYTES, ResultPump, isThenable } from "./results.ts";
 import { type NodeLane, type Resend, Scheduler } from "./scheduler.ts";
 
 export type { RootOptions, RunOptions };
@@ -89,8 +89,9 @@ export interface SetupOptions<Out = unknown, In = unknown> {
    */
   delivery?: "exactly-once" | "at-least-once";
   /**
-   * Exactly-once: output bytes the root may hold for items not done yet (default 64 MiB). An item whose
-   * outputs would go past it loses them and is reported as a `TaskError` naming this limit.
+   * Exactly-once: output bytes the root may hold for items not done yet (default 64 MiB, or room for
+   * one output of `maxItemBytes` and 16 MiB more if that is larger). An item whose outputs would go
+   * past it loses them and is reported as a `TaskError` naming this limit.
    */
   maxHeldBytes?: number;
   /**
@@ -403,7 +404,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         : new SetupError(message);
     }
     this.#setupOptions = options as SetupOptions;
-    this.#results.configure(delivery === "exactly-once", options.maxHeldBytes);
+    // Room for at least one item's output of the largest size the pipeline takes.
+    this.#results.configure(delivery === "exactly-once", options.maxHeldBytes ?? heldBytesFor(maxItemBytes));
     this.#total = combiner === undefined ? undefined : new CombinedTotal(combiner);
     this.#pipeline = { args, options: options as SetupOptions };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
@@ -1076,6 +1078,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     consola[level](`[root] ${message}`);
     if (getDefaultLogAddress() !== undefined) log[level](`[root] ${message}`);
   }
+}
+
+/** The default bound on held outputs: 64 MiB, or room for one output of `maxItemBytes` and 16 MiB more. */
+function heldBytesFor(maxItemBytes: number): number {
+  return Math.max(DEFAULT_MAX_HELD_BYTES, maxItemBytes + 16 * 1024 * 1024);
 }
 
 /** An input item as it was fed, decoded from its bytes (undefined if they cannot be: never for ours). */

@@ -93,14 +93,14 @@ async function resentNotes(address: string, why: RegExp): Promise<number[]> {
 }
 
 /**
- * Items re-sent because of nodes other than the one under test (on a loaded machine a survivor can
- * miss its heartbeat too; it is then re-sent from and set up again): read once the notes are in.
+ * Items re-sent from a survivor (on a loaded machine it can miss its heartbeat too; it is then re-sent
+ * from and set up again): read once the notes about the node under test are in.
  */
-async function resentByOthers(address: string): Promise<number> {
+async function resentFrom(survivor: string): Promise<number> {
   const text = await Bun.file(logFile).text();
-  const others = /\[root\] node (\S+) lost \(.*?\); re-sending (\d+) unfinished items/g;
+  const notes = /\[root\] node (\S+) lost \(.*?\); re-sending (\d+) unfinished items/g;
   let total = 0;
-  for (const note of text.matchAll(others)) if (note[1] !== address) total += Number(note[2]);
+  for (const note of text.matchAll(notes)) if (note[1] === survivor) total += Number(note[2]);
   return total;
 }
 
@@ -166,7 +166,7 @@ describe("a node lost in the middle of a run", () => {
 
     // The root's note, in the cluster's log: which node, why, and exactly how many items were re-sent.
     const counts = await resentNotes(victim.addr, /closed|reset|lost|connection/i);
-    expect(counts).toEqual([progress.resent - (await resentByOthers(victim.addr))]);
+    expect(counts).toEqual([progress.resent - (await resentFrom(survivor.addr))]);
   }, 60_000);
 
   test("a node that stops answering (SIGSTOP) is given up after the heartbeat timeout; its items are re-sent", async () => {
@@ -205,7 +205,7 @@ describe("a node lost in the middle of a run", () => {
       expect(progress).toMatchObject({ fed: count, done: count, queued: 0, inFlight: 0 });
       expect(cluster.nodes).toEqual([survivor.addr]);
       const counts = await resentNotes(frozen.addr, new RegExp(`has not answered for ${heartbeatTimeoutMs} ms`));
-      expect(counts).toEqual([progress.resent - (await resentByOthers(frozen.addr))]);
+      expect(counts).toEqual([progress.resent - (await resentFrom(survivor.addr))]);
     } finally {
       frozen.proc.kill("SIGKILL");
       frozen.proc.kill("SIGCONT");
