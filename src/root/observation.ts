@@ -1,17 +1,10 @@
 import type { RecentError } from "../metrics/recent-errors.ts";
+import type { Progress } from "./root.ts";
 
 /** What a root shows of itself to its dashboard and its /metrics (see `Root.observe`). */
 export interface RootObservation {
   /** Counts since setup: fed, done, outputs, errors, resent; queued and in flight now. */
-  progress: {
-    fed: number;
-    done: number;
-    outputs: number;
-    errors: number;
-    resent: number;
-    queued: number;
-    inFlight: number;
-  };
+  progress: Progress;
   /** Each node the pipeline runs on, as the root's scheduler sees it. */
   nodes: Array<{
     address: string;
