@@ -21,6 +21,7 @@ import { ByteRing } from "../src/node/ring.ts";
 import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
 import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";
+import { aim } from "./support/aim.ts";
 import { type Item, chain, identity, makeItems } from "./support/tasks/index.ts";
 
 const WORKERS = 2;
@@ -350,8 +351,8 @@ console.log(`  identity, engine ÷ piscina:                      ${identityRatio
 console.log(`  identity, engine bytes in and out ÷ piscina:     ${bytesRatio.median.toFixed(1)}×  (rounds: ${bytesRatio.perRound})`);
 console.log(`  3-stage chain, engine ÷ piscina (16 per worker): ${chainRatio.median.toFixed(1)}×  (rounds: ${chainRatio.perRound})`);
 console.log("\naims");
-console.log(`  engine ≥ 10× piscina's best per-item configuration on identity: ${identityRatio.median.toFixed(1)}× warm — ${identityRatio.median >= 10 ? "met" : "NOT met"}`);
+aim("engine ÷ piscina's best per-item configuration on identity (warm)", identityRatio.median, 10, { format: (v) => `${v.toFixed(1)}×` });
 const coldBest = Math.max(...PISCINA_CONFIGS.map((config) => identityRunners.find((runner) => runner.label === config.label)!.cold));
 console.log(`    (first passes on fresh threads: ${(identityRunners[0]!.cold / coldBest).toFixed(1)}×)`);
-console.log(`  CPU-bound ≥ 95% of the ideal 2-worker speedup: ${(efficiency * 100).toFixed(1)}% — ${efficiency >= 0.95 ? "met" : "NOT met"}`);
-console.log(`  raw ring ≥ 5 M small records/s one way: ${(ring / 1e6).toFixed(1)} M/s — ${ring >= 5e6 ? "met" : "NOT met"}`);
+aim("CPU-bound, of the ideal 2-worker speedup", efficiency, 0.95, { format: (v) => `${(v * 100).toFixed(1)}%` });
+aim("raw ring, small records one way", ring, 5e6, { format: (v) => `${(v / 1e6).toFixed(1)} M/s` });
