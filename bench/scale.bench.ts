@@ -13,7 +13,8 @@
  *
  *   bun run bench scale                       quick sweep: 1 × 4, 2 × 4, 4 × 4
  *   PCLUSTER_BENCH_SCALE_FULL=1 bun run bench scale     adds 8 × 4 and 16 × 4
- *   env: PCLUSTER_BENCH_SCALE_SECONDS (2: length of each timed run)
+ *   env: PCLUSTER_BENCH_SCALE_SECONDS (2: length of each timed run), PCLUSTER_BENCH_SCALE_LAYOUTS ("2x4,16x4"),
+ *   PCLUSTER_BENCH_SCALE_PARTS (blocking,async,trips: which parts run)
  */
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -29,9 +30,12 @@ import { asyncWait, blockingWait, identity, makeItems } from "./support/tasks/in
 
 const FULL = process.env.PCLUSTER_BENCH_SCALE_FULL === "1";
 const SECONDS = Number(process.env.PCLUSTER_BENCH_SCALE_SECONDS ?? 2);
-const LAYOUTS: Array<[nodes: number, workers: number]> = FULL
-  ? [[1, 4], [2, 4], [4, 4], [8, 4], [16, 4]]
-  : [[1, 4], [2, 4], [4, 4]];
+const LAYOUTS: Array<[nodes: number, workers: number]> = process.env.PCLUSTER_BENCH_SCALE_LAYOUTS
+  ? process.env.PCLUSTER_BENCH_SCALE_LAYOUTS.split(",").map((layout) => layout.split("x").map(Number) as [number, number])
+  : FULL
+    ? [[1, 4], [2, 4], [4, 4], [8, 4], [16, 4]]
+    : [[1, 4], [2, 4], [4, 4]];
+const PARTS = new Set((process.env.PCLUSTER_BENCH_SCALE_PARTS ?? "blocking,async,trips").split(","));
 const WAIT_MS = 2;
 const ASYNC_MS = 20;
 const ASYNC_CONCURRENCY = 50;
@@ -231,7 +235,7 @@ async function main(): Promise<void> {
   const rows: string[][] = [];
   const starts = new Map<number, number>();
   const judged = new Map<number, Awaited<ReturnType<typeof blockingCase>>>();
-  for (const [nodes, workers] of LAYOUTS) {
+  for (const [nodes, workers] of PARTS.has("blocking") ? LAYOUTS : []) {
     console.log(`  blocking ${WAIT_MS} ms: ${nodes} × ${workers}…`);
     judged.set(nodes, await blockingCase(nodes, workers, rows, starts));
   }
@@ -241,7 +245,7 @@ async function main(): Promise<void> {
   const asyncIdeal = (2 * 2 * ASYNC_CONCURRENCY * 1000) / ASYNC_MS;
   const asyncItems = Array.from({ length: Math.round(asyncIdeal * SECONDS) }, () => ({ ms: ASYNC_MS }));
   const asyncRates = { ours: [] as number[], pool: [] as number[], piscina: [] as number[] };
-  {
+  if (PARTS.has("async")) {
     // `concurrency` is a setup option of issue 11 item 2; until setup knows it, a worker runs one at a time.
     await using cluster = await ScaleCluster.start(2, 2, asyncWait, { concurrency: ASYNC_CONCURRENCY });
     await cluster.run(asyncItems.slice(0, 400));
@@ -259,7 +263,7 @@ async function main(): Promise<void> {
   const identityItems = makeItems(IDENTITY_ITEMS);
   const proxies: DelayProxy[] = [];
   const tripRates = new Map<number, number[]>([[0, []], ...ROUND_TRIPS_MS.map((ms) => [ms, []] as [number, number[]])]);
-  {
+  if (PARTS.has("trips")) {
     const direct = await ScaleCluster.start(2, 2, identity);
     const delayed: Array<[number, ScaleCluster]> = [];
     try {
@@ -288,7 +292,7 @@ async function main(): Promise<void> {
 
   // ---- report ----
   const out = ["", "═".repeat(110), "scale summary", ""];
-  out.push(
+  if (rows.length > 0) out.push(
     `blocking ${WAIT_MS} ms tasks (Atomics.wait); bare = the same waits on bare Worker threads in the same layout, same run; ` +
       "medians of the runs; CPU per item: the root's, the nodes' (all node processes), the bare waits' per wait, and the nodes' less the bare",
     "",
@@ -300,7 +304,7 @@ async function main(): Promise<void> {
   );
   const pool = median(asyncRates.pool);
   const ours = median(asyncRates.ours);
-  out.push(
+  if (asyncRates.ours.length > 0) out.push(
     `async ${ASYNC_MS} ms tasks (await Bun.sleep), 2 nodes × 2 workers, concurrency ${ASYNC_CONCURRENCY} (ideal ${fmtRate(asyncIdeal)})`,
     "",
     table(
@@ -325,7 +329,7 @@ async function main(): Promise<void> {
     fmtRatio(median(rates.map((rate, i) => rate / directRates[i]!))),
     rates.map(fmtRate).join(" "),
   ]);
-  out.push(
+  if (directRates.length > 0) out.push(
     `round trips: ${IDENTITY_ITEMS} identity items, 2 nodes × 2 workers, through a loopback proxy delaying each chunk by half the round trip each way`,
     "",
     table(["case", "items/s", "× direct", "runs"], tripRows),
@@ -336,23 +340,30 @@ async function main(): Promise<void> {
   console.log("aims");
   const two = judged.get(2);
   if (two !== undefined) aim("2 ms tasks, 2 × 4, of the same run's bare waits", two.ofBare, AIM_OF_BARE_2, { format: pct });
-  const largest = Math.max(...judged.keys());
-  const big = judged.get(largest)!;
-  if (largest >= 16) aim("2 ms tasks, 16 × 4, of the same run's bare waits", big.ofBare, AIM_OF_BARE_16, { format: pct });
-  aim(`pcluster's node CPU per 2 ms item (${largest} × 4, less the bare wait's)`, big.ownNodeCpu, AIM_NODE_CPU_US, { atMost: true, format: fmtUs });
-  aim(`root CPU per 2 ms item (${largest} × 4)`, big.rootCpu, AIM_ROOT_CPU_US, { atMost: true, format: fmtUs });
-  aim(`async ${ASYNC_MS} ms, 2 × 2, concurrency ${ASYNC_CONCURRENCY}, of ideal`, ours / asyncIdeal, AIM_ASYNC_OF_IDEAL, { format: pct });
-  aim("async, of the single-process promise pool", ours / pool, AIM_ASYNC_OF_POOL, { format: pct });
+  const largest = Math.max(0, ...judged.keys());
+  const big = judged.get(largest);
+  if (big !== undefined) {
+    if (largest >= 16) aim("2 ms tasks, 16 × 4, of the same run's bare waits", big.ofBare, AIM_OF_BARE_16, { format: pct });
+    aim(`pcluster's node CPU per 2 ms item (${largest} × 4, less the bare wait's)`, big.ownNodeCpu, AIM_NODE_CPU_US, {
+      atMost: true,
+      format: fmtUs,
+    });
+    aim(`root CPU per 2 ms item (${largest} × 4)`, big.rootCpu, AIM_ROOT_CPU_US, { atMost: true, format: fmtUs });
+  }
+  if (asyncRates.ours.length > 0) {
+    aim(`async ${ASYNC_MS} ms, 2 × 2, concurrency ${ASYNC_CONCURRENCY}, of ideal`, ours / asyncIdeal, AIM_ASYNC_OF_IDEAL, { format: pct });
+    aim("async, of the single-process promise pool", ours / pool, AIM_ASYNC_OF_POOL, { format: pct });
+  }
   const at50 = tripRates.get(50);
-  if (at50 !== undefined) {
+  if (at50 !== undefined && at50.length > 0) {
     aim("identity at a 50 ms round trip, of direct", median(at50.map((rate, i) => rate / directRates[i]!)), AIM_ROUND_TRIP_OF_DIRECT, {
       format: fmtRatio,
     });
   }
-  const start = starts.get(largest)!;
+  const start = starts.get(largest);
   const startAim = `Root.local({ nodes: ${largest} }) + setup()`;
-  if (largest >= 16) aim(startAim, start, AIM_START_16_S, { atMost: true, format: fmtS });
-  else console.log(`  ${startAim}: ${fmtS(start)} (the aim of ≤ ${AIM_START_16_S} s is for 16 nodes)`);
+  if (start !== undefined && largest >= 16) aim(startAim, start, AIM_START_16_S, { atMost: true, format: fmtS });
+  else if (start !== undefined) console.log(`  ${startAim}: ${fmtS(start)} (the aim of ≤ ${AIM_START_16_S} s is for 16 nodes)`);
   console.log(`(load average now ${loadavg().map((l) => l.toFixed(2)).join(" ")}; the bench took ${((performance.now() - benchStarted) / 1000).toFixed(0)} s)`);
 }
 
