@@ -15,8 +15,9 @@ const PUMP_NOW_ITEMS = 1024;
 const SMALL_BATCH_ITEMS = 32;
 
 /**
- * The feed's linger (Kafka's `linger.ms`): a batch smaller than the window's batch size, for a node
- * that still has half its window in flight, waits up to this long for room for a whole batch. That
+ * The feed's linger (Kafka's `linger.ms`): a batch that the window's room cuts below the window's batch
+ * size, for a node that still has half its window in flight, waits up to this long for room for a
+ * whole batch. (A batch cut short by the queue goes at once: only a feeder could make it larger.) That
  * node has work for longer than this (the window covers twice a round trip), so the wait costs it
  * nothing, and slow items no longer travel, and wake the node, one frame each. A node with little in
  * flight (a trickle, a start) gets what there is at once.
@@ -337,7 +338,8 @@ export class Scheduler {
     const budget = lane.maxInFlightBytes - lane.inFlightBytes;
     const batchSize = lane.window.batchSize(this.#maxBatch);
     const count = Math.min(room, batchSize, this.queued);
-    if (count < batchSize && lane.ledger.size * 2 >= lane.window.size && this.#linger(lane)) return 0;
+    // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
+    if (room < batchSize && this.queued > room && lane.ledger.size * 2 >= lane.window.size && this.#linger(lane)) return 0;
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
