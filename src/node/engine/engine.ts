@@ -38,6 +38,7 @@ const QUEUE_MS = 12;
  * items. Results of the last item in flight go at once.
  */
 const RESULT_LINGER_MS = 2;
+const MIN_LINGER_TASK_MS = 0.5;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 const INITIAL_QUEUE = 16;
@@ -216,7 +217,11 @@ export class Engine {
     this.#waits.settle();
   };
 
-  /** The linger for results: RESULT_LINGER_MS, at most the mean time of an item (µs items don't wait). */
+  /**
+   * The linger for results: RESULT_LINGER_MS, at most the mean time of an item; none for items under
+   * MIN_LINGER_TASK_MS, whose results fill batches by themselves between two drains (and a timer
+   * would hold them a whole millisecond: timers are not finer).
+   */
   #resultLingerMs(): number {
     const width = statsStride(this.#tasks.length);
     let busy = 0;
@@ -225,7 +230,8 @@ export class Engine {
       busy += busyMilliseconds(this.#statsView, slot.index * width, this.#tasks.length);
       completed += slot.completed;
     }
-    return completed === 0 ? 0 : Math.min(RESULT_LINGER_MS, busy / completed);
+    const meanMs = completed === 0 ? 0 : busy / completed;
+    return meanMs < MIN_LINGER_TASK_MS ? 0 : Math.min(RESULT_LINGER_MS, meanMs);
   }
 
   /** Sets each worker's queue cap from its mean time per record so far. */
