@@ -78,7 +78,9 @@ interface Measured {
 
 /** The bare waits in `nodes` processes × `workers` threads for SECONDS: waits/s and CPU per wait. */
 async function bareWaits(nodes: number, workers: number): Promise<{ perS: number; cpuUsPerWait: number }> {
-  const startAt = Date.now() + 300 + nodes * 60; // every process started and its threads parked by then
+  // Every process started and its threads parked by then, on a busy machine too: a late start would
+  // count its threads' start-up as CPU of the waits.
+  const startAt = Date.now() + 500 + nodes * 150;
   const endAt = startAt + SECONDS * 1000;
   const children = Array.from({ length: nodes }, () =>
     Bun.spawn([process.execPath, BARE_WAITS, String(workers), String(WAIT_MS), String(startAt), String(endAt)], {
