@@ -79,6 +79,10 @@ try {
 rmSync(aimsDir, { recursive: true, force: true });
 if (missed.length > 0) {
   console.log(`\naims not met (${missed.length}):`);
-  for (const m of missed) console.log(`  ${m.bench}: ${m.name} — ${m.value.toPrecision(3)} ${m.atMost ? ">" : "<"} ${m.bound}`);
+  for (const m of missed) {
+    // A value that was not measured (NaN) travels as JSON null.
+    const value = typeof m.value === "number" ? m.value.toPrecision(3) : "not measured";
+    console.log(`  ${m.bench}: ${m.name} — ${value} ${m.atMost ? ">" : "<"} ${m.bound}`);
+  }
 }
 process.exit(failed > 0 || (check && missed.length > 0) ? 1 : 0);
