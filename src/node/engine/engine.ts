@@ -200,7 +200,9 @@ export class Engine {
     if (!this.#output.holdsResults) return;
     const now = performance.now();
     if (Number.isNaN(this.#resultsHeldSince)) this.#resultsHeldSince = now;
-    const left = this.inFlight > 0 ? this.#resultsHeldSince + this.#resultLingerMs() - now : 0;
+    // Asleep (or falling asleep), no more results are coming: what is held goes at once.
+    const lingers = this.inFlight > 0 && !this.#sleeping;
+    const left = lingers ? this.#resultsHeldSince + this.#resultLingerMs() - now : 0;
     if (left > 0) {
       this.#lingerTimer ??= setTimeout(this.#endLinger, left);
       return;
@@ -327,6 +329,7 @@ export class Engine {
   /** Workers finish their current item, then pause. Resolves once all are paused. */
   sleep(): Promise<void> {
     this.#sleeping = true;
+    this.#flushResults();
     Atomics.store(this.#control, Control.Sleep, 1);
     for (const slot of this.#slots) slot.input.nudge();
     return this.whenAsleep();
