@@ -32,6 +32,8 @@ export interface EngineEvents extends ResultEvents, WorkerEvents {}
  * twice over, so a worker has work left when the engine learns of what it finished.
  */
 const QUEUE_MS = 12;
+/** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
+const FAST_QUEUE_MS = 4;
 /**
  * The results' linger: while other items are still running, results wait up to this long (and at
  * most one mean task time) to go out together, one frame and one wake-up of the root for many slow
@@ -243,7 +245,8 @@ export class Engine {
     for (const slot of this.#slots) {
       if (slot.completed === 0) continue;
       const meanMs = busyMilliseconds(stats, slot.index * width, this.#tasks.length) / slot.completed;
-      slot.queueCap = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
+      const queueMs = meanMs < MIN_LINGER_TASK_MS ? FAST_QUEUE_MS : QUEUE_MS;
+      slot.queueCap = meanMs * MIN_QUEUE >= queueMs ? MIN_QUEUE : Math.ceil(queueMs / Math.max(meanMs, 1e-4));
     }
   }
 
