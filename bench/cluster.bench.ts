@@ -30,6 +30,7 @@ import { Engine } from "../src/node/engine/engine.ts";
 import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
 import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import { Root } from "../src/root/root.ts";
+import { aim } from "./support/aim.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { type Item, identity, makeItems, spin } from "./support/tasks/index.ts";
 
@@ -377,20 +378,22 @@ async function main(): Promise<void> {
   );
   const cpu = idealMs / median(spinWall.root);
   const exactlyOnce = median(within(root12, root12least));
-  const verdict = (met: boolean) => (met ? "met" : "NOT met");
-  out.push(
-    "aims",
-    `  root with 1 node ≥ ${pct(AIM_OF_ENGINE)} of the engine's items/s: ${pct(ofEngine)} — ${verdict(ofEngine >= AIM_OF_ENGINE)}`,
-    `  root with 1 node ≥ ${fmtRate(AIM_ITEMS_PER_S)} identity items: ${fmtRate(root12Rate)} — ${verdict(root12Rate >= AIM_ITEMS_PER_S)}` +
-      ` (${rates.get(root12)!.filter((r) => r >= AIM_ITEMS_PER_S).length} of ${ROUNDS} rounds at or above)`,
-    `  CPU-bound on 2 nodes × 1 worker ≥ ${pct(AIM_CPU_OF_IDEAL)} of ideal: ${pct(cpu)} — ${verdict(cpu >= AIM_CPU_OF_IDEAL)}`,
-    `  exactly-once ≥ ${pct(AIM_EXACTLY_ONCE)} of at-least-once's identity items/s (1 node, same round): ${pct(exactlyOnce)} — ` +
-      verdict(exactlyOnce >= AIM_EXACTLY_ONCE),
+  console.log(out.join("\n"));
+  console.log("aims");
+  aim("root with 1 node, of the engine's items/s", ofEngine, AIM_OF_ENGINE, { format: pct });
+  aim("root with 1 node, identity items", root12Rate, AIM_ITEMS_PER_S, {
+    format: fmtRate,
+    note: `(${rates.get(root12)!.filter((r) => r >= AIM_ITEMS_PER_S).length} of ${ROUNDS} rounds at or above)`,
+  });
+  aim("CPU-bound on 2 nodes × 1 worker, of ideal", cpu, AIM_CPU_OF_IDEAL, { format: pct });
+  aim("exactly-once, of at-least-once's identity items/s (1 node, same round)", exactlyOnce, AIM_EXACTLY_ONCE, {
+    format: pct,
+  });
+  console.log(
     `(load average now ${loadavg()
       .map((l) => l.toFixed(2))
       .join(" ")}; the bench took ${((performance.now() - started) / 1000).toFixed(0)} s)`,
   );
-  console.log(out.join("\n"));
 }
 
 await main();

@@ -23,6 +23,7 @@ import { ByteRing } from "../src/node/ring.ts";
 import { RecordBatchBuilder, decode, encode } from "../src/protocol/codec.ts";
 import { DONE_ENTRY_BYTES, RecordKind, RecordReader } from "../src/protocol/record.ts";
 import type { TaskSpec } from "../src/protocol/pipeline.ts";
+import { aim } from "./support/aim.ts";
 import { type Item, chain, identity, makeItems, wait20 } from "./support/tasks/index.ts";
 
 const WORKERS = 2;
@@ -415,22 +416,19 @@ console.log(
 );
 console.log(`  async 20 ms at concurrency 50, engine ÷ promise pool: ${asyncRatio.toFixed(2)}×  (same items)`);
 console.log("\naims");
-console.log(
-  `  engine ≥ 10× piscina's best per-item configuration on identity: ${identityRatio.median.toFixed(1)}× warm — ${identityRatio.median >= 10 ? "met" : "NOT met"}`,
-);
+aim("engine ÷ piscina's best per-item configuration on identity (warm)", identityRatio.median, 10, {
+  format: (v) => `${v.toFixed(1)}×`,
+});
 const coldBest = Math.max(
   ...PISCINA_CONFIGS.map((config) => identityRunners.find((runner) => runner.label === config.label)!.cold),
 );
 console.log(`    (first passes on fresh threads: ${(identityRunners[0]!.cold / coldBest).toFixed(1)}×)`);
-console.log(
-  `  CPU-bound ≥ 95% of the ideal 2-worker speedup: ${(efficiency * 100).toFixed(1)}% — ${efficiency >= 0.95 ? "met" : "NOT met"}`,
-);
+aim("CPU-bound, of the ideal 2-worker speedup", efficiency, 0.95, { format: (v) => `${(v * 100).toFixed(1)}%` });
 const asyncEfficiency = idealAsyncMs / asyncEngineMs;
-console.log(
-  `  async 20 ms tasks at concurrency 50 ≥ 80% of the ideal and within 2× of the promise pool: ` +
-    `${(asyncEfficiency * 100).toFixed(1)}%, ${asyncRatio.toFixed(2)}× — ` +
-    (asyncEfficiency >= 0.8 && asyncRatio >= 0.5 ? "met" : "NOT met"),
-);
-console.log(
-  `  raw ring ≥ 5 M small records/s one way: ${(ring / 1e6).toFixed(1)} M/s — ${ring >= 5e6 ? "met" : "NOT met"}`,
-);
+aim("async 20 ms tasks at concurrency 50, of the ideal", asyncEfficiency, 0.8, {
+  format: (v) => `${(v * 100).toFixed(1)}%`,
+});
+aim("async 20 ms tasks at concurrency 50, of the promise pool's rate (within 2×)", asyncRatio, 0.5, {
+  format: (v) => `${v.toFixed(2)}×`,
+});
+aim("raw ring, small records one way", ring, 5e6, { format: (v) => `${(v / 1e6).toFixed(1)} M/s` });

@@ -24,6 +24,7 @@ import { loadavg } from "node:os";
 import { RecordBatchBuilder } from "../src/protocol/codec.ts";
 import { FrameDecoder } from "../src/protocol/frame.ts";
 import { parseMessage } from "../src/protocol/messages.ts";
+import { judgeAim } from "./support/aim.ts";
 import { Child, serveCommands } from "./support/child.ts";
 import {
   CODECS,
@@ -535,14 +536,13 @@ function reportCodecs(results: CodecResults, out: string[]): void {
   const decodeRates = results.samples.get(decodeKey)!.map((s) => s.median);
   const decodeRate = median(decodeRates);
   const overJson = median(perRound(results, (rateOf) => rateOf(decodeKey) / rateOf("decode batch|JSON")));
-  const verdict =
-    decodeRate >= AIM_DECODE_ITEMS_PER_S
-      ? "met"
-      : `NOT met: ${pct(decodeRate / AIM_DECODE_ITEMS_PER_S)} of the aim, short by ${fmtRate(AIM_DECODE_ITEMS_PER_S - decodeRate)}` +
-        (Math.max(...decodeRates) >= AIM_DECODE_ITEMS_PER_S ? " (some rounds reached it)" : "");
+  const reached = Math.max(...decodeRates) >= AIM_DECODE_ITEMS_PER_S ? "; some rounds reached it" : "";
   out.push(
-    `aim: ${chosen} decodes feed blobs at ≥ ${fmtRate(AIM_DECODE_ITEMS_PER_S)}: ${fmtRate(decodeRate)} ` +
-      `(${fmtRatio(overJson)} JSON's rate on the same blobs) → ${verdict}`,
+    "aims",
+    judgeAim(`${chosen} decodes feed blobs`, decodeRate, AIM_DECODE_ITEMS_PER_S, {
+      format: fmtRate,
+      note: `(${fmtRatio(overJson)} JSON's rate on the same blobs${reached})`,
+    }).line,
   );
   // What the per-record calls cost: the same payloads decoded in one msgpackr call, in the same process and pass.
   const multiple = results.samples.get("decode multiple|codec.ts (msgpackr alone)")![0]!.median;
@@ -590,11 +590,10 @@ function reportTcp(tcp: Map<TcpMode, TcpResult[]>, out: string[], codecs: CodecR
   const framed = median(ofRaw("framed"));
   const below = ofRaw("framed").filter((r) => r < AIM_FRAMED_OF_RAW).length;
   out.push(
-    `aim: framed ≥ ${pct(AIM_FRAMED_OF_RAW)} of raw: ${pct(framed)} → ` +
-      (framed >= AIM_FRAMED_OF_RAW
-        ? "met"
-        : `NOT met: short by ${((AIM_FRAMED_OF_RAW - framed) * 100).toFixed(0)} points`) +
-      ` (${below} of ${raw.length} rounds below ${pct(AIM_FRAMED_OF_RAW)})`,
+    judgeAim("framed, of raw", framed, AIM_FRAMED_OF_RAW, {
+      format: pct,
+      note: `(${below} of ${raw.length} rounds below ${pct(AIM_FRAMED_OF_RAW)})`,
+    }).line,
   );
 }
 

@@ -5,14 +5,17 @@
  *   bun run bench                    all of them, in name order
  *   bun run bench framing engine     bench/framing.bench.ts, then bench/engine.bench.ts
  *   bun run bench cluster            one by name
+ *   bun run bench --check [names]    the same, and exits 1 when a printed aim is not met, naming each
  *
  * The benches: cluster (Root.local end to end against the engine alone and a plain loop), discovery
  * (searchNodes over an empty 127.0.0.0/24, against the same scan in smaller rounds), engine (the
  * node engine against piscina and a loop), framing (codecs and loopback TCP framing), scheduler (the
  * root's batching and window logic with fake nodes, against a plain copy loop).
  */
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { AIMS_FILE_ENV, type MissedAim } from "./support/aim.ts";
 
 const BENCH_DIR = import.meta.dir;
 const SUFFIX = ".bench.ts";
@@ -28,7 +31,9 @@ function benchName(arg: string): string {
   return base.endsWith(SUFFIX) ? base.slice(0, -SUFFIX.length) : base.replace(/\.ts$/, "");
 }
 
-const requested = process.argv.slice(2).map(benchName);
+const args = process.argv.slice(2);
+const check = args.includes("--check");
+const requested = args.filter((arg) => arg !== "--check").map(benchName);
 const unknown = requested.filter((name) => !available.includes(name));
 if (unknown.length > 0) {
   console.error(
@@ -48,12 +53,16 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 
 const outcomes: string[] = [];
 let failed = 0;
+// Each bench appends the aims it missed here (bench/support/aim.ts).
+const aimsDir = mkdtempSync(join(tmpdir(), "pcluster-bench-aims-"));
+const aimsFile = join(aimsDir, "missed.jsonl");
 for (const name of selected) {
   console.log(`\n▶ bench/${name}${SUFFIX}\n`);
   const started = performance.now();
   running = Bun.spawn([process.execPath, join(BENCH_DIR, `${name}${SUFFIX}`)], {
     cwd: join(BENCH_DIR, ".."),
     stdio: ["inherit", "inherit", "inherit"],
+    env: { ...process.env, [AIMS_FILE_ENV]: aimsFile },
   });
   const code = await running.exited;
   running = undefined;
@@ -63,4 +72,22 @@ for (const name of selected) {
 }
 
 if (selected.length > 1 || failed > 0) console.log(`\n${outcomes.join("\n")}`);
-process.exit(failed > 0 ? 1 : 0);
+let missed: MissedAim[] = [];
+try {
+  missed = readFileSync(aimsFile, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as MissedAim);
+} catch {
+  // no bench missed an aim: the file was never written
+}
+rmSync(aimsDir, { recursive: true, force: true });
+if (missed.length > 0) {
+  console.log(`\naims not met (${missed.length}):`);
+  for (const m of missed) {
+    // A value that was not measured (NaN) travels as JSON null.
+    const value = typeof m.value === "number" ? m.value.toPrecision(3) : "not measured";
+    console.log(`  ${m.bench}: ${m.name} — ${value} ${m.atMost ? ">" : "<"} ${m.bound}`);
+  }
+}
+process.exit(failed > 0 || (check && missed.length > 0) ? 1 : 0);

@@ -1,7 +1,7 @@
 // piscina's worker: one function per task name, the same functions the engine runs.
-import { chain, identity, spin } from "./tasks/index.ts";
+import { asyncWait, blockingWait, chain, identity, spin } from "./tasks/index.ts";
 
-const tasks = { identity, chain, spin } as Record<string, (item: never) => unknown>;
+const tasks = { identity, chain, spin, blockingWait, asyncWait } as Record<string, (item: never) => unknown>;
 
 export default function run({ task, item }: { task: string; item: never }): unknown {
   return tasks[task]!(item);

@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { lstat, mkdir, open, readFile, realpath, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { SetupError } from "../errors.ts";
 import { findPackageEntry, isInsideFolder, packageNameProblem, segmentProblem } from "../protocol/package-layout.ts";
@@ -44,6 +44,8 @@ export interface InstalledPipeline {
 
 /** Written last, so a folder whose setup failed half-way is never taken for an installed one. */
 const HASH_MARKER = ".pcluster-hash";
+/** The host's cache of installed pipelines, beside the nodes' work dirs (see `hostCache`). */
+const CACHE_FOLDER = ".pcluster-cache";
 const DEFAULT_INSTALL_TIMEOUT_MS = 10 * 60_000;
 /** How much of an installer's output a failure report carries. */
 const OUTPUT_TAIL_CHARS = 4000;
@@ -72,11 +74,27 @@ export async function installPipeline(options: InstallOptions): Promise<Installe
   await mkdir(pipelines, { recursive: true });
   const dir = join(pipelines, `${name}@${version}`);
   if (await isInstalled(dir, hash, packages)) {
-    await linkOwnPcluster(dir); // cheap, and keeps pointing at this node's pcluster if it moved
+    // A link into the host's cache already points at this node's pcluster (its key says so).
+    if (!(await isLink(dir))) await linkOwnPcluster(dir); // cheap, and keeps pointing at this node's pcluster if it moved
     return { dir, entries: entriesOf(dir, packages), skipped: true };
   }
 
-  await clearPipelineFolder(dir);
+  const cache = await hostCache(workdir);
+  if (cache === undefined) {
+    await clearPipelineFolder(dir);
+    await build(dir, options);
+  } else {
+    const cached = join(cache, cacheKey(name, version, hash));
+    if (!(await isInstalled(cached, hash, packages))) await publish(cached, options);
+    await clearPipelineFolder(dir, false);
+    await symlink(cached, dir, "junction");
+  }
+  return { dir, entries: entriesOf(dir, packages), skipped: false };
+}
+
+/** Writes, installs and marks a pipeline in `dir` (an empty folder). */
+async function build(dir: string, options: InstallOptions): Promise<void> {
+  const { packages, remotePackages, name, hash } = options;
   // All files first, installers after: no install script runs while shipped files are still being placed.
   for (const bundle of packages) await writePackage(join(dir, bundle.name), bundle);
   const run = (args: string[], cwd: string, what: string) =>
@@ -92,9 +110,62 @@ export async function installPipeline(options: InstallOptions): Promise<Installe
     await run(["add", ...remotePackages], dir, `installing remote packages ${remotePackages.join(" ")}`);
   }
   await linkOwnPcluster(dir);
-  const entries = entriesOf(dir, packages);
   await writeMarker(dir, hash);
-  return { dir, entries, skipped: false };
+}
+
+// ---- the host's cache ---------------------------------------------------------------------------------
+
+/**
+ * Installed pipelines by content, shared by every node whose work dir has the same parent (the nodes
+ * of `Root.local`, or `~/.pcluster/node-<port>` of several nodes on one host): the first node to set
+ * a pipeline up writes and installs it, the others link to it. Undefined when that folder cannot be
+ * made; the node then installs into its own work dir, as before.
+ */
+async function hostCache(workdir: string): Promise<string | undefined> {
+  const cache = join(dirname(resolve(workdir)), CACHE_FOLDER);
+  try {
+    await mkdir(cache, { recursive: true });
+    return cache;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A cache entry's folder name: the pipeline, its content hash, and the pcluster it links to (nodes of
+ * different pcluster copies on one host must not share the link to their own).
+ */
+function cacheKey(name: string, version: string, hash: string): string {
+  const digest = new Bun.CryptoHasher("sha256").update(`${hash}\0${OWN_PCLUSTER_ROOT}`).digest("hex").slice(0, 32);
+  return `${name}@${version}-${digest}`;
+}
+
+/**
+ * Builds the entry in a folder of its own, then renames it into place: readers see a whole install or
+ * none. Nodes racing on one entry each build; the first rename wins and the others drop theirs.
+ */
+async function publish(cached: string, options: InstallOptions): Promise<void> {
+  const building = `${cached}.building-${process.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await mkdir(building);
+    await build(building, options);
+    try {
+      await rename(building, cached);
+    } catch (error) {
+      // Another node published it first (ENOTEMPTY or EEXIST), or a stale copy without a marker is there.
+      if (await isInstalled(cached, options.hash, options.packages)) return;
+      await rm(cached, { recursive: true, force: true });
+      await rename(building, cached).catch(() => {
+        throw new SetupError(`could not publish the installed pipeline to ${cached}: ${(error as Error).message}`);
+      });
+    }
+  } finally {
+    await removeFolder(building);
+  }
+}
+
+async function isLink(path: string): Promise<boolean> {
+  return (await lstat(path).catch(() => undefined))?.isSymbolicLink() === true;
 }
 
 // ---- checks on what the root sent ------------------------------------------------------------------
@@ -172,7 +243,7 @@ function unsafePath(packageName: string, path: string, why: string): SetupError 
 
 async function isInstalled(dir: string, hash: string, packages: PackageBundle[]): Promise<boolean> {
   try {
-    if (!(await lstat(dir)).isDirectory()) return false;
+    if (!(await stat(dir)).isDirectory()) return false; // a link into the host's cache counts
     if ((await readFile(join(dir, HASH_MARKER), "utf8")) !== hash) return false;
     for (const { name } of packages) if (!(await lstat(join(dir, name))).isDirectory()) return false;
     return true;
@@ -182,12 +253,19 @@ async function isInstalled(dir: string, hash: string, packages: PackageBundle[])
 }
 
 /** Removes an old install of this pipeline. Only this pipeline's folder is touched. */
-async function clearPipelineFolder(dir: string): Promise<void> {
+async function clearPipelineFolder(dir: string, recreate = true): Promise<void> {
+  // A link into the host's cache goes alone: what it leads to is shared with other nodes.
+  if (await isLink(dir)) await unlink(dir);
+  else await removeFolder(dir);
+  if (recreate) await mkdir(dir, { recursive: true });
+}
+
+/** Removes a pipeline folder (or a cache entry being built), if it is there. */
+async function removeFolder(dir: string): Promise<void> {
   // The link to the node's own pcluster goes first and alone: `rm` does not follow links, but this
   // one leads to the node's own code, so it is not left to chance.
   await unlink(join(dir, "node_modules", "pcluster")).catch(() => {});
   await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
 }
 
 /**

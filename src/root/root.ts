@@ -1015,7 +1015,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #onDone(client: NodeClient, ids: number[]): void {
     const lane = this.#lanes.get(client);
     if (lane === undefined) return; // a lost node: its items were re-queued already
-    for (const id of ids) if (this.#scheduler.complete(lane, id)) this.#progress.done++;
+    this.#progress.done += this.#scheduler.completeAll(lane, ids);
   }
 
   // ---- waiting ------------------------------------------------------------------------------------

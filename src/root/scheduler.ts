@@ -14,6 +14,16 @@ const PUMP_NOW_ITEMS = 1024;
 /** Batches of at most this many items are built in a small buffer. */
 const SMALL_BATCH_ITEMS = 32;
 
+/**
+ * The feed's linger (Kafka's `linger.ms`): a batch that the window's room cuts below the window's batch
+ * size, for a node that still has half its window in flight, waits up to this long for room for a
+ * whole batch. (A batch cut short by the queue goes at once: only a feeder could make it larger.) That
+ * node has work for longer than this (the window covers twice a round trip), so the wait costs it
+ * nothing, and slow items no longer travel, and wake the node, one frame each. A node with little in
+ * flight (a trickle, a start) gets what there is at once.
+ */
+const FEED_LINGER_MS = 2;
+
 /** What the scheduler needs of a node: somewhere to send finished feed frames. */
 export interface FeedTarget {
   readonly address: string;
@@ -50,6 +60,8 @@ export class NodeLane {
   idleWorkers: number;
   /** Items (by id) whose round trip is being timed, with when they left. */
   readonly samples = new Map<number, number>();
+  /** Since when a partial batch for this node lingers (NaN: none does). */
+  lingeringSince = Number.NaN;
 
   constructor(
     readonly target: FeedTarget,
@@ -100,6 +112,7 @@ export class Scheduler {
   #nextId = 1;
   #pumpScheduled = false;
   #pumping = false;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #batch = new RecordBatchBuilder(64 * 1024);
   /**
    * For batches of a few items: a builder starts a fresh buffer of its initial size after every frame,
@@ -289,6 +302,18 @@ export class Scheduler {
     return true;
   }
 
+  /**
+   * Items `ids` are done on `lane` (one Done record's worth); returns how many were in flight there.
+   * The window learns the node's rate from these, once per batch, not per item.
+   */
+  completeAll(lane: NodeLane, ids: readonly number[]): number {
+    const now = performance.now();
+    let completed = 0;
+    for (const id of ids) if (this.complete(lane, id, now)) completed++;
+    if (completed > 0) lane.window.delivered(completed, now);
+    return completed;
+  }
+
   /** The node says how many of its workers are idle now. */
   reportIdle(lane: NodeLane, idleWorkers: number): void {
     lane.idleWorkers = idleWorkers;
@@ -332,7 +357,11 @@ export class Scheduler {
     if (room <= 0) return 0;
     const alone = lane.ledger.size === 0;
     const budget = lane.maxInFlightBytes - lane.inFlightBytes;
-    const count = Math.min(room, lane.window.batchSize(this.#maxBatch), this.queued);
+    const batchSize = lane.window.batchSize(this.#maxBatch);
+    const count = Math.min(room, batchSize, this.queued);
+    // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
+    if (room < batchSize && this.queued > room && lane.ledger.size * 2 >= lane.window.size && this.#linger(lane))
+      return 0;
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
@@ -372,12 +401,26 @@ export class Scheduler {
     }
     const sent = batch.count;
     if (sent === 0) return 0;
+    lane.lingeringSince = Number.NaN;
     lane.idleWorkers = Math.max(0, lane.idleWorkers - sent); // until the node reports again
     lane.inFlightBytes += bytes;
     // Time one item per batch: enough to see queueing build up, cheap enough to do always.
     if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
     lane.target.sendFeed(batch.finishFrame("feed"));
     return sent;
+  }
+
+  /** Whether `lane`'s partial batch should wait longer; arms a pump for when its linger ends. */
+  #linger(lane: NodeLane): boolean {
+    const now = performance.now();
+    if (Number.isNaN(lane.lingeringSince)) lane.lingeringSince = now;
+    const left = lane.lingeringSince + FEED_LINGER_MS - now;
+    if (left <= 0) return false;
+    this.#lingerTimer ??= setTimeout(() => {
+      this.#lingerTimer = undefined;
+      this.pump();
+    }, left);
+    return true;
   }
 
   /** Sends the first quarantined item alone to `lane` (which has nothing else in flight). */
@@ -429,6 +472,8 @@ export class Scheduler {
 
   /** Drops every queued item and every lane's ledger (on reset). */
   clear(): void {
+    clearTimeout(this.#lingerTimer);
+    this.#lingerTimer = undefined;
     this.#retry = [];
     this.#retryBytes = 0;
     this.#quarantine = [];

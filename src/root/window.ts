@@ -8,6 +8,12 @@
  *     workers while the root held items back for lack of window;
  *   - shrink (×0.9, not below the floor) when an item's round trip climbs far above the fastest seen
  *     while no worker is idle — the extra time is queueing, not work;
+ *   - grow to twice the measured bandwidth-delay product (items done per ms × the fastest round trip):
+ *     what keeps every worker busy across a round trip is workers × (1 + round trip ÷ task time), which
+ *     is that product; twice it leaves room for the feed to linger until a whole batch has room. While
+ *     round trips stay near the fastest, the rate is the window's own, so this doubles the window per
+ *     round trip (a slow start); once items queue, the rate stops following the window and neither
+ *     does this;
  * always within [floor, max], the max being what the node granted at setup.
  */
 export class AdaptiveWindow {
@@ -17,6 +23,9 @@ export class AdaptiveWindow {
   /** The last sample's latency (NaN before the first), for the dashboard and metrics. */
   lastLatencyMs = Number.NaN;
   #grownAt = Number.NEGATIVE_INFINITY;
+  /** Items done since `#rateFrom`, counted over at least one fastest round trip. */
+  #doneSince = 0;
+  #rateFrom = Number.NaN;
 
   constructor(
     /** Never below this: enough to give every worker something while a batch travels. */
@@ -44,6 +53,23 @@ export class AdaptiveWindow {
     if (idleWorkers === 0 && latencyMs > this.#minLatencyMs * 4 + 10) {
       this.size = Math.max(this.floor, Math.floor(this.size * 0.9));
     }
+  }
+
+  /** `count` items came back done at `now`: sizes the window from the bandwidth-delay product. */
+  delivered(count: number, now: number): void {
+    if (Number.isNaN(this.#rateFrom)) {
+      this.#rateFrom = now;
+      return;
+    }
+    this.#doneSince += count;
+    const span = now - this.#rateFrom;
+    const roundTrip = this.#minLatencyMs;
+    if (!Number.isFinite(roundTrip) || span < Math.max(roundTrip, 1)) return;
+    const product = (this.#doneSince / span) * roundTrip;
+    const wanted = Math.ceil(2 * product) + this.floor;
+    if (wanted > this.size) this.size = Math.min(this.max, wanted);
+    this.#doneSince = 0;
+    this.#rateFrom = now;
   }
 
   /** Items per feed frame: a quarter of the window keeps the node fed while the next batch travels. */

@@ -47,3 +47,18 @@ export function makeItems(count: number): Item[] {
   const payload = "p".repeat(64);
   return Array.from({ length: count }, (_, id) => ({ id, payload }));
 }
+
+/** A latency-bound task that costs no CPU: blocks its thread for `ms` (default 2) in `Atomics.wait`. */
+export function blockingWait(item: number | { ms?: number }): unknown {
+  const ms = typeof item === "object" && item !== null && item.ms !== undefined ? item.ms : 2;
+  Atomics.wait(parkingWord, 0, 0, ms);
+  return item;
+}
+const parkingWord = new Int32Array(new SharedArrayBuffer(4));
+
+/** An I/O-bound task (a fetch, a query): waits `ms` (default 20) without holding its thread. */
+export async function asyncWait(item: number | { ms?: number }): Promise<unknown> {
+  const ms = typeof item === "object" && item !== null && item.ms !== undefined ? item.ms : 20;
+  await Bun.sleep(ms);
+  return item;
+}

@@ -39,9 +39,19 @@ export interface EngineEvents extends ResultEvents, WorkerEvents {}
  * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
  * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
  * busy worker while another idles (CPU-bound work keeps every core busy to the end), and short items
- * still go in spans of hundreds.
+ * still go in spans of hundreds. It covers the worker's commit linger (COMMIT_MS in worker.ts, 4 ms)
+ * twice over, so a worker has work left when the engine learns of what it finished.
  */
-const QUEUE_MS = 4;
+const QUEUE_MS = 12;
+/** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
+const FAST_QUEUE_MS = 4;
+/**
+ * The results' linger: while other items are still running, results wait up to this long (and at
+ * most one mean task time) to go out together, one frame and one wake-up of the root for many slow
+ * items. Results of the last item in flight go at once.
+ */
+const RESULT_LINGER_MS = 2;
+const MIN_LINGER_TASK_MS = 0.5;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 const INITIAL_QUEUE = 16;
@@ -73,6 +83,9 @@ export class Engine {
   /** Root items accepted since the start (those not finished are in flight). */
   #accepted = 0;
   #drainScheduled = false;
+  /** Since when results wait to be handed out (NaN: none wait), and the timer ending their linger. */
+  #resultsHeldSince = Number.NaN;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
   #sleeping = false;
 
@@ -199,10 +212,51 @@ export class Engine {
       this.#sizeQueues();
       this.#input.dispatchBacklog();
     }
-    this.#output.flush();
+    this.#flushResults();
     this.#waits.settle();
     if (!this.#output.paused) for (const slot of this.#slots) this.#arm(slot);
   };
+
+  /** Hands the results out, unless they may linger for more (see RESULT_LINGER_MS). */
+  #flushResults(): void {
+    if (!this.#output.holdsResults) return;
+    const now = performance.now();
+    if (Number.isNaN(this.#resultsHeldSince)) this.#resultsHeldSince = now;
+    // Asleep (or falling asleep), no more results are coming: what is held goes at once.
+    const lingers = this.inFlight > 0 && !this.#sleeping;
+    const left = lingers ? this.#resultsHeldSince + this.#resultLingerMs() - now : 0;
+    if (left > 0) {
+      this.#lingerTimer ??= setTimeout(this.#endLinger, left);
+      return;
+    }
+    this.#resultsHeldSince = Number.NaN;
+    this.#output.flush();
+  }
+
+  readonly #endLinger = (): void => {
+    this.#lingerTimer = undefined;
+    if (this.#stopped) return;
+    this.#resultsHeldSince = Number.NEGATIVE_INFINITY; // lingered long enough
+    this.#flushResults();
+    this.#waits.settle();
+  };
+
+  /**
+   * The linger for results: RESULT_LINGER_MS, at most the mean time of an item; none for items under
+   * MIN_LINGER_TASK_MS, whose results fill batches by themselves between two drains (and a timer
+   * would hold them a whole millisecond: timers are not finer).
+   */
+  #resultLingerMs(): number {
+    const width = statsStride(this.#tasks.length);
+    let busy = 0;
+    let completed = 0;
+    for (const slot of this.#slots) {
+      busy += busyMilliseconds(this.#statsView, slot.index * width, this.#tasks.length);
+      completed += slot.completed;
+    }
+    const meanMs = completed === 0 ? 0 : busy / completed;
+    return meanMs < MIN_LINGER_TASK_MS ? 0 : Math.min(RESULT_LINGER_MS, meanMs);
+  }
 
   /** Sets each worker's queue cap from its mean time per record so far. */
   #sizeQueues(): void {
@@ -214,7 +268,8 @@ export class Engine {
       // keeps that many places busy besides its queue.
       const busy = busyMilliseconds(stats, slot.index * width, this.#tasks.length);
       const meanMs = busy / slot.completed / slot.concurrency;
-      const queue = meanMs * MIN_QUEUE >= QUEUE_MS ? MIN_QUEUE : Math.ceil(QUEUE_MS / Math.max(meanMs, 1e-4));
+      const queueMs = meanMs < MIN_LINGER_TASK_MS ? FAST_QUEUE_MS : QUEUE_MS;
+      const queue = meanMs * MIN_QUEUE >= queueMs ? MIN_QUEUE : Math.ceil(queueMs / Math.max(meanMs, 1e-4));
       slot.queueCap = queue + slot.concurrency - 1;
     }
   }
@@ -315,6 +370,7 @@ export class Engine {
   /** Workers finish their current item, then pause. Resolves once all are paused. */
   sleep(): Promise<void> {
     this.#sleeping = true;
+    this.#flushResults();
     Atomics.store(this.#control, Control.Sleep, 1);
     for (const slot of this.#slots) slot.input.nudge();
     return this.whenAsleep();
@@ -346,6 +402,7 @@ export class Engine {
   async reset(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    clearTimeout(this.#lingerTimer);
     Atomics.store(this.#control, Control.Sleep, 0);
     Atomics.notify(this.#control, Control.Sleep);
     const stopped = this.#supervisor.stop();

@@ -45,10 +45,13 @@ const PARTIAL_MS = 20;
 const PARTIAL_ITEMS = 4096;
 const PARTIAL_OUTPUTS = 65_536;
 /**
- * Task time between commits while more input is waiting: the engine learns of slow items promptly,
- * which is what it sizes each worker's queue by (see Engine's queue caps).
+ * Task time between commits while more input is waiting: the worker's linger. A commit wakes the
+ * engine, so committing each slow item would cost a wake-up (and, further on, a result frame) per
+ * item; this bound keeps it to one per few milliseconds of work, and the engine keeps each worker's
+ * queue longer than this (see Engine's queue caps), so a worker never runs dry waiting for it. With no
+ * more input waiting, the worker commits at once: a trickle's outputs never wait.
  */
-const COMMIT_MS = 1;
+const COMMIT_MS = 4;
 /** Items parked for a retry's backoff, at least, before the worker stops taking input (4 per place, else). */
 const MIN_PARKED = 64;
 /** What `ItemLoop`'s decode step returns for an item it could not decode (and reported). */
