@@ -136,6 +136,20 @@ describe("combiners", () => {
     expect(await within(root.run(lines.map((text) => ({ text, ms: 0 }))), 30_000, "run")).toBe(words);
   }, 90_000);
 
+  test('"sum-by-key" with concurrency 8: items finishing out of order still fold into exact totals', async () => {
+    const node = await startNode({ workers: 2 });
+    const root = await cluster([node]);
+    const lines = corpus(2000);
+    await root.setup("sum-later", "1", [{ function: tasks.lineCountsLater }], {
+      localPackages: [TASKS],
+      combine: "sum-by-key",
+      concurrency: 8,
+    });
+    // Waits of 0–3 ms: items of one worker finish in another order than they started.
+    const total = await within(root.run(lines.map((text, i) => ({ text, ms: i % 4 }))), 60_000, "run");
+    expect(total).toEqual(loopTotals(lines));
+  }, 90_000);
+
   test("a worker that dies mid-item: its partial goes with it, and the item counts once", async () => {
     const node = await startNode({ workers: 2 });
     const root = await cluster([node]);
