@@ -46,12 +46,14 @@ const PARTIAL_ITEMS = 4096;
 const PARTIAL_OUTPUTS = 65_536;
 /**
  * Task time between commits while more input is waiting: the worker's linger. A commit wakes the
- * engine, so committing each slow item would cost a wake-up (and, further on, a result frame) per
- * item; this bound keeps it to one per few milliseconds of work, and the engine keeps each worker's
- * queue longer than this (see Engine's queue caps), so a worker never runs dry waiting for it. With no
- * more input waiting, the worker commits at once: a trickle's outputs never wait.
+ * engine, so committing each µs item would cost a wake-up (and, further on, a result frame) per item;
+ * this bound keeps it to one per millisecond of work, and the engine keeps each worker's queue longer
+ * than this (see Engine's queue caps), so a worker never runs dry waiting for it. It is short because
+ * it is not a bound in wall time: finished items wait for the next commit through whatever the next
+ * item does, and a long synchronous task cannot be interrupted to commit (4 ms held a finished item's
+ * outputs behind a 20 s task). With no more input waiting, the worker commits at once.
  */
-const COMMIT_MS = 4;
+const COMMIT_MS = 1;
 /** Items parked for a retry's backoff, at least, before the worker stops taking input (4 per place, else). */
 const MIN_PARKED = 64;
 /** What `ItemLoop`'s decode step returns for an item it could not decode (and reported). */
