@@ -6,6 +6,7 @@ import { Root, type TaskError } from "../../src/index.ts";
 import * as tasks from "../fixtures/exactly-once/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
+import { within } from "../support/wait.ts";
 
 /**
  * Combiners with real node processes: outputs folded in the workers, partials shipped with the Done of
@@ -25,18 +26,6 @@ afterEach(async () => {
 afterAll(async () => {
   await killAll();
 });
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A fixed corpus of made-up words, some shorter than 3 letters (they do not count). */
 function corpus(lines: number): string[] {

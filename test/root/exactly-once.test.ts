@@ -6,6 +6,7 @@ import { Root, type TaskError } from "../../src/index.ts";
 import * as tasks from "../fixtures/exactly-once/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
+import { within } from "../support/wait.ts";
 
 /**
  * Exactly-once delivery with real node processes: an item's outputs reach the output handler once
@@ -35,18 +36,6 @@ function tempDir(): string {
 }
 
 /** Bounds a promise (a test must fail, not hang). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** A fixed corpus: lines of made-up words (some shorter than 3 letters, which do not count). */
 function corpus(lines: number): string[] {
   const syllables = ["ka", "lo", "mir", "te", "x", "sun", "ba", "qu", "e", "ron"];
