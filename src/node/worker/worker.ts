@@ -198,15 +198,10 @@ class ItemLoop {
       if (!more && this.#partial !== undefined && this.#sinceCommit > 0) await this.#settle();
 
       const item = (run.flags & FLAG_OVERSIZE) === 0 ? this.#decode(run) : await this.#decodeOversize(run);
-      if (item === UNDECODABLE) {
-        const failure = this.#reportUndecodable(run);
-        if (failure !== undefined) await failure;
-      } else if (run.stage < this.#tasks.length) {
-        const running = this.#runner.run(item, run.stage, run);
-        if (running !== undefined) {
-          await this.#settle(); // a task that waits must not hold back what came before it
-          await running;
-        }
+      const running = this.#runItem(run, item);
+      if (running !== undefined) {
+        await this.#settle(); // an item that waits must not hold back what came before it
+        await running;
       }
       // The item's log lines leave before its Done: a root that resets once all is done (and so ends
       // this worker) would otherwise lose the lines still waiting for this thread's next turn.
@@ -261,16 +256,20 @@ class ItemLoop {
     }
   }
 
+  /**
+   * Runs a decoded item through the chain from its stage, or reports one that could not be decoded;
+   * returns a promise only when it has to wait (an async task, or no room for the report).
+   */
+  #runItem(run: ItemRun, item: unknown): void | Promise<void> {
+    if (item === UNDECODABLE) return this.#reportUndecodable(run);
+    if (run.stage < this.#tasks.length) return this.#runner.run(item, run.stage, run);
+  }
+
   /** One item of a worker that runs several at once, from decoding to its Done. */
   async #runOne(run: ItemRun, inProgress: InProgressItems): Promise<void> {
     const item = (run.flags & FLAG_OVERSIZE) === 0 ? this.#decode(run) : await this.#decodeOversize(run);
-    if (item === UNDECODABLE) {
-      const failure = this.#reportUndecodable(run);
-      if (failure !== undefined) await failure;
-    } else if (run.stage < this.#tasks.length) {
-      const running = this.#runner.run(item, run.stage, run);
-      if (running !== undefined) await running;
-    }
+    const running = this.#runItem(run, item);
+    if (running !== undefined) await running;
     flushLogSink();
     const folding = this.#fold(run);
     if (folding !== undefined) await folding;
