@@ -1,13 +1,22 @@
+/** A task error's encoded report, held in its place among its item's outputs. */
+export class HeldError {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** What an item gave, in order: encoded outputs, and the task errors among them. */
+export type Held = Uint8Array | HeldError;
+
 /**
  * Outputs the root holds until their item is done on its node (exactly-once delivery): an item's
- * outputs are handed out only once its Done arrived from the node that ran it. Those of an item whose
+ * outputs, and its task errors, are handed out only once its Done arrived from the node that ran it
+ * (an error reported before its worker died would be reported again by the run that follows). Those of an item whose
  * worker died (a Retract record) or whose node was lost are dropped: the item runs again and gives
  * them again. Held bytes are bounded: an item that would go past `maxBytes` loses what it held and
  * is reported, at its Done, as a task error naming the limit.
  */
 export class HeldOutputs<Source> {
   /** Per node, per item id: the encoded outputs held, in order. */
-  readonly #held = new Map<Source, Map<number, Uint8Array[]>>();
+  readonly #held = new Map<Source, Map<number, Held[]>>();
   /** Per node, items whose outputs went past the bound (dropped until their Done). */
   readonly #overflowed = new Map<Source, Set<number>>();
   #bytes = 0;
@@ -19,8 +28,8 @@ export class HeldOutputs<Source> {
     return this.#bytes;
   }
 
-  /** Holds a copy of an output's encoded bytes for item `id` of `source`. */
-  hold(source: Source, id: number, bytes: Uint8Array): void {
+  /** Holds a copy of an output's encoded bytes (or a task error's, `error`) for item `id` of `source`. */
+  hold(source: Source, id: number, bytes: Uint8Array, error = false): void {
     const overflowed = this.#overflowed.get(source);
     if (overflowed?.has(id)) return;
     let items = this.#held.get(source);
@@ -32,9 +41,10 @@ export class HeldOutputs<Source> {
       else overflowed.add(id);
       return;
     }
+    const held = error ? new HeldError(bytes.slice()) : bytes.slice();
     const list = items.get(id);
-    if (list === undefined) items.set(id, [bytes.slice()]);
-    else list.push(bytes.slice());
+    if (list === undefined) items.set(id, [held]);
+    else list.push(held);
     this.#bytes += bytes.length;
   }
 
@@ -48,7 +58,7 @@ export class HeldOutputs<Source> {
    * Item `id` is done on `source`: its held outputs, to hand out now (none, or `overflowed` when they
    * went past the bound and were dropped).
    */
-  release(source: Source, id: number): Uint8Array[] | "overflowed" | undefined {
+  release(source: Source, id: number): Held[] | "overflowed" | undefined {
     if (this.#bytes === 0 && this.#overflowed.size === 0) return undefined; // the common case: nothing held
     const overflowed = this.#overflowed.get(source);
     if (overflowed?.delete(id)) {
@@ -86,8 +96,8 @@ export class HeldOutputs<Source> {
   }
 }
 
-function sizeOf(list: Uint8Array[] | undefined): number {
+function sizeOf(list: Held[] | undefined): number {
   let bytes = 0;
-  for (const each of list ?? []) bytes += each.length;
+  for (const each of list ?? []) bytes += each instanceof HeldError ? each.bytes.length : each.length;
   return bytes;
 }

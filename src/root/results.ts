@@ -1,6 +1,6 @@
 import { decode } from "../protocol/codec.ts";
 import { RecordKind, RecordReader, type TaskErrorReport, forEachDone } from "../protocol/record.ts";
-import { HeldOutputs } from "./held-outputs.ts";
+import { type Held, HeldError, HeldOutputs } from "./held-outputs.ts";
 
 /** Where the results of one node go, as the root's `ResultPump` hands them out. */
 export interface ResultSink<Source> {
@@ -64,7 +64,7 @@ export class ResultPump<Source> {
   #exactlyOnce = false;
   #held = new HeldOutputs<Source>(DEFAULT_MAX_HELD_BYTES);
   /** Held outputs released by a Done, still to hand out (`undefined`: the item went past the bound). */
-  #released: Array<[id: number, bytes: Uint8Array | undefined]> = [];
+  #released: Array<[id: number, held: Held | undefined]> = [];
   #releasedAt = 0;
   /** The Done ids to report once `#released` is handed out. */
   #doneAfterRelease: number[] | undefined;
@@ -183,17 +183,18 @@ export class ResultPump<Source> {
           pending = this.#output(source, id, blob, reader.payloadStart, reader.payloadEnd);
           break;
         }
-        case RecordKind.TaskError:
-        case RecordKind.Failed: {
-          let report: TaskErrorReport;
-          try {
-            report = decode(blob, reader.payloadStart, reader.payloadEnd) as TaskErrorReport;
-          } catch {
-            report = { task: "?", message: "an error report could not be decoded" };
+        case RecordKind.TaskError: {
+          const id = reader.id;
+          if (exactlyOnce && (!frame.done!.has(id) || this.#held.holds(source, id))) {
+            this.#held.hold(source, id, blob.subarray(reader.payloadStart, reader.payloadEnd), true);
+            break;
           }
-          pending = sink.taskError(source, reader.id, report, reader.kind === RecordKind.Failed);
+          pending = this.#taskError(source, id, blob, reader.payloadStart, reader.payloadEnd, false);
           break;
         }
+        case RecordKind.Failed: // the item is given up: no run follows that could report it again
+          pending = this.#taskError(source, reader.id, blob, reader.payloadStart, reader.payloadEnd, true);
+          break;
         case RecordKind.Done: {
           const ids = this.#doneIds;
           ids.length = 0;
@@ -231,12 +232,23 @@ export class ResultPump<Source> {
     return this.#sink.output(value);
   }
 
+  /** Hands a task error's report out (one that cannot be decoded is reported as such). */
+  #taskError(source: Source, id: number, bytes: Uint8Array, start: number, end: number, failed: boolean): unknown {
+    let report: TaskErrorReport;
+    try {
+      report = decode(bytes, start, end) as TaskErrorReport;
+    } catch {
+      report = { task: "?", message: "an error report could not be decoded" };
+    }
+    return this.#sink.taskError(source, id, report, failed);
+  }
+
   /** Items `ids` are done on `source`: queues what they held; true if anything was. */
   #release(source: Source, ids: number[]): boolean {
     for (const id of ids) {
       const outputs = this.#held.release(source, id);
       if (outputs === "overflowed") this.#released.push([id, undefined]);
-      else if (outputs !== undefined) for (const bytes of outputs) this.#released.push([id, bytes]);
+      else if (outputs !== undefined) for (const held of outputs) this.#released.push([id, held]);
     }
     return this.#released.length > 0;
   }
@@ -245,11 +257,13 @@ export class ResultPump<Source> {
   #handOutReleased(source: Source): Promise<void> | undefined {
     const released = this.#released;
     while (this.#releasedAt < released.length) {
-      const [id, bytes] = released[this.#releasedAt++]!;
+      const [id, held] = released[this.#releasedAt++]!;
       const pending =
-        bytes === undefined
+        held === undefined
           ? this.#sink.taskError(source, id, { task: "(root)", message: this.#overflowMessage() }, false)
-          : this.#output(source, id, bytes, 0, bytes.length);
+          : held instanceof HeldError
+            ? this.#taskError(source, id, held.bytes, 0, held.bytes.length, false)
+            : this.#output(source, id, held, 0, held.length);
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handOutReleased(source));
     }
     this.#released = [];

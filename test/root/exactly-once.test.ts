@@ -122,6 +122,34 @@ describe("exactly-once outputs", () => {
     expect(errors).toEqual([]);
   }, 30_000);
 
+  test("a worker that dies after a task error: the error is reported once, each output once", async () => {
+    const node = await startNode({ workers: 2 });
+    const cluster = new Root([node.addr]);
+    roots.push(cluster);
+    const marker = join(tempDir(), "died");
+    const seen: number[] = [];
+    const errors: TaskError[] = [];
+    await cluster.setup(
+      "error-then-die",
+      "1",
+      [{ function: tasks.numbersThenDie, isGenerator: true }, { function: tasks.failOnOne }],
+      {
+        localPackages: [TASKS],
+        outputHandler: (output) => void seen.push((output as { i: number }).i),
+        errorHandler: (error) => void errors.push(error),
+      },
+    );
+    cluster.feed({ n: 5, marker });
+    await within(cluster.waitEmpty(), 20_000, "waitEmpty after a worker died");
+
+    expect(existsSync(marker)).toBe(true); // the first attempt did die after its task error
+    const status = await cluster.status();
+    expect(status[0]!.pipeline!.workersReplaced).toBe(1);
+    expect(seen.sort()).toEqual([0, 2, 3, 4]);
+    expect(errors.map((error) => error.task)).toEqual(["failOnOne"]);
+    expect(errors[0]!.message).toContain("one is refused");
+  }, 30_000);
+
   test("outputs past maxHeldBytes: the item is reported as a TaskError naming the limit", async () => {
     const node = await startNode({ workers: 1 });
     const cluster = new Root([node.addr]);
