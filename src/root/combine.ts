@@ -6,7 +6,7 @@ import {
   type CombinerClass,
   builtInCombiner,
   combinerProblem,
-  decodePartial,
+  mergePartial,
 } from "../protocol/combiners.ts";
 import type { TaskSpec } from "../protocol/pipeline.ts";
 import type { CombineOption } from "./options.ts";
@@ -57,7 +57,7 @@ export class CombinedTotal {
   }
 
   merge(bytes: Uint8Array, start: number, end: number): void {
-    this.#total.merge(decodePartial(this.#combiner.type, bytes, start, end));
+    mergePartial(this.#total, this.#combiner.type, bytes, start, end);
   }
 
   result(): unknown {
