@@ -88,12 +88,12 @@ export function combinerProblem(value: unknown): string | undefined {
 }
 
 /**
- * A partial as bytes: its own fields (MessagePack keeps plain data; a field that is a Map is carried
- * as its entries, flat — key, value, key, value… — and comes back a Map). A combiner's state must be
- * such fields.
+ * A partial as bytes: how many outputs it folded, then its own fields (MessagePack keeps plain data; a
+ * field that is a Map is carried as its entries, flat — key, value, key, value… — and comes back a Map).
+ * A combiner's state must be such fields.
  */
-export function encodePartial(partial: Combiner): Uint8Array {
-  const fields: unknown[] = [];
+export function encodePartial(partial: Combiner, folded: number): Uint8Array {
+  const fields: unknown[] = [folded];
   for (const [key, value] of Object.entries(partial)) {
     if (value instanceof Map) fields.push(key, true, flatEntries(value));
     else fields.push(key, false, value);
@@ -102,21 +102,29 @@ export function encodePartial(partial: Combiner): Uint8Array {
 }
 
 /**
- * Merges a shipped partial into `total`. A "sum-by-key" partial is added key by key straight from its
- * flat entries: a Map built from them only to be walked once would double the root's cost per key.
+ * Merges a shipped partial into `total`; returns how many outputs it folded. A "sum-by-key" partial is
+ * added key by key straight from its flat entries: a Map built from them only to be walked once would
+ * double the root's cost per key.
  */
-export function mergePartial(total: Combiner, type: CombinerClass, bytes: Uint8Array, start: number, end: number): void {
+export function mergePartial(
+  total: Combiner,
+  type: CombinerClass,
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+): number {
   const fields = decode(bytes, start, end) as unknown[];
-  if (!(total instanceof SumByKey) || fields[0] !== "totals" || fields[1] !== true) {
+  if (!(total instanceof SumByKey) || fields[1] !== "totals" || fields[2] !== true) {
     total.merge(fromFields(type, fields));
-    return;
+    return fields[0] as number;
   }
-  const entries = fields[2] as unknown[];
+  const entries = fields[3] as unknown[];
   const totals = total.totals;
   for (let at = 0; at < entries.length; at += 2) {
     const key = entries[at] as string;
     totals.set(key, (totals.get(key) ?? 0) + (entries[at + 1] as number));
   }
+  return fields[0] as number;
 }
 
 function flatEntries(map: Map<unknown, unknown>): unknown[] {
@@ -132,7 +140,7 @@ function flatEntries(map: Map<unknown, unknown>): unknown[] {
 /** A partial from its fields: an instance of `type` (built without its constructor) with them. */
 function fromFields(type: CombinerClass, fields: unknown[]): Combiner {
   const partial = Object.create(type.prototype) as Record<string, unknown>;
-  for (let at = 0; at + 2 < fields.length; at += 3) {
+  for (let at = 1; at + 2 < fields.length; at += 3) {
     const value = fields[at + 2];
     if (fields[at + 1] !== true) partial[fields[at] as string] = value;
     else {
