@@ -11,7 +11,8 @@
  *     `distributed` — /usr/bin/python3 first (Debian: `apt install python3-distributed`; a pyenv
  *     `python3` on PATH usually lacks it), then `python3` on PATH; else one line says it is skipped.
  * Each case runs RUNS times, alternating; the report gives the median time, the range and the ratios,
- * and the aims (bench/support/aim.ts: `bun run bench --check wordcount` fails when one is not met).
+ * the CPU seconds each case took in all its processes and threads (on a machine loaded by other work
+ * the wall times stretch; the CPU shows what each case costs), and the aims (bench/support/aim.ts: `bun run bench --check wordcount` fails when one is not met).
  *
  *   bun run bench wordcount
  *   env: PCLUSTER_BENCH_RUNS (3)
@@ -19,6 +20,7 @@
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
+import { startLocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { countWords, lines, WordTotals } from "./support/wordcount/index.ts";
 import { judgeAim } from "./support/aim.ts";
@@ -35,6 +37,10 @@ const COMBINER = 'pcluster 1×2, combine: "sum-by-key"';
 const PLAIN = "pcluster 1×2, per-line outputs summed on the root";
 
 type Totals = Record<string, number>;
+
+/** A case's name in the line each run prints: "loop", "sum-by-key", "Dask fold"… */
+const shortName = (name: string): string =>
+  name.startsWith("plain loop") ? "loop" : `${name.startsWith("Dask") ? "Dask " : ""}${name.split(/, (combine: )?/).pop()}`;
 
 /** The license and copyright texts, each file once (many copyright files are links to one another). */
 function documents(): string[] {
@@ -103,6 +109,9 @@ async function combined(root: Root, docs: string[], combine: "sum-by-key" | "cla
 interface DaskRun {
   perItem: number;
   fold: number;
+  /** CPU seconds of the client and the workers during each. */
+  perItemCpu: number;
+  foldCpu: number;
   perItemTotals: Totals;
   foldTotals: Totals;
 }
@@ -135,6 +144,15 @@ async function dask(python: string, docs: string[]): Promise<DaskRun> {
   return JSON.parse(out.trim().split("\n").pop()!) as DaskRun;
 }
 
+/** CPU seconds (user and system, all threads) a process has used so far, read from /proc. */
+function processCpu(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+/** USER_HZ: /proc counts CPU time in these on Linux. */
+const CLOCK_TICKS = 100;
+
 async function timed<T>(run: () => Promise<T> | T): Promise<[seconds: number, value: T]> {
   const started = performance.now();
   const value = await run();
@@ -157,7 +175,14 @@ async function main(): Promise<void> {
     );
   } else console.log(`Dask: ${python}, a LocalCluster of 2 worker processes on 127.0.0.1 started by the bench`);
 
-  await using root = await Root.local({ nodes: 1, workers: 2 });
+  // The cluster of Root.local, started here to know its node's pid (for its CPU seconds).
+  const cluster = await startLocalCluster({ nodes: 1, workers: 2 });
+  await using _cluster = { [Symbol.asyncDispose]: () => cluster.stop() }; // after the root closes
+  await using root = new Root(cluster.nodes);
+  const node = cluster.processes.find((process) => process.name === "node-0")!.pid;
+  const clusterCpu = () => processCpu(process.pid) + processCpu(node);
+  const cpus = new Map<string, number[]>();
+  const recordCpu = (name: string, seconds: number) => cpus.set(name, [...(cpus.get(name) ?? []), seconds]);
   const times = new Map<string, number[]>();
   const record = (name: string, seconds: number) => times.set(name, [...(times.get(name) ?? []), seconds]);
   let mismatches = 0;
@@ -170,8 +195,10 @@ async function main(): Promise<void> {
   await (await plain(root, docs.slice(0, 20)))(); // the nodes warm: package installed and loaded
   const setups: number[] = [];
   for (let run = 1; run <= RUNS; run++) {
+    const loopCpu = processCpu(process.pid);
     const [loopSeconds, expected] = await timed(() => loop(docs));
     record("plain loop (1 thread)", loopSeconds);
+    recordCpu("plain loop (1 thread)", processCpu(process.pid) - loopCpu);
     for (const [name, prepare] of [
       [PLAIN, () => plain(root, docs)],
       [COMBINER, () => combined(root, docs, "sum-by-key")],
@@ -179,19 +206,23 @@ async function main(): Promise<void> {
     ] as const) {
       const [setupSeconds, go] = await timed(prepare);
       setups.push(setupSeconds);
+      const cpuBefore = clusterCpu();
       const [seconds, totals] = await timed(go);
       record(name, seconds);
+      recordCpu(name, clusterCpu() - cpuBefore);
       check(name, totals, expected);
     }
     if (withDask) {
       const result = await dask(python, docs);
       record("Dask distributed 2 workers, per-item", result.perItem);
       record("Dask distributed 2 workers, fold", result.fold);
+      recordCpu("Dask distributed 2 workers, per-item", result.perItemCpu);
+      recordCpu("Dask distributed 2 workers, fold", result.foldCpu);
       check("Dask per-item", result.perItemTotals, expected);
       check("Dask fold", result.foldTotals, expected);
     }
     console.log(
-      `  run ${run}: ${[...times].map(([name, list]) => `${name.split(",")[0]}… ${list.at(-1)!.toFixed(2)} s`).join(" · ")}`,
+      `  run ${run}: ${[...times].map(([name, list]) => `${shortName(name)} ${list.at(-1)!.toFixed(2)} s`).join(" · ")}`,
     );
   }
 
@@ -201,8 +232,9 @@ async function main(): Promise<void> {
     `${median(list).toFixed(2)} s`,
     `${Math.min(...list).toFixed(2)}–${Math.max(...list).toFixed(2)} s`,
     fmtRatio(median(list) / loopMedian),
+    `${median(cpus.get(name)!).toFixed(2)} s`,
   ]);
-  const out = ["", table(["word count", "median", "range", "× loop time"], rows), ""];
+  const out = ["", table(["word count", "median", "range", "× loop time", "CPU (median)"], rows), ""];
   // Each aim is the median of the same-run ratios (the cases of one run share the machine's load then).
   const sameRun = (numerator: string, denominator: string): number[] => {
     const over = times.get(denominator);
