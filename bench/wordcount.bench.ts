@@ -12,7 +12,8 @@
  *     `python3` on PATH usually lacks it), then `python3` on PATH; else one line says it is skipped.
  * Each case runs RUNS times, alternating; the report gives the median time, the range and the ratios,
  * the CPU seconds each case took in all its processes and threads (on a machine loaded by other work
- * the wall times stretch; the CPU shows what each case costs), and the aims (bench/support/aim.ts: `bun run bench --check wordcount` fails when one is not met).
+ * the wall times stretch; the CPU shows what each case costs), and the aims (bench/support/aim.ts:
+ * `bun run bench --check wordcount` fails when one is not met).
  *
  *   bun run bench wordcount
  *   env: PCLUSTER_BENCH_RUNS (3)
@@ -39,8 +40,10 @@ const PLAIN = "pcluster 1×2, per-line outputs summed on the root";
 type Totals = Record<string, number>;
 
 /** A case's name in the line each run prints: "loop", "sum-by-key", "Dask fold"… */
-const shortName = (name: string): string =>
-  name.startsWith("plain loop") ? "loop" : `${name.startsWith("Dask") ? "Dask " : ""}${name.split(/, (combine: )?/).pop()}`;
+const shortName = (name: string): string => {
+  if (name.startsWith("plain loop")) return "loop";
+  return `${name.startsWith("Dask") ? "Dask " : ""}${name.split(/, (combine: )?/).pop()}`;
+};
 
 /** The license and copyright texts, each file once (many copyright files are links to one another). */
 function documents(): string[] {
@@ -171,7 +174,8 @@ async function main(): Promise<void> {
   const withDask = python !== undefined;
   if (python === undefined) {
     console.log(
-      `Dask: skipped — none of ${PYTHONS.join(", ")} can import distributed (Debian: apt install python3-distributed)`,
+      `Dask: skipped — none of ${PYTHONS.join(", ")} can import distributed ` +
+        "(Debian: apt install python3-distributed)",
     );
   } else console.log(`Dask: ${python}, a LocalCluster of 2 worker processes on 127.0.0.1 started by the bench`);
 
@@ -221,9 +225,8 @@ async function main(): Promise<void> {
       check("Dask per-item", result.perItemTotals, expected);
       check("Dask fold", result.foldTotals, expected);
     }
-    console.log(
-      `  run ${run}: ${[...times].map(([name, list]) => `${shortName(name)} ${list.at(-1)!.toFixed(2)} s`).join(" · ")}`,
-    );
+    const lastTimes = [...times].map(([name, list]) => `${shortName(name)} ${list.at(-1)!.toFixed(2)} s`);
+    console.log(`  run ${run}: ${lastTimes.join(" · ")}`);
   }
 
   const loopMedian = median(times.get("plain loop (1 thread)")!);
@@ -254,7 +257,12 @@ async function main(): Promise<void> {
     `setup of each pcluster case (before its timed run): median ${median(setups).toFixed(2)} s, ` +
       `${Math.min(...setups).toFixed(2)}–${Math.max(...setups).toFixed(2)} s`,
     "aims (medians of same-run ratios):",
-    judge("with a combiner, of the loop's time", sameRun(COMBINER, "plain loop (1 thread)"), AIM_COMBINER_OF_LOOP, true),
+    judge(
+      "with a combiner, of the loop's time",
+      sameRun(COMBINER, "plain loop (1 thread)"),
+      AIM_COMBINER_OF_LOOP,
+      true,
+    ),
     judge(
       "with a combiner, of Dask's fold time",
       sameRun(COMBINER, "Dask distributed 2 workers, fold"),
