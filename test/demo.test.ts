@@ -22,11 +22,12 @@ afterAll(async () => {
 /** The tasks run in this process, one item after another: what the cluster must have computed. */
 async function expectedFor(
   lines: number,
-): Promise<{ words: number; kept: number; dropped: number; counts: Map<string, number> }> {
+): Promise<{ words: number; kept: number; dropped: number; counts: Map<string, number>; tags: Map<string, number> }> {
   setLogSink(() => {}); // the tasks' log lines are not wanted here (bun test runs every file in one process)
   try {
     const tagger = new WordTagger(STOP_WORDS);
     const counts = new Map<string, number>();
+    const tags = new Map<string, number>();
     let words = 0;
     let kept = 0;
     for (const line of sampleLines(lines)) {
@@ -36,9 +37,10 @@ async function expectedFor(
         if (tagged === null) continue;
         kept++;
         counts.set(tagged.word, (counts.get(tagged.word) ?? 0) + 1);
+        for (const tag of tagged.tags) tags.set(tag, (tags.get(tag) ?? 0) + 1);
       }
     }
-    return { words, kept, dropped: words - kept, counts };
+    return { words, kept, dropped: words - kept, counts, tags };
   } finally {
     await new Promise((resolve) => setImmediate(resolve)); // the sink takes the lines of this tick on the next
     setLogSink(undefined);
@@ -68,8 +70,15 @@ test("bun run demo runs the pipeline, prints the right summary, exits 0 and leav
   expect(lines).toBeGreaterThanOrEqual(1000);
   expect({ words, kept, dropped }).toEqual({ words: expected.words, kept: expected.kept, dropped: expected.dropped });
 
-  const top = [...expected.counts].sort(([a, x], [b, y]) => y - x || (a < b ? -1 : 1)).slice(0, 5);
-  expect(out).toContain(`most common words: ${top.map(([word, count]) => `${word} ${count}`).join(", ")}`);
+  // The counts come from the combiner (TagCounts): the workers' partials merged on the root.
+  const top = (counts: Map<string, number>, n: number) =>
+    [...counts]
+      .sort(([a, x], [b, y]) => y - x || (a < b ? -1 : 1))
+      .slice(0, n)
+      .map(([key, count]) => `${key} ${count}`)
+      .join(", ");
+  expect(out).toContain(`most common words: ${top(expected.counts, 5)}`);
+  expect(out).toContain(`tags: ${top(expected.tags, 3)}`);
   // The stats table: processed and dropped per task, merged over both nodes.
   expect(out).toMatch(new RegExp(`^normalize\\s+${lines}\\s+0\\s+0\\s`, "m"));
   expect(out).toMatch(new RegExp(`^splitWords\\s+${lines}\\s+0\\s+0\\s`, "m"));

@@ -6,7 +6,7 @@ import {
   type CombinerClass,
   builtInCombiner,
   combinerProblem,
-  decodePartial,
+  mergePartial,
 } from "../protocol/combiners.ts";
 import type { TaskSpec } from "../protocol/pipeline.ts";
 import type { CombineOption } from "./options.ts";
@@ -56,8 +56,9 @@ export class CombinedTotal {
     this.#total = new combiner.type(...combiner.args);
   }
 
-  merge(bytes: Uint8Array, start: number, end: number): void {
-    this.#total.merge(decodePartial(this.#combiner.type, bytes, start, end));
+  /** Merges a shipped partial; returns how many outputs it folded. */
+  merge(bytes: Uint8Array, start: number, end: number): number {
+    return mergePartial(this.#total, this.#combiner.type, bytes, start, end);
   }
 
   result(): unknown {

@@ -140,6 +140,7 @@ export type NodeReport = NodeStatus & { address: string };
 export interface Progress {
   fed: number;
   done: number;
+  /** Outputs handed out; with a combiner, outputs folded (counted as the partials holding them arrive). */
   outputs: number;
   errors: number;
   resent: number;
@@ -990,7 +991,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #onPartial(client: NodeClient, bytes: Uint8Array, start: number, end: number): unknown {
     try {
-      this.#total?.merge(bytes, start, end);
+      // Outputs folded count as outputs once, when the partial that holds them arrives.
+      if (this.#total !== undefined) this.#progress.outputs += this.#total.merge(bytes, start, end);
       return undefined;
     } catch (error) {
       const report = {

@@ -116,6 +116,8 @@ describe("combiners", () => {
     await within(root.waitEmpty(), 45_000, "waitEmpty after a node was killed");
     expect(root.progress.resent).toBeGreaterThan(0);
     expect(root.result()).toEqual(loopTotals(lines));
+    // Outputs folded count once each, as their partials arrive: one per line, none twice for the lost node.
+    expect(root.progress.outputs).toBe(lines.length);
 
     await root.setup("count", "1", [{ function: tasks.wordOnes, isGenerator: true }], {
       localPackages: [TASKS],
@@ -154,6 +156,7 @@ describe("combiners", () => {
     // Other items finish beside it (their partials ship), the dying one runs again.
     const items = [{ n: 6, marker }, ...Array.from({ length: 20 }, () => ({ n: 2, marker }))];
     expect(await within(root.run(items), 30_000, "run")).toBe(6 + 20 * 2);
+    expect(root.progress.outputs).toBe(6 + 20 * 2); // the dying item's outputs before the crash not among them
     expect((await root.status())[0]!.pipeline!.workersReplaced).toBe(1);
     expect(errors).toEqual([]);
   }, 30_000);

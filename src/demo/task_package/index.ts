@@ -49,6 +49,34 @@ export class WordTagger {
   }
 }
 
+/**
+ * Combiner (`combine: { function: TagCounts }`): each worker folds its tagged words into counts per word
+ * and per tag where they are made; the root merges the workers' partials into the totals.
+ */
+export class TagCounts {
+  // Maps, not `{}`: a word such as "constructor" would find Object.prototype's.
+  words = new Map<string, number>();
+  tags = new Map<string, number>();
+
+  add(tagged: TaggedWord): void {
+    increment(this.words, tagged.word, 1);
+    for (const tag of tagged.tags) increment(this.tags, tag, 1);
+  }
+
+  merge(other: TagCounts): void {
+    for (const [word, count] of other.words) increment(this.words, word, count);
+    for (const [tag, count] of other.tags) increment(this.tags, tag, count);
+  }
+
+  result(): { words: Map<string, number>; tags: Map<string, number> } {
+    return { words: this.words, tags: this.tags };
+  }
+}
+
+function increment(counts: Map<string, number>, key: string, by: number): void {
+  counts.set(key, (counts.get(key) ?? 0) + by);
+}
+
 export function tagsOf(word: string): string[] {
   const tags: string[] = [];
   if (word.length >= 7) tags.push("long");

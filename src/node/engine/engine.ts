@@ -1,7 +1,7 @@
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
 import { DEFAULT_MAX_ITEM_BYTES } from "../../protocol/limits.ts";
-import type { BuiltInCombiner } from "../../protocol/combiners.ts";
+import { type BuiltInCombiner, COMBINER_QUEUE_MS } from "../../protocol/combiners.ts";
 import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
 import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
@@ -88,6 +88,8 @@ export class Engine {
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
   #sleeping = false;
+  /** With a combiner, workers hold their Done for a partial's linger: their queues cover it. */
+  readonly #combining: boolean;
 
   private constructor(
     tasks: TaskSpec[],
@@ -102,6 +104,7 @@ export class Engine {
     // Items finish out of order when several run at once, or when one waits for a retry meanwhile.
     const outOfOrder = perWorker > 1 || tasks.some((task) => task.retry != null);
     this.#tasks = tasks;
+    this.#combining = options.combine !== undefined;
     const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(control);
     const stats = allocateTaskStats(this.workerCount, tasks.length);
@@ -268,7 +271,7 @@ export class Engine {
       // keeps that many places busy besides its queue.
       const busy = busyMilliseconds(stats, slot.index * width, this.#tasks.length);
       const meanMs = busy / slot.completed / slot.concurrency;
-      const queueMs = meanMs < MIN_LINGER_TASK_MS ? FAST_QUEUE_MS : QUEUE_MS;
+      const queueMs = this.#combining ? COMBINER_QUEUE_MS : meanMs < MIN_LINGER_TASK_MS ? FAST_QUEUE_MS : QUEUE_MS;
       const queue = meanMs * MIN_QUEUE >= queueMs ? MIN_QUEUE : Math.ceil(queueMs / Math.max(meanMs, 1e-4));
       slot.queueCap = queue + slot.concurrency - 1;
     }

@@ -56,7 +56,7 @@ export class WorkerPartial {
   /** The partial as bytes, to ship (undefined: nothing was folded in); a fresh one takes its place. */
   take(): Uint8Array | undefined {
     if (this.folded === 0) return undefined;
-    const bytes = encodePartial(this.#partial);
+    const bytes = encodePartial(this.#partial, this.folded);
     this.#partial = this.#fresh();
     this.folded = 0;
     return bytes;

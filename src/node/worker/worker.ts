@@ -10,6 +10,7 @@ import { flushLogSink, logContext, setLogSink } from "../../log/log.ts";
 import { decode } from "../../protocol/codec.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordFlags, recordKind, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
+import { PARTIAL_MS } from "../../protocol/combiners.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
 import { HEAP_REPORT_MS, HeapReporter } from "../worker-heap.ts";
 import { RunningItems } from "../running-items.ts";
@@ -38,10 +39,9 @@ const post = (message: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage
 /** Items finished between commits (and input releases) while more input is waiting. */
 const ITEMS_PER_COMMIT = 64;
 /**
- * With a combiner, how long (task time), how many items and how many outputs a partial gathers at most
- * before it ships with its items' Done; it ships at once when the worker runs out of input.
+ * With a combiner, how long (task time: PARTIAL_MS), how many items and how many outputs a partial
+ * gathers at most before it ships with its items' Done; it ships at once when the worker runs out of input.
  */
-const PARTIAL_MS = 20;
 const PARTIAL_ITEMS = 4096;
 const PARTIAL_OUTPUTS = 65_536;
 /**
