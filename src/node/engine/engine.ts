@@ -39,20 +39,26 @@ export interface EngineEvents extends ResultEvents, WorkerEvents {}
  * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
  * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
  * busy worker while another idles (CPU-bound work keeps every core busy to the end), and short items
- * still go in spans of hundreds. It covers the worker's commit linger (COMMIT_MS in worker.ts, 4 ms)
- * twice over, so a worker has work left when the engine learns of what it finished.
+ * still go in spans of hundreds. It covers the worker's commit linger (COMMIT_MS in worker.ts) and the
+ * engine's look at the rings (at most MAX_RESULT_LINGER_MS after a commit) twice over, so a worker has
+ * work left when the engine learns of what it finished.
  */
 const QUEUE_MS = 12;
 /** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
 const FAST_QUEUE_MS = 4;
 /**
- * The results' linger: while other items are still running, results wait up to this long (and at
- * most one mean task time) to go out together, one frame and one wake-up of the root for many slow
- * items. It is also how often the engine looks at the output rings while slow items keep finishing:
- * it drains them on this timer instead of being woken by every worker's every commit, so a node wakes
- * its socket thread once per linger, whatever the number of workers and however long a task takes.
+ * The results' linger: while other items are still running, results wait up to this long to go out
+ * together, one frame and one wake-up of the root for many slow items. It is also how often the engine
+ * looks at the output rings while slow items keep finishing: it drains them on this timer instead of
+ * being woken by every worker's every commit. Each linger costs the socket thread a timer, a results
+ * frame and the root's answers to it (its credit, its next feed), about the CPU of several items'
+ * whole bookkeeping: so the linger is long enough for all the workers together to finish about
+ * LINGER_ITEMS items, at least one timer tick and at most MAX_RESULT_LINGER_MS — the bound on what a
+ * result ever waits here, whatever the task takes.
  */
-const RESULT_LINGER_MS = 2;
+const MAX_RESULT_LINGER_MS = 4;
+const MIN_RESULT_LINGER_MS = 1;
+const LINGER_ITEMS = 8;
 const MIN_LINGER_TASK_MS = 0.5;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
@@ -205,7 +211,7 @@ export class Engine {
   /**
    * The engine's pump: output out of the rings, backlog into them, results to the owner, waits settled.
    * Then it waits for the workers' next commits, or, while slow items keep finishing, for the end of
-   * the results' linger (see RESULT_LINGER_MS): workers commit without a wake-up when nobody waits.
+   * the results' linger (see MAX_RESULT_LINGER_MS): workers commit without a wake-up when nobody waits.
    */
   readonly #drainAll = (): void => {
     this.#drainScheduled = false;
@@ -256,7 +262,8 @@ export class Engine {
   };
 
   /**
-   * The linger for results: RESULT_LINGER_MS, at most the mean time of an item; none for items under
+   * The linger for results (see MAX_RESULT_LINGER_MS): the time in which the workers' places together
+   * finish about LINGER_ITEMS items at their mean time per item; none for items under
    * MIN_LINGER_TASK_MS, whose results fill batches by themselves between two drains (and a timer
    * would hold them a whole millisecond: timers are not finer).
    */
@@ -264,12 +271,16 @@ export class Engine {
     const width = statsStride(this.#tasks.length);
     let busy = 0;
     let completed = 0;
+    let places = 0;
     for (const slot of this.#slots) {
       busy += busyMilliseconds(this.#statsView, slot.index * width, this.#tasks.length);
       completed += slot.completed;
+      if (slot.alive) places += slot.concurrency;
     }
     const meanMs = completed === 0 ? 0 : busy / completed;
-    return meanMs < MIN_LINGER_TASK_MS ? 0 : Math.min(RESULT_LINGER_MS, meanMs);
+    if (meanMs < MIN_LINGER_TASK_MS) return 0;
+    const gathering = (LINGER_ITEMS * meanMs) / Math.max(1, places);
+    return Math.min(MAX_RESULT_LINGER_MS, Math.max(MIN_RESULT_LINGER_MS, gathering));
   }
 
   /** Sets each worker's queue cap from its mean time per record so far. */
