@@ -51,6 +51,8 @@ const PARTS = new Set((process.env.PCLUSTER_BENCH_SCALE_PARTS ?? "start,blocking
 const WAIT_MS = 2;
 const ASYNC_MS = 20;
 const ASYNC_CONCURRENCY = 50;
+/** Length of the untimed run before the timed ones (see blockingCase). */
+const WARM_SECONDS = 1;
 const RUNS = Math.max(1, Number(process.env.PCLUSTER_BENCH_SCALE_RUNS ?? 2));
 const ROUND_TRIPS_MS = [10, 50];
 const IDENTITY_ITEMS = 100_000;
@@ -217,7 +219,10 @@ async function blockingCase(nodes: number, workers: number, rows: string[][]) {
   const ideal = (nodes * workers * 1000) / WAIT_MS;
   const items = Array.from({ length: Math.round(ideal * SECONDS) }, () => ({ ms: WAIT_MS }));
   await using cluster = await ScaleCluster.start(nodes, workers, blockingWait);
-  await cluster.run(items.slice(0, nodes * workers * 20)); // warm
+  // Warm for about a second: the nodes' threads compile their item path while items trickle in at the
+  // tasks' pace (a few thousand per second), and that JIT work is start-up, not the per-item cost of a
+  // node serving a pipeline (the bare waits have no code to compile).
+  await cluster.run(items.slice(0, Math.max(nodes * workers * 20, Math.round(ideal * WARM_SECONDS))));
   const ours: Measured[] = [];
   const bare: Array<{ perS: number; cpuUsPerWait: number }> = [];
   for (let run = 0; run < RUNS; run++) {
