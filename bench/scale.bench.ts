@@ -14,7 +14,7 @@
  *   bun run bench scale                       quick sweep: 1 × 4, 2 × 4, 4 × 4
  *   PCLUSTER_BENCH_SCALE_FULL=1 bun run bench scale     adds 8 × 4 and 16 × 4
  *   env: PCLUSTER_BENCH_SCALE_SECONDS (2: length of each timed run), PCLUSTER_BENCH_SCALE_LAYOUTS ("2x4,16x4"),
- *   PCLUSTER_BENCH_SCALE_PARTS (start,blocking,async,trips: which parts run)
+ *   PCLUSTER_BENCH_SCALE_PARTS (start,blocking,async,trips: which parts run), PCLUSTER_BENCH_SCALE_RUNS (2)
  */
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -25,7 +25,7 @@ import { startLocalCluster, type LocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { aim } from "./support/aim.ts";
 import { DelayProxy } from "./support/delay-proxy.ts";
-import { fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
+import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { asyncWait, blockingWait, identity, makeItems } from "./support/tasks/index.ts";
 
 const FULL = process.env.PCLUSTER_BENCH_SCALE_FULL === "1";
@@ -51,7 +51,9 @@ const PARTS = new Set((process.env.PCLUSTER_BENCH_SCALE_PARTS ?? "start,blocking
 const WAIT_MS = 2;
 const ASYNC_MS = 20;
 const ASYNC_CONCURRENCY = 50;
-const RUNS = 2;
+/** Length of the untimed run before the timed ones (see blockingCase). */
+const WARM_SECONDS = 1;
+const RUNS = Math.max(1, Number(process.env.PCLUSTER_BENCH_SCALE_RUNS ?? 2));
 const ROUND_TRIPS_MS = [10, 50];
 const IDENTITY_ITEMS = 100_000;
 const TASKS_PACKAGE = join(import.meta.dir, "support/tasks");
@@ -217,7 +219,10 @@ async function blockingCase(nodes: number, workers: number, rows: string[][]) {
   const ideal = (nodes * workers * 1000) / WAIT_MS;
   const items = Array.from({ length: Math.round(ideal * SECONDS) }, () => ({ ms: WAIT_MS }));
   await using cluster = await ScaleCluster.start(nodes, workers, blockingWait);
-  await cluster.run(items.slice(0, nodes * workers * 20)); // warm
+  // Warm for about a second: the nodes' threads compile their item path while items trickle in at the
+  // tasks' pace (a few thousand per second), and that JIT work is start-up, not the per-item cost of a
+  // node serving a pipeline (the bare waits have no code to compile).
+  await cluster.run(items.slice(0, Math.max(nodes * workers * 20, Math.round(ideal * WARM_SECONDS))));
   const ours: Measured[] = [];
   const bare: Array<{ perS: number; cpuUsPerWait: number }> = [];
   for (let run = 0; run < RUNS; run++) {
@@ -227,6 +232,14 @@ async function blockingCase(nodes: number, workers: number, rows: string[][]) {
   const ofBare = median2(ours.map((m, i) => m.itemsPerS / bare[i]!.perS));
   const nodeCpu = median2(ours.map((m) => m.nodeCpuUsPerItem));
   const bareCpu = median2(bare.map((b) => b.cpuUsPerWait));
+  // Each run's own cost against the bare waits of that run, so that a noisy moment counts once.
+  const ownPerRun = ours.map((m, i) => m.nodeCpuUsPerItem - bare[i]!.cpuUsPerWait);
+  console.log(
+    `    node CPU per item ${ours.map((m) => fmtUs(m.nodeCpuUsPerItem)).join(" ")}; ` +
+      `bare per wait ${bare.map((b) => fmtUs(b.cpuUsPerWait)).join(" ")}; ` +
+      `pcluster's own ${ownPerRun.map(fmtUs).join(" ")} (median ${fmtUs(median2(ownPerRun))}` +
+      `${ownPerRun.length > 1 ? `, ${fmtRange(ownPerRun, fmtUs)}` : ""})`,
+  );
   const rootCpu = median2(ours.map((m) => m.rootCpuUsPerItem));
   rows.push([
     `${nodes} × ${workers}`,

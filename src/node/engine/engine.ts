@@ -39,18 +39,26 @@ export interface EngineEvents extends ResultEvents, WorkerEvents {}
  * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
  * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
  * busy worker while another idles (CPU-bound work keeps every core busy to the end), and short items
- * still go in spans of hundreds. It covers the worker's commit linger (COMMIT_MS in worker.ts, 4 ms)
- * twice over, so a worker has work left when the engine learns of what it finished.
+ * still go in spans of hundreds. It covers the worker's commit linger (COMMIT_MS in worker.ts) and the
+ * engine's look at the rings (at most MAX_RESULT_LINGER_MS after a commit) twice over, so a worker has
+ * work left when the engine learns of what it finished.
  */
 const QUEUE_MS = 12;
 /** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
 const FAST_QUEUE_MS = 4;
 /**
- * The results' linger: while other items are still running, results wait up to this long (and at
- * most one mean task time) to go out together, one frame and one wake-up of the root for many slow
- * items. Results of the last item in flight go at once.
+ * The results' linger: while other items are still running, results wait up to this long to go out
+ * together, one frame and one wake-up of the root for many slow items. It is also how often the engine
+ * looks at the output rings while slow items keep finishing: it drains them on this timer instead of
+ * being woken by every worker's every commit. Each linger costs the socket thread a timer, a results
+ * frame and the root's answers to it (its credit, its next feed), about the CPU of several items'
+ * whole bookkeeping: so the linger is long enough for all the workers together to finish about
+ * LINGER_ITEMS items, at least one timer tick and at most MAX_RESULT_LINGER_MS — the bound on what a
+ * result ever waits here, whatever the task takes.
  */
-const RESULT_LINGER_MS = 2;
+const MAX_RESULT_LINGER_MS = 4;
+const MIN_RESULT_LINGER_MS = 1;
+const LINGER_ITEMS = 8;
 const MIN_LINGER_TASK_MS = 0.5;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
@@ -83,8 +91,9 @@ export class Engine {
   /** Root items accepted since the start (those not finished are in flight). */
   #accepted = 0;
   #drainScheduled = false;
-  /** Since when results wait to be handed out (NaN: none wait), and the timer ending their linger. */
+  /** Since when results wait to be handed out (NaN: none wait). */
   #resultsHeldSince = Number.NaN;
+  /** The timer ending the linger: it drains the rings again and hands out what is held by then. */
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
   #sleeping = false;
@@ -202,32 +211,42 @@ export class Engine {
     setImmediate(this.#drainAll);
   }
 
-  /** The engine's pump: output out of the rings, backlog into them, results to the owner, waits settled. */
+  /**
+   * The engine's pump: output out of the rings, backlog into them, results to the owner, waits settled.
+   * Then it waits for the workers' next commits, or, while slow items keep finishing, for the end of
+   * the results' linger (see MAX_RESULT_LINGER_MS): workers commit without a wake-up when nobody waits.
+   */
   readonly #drainAll = (): void => {
     this.#drainScheduled = false;
     if (this.#stopped) return;
+    let found = false;
     for (const slot of this.#slots) {
       if (this.#output.paused) break;
-      if (slot.alive && slot.awaitingRef === 0) this.#output.drain(slot);
+      if (slot.alive && slot.awaitingRef === 0 && this.#output.drain(slot)) found = true;
     }
     // Refill the rings before the results go out: the idle count they carry is then the true one.
     if (this.#input.waiting) {
       this.#sizeQueues();
       this.#input.dispatchBacklog();
     }
-    this.#flushResults();
+    const lingerMs = this.#sleeping || this.inFlight === 0 ? 0 : this.#resultLingerMs();
+    this.#flushResults(lingerMs);
     this.#waits.settle();
-    if (!this.#output.paused) for (const slot of this.#slots) this.#arm(slot);
+    if (this.#output.paused) return;
+    // Found nothing new: the workers are in long tasks, or out of work; their next commit wakes us.
+    if (found && lingerMs > 0) this.#lingerTimer ??= setTimeout(this.#endLinger, lingerMs);
+    else for (const slot of this.#slots) this.#arm(slot);
   };
 
-  /** Hands the results out, unless they may linger for more (see RESULT_LINGER_MS). */
-  #flushResults(): void {
+  /**
+   * Hands the results out, unless they may linger `lingerMs` for more: then the linger's timer is set
+   * (asleep, or with nothing in flight, no more results are coming: what is held goes at once).
+   */
+  #flushResults(lingerMs: number): void {
     if (!this.#output.holdsResults) return;
     const now = performance.now();
     if (Number.isNaN(this.#resultsHeldSince)) this.#resultsHeldSince = now;
-    // Asleep (or falling asleep), no more results are coming: what is held goes at once.
-    const lingers = this.inFlight > 0 && !this.#sleeping;
-    const left = lingers ? this.#resultsHeldSince + this.#resultLingerMs() - now : 0;
+    const left = lingerMs > 0 ? this.#resultsHeldSince + lingerMs - now : 0;
     if (left > 0) {
       this.#lingerTimer ??= setTimeout(this.#endLinger, left);
       return;
@@ -236,16 +255,18 @@ export class Engine {
     this.#output.flush();
   }
 
+  /** The linger is over: drain again, and hand out what is held (a timer may fire a little early). */
   readonly #endLinger = (): void => {
     this.#lingerTimer = undefined;
     if (this.#stopped) return;
-    this.#resultsHeldSince = Number.NEGATIVE_INFINITY; // lingered long enough
-    this.#flushResults();
-    this.#waits.settle();
+    // What this drain finds was committed during the linger: it goes out now, with what is held.
+    this.#resultsHeldSince = Number.NEGATIVE_INFINITY;
+    this.#drainAll();
   };
 
   /**
-   * The linger for results: RESULT_LINGER_MS, at most the mean time of an item; none for items under
+   * The linger for results (see MAX_RESULT_LINGER_MS): the time in which the workers' places together
+   * finish about LINGER_ITEMS items at their mean time per item; none for items under
    * MIN_LINGER_TASK_MS, whose results fill batches by themselves between two drains (and a timer
    * would hold them a whole millisecond: timers are not finer).
    */
@@ -253,12 +274,16 @@ export class Engine {
     const width = statsStride(this.#tasks.length);
     let busy = 0;
     let completed = 0;
+    let places = 0;
     for (const slot of this.#slots) {
       busy += busyMilliseconds(this.#statsView, slot.index * width, this.#tasks.length);
       completed += slot.completed;
+      if (slot.alive) places += slot.concurrency;
     }
     const meanMs = completed === 0 ? 0 : busy / completed;
-    return meanMs < MIN_LINGER_TASK_MS ? 0 : Math.min(RESULT_LINGER_MS, meanMs);
+    if (meanMs < MIN_LINGER_TASK_MS) return 0;
+    const gathering = (LINGER_ITEMS * meanMs) / Math.max(1, places);
+    return Math.min(MAX_RESULT_LINGER_MS, Math.max(MIN_RESULT_LINGER_MS, gathering));
   }
 
   /** Sets each worker's queue cap from its mean time per record so far. */
@@ -285,7 +310,8 @@ export class Engine {
     slot.armed = true;
     wait.then(() => {
       slot.armed = false;
-      this.#scheduleDrain();
+      // While a linger runs, its timer drains: a wake-up armed before it began waits for that.
+      if (this.#lingerTimer === undefined) this.#scheduleDrain();
     });
   }
 
@@ -373,7 +399,7 @@ export class Engine {
   /** Workers finish their current item, then pause. Resolves once all are paused. */
   sleep(): Promise<void> {
     this.#sleeping = true;
-    this.#flushResults();
+    this.#flushResults(0);
     Atomics.store(this.#control, Control.Sleep, 1);
     for (const slot of this.#slots) slot.input.nudge();
     return this.whenAsleep();

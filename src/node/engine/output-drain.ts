@@ -77,12 +77,14 @@ export class OutputDrain {
   /**
    * Moves a worker's output records into the result batch. Plain records are copied in spans; records
    * of shared sub-items get their root item's id first; Done and Share records are handled here. A
-   * `dying` worker's records are all taken, even while paused or with oversize bytes missing.
+   * `dying` worker's records are all taken, even while paused or with oversize bytes missing. Returns
+   * whether it found any record.
    */
-  drain(slot: WorkerSlot, dying = false): void {
+  drain(slot: WorkerSlot, dying = false): boolean {
     const ring = slot.output;
     const view = ring.view;
-    let position = slot.outputPosition;
+    const start = slot.outputPosition;
+    let position = start;
     let spanOffset = -1;
     let spanEnd = 0;
     let spanCount = 0;
@@ -152,12 +154,13 @@ export class OutputDrain {
         ring.release(position);
         slot.outputPosition = position;
         this.flush();
-        if (this.paused && !dying) return;
+        if (this.paused && !dying) return true;
       }
     }
     flushSpan();
     ring.release(position);
     slot.outputPosition = position;
+    return position !== start;
   }
 
   /** Hands the results gathered so far to the owner, with the Done of every root item finished. */

@@ -114,10 +114,13 @@ export class OutputWriter {
     this.ring.commit(this.#position);
   }
 
-  /** Like `flush`, but waits for room for the Done record: afterwards every finished item is committed. */
-  async settle(): Promise<void> {
+  /**
+   * Like `flush`, but waits for room for the Done record: afterwards every finished item is committed.
+   * Returns a promise only when it had to wait (settling after every slow item must cost no promise).
+   */
+  settle(): void | Promise<void> {
     const writing = this.#writeDone(true);
-    if (writing !== undefined) await writing;
+    if (writing !== undefined) return writing.then(() => this.flush());
     this.flush();
   }
 
@@ -126,13 +129,14 @@ export class OutputWriter {
     const done = this.#done;
     if (done.count === 0) return;
     const last = done.lastId;
-    if (!wait) {
+    if (this.partial === undefined) {
       const next = this.ring.tryWrite(this.#position, RecordKind.Done, 0, this.#doneFlags, last, done.payload());
       if (next >= 0) {
         this.#position = next;
         done.count = 0;
+        return;
       }
-      return;
+      if (!wait) return;
     }
     const payload = done.take().slice(); // the list refills while we wait
     const partial = this.partial?.take();

@@ -214,7 +214,10 @@ class ItemLoop {
       if (finishing !== undefined) await finishing;
       this.#position = next;
       this.#heap.afterItem();
-      if (!more || this.#dueToCommit()) await this.#settle();
+      if (!more || this.#dueToCommit()) {
+        const settling = this.#settle();
+        if (settling !== undefined) await settling;
+      }
     }
   }
 
@@ -343,15 +346,21 @@ class ItemLoop {
 
   /**
    * Commits outputs and completions, then gives finished inputs' bytes back: completions are committed
-   * before the inputs they finish are released, so a crash never loses one.
+   * before the inputs they finish are released, so a crash never loses one. Returns a promise only when
+   * it had to wait for room (a slow task settles after every item).
    */
-  async #settle(): Promise<void> {
+  #settle(): void | Promise<void> {
     if (this.#inProgress !== undefined) return this.#settleOutOfOrder(this.#inProgress);
-    await this.#output.settle();
+    const settling = this.#output.settle();
+    if (settling !== undefined) return settling.then(this.#settled);
+    this.#settled();
+  }
+
+  readonly #settled = (): void => {
     if (this.#released !== this.#position) this.#input.release((this.#released = this.#position));
     this.#sinceCommit = 0;
     this.#busyAtCommit = this.#busy();
-  }
+  };
 
   /**
    * The same when items finish out of order: input is given back up to the oldest item not finished.
