@@ -1,4 +1,4 @@
-import consola from "consola";
+import { diagnostics } from "../diagnostics.ts";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, ProtocolError, StateError, UsageError } from "../errors.ts";
@@ -507,7 +507,7 @@ class NodeServer {
     options: { console?: boolean; about?: { pipeline?: string; task?: string } } = {},
   ): void {
     const line = `[node ${this.#server ? this.address : this.#options.host}] ${message}`;
-    if (options.console !== false) consola[level](line);
+    if (options.console !== false) diagnostics()[level](line);
     if (this.#options.logAddress !== undefined) logAt(level, line, {}, options.about);
   }
 }

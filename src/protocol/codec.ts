@@ -1,4 +1,7 @@
-import { Packr, Unpackr } from "msgpackr";
+// msgpackr's pure-JS entry: its main entry also looks for the native string extractor (detect-libc,
+// node-gyp-build, dlopen: tens of ms of CPU per thread), which only threads that decode many items
+// want; they load it with `loadNativeStrings()` (native-strings.ts). The same unpack.js serves both.
+import * as msgpackr from "msgpackr/pack";
 import { ItemEncodeError } from "../errors.ts";
 import { findUncarried } from "./carried.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
@@ -23,6 +26,9 @@ import {
  *
  * Messages are standard MessagePack (binary fields as bin, which `decodeMessage` leaves as views).
  */
+const { Packr, Unpackr } = msgpackr;
+/** What msgpackr decodes the never-used byte 0xc1 to (the types of this entry do not list it). */
+export const C1: unknown = (msgpackr as unknown as typeof import("msgpackr")).C1;
 const packr = new Packr({ useRecords: false, int64AsType: "number" });
 /**
  * Items are carried as themselves or refused (`ItemEncodeError`; see carried.ts for what may be one):
