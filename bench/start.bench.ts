@@ -8,7 +8,7 @@
  * process's CPU.
  *
  *   bun run bench start
- *   env: PCLUSTER_BENCH_START_NODES (16), PCLUSTER_BENCH_START_RUNS (3)
+ *   env: PCLUSTER_BENCH_START_NODES (16), PCLUSTER_BENCH_START_RUNS (3), PCLUSTER_BENCH_START_WORKERS ("default,4")
  */
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -22,6 +22,8 @@ import { identity } from "./support/tasks/index.ts";
 
 const NODES = Number(process.env.PCLUSTER_BENCH_START_NODES ?? 16);
 const RUNS = Number(process.env.PCLUSTER_BENCH_START_RUNS ?? 3);
+/** Workers per node of each layout: "default" (Root.local's) and 4, the issue's table. */
+const WORKERS = (process.env.PCLUSTER_BENCH_START_WORKERS ?? "default,4").split(",");
 const TASKS_PACKAGE = join(import.meta.dir, "support/tasks");
 const BARE_START = join(import.meta.dir, "support/bare-start.ts");
 /** The issue's aim: 16 local nodes (default workers) started and set up within this, on the 2-core machine. */
@@ -115,10 +117,11 @@ async function main(): Promise<void> {
     `start bench — bun ${Bun.version}, ${navigator.hardwareConcurrency} cores, load ${loadavg()[0]!.toFixed(2)}; ` +
       `Root.local({ nodes: ${NODES} }) + setup() of a package without dependencies, ${RUNS} runs alternating with the floor`,
   );
-  const layouts: Array<[label: string, workers: number | undefined, bareWorkers: number]> = [
-    [`${NODES} × default (${DEFAULT_WORKERS})`, undefined, DEFAULT_WORKERS],
-    [`${NODES} × 4`, 4, 4],
-  ];
+  const layouts = WORKERS.map((workers): [label: string, workers: number | undefined, bareWorkers: number] =>
+    workers === "default"
+      ? [`${NODES} × default (${DEFAULT_WORKERS})`, undefined, DEFAULT_WORKERS]
+      : [`${NODES} × ${workers}`, Number(workers), Number(workers)],
+  );
   const rows: string[][] = [];
   const cpuRows: string[][] = [];
   let defaultSeconds: number[] = [];
@@ -174,7 +177,8 @@ async function main(): Promise<void> {
     ].join("\n"),
   );
   console.log("aims");
-  aim(
+  if (defaultSeconds.length > 0)
+    aim(
     `Root.local({ nodes: ${NODES} }) + setup(), default workers`,
     median(defaultSeconds),
     AIM_START_S,

@@ -13,8 +13,6 @@ import type { HttpEndpoint } from "../metrics/endpoint.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
 import { decode } from "../protocol/codec.ts";
-// msgpackr's main entry loads its native string extractor: the root decodes every output (native-strings.ts).
-import "msgpackr";
 import { DEFAULT_MAX_ITEM_BYTES, checkMaxItemBytes } from "../protocol/limits.ts";
 import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";

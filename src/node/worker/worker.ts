@@ -8,7 +8,6 @@
  */
 import { flushLogSink, logContext, setLogSink } from "../../log/log.ts";
 import { decode } from "../../protocol/codec.ts";
-import { loadNativeStrings } from "../../protocol/native-strings.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordFlags, recordKind, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
@@ -96,9 +95,7 @@ async function start(setup: SetupMessage): Promise<void> {
   try {
     for (const [key, bytes] of setup.oversize) oversizeInputs.set(key, bytes);
     setLogSink((lines: LogLine[]) => post({ type: "log", lines }));
-    const nativeStrings = loadNativeStrings(); // while the task packages load
     tasks = await loadTaskchain(setup.taskchain, setup.entries);
-    await nativeStrings;
     if (setup.combine !== undefined) partial = await WorkerPartial.load(setup.combine, setup.entries);
   } catch (error) {
     post({ type: "setup-error", message: (error as Error).message });
