@@ -10,7 +10,8 @@
  * The benches: cluster (Root.local end to end against the engine alone and a plain loop), discovery
  * (searchNodes over an empty 127.0.0.0/24, against the same scan in smaller rounds), engine (the
  * node engine against piscina and a loop), framing (codecs and loopback TCP framing), scheduler (the
- * root's batching and window logic with fake nodes, against a plain copy loop).
+ * root's batching and window logic with fake nodes, against a plain copy loop), start (Root.local of
+ * 16 nodes and setup, against as many bare processes and Worker threads).
  */
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -16,7 +16,6 @@
  *   env: PCLUSTER_BENCH_SCALE_SECONDS (2: length of each timed run), PCLUSTER_BENCH_SCALE_LAYOUTS ("2x4,16x4"),
  *   PCLUSTER_BENCH_SCALE_PARTS (start,blocking,async,trips: which parts run), PCLUSTER_BENCH_SCALE_RUNS (2)
  */
-import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import Piscina from "piscina";
@@ -25,6 +24,7 @@ import { startLocalCluster, type LocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { aim } from "./support/aim.ts";
 import { DelayProxy } from "./support/delay-proxy.ts";
+import { processCpuSeconds } from "./support/process-cpu.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { asyncWait, blockingWait, identity, makeItems } from "./support/tasks/index.ts";
 
@@ -59,7 +59,6 @@ const IDENTITY_ITEMS = 100_000;
 const TASKS_PACKAGE = join(import.meta.dir, "support/tasks");
 const PISCINA_MODULE = join(import.meta.dir, "support/piscina-task.ts");
 const BARE_WAITS = join(import.meta.dir, "support/bare-waits.ts");
-const CLOCK_TICKS_PER_S = 100;
 
 const AIM_OF_BARE_16 = 0.9;
 const AIM_OF_BARE_2 = 0.95;
@@ -71,13 +70,6 @@ const AIM_ROUND_TRIP_OF_DIRECT = 0.9;
 const AIM_START_16_S = 2.5;
 
 // ---- measuring ----------------------------------------------------------------------------------------
-
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
-function processCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // after the command name, which may hold spaces
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S; // utime, stime (fields 14, 15)
-}
 
 const rootCpuSeconds = () => {
   const { user, system } = process.cpuUsage();

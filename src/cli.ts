@@ -95,6 +95,11 @@ const node = command({
     },
     "metrics-port": { type: "port", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
     "metrics-host": { type: "host", description: "Address the metrics listen on (default 127.0.0.1; no auth)" },
+    quiet: {
+      type: "boolean",
+      description: "Print only warnings and errors; notes (setups, resets) go to the log server alone",
+      default: false,
+    },
   },
   together: [
     ["log-host", "log-port"],
@@ -127,6 +132,7 @@ const node = command({
       maxConnections: flags["max-connections"],
       maxUnauthenticated: flags["max-unauthenticated"],
       maxHandshakeFrameBytes: flags["max-handshake-frame"],
+      quiet: flags.quiet,
     });
   },
 });

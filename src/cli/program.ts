@@ -1,4 +1,4 @@
-import { type ArgsDef, type CommandDef, renderUsage } from "citty";
+import type { ArgsDef, CommandDef } from "citty";
 import { PclusterError, UsageError } from "../errors.ts";
 import { type FlagValues, type Flags, parseFlags } from "./flags.ts";
 import { closest } from "./suggest.ts";
@@ -94,6 +94,8 @@ async function printUsage(program: Program, name?: string): Promise<void> {
     ),
   };
   const command = name === undefined ? undefined : program.commands[name];
+  // citty only draws help: a server started by a script (16 local nodes at once) does not load it.
+  const { renderUsage } = await import("citty");
   const text =
     command === undefined
       ? await renderUsage(root)

@@ -1,7 +1,6 @@
 import { statSync } from "node:fs";
-import ipaddr from "ipaddr.js";
 import { UsageError } from "../errors.ts";
-import { parseAddress } from "../protocol/address.ts";
+import { dottedIPv4FirstOctet, ipaddrLibrary, parseAddress } from "../protocol/address.ts";
 
 /**
  * Every kind of value a flag can take, and the one check each kind gets. A flag declares its kind
@@ -59,7 +58,8 @@ export const checkValue: { [K in ValueKind]: (text: string, flag: string) => Val
   },
   host(text, flag) {
     const bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
-    if (!ipaddr.isValid(bare) && !HOSTNAME.test(bare)) {
+    const valid = dottedIPv4FirstOctet(bare) !== undefined || HOSTNAME.test(bare) || ipaddrLibrary().isValid(bare);
+    if (!valid) {
       throw new UsageError(`${flag} must be an IP address or a host name, got "${text}"`);
     }
     return bare;

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import { parseAddress } from "../protocol/address.ts";
 import type { LogLevel, LogLine } from "../protocol/messages.ts";
 import { printLogLines } from "./format.ts";
-import { type LogEndpoint, LogSender } from "./log-sender.ts";
+import type { LogEndpoint, LogSender } from "./log-sender.ts";
 
 /** Where a log server listens: `["127.0.0.1", 5000]` or `"127.0.0.1:5000"` (`"[::1]:5000"` for IPv6). */
 export type LogAddress = readonly [host: string, port: number] | string;
@@ -170,6 +170,9 @@ function parseLogAddress(addr: LogAddress): LogEndpoint {
 function senderFor(endpoint: LogEndpoint): LogSender {
   let sender = state.senders.get(endpoint.key);
   if (sender === undefined) {
+    // Loaded on first use: it brings the whole connection layer, which a worker thread (whose lines
+    // go to its sink) never needs, and which would cost each worker's start-up tens of ms of CPU.
+    const { LogSender } = require("./log-sender.ts") as typeof import("./log-sender.ts");
     sender = new LogSender(endpoint, () => state.token ?? process.env.PCLUSTER_TOKEN);
     state.senders.set(endpoint.key, sender);
   }

@@ -1,6 +1,6 @@
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
-import { consola } from "consola";
+import { diagnostics } from "../diagnostics.ts";
 import { PclusterError, ProtocolError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
 import { formatAddress } from "../protocol/address.ts";
@@ -59,7 +59,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
     try {
       writeSync(fd, text);
     } catch (error) {
-      consola.error(`pcluster log server: cannot write to ${outfile}: ${(error as Error).message}`);
+      diagnostics().error(`pcluster log server: cannot write to ${outfile}: ${(error as Error).message}`);
     }
     if (echo) process.stdout.write(text);
   };
@@ -68,7 +68,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
     connection.onMessage = (message) => {
       if (message.t === "log") return write(message.lines);
       connection.fail(new ProtocolError(`a log server only takes "log" messages, got "${message.t}"`));
-      consola.warn(`pcluster log server: closed ${connection.remoteAddress}: it sent a "${message.t}" message`);
+      diagnostics().warn(`pcluster log server: closed ${connection.remoteAddress}: it sent a "${message.t}" message`);
     };
   };
 
@@ -79,7 +79,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
       options.token && !(error instanceof ProtocolError)
         ? " (this log server requires a token: clients need PCLUSTER_TOKEN or setLogToken())"
         : "";
-    consola.warn(`pcluster log server: refused ${address}: ${why}${hint}`);
+    diagnostics().warn(`pcluster log server: refused ${address}: ${why}${hint}`);
   };
 
   let server: Server;

@@ -47,6 +47,10 @@ const HASH_MARKER = ".pcluster-hash";
 /** The host's cache of installed pipelines, beside the nodes' work dirs (see `hostCache`). */
 const CACHE_FOLDER = ".pcluster-cache";
 const DEFAULT_INSTALL_TIMEOUT_MS = 10 * 60_000;
+/** How often a node waiting for another's install of the same entry looks again. */
+const LOCK_POLL_MS = 25;
+/** A lock folder without a pid this long after it was made is left over (its maker died before writing it). */
+const LOCK_GRACE_MS = 10_000;
 /** How much of an installer's output a failure report carries. */
 const OUTPUT_TAIL_CHARS = 4000;
 const MAX_PATH_LENGTH = 4096;
@@ -84,8 +88,8 @@ export async function installPipeline(options: InstallOptions): Promise<Installe
     await clearPipelineFolder(dir);
     await build(dir, options);
   } else {
-    const cached = join(cache, cacheKey(name, version, hash));
-    if (!(await isInstalled(cached, hash, packages))) await publish(cached, options);
+    const cached = join(cache, cacheEntryName(name, version, hash));
+    if (!(await isInstalled(cached, hash, packages))) await publishOnce(cached, options);
     await clearPipelineFolder(dir, false);
     await symlink(cached, dir, "junction");
   }
@@ -135,9 +139,89 @@ async function hostCache(workdir: string): Promise<string | undefined> {
  * A cache entry's folder name: the pipeline, its content hash, and the pcluster it links to (nodes of
  * different pcluster copies on one host must not share the link to their own).
  */
-function cacheKey(name: string, version: string, hash: string): string {
+export function cacheEntryName(name: string, version: string, hash: string): string {
   const digest = new Bun.CryptoHasher("sha256").update(`${hash}\0${OWN_PCLUSTER_ROOT}`).digest("hex").slice(0, 32);
   return `${name}@${version}-${digest}`;
+}
+
+/**
+ * Publishes the entry unless another node of this host is doing so: then waits for its entry instead
+ * of writing and installing the same files again (sixteen local nodes set up at once, each running
+ * `bun install`, would share two cores). The builder holds `<entry>.lock` (a folder: mkdir is atomic),
+ * with its pid inside so that a lock left by a process that died is taken over. A builder that fails
+ * leaves its error in `<entry>.failed`, so the nodes that waited for it fail with it instead of each
+ * trying again in turn.
+ */
+async function publishOnce(cached: string, options: InstallOptions): Promise<void> {
+  const lock = `${cached}.lock`;
+  const failure = `${cached}.failed`;
+  const waitingSince = Date.now();
+  const deadline = waitingSince + (options.installTimeoutMs ?? DEFAULT_INSTALL_TIMEOUT_MS) + LOCK_GRACE_MS;
+  let waited = false;
+  for (;;) {
+    if (await isInstalled(cached, options.hash, options.packages)) return;
+    // The install this node waited for failed: the same install here would fail the same way.
+    if (waited) {
+      const failed = await stat(failure).catch(() => undefined);
+      if (failed !== undefined && failed.mtimeMs >= waitingSince - 1000) {
+        const message = await readFile(failure, "utf8").catch(() => "(its error was not kept)");
+        throw new SetupError(`another node of this host failed to install this pipeline: ${message}`);
+      }
+    }
+    if (await takeLock(lock)) {
+      try {
+        await rm(failure, { force: true });
+        if (!(await isInstalled(cached, options.hash, options.packages))) await publish(cached, options);
+      } catch (error) {
+        await writeFile(failure, (error as Error).message).catch(() => {});
+        throw error;
+      } finally {
+        await rm(lock, { recursive: true, force: true });
+      }
+      return;
+    }
+    if (await lockIsStale(lock)) {
+      await rm(lock, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new SetupError(
+        `waited ${Math.round((Date.now() - waitingSince) / 1000)} s for another node of this host to install ` +
+          `this pipeline (${lock} is held); remove that folder if no node is installing`,
+      );
+    }
+    waited = true;
+    await Bun.sleep(LOCK_POLL_MS);
+  }
+}
+
+/** Takes the lock folder, with this process's pid inside; false when another holds it. */
+async function takeLock(lock: string): Promise<boolean> {
+  try {
+    await mkdir(lock);
+  } catch (error) {
+    if ((error as { code?: string }).code === "EEXIST") return false;
+    throw error;
+  }
+  await writeFile(join(lock, "pid"), String(process.pid));
+  return true;
+}
+
+/** A lock whose holder is gone: its pid names no running process, or it has no pid long after it was made. */
+async function lockIsStale(lock: string): Promise<boolean> {
+  const pid = Number(await readFile(join(lock, "pid"), "utf8").catch(() => ""));
+  if (Number.isInteger(pid) && pid > 0) return !processIsAlive(pid);
+  const made = await stat(lock).catch(() => undefined);
+  return made !== undefined && Date.now() - made.mtimeMs > LOCK_GRACE_MS;
+}
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM";
+  }
 }
 
 /**

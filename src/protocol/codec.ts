@@ -1,6 +1,10 @@
-import { Packr, Unpackr } from "msgpackr";
+// msgpackr's pure-JS entry: its main entry also looks for the native string extractor (detect-libc,
+// node-gyp-build, dlopen: tens of ms of CPU per thread), which only threads that decode large items
+// want: `decode` loads it at the first (native-strings.ts). The same unpack.js serves both entries.
+import * as msgpackr from "msgpackr/pack";
 import { ItemEncodeError } from "../errors.ts";
 import { findUncarried } from "./carried.ts";
+import { loadNativeStrings } from "./native-strings.ts";
 import { MAX_BLOB_HEAD_BYTES, blobFrameHead } from "./frame.ts";
 import { RECORD_HEADER_BYTES, writeRecordHeader } from "./record.ts";
 import {
@@ -23,6 +27,9 @@ import {
  *
  * Messages are standard MessagePack (binary fields as bin, which `decodeMessage` leaves as views).
  */
+const { Packr, Unpackr } = msgpackr;
+/** What msgpackr decodes the never-used byte 0xc1 to (the types of this entry do not list it). */
+export const C1: unknown = (msgpackr as unknown as typeof import("msgpackr")).C1;
 const packr = new Packr({ useRecords: false, int64AsType: "number" });
 /**
  * Items are carried as themselves or refused (`ItemEncodeError`; see carried.ts for what may be one):
@@ -115,10 +122,14 @@ export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknow
     range.end = length;
     return itemUnpackr.unpack(scratch, range);
   }
+  nativeStrings ??= loadNativeStrings();
   range.start = start;
   range.end = end;
   return itemUnpackr.unpack(asBuffer(bytes), range);
 }
+
+/** Asked for by the first item decoded here that is large enough for it to matter (see native-strings.ts). */
+let nativeStrings: Promise<void> | undefined;
 
 /** The last bytes `asBuffer` was asked for, and its Buffer over them: a blob or ring has many items. */
 let bufferOf: Uint8Array | undefined;

@@ -1,7 +1,7 @@
 import type { Socket, SocketHandler, TCPSocketListener, TLSOptions } from "bun";
 // Diagnostics (warnings, failures nobody can catch) print through consola, in every part of pcluster;
 // stdout is left to a command's own output, and task lines go through `log()`.
-import consola from "consola";
+import { diagnostics } from "../diagnostics.ts";
 import {
   ConnectionClosedError,
   PclusterError,
@@ -258,7 +258,7 @@ export class Connection {
     } catch (error) {
       // A protocol error is the peer's fault and is told to it; anything else is a bug in a handler,
       // which must not take the process down: the connection fails with it, and its owner sees why.
-      if (!(error instanceof ProtocolError)) consola.error("pcluster: connection handler failed:", error);
+      if (!(error instanceof ProtocolError)) diagnostics().error("pcluster: connection handler failed:", error);
       this.fail(error);
     }
   }

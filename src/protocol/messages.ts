@@ -1,6 +1,5 @@
-import { C1 } from "msgpackr";
 import { ProtocolError } from "../errors.ts";
-import { decodeMessage } from "./codec.ts";
+import { C1, decodeMessage } from "./codec.ts";
 
 /** Bumped on any incompatible change to frames, messages or records. */
 export const PROTOCOL_VERSION = 1;

@@ -1,10 +1,13 @@
-import ipaddr from "ipaddr.js";
 import { AuthError } from "../errors.ts";
+import { dottedIPv4FirstOctet, ipaddrLibrary } from "./address.ts";
 
 /** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 (also IPv4-mapped), "localhost". */
 export function isLoopback(host: string): boolean {
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
   if (bare.toLowerCase() === "localhost") return true;
+  const firstOctet = dottedIPv4FirstOctet(bare);
+  if (firstOctet !== undefined) return firstOctet === 127;
+  const ipaddr = ipaddrLibrary();
   if (!ipaddr.isValid(bare)) return false;
   // process() turns ::ffff:127.0.0.1 into 127.0.0.1, so mapped loopback counts as loopback.
   return ipaddr.process(bare).range() === "loopback";

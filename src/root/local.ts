@@ -109,6 +109,8 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       String(memoryLimitMb),
       "--workdir",
       join(workdir, `node-${index}`),
+      // Nobody reads a quiet cluster's consoles: its nodes' notes go to the log server alone.
+      ...(quiet ? ["--quiet"] : []),
     ];
     const nodes = Array.from({ length: nodeCount }, (_, index) => spawn(`node-${index}`, nodeArgs(index, 0)));
     const nodePorts = await Promise.all(nodes.map((node) => node.listeningPort(START_TIMEOUT_MS)));

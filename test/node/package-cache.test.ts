@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { lstat, mkdtemp, readdir, realpath, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, realpath, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { installPipeline } from "../../src/node/packages.ts";
+import { cacheEntryName, installPipeline } from "../../src/node/packages.ts";
 import type { PackageBundle } from "../../src/protocol/pipeline.ts";
 
 /** The nodes of one host share installed pipelines by content: one install, linked from every node. */
@@ -76,5 +76,54 @@ describe("the host's cache of installed pipelines", () => {
       const module = (await import(installed.entries.tasks!)) as { triple(n: number): number };
       expect(module.triple(2)).toBe(6);
     }
+  });
+});
+
+describe("one install per entry on a host", () => {
+  const failing: PackageBundle = {
+    name: "failing",
+    files: [
+      {
+        path: "package.json",
+        data: encoder.encode(JSON.stringify({ name: "failing", dependencies: { absent: "file:./no-such-folder" } })),
+      },
+      { path: "index.ts", data: encoder.encode("export const x = 1;\n") },
+    ],
+  };
+
+  test("nodes setting up at once wait for one node's install: one installer runs, the others share its failure", async () => {
+    const racers = Array.from({ length: 6 }, (_, i) =>
+      installPipeline({
+        workdir: join(temp, `failing-${i}`),
+        name: "failing",
+        version: "1.0",
+        packages: [failing],
+        remotePackages: [],
+        hash: "hash-failing",
+      }).then(
+        () => "installed",
+        (error: Error) => error.message,
+      ),
+    );
+    const outcomes = await Promise.all(racers);
+    const ran = outcomes.filter((message) => message.startsWith('installing the dependencies of package "failing"'));
+    const shared = outcomes.filter((message) => message.startsWith("another node of this host failed"));
+    expect(ran).toHaveLength(1);
+    expect(shared).toHaveLength(outcomes.length - 1);
+    for (const message of shared) expect(message).toContain("failed to resolve");
+    const entries = await cacheEntries();
+    expect(entries.filter((entry) => entry.endsWith(".lock") || entry.includes(".building-"))).toEqual([]);
+  });
+
+  test("a lock left by a process that died is taken over", async () => {
+    const dead = Bun.spawn(["true"]);
+    await dead.exited;
+    const entry = join(temp, ".pcluster-cache", cacheEntryName("shared", "1.0", "hash-orphaned"));
+    await mkdir(`${entry}.lock`, { recursive: true });
+    await writeFile(join(`${entry}.lock`, "pid"), String(dead.pid));
+    const installed = await install("orphan-node", "hash-orphaned");
+    expect(installed.skipped).toBe(false);
+    expect(await realpath(installed.dir)).toBe(await realpath(entry));
+    expect(await cacheEntries()).not.toContain(`${cacheEntryName("shared", "1.0", "hash-orphaned")}.lock`);
   });
 });
