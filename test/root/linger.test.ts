@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Root } from "../../src/index.ts";
@@ -28,7 +28,7 @@ afterAll(() => {
   rmSync(node.workdir, { recursive: true, force: true });
 });
 
-async function rootWith(task: typeof tasks.spin | typeof tasks.sleepy, outputs: Array<{ id: number }>): Promise<Root> {
+async function rootWith(task: typeof tasks.spin | typeof tasks.gated, outputs: Array<{ id: number }>): Promise<Root> {
   const root = new Root([["127.0.0.1", node.port]]);
   await root.setup(`linger-${task.name}`, "1", [{ function: task }], {
     localPackages: [TASKS],
@@ -72,25 +72,31 @@ describe("slow items are not held for a batch", () => {
 
   test("a short item's output comes back while a long item still runs on the other worker", async () => {
     const outputs: Array<{ id: number }> = [];
-    const root = await rootWith(tasks.sleepy, outputs);
+    const root = await rootWith(tasks.gated, outputs);
+    // The long item runs until the test opens its gate; the short one finds its gate open.
+    const shut = join(dir, "long-item-gate");
+    const open = join(dir, "short-item-gate");
+    writeFileSync(open, "");
     try {
-      root.feed({ ms: 8000, id: 1 });
+      root.feed({ gate: shut, id: 1 });
       await waitUntil(
         "the long item running",
         () => root.status(),
         (status) => status[0]?.pipeline?.inFlight === 1 && status[0].pipeline.idleWorkers === 1,
         10_000,
       );
-      root.feed({ ms: 10, id: 2 });
+      root.feed({ gate: open, id: 2 });
       await waitUntil(
         "the short item's output",
         () => outputs.length,
         (n) => n >= 1,
-        7000,
+        10_000,
         5,
       );
-      // The long one is still running: the short one's output did not wait for it to make a batch.
+      // The long one is still running (its gate is shut): the short one's output did not wait for it
+      // to make a batch.
       expect(outputs.map((output) => output.id)).toEqual([2]);
+      writeFileSync(shut, "");
       await root.waitEmpty();
       expect(outputs.map((output) => output.id)).toEqual([2, 1]);
     } finally {

@@ -139,7 +139,8 @@ export class WorkerSupervisor {
       if (worker === undefined) return Promise.resolve();
       const gone = new Promise<void>((resolve) => worker.addEventListener("close", () => resolve()));
       worker.terminate();
-      return Promise.race([gone, Bun.sleep(2000)]);
+      // Unref'd: once the worker is gone, the bound must not keep the process alive for the rest of it.
+      return Promise.race([gone, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
     });
     return Promise.all(closed).then(() => {});
   }
