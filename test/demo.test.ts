@@ -48,14 +48,13 @@ async function expectedFor(
 }
 
 test("bun run demo runs the pipeline, prints the right summary, exits 0 and leaves no process behind", async () => {
-  const started = performance.now();
   demo = spawnBun(["run", "src/demo/run.ts"], { env: { PCLUSTER_TOKEN: undefined } });
-  const code = await demo.waitExit(30_000);
+  // A bound against hanging, not a speed check (the demo's speed belongs in a bench): it takes a second
+  // or two on a quiet machine.
+  const code = await demo.waitExit(50_000);
   await Promise.race([demo.drained, Bun.sleep(2000)]);
-  const seconds = (performance.now() - started) / 1000;
   const out = demo.stdout;
   expect(code, demo.output).toBe(0);
-  expect(seconds).toBeLessThan(30);
 
   const [, nodeList, logFile] = out.match(/^local cluster: nodes (.*), log file (\S+)$/m) ?? [];
   expect(nodeList, out).toBeDefined();
