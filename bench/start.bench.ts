@@ -169,21 +169,17 @@ async function main(): Promise<void> {
       "",
       "CPU: the root, the log server, each node until it listens and during setup (medians); a bare process; totals",
       "",
-      table(
-        ["layout", "root", "log", "node: listen", "node: setup", "bare process", "total", "bare total"],
-        cpuRows,
-      ),
+      table(["layout", "root", "log", "node: listen", "node: setup", "bare process", "total", "bare total"], cpuRows),
       "",
     ].join("\n"),
   );
   console.log("aims");
   if (defaultSeconds.length > 0)
-    aim(
-    `Root.local({ nodes: ${NODES} }) + setup(), default workers`,
-    median(defaultSeconds),
-    AIM_START_S,
-    { atMost: true, format: fmtS, note: `(runs: ${defaultSeconds.map(fmtS).join(" ")})` },
-  );
+    aim(`Root.local({ nodes: ${NODES} }) + setup(), default workers`, median(defaultSeconds), AIM_START_S, {
+      atMost: true,
+      format: fmtS,
+      note: `(runs: ${defaultSeconds.map(fmtS).join(" ")})`,
+    });
   console.log(
     `(load average now ${loadavg()
       .map((l) => l.toFixed(2))

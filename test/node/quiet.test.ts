@@ -25,7 +25,12 @@ test("a quiet node's setup notes reach the log server but not its console; a ref
   const owner = await NodeTestClient.connect({ port: node.port, client: "quiet-owner" });
   const intruder = await NodeTestClient.connect({ port: node.port, client: "quiet-intruder" });
   clients.push(owner, intruder);
-  const spec = { name: "squares", version: "1.0", packages: [join(REPO, "test/fixtures/square")], tasks: ["square#square"] };
+  const spec = {
+    name: "squares",
+    version: "1.0",
+    packages: [join(REPO, "test/fixtures/square")],
+    tasks: ["square#square"],
+  };
   await owner.setup(spec);
   await expect(intruder.setup(spec)).rejects.toBeInstanceOf(NodeBusyError);
   const tag = `[node ${node.addr}]`;
