@@ -233,6 +233,20 @@ export class RecordBatchBuilder {
     return frame;
   }
 
+  /**
+   * The finished frame as a copy of its own; the builder starts over in the same buffer. For frames of
+   * a few records: copying them costs less than the fresh buffer `finishFrame` leaves behind (allocated,
+   * zeroed and later collected: with 2 ms items, an eighth of the root's JavaScript time went there).
+   */
+  copyFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
+    const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
+    const frame = this.#buffer.slice(start, this.#end);
+    // A buffer grown for a large record goes, rather than stay held for small frames.
+    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
+    else this.clear();
+    return frame;
+  }
+
   /** The records appended so far as a buffer of their own (no frame head); the builder starts over. */
   takeRecords(): Uint8Array {
     const records = this.#buffer.subarray(MAX_BLOB_HEAD_BYTES, this.#end);

@@ -426,6 +426,21 @@ describe("RecordBatchBuilder", () => {
     expect(batch.count).toBe(1000);
   });
 
+  test("a copied frame is the finished frame's bytes, and stays as it was while the builder reuses its buffer", () => {
+    const finished = new RecordBatchBuilder(1024);
+    const copied = new RecordBatchBuilder(1024);
+    for (const batch of [finished, copied]) batch.appendValue(RecordKind.Input, 0, 0, 7, { n: 7 });
+    const frame = copied.copyFrame("feed");
+    expect(frame).toEqual(finished.finishFrame("feed"));
+    expect(copied.count).toBe(0);
+    for (let i = 0; i < 50; i++) copied.appendValue(RecordKind.Input, 0, 0, 8 + i, { n: 8 + i, pad: "z".repeat(40) });
+    const message = decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { t: string; blob: Uint8Array };
+    expect(message.t).toBe("feed");
+    expect(readAll(message.blob)).toEqual([[RecordKind.Input, 0, 0, 7, { n: 7 }]]);
+    const next = decodeMessage(copied.copyFrame("feed").subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array };
+    expect(readAll(next.blob)).toHaveLength(50);
+  });
+
   test("records() reads in place and clear() empties the batch", () => {
     const batch = new RecordBatchBuilder();
     batch.appendValue(RecordKind.Output, 1, 0, 9, [1, "a"]);
