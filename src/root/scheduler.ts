@@ -28,12 +28,12 @@ const COPIED_FRAME_BYTES = 16 * 1024;
  * nothing, and slow items no longer travel, and wake the node, one frame each. A node with little in
  * flight (a trickle, a start) gets what there is at once.
  *
- * The wait is half the node's fastest round trip, within [FEED_LINGER_MS, MAX_FEED_LINGER_MS]: half its
- * window in flight is work for a whole round trip, and slow items free room a few at a time, so with a
- * fixed 2 ms every frame to a node of 2 ms items held a few (each a write here and a wake there).
+ * The wait is a quarter of the node's fastest round trip, within [FEED_LINGER_MS, MAX_FEED_LINGER_MS]:
+ * half its window in flight is work for a whole round trip, and slow items free room a few at a time,
+ * so with a fixed 2 ms every frame to a node of 2 ms items held a few (each a write here and a wake there).
  */
 const FEED_LINGER_MS = 2;
-const MAX_FEED_LINGER_MS = 20;
+const MAX_FEED_LINGER_MS = 10;
 
 /** What the scheduler needs of a node: somewhere to send finished feed frames. */
 export interface FeedTarget {
@@ -439,7 +439,7 @@ export class Scheduler {
     if (Number.isNaN(lane.lingeringSince)) lane.lingeringSince = now;
     const roundTrip = lane.window.minLatencyMs;
     const lingerMs = Number.isFinite(roundTrip)
-      ? Math.min(MAX_FEED_LINGER_MS, Math.max(FEED_LINGER_MS, roundTrip / 2))
+      ? Math.min(MAX_FEED_LINGER_MS, Math.max(FEED_LINGER_MS, roundTrip / 4))
       : FEED_LINGER_MS;
     const left = lane.lingeringSince + lingerMs - now;
     if (left <= 0) return false;

@@ -452,3 +452,47 @@ describe("RecordBatchBuilder", () => {
     expect(readAll(batch.records())).toEqual([[RecordKind.Output, 0, 0, 10, "b"]]);
   });
 });
+
+describe("decodeMessage", () => {
+  const reference = new Unpackr({ useRecords: false, int64AsType: "number" });
+  const blob = Uint8Array.from({ length: 300 }, (_, i) => i & 0xff);
+
+  test("batch envelopes read without msgpackr are what msgpackr reads, their blobs views of the bytes", () => {
+    const messages: unknown[] = [
+      { t: "feed", blob },
+      { t: "results", idle: 0, blob: blob.subarray(0, 0) },
+      { t: "results", idle: 200, blob },
+      { t: "credit", bytes: 70_000 },
+      { t: "credit", bytes: 4_000_000_000 },
+      { t: "part", left: 3, blob: new Uint8Array(70_000) },
+      {},
+    ];
+    for (const message of messages) {
+      const bytes = encode(message);
+      const decoded = decodeMessage(bytes) as Record<string, unknown>;
+      expect(decoded).toEqual(reference.unpack(bytes));
+      expect(Object.getPrototypeOf(decoded)).toBe(Object.prototype);
+      const field = decoded.blob as Uint8Array | undefined;
+      if (field !== undefined && field.length > 0) expect(field.buffer).toBe(bytes.buffer);
+    }
+  });
+
+  test("anything else is left to msgpackr, with the same result", () => {
+    const messages: unknown[] = [
+      { t: "req", id: 1, cmd: "setup", args: { name: "x", tasks: ["a#b"] } },
+      { t: "event", name: "réinit", data: null },
+      { t: "err", code: "setup", message: "no", id: -1 },
+      { t: "res", id: 2, result: 1.5 },
+      { __proto__: "x", t: "feed" },
+      [1, 2],
+      "text",
+    ];
+    for (const message of messages) {
+      const bytes = encode(message);
+      expect(decodeMessage(bytes)).toEqual(reference.unpack(bytes));
+    }
+    // A map cut short is not read as a shorter one.
+    const cut = encode({ t: "credit", bytes: 70_000 }).subarray(0, 12);
+    expect(() => decodeMessage(cut)).toThrow();
+  });
+});
