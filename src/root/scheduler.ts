@@ -31,6 +31,8 @@ const COPIED_FRAME_BYTES = 16 * 1024;
  * The wait is a quarter of the node's fastest round trip, within [FEED_LINGER_MS, MAX_FEED_LINGER_MS]:
  * half its window in flight is work for a whole round trip, and slow items free room a few at a time,
  * so with a fixed 2 ms every frame to a node of 2 ms items held a few (each a write here and a wake there).
+ * Only a node that said last that none of its workers is idle waits: while the window still grows (its
+ * items are on the wire, not queued at the node), a wait would leave its workers idle.
  */
 const FEED_LINGER_MS = 2;
 const MAX_FEED_LINGER_MS = 10;
@@ -378,8 +380,8 @@ export class Scheduler {
     const batchSize = lane.window.batchSize(this.#maxBatch);
     const count = Math.min(room, batchSize, this.queued);
     // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
-    if (room < batchSize && this.queued > room && lane.ledger.size * 2 >= lane.window.size && this.#linger(lane))
-      return 0;
+    const busy = lane.idleWorkers === 0 && lane.ledger.size * 2 >= lane.window.size;
+    if (busy && room < batchSize && this.queued > room && this.#linger(lane)) return 0;
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
