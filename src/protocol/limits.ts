@@ -4,6 +4,12 @@
  * up to `maxItemBytes` travels as a message split into parts (see parts.ts), joined by the receiver.
  */
 
+/**
+ * Default result window: result bytes a node may send ahead of the root handling them (setup's
+ * `resultWindow`). The root gives it back in credit messages of a quarter of it or more.
+ */
+export const DEFAULT_RESULT_WINDOW_BYTES = 8 * 1024 * 1024;
+
 /** Default largest item or output, encoded (`maxItemBytes`, `--max-item`): 1 GiB. */
 export const DEFAULT_MAX_ITEM_BYTES = 1024 ** 3;
 

@@ -104,7 +104,7 @@ export class FeedQueue {
 
   /** Queues items already encoded (copied into the queue); one larger than `maxItemBytes` throws first, and none is queued. */
   appendBytes(items: readonly Uint8Array[]): void {
-    for (const [index, bytes] of items.entries()) this.#checkSize(bytes.length, index);
+    for (let index = 0; index < items.length; index++) this.#checkSize(items[index]!.length, index);
     for (const bytes of items) this.#appendEncoded(bytes);
   }
 

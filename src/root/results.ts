@@ -1,5 +1,6 @@
 import { decode } from "../protocol/codec.ts";
 import { RecordKind, RecordReader, type TaskErrorReport, forEachDone } from "../protocol/record.ts";
+import { DoneIds } from "./done-ids.ts";
 import { type Held, HeldError, HeldOutputs } from "./held-outputs.ts";
 
 /** Where the results of one node go, as the root's `ResultPump` hands them out. */
@@ -31,8 +32,8 @@ interface PendingFrame<Source> {
   blob: Uint8Array;
   reader: RecordReader;
   frameBytes: number;
-  /** Exactly-once: ids of the items whose Done this frame carries (their outputs in it go straight out). */
-  done?: Set<number>;
+  /** Exactly-once: whether the pump's DoneIds hold this frame's (its outputs of those go straight out). */
+  doneRead?: boolean;
   /** Not a frame: the node is lost, and what it left held is dropped here, after its last frame. */
   lost?: boolean;
 }
@@ -53,6 +54,8 @@ export class ResultPump<Source> {
   #running = false;
   #idleWaiters: Array<() => void> = [];
   readonly #doneIds: number[] = [];
+  /** The Done ids of the frame being handed out (one frame at a time, so one of these serves them all). */
+  readonly #frameDone = new DoneIds();
   /** When the pump last gave the event loop a turn (or began). */
   #sliceStart = 0;
   /** Called whenever the pump runs dry. */
@@ -164,7 +167,10 @@ export class ResultPump<Source> {
     const { reader, blob, source } = frame;
     const sink = this.#sink;
     const exactlyOnce = this.#exactlyOnce;
-    if (exactlyOnce && frame.done === undefined) frame.done = doneIn(blob);
+    if (exactlyOnce && frame.doneRead !== true) {
+      this.#frameDone.fill(blob);
+      frame.doneRead = true;
+    }
     let sinceClockCheck = 0;
     for (;;) {
       let pending: unknown;
@@ -176,7 +182,7 @@ export class ResultPump<Source> {
       switch (reader.kind) {
         case RecordKind.Output: {
           const id = reader.id;
-          if (exactlyOnce && (!frame.done!.has(id) || this.#held.holds(source, id))) {
+          if (exactlyOnce && (!this.#frameDone.has(id) || this.#held.holds(source, id))) {
             this.#held.hold(source, id, blob.subarray(reader.payloadStart, reader.payloadEnd));
             break;
           }
@@ -185,7 +191,7 @@ export class ResultPump<Source> {
         }
         case RecordKind.TaskError: {
           const id = reader.id;
-          if (exactlyOnce && (!frame.done!.has(id) || this.#held.holds(source, id))) {
+          if (exactlyOnce && (!this.#frameDone.has(id) || this.#held.holds(source, id))) {
             this.#held.hold(source, id, blob.subarray(reader.payloadStart, reader.payloadEnd), true);
             break;
           }
@@ -285,17 +291,6 @@ export class ResultPump<Source> {
     await nextTurn();
     this.#sliceStart = performance.now();
   }
-}
-
-/** Ids of the items whose Done a results frame carries. */
-function doneIn(blob: Uint8Array): Set<number> {
-  const done = new Set<number>();
-  const reader = new RecordReader(blob);
-  while (reader.next()) {
-    if (reader.kind === RecordKind.Done)
-      forEachDone(blob, reader.payloadStart, reader.payloadEnd, (id) => done.add(id));
-  }
-  return done;
 }
 
 export function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -426,6 +426,21 @@ describe("RecordBatchBuilder", () => {
     expect(batch.count).toBe(1000);
   });
 
+  test("a copied frame is the finished frame's bytes, and stays as it was while the builder reuses its buffer", () => {
+    const finished = new RecordBatchBuilder(1024);
+    const copied = new RecordBatchBuilder(1024);
+    for (const batch of [finished, copied]) batch.appendValue(RecordKind.Input, 0, 0, 7, { n: 7 });
+    const frame = copied.copyFrame("feed");
+    expect(frame).toEqual(finished.finishFrame("feed"));
+    expect(copied.count).toBe(0);
+    for (let i = 0; i < 50; i++) copied.appendValue(RecordKind.Input, 0, 0, 8 + i, { n: 8 + i, pad: "z".repeat(40) });
+    const message = decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { t: string; blob: Uint8Array };
+    expect(message.t).toBe("feed");
+    expect(readAll(message.blob)).toEqual([[RecordKind.Input, 0, 0, 7, { n: 7 }]]);
+    const next = decodeMessage(copied.copyFrame("feed").subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array };
+    expect(readAll(next.blob)).toHaveLength(50);
+  });
+
   test("records() reads in place and clear() empties the batch", () => {
     const batch = new RecordBatchBuilder();
     batch.appendValue(RecordKind.Output, 1, 0, 9, [1, "a"]);
@@ -435,5 +450,49 @@ describe("RecordBatchBuilder", () => {
     expect(batch.records().length).toBe(0);
     batch.appendValue(RecordKind.Output, 0, 0, 10, "b");
     expect(readAll(batch.records())).toEqual([[RecordKind.Output, 0, 0, 10, "b"]]);
+  });
+});
+
+describe("decodeMessage", () => {
+  const reference = new Unpackr({ useRecords: false, int64AsType: "number" });
+  const blob = Uint8Array.from({ length: 300 }, (_, i) => i & 0xff);
+
+  test("batch envelopes read without msgpackr are what msgpackr reads, their blobs views of the bytes", () => {
+    const messages: unknown[] = [
+      { t: "feed", blob },
+      { t: "results", idle: 0, blob: blob.subarray(0, 0) },
+      { t: "results", idle: 200, blob },
+      { t: "credit", bytes: 70_000 },
+      { t: "credit", bytes: 4_000_000_000 },
+      { t: "part", left: 3, blob: new Uint8Array(70_000) },
+      {},
+    ];
+    for (const message of messages) {
+      const bytes = encode(message);
+      const decoded = decodeMessage(bytes) as Record<string, unknown>;
+      expect(decoded).toEqual(reference.unpack(bytes));
+      expect(Object.getPrototypeOf(decoded)).toBe(Object.prototype);
+      const field = decoded.blob as Uint8Array | undefined;
+      if (field !== undefined && field.length > 0) expect(field.buffer).toBe(bytes.buffer);
+    }
+  });
+
+  test("anything else is left to msgpackr, with the same result", () => {
+    const messages: unknown[] = [
+      { t: "req", id: 1, cmd: "setup", args: { name: "x", tasks: ["a#b"] } },
+      { t: "event", name: "réinit", data: null },
+      { t: "err", code: "setup", message: "no", id: -1 },
+      { t: "res", id: 2, result: 1.5 },
+      { __proto__: "x", t: "feed" },
+      [1, 2],
+      "text",
+    ];
+    for (const message of messages) {
+      const bytes = encode(message);
+      expect(decodeMessage(bytes)).toEqual(reference.unpack(bytes));
+    }
+    // A map cut short is not read as a shorter one.
+    const cut = encode({ t: "credit", bytes: 70_000 }).subarray(0, 12);
+    expect(() => decodeMessage(cut)).toThrow();
   });
 });

@@ -93,4 +93,28 @@ describe("Scheduler: round robin", () => {
     expect(scheduler.lanes).toHaveLength(2);
     expect(scheduler.queued).toBe(0);
   });
+
+  test("a node with idle workers while its partial batch lingers for room gets a larger window", () => {
+    const scheduler = new Scheduler();
+    const target = new RecordingTarget("a");
+    const lane = scheduler.addLane(target, 2, { items: 10_000, bytes: 1 << 30 });
+    try {
+      scheduler.enqueueValues(range(1000));
+      scheduler.pump();
+      const window = lane.window.size;
+      const batch = lane.window.batchSize(4096);
+      expect(lane.inFlight).toBe(window);
+      // A few items done: room for less than a batch, so the rest lingers for room rather than going now.
+      const frames = target.frames.length;
+      for (const id of target.frames[0]!.ids.slice(0, batch - 1)) scheduler.complete(lane, id);
+      scheduler.pump();
+      expect(target.frames.length).toBe(frames);
+      expect(lane.inFlight).toBeLessThan(window);
+      // The node says a worker is idle: items wait here for want of room, so the window grows.
+      scheduler.reportIdle(lane, 1);
+      expect(lane.window.size).toBeGreaterThan(window);
+    } finally {
+      scheduler.clear();
+    }
+  });
 });
