@@ -11,7 +11,12 @@ import { RecordReader } from "../protocol/record.ts";
 import type { Connection, ServerTls } from "../protocol/connection.ts";
 import { assertSafeListen } from "../protocol/safe-listen.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
-import { DEFAULT_MAX_ITEM_BYTES, checkMaxItemBytes, messageLimitFor } from "../protocol/limits.ts";
+import {
+  DEFAULT_MAX_ITEM_BYTES,
+  DEFAULT_RESULT_WINDOW_BYTES,
+  checkMaxItemBytes,
+  messageLimitFor,
+} from "../protocol/limits.ts";
 import type { LogLevel, Message } from "../protocol/messages.ts";
 import { type NodeStatus, type SetupArgs, type SetupResult, parseSetupArgs } from "../protocol/pipeline.ts";
 import type { HttpEndpoint } from "../metrics/endpoint.ts";
@@ -313,7 +318,7 @@ class NodeServer {
       ownerName: client,
       startedAt: Date.now(),
       engine: undefined,
-      credit: args.resultWindow ?? 8 * 1024 * 1024,
+      credit: args.resultWindow ?? DEFAULT_RESULT_WINDOW_BYTES,
       window: { items: 0, bytes: 0 },
       orphanTimer: undefined,
       errors: new RecentErrors(),
