@@ -52,7 +52,13 @@ export function dottedIPv4FirstOctet(text: string): number | undefined {
   return match === null ? undefined : Number(match[1]);
 }
 
+/** What we use of ipaddr.js (typed here, so that users' declarations never reach ipaddr.js's). */
+interface AddressChecks {
+  isValid(text: string): boolean;
+  process(text: string): { range(): string };
+}
+
 /** ipaddr.js, loaded when an address is not a plain dotted quad (see `dottedIPv4FirstOctet`). */
-export function ipaddrLibrary(): typeof import("ipaddr.js") {
+export function ipaddrLibrary(): AddressChecks {
   return require("ipaddr.js") as typeof import("ipaddr.js");
 }
