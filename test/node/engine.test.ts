@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { SetupError } from "../../src/errors.ts";
 import { Engine } from "../../src/node/engine/engine.ts";
 import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
+import { waitFor } from "../support/wait.ts";
 
 /** The tasks these tests run (a typed package of their own). */
 const dir = join(import.meta.dir, "../fixtures/engine-tasks");
@@ -84,7 +85,13 @@ describe("taskchains", () => {
     });
     try {
       const evens = (count: number) => Math.ceil(count / 2); // dropOdd keeps the even ones of 0 … count-1
-      // One large fan-out alone: the idle worker gets a share of it, and its Done counts them all.
+      // One large fan-out alone: the idle worker gets a share of it, and its Done counts them all. Both
+      // workers are idle first (hungry), so the one that takes the item finds the other to share with
+      // however late the machine lets that one run.
+      await waitFor(() => harness.engine.workersAskingForShares, {
+        what: "both workers to wait for input",
+        until: (n) => n === 2,
+      });
       const [large] = harness.feed([5000]);
       await harness.waitEmpty();
       expect(harness.engine.statsByWorker().map((tasks) => tasks[1]!.processed > 0)).toEqual([true, true]);

@@ -186,6 +186,14 @@ export class Engine {
     return this.#accepted - this.#output.rootsFinished;
   }
 
+  /**
+   * Workers whose threads said they are out of input and that no fan-out has claimed since (see
+   * fan-out-sharing.ts): unlike `idleWorkers`, which is the engine's own count, this is the workers' word.
+   */
+  get workersAskingForShares(): number {
+    return Atomics.load(this.#control, Control.HungryCount);
+  }
+
   /** Bytes waiting for ring space. */
   get backlogBytes(): number {
     return this.#input.backlogBytes;
