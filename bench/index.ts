@@ -44,18 +44,19 @@ if (unknown.length > 0) {
 }
 const selected = requested.length > 0 ? requested : available;
 
+// Each bench appends the aims it missed here (bench/support/aim.ts).
+const aimsDir = mkdtempSync(join(tmpdir(), "pcluster-bench-aims-"));
 let running: ReturnType<typeof Bun.spawn> | undefined;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {
     running?.kill(signal);
+    rmSync(aimsDir, { recursive: true, force: true }); // a bench stopped by hand leaves nothing behind
     process.exit(130);
   });
 }
 
 const outcomes: string[] = [];
 let failed = 0;
-// Each bench appends the aims it missed here (bench/support/aim.ts).
-const aimsDir = mkdtempSync(join(tmpdir(), "pcluster-bench-aims-"));
 const aimsFile = join(aimsDir, "missed.jsonl");
 for (const name of selected) {
   console.log(`\n▶ bench/${name}${SUFFIX}\n`);

@@ -1,5 +1,5 @@
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { STOP_WORDS, sampleLines } from "../src/demo/corpus.ts";
 import { WordTagger, normalize, splitWords } from "../src/demo/task_package/index.ts";
@@ -16,8 +16,19 @@ afterAll(async () => {
   demo?.kill("SIGTERM");
   await demo?.waitExit(5000).catch(() => {});
   await killAll();
-  if (workdir !== undefined) for (const pid of processesMentioning(workdir)) kill(pid);
+  // Also when the test failed before reading it: a demo ended by SIGKILL leaves its work dir behind.
+  workdir ??= workdirIn(demo?.stdout ?? "");
+  if (workdir !== undefined) {
+    for (const pid of processesMentioning(workdir)) kill(pid);
+    rmSync(workdir, { recursive: true, force: true });
+  }
 });
+
+/** The local cluster's work dir, from the demo's first line (the folder of its log file). */
+function workdirIn(out: string): string | undefined {
+  const logFile = out.match(/^local cluster: nodes .*, log file (\S+)$/m)?.[1];
+  return logFile === undefined ? undefined : dirname(logFile);
+}
 
 /** The tasks run in this process, one item after another: what the cluster must have computed. */
 async function expectedFor(
@@ -56,9 +67,9 @@ test("bun run demo runs the pipeline, prints the right summary, exits 0 and leav
   const out = demo.stdout;
   expect(code, demo.output).toBe(0);
 
-  const [, nodeList, logFile] = out.match(/^local cluster: nodes (.*), log file (\S+)$/m) ?? [];
+  const [, nodeList] = out.match(/^local cluster: nodes (.*), log file (\S+)$/m) ?? [];
   expect(nodeList, out).toBeDefined();
-  workdir = dirname(logFile!);
+  workdir = workdirIn(out)!;
   const ports = nodeList!.split(", ").map((addr) => Number(addr.replace("127.0.0.1:", "")));
   expect(ports).toHaveLength(2);
 
