@@ -36,6 +36,30 @@ function tempDir(): string {
 }
 
 /** Bounds a promise (a test must fail, not hang). */
+/**
+ * A root over one fresh node of `workers` workers, set up with `chain` from the exactly-once tasks: the
+ * last task's `i` of each output it hands out, and the task errors it reports.
+ */
+async function oneNodeRun(
+  workers: number,
+  name: string,
+  chain: Parameters<Root["setup"]>[2],
+  options: { maxHeldBytes?: number } = {},
+): Promise<{ cluster: Root; seen: number[]; errors: TaskError[] }> {
+  const node = await startNode({ workers });
+  const cluster = new Root([node.addr]);
+  roots.push(cluster);
+  const seen: number[] = [];
+  const errors: TaskError[] = [];
+  await cluster.setup(name, "1", chain, {
+    ...options,
+    localPackages: [TASKS],
+    outputHandler: (output) => void seen.push((output as { i: number }).i),
+    errorHandler: (error) => void errors.push(error),
+  });
+  return { cluster, seen, errors };
+}
+
 /** A fixed corpus: lines of made-up words (some shorter than 3 letters, which do not count). */
 function corpus(lines: number): string[] {
   const syllables = ["ka", "lo", "mir", "te", "x", "sun", "ba", "qu", "e", "ron"];
@@ -101,17 +125,10 @@ describe("exactly-once outputs", () => {
   }, 60_000);
 
   test("a worker that dies mid-fan-out: each output of the generator item arrives once", async () => {
-    const node = await startNode({ workers: 2 });
-    const cluster = new Root([node.addr]);
-    roots.push(cluster);
+    const { cluster, seen, errors } = await oneNodeRun(2, "die-mid-fan-out", [
+      { function: tasks.dieOnThird, isGenerator: true },
+    ]);
     const marker = join(tempDir(), "died");
-    const seen: number[] = [];
-    const errors: TaskError[] = [];
-    await cluster.setup("die-mid-fan-out", "1", [{ function: tasks.dieOnThird, isGenerator: true }], {
-      localPackages: [TASKS],
-      outputHandler: (output) => void seen.push((output as { i: number }).i),
-      errorHandler: (error) => void errors.push(error),
-    });
     cluster.feed({ n: 6, marker });
     await within(cluster.waitEmpty(), 20_000, "waitEmpty after a worker died");
 
@@ -123,22 +140,11 @@ describe("exactly-once outputs", () => {
   }, 30_000);
 
   test("a worker that dies after a task error: the error is reported once, each output once", async () => {
-    const node = await startNode({ workers: 2 });
-    const cluster = new Root([node.addr]);
-    roots.push(cluster);
+    const { cluster, seen, errors } = await oneNodeRun(2, "error-then-die", [
+      { function: tasks.numbersThenDie, isGenerator: true },
+      { function: tasks.failOnOne },
+    ]);
     const marker = join(tempDir(), "died");
-    const seen: number[] = [];
-    const errors: TaskError[] = [];
-    await cluster.setup(
-      "error-then-die",
-      "1",
-      [{ function: tasks.numbersThenDie, isGenerator: true }, { function: tasks.failOnOne }],
-      {
-        localPackages: [TASKS],
-        outputHandler: (output) => void seen.push((output as { i: number }).i),
-        errorHandler: (error) => void errors.push(error),
-      },
-    );
     cluster.feed({ n: 5, marker });
     await within(cluster.waitEmpty(), 20_000, "waitEmpty after a worker died");
 
@@ -151,19 +157,15 @@ describe("exactly-once outputs", () => {
   }, 30_000);
 
   test("outputs past maxHeldBytes: the item is reported as a TaskError naming the limit", async () => {
-    const node = await startNode({ workers: 1 });
-    const cluster = new Root([node.addr]);
-    roots.push(cluster);
+    // The item gives 40 outputs of 32 KiB: they cannot all be held.
+    const { cluster, seen, errors } = await oneNodeRun(
+      1,
+      "held-too-much",
+      [{ function: tasks.dieOnThird, isGenerator: true }],
+      { maxHeldBytes: 100 * 1024 },
+    );
     const marker = join(tempDir(), "died");
     writeFileSync(marker, "no dying here"); // every attempt gives all its outputs
-    const seen: number[] = [];
-    const errors: TaskError[] = [];
-    await cluster.setup("held-too-much", "1", [{ function: tasks.dieOnThird, isGenerator: true }], {
-      localPackages: [TASKS],
-      maxHeldBytes: 100 * 1024, // the item gives 40 outputs of 32 KiB: they cannot all be held
-      outputHandler: (output) => void seen.push((output as { i: number }).i),
-      errorHandler: (error) => void errors.push(error),
-    });
     cluster.feed({ n: 40, marker });
     await within(cluster.waitEmpty(), 20_000, "waitEmpty");
 
