@@ -54,7 +54,9 @@ export function nodeArgs(options: NodeOptions & { workdir: string }): string[] {
  * by `killAll()` from processes.ts like every other child.
  */
 export async function startNode(options: NodeOptions = {}): Promise<RunningNode> {
-  const workdir = options.workdir ?? removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-node-")));
+  // A folder of its own inside a fresh temp folder: the host's install cache goes beside a node's work
+  // dir (node/packages.ts), so this keeps it inside what killAll() removes, not in the temp dir itself.
+  const workdir = options.workdir ?? join(removeWithChildren(mkdtempSync(join(tmpdir(), "pcluster-node-"))), "node");
   const proc = spawnBun(nodeArgs({ ...options, workdir }), {
     env: { ...NO_TOKEN, ...CONSOLE_AS_DEPLOYED, ...options.env },
   });
