@@ -22,10 +22,9 @@ beforeAll(async () => {
   const logServer = await startLogServerAt(join(dir, "cluster.log"));
   node = await startNode({ logPort: logServer.port, workers: 2 });
 }, 30_000);
-afterAll(() => {
-  killAll();
+afterAll(async () => {
+  await killAll(); // also removes the node's temp folder
   rmSync(dir, { recursive: true, force: true });
-  rmSync(node.workdir, { recursive: true, force: true });
 });
 
 async function rootWith(task: typeof tasks.spin | typeof tasks.gated, outputs: Array<{ id: number }>): Promise<Root> {
