@@ -68,6 +68,7 @@ const DEPENDENCY_FIELDS = ["dependencies", "devDependencies", "peerDependencies"
  */
 export async function installPipeline(options: InstallOptions): Promise<InstalledPipeline> {
   const { workdir, name, version, packages, remotePackages, hash } = options;
+  const since = Date.now();
   checkPipelineNames(name, version);
   checkPackageNames(packages);
   checkRemoteSpecs(remotePackages);
@@ -89,7 +90,7 @@ export async function installPipeline(options: InstallOptions): Promise<Installe
     await build(dir, options);
   } else {
     const cached = join(cache, cacheEntryName(name, version, hash));
-    if (!(await isInstalled(cached, hash, packages))) await publishOnce(cached, options);
+    if (!(await isInstalled(cached, hash, packages))) await publishOnce(cached, options, since);
     await clearPipelineFolder(dir, false);
     await symlink(cached, dir, "junction");
   }
@@ -149,31 +150,28 @@ export function cacheEntryName(name: string, version: string, hash: string): str
  * of writing and installing the same files again (sixteen local nodes set up at once, each running
  * `bun install`, would share two cores). The builder holds `<entry>.lock` (a folder: mkdir is atomic),
  * with its pid inside so that a lock left by a process that died is taken over. A builder that fails
- * leaves its error in `<entry>.failed`, so the nodes that waited for it fail with it instead of each
- * trying again in turn.
+ * leaves its error and the time it gave up in `<entry>.failed`: a node that was already setting up when
+ * that install failed fails with it instead of trying again in turn (whether or not it ever saw the
+ * lock held), while a node that comes later tries afresh.
  */
-async function publishOnce(cached: string, options: InstallOptions): Promise<void> {
+async function publishOnce(cached: string, options: InstallOptions, since: number): Promise<void> {
   const lock = `${cached}.lock`;
   const failure = `${cached}.failed`;
-  const waitingSince = Date.now();
-  const deadline = waitingSince + (options.installTimeoutMs ?? DEFAULT_INSTALL_TIMEOUT_MS) + LOCK_GRACE_MS;
-  let waited = false;
+  const deadline = since + (options.installTimeoutMs ?? DEFAULT_INSTALL_TIMEOUT_MS) + LOCK_GRACE_MS;
   for (;;) {
     if (await isInstalled(cached, options.hash, options.packages)) return;
-    // The install this node waited for failed: the same install here would fail the same way.
-    if (waited) {
-      const failed = await stat(failure).catch(() => undefined);
-      if (failed !== undefined && failed.mtimeMs >= waitingSince - 1000) {
-        const message = await readFile(failure, "utf8").catch(() => "(its error was not kept)");
-        throw new SetupError(`another node of this host failed to install this pipeline: ${message}`);
-      }
+    // An install that failed while this node was setting up: the same install here would fail the same way.
+    const failed = await failureSince(failure, since);
+    if (failed !== undefined) {
+      throw new SetupError(`another node of this host failed to install this pipeline: ${failed}`);
     }
     if (await takeLock(lock)) {
       try {
         await rm(failure, { force: true });
         if (!(await isInstalled(cached, options.hash, options.packages))) await publish(cached, options);
       } catch (error) {
-        await writeFile(failure, (error as Error).message).catch(() => {});
+        const record: FailureRecord = { at: Date.now(), message: (error as Error).message };
+        await writeFile(failure, JSON.stringify(record)).catch(() => {});
         throw error;
       } finally {
         await rm(lock, { recursive: true, force: true });
@@ -186,12 +184,30 @@ async function publishOnce(cached: string, options: InstallOptions): Promise<voi
     }
     if (Date.now() > deadline) {
       throw new SetupError(
-        `waited ${Math.round((Date.now() - waitingSince) / 1000)} s for another node of this host to install ` +
+        `waited ${Math.round((Date.now() - since) / 1000)} s for another node of this host to install ` +
           `this pipeline (${lock} is held); remove that folder if no node is installing`,
       );
     }
-    waited = true;
     await Bun.sleep(LOCK_POLL_MS);
+  }
+}
+
+/** What a builder that failed leaves in `<entry>.failed`: when it gave up (the host's clock) and why. */
+interface FailureRecord {
+  at: number;
+  message: string;
+}
+
+/** The error of an install that failed at or after `since`; undefined if none did (or its record is unreadable). */
+async function failureSince(failure: string, since: number): Promise<string | undefined> {
+  const text = await readFile(failure, "utf8").catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const record = JSON.parse(text) as Partial<FailureRecord>;
+    if (typeof record.at !== "number" || record.at < since) return undefined;
+    return typeof record.message === "string" ? record.message : "(its error was not kept)";
+  } catch {
+    return undefined; // half-written, or left by an older pcluster: not a failure to share
   }
 }
 

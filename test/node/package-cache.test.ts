@@ -113,6 +113,19 @@ describe("one install per entry on a host", () => {
     for (const message of shared) expect(message).toContain("failed to resolve");
     const entries = await cacheEntries();
     expect(entries.filter((entry) => entry.endsWith(".lock") || entry.includes(".building-"))).toEqual([]);
+    // A node that sets up after that failure tries afresh (the user may have fixed what failed).
+    const later = await installPipeline({
+      workdir: join(temp, "failing-later"),
+      name: "failing",
+      version: "1.0",
+      packages: [failing],
+      remotePackages: [],
+      hash: "hash-failing",
+    }).then(
+      () => "installed",
+      (error: Error) => error.message,
+    );
+    expect(later).toStartWith('installing the dependencies of package "failing"');
   });
 
   test("a lock left by a process that died is taken over", async () => {
