@@ -174,7 +174,7 @@ describe("searchNodes", () => {
       expect(await other.searchNodes({ network: "127.0.0.0/24", port })).toBe(0);
       expect(other.nodes).toEqual([]);
       await cluster.reset();
-      expect(await other.searchNodes({ network: "127.0.0.0/24", port })).toBe(2);
+      expect(await other.searchNodes({ network: "127.0.0.0/24", port, timeoutMs: 2000 })).toBe(2);
     } finally {
       await cluster.close();
       await other.close();
