@@ -1,4 +1,3 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { hostname } from "node:os";
 import {
   AuthError,
@@ -36,12 +35,18 @@ import { type HelloMessage, type Message, PROTOCOL_VERSION } from "./messages.ts
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const NONCE_BYTES = 32;
 
+// Bun's own HMAC and random bytes, not node:crypto: importing that costs every process about 20 ms of
+// CPU at start (it loads Node's stream modules), and every node, log server and root shakes hands.
 function mac(token: string, role: "client" | "server", nonce: Uint8Array): Uint8Array {
-  return createHmac("sha256", token).update(`pcluster-v${PROTOCOL_VERSION}-${role}`).update(nonce).digest();
+  return new Bun.CryptoHasher("sha256", token).update(`pcluster-v${PROTOCOL_VERSION}-${role}`).update(nonce).digest();
 }
 
 function macMatches(expected: Uint8Array, got: Uint8Array | undefined): boolean {
-  return got !== undefined && got.length === expected.length && timingSafeEqual(expected, got);
+  return got !== undefined && got.length === expected.length && crypto.timingSafeEqual(expected, got);
+}
+
+function randomNonce(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
 }
 
 /** Resolves with the next message on the connection, or rejects on timeout, close or a peer error. */
@@ -75,7 +80,7 @@ export interface AcceptOptions {
 
 /** Runs the server side of the handshake. On failure the client is told why and the connection closed. */
 async function acceptHandshake(connection: Connection, options: AcceptOptions): Promise<{ client?: string }> {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = randomNonce();
   const token = options.token || undefined;
   connection.send({
     t: "hello",
@@ -146,7 +151,7 @@ async function clientHandshake(connection: Connection, options: HandshakeOptions
       throw new ProtocolError(`${address} is a pcluster ${hello.service} server, not a ${options.service}`);
     }
     const token = options.token || undefined;
-    const nonce = randomBytes(NONCE_BYTES);
+    const nonce = randomNonce();
     if (hello.auth && token === undefined) {
       throw new AuthError(`${address} requires a token: pass one (or set PCLUSTER_TOKEN)`);
     }

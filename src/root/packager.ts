@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { lstat, readFile, readdir, realpath, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SetupError } from "../errors.ts";
@@ -149,7 +148,7 @@ async function linkedFileInside(root: string, link: string): Promise<string | un
  * package specs. A node that already installed this hash skips writing and installing.
  */
 export function pipelineHash(packages: PackageBundle[], remotePackages: string[]): string {
-  const hash = createHash("sha256");
+  const hash = new Bun.CryptoHasher("sha256"); // not node:crypto, which costs ~20 ms to import
   // Every field is length-prefixed, so no two different pipelines feed the same byte stream.
   const field = (bytes: Uint8Array | string) => {
     const data = typeof bytes === "string" ? Buffer.from(bytes, "utf8") : bytes;
