@@ -38,6 +38,26 @@ const packr = new Packr({ useRecords: false, int64AsType: "number" });
  * object have 65 536 keys or more.
  */
 const itemPackr = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
+/** msgpackr's flag: the next pack writes where this one started (its bytes are valid until then). */
+const RESET_BUFFER_MODE = msgpackr.RESET_BUFFER_MODE;
+/**
+ * msgpackr starts each new output buffer as large as its last, so one large value would make every
+ * later buffer as large (and each small value kept afterwards would pin one). After a value that took
+ * the buffer past this size, msgpackr gets a small one again. (Its buffer is shared by every Packr of
+ * the thread, and must be a Buffer: msgpackr writes strings with Buffer's utf8Write.)
+ */
+const KEEP_BUFFER_BYTES = 1 << 20;
+const FRESH_BUFFER_BYTES = 8192;
+
+/**
+ * `packer.pack(value)`. Transient: written where the last transient value was (msgpackr's buffer is
+ * reused, not replaced as it fills), for bytes the caller copies at once; otherwise bytes to keep.
+ */
+function pack(packer: InstanceType<typeof Packr>, value: unknown, transient: boolean): Uint8Array {
+  const bytes = packer.pack(value, transient ? RESET_BUFFER_MODE : 0);
+  if (bytes.buffer.byteLength > KEEP_BUFFER_BYTES) packer.useBuffer(Buffer.allocUnsafeSlow(FRESH_BUFFER_BYTES));
+  return bytes;
+}
 /**
  * Items are decoded with `copyBuffers`: a binary value in an item must own its bytes, because the bytes
  * it was decoded from (a ring slot, a frame) are reused or would be kept alive by a view. 64-bit
@@ -53,7 +73,7 @@ const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "bigint", copy
  */
 export function encode(value: unknown): Uint8Array {
   const length = encodeSmall(value);
-  return length >= 0 ? keepOutput(length) : packr.pack(value);
+  return length >= 0 ? keepOutput(length) : pack(packr, value, false);
 }
 
 /**
@@ -68,13 +88,14 @@ export function encodeItem(value: unknown, name: string | number = "item"): Uint
 /**
  * An item the small-item writer declined (`encodeSmallInto` returned -1 with room to spare, so that it
  * is not tried twice): checked for what cannot be carried, then msgpackr's. Throws an `ItemEncodeError`
- * naming `name` (a number n is `items[n]`) and the path. The bytes may be kept.
+ * naming `name` (a number n is `items[n]`) and the path. The bytes may be kept, unless `transient`: then
+ * they are valid until the next transient encode on this thread (for a caller that copies them at once).
  */
-export function encodeDeclined(value: unknown, name: string | number = "item"): Uint8Array {
+export function encodeDeclined(value: unknown, name: string | number = "item", transient = false): Uint8Array {
   const uncarried = findUncarried(value, name);
   if (uncarried !== undefined) throw itemEncodeError(uncarried.path, uncarried.reason, name);
   try {
-    return itemPackr.pack(value);
+    return pack(itemPackr, value, transient);
   } catch (error) {
     const root = typeof name === "number" ? `items[${name}]` : name;
     throw itemEncodeError(root, `MessagePack cannot hold it (${(error as Error).message})`, name);
@@ -92,7 +113,7 @@ function itemEncodeError(path: string, reason: string, name: string | number): I
  */
 export function encodeTransient(value: unknown, name: string | number = "item"): Uint8Array {
   const length = encodeSmall(value);
-  return length >= 0 ? peekOutput(length) : encodeDeclined(value, name);
+  return length >= 0 ? peekOutput(length) : encodeDeclined(value, name, true);
 }
 
 /** One options object for every decode: a hot path must not allocate one per item. */
@@ -291,7 +312,7 @@ export class RecordBatchBuilder {
     }
     this.#target ??= new SmallTarget(this.#buffer);
     const length = encodeSmallInto(value, this.#target, payloadAt, this.#buffer.length);
-    if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value, name));
+    if (length < 0) return this.append(kind, stage, flags, id, encodeDeclined(value, name, true));
     writeRecordHeader(this.#view, at, kind, stage, flags, id, length);
     this.#end = payloadAt + length;
     this.#count++;

@@ -241,7 +241,7 @@ export class FeedQueue {
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
     if (length < 0) {
-      const bytes = encodeDeclined(value, index); // there was room: not a small item
+      const bytes = encodeDeclined(value, index, true); // there was room: not a small item; copied at once
       this.#checkSize(bytes.length, index); // before a chunk is made for it
       return this.#appendEncoded(bytes);
     }

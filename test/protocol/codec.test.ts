@@ -354,6 +354,43 @@ describe("encode", () => {
     }
   });
 
+  test("large values (msgpackr's): transient ones share a buffer; kept ones stay right between them", () => {
+    const random = seededRandom(11);
+    const value = (i: number) => ({ i, text: "x".repeat(9000 + Math.floor(random() * 30_000)) });
+    // 300 values of 9–39 KB one after another, each written where the last one was: the buffer grows
+    // to the largest and serves the rest, instead of being used up and replaced.
+    const places = new Set<string>();
+    const buffers = new Map<ArrayBufferLike, number>();
+    for (let i = 0; i < 300; i++) {
+      const item = value(i);
+      const bytes = encodeTransient(item);
+      expect(decode(bytes)).toEqual(item);
+      if (!buffers.has(bytes.buffer)) buffers.set(bytes.buffer, buffers.size);
+      places.add(`${buffers.get(bytes.buffer)}@${bytes.byteOffset}`);
+    }
+    expect(places.size).toBeLessThanOrEqual(3);
+    const kept: { item: unknown; bytes: Uint8Array }[] = [];
+    for (let i = 0; i < 300; i++) {
+      const item = value(i);
+      if (i % 3 === 0) kept.push({ item, bytes: encodeItem(item) });
+      else expect(decode(encodeTransient(item))).toEqual(item);
+    }
+    for (const { item, bytes } of kept) expect(decode(bytes)).toEqual(item);
+  });
+
+  test("after a value of megabytes, small kept values do not each pin a buffer of its size", () => {
+    const large = encodeItem({ text: "y".repeat(8 << 20) });
+    expect(large.buffer.byteLength).toBeGreaterThan(8 << 20);
+    const transient = encodeTransient({ text: "z".repeat(6 << 20) });
+    expect(transient.length).toBeGreaterThan(6 << 20);
+    // Past the small writer (over 8 KiB), so msgpackr's own buffer holds them.
+    for (let i = 0; i < 10; i++) {
+      const bytes = encodeItem({ i, text: "s".repeat(10_000) });
+      expect(decode(bytes)).toEqual({ i, text: "s".repeat(10_000) });
+      expect(bytes.buffer.byteLength).toBeLessThan(1 << 20);
+    }
+  });
+
   test("a cycle, a function or a symbol is refused (msgpackr would throw, or write nil)", () => {
     const cycle: Record<string, unknown> = { a: 1 };
     cycle.self = cycle;
