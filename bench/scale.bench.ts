@@ -7,8 +7,9 @@
  *     of the nodes (`/proc/<pid>/stat`), the nodes' beside the bare waits' CPU per wait;
  *   - async 20 ms tasks (`await Bun.sleep(20)`) on 2 nodes × 2 workers with `concurrency`, against a
  *     single-process promise pool of the same concurrency and piscina with `concurrentTasksPerWorker`;
- *   - round trips: identity items through 2 nodes behind a loopback proxy that delays every chunk by
- *     half the round trip each way, against the same nodes direct;
+ *   - round trips: identity items through 2 nodes behind a loopback proxy (a process of its own) that
+ *     delays every chunk by half the round trip each way, against the same proxy without delay (and the
+ *     same nodes direct);
  *   - start: `Root.local` + `setup()` of a package without dependencies, per layout.
  *
  *   bun run bench scale                       quick sweep: 1 × 4, 2 × 4, 4 × 4
@@ -23,7 +24,7 @@ import { setDefaultLogAddress } from "../src/log/log.ts";
 import { startLocalCluster, type LocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { aim } from "./support/aim.ts";
-import { DelayProxy } from "./support/delay-proxy.ts";
+import { type ProxyProcess, startProxyProcess } from "./support/delay-proxy.ts";
 import { processCpuSeconds } from "./support/process-cpu.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { asyncWait, blockingWait, identity, makeItems } from "./support/tasks/index.ts";
@@ -54,8 +55,15 @@ const ASYNC_CONCURRENCY = 50;
 /** Length of the untimed run before the timed ones (see blockingCase). */
 const WARM_SECONDS = 1;
 const RUNS = Math.max(1, Number(process.env.PCLUSTER_BENCH_SCALE_RUNS ?? 2));
-const ROUND_TRIPS_MS = [10, 50];
-const IDENTITY_ITEMS = 100_000;
+/** Round trips the proxy adds; 0 is the proxy alone, the baseline of the rows with a delay. */
+const ROUND_TRIPS_MS = [0, 10, 50];
+/**
+ * Identity items per round-trip run. A run cannot end before its last items make one round trip, so
+ * a run must be long beside it for the rate to say anything about the window: at 250 k/s, 100 000
+ * items took 0.4 s, and a 50 ms round trip alone was 12% of that — 0.9× of direct was out of reach
+ * however the window was sized. 600 000 take 2–3 s; one round trip is then about 2%.
+ */
+const IDENTITY_ITEMS = 600_000;
 const TASKS_PACKAGE = join(import.meta.dir, "support/tasks");
 const PISCINA_MODULE = join(import.meta.dir, "support/piscina-task.ts");
 const BARE_WAITS = join(import.meta.dir, "support/bare-waits.ts");
@@ -118,12 +126,12 @@ class ScaleCluster implements AsyncDisposable {
     workers: number | undefined,
     task: typeof blockingWait | typeof asyncWait | typeof identity,
     extra: Record<string, unknown> = {},
-    addresses?: (cluster: LocalCluster) => Array<[string, number]>,
+    addresses?: (cluster: LocalCluster) => Promise<Array<[string, number]>>,
   ): Promise<ScaleCluster> {
     const started = performance.now();
     const cluster = await startLocalCluster({ nodes, workers });
     setDefaultLogAddress(cluster.logAddress);
-    const root = new Root(addresses?.(cluster) ?? cluster.nodes);
+    const root = new Root((await addresses?.(cluster)) ?? cluster.nodes);
     let self: ScaleCluster | undefined;
     try {
       await root.setup(`scale-${task.name}`, "1", [{ function: task }], {
@@ -293,8 +301,9 @@ async function main(): Promise<void> {
 
   // ---- round trips ----
   const identityItems = makeItems(IDENTITY_ITEMS);
-  const proxies: DelayProxy[] = [];
-  const tripRates = new Map<number, number[]>([[0, []], ...ROUND_TRIPS_MS.map((ms) => [ms, []] as [number, number[]])]);
+  const proxies: ProxyProcess[] = [];
+  /** Items/s of each run: direct (-1), and through the proxy with each added round trip. */
+  const tripRates = new Map<number, number[]>([[-1, []], ...ROUND_TRIPS_MS.map((ms) => [ms, []] as [number, number[]])]);
   if (PARTS.has("trips")) {
     console.log(
       `  round trips: identity, 2 nodes × 2 workers, direct and through a delay proxy (${ROUND_TRIPS_MS.join(", ")} ms)…`,
@@ -304,24 +313,26 @@ async function main(): Promise<void> {
     try {
       for (const ms of ROUND_TRIPS_MS) {
         const through = await ScaleCluster.start(2, 2, identity, {}, (cluster) =>
-          cluster.nodes.map(([host, port]) => {
-            const proxy = new DelayProxy(host, port, ms / 2);
-            proxies.push(proxy);
-            return ["127.0.0.1", proxy.port] as [string, number];
-          }),
+          Promise.all(
+            cluster.nodes.map(async ([host, port]) => {
+              const proxy = await startProxyProcess(host, port, ms / 2);
+              proxies.push(proxy);
+              return ["127.0.0.1", proxy.port] as [string, number];
+            }),
+          ),
         );
         delayed.push([ms, through]);
       }
       await direct.run(identityItems.slice(0, 10_000));
       for (const [, through] of delayed) await through.run(identityItems.slice(0, 10_000));
       for (let run = 0; run < RUNS; run++) {
-        tripRates.get(0)!.push((await direct.run(identityItems)).itemsPerS);
+        tripRates.get(-1)!.push((await direct.run(identityItems)).itemsPerS);
         for (const [ms, through] of delayed) tripRates.get(ms)!.push((await through.run(identityItems)).itemsPerS);
       }
     } finally {
       await direct[Symbol.asyncDispose]();
       for (const [, through] of delayed) await through[Symbol.asyncDispose]();
-      for (const proxy of proxies) proxy.stop();
+      await Promise.all(proxies.map((proxy) => proxy.stop()));
     }
   }
 
@@ -375,18 +386,21 @@ async function main(): Promise<void> {
       ),
       "",
     );
-  const directRates = tripRates.get(0)!;
+  const directRates = tripRates.get(-1)!;
+  const proxyRates = tripRates.get(0)!;
   const tripRows = [...tripRates].map(([ms, rates]) => [
-    ms === 0 ? "direct" : `${ms} ms round trip`,
+    ms < 0 ? "direct" : ms === 0 ? "proxy, no delay" : `proxy, ${ms} ms round trip`,
     fmtRate(median(rates)),
     fmtRatio(median(rates.map((rate, i) => rate / directRates[i]!))),
+    ms <= 0 ? "" : fmtRatio(median(rates.map((rate, i) => rate / proxyRates[i]!))),
     rates.map(fmtRate).join(" "),
   ]);
   if (directRates.length > 0)
     out.push(
-      `round trips: ${IDENTITY_ITEMS} identity items, 2 nodes × 2 workers, through a loopback proxy delaying each chunk by half the round trip each way`,
+      `round trips: ${IDENTITY_ITEMS} identity items, 2 nodes × 2 workers, direct and through a loopback proxy (a process ` +
+        "of its own) delaying each chunk by half the round trip each way; a delay's cost is its rate beside the proxy without one",
       "",
-      table(["case", "items/s", "× direct", "runs"], tripRows),
+      table(["case", "items/s", "× direct", "× proxy, no delay", "runs"], tripRows),
       "",
     );
   console.log(out.join("\n"));
@@ -419,8 +433,8 @@ async function main(): Promise<void> {
   const at50 = tripRates.get(50);
   if (at50 !== undefined && at50.length > 0) {
     aim(
-      "identity at a 50 ms round trip, of direct",
-      median(at50.map((rate, i) => rate / directRates[i]!)),
+      "identity at a 50 ms round trip, of the same proxy without delay",
+      median(at50.map((rate, i) => rate / proxyRates[i]!)),
       AIM_ROUND_TRIP_OF_DIRECT,
       {
         format: fmtRatio,
