@@ -303,7 +303,10 @@ async function main(): Promise<void> {
   const identityItems = makeItems(IDENTITY_ITEMS);
   const proxies: ProxyProcess[] = [];
   /** Items/s of each run: direct (-1), and through the proxy with each added round trip. */
-  const tripRates = new Map<number, number[]>([[-1, []], ...ROUND_TRIPS_MS.map((ms) => [ms, []] as [number, number[]])]);
+  const tripRates = new Map<number, number[]>([
+    [-1, []],
+    ...ROUND_TRIPS_MS.map((ms) => [ms, []] as [number, number[]]),
+  ]);
   if (PARTS.has("trips")) {
     console.log(
       `  round trips: identity, 2 nodes × 2 workers, direct and through a delay proxy (${ROUND_TRIPS_MS.join(", ")} ms)…`,

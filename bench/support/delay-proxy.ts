@@ -122,7 +122,11 @@ export interface ProxyProcess {
   stop(): Promise<void>;
 }
 
-export async function startProxyProcess(targetHost: string, targetPort: number, delayMs: number): Promise<ProxyProcess> {
+export async function startProxyProcess(
+  targetHost: string,
+  targetPort: number,
+  delayMs: number,
+): Promise<ProxyProcess> {
   const child = Bun.spawn([process.execPath, import.meta.path, targetHost, String(targetPort), String(delayMs)], {
     stdin: "pipe",
     stdout: "pipe",
