@@ -162,13 +162,16 @@ async function publishOnce(cached: string, options: InstallOptions, since: numbe
     if (await isInstalled(cached, options.hash, options.packages)) return;
     // An install that failed while this node was setting up: the same install here would fail the same way.
     const failed = await failureSince(failure, since);
-    if (failed !== undefined) {
-      throw new SetupError(`another node of this host failed to install this pipeline: ${failed}`);
-    }
+    if (failed !== undefined) throw sharedFailure(failed);
     if (await takeLock(lock)) {
+      let shared: string | undefined;
       try {
-        await rm(failure, { force: true });
-        if (!(await isInstalled(cached, options.hash, options.packages))) await publish(cached, options);
+        // Again under the lock: the install before may have failed and let go of it since the look above.
+        shared = await failureSince(failure, since);
+        if (shared === undefined) {
+          await rm(failure, { force: true });
+          if (!(await isInstalled(cached, options.hash, options.packages))) await publish(cached, options);
+        }
       } catch (error) {
         const record: FailureRecord = { at: Date.now(), message: (error as Error).message };
         await writeFile(failure, JSON.stringify(record)).catch(() => {});
@@ -176,6 +179,7 @@ async function publishOnce(cached: string, options: InstallOptions, since: numbe
       } finally {
         await rm(lock, { recursive: true, force: true });
       }
+      if (shared !== undefined) throw sharedFailure(shared);
       return;
     }
     if (await lockIsStale(lock)) {
@@ -190,6 +194,10 @@ async function publishOnce(cached: string, options: InstallOptions, since: numbe
     }
     await Bun.sleep(LOCK_POLL_MS);
   }
+}
+
+function sharedFailure(message: string): SetupError {
+  return new SetupError(`another node of this host failed to install this pipeline: ${message}`);
 }
 
 /** What a builder that failed leaves in `<entry>.failed`: when it gave up (the host's clock) and why. */
