@@ -16,8 +16,21 @@ const FIRST_RETRY_MS = 250;
 const MAX_RETRY_MS = 10_000;
 /** Connect and handshake bound: a log server that does not answer must not hold lines for long. */
 const DIAL_TIMEOUT_MS = 3000;
-/** How long lines may wait for a slow server (and keep an otherwise finished process alive). */
-const LINGER_MS = 2000;
+/**
+ * How long lines may wait for a slow server (and keep an otherwise finished process alive):
+ * `PCLUSTER_LOG_LINGER_MS`, or 2 s. Lines that went to stderr (the server is down) hold nothing.
+ */
+const LINGER_MS = lingerMs(process.env.PCLUSTER_LOG_LINGER_MS);
+
+function lingerMs(setting: string | undefined): number {
+  if (setting === undefined || setting === "") return 2000;
+  const ms = Number(setting);
+  if (Number.isInteger(ms) && ms >= 0) return ms;
+  process.stderr.write(
+    `pcluster: PCLUSTER_LOG_LINGER_MS=${JSON.stringify(setting)} is not a whole number of milliseconds; using 2000\n`,
+  );
+  return 2000;
+}
 
 /** A parsed log server address; `key` names it in messages and in the sender table. */
 export type LogEndpoint = Endpoint;
