@@ -234,4 +234,3 @@ test("a log server killed mid-run and restarted on the same port: the caller kee
   expect(writer.stderr).toContain("unavailable");
   expect(writer.stderr).not.toMatch(/error:|Error:/i);
 }, 60_000);
-
