@@ -103,9 +103,8 @@ describe("scanForNodes", () => {
       },
     });
     try {
-      const started = performance.now();
+      // Neither holds the scan past its greeting bound; how long a scan takes is bench/discovery.bench.ts's.
       const result = await scanForNodes({ network: "127.0.0.0/24", port, timeoutMs: 200 });
-      expect(performance.now() - started).toBeLessThan(3000);
       expect(result.idle.map((node) => node.address)).toEqual([`127.0.0.2:${port}`, `127.0.0.3:${port}`]);
       expect(result.busy).toEqual([]);
       expect(result.refused.map((node) => node.address)).toEqual([`127.0.0.4:${port}`]);
@@ -149,11 +148,10 @@ describe("scanForNodes", () => {
     });
   }, 60_000);
 
-  test("a /24 without nodes on the port is scanned in under 2 s and finds nothing", async () => {
+  test("a /24 without nodes on the port is scanned to its end and finds nothing", async () => {
+    // How long it takes (every address refuses at once: well under a second) is bench/discovery.bench.ts's.
     const empty = freePort();
-    const started = performance.now();
     const result = await scanForNodes({ network: "127.0.0.0/24", port: empty });
-    expect(performance.now() - started).toBeLessThan(2000);
     expect(result).toEqual({ idle: [], busy: [], refused: [] });
   });
 
