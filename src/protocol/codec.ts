@@ -1,7 +1,8 @@
-// msgpackr's pure-JS entry: its main entry also looks for the native string extractor (detect-libc,
-// node-gyp-build, dlopen: tens of ms of CPU per thread), which only threads that decode large items
-// want: `decode` loads it at the first (native-strings.ts). The same unpack.js serves both entries.
-import * as msgpackr from "msgpackr/pack";
+// msgpackr's pure-JS entry, loaded at first use (`library`): its main entry also looks for the native
+// string extractor (detect-libc, node-gyp-build, dlopen: tens of ms of CPU per thread), which only
+// threads that decode large items want: `decode` loads it at the first (native-strings.ts). The same
+// unpack.js serves both entries.
+import type { Packr as PackrType, Unpackr as UnpackrType } from "msgpackr";
 import { ItemEncodeError } from "../errors.ts";
 import { findUncarried } from "./carried.ts";
 import { loadNativeStrings } from "./native-strings.ts";
@@ -27,19 +28,53 @@ import {
  *
  * Messages are standard MessagePack (binary fields as bin, which `decodeMessage` leaves as views).
  */
-const { Packr, Unpackr } = msgpackr;
-/** What msgpackr decodes the never-used byte 0xc1 to (the types of this entry do not list it). */
-export const C1: unknown = (msgpackr as unknown as typeof import("msgpackr")).C1;
-const packr = new Packr({ useRecords: false, int64AsType: "number" });
+type Msgpackr = typeof import("msgpackr");
+
+/**
+ * msgpackr, loaded when a thread first meets a value the small writer and reader do not handle (or a
+ * message): a worker that only sees small items never loads it, which saves each Worker thread about
+ * 9 ms of CPU at start. `require` of the path the import conditions resolve to: "msgpackr/pack" through
+ * `require`'s own conditions is msgpackr's CommonJS build of the main entry, addon search included.
+ */
+function library(): Msgpackr {
+  if (loaded !== undefined) return loaded;
+  loaded = require(Bun.resolveSync("msgpackr/pack", import.meta.dir)) as Msgpackr;
+  const { Packr, Unpackr } = loaded;
+  packr = new Packr({ useRecords: false, int64AsType: "number" });
+  itemPackr = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
+  itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "bigint", copyBuffers: true });
+  return loaded;
+}
+let loaded: Msgpackr | undefined;
+
+/** Whether this thread has loaded msgpackr yet (for the test that a thread of small items never does). */
+export function msgpackrLoaded(): boolean {
+  return loaded !== undefined;
+}
+/** For messages. */
+let packr: PackrType;
 /**
  * Items are carried as themselves or refused (`ItemEncodeError`; see carried.ts for what may be one):
  * `moreTypes` writes Sets, typed arrays, ArrayBuffers, DataViews, RegExps and bigints past 64 bits as
  * msgpackr's extensions, which its reader turns back into the same class; `variableMapSize` lets an
  * object have 65 536 keys or more.
  */
-const itemPackr = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
+let itemPackr: PackrType;
+/**
+ * Items are decoded with `copyBuffers`: a binary value in an item must own its bytes, because the bytes
+ * it was decoded from (a ring slot, a frame) are reused or would be kept alive by a view. 64-bit
+ * integers are bigints: the writers write every number that is not a 32-bit integer as a float64, so a
+ * 64-bit integer on the wire was a bigint.
+ */
+let itemUnpackr: UnpackrType;
+
+/** Whether `value` is what msgpackr decodes the never-used byte 0xc1 to (only msgpackr makes it). */
+export function isNeverUsedByte(value: unknown): boolean {
+  return loaded !== undefined && value === (loaded as unknown as { C1: unknown }).C1;
+}
+
 /** msgpackr's flag: the next pack writes where this one started (its bytes are valid until then). */
-const RESET_BUFFER_MODE = msgpackr.RESET_BUFFER_MODE;
+const RESET_BUFFER_MODE = 1024;
 /**
  * msgpackr starts each new output buffer as large as its last, so one large value would make every
  * later buffer as large (and each small value kept afterwards would pin one). After a value that took
@@ -53,18 +88,11 @@ const FRESH_BUFFER_BYTES = 8192;
  * `packer.pack(value)`. Transient: written where the last transient value was (msgpackr's buffer is
  * reused, not replaced as it fills), for bytes the caller copies at once; otherwise bytes to keep.
  */
-function pack(packer: InstanceType<typeof Packr>, value: unknown, transient: boolean): Uint8Array {
+function pack(packer: PackrType, value: unknown, transient: boolean): Uint8Array {
   const bytes = packer.pack(value, transient ? RESET_BUFFER_MODE : 0);
   if (bytes.buffer.byteLength > KEEP_BUFFER_BYTES) packer.useBuffer(Buffer.allocUnsafeSlow(FRESH_BUFFER_BYTES));
   return bytes;
 }
-/**
- * Items are decoded with `copyBuffers`: a binary value in an item must own its bytes, because the bytes
- * it was decoded from (a ring slot, a frame) are reused or would be kept alive by a view. 64-bit
- * integers are bigints: the writers write every number that is not a 32-bit integer as a float64, so a
- * 64-bit integer on the wire was a bigint.
- */
-const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "bigint", copyBuffers: true });
 
 /**
  * Encodes one message (or a report of the node's own) to MessagePack. The bytes are never written over,
@@ -73,7 +101,9 @@ const itemUnpackr = new Unpackr({ useRecords: false, int64AsType: "bigint", copy
  */
 export function encode(value: unknown): Uint8Array {
   const length = encodeSmall(value);
-  return length >= 0 ? keepOutput(length) : pack(packr, value, false);
+  if (length >= 0) return keepOutput(length);
+  library();
+  return pack(packr, value, false);
 }
 
 /**
@@ -94,6 +124,7 @@ export function encodeItem(value: unknown, name: string | number = "item"): Uint
 export function encodeDeclined(value: unknown, name: string | number = "item", transient = false): Uint8Array {
   const uncarried = findUncarried(value, name);
   if (uncarried !== undefined) throw itemEncodeError(uncarried.path, uncarried.reason, name);
+  library();
   try {
     return pack(itemPackr, value, transient);
   } catch (error) {
@@ -137,6 +168,7 @@ export function decode(bytes: Uint8Array, start = 0, end = bytes.length): unknow
     const value = decodeSmall(bytes, start, end);
     if (value !== NOT_SMALL) return value;
   }
+  library();
   if (length < SCRATCH_BELOW) {
     scratch.set(bytes.subarray(start, end));
     range.start = 0;
@@ -168,7 +200,10 @@ function asBuffer(bytes: Uint8Array): Buffer {
 
 /** Decodes a message envelope: its binary fields (the record blobs) stay views of `bytes`, uncopied. */
 export function decodeMessage(bytes: Uint8Array): unknown {
-  return decodeFlatMessage(bytes) ?? packr.unpack(bytes);
+  const flat = decodeFlatMessage(bytes);
+  if (flat !== undefined) return flat;
+  library();
+  return packr.unpack(bytes);
 }
 
 /**

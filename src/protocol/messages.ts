@@ -1,5 +1,5 @@
 import { ProtocolError } from "../errors.ts";
-import { C1, decodeMessage } from "./codec.ts";
+import { decodeMessage, isNeverUsedByte } from "./codec.ts";
 
 /** Bumped on any incompatible change to frames, messages or records. */
 export const PROTOCOL_VERSION = 1;
@@ -255,7 +255,7 @@ export function parseMessage(body: Uint8Array): Message {
   let value: unknown;
   try {
     value = decodeMessage(body);
-    if (value === C1) throw new Error("0xc1 is a byte MessagePack never uses");
+    if (isNeverUsedByte(value)) throw new Error("0xc1 is a byte MessagePack never uses");
   } catch (error) {
     throw new ProtocolError(
       `frame body is not valid MessagePack (${(error as Error).message}); is the peer speaking the pcluster protocol?`,

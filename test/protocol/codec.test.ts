@@ -13,6 +13,7 @@ import {
 import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import { arrival, difference } from "../support/faithful.ts";
+import { REPO } from "../support/processes.ts";
 import { seededRandom } from "../support/random.ts";
 
 /**
@@ -389,6 +390,21 @@ describe("encode", () => {
       expect(decode(bytes)).toEqual({ i, text: "s".repeat(10_000) });
       expect(bytes.buffer.byteLength).toBeLessThan(1 << 20);
     }
+  });
+
+  test("a thread that meets only small plain values never loads msgpackr; the first other value loads it", () => {
+    // A fresh process: this test file's own thread has long loaded it.
+    const script = `
+      import { decode, encodeItem, encodeTransient, msgpackrLoaded } from "./src/protocol/codec.ts";
+      const small = [1, -7, 1.5, "two", "ü🎉", { three: [3, null, true], four: undefined }, undefined];
+      for (const value of small) decode(encodeItem(value)), decode(encodeTransient(value));
+      const before = msgpackrLoaded();
+      const set = decode(encodeItem(new Set([1, 2])));
+      console.log(JSON.stringify({ before, after: msgpackrLoaded(), set: [...set] }));
+    `;
+    const run = Bun.spawnSync([process.execPath, "-e", script], { cwd: REPO, stderr: "pipe" });
+    expect(run.stderr.toString()).toBe("");
+    expect(JSON.parse(run.stdout.toString())).toEqual({ before: false, after: true, set: [1, 2] });
   });
 
   test("a cycle, a function or a symbol is refused (msgpackr would throw, or write nil)", () => {
