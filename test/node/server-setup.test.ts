@@ -145,10 +145,14 @@ describe("two nodes, one pipeline each root", () => {
   });
 
   test("the task's log() lines and the node's own setup and failed-item lines land in the log file", async () => {
-    const text = await waitForFile(
-      logFile,
-      (t) => t.includes("classify saw 1750") && t.includes('task "classify" dropped item 1000'),
-    );
+    // Each node sends its lines over its own connection: wait for every line asserted below, not only
+    // for the last ones of one node (node A's were still on their way when node B's came).
+    const expected = [
+      ...[0, 250, 500, 750, 1000, 1250, 1500, 1750].map((n) => `classify saw ${n}\n`),
+      ...[400, 800, 1000].map((id) => `task "classify" dropped item ${id}:`),
+      ...nodes.flatMap((node) => [`[node ${node.addr}] "numbers" 1.0 ready on 2 workers`]),
+    ];
+    const text = await waitForFile(logFile, (t) => expected.every((line) => t.includes(line)));
     const [nodeA, nodeB] = nodes.map((node) => messagesOf(text, node.proc.pid));
     // Each task line comes from the node process (its workers are threads of it).
     expect(nodeA!.filter((m) => m.startsWith("classify saw")).sort()).toEqual(
