@@ -150,7 +150,7 @@ describe("two nodes, one pipeline each root", () => {
     const expected = [
       ...[0, 250, 500, 750, 1000, 1250, 1500, 1750].map((n) => `classify saw ${n}\n`),
       ...[400, 800, 1000].map((id) => `task "classify" dropped item ${id}:`),
-      ...nodes.flatMap((node) => [`[node ${node.addr}] "numbers" 1.0 ready on 2 workers`]),
+      ...nodes.map((node) => `[node ${node.addr}] "numbers" 1.0 ready on 2 workers`),
     ];
     const text = await waitForFile(logFile, (t) => expected.every((line) => t.includes(line)));
     const [nodeA, nodeB] = nodes.map((node) => messagesOf(text, node.proc.pid));
