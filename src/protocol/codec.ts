@@ -73,8 +73,11 @@ export function isNeverUsedByte(value: unknown): boolean {
   return loaded !== undefined && value === (loaded as unknown as { C1: unknown }).C1;
 }
 
-/** msgpackr's flag: the next pack writes where this one started (its bytes are valid until then). */
-const RESET_BUFFER_MODE = 1024;
+/**
+ * msgpackr's RESET_BUFFER_MODE (its exported value, here so that using it loads nothing): the next pack
+ * writes where this one started (its bytes are valid until then). The codec test checks it is msgpackr's.
+ */
+export const RESET_BUFFER_MODE = 1024;
 /**
  * msgpackr starts each new output buffer as large as its last, so one large value would make every
  * later buffer as large (and each small value kept afterwards would pin one). After a value that took

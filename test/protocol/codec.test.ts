@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { decode as referenceDecode } from "@msgpack/msgpack";
-import { Packr, Unpackr } from "msgpackr";
+import { Packr, RESET_BUFFER_MODE as msgpackrResetMode, Unpackr } from "msgpackr";
 import { ItemEncodeError } from "../../src/errors.ts";
 import {
+  RESET_BUFFER_MODE,
   RecordBatchBuilder,
   decode,
   decodeMessage,
@@ -390,6 +391,10 @@ describe("encode", () => {
       expect(decode(bytes)).toEqual({ i, text: "s".repeat(10_000) });
       expect(bytes.buffer.byteLength).toBeLessThan(1 << 20);
     }
+  });
+
+  test("the transient encode's flag is msgpackr's RESET_BUFFER_MODE", () => {
+    expect(RESET_BUFFER_MODE).toBe(msgpackrResetMode);
   });
 
   test("a thread that meets only small plain values never loads msgpackr; the first other value loads it", () => {
