@@ -32,13 +32,14 @@ function watchParent(onGone: () => void): ReturnType<typeof setInterval> | undef
   if (!Number.isInteger(parent) || parent <= 1) return undefined;
   const timer = setInterval(() => {
     // The parent is gone when signal 0 to it fails, or when we were reparented (to init or a subreaper).
-    if (!isAlive(parent) || process.ppid !== parent) onGone();
+    if (!processIsAlive(parent) || process.ppid !== parent) onGone();
   }, CHECK_EVERY_MS);
   timer.unref();
   return timer;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether process `pid` runs (one owned by another user counts: signalling it was refused, not missed). */
+export function processIsAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

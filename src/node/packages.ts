@@ -2,6 +2,7 @@ import { constants } from "node:fs";
 import { lstat, mkdir, open, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { SetupError } from "../errors.ts";
+import { processIsAlive } from "../lifetime.ts";
 import { findPackageEntry, isInsideFolder, packageNameProblem, segmentProblem } from "../protocol/package-layout.ts";
 import type { PackageBundle } from "../protocol/pipeline.ts";
 
@@ -237,15 +238,6 @@ async function lockIsStale(lock: string): Promise<boolean> {
   if (Number.isInteger(pid) && pid > 0) return !processIsAlive(pid);
   const made = await stat(lock).catch(() => undefined);
   return made !== undefined && Date.now() - made.mtimeMs > LOCK_GRACE_MS;
-}
-
-function processIsAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
-  }
 }
 
 /**

@@ -182,7 +182,7 @@ export class ResultPump<Source> {
       switch (reader.kind) {
         case RecordKind.Output: {
           const id = reader.id;
-          if (exactlyOnce && (!this.#frameDone.has(id) || this.#held.holds(source, id))) {
+          if (exactlyOnce && this.#mustHold(source, id)) {
             this.#held.hold(source, id, blob.subarray(reader.payloadStart, reader.payloadEnd));
             break;
           }
@@ -191,7 +191,7 @@ export class ResultPump<Source> {
         }
         case RecordKind.TaskError: {
           const id = reader.id;
-          if (exactlyOnce && (!this.#frameDone.has(id) || this.#held.holds(source, id))) {
+          if (exactlyOnce && this.#mustHold(source, id)) {
             this.#held.hold(source, id, blob.subarray(reader.payloadStart, reader.payloadEnd), true);
             break;
           }
@@ -236,6 +236,14 @@ export class ResultPump<Source> {
       return this.#sink.taskError(source, id, { task: "(root)", message }, false);
     }
     return this.#sink.output(value);
+  }
+
+  /**
+   * Exactly-once: whether what item `id` gave in this frame waits for its Done — the frame does not
+   * carry it, or earlier outputs of the item wait already (they go out first, in order).
+   */
+  #mustHold(source: Source, id: number): boolean {
+    return !this.#frameDone.has(id) || this.#held.holds(source, id);
   }
 
   /** Hands a task error's report out (one that cannot be decoded is reported as such). */

@@ -91,31 +91,10 @@ describe("one install per entry on a host", () => {
     ],
   };
 
-  test("nodes setting up at once wait for one node's install: one installer runs, the others share its failure", async () => {
-    const racers = Array.from({ length: 6 }, (_, i) =>
-      installPipeline({
-        workdir: join(temp, `failing-${i}`),
-        name: "failing",
-        version: "1.0",
-        packages: [failing],
-        remotePackages: [],
-        hash: "hash-failing",
-      }).then(
-        () => "installed",
-        (error: Error) => error.message,
-      ),
-    );
-    const outcomes = await Promise.all(racers);
-    const ran = outcomes.filter((message) => message.startsWith('installing the dependencies of package "failing"'));
-    const shared = outcomes.filter((message) => message.startsWith("another node of this host failed"));
-    expect(ran).toHaveLength(1);
-    expect(shared).toHaveLength(outcomes.length - 1);
-    for (const message of shared) expect(message).toContain("failed to resolve");
-    const entries = await cacheEntries();
-    expect(entries.filter((entry) => entry.endsWith(".lock") || entry.includes(".building-"))).toEqual([]);
-    // A node that sets up after that failure tries afresh (the user may have fixed what failed).
-    const later = await installPipeline({
-      workdir: join(temp, "failing-later"),
+  /** Sets the failing pipeline up on `node`: "installed", or the error's message. */
+  const installFailing = (node: string) =>
+    installPipeline({
+      workdir: join(temp, node),
       name: "failing",
       version: "1.0",
       packages: [failing],
@@ -125,6 +104,18 @@ describe("one install per entry on a host", () => {
       () => "installed",
       (error: Error) => error.message,
     );
+
+  test("nodes setting up at once wait for one node's install: one installer runs, the others share its failure", async () => {
+    const outcomes = await Promise.all(Array.from({ length: 6 }, (_, i) => installFailing(`failing-${i}`)));
+    const ran = outcomes.filter((message) => message.startsWith('installing the dependencies of package "failing"'));
+    const shared = outcomes.filter((message) => message.startsWith("another node of this host failed"));
+    expect(ran).toHaveLength(1);
+    expect(shared).toHaveLength(outcomes.length - 1);
+    for (const message of shared) expect(message).toContain("failed to resolve");
+    const entries = await cacheEntries();
+    expect(entries.filter((entry) => entry.endsWith(".lock") || entry.includes(".building-"))).toEqual([]);
+    // A node that sets up after that failure tries afresh (the user may have fixed what failed).
+    const later = await installFailing("failing-later");
     expect(later).toStartWith('installing the dependencies of package "failing"');
   });
 
