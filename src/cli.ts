@@ -109,6 +109,8 @@ const node = command({
     if (flags["metrics-host"] !== undefined && flags["metrics-port"] === undefined) {
       throw new UsageError("--metrics-host needs --metrics-port");
     }
+    // Returns only when the process already runs with the node's allocator setting, or cannot get it.
+    await (await import("./node/allocator.ts")).restartWithNodeAllocator();
     const { runNodeServer } = await import("./node/server.ts");
     const cert = flags["tls-cert"];
     const key = flags["tls-key"];

@@ -6,6 +6,7 @@
 // already busy (a 1-minute load of at least one per core), more files at once would only give each
 // test a smaller share of the CPU and slow the heavy ones past their bounds: then one per core.
 import { availableParallelism, loadavg } from "node:os";
+import { withNodeAllocator } from "../src/node/allocator.ts";
 
 const cores = availableParallelism();
 const load = loadavg()[0]!;
@@ -14,6 +15,8 @@ console.error(`bun run test: ${files} files at once (1-minute load ${load.toFixe
 const args = ["test", "--timeout", "60000", `--parallel=${files}`, "--timings=test/timings.json"];
 const child = Bun.spawn([process.execPath, ...args, ...process.argv.slice(2)], {
   cwd: `${import.meta.dir}/..`,
+  // Every node the tests start runs with this as deployed; given here, they need not restart to get it.
+  env: withNodeAllocator(process.env),
   stdio: ["inherit", "inherit", "inherit"],
 });
 process.exit(await child.exited);

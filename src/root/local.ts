@@ -5,6 +5,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { PclusterError } from "../errors.ts";
 import { EXIT_WITH_PARENT_ENV } from "../lifetime.ts";
+import { withNodeAllocator } from "../node/allocator.ts";
 import { defaultMemoryLimit } from "../node/engine/memory-limit.ts";
 
 /**
@@ -76,11 +77,12 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   // The log server runs in the temp folder: a relative path is the caller's, from the caller's directory.
   const logFile = options.logFile === undefined ? join(workdir, "pcluster.log") : resolve(options.logFile);
   // The children stop by themselves once this process is gone, even if it is killed with SIGKILL.
-  const env: Record<string, string | undefined> = {
+  // The nodes' allocator setting (node/allocator.ts) is given here: they need not restart to get it.
+  const env: Record<string, string | undefined> = withNodeAllocator({
     ...process.env,
     NO_COLOR: "1",
     [EXIT_WITH_PARENT_ENV]: String(process.pid),
-  };
+  });
   if (options.token) env.PCLUSTER_TOKEN = options.token;
   const quiet = options.quiet ?? true;
   const children: LocalProcess[] = [];
