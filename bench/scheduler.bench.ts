@@ -58,7 +58,9 @@ class FakeNode implements FeedTarget {
     readonly onDone: (items: number) => void,
   ) {}
 
-  sendFeed(frame: Uint8Array): void {
+  sendFeed(pieces: readonly Uint8Array[]): void {
+    // Small items come in one piece; larger spans by reference, after the head.
+    const frame = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
     this.frames++;
     this.bytes += frame.length;
     const ids: number[] = [];

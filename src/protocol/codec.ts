@@ -270,6 +270,9 @@ function readAscii(bytes: Uint8Array, at: number): string | undefined {
   return text;
 }
 
+/** Spans of records at least this large are appended by reference (`appendRecordsByReference`); smaller ones are copied. */
+const REFERENCE_FROM_BYTES = 4096;
+
 /**
  * Builds a blob of records in one growing buffer with room reserved in front for the frame head, so a
  * finished batch goes to the socket as it is (`finishFrame`). A builder starts a fresh buffer after
@@ -282,6 +285,10 @@ export class RecordBatchBuilder {
   #target: SmallTarget | undefined;
   #end = MAX_BLOB_HEAD_BYTES;
   #count = 0;
+  /** Spans appended by reference, each going right after the buffer's bytes up to its `#referencedAt`. */
+  #references: Uint8Array[] = [];
+  #referencedAt: number[] = [];
+  #referencedBytes = 0;
 
   constructor(readonly initialBytes = 64 * 1024) {
     this.#buffer = new Uint8Array(initialBytes);
@@ -295,7 +302,12 @@ export class RecordBatchBuilder {
 
   /** Payload and header bytes in the batch. */
   get byteLength(): number {
-    return this.#end - MAX_BLOB_HEAD_BYTES;
+    return this.#end - MAX_BLOB_HEAD_BYTES + this.#referencedBytes;
+  }
+
+  /** Whether records were appended by reference: then `finishFramePieces` gives the frame without copying them. */
+  get hasReferences(): boolean {
+    return this.#references.length > 0;
   }
 
   /** Appends a record; returns where its payload lies in the buffer (valid until `finishFrame`). */
@@ -311,6 +323,70 @@ export class RecordBatchBuilder {
     const at = this.#reserve(records.length);
     this.#buffer.set(records, at);
     this.#count += count;
+  }
+
+  /**
+   * Appends whole records (`count` of them) without copying them when they are many bytes: the caller
+   * must keep those bytes unchanged until the frame is written (`finishFramePieces` gives it as pieces).
+   * Each other way out of the builder copies them in first.
+   */
+  appendRecordsByReference(records: Uint8Array, count: number): void {
+    if (records.length < REFERENCE_FROM_BYTES) return this.appendRecords(records, count);
+    this.#references.push(records);
+    this.#referencedAt.push(this.#end);
+    this.#referencedBytes += records.length;
+    this.#count += count;
+  }
+
+  /**
+   * The finished frame `{ t: type, ...fields, blob }` as pieces to write in order: the spans appended by
+   * reference as they are, the head and the records copied in between as bytes of their own (so this
+   * builder keeps its buffer). The builder starts over.
+   */
+  finishFramePieces(type: string, fields?: Readonly<Record<string, number>>): Uint8Array[] {
+    const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.byteLength);
+    const pieces: Uint8Array[] = [];
+    let from = start;
+    for (let index = 0; index < this.#references.length; index++) {
+      const at = this.#referencedAt[index]!;
+      if (at > from) pieces.push(this.#buffer.slice(from, at));
+      pieces.push(this.#references[index]!);
+      from = at;
+    }
+    if (this.#end > from) pieces.push(this.#buffer.slice(from, this.#end));
+    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
+    else this.clear();
+    return pieces;
+  }
+
+  /** Copies the spans appended by reference into the buffer, where they go (for the ways out that give one buffer). */
+  #copyReferences(): void {
+    if (this.#references.length === 0) return;
+    const end = this.#end + this.#referencedBytes;
+    const buffer = new Uint8Array(Math.max(end, this.#buffer.length));
+    let from = 0;
+    let to = 0;
+    for (let index = 0; index < this.#references.length; index++) {
+      const at = this.#referencedAt[index]!;
+      buffer.set(this.#buffer.subarray(from, at), to);
+      to += at - from;
+      buffer.set(this.#references[index]!, to);
+      to += this.#references[index]!.length;
+      from = at;
+    }
+    buffer.set(this.#buffer.subarray(from, this.#end), to);
+    this.#buffer = buffer;
+    this.#view = new DataView(buffer.buffer);
+    this.#target = undefined;
+    this.#end = end;
+    this.#forgetReferences();
+  }
+
+  #forgetReferences(): void {
+    if (this.#references.length === 0) return;
+    this.#references = [];
+    this.#referencedAt = [];
+    this.#referencedBytes = 0;
   }
 
   /**
@@ -358,6 +434,7 @@ export class RecordBatchBuilder {
 
   /** The finished frame `{ t: type, ...fields, blob }`, ready for the socket; the builder starts over. */
   finishFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
+    this.#copyReferences();
     const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
     const frame = this.#buffer.subarray(start, this.#end);
     this.#replaceBuffer(this.#nextBufferBytes());
@@ -370,6 +447,7 @@ export class RecordBatchBuilder {
    * zeroed and later collected: with 2 ms items, an eighth of the root's JavaScript time went there).
    */
   copyFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
+    this.#copyReferences();
     const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
     const frame = this.#buffer.slice(start, this.#end);
     // A buffer grown for a large record goes, rather than stay held for small frames.
@@ -380,6 +458,7 @@ export class RecordBatchBuilder {
 
   /** The records appended so far as a buffer of their own (no frame head); the builder starts over. */
   takeRecords(): Uint8Array {
+    this.#copyReferences();
     const records = this.#buffer.subarray(MAX_BLOB_HEAD_BYTES, this.#end);
     this.#replaceBuffer(this.#nextBufferBytes());
     return records;
@@ -387,6 +466,7 @@ export class RecordBatchBuilder {
 
   /** The records appended so far, in place: valid until the builder changes (for a reader that is done before then). */
   records(): Uint8Array {
+    this.#copyReferences();
     return this.#buffer.subarray(MAX_BLOB_HEAD_BYTES, this.#end);
   }
 
@@ -394,6 +474,7 @@ export class RecordBatchBuilder {
   clear(): void {
     this.#end = MAX_BLOB_HEAD_BYTES;
     this.#count = 0;
+    this.#forgetReferences();
   }
 
   /**
@@ -414,6 +495,7 @@ export class RecordBatchBuilder {
     this.#target = undefined;
     this.#end = MAX_BLOB_HEAD_BYTES;
     this.#count = 0;
+    this.#forgetReferences();
   }
 
   #reserve(bytes: number): number {

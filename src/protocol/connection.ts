@@ -156,6 +156,26 @@ export class Connection {
     } else this.#enqueue(frame);
   }
 
+  /**
+   * Queues one frame given as pieces, back to back (the first starts with the frame header). Their bytes
+   * must not change until written. One larger than the peer takes is joined and goes in parts.
+   */
+  sendFramePieces(pieces: readonly Uint8Array[]): void {
+    if (pieces.length === 1) return this.sendFrame(pieces[0]!);
+    let length = 0;
+    for (const piece of pieces) length += piece.length;
+    if (this.#isClosed || this.#endAfterFlush || length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) {
+      const frame = new Uint8Array(length);
+      let at = 0;
+      for (const piece of pieces) {
+        frame.set(piece, at);
+        at += piece.length;
+      }
+      return this.sendFrame(frame);
+    }
+    for (const piece of pieces) this.#enqueue(piece);
+  }
+
   #enqueue(frame: Uint8Array): void {
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;

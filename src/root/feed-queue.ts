@@ -9,6 +9,12 @@ import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/sm
  * that small, and a new one every few hundred items costs nothing measurable.
  */
 const CHUNK_BYTES = 64 * 1024;
+/**
+ * Chunks kept, once all their records are done, to be written again: a fresh buffer is faulted in
+ * page by page (about 10 µs a page on a virtual machine), a feed of megabytes a second would pay that
+ * for every byte. Bounded: at most this many, 2 MiB.
+ */
+const SPARE_CHUNKS = 32;
 /** A record's reference is `chunk serial × OFFSETS + offset`: offsets stay below 2^24 (see `#chunkFor`). */
 const OFFSETS = 2 ** 24;
 
@@ -16,6 +22,8 @@ const OFFSETS = 2 ** 24;
 class Chunk {
   readonly view: DataView;
   readonly target: SmallTarget;
+  /** A payload of it was lent out (`takeBack`): it must never be written again, only let go. */
+  lent = false;
   /** Bytes written. */
   end = 0;
   /** Where the next record to send starts. */
@@ -28,11 +36,20 @@ class Chunk {
   sentOutAt = -1;
 
   constructor(
-    readonly serial: number,
+    public serial: number,
     readonly bytes: Uint8Array,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.target = new SmallTarget(bytes);
+  }
+
+  /** The chunk, empty, under a new serial (its old records are all done). */
+  reuse(serial: number): Chunk {
+    this.serial = serial;
+    this.end = 0;
+    this.sendAt = 0;
+    this.sentOutAt = -1;
+    return this;
   }
 }
 
@@ -53,8 +70,10 @@ export class FeedQueue {
   #sending: Chunk[] = [];
   #head = 0;
   #tail: Chunk | undefined;
-  /** The chunk `#chunkAt` found last (it may have been let go since: only its serial is compared). */
+  /** The chunk `#chunkAt` found last. */
   #lastAsked: Chunk | undefined;
+  /** Chunks let go, to be written again (see SPARE_CHUNKS). */
+  readonly #spare: Chunk[] = [];
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
@@ -145,7 +164,8 @@ export class FeedQueue {
         spanned++;
         moved++;
       }
-      if (spanned > 0) batch.appendRecords(chunk.bytes.subarray(start, at), spanned);
+      // By reference: a record is done only once its node has it, so its chunk is not written again before then.
+      if (spanned > 0) batch.appendRecordsByReference(chunk.bytes.subarray(start, at), spanned);
       chunk.sendAt = at;
       chunk.outstanding += spanned;
       if (chunk.queued === 0) {
@@ -177,7 +197,9 @@ export class FeedQueue {
   /** The payload of the sent record `ref`, to send again (a view: it keeps its chunk's buffer alive). */
   takeBack(ref: number): Uint8Array {
     const payload = this.payloadOf(ref);
-    this.#settle(this.#chunkAt(ref));
+    const chunk = this.#chunkAt(ref);
+    chunk.lent = true;
+    this.#settle(chunk);
     return payload;
   }
 
@@ -217,7 +239,9 @@ export class FeedQueue {
 
   /** The payload of the sent record `ref` as bytes of its own; the record no longer holds its chunk. */
   copyOut(ref: number): Uint8Array {
-    return this.takeBack(ref).slice();
+    const copy = this.payloadOf(ref).slice();
+    this.#settle(this.#chunkAt(ref));
+    return copy;
   }
 
   clear(): void {
@@ -232,7 +256,19 @@ export class FeedQueue {
 
   #settle(chunk: Chunk): void {
     chunk.outstanding--;
-    if (chunk.outstanding === 0 && chunk.queued === 0 && chunk !== this.#tail) this.#chunks.delete(chunk.serial);
+    if (chunk.outstanding === 0 && chunk.queued === 0 && chunk !== this.#tail) this.#drop(chunk);
+  }
+
+  /**
+   * Lets go of a chunk whose records are all done (or taken back), keeping it to be written again if it
+   * has the common size and lent nothing. Its bytes may still sit in a connection's queue only until
+   * they are written, and a record is done only once its node has it; a record taken back from a lost
+   * node left with that node's connection, closed before anything more is fed.
+   */
+  #drop(chunk: Chunk): void {
+    this.#chunks.delete(chunk.serial);
+    if (this.#lastAsked === chunk) this.#lastAsked = undefined;
+    if (!chunk.lent && chunk.bytes.length === CHUNK_BYTES && this.#spare.length < SPARE_CHUNKS) this.#spare.push(chunk);
   }
 
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
@@ -283,8 +319,10 @@ export class FeedQueue {
   #chunkFor(bytes: number): Chunk {
     const tail = this.#tail;
     if (tail !== undefined && tail.end + bytes <= tail.bytes.length) return tail;
-    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#chunks.delete(tail.serial);
-    const chunk = new Chunk(this.#nextSerial++, new Uint8Array(Math.max(CHUNK_BYTES, bytes)));
+    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#drop(tail);
+    const serial = this.#nextSerial++;
+    const spare = bytes <= CHUNK_BYTES ? this.#spare.pop() : undefined;
+    const chunk = spare?.reuse(serial) ?? new Chunk(serial, new Uint8Array(Math.max(CHUNK_BYTES, bytes)));
     this.#chunks.set(chunk.serial, chunk);
     this.#tail = chunk;
     return chunk;

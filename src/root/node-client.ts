@@ -132,9 +132,9 @@ export class NodeClient implements FeedTarget {
   }
 
   /** Sends a feed frame, and the credit owed, which rides along in the same write. */
-  sendFeed(frame: Uint8Array): void {
+  sendFeed(pieces: readonly Uint8Array[]): void {
     this.#payCredit();
-    this.#connection.sendFrame(frame);
+    this.#connection.sendFramePieces(pieces);
   }
 
   /**

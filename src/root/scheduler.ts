@@ -40,7 +40,11 @@ const MAX_FEED_LINGER_MS = 10;
 /** What the scheduler needs of a node: somewhere to send finished feed frames. */
 export interface FeedTarget {
   readonly address: string;
-  sendFeed(frame: Uint8Array): void;
+  /**
+   * Sends one feed frame, given as pieces to write back to back (the first holds the frame's header).
+   * Their bytes stay unchanged until written: the target must not keep them past that.
+   */
+  sendFeed(pieces: readonly Uint8Array[]): void;
 }
 
 export type { SchedulerOptions };
@@ -430,9 +434,14 @@ export class Scheduler {
     return sent;
   }
 
-  /** The feed frame of `batch`: a small one copied out of the builder's buffer (kept), a large one handed over. */
-  #frameOf(batch: RecordBatchBuilder): Uint8Array {
-    return batch.byteLength <= COPIED_FRAME_BYTES ? batch.copyFrame("feed") : batch.finishFrame("feed");
+  /**
+   * The feed frame of `batch`, as pieces to write in order: records of the feed queue's chunks as they
+   * lie there (no copy, no fresh buffer), or a small frame copied out of the builder's buffer (kept), or
+   * a large one handed over.
+   */
+  #frameOf(batch: RecordBatchBuilder): Uint8Array[] {
+    if (batch.hasReferences) return batch.finishFramePieces("feed");
+    return [batch.byteLength <= COPIED_FRAME_BYTES ? batch.copyFrame("feed") : batch.finishFrame("feed")];
   }
 
   /** Whether `lane`'s partial batch should wait longer; arms a pump for when its linger ends. */

@@ -91,7 +91,7 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
     for (let id = 1; id <= 300; id++) {
       const batch = new RecordBatchBuilder();
       batch.append(RecordKind.Input, 0, 0, id, encode({ id }));
-      client.sendFeed(batch.finishFrame("feed"));
+      client.sendFeed([batch.finishFrame("feed")]);
       await waitFor(() => done.has(id), {
         what: `item ${id} to come back (the node may have run out of credit)`,
         timeoutMs: 2000,

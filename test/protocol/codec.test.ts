@@ -11,7 +11,7 @@ import {
   encodeItem,
   encodeTransient,
 } from "../../src/protocol/codec.ts";
-import { RecordKind, RecordReader } from "../../src/protocol/record.ts";
+import { RECORD_HEADER_BYTES, RecordKind, RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import { arrival, difference } from "../support/faithful.ts";
 import { REPO } from "../support/processes.ts";
@@ -497,6 +497,42 @@ describe("RecordBatchBuilder", () => {
     expect(readAll(message.blob)).toEqual([[RecordKind.Input, 0, 0, 7, { n: 7 }]]);
     const next = decodeMessage(copied.copyFrame("feed").subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array };
     expect(readAll(next.blob)).toHaveLength(50);
+  });
+
+  test("records appended by reference come out as pieces, equal to the frame of the same records copied", () => {
+    const records = (seed: number, count: number) => {
+      const batch = new RecordBatchBuilder();
+      for (let i = 0; i < count; i++)
+        batch.append(RecordKind.Input, 0, 0, seed + i, encode({ seed, i, pad: "s".repeat(90) }));
+      return { bytes: batch.takeRecords(), count };
+    };
+    const spans = [records(0, 1), records(100, 60), records(200, 2), records(300, 80)]; // small ones are copied
+    const copied = new RecordBatchBuilder(256);
+    const referenced = new RecordBatchBuilder(256);
+    for (const batch of [copied, referenced]) batch.append(RecordKind.Input, 0, 0, 7, encode("first, copied"));
+    for (const { bytes, count } of spans) {
+      copied.appendRecords(bytes, count);
+      referenced.appendRecordsByReference(bytes, count);
+    }
+    expect(referenced.hasReferences).toBe(true);
+    expect(referenced.count).toBe(copied.count);
+    expect(referenced.byteLength).toBe(copied.byteLength);
+    const pieces = referenced.finishFramePieces("feed", { n: 3 });
+    expect(pieces).toContain(spans[1]!.bytes); // the large spans go as they are
+    expect(pieces).toContain(spans[3]!.bytes);
+    expect(Buffer.concat(pieces)).toEqual(Buffer.from(copied.finishFrame("feed", { n: 3 })));
+    // The builder starts over; its head bytes were copied out, so a next frame does not change them.
+    const before = Buffer.concat(pieces);
+    referenced.append(RecordKind.Input, 0, 0, 9, encode("next"));
+    referenced.finishFramePieces("feed");
+    expect(Buffer.concat(pieces)).toEqual(before);
+    // Any way out that gives one buffer copies the referenced records in.
+    const taken = new RecordBatchBuilder(256);
+    taken.appendRecordsByReference(spans[1]!.bytes, 60);
+    taken.append(RecordKind.Input, 0, 0, 1, encode("after"));
+    const all = taken.takeRecords();
+    expect(all.subarray(0, spans[1]!.bytes.length)).toEqual(spans[1]!.bytes);
+    expect(all.length).toBe(spans[1]!.bytes.length + RECORD_HEADER_BYTES + encode("after").length);
   });
 
   test("records() reads in place and clear() empties the batch", () => {

@@ -95,6 +95,35 @@ describe("FeedQueue", () => {
     queue.release(refs.get(12)!);
   });
 
+  test("a chunk whose items are all done is written again, not allocated afresh; one that lent a payload never is", () => {
+    const queue = new FeedQueue();
+    const items = (round: number) => Array.from({ length: 400 }, (_, i) => ({ round, i, pad: "r".repeat(300) }));
+    /** The buffers the records of one send lie in. */
+    const buffersOf = (refs: Map<number, number>) =>
+      new Set([...refs.values()].map((ref) => queue.payloadOf(ref).buffer));
+
+    queue.appendValues(items(0));
+    const first = sendSome(queue, 400, 1);
+    const firstBuffers = buffersOf(first.refs);
+    expect(firstBuffers.size).toBeGreaterThan(1); // ~130 KB: several chunks
+    for (const ref of first.refs.values()) queue.release(ref);
+    queue.appendValues(items(1));
+    const second = sendSome(queue, 400, 1000);
+    const reused = [...buffersOf(second.refs)].filter((buffer) => firstBuffers.has(buffer));
+    expect(reused.length).toBeGreaterThan(0);
+    expect(second.records.map(([, , value]) => value)).toEqual(items(1));
+
+    // Taken back (a lost node's items, to be sent again): the payload is a view of its chunk, which must
+    // keep its bytes however many items come after.
+    const taken = [...second.refs.values()].map((ref) => queue.takeBack(ref));
+    for (let round = 2; round < 6; round++) {
+      queue.appendValues(items(round));
+      const { refs } = sendSome(queue, 400, round * 1000);
+      for (const ref of refs.values()) queue.release(ref);
+    }
+    expect(taken.map((bytes) => decode(bytes))).toEqual(items(1));
+  });
+
   test("chunks whose items are all sent and done are let go", () => {
     const queue = new FeedQueue();
     for (let round = 0; round < 50; round++) {
@@ -114,7 +143,7 @@ describe("Scheduler with the feed queue", () => {
     const sentIds: number[] = [];
     const target = {
       address: "fake",
-      sendFeed(frame: Uint8Array) {
+      sendFeed(frame: readonly Uint8Array[]) {
         const reader = new RecordReader(blobOf(frame));
         while (reader.next()) sentIds.push(reader.id);
       },
@@ -144,7 +173,7 @@ describe("Scheduler with the feed queue", () => {
     const second = scheduler.addLane(
       {
         address: "fake 2",
-        sendFeed(frame: Uint8Array) {
+        sendFeed(frame: readonly Uint8Array[]) {
           const blob = blobOf(frame);
           const reader = new RecordReader(blob);
           while (reader.next()) again.push(decode(blob, reader.payloadStart, reader.payloadEnd));

@@ -3,9 +3,22 @@ import { RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import type { FeedTarget } from "../../src/root/scheduler.ts";
 
-/** The blob of records in a feed frame (`{ t: "feed", blob }` after the 4-byte length). */
-export function blobOf(frame: Uint8Array): Uint8Array {
-  return (decodeMessage(frame.subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array }).blob;
+/** A frame given as pieces (FeedTarget.sendFeed), joined. */
+export function joinPieces(pieces: readonly Uint8Array[]): Uint8Array {
+  if (pieces.length === 1) return pieces[0]!;
+  const frame = new Uint8Array(pieces.reduce((length, piece) => length + piece.length, 0));
+  let at = 0;
+  for (const piece of pieces) {
+    frame.set(piece, at);
+    at += piece.length;
+  }
+  return frame;
+}
+
+/** The blob of records in a feed frame (`{ t: "feed", blob }` after the 4-byte length), whole or in pieces. */
+export function blobOf(frame: Uint8Array | readonly Uint8Array[]): Uint8Array {
+  const whole = frame instanceof Uint8Array ? frame : joinPieces(frame);
+  return (decodeMessage(whole.subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array }).blob;
 }
 
 /**
@@ -20,8 +33,8 @@ export class RecordingTarget implements FeedTarget {
     readonly log: string[] = [],
   ) {}
 
-  sendFeed(frame: Uint8Array): void {
-    const blob = blobOf(frame);
+  sendFeed(pieces: readonly Uint8Array[]): void {
+    const blob = blobOf(pieces);
     const reader = new RecordReader(blob);
     const ids: number[] = [];
     const values: unknown[] = [];
