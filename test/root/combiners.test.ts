@@ -161,6 +161,32 @@ describe("combiners", () => {
     expect(errors).toEqual([]);
   }, 30_000);
 
+  test("an item with a fan-out of many outputs folds them all; a combiner that throws on one is that item's task error", async () => {
+    const node = await startNode({ workers: 2 });
+    const root = await cluster([node]);
+    const errors: TaskError[] = [];
+    await root.setup("keyed", "1", [{ function: tasks.keyedOnes, isGenerator: true }], {
+      localPackages: [TASKS],
+      combine: "sum-by-key",
+      errorHandler: (error) => void errors.push(error),
+    });
+    const items = [
+      { key: "many", n: 200_000 },
+      ...Array.from({ length: 10 }, () => ({ key: "few", n: 3 })),
+      { key: "late", n: 1000, badAt: 600 }, // past the outputs an item holds before it folds them
+      { key: "early", n: 10, badAt: 5 },
+    ];
+    // The outputs before the one refused count (as a generator's outputs before it throws are out); none after.
+    expect(await within(root.run(items), 60_000, "run")).toEqual({ many: 200_000, few: 30, late: 600, early: 5 });
+    expect(errors.map((error) => [error.task, error.message])).toEqual(
+      expect.arrayContaining([
+        ["combiner sum-by-key", expect.stringContaining('the value of "late" is string one, not a number')],
+        ["combiner sum-by-key", expect.stringContaining('the value of "early" is string one, not a number')],
+      ]),
+    );
+    expect(errors.length).toBe(2);
+  }, 90_000);
+
   test("bad combiners are refused at setup, saying what is wrong", async () => {
     const node = await startNode({ workers: 1 });
     const root = await cluster([node]);

@@ -5,7 +5,7 @@
  */
 import { encode, encodeTransient } from "../../protocol/codec.ts";
 import { ItemTooLargeError } from "../../errors.ts";
-import type { WorkerPartial } from "./partial.ts";
+import { ItemOutputs, type WorkerPartial } from "./partial.ts";
 import {
   RECORD_HEADER_BYTES,
   RecordKind,
@@ -59,8 +59,8 @@ export class ItemRun implements ChainHooks {
   outputs = 0;
   /** Outputs it gave, sent or not (naming one that cannot be sent: `outputs[2]`). */
   given = 0;
-  /** With a combiner: its outputs, folded into the partial once it is finished (`takeHeld`). */
-  #held: unknown[] = [];
+  /** With a combiner: its outputs, folded into the worker's partial once it is finished (`takeOutputs`). */
+  #outputs: ItemOutputs | undefined;
   /** Its Done is written (`finished`), then committed: from then on its input bytes may be given back. */
   finished = false;
   committed = false;
@@ -82,7 +82,7 @@ export class ItemRun implements ChainHooks {
     this.length = recordLength(view, offset);
     this.outputs = 0;
     this.given = 0;
-    this.#held = [];
+    this.#outputs = undefined;
     this.next = (at + RECORD_HEADER_BYTES + this.length) >>> 0;
     return this.next;
   }
@@ -98,8 +98,9 @@ export class ItemRun implements ChainHooks {
   }
 
   emit(value: unknown): void | Promise<void> {
-    if (this.context.partial !== undefined) {
-      this.#held.push(value);
+    const partial = this.context.partial;
+    if (partial !== undefined) {
+      (this.#outputs ??= new ItemOutputs(partial)).add(value);
       this.outputs++;
       return;
     }
@@ -127,11 +128,11 @@ export class ItemRun implements ChainHooks {
     }
   }
 
-  /** Its held outputs (with a combiner), handed over once: it is finished. */
-  takeHeld(): unknown[] {
-    const held = this.#held;
-    this.#held = [];
-    return held;
+  /** Its outputs (with a combiner), handed over once: it is finished (undefined: it gave none). */
+  takeOutputs(): ItemOutputs | undefined {
+    const outputs = this.#outputs;
+    this.#outputs = undefined;
+    return outputs;
   }
 
   /** Names the output being written, for an ItemEncodeError. */

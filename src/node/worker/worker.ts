@@ -294,7 +294,9 @@ class ItemLoop {
   #fold(run: ItemRun): void | Promise<void> {
     const partial = this.#partial;
     if (partial === undefined) return;
-    const error = partial.fold(run.takeHeld());
+    const outputs = run.takeOutputs();
+    if (outputs === undefined) return;
+    const error = partial.fold(outputs);
     if (error === undefined) return;
     return run.writeError(this.#tasks.length - 1, errorReport({ name: `combiner ${partial.name}` }, error));
   }
