@@ -15,6 +15,17 @@ const CHUNK_BYTES = 64 * 1024;
  * for every byte. Bounded: at most this many, 2 MiB.
  */
 const SPARE_CHUNKS = 32;
+/**
+ * An item larger than a chunk gets one of its own, of the next power of two up to this size (then
+ * exact); those are kept too once done, at most SPARE_LARGE_BYTES of them, for the next large items.
+ */
+const LARGE_CLASS_MAX = 4 * 1024 * 1024;
+const SPARE_LARGE_BYTES = 8 * 1024 * 1024;
+/**
+ * A string longer than this is past the small writer's reach (it needs room for 3 bytes a character):
+ * its UTF-8 is written into its chunk directly (see `#appendString`).
+ */
+const LONG_STRING = Math.floor((SMALL_OUTPUT_BYTES - 3) / 3);
 /** A record's reference is `chunk serial × OFFSETS + offset`: offsets stay below 2^24 (see `#chunkFor`). */
 const OFFSETS = 2 ** 24;
 
@@ -72,8 +83,10 @@ export class FeedQueue {
   #tail: Chunk | undefined;
   /** The chunk `#chunkAt` found last. */
   #lastAsked: Chunk | undefined;
-  /** Chunks let go, to be written again (see SPARE_CHUNKS). */
+  /** Chunks let go, to be written again (see SPARE_CHUNKS), and larger ones by size (LARGE_CLASS_MAX). */
   readonly #spare: Chunk[] = [];
+  readonly #spareLarge = new Map<number, Chunk[]>();
+  #spareLargeBytes = 0;
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
@@ -268,11 +281,32 @@ export class FeedQueue {
   #drop(chunk: Chunk): void {
     this.#chunks.delete(chunk.serial);
     if (this.#lastAsked === chunk) this.#lastAsked = undefined;
-    if (!chunk.lent && chunk.bytes.length === CHUNK_BYTES && this.#spare.length < SPARE_CHUNKS) this.#spare.push(chunk);
+    if (chunk.lent) return;
+    const size = chunk.bytes.length;
+    if (size === CHUNK_BYTES) {
+      if (this.#spare.length < SPARE_CHUNKS) this.#spare.push(chunk);
+    } else if (size <= LARGE_CLASS_MAX && this.#spareLargeBytes + size <= SPARE_LARGE_BYTES) {
+      const spares = this.#spareLarge.get(size);
+      if (spares === undefined) this.#spareLarge.set(size, [chunk]);
+      else spares.push(chunk);
+      this.#spareLargeBytes += size;
+    }
+  }
+
+  /** A chunk of at least `bytes`, kept from before if one is, else new. */
+  #newChunk(serial: number, bytes: number): Chunk {
+    if (bytes <= CHUNK_BYTES) return this.#spare.pop()?.reuse(serial) ?? new Chunk(serial, new Uint8Array(CHUNK_BYTES));
+    if (bytes > LARGE_CLASS_MAX) return new Chunk(serial, new Uint8Array(bytes));
+    const size = 2 ** Math.ceil(Math.log2(bytes));
+    const spare = this.#spareLarge.get(size)?.pop();
+    if (spare === undefined) return new Chunk(serial, new Uint8Array(size));
+    this.#spareLargeBytes -= size;
+    return spare.reuse(serial);
   }
 
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
   #appendValue(value: unknown, index: number): void {
+    if (typeof value === "string" && value.length > LONG_STRING) return this.#appendString(value, index);
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
@@ -295,6 +329,34 @@ export class FeedQueue {
     );
   }
 
+  /**
+   * A long string (a document, a page, a file's text): its MessagePack head, then its UTF-8 written
+   * straight into its chunk, instead of into msgpackr's buffer and copied from there. A lone surrogate
+   * is U+FFFD, as msgpackr writes it.
+   */
+  #appendString(value: string, index: number): void {
+    const length = Buffer.byteLength(value, "utf8");
+    const head = length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
+    this.#checkSize(head + length, index);
+    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + head + length);
+    const at = chunk.end;
+    const start = at + RECORD_HEADER_BYTES;
+    const bytes = chunk.bytes;
+    if (head === 2) {
+      bytes[start] = 0xd9; // str8
+      bytes[start + 1] = length;
+    } else if (head === 3) {
+      bytes[start] = 0xda; // str16
+      chunk.view.setUint16(start + 1, length);
+    } else {
+      bytes[start] = 0xdb; // str32
+      chunk.view.setUint32(start + 1, length);
+    }
+    const written = chunk.target.text.utf8Write(value, start + head);
+    if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
+    this.#commit(chunk, at, head + length);
+  }
+
   #appendEncoded(bytes: Uint8Array): void {
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + bytes.length);
     const at = chunk.end;
@@ -313,16 +375,15 @@ export class FeedQueue {
   }
 
   /**
-   * The chunk to write `bytes` more into: the tail if they fit, else a new one (of its own size for an
-   * item larger than a chunk, which then sits at offset 0, so that every offset stays below 2^24).
+   * The chunk to write `bytes` more into: the tail if they fit, else a new one (one of its own for an item
+   * larger than a chunk, which then sits at offset 0: every offset stays below LARGE_CLASS_MAX, or below
+   * 2^24 when the chunk is the item's exact size).
    */
   #chunkFor(bytes: number): Chunk {
     const tail = this.#tail;
     if (tail !== undefined && tail.end + bytes <= tail.bytes.length) return tail;
     if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#drop(tail);
-    const serial = this.#nextSerial++;
-    const spare = bytes <= CHUNK_BYTES ? this.#spare.pop() : undefined;
-    const chunk = spare?.reuse(serial) ?? new Chunk(serial, new Uint8Array(Math.max(CHUNK_BYTES, bytes)));
+    const chunk = this.#newChunk(this.#nextSerial++, bytes);
     this.#chunks.set(chunk.serial, chunk);
     this.#tail = chunk;
     return chunk;

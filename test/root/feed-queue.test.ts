@@ -124,6 +124,39 @@ describe("FeedQueue", () => {
     expect(taken.map((bytes) => decode(bytes))).toEqual(items(1));
   });
 
+  test("long strings are written straight into their chunk and read back as the codec's own encoding does", () => {
+    const queue = new FeedQueue();
+    const strings = [
+      "a".repeat(2729), // the small writer's last length, and past it
+      "b".repeat(2730),
+      "c".repeat(65_535), // the last str16, and the first str32
+      "d".repeat(65_536),
+      "é".repeat(40_000), // 2 bytes a character
+      `${"🙂".repeat(3000)} end`, // 4 bytes a pair of UTF-16 units
+      `lone ${"\ud800".repeat(1000)} ${"x".repeat(3000)} \udfff`, // lone surrogates become U+FFFD
+      "L".repeat(3_000_000), // a chunk of its own, of a size kept for reuse
+      "X".repeat(5_000_000), // past the sizes kept: of its exact size
+      "small after",
+    ];
+    queue.appendValues(strings);
+    const { records, refs } = sendSome(queue, strings.length, 1);
+    expect(records.map(([, , value]) => value)).toEqual(strings.map((value) => decode(encode(value))));
+    for (const [id, ref] of refs) expect(queue.lengthOf(ref)).toBe(encode(strings[id - 1]).length);
+  });
+
+  test("a chunk of a large item is written again for a large item of its size once the first is done", () => {
+    const queue = new FeedQueue();
+    queue.appendValues(["y".repeat(200_000)]);
+    const first = sendSome(queue, 1, 1);
+    const firstBuffer = queue.payloadOf(first.refs.get(1)!).buffer;
+    queue.appendValues(["n".repeat(70_000)]); // too large for its rest: the large chunk is no longer filled
+    queue.release(first.refs.get(1)!);
+    queue.appendValues(["z".repeat(150_000)]); // the same power of two: 256 KiB
+    const second = sendSome(queue, 2, 2);
+    expect(queue.payloadOf(second.refs.get(3)!).buffer === firstBuffer).toBe(true);
+    expect(second.records.map(([, , value]) => value)).toEqual(["n".repeat(70_000), "z".repeat(150_000)]);
+  });
+
   test("chunks whose items are all sent and done are let go", () => {
     const queue = new FeedQueue();
     for (let round = 0; round < 50; round++) {
