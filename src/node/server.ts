@@ -265,9 +265,11 @@ class NodeServer {
             // A root that sends past its grant has a bug; its items are not lost for it: they go back.
             this.#note("warn", `refused a feed of ${records} items from ${connection.remoteAddress}: ${over}`);
             connection.send({ t: "event", name: "refused", data: { ids: feedRecordIds(blob, records), reason: over } });
+            connection.releaseMessage(); // the ids were copied out
             return;
           }
-          engine.dispatch(blob, records);
+          // Copied into the rings whole: the frame's memory may take the next feed.
+          if (!engine.dispatch(blob, records)) connection.releaseMessage();
         } catch (error) {
           // The root's items stay in its ledger; it re-sends them elsewhere when this connection closes.
           this.#note("warn", `refused a feed from ${connection.remoteAddress}: ${(error as Error).message}`);

@@ -72,6 +72,8 @@ export class Connection {
   #writtenBytes = 0;
   #scratch: Uint8Array | undefined;
   #flushScheduled = false;
+  /** The handler of the message being dispatched kept none of its bytes (see `releaseMessage`). */
+  #messageReleased = false;
   #awaitingDrain = false;
   #endAfterFlush = false;
   #isClosed = false;
@@ -314,7 +316,23 @@ export class Connection {
     this.#resolveClosed(reason);
   }
 
-  readonly #onFrame = (body: Uint8Array): void => this.#dispatch(parseMessage(body));
+  /**
+   * A frame's message, to its handler; true when the handler said it kept none of the frame's bytes
+   * (`releaseMessage`), so that the decoder may assemble the next frame in the same memory.
+   */
+  readonly #onFrame = (body: Uint8Array): boolean => {
+    this.#messageReleased = false;
+    this.#dispatch(parseMessage(body));
+    return this.#messageReleased;
+  };
+
+  /**
+   * Called by a message's handler, during the call, when it kept no view of the message's bytes (say,
+   * a feed copied into the workers' rings): its frame's memory may take the next frame.
+   */
+  releaseMessage(): void {
+    this.#messageReleased = true;
+  }
 
   #dispatch(message: Message): void {
     if (this.#parts.joining && message.t !== "part") {

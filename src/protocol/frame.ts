@@ -18,11 +18,15 @@ export const DEFAULT_MAX_HANDSHAKE_FRAME_BYTES = 4096;
  * are copied once, into a buffer of their size, as if it had been allocated from the header.
  */
 const MIN_BODY_BUFFER_BYTES = 256 * 1024;
+/** The largest body buffer kept to assemble the next body in, once given back (see `FrameDecoder.push`). */
+const MAX_SPARE_BODY_BYTES = 4 * 1024 * 1024;
 
 /**
  * Splits a TCP byte stream into frame bodies, whatever the chunking: one frame over many chunks,
  * many frames in one chunk. A body that arrives whole in one chunk is handed over without a copy.
- * Bodies are handed over: the caller may keep them.
+ * Bodies are handed over: the caller may keep them — or give an assembled one back (`onFrame` returns
+ * true), and the next one spanning chunks is assembled in the same memory instead of in a fresh buffer,
+ * faulted in page by page.
  *
  * Memory follows what arrived, not what a header announced: a frame's buffer grows geometrically as its
  * bytes come in (at most twice what was received, or 256 KiB), so a peer that announces 64 MiB and sends
@@ -35,6 +39,8 @@ export class FrameDecoder {
   #filled = 0;
   /** Body length of the frame in `#partial`, or -1 while its header is incomplete. */
   #bodyLength = -1;
+  /** A body buffer given back, to assemble the next body that fits in it. */
+  #spare: Uint8Array | undefined;
   readonly #header = new Uint8Array(FRAME_HEADER_BYTES);
   /** The largest body accepted now: `handshakeFrameBytes` until `trust()`, then `maxFrameBytes`. */
   #limit: number;
@@ -66,10 +72,11 @@ export class FrameDecoder {
   }
 
   /**
-   * Consumes a chunk and calls `onFrame` for each complete body, in order.
-   * Throws `ProtocolError` on a length above the maximum, before allocating anything for it.
+   * Consumes a chunk and calls `onFrame` for each complete body, in order. `onFrame` returns true when
+   * it is done with the body's bytes (it kept no view of them). Throws `ProtocolError` on a length above
+   * the maximum, before allocating anything for it.
    */
-  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): void {
+  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => boolean | void): void {
     let offset = 0;
     const end = chunk.length;
     if (this.#bodyLength >= 0 || this.#filled > 0) {
@@ -97,7 +104,7 @@ export class FrameDecoder {
   }
 
   /** Resumes an incomplete frame; returns where the chunk's unread bytes begin, or -1 if none are. */
-  #continuePartial(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): number {
+  #continuePartial(chunk: Uint8Array, onFrame: (body: Uint8Array) => boolean | void): number {
     let offset = 0;
     if (this.#bodyLength < 0) {
       const need = FRAME_HEADER_BYTES - this.#filled;
@@ -113,11 +120,12 @@ export class FrameDecoder {
     this.#append(chunk.subarray(offset, offset + take));
     offset += take;
     if (this.#filled < this.#bodyLength) return -1;
-    const body = this.#partial;
+    const buffer = this.#partial;
+    const body = buffer.length === this.#bodyLength ? buffer : buffer.subarray(0, this.#bodyLength);
     this.#partial = EMPTY;
     this.#bodyLength = -1;
     this.#filled = 0;
-    onFrame(body);
+    if (onFrame(body) === true && buffer.length <= MAX_SPARE_BODY_BYTES) this.#spare = buffer;
     return offset < chunk.length ? offset : -1;
   }
 
@@ -125,6 +133,14 @@ export class FrameDecoder {
   #append(bytes: Uint8Array): void {
     const needed = this.#filled + bytes.length;
     if (needed > this.#partial.length) {
+      const spare = this.#spare;
+      if (this.#filled === 0 && spare !== undefined && spare.length >= this.#bodyLength) {
+        this.#spare = undefined; // the whole body fits in memory already held
+        this.#partial = spare;
+        this.#partial.set(bytes);
+        this.#filled = needed;
+        return;
+      }
       const size = Math.min(this.#bodyLength, Math.max(2 * needed, MIN_BODY_BUFFER_BYTES));
       const grown = unfilled(size);
       if (this.#filled > 0) grown.set(this.#partial.subarray(0, this.#filled));

@@ -35,7 +35,7 @@ describe("FrameDecoder", () => {
       while (offset < stream.length) {
         // Mix of tiny cuts (inside headers) and large ones (many frames per chunk).
         const step = random() < 0.3 ? 1 + Math.floor(random() * 5) : 1 + Math.floor(random() * 4000);
-        decoder.push(stream.subarray(offset, offset + step), (body) => got.push(body));
+        decoder.push(stream.subarray(offset, offset + step), (body) => void got.push(body));
         offset += step;
       }
       expect(got.length).toBe(count);
@@ -49,7 +49,7 @@ describe("FrameDecoder", () => {
     const frame = frameOf(body);
     const decoder = new FrameDecoder();
     const got: Uint8Array[] = [];
-    for (let i = 0; i < frame.length; i++) decoder.push(frame.subarray(i, i + 1), (b) => got.push(b));
+    for (let i = 0; i < frame.length; i++) decoder.push(frame.subarray(i, i + 1), (b) => void got.push(b));
     expect(got).toEqual([body]);
   });
 
@@ -58,11 +58,36 @@ describe("FrameDecoder", () => {
     const kept: Uint8Array[] = [];
     const frames = [frameOf(new Uint8Array(100).fill(1)), frameOf(new Uint8Array(100).fill(2))];
     const stream = concat(frames);
-    decoder.push(stream.subarray(0, 50), (b) => kept.push(b));
-    decoder.push(stream.subarray(50, 150), (b) => kept.push(b));
-    decoder.push(stream.subarray(150), (b) => kept.push(b));
+    decoder.push(stream.subarray(0, 50), (b) => void kept.push(b));
+    decoder.push(stream.subarray(50, 150), (b) => void kept.push(b));
+    decoder.push(stream.subarray(150), (b) => void kept.push(b));
     expect(kept[0]).toEqual(new Uint8Array(100).fill(1));
     expect(kept[1]).toEqual(new Uint8Array(100).fill(2));
+  });
+
+  test("a body given back takes the next body that spans chunks; a body kept is never written over", () => {
+    const decoder = new FrameDecoder();
+    /** Pushes a frame of `length` bytes of `fill` in two chunks; returns the body handed out. */
+    const pushSplit = (length: number, fill: number, giveBack: boolean): Uint8Array => {
+      const frame = frameOf(new Uint8Array(length).fill(fill));
+      let body: Uint8Array | undefined;
+      const onFrame = (b: Uint8Array) => {
+        body = b;
+        return giveBack;
+      };
+      decoder.push(frame.subarray(0, 1000), onFrame);
+      decoder.push(frame.subarray(1000), onFrame);
+      return body!;
+    };
+    const first = pushSplit(300_000, 1, true);
+    const firstMemory = first.buffer;
+    const second = pushSplit(200_000, 2, false); // fits in the first's memory: assembled there
+    expect(second.buffer === firstMemory).toBe(true);
+    expect(second).toEqual(new Uint8Array(200_000).fill(2));
+    const third = pushSplit(250_000, 3, false); // the second was kept: fresh memory
+    expect(third.buffer === firstMemory).toBe(false);
+    expect(second).toEqual(new Uint8Array(200_000).fill(2));
+    expect(third).toEqual(new Uint8Array(250_000).fill(3));
   });
 
   test("a length above the maximum is a ProtocolError before any body byte arrives", () => {
@@ -102,7 +127,7 @@ describe("FrameDecoder", () => {
     const decoder = new FrameDecoder();
     const got: Uint8Array[] = [];
     for (let at = 0; at < frame.length; at += 100_003)
-      decoder.push(frame.subarray(at, at + 100_003), (b) => got.push(b));
+      decoder.push(frame.subarray(at, at + 100_003), (b) => void got.push(b));
     expect(got.length).toBe(1);
     expect(got[0]!.length).toBe(body.length);
     expect(got[0]!.buffer.byteLength).toBe(body.length);
@@ -115,13 +140,13 @@ describe("FrameDecoder", () => {
     const large = frameOf(new Uint8Array(4097).fill(2));
     const got: Uint8Array[] = [];
     const decoder = new FrameDecoder(1 << 20, 4096);
-    decoder.push(small, (b) => got.push(b));
+    decoder.push(small, (b) => void got.push(b));
     expect(got.length).toBe(1);
     expect(() => new FrameDecoder(1 << 20, 4096).push(large.subarray(0, 4), () => {})).toThrow(
       /frame length 4097 exceeds the maximum of 4096 bytes a peer may send before the handshake completes/,
     );
     decoder.trust();
-    decoder.push(large, (b) => got.push(b));
+    decoder.push(large, (b) => void got.push(b));
     expect(got[1]).toEqual(new Uint8Array(4097).fill(2));
     expect(() => decoder.push(Uint8Array.of(0, 0x10, 0, 1), () => {})).toThrow(
       /exceeds the maximum of 1048576 bytes \(/,
@@ -132,7 +157,9 @@ describe("FrameDecoder", () => {
     const frame = frameOf(encode({ t: "credit", bytes: 5 }));
     const decoder = new FrameDecoder();
     let calls = 0;
-    decoder.push(frame.subarray(0, frame.length - 1), () => calls++);
+    decoder.push(frame.subarray(0, frame.length - 1), () => {
+      calls++;
+    });
     expect(calls).toBe(0);
     expect(decoder.bufferedBytes).toBe(frame.length - 1 - 4);
   });
@@ -178,7 +205,9 @@ describe("blob frames", () => {
     const frame = buffer.subarray(start);
     const decoder = new FrameDecoder();
     let body!: Uint8Array;
-    decoder.push(frame, (b) => (body = b));
+    decoder.push(frame, (b) => {
+      body = b;
+    });
     expect(parseMessage(body)).toMatchObject({ t: "results", idle: 3, blob });
     expect(decodeStd(body)).toEqual({ t: "results", idle: 3, big: 70_000, blob });
   });

@@ -168,12 +168,13 @@ export class Engine {
    * Takes a batch of Input records (a root's feed blob) and copies them, unchanged, into the workers'
    * rings; what does not fit waits in the backlog, in order. Throws a `ProtocolError` (and takes none
    * of the batch) when a record is malformed, not an Input, or names a task past the chain's end
-   * (`records`, when given, is the count `countFeedRecords` already checked).
+   * (`records`, when given, is the count `countFeedRecords` already checked). Returns whether it kept a
+   * view of `blob` (records waiting for room): else the caller may reuse its bytes.
    */
-  dispatch(blob: Uint8Array, records = countFeedRecords(blob, this.#tasks.length)): void {
+  dispatch(blob: Uint8Array, records = countFeedRecords(blob, this.#tasks.length)): boolean {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
     this.#accepted += records;
-    this.#input.dispatch(blob);
+    return this.#input.dispatch(blob);
   }
 
   /** Tasks in the chain. */

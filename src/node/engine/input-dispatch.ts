@@ -60,10 +60,16 @@ export class InputDispatcher {
     return bytes;
   }
 
-  /** Copies `blob`'s records into rings; what does not fit waits, after what waits already. */
-  dispatch(blob: Uint8Array): void {
-    if (this.#backlog.length > 0) this.#backlog.push(blob);
-    else this.#dispatchBlob(blob, false);
+  /**
+   * Copies `blob`'s records into rings; what does not fit waits, after what waits already. Returns
+   * whether it kept a view of `blob` (in the backlog): else the caller may reuse its bytes.
+   */
+  dispatch(blob: Uint8Array): boolean {
+    if (this.#backlog.length > 0) {
+      this.#backlog.push(blob);
+      return true;
+    }
+    return !this.#dispatchBlob(blob, false);
   }
 
   /** Records that go before everything waiting (a sub-item: finishing started items first). */
