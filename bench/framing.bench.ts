@@ -242,7 +242,7 @@ function receivePathCases(): Case[] {
   const items = pieces.length * BATCH;
   receiveBytesPerItem = stream.length / items;
   const scratch = new Uint8Array(RECEIVE_CHUNK_BYTES);
-  const onFrame = (body: Uint8Array) => {
+  const onFrame = (body: Uint8Array): undefined => {
     const message = parseMessage(body);
     if (message.t !== "feed") throw new Error(`unexpected "${message.t}" message`);
   };

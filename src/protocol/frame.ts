@@ -76,7 +76,7 @@ export class FrameDecoder {
    * it is done with the body's bytes (it kept no view of them). Throws `ProtocolError` on a length above
    * the maximum, before allocating anything for it.
    */
-  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => boolean | void): void {
+  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => boolean | undefined): void {
     let offset = 0;
     const end = chunk.length;
     if (this.#bodyLength >= 0 || this.#filled > 0) {
@@ -104,7 +104,7 @@ export class FrameDecoder {
   }
 
   /** Resumes an incomplete frame; returns where the chunk's unread bytes begin, or -1 if none are. */
-  #continuePartial(chunk: Uint8Array, onFrame: (body: Uint8Array) => boolean | void): number {
+  #continuePartial(chunk: Uint8Array, onFrame: (body: Uint8Array) => boolean | undefined): number {
     let offset = 0;
     if (this.#bodyLength < 0) {
       const need = FRAME_HEADER_BYTES - this.#filled;
