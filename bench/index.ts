@@ -9,9 +9,12 @@
  *
  * The benches: cluster (Root.local end to end against the engine alone and a plain loop), discovery
  * (searchNodes over an empty 127.0.0.0/24, against the same scan in smaller rounds), engine (the
- * node engine against piscina and a loop), framing (codecs and loopback TCP framing), scheduler (the
- * root's batching and window logic with fake nodes, against a plain copy loop), start (Root.local of
- * 16 nodes and setup, against as many bare processes and Worker threads).
+ * node engine against piscina and a loop), framing (codecs and loopback TCP framing), large-items
+ * (20 MB of documents fed through Root.local, against a raw socket sending the same bytes), scale (slow
+ * items on many nodes, against bare threads doing the same waits), scheduler (the root's batching and
+ * window logic with fake nodes, against a plain copy loop), start (Root.local of 16 nodes and setup,
+ * against as many bare processes and Worker threads), wordcount (combiners, against a plain loop and
+ * Dask).
  */
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

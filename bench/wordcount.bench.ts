@@ -18,12 +18,13 @@
  *   bun run bench wordcount
  *   env: PCLUSTER_BENCH_RUNS (3)
  */
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { startLocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { countWords, lines, WordTotals } from "./support/wordcount/index.ts";
+import { documents } from "./support/documents.ts";
 import { judgeAim } from "./support/aim.ts";
 import { fmtRatio, median, table } from "./support/report.ts";
 
@@ -44,23 +45,6 @@ const shortName = (name: string): string => {
   if (name.startsWith("plain loop")) return "loop";
   return `${name.startsWith("Dask") ? "Dask " : ""}${name.split(/, (combine: )?/).pop()}`;
 };
-
-/** The license and copyright texts, each file once (many copyright files are links to one another). */
-function documents(): string[] {
-  const paths = new Set<string>();
-  const add = (path: string) => {
-    try {
-      if (statSync(path).isFile()) paths.add(realpathSync(path));
-    } catch {
-      // a dangling link: not a document
-    }
-  };
-  const licenses = "/usr/share/common-licenses";
-  if (existsSync(licenses)) for (const name of readdirSync(licenses)) add(join(licenses, name));
-  const docs = "/usr/share/doc";
-  if (existsSync(docs)) for (const name of readdirSync(docs)) add(join(docs, name, "copyright"));
-  return [...paths].sort().map((path) => readFileSync(path, "latin1"));
-}
 
 function loop(docs: string[]): Totals {
   const totals = new Map<string, number>();

@@ -62,3 +62,8 @@ export async function asyncWait(item: number | { ms?: number }): Promise<unknown
   await Bun.sleep(ms);
   return item;
 }
+
+/** Takes the item and gives nothing: for benches of the way in alone. */
+export function discard(_item: unknown): null {
+  return null;
+}
