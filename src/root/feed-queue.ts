@@ -274,7 +274,7 @@ export class FeedQueue {
 
   /**
    * Lets go of a chunk whose records are all done (or taken back), keeping it to be written again if it
-   * has the common size and lent nothing. Its bytes may still sit in a connection's queue only until
+   * lent nothing and the spares have room. Its bytes may still sit in a connection's queue only until
    * they are written, and a record is done only once its node has it; a record taken back from a lost
    * node left with that node's connection, closed before anything more is fed.
    */
@@ -382,7 +382,9 @@ export class FeedQueue {
   #chunkFor(bytes: number): Chunk {
     const tail = this.#tail;
     if (tail !== undefined && tail.end + bytes <= tail.bytes.length) return tail;
-    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#drop(tail);
+    // A tail whose records are all done goes, but is not kept to be written again: an appendValues that
+    // fails rolls back to it (`#rollBack`), as it was.
+    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#chunks.delete(tail.serial);
     const chunk = this.#newChunk(this.#nextSerial++, bytes);
     this.#chunks.set(chunk.serial, chunk);
     this.#tail = chunk;

@@ -124,6 +124,21 @@ describe("FeedQueue", () => {
     expect(taken.map((bytes) => decode(bytes))).toEqual(items(1));
   });
 
+  test("a call that fails after the done tail filled up leaves nothing of it, whatever chunks it took", () => {
+    const queue = new FeedQueue();
+    queue.appendValues(["t".repeat(45_000)]);
+    const first = sendSome(queue, 1, 1);
+    queue.release(first.refs.get(1)!); // the tail's items are all done; ~20 KB of it is free
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    // Its first item does not fit the tail's rest: it takes a chunk of its own. Then the call fails.
+    expect(() => queue.appendValues(["v".repeat(30_000), { i: 1 }, cycle])).toThrow(/circular reference/);
+    expect(queue.length).toBe(0);
+    queue.appendValues(["after"]); // fits the tail's rest
+    const { records } = sendSome(queue, 10, 1000);
+    expect(records.map(([, , value]) => value)).toEqual(["after"]);
+  });
+
   test("long strings are written straight into their chunk and read back as the codec's own encoding does", () => {
     const queue = new FeedQueue();
     const strings = [
