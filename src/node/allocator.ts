@@ -25,9 +25,9 @@ export function withNodeAllocator(env: Record<string, string | undefined>): Reco
   return result;
 }
 
-/** Whether `env` has every one of the node's allocator variables (set by us or by the user). */
-export function hasNodeAllocator(env: Record<string, string | undefined> = process.env): boolean {
-  return Object.keys(NODE_ALLOCATOR_ENV).every((name) => env[name] !== undefined);
+/** Whether this process has every one of the node's allocator variables (set by us or by the user). */
+function hasNodeAllocator(): boolean {
+  return Object.keys(NODE_ALLOCATOR_ENV).every((name) => process.env[name] !== undefined);
 }
 
 /** Where the C library that has execve is, by platform (the first that opens is used). */

@@ -345,17 +345,23 @@ export class RecordBatchBuilder {
    */
   finishFramePieces(type: string, fields?: Readonly<Record<string, number>>): Uint8Array[] {
     const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.byteLength);
+    const own = this.#buffer.buffer;
+    const pieces = this.#pieces(start).map((piece) => (piece.buffer === own ? piece.slice() : piece));
+    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
+    else this.clear();
+    return pieces;
+  }
+
+  /** The bytes from `from` to the end, in order: the buffer's (as views) and the spans appended by reference. */
+  #pieces(from: number): Uint8Array[] {
     const pieces: Uint8Array[] = [];
-    let from = start;
     for (let index = 0; index < this.#references.length; index++) {
       const at = this.#referencedAt[index]!;
-      if (at > from) pieces.push(this.#buffer.slice(from, at));
+      if (at > from) pieces.push(this.#buffer.subarray(from, at));
       pieces.push(this.#references[index]!);
       from = at;
     }
-    if (this.#end > from) pieces.push(this.#buffer.slice(from, this.#end));
-    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
-    else this.clear();
+    if (this.#end > from) pieces.push(this.#buffer.subarray(from, this.#end));
     return pieces;
   }
 
@@ -364,17 +370,11 @@ export class RecordBatchBuilder {
     if (this.#references.length === 0) return;
     const end = this.#end + this.#referencedBytes;
     const buffer = new Uint8Array(Math.max(end, this.#buffer.length));
-    let from = 0;
     let to = 0;
-    for (let index = 0; index < this.#references.length; index++) {
-      const at = this.#referencedAt[index]!;
-      buffer.set(this.#buffer.subarray(from, at), to);
-      to += at - from;
-      buffer.set(this.#references[index]!, to);
-      to += this.#references[index]!.length;
-      from = at;
+    for (const piece of this.#pieces(0)) {
+      buffer.set(piece, to);
+      to += piece.length;
     }
-    buffer.set(this.#buffer.subarray(from, this.#end), to);
     this.#buffer = buffer;
     this.#view = new DataView(buffer.buffer);
     this.#target = undefined;

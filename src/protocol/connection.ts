@@ -150,9 +150,7 @@ export class Connection {
    * frame larger than the peer takes goes in parts, queued back to back (nothing can come between them).
    */
   sendFrame(frame: Uint8Array): void {
-    if (this.#isClosed || this.#endAfterFlush) {
-      throw new ConnectionClosedError(`connection to ${this.remoteAddress} is closed`, { cause: this.#closeReason });
-    }
+    this.#assertOpen();
     if (frame.length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) {
       for (const piece of partFrames(frame, this.#peerMaxFrameBytes)) this.#enqueue(piece);
     } else this.#enqueue(frame);
@@ -164,18 +162,17 @@ export class Connection {
    */
   sendFramePieces(pieces: readonly Uint8Array[]): void {
     if (pieces.length === 1) return this.sendFrame(pieces[0]!);
+    this.#assertOpen();
     let length = 0;
     for (const piece of pieces) length += piece.length;
-    if (this.#isClosed || this.#endAfterFlush || length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) {
-      const frame = new Uint8Array(length);
-      let at = 0;
-      for (const piece of pieces) {
-        frame.set(piece, at);
-        at += piece.length;
-      }
-      return this.sendFrame(frame);
-    }
+    if (length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) return this.sendFrame(Buffer.concat(pieces, length));
     for (const piece of pieces) this.#enqueue(piece);
+  }
+
+  #assertOpen(): void {
+    if (this.#isClosed || this.#endAfterFlush) {
+      throw new ConnectionClosedError(`connection to ${this.remoteAddress} is closed`, { cause: this.#closeReason });
+    }
   }
 
   #enqueue(frame: Uint8Array): void {

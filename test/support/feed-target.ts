@@ -3,21 +3,9 @@ import { RecordReader } from "../../src/protocol/record.ts";
 import { FRAME_HEADER_BYTES } from "../../src/protocol/frame.ts";
 import type { FeedTarget } from "../../src/root/scheduler.ts";
 
-/** A frame given as pieces (FeedTarget.sendFeed), joined. */
-export function joinPieces(pieces: readonly Uint8Array[]): Uint8Array {
-  if (pieces.length === 1) return pieces[0]!;
-  const frame = new Uint8Array(pieces.reduce((length, piece) => length + piece.length, 0));
-  let at = 0;
-  for (const piece of pieces) {
-    frame.set(piece, at);
-    at += piece.length;
-  }
-  return frame;
-}
-
 /** The blob of records in a feed frame (`{ t: "feed", blob }` after the 4-byte length), whole or in pieces. */
 export function blobOf(frame: Uint8Array | readonly Uint8Array[]): Uint8Array {
-  const whole = frame instanceof Uint8Array ? frame : joinPieces(frame);
+  const whole = frame instanceof Uint8Array ? frame : Buffer.concat(frame);
   return (decodeMessage(whole.subarray(FRAME_HEADER_BYTES)) as { blob: Uint8Array }).blob;
 }
 

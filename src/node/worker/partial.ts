@@ -28,7 +28,7 @@ export class WorkerPartial {
     readonly args: unknown[],
     readonly name: string,
   ) {
-    this.#partial = this.#fresh();
+    this.#partial = this.fresh();
   }
 
   /** The combiner of `spec`: a built-in, or a class a shipped package exports. */
@@ -56,21 +56,17 @@ export class WorkerPartial {
     return error ?? addAll(this.#partial, item.held);
   }
 
-  /** A fresh partial, for the outputs of one item with many (see ItemOutputs). */
-  fresh(): Combiner {
-    return this.#fresh();
-  }
-
   /** The partial as bytes, to ship (undefined: nothing was folded in); a fresh one takes its place. */
   take(): Uint8Array | undefined {
     if (this.folded === 0) return undefined;
     const bytes = encodePartial(this.#partial, this.folded);
-    this.#partial = this.#fresh();
+    this.#partial = this.fresh();
     this.folded = 0;
     return bytes;
   }
 
-  #fresh(): Combiner {
+  /** A fresh partial: the worker's next, or one for the outputs of an item with many (see ItemOutputs). */
+  fresh(): Combiner {
     try {
       return new this.type(...this.args);
     } catch (error) {
