@@ -1,7 +1,7 @@
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
 import { DEFAULT_MAX_ITEM_BYTES } from "../../protocol/limits.ts";
-import { type BuiltInCombiner, COMBINER_QUEUE_MS } from "../../protocol/combiners.ts";
+import type { BuiltInCombiner } from "../../protocol/combiners.ts";
 import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
 import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
@@ -12,6 +12,7 @@ import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
 import { OutputDrain, type ResultEvents } from "./output-drain.ts";
 import { type SupervisionOptions, type WorkerEvents, WorkerSupervisor } from "./worker-supervisor.ts";
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
+import { INITIAL_QUEUE, MIN_LINGER_TASK_MS, ThreadLag, queueCap } from "./worker-queues.ts";
 
 export interface EngineOptions extends SupervisionOptions {
   /** Worker threads (default: the number of cores). */
@@ -36,17 +37,6 @@ export interface EngineOptions extends SupervisionOptions {
 export interface EngineEvents extends ResultEvents, WorkerEvents {}
 
 /**
- * Each worker's queue holds about this much of its measured work, at least MIN_QUEUE records; the
- * rest waits in the backlog for whichever worker gets free first. Long items thus never sit behind a
- * busy worker while another idles (CPU-bound work keeps every core busy to the end), and short items
- * still go in spans of hundreds. It covers the worker's commit linger (COMMIT_MS in worker.ts) and the
- * engine's look at the rings (at most MAX_RESULT_LINGER_MS after a commit) twice over, so a worker has
- * work left when the engine learns of what it finished.
- */
-const QUEUE_MS = 12;
-/** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
-const FAST_QUEUE_MS = 4;
-/**
  * The results' linger: while other items are still running, results wait up to this long to go out
  * together, one frame and one wake-up of the root for many slow items. It is also how often the engine
  * looks at the output rings while slow items keep finishing: it drains them on this timer instead of
@@ -59,17 +49,13 @@ const FAST_QUEUE_MS = 4;
 const MAX_RESULT_LINGER_MS = 4;
 const MIN_RESULT_LINGER_MS = 1;
 const LINGER_ITEMS = 8;
-const MIN_LINGER_TASK_MS = 0.5;
-const MIN_QUEUE = 2;
-/** The cap before anything was measured. */
-const INITIAL_QUEUE = 16;
 
 /**
  * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
  *
  * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
  * copied span by span into the least loaded workers' rings (InputDispatcher); what bounds each
- * worker's queue is its queue cap, about QUEUE_MS of its measured work. Outputs, completions and
+ * worker's queue is its queue cap (worker-queues.ts), a few milliseconds of its measured work. Outputs, completions and
  * errors are drained from the output rings into result batches for the owner (OutputDrain). When the
  * owner pauses output (its socket or its consumer is slow), the output rings fill, the workers wait,
  * and input stops too: no buffer grows without bound. A worker that dies is replaced on the same rings
@@ -95,6 +81,8 @@ export class Engine {
   #resultsHeldSince = Number.NaN;
   /** The timer ending the linger: it drains the rings again and hands out what is held by then. */
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /** How late that timer fires: how long this thread waits for a core, which the workers' queues cover. */
+  readonly #lag = new ThreadLag();
   #stopped = false;
   #sleeping = false;
   /** With a combiner, workers hold their Done for a partial's linger: their queues cover it. */
@@ -243,7 +231,7 @@ export class Engine {
     this.#waits.settle();
     if (this.#output.paused) return;
     // Found nothing new: the workers are in long tasks, or out of work; their next commit wakes us.
-    if (found && lingerMs > 0) this.#lingerTimer ??= setTimeout(this.#endLinger, lingerMs);
+    if (found && lingerMs > 0) this.#linger(lingerMs);
     else for (const slot of this.#slots) this.#arm(slot);
   };
 
@@ -257,15 +245,23 @@ export class Engine {
     if (Number.isNaN(this.#resultsHeldSince)) this.#resultsHeldSince = now;
     const left = lingerMs > 0 ? this.#resultsHeldSince + lingerMs - now : 0;
     if (left > 0) {
-      this.#lingerTimer ??= setTimeout(this.#endLinger, left);
+      this.#linger(left);
       return;
     }
     this.#resultsHeldSince = Number.NaN;
     this.#output.flush();
   }
 
+  /** Sets the linger's timer, unless it is set. */
+  #linger(ms: number): void {
+    if (this.#lingerTimer !== undefined) return;
+    this.#lag.armed(ms);
+    this.#lingerTimer = setTimeout(this.#endLinger, ms);
+  }
+
   /** The linger is over: drain again, and hand out what is held (a timer may fire a little early). */
   readonly #endLinger = (): void => {
+    this.#lag.fired();
     this.#lingerTimer = undefined;
     if (this.#stopped) return;
     // What this drain finds was committed during the linger: it goes out now, with what is held.
@@ -305,9 +301,7 @@ export class Engine {
       // keeps that many places busy besides its queue.
       const busy = busyMilliseconds(stats, slot.index * width, this.#tasks.length);
       const meanMs = busy / slot.completed / slot.concurrency;
-      const queueMs = this.#combining ? COMBINER_QUEUE_MS : meanMs < MIN_LINGER_TASK_MS ? FAST_QUEUE_MS : QUEUE_MS;
-      const queue = meanMs * MIN_QUEUE >= queueMs ? MIN_QUEUE : Math.ceil(queueMs / Math.max(meanMs, 1e-4));
-      slot.queueCap = queue + slot.concurrency - 1;
+      slot.queueCap = queueCap(meanMs, slot.concurrency, this.#combining, this.#lag.ms);
     }
   }
 
