@@ -52,8 +52,9 @@ const PARTS = new Set((process.env.PCLUSTER_BENCH_SCALE_PARTS ?? "start,blocking
 const WAIT_MS = 2;
 const ASYNC_MS = 20;
 const ASYNC_CONCURRENCY = 50;
-/** Length of the untimed run before the timed ones (see blockingCase). */
+/** Length of each untimed run before the timed ones, and how many at most (see warmUp). */
 const WARM_SECONDS = 1;
+const MAX_WARM_RUNS = 20;
 const RUNS = Math.max(1, Number(process.env.PCLUSTER_BENCH_SCALE_RUNS ?? 2));
 /** Round trips the proxy adds; 0 is the proxy alone, the baseline of the rows with a delay. */
 const ROUND_TRIPS_MS = [0, 10, 50];
@@ -215,14 +216,32 @@ const fmtUs = (us: number) => `${us.toFixed(1)} µs`;
 const fmtS = (s: number) => `${s.toFixed(2)} s`;
 const median2 = (values: number[]) => median(values);
 
+/**
+ * Runs `items` until the nodes' CPU per item settles (within 10% of the run before), at most
+ * MAX_WARM_RUNS times, and prints how it fell. Each worker thread compiles its item path on its own
+ * while items trickle in at the tasks' pace: on 16 nodes × 4 workers that is 64 compilations of the
+ * same code, 10 s of the machine's CPU and more, and that JIT work is start-up, not the per-item cost
+ * of a node serving a pipeline (the bare waits have no code to compile).
+ */
+async function warmUp(cluster: ScaleCluster, items: readonly unknown[]): Promise<void> {
+  const started = performance.now();
+  const costs: number[] = [];
+  for (let run = 0; run < MAX_WARM_RUNS; run++) {
+    costs.push((await cluster.run(items)).nodeCpuUsPerItem);
+    const [before, last] = costs.slice(-2);
+    if (costs.length >= 2 && Math.abs(last! - before!) <= 0.1 * before!) break;
+  }
+  console.log(
+    `    warm-up: ${costs.length} runs of ${items.length} items in ${fmtS((performance.now() - started) / 1000)}, ` +
+      `node CPU per item ${costs.map(fmtUs).join(" → ")}`,
+  );
+}
+
 async function blockingCase(nodes: number, workers: number, rows: string[][]) {
   const ideal = (nodes * workers * 1000) / WAIT_MS;
   const items = Array.from({ length: Math.round(ideal * SECONDS) }, () => ({ ms: WAIT_MS }));
   await using cluster = await ScaleCluster.start(nodes, workers, blockingWait);
-  // Warm for about a second: the nodes' threads compile their item path while items trickle in at the
-  // tasks' pace (a few thousand per second), and that JIT work is start-up, not the per-item cost of a
-  // node serving a pipeline (the bare waits have no code to compile).
-  await cluster.run(items.slice(0, Math.max(nodes * workers * 20, Math.round(ideal * WARM_SECONDS))));
+  await warmUp(cluster, items.slice(0, Math.max(nodes * workers * 20, Math.round(ideal * WARM_SECONDS))));
   const ours: Measured[] = [];
   const bare: Array<{ perS: number; cpuUsPerWait: number }> = [];
   for (let run = 0; run < RUNS; run++) {
