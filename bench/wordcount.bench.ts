@@ -2,10 +2,14 @@
  * Word count bench (issue 14): the machine's license and copyright texts (/usr/share/common-licenses and
  * /usr/share/doc/<pkg>/copyright), each split into lines, the words of 3+ letters of each line counted,
  * all totalled — in the same run:
- *   - a plain single-thread Bun loop folding as it goes (the reference: every other total must equal it);
+ *   - a plain single-thread Bun loop folding as it goes, in a Worker thread started for each run: its
+ *     first loop is as cold as the pcluster workers that `setup` starts for each case (the reference of
+ *     the aims), its second is warm (every total must equal the loop's);
  *   - pcluster, 1 local node × 2 workers: per-line count objects to the root, summed in `outputHandler`;
  *   - pcluster with `combine: "sum-by-key"` (partials folded in the workers, merged on the root), and with
- *     a combiner class doing the same (bench/support/wordcount's WordTotals);
+ *     a combiner class doing the same (bench/support/wordcount's WordTotals); "sum-by-key" runs twice on
+ *     the workers of one setup: the first run is timed against the cold loop, the second, on warm
+ *     workers, against the warm loop;
  *   - Dask distributed's per-item and fold versions: the bench starts a LocalCluster of 2 worker
  *     processes on 127.0.0.1 (bench/support/wordcount_dask.py) with the first python that can import
  *     `distributed` — /usr/bin/python3 first (Debian: `apt install python3-distributed`; a pyenv
@@ -24,6 +28,7 @@ import { join } from "node:path";
 import { startLocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { countWords, lines, WordTotals } from "./support/wordcount/index.ts";
+import { type LoopRun, type Totals, wordCountLoop, wordCountLoopInFreshThread } from "./support/wordcount-loop.ts";
 import { documents } from "./support/documents.ts";
 import { judgeAim } from "./support/aim.ts";
 import { fmtRatio, median, table } from "./support/report.ts";
@@ -35,27 +40,19 @@ const AIM_COMBINER_OF_LOOP = 0.8;
 const AIM_COMBINER_OF_DASK_FOLD = 0.5;
 const AIM_DASK_PER_ITEM_OVER_PLAIN = 3;
 
+const LOOP = "plain loop (1 thread), a fresh thread each run";
+const WARM_LOOP = "plain loop (1 thread), again in that thread";
 const COMBINER = 'pcluster 1×2, combine: "sum-by-key"';
+const WARM_COMBINER = 'pcluster 1×2, combine: "sum-by-key", again on its warm workers';
 const PLAIN = "pcluster 1×2, per-line outputs summed on the root";
-
-type Totals = Record<string, number>;
 
 /** A case's name in the line each run prints: "loop", "sum-by-key", "Dask fold"… */
 const shortName = (name: string): string => {
-  if (name.startsWith("plain loop")) return "loop";
+  if (name === LOOP) return "loop";
+  if (name === WARM_LOOP) return "warm loop";
+  if (name === WARM_COMBINER) return "sum-by-key again";
   return `${name.startsWith("Dask") ? "Dask " : ""}${name.split(/, (combine: )?/).pop()}`;
 };
-
-function loop(docs: string[]): Totals {
-  const totals = new Map<string, number>();
-  for (const doc of docs) {
-    for (const line of lines(doc)) {
-      const counts = countWords(line);
-      for (const word in counts) totals.set(word, (totals.get(word) ?? 0) + counts[word]!);
-    }
-  }
-  return Object.fromEntries(totals);
-}
 
 function sameTotals(a: Totals, b: Totals): boolean {
   const keys = Object.keys(a);
@@ -181,12 +178,19 @@ async function main(): Promise<void> {
     }
   };
   await (await plain(root, docs.slice(0, 20)))(); // the nodes warm: package installed and loaded
+  const expected = wordCountLoop(docs);
+  const doubled = Object.fromEntries(Object.entries(expected).map(([word, count]) => [word, 2 * count]));
   const setups: number[] = [];
   for (let run = 1; run <= RUNS; run++) {
-    const loopCpu = processCpu(process.pid);
-    const [loopSeconds, expected] = await timed(() => loop(docs));
-    record("plain loop (1 thread)", loopSeconds);
-    recordCpu("plain loop (1 thread)", processCpu(process.pid) - loopCpu);
+    const [cold, warm] = (await wordCountLoopInFreshThread(2)) as [LoopRun, LoopRun];
+    for (const [name, loop] of [
+      [LOOP, cold],
+      [WARM_LOOP, warm],
+    ] as const) {
+      record(name, loop.seconds);
+      recordCpu(name, loop.cpuSeconds);
+      check(name, loop.totals, expected);
+    }
     for (const [name, prepare] of [
       [PLAIN, () => plain(root, docs)],
       [COMBINER, () => combined(root, docs, "sum-by-key")],
@@ -199,6 +203,13 @@ async function main(): Promise<void> {
       record(name, seconds);
       recordCpu(name, clusterCpu() - cpuBefore);
       check(name, totals, expected);
+      if (name !== COMBINER) continue;
+      // Again on the same workers, now warm: the total so far is then twice the loop's.
+      const warmCpuBefore = clusterCpu();
+      const [warmSeconds, warmTotals] = await timed(go);
+      record(WARM_COMBINER, warmSeconds);
+      recordCpu(WARM_COMBINER, clusterCpu() - warmCpuBefore);
+      check(WARM_COMBINER, warmTotals, doubled);
     }
     if (withDask) {
       const result = await dask(python, docs);
@@ -213,7 +224,7 @@ async function main(): Promise<void> {
     console.log(`  run ${run}: ${lastTimes.join(" · ")}`);
   }
 
-  const loopMedian = median(times.get("plain loop (1 thread)")!);
+  const loopMedian = median(times.get(LOOP)!);
   const rows = [...times].map(([name, list]) => [
     name,
     `${median(list).toFixed(2)} s`,
@@ -227,6 +238,8 @@ async function main(): Promise<void> {
     const over = times.get(denominator);
     return (times.get(numerator) ?? []).map((seconds, run) => seconds / (over?.[run] ?? Number.NaN));
   };
+  const ratioOfRuns = (ratios: number[]) =>
+    `${fmtRatio(median(ratios))} (runs ${fmtRatio(Math.min(...ratios))}–${fmtRatio(Math.max(...ratios))})`;
   const judge = (name: string, ratios: number[], bound: number, atMost: boolean) => {
     const measured = ratios.length > 0 && ratios.every(Number.isFinite);
     // Without Dask its aims are not measured (NaN): printed so, and missed under --check.
@@ -240,13 +253,10 @@ async function main(): Promise<void> {
     `combiner ÷ plain outputs: ${fmtRatio(median(sameRun(COMBINER, PLAIN)))} of the time`,
     `setup of each pcluster case (before its timed run): median ${median(setups).toFixed(2)} s, ` +
       `${Math.min(...setups).toFixed(2)}–${Math.max(...setups).toFixed(2)} s`,
-    "aims (medians of same-run ratios):",
-    judge(
-      "with a combiner, of the loop's time",
-      sameRun(COMBINER, "plain loop (1 thread)"),
-      AIM_COMBINER_OF_LOOP,
-      true,
-    ),
+    `warm: "sum-by-key" again on its workers ÷ the warm loop: ${ratioOfRuns(sameRun(WARM_COMBINER, WARM_LOOP))}; ` +
+      `the first run ÷ the warm loop: ${ratioOfRuns(sameRun(COMBINER, WARM_LOOP))}`,
+    "aims (medians of same-run ratios; the loop in a fresh thread, as cold as the workers of a setup):",
+    judge("with a combiner, of the loop's time", sameRun(COMBINER, LOOP), AIM_COMBINER_OF_LOOP, true),
     judge(
       "with a combiner, of Dask's fold time",
       sameRun(COMBINER, "Dask distributed 2 workers, fold"),
