@@ -55,8 +55,9 @@ const LINGER_ITEMS = 8;
  *
  * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
  * copied span by span into the least loaded workers' rings (InputDispatcher); what bounds each
- * worker's queue is its queue cap (worker-queues.ts), a few milliseconds of its measured work. Outputs, completions and
- * errors are drained from the output rings into result batches for the owner (OutputDrain). When the
+ * worker's queue is its queue cap (worker-queues.ts), a few milliseconds of its measured work.
+ * Outputs, completions and errors are drained from the output rings into result batches for the owner
+ * (OutputDrain). When the
  * owner pauses output (its socket or its consumer is slow), the output rings fill, the workers wait,
  * and input stops too: no buffer grows without bound. A worker that dies is replaced on the same rings
  * (WorkerSupervisor); the item it was running is retried up to `maxAttempts` times, then reported as
