@@ -12,7 +12,7 @@ import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
 import { OutputDrain, type ResultEvents } from "./output-drain.ts";
 import { type SupervisionOptions, type WorkerEvents, WorkerSupervisor } from "./worker-supervisor.ts";
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
-import { INITIAL_QUEUE, MIN_LINGER_TASK_MS, ThreadLag, queueCap } from "./worker-queues.ts";
+import { INITIAL_QUEUE, ThreadLag, queueCap, resultLingerMs } from "./pacing.ts";
 
 export interface EngineOptions extends SupervisionOptions {
   /** Worker threads (default: the number of cores). */
@@ -37,25 +37,11 @@ export interface EngineOptions extends SupervisionOptions {
 export interface EngineEvents extends ResultEvents, WorkerEvents {}
 
 /**
- * The results' linger: while other items are still running, results wait up to this long to go out
- * together, one frame and one wake-up of the root for many slow items. It is also how often the engine
- * looks at the output rings while slow items keep finishing: it drains them on this timer instead of
- * being woken by every worker's every commit. Each linger costs the socket thread a timer, a results
- * frame and the root's answers to it (its credit, its next feed), about the CPU of several items'
- * whole bookkeeping: so the linger is long enough for all the workers together to finish about
- * LINGER_ITEMS items, at least one timer tick and at most MAX_RESULT_LINGER_MS — the bound on what a
- * result ever waits here, whatever the task takes.
- */
-const MAX_RESULT_LINGER_MS = 4;
-const MIN_RESULT_LINGER_MS = 1;
-const LINGER_ITEMS = 8;
-
-/**
  * The node's engine: N worker threads running a taskchain, fed through SharedArrayBuffer rings.
  *
  * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
  * copied span by span into the least loaded workers' rings (InputDispatcher); what bounds each
- * worker's queue is its queue cap (worker-queues.ts), a few milliseconds of its measured work.
+ * worker's queue is its queue cap (pacing.ts), a few milliseconds of its measured work.
  * Outputs, completions and errors are drained from the output rings into result batches for the owner
  * (OutputDrain). When the
  * owner pauses output (its socket or its consumer is slow), the output rings fill, the workers wait,
@@ -212,7 +198,7 @@ export class Engine {
   /**
    * The engine's pump: output out of the rings, backlog into them, results to the owner, waits settled.
    * Then it waits for the workers' next commits, or, while slow items keep finishing, for the end of
-   * the results' linger (see MAX_RESULT_LINGER_MS): workers commit without a wake-up when nobody waits.
+   * the results' linger (see `resultLingerMs` in pacing.ts): workers commit without a wake-up when nobody waits.
    */
   readonly #drainAll = (): void => {
     this.#drainScheduled = false;
@@ -270,12 +256,7 @@ export class Engine {
     this.#drainAll();
   };
 
-  /**
-   * The linger for results (see MAX_RESULT_LINGER_MS): the time in which the workers' places together
-   * finish about LINGER_ITEMS items at their mean time per item; none for items under
-   * MIN_LINGER_TASK_MS, whose results fill batches by themselves between two drains (and a timer
-   * would hold them a whole millisecond: timers are not finer).
-   */
+  /** The results' linger now (see `resultLingerMs`), from the workers' mean time per item so far. */
   #resultLingerMs(): number {
     const width = statsStride(this.#tasks.length);
     let busy = 0;
@@ -286,10 +267,7 @@ export class Engine {
       completed += slot.completed;
       if (slot.alive) places += slot.concurrency;
     }
-    const meanMs = completed === 0 ? 0 : busy / completed;
-    if (meanMs < MIN_LINGER_TASK_MS) return 0;
-    const gathering = (LINGER_ITEMS * meanMs) / Math.max(1, places);
-    return Math.min(MAX_RESULT_LINGER_MS, Math.max(MIN_RESULT_LINGER_MS, gathering));
+    return resultLingerMs(completed === 0 ? 0 : busy / completed, places);
   }
 
   /** Sets each worker's queue cap from its mean time per record so far. */

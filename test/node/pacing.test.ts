@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { COMBINER_QUEUE_MS } from "../../src/protocol/combiners.ts";
-import { ThreadLag, queueCap } from "../../src/node/engine/worker-queues.ts";
+import { ThreadLag, queueCap, resultLingerMs } from "../../src/node/engine/pacing.ts";
 
 describe("queueCap", () => {
   test("a worker's queue holds about 12 ms of its work when the engine's thread is on time", () => {
@@ -30,6 +30,28 @@ describe("queueCap", () => {
 
   test("a worker running several items at once keeps that many places besides its queue", () => {
     expect(queueCap(2, 50, false, 0)).toBe(6 + 49);
+  });
+});
+
+describe("resultLingerMs", () => {
+  test("items under half a millisecond do not linger", () => {
+    expect(resultLingerMs(0, 4)).toBe(0);
+    expect(resultLingerMs(0.49, 1)).toBe(0);
+  });
+
+  test("results wait for about 8 items' worth of the workers' places", () => {
+    expect(resultLingerMs(1, 4)).toBe(2); // 8 × 1 ms over 4 places
+    expect(resultLingerMs(1, 2)).toBe(4);
+  });
+
+  test("at least a timer tick, at most 4 ms, whatever the task takes", () => {
+    expect(resultLingerMs(0.5, 64)).toBe(1);
+    expect(resultLingerMs(2, 4)).toBe(4);
+    expect(resultLingerMs(20_000, 1)).toBe(4);
+  });
+
+  test("with no worker alive, as for one place", () => {
+    expect(resultLingerMs(0.5, 0)).toBe(4);
   });
 });
 

@@ -1,7 +1,9 @@
 /**
- * How much work each worker's queue holds: enough that it still has work when the engine's thread
- * next comes to refill it, and no more, so that items wait in the backlog for whichever worker gets
- * free first (long items never sit behind a busy worker while another idles).
+ * How the engine paces itself, from the workers' measured time per item and its own thread's lag: how
+ * long finished results linger before they go out together, and how much work each worker's queue
+ * holds — enough that it still has work when the engine's thread next comes to refill it, and no more,
+ * so that items wait in the backlog for whichever worker gets free first (long items never sit behind
+ * a busy worker while another idles).
  */
 import { COMBINER_QUEUE_MS } from "../../protocol/combiners.ts";
 
@@ -15,7 +17,7 @@ const QUEUE_MS = 12;
 /** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
 const FAST_QUEUE_MS = 4;
 /** Below this mean task time, results go out without a linger and workers commit by count. */
-export const MIN_LINGER_TASK_MS = 0.5;
+const MIN_LINGER_TASK_MS = 0.5;
 const MIN_QUEUE = 2;
 /** The cap before anything was measured. */
 export const INITIAL_QUEUE = 16;
@@ -23,8 +25,34 @@ export const INITIAL_QUEUE = 16;
 const MAX_LAG_MS = 50;
 
 /**
- * A worker's queue cap, in records: its span of work (see above) over its mean time per record, plus
- * the places it keeps busy besides its queue when it runs `concurrency` items at once. The span grows
+ * The results' linger: while other items are still running, results wait up to this long to go out
+ * together, one frame and one wake-up of the root for many slow items. It is also how often the engine
+ * looks at the output rings while slow items keep finishing: it drains them on this timer instead of
+ * being woken by every worker's every commit. Each linger costs the socket thread a timer, a results
+ * frame and the root's answers to it (its credit, its next feed), about the CPU of several items'
+ * whole bookkeeping: so the linger is long enough for all the workers together to finish about
+ * LINGER_ITEMS items, at least one timer tick and at most MAX_RESULT_LINGER_MS — the bound on what a
+ * result ever waits here, whatever the task takes.
+ */
+const MAX_RESULT_LINGER_MS = 4;
+const MIN_RESULT_LINGER_MS = 1;
+const LINGER_ITEMS = 8;
+
+/**
+ * The results' linger (see above) for `places` items running at once at `meanMs` each; none for items
+ * under MIN_LINGER_TASK_MS, whose results fill batches by themselves between two drains (and a timer
+ * would hold them a whole millisecond: timers are not finer).
+ */
+export function resultLingerMs(meanMs: number, places: number): number {
+  if (meanMs < MIN_LINGER_TASK_MS) return 0;
+  const gathering = (LINGER_ITEMS * meanMs) / Math.max(1, places);
+  return Math.min(MAX_RESULT_LINGER_MS, Math.max(MIN_RESULT_LINGER_MS, gathering));
+}
+
+/**
+ * A worker's queue cap, in records: its span of work (QUEUE_MS; FAST_QUEUE_MS for short items;
+ * COMBINER_QUEUE_MS with a combiner) over its mean time per record, at least MIN_QUEUE, plus the places
+ * it keeps busy besides its queue when it runs `concurrency` items at once. The span grows
  * by twice the engine thread's lag (`ThreadLag`): a worker must not run dry while that thread waits
  * for a core, or it sleeps between refills, and on a loaded machine each sleep and wake-up costs more
  * than a short item.
