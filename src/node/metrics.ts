@@ -11,6 +11,8 @@ export interface NodeObservation {
   retries: { retried: number; givenUp: number };
   /** Input bytes waiting for room in the rings. */
   backlogBytes: number;
+  /** How late the node's socket thread runs its timers (Engine's `lagMs`; 0 without a pipeline). */
+  lagMs: number;
 }
 
 type Ring = NodeObservation["rings"][number];
@@ -21,7 +23,7 @@ const seconds = (ms: number): number => ms / 1000;
  * The node's metrics in the Prometheus text format. Counters count since the pipeline was set up: a
  * new setup starts them at 0 again, which Prometheus' `rate()` takes as a counter reset.
  */
-export function nodeMetricsText({ status, rings, retries, backlogBytes }: NodeObservation): string {
+export function nodeMetricsText({ status, rings, retries, backlogBytes, lagMs }: NodeObservation): string {
   const text = new MetricsText();
   const pipeline = status.pipeline;
   const version = [{ labels: { version: status.version }, value: 1 }];
@@ -43,7 +45,12 @@ export function nodeMetricsText({ status, rings, retries, backlogBytes }: NodeOb
     .counter("pcluster_items_done_total", "Root items finished.", pipeline?.itemsDone ?? 0)
     .counter("pcluster_items_retried_total", "Items run again: their worker died on them.", retries.retried)
     .counter("pcluster_items_given_up_total", "Items given up: their worker died on them too often.", retries.givenUp)
-    .gauge("pcluster_input_backlog_bytes", "Input bytes waiting for room in the rings.", backlogBytes);
+    .gauge("pcluster_input_backlog_bytes", "Input bytes waiting for room in the rings.", backlogBytes)
+    .gauge(
+      "pcluster_engine_lag_seconds",
+      "How late the node's socket thread runs its timers; above a few ms, the node's cores are overloaded.",
+      seconds(lagMs),
+    );
 
   const perRing = (pick: (ring: Ring, kind: "input" | "output") => number): Sample[] =>
     rings.flatMap((ring, worker) =>

@@ -47,6 +47,28 @@ describe("the results' linger while slow items keep finishing", () => {
     }
   }, 60_000);
 
+  test("the engine follows how late its thread runs the linger's timer", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "blockMs" }], { workers: 2 });
+    try {
+      harness.feed(slow(2000, 2)); // 2 s of work on 2 workers: a linger timer is set most of the time
+      await waitFor(() => harness.done.length, { what: "the first Done records" });
+      // Hold the engine's thread (this one) for 50 ms at a time: a linger timer set meanwhile fires late.
+      const lag = await waitFor(
+        () => {
+          const until = performance.now() + 50;
+          while (performance.now() < until) {}
+          return harness.engine.lagMs;
+        },
+        { what: "a lag above 10 ms", until: (ms) => ms > 10 },
+      );
+      expect(lag).toBeLessThan(1000);
+      await harness.waitEmpty();
+      expect(ids(harness).sort((a, b) => a - b)).toEqual(slow(2000, 2).map((item) => item.id));
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
   test("sleep() in the middle of the stream hands out every finished item; wakeup() finishes the rest", async () => {
     const harness = await EngineHarness.start(dir, [{ export: "blockMs" }], { workers: 2 });
     try {

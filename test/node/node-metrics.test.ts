@@ -42,6 +42,7 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
   expect(value(idle, "pcluster_workers")).toBe(0);
   expect(value(idle, "pcluster_memory_used_bytes")).toBeGreaterThan(0);
   expect(value(idle, "pcluster_memory_limit_bytes")).toBeGreaterThan(value(idle, "pcluster_memory_used_bytes"));
+  expect(value(idle, "pcluster_engine_lag_seconds")).toBe(0); // no pipeline, no engine
   expect(idle.has("pcluster_task_processed_total")).toBe(false); // no pipeline, no tasks
   expect((await fetch(metrics.replace("/metrics", "/nope"))).status).toBe(404);
 
@@ -63,6 +64,9 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
       value(families, "pcluster_items_in_flight") > 0,
   );
   expect(value(first, "pcluster_workers")).toBe(2);
+  const lag = value(first, "pcluster_engine_lag_seconds"); // 4 ms items: the engine lingers on a timer
+  expect(lag).toBeGreaterThanOrEqual(0);
+  expect(lag).toBeLessThan(60);
   expect(value(first, "pcluster_pipeline_info", { name: "metered", version: "2" })).toBe(1);
   const second = await waitUntil(
     "more items processed",

@@ -175,6 +175,14 @@ export class Engine {
     return this.#input.backlogBytes;
   }
 
+  /**
+   * How late this thread runs its timers, as followed (see ThreadLag): near 0 on a node with cores to
+   * spare; milliseconds when its cores are all busy (the workers' queues grow to cover it).
+   */
+  get lagMs(): number {
+    return this.#lag.ms;
+  }
+
   // ---- output -----------------------------------------------------------------------------------
 
   /** Stops handing out results; workers stop once their output rings are full. */
