@@ -505,6 +505,7 @@ class NodeServer {
               awake: engine !== undefined && !engine.isAsleep,
               inFlight: engine?.inFlight ?? 0,
               workersReplaced: engine?.workersReplaced ?? 0,
+              lagMs: engine?.lagMs ?? 0,
               tasks: engine?.stats() ?? [],
               itemsDone: engine?.itemsDone ?? 0,
               recentErrors: pipeline.errors.list(),

@@ -141,6 +141,11 @@ export interface NodeStatus {
     itemsDone?: number;
     /** The last task errors here, newest first (for the dashboard). */
     recentErrors?: RecentError[];
+    /**
+     * How late the node's socket thread runs its timers, in ms (followed: up fast, down slowly); above a
+     * few, the node's cores are overloaded. Absent from nodes before it was reported.
+     */
+    lagMs?: number;
   } | null;
 }
 
@@ -195,6 +200,7 @@ const nodeStatus: Check = shape({
       workersReplaced: isUint,
       tasks: arrayOf(taskStatsRecord, 255),
       tasksByWorker: optional(arrayOf(arrayOf(taskStatsRecord, 255), 65_536)),
+      lagMs: optional(isNumber),
     }),
   ),
 });

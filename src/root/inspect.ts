@@ -82,7 +82,7 @@ const megabytes = (bytes: number): number => Math.round(bytes / 1048576);
 export function formatStatuses(reports: StatusReply[]): string {
   const rows = reports.map((report) => {
     const status = report.status;
-    if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", "", ""];
+    if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", "", "", ""];
     const pipeline = status.pipeline;
     return [
       report.address,
@@ -96,9 +96,11 @@ export function formatStatuses(reports: StatusReply[]): string {
       pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
       pipeline ? new Date(pipeline.startedAt).toISOString() : "",
       `${megabytes(status.memory.used)} of ${megabytes(status.memory.limit)} MB`,
+      pipeline?.lagMs === undefined ? "" : `${pipeline.lagMs.toFixed(1)} ms`,
     ];
   });
-  return table(["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory"], rows);
+  const header = ["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory", "lag"];
+  return table(header, rows);
 }
 
 export function formatTaskStats(tasks: TaskStats[]): string {

@@ -174,6 +174,11 @@ describe("benchmark pieces", () => {
   test("a status reply is validated: a node of before 0.2 (no tasksByWorker) passes, a malformed one is named", () => {
     expect(parseNodeStatus(status({})).pipeline!.tasksByWorker).toBeUndefined();
     expect(parseNodeStatus(status(null)).pipeline).toBeNull();
+    expect(parseNodeStatus(status({})).pipeline!.lagMs).toBeUndefined(); // a node of before the lag
+    expect(parseNodeStatus(status({ lagMs: 2.5 })).pipeline!.lagMs).toBe(2.5);
+    expect(() => parseNodeStatus(status({ lagMs: "late" as unknown as number }))).toThrow(
+      'answer to "status": field "pipeline.lagMs" must be a number, got "late"',
+    );
     const six = { ...task("t", 6, 3), processed: "six" as unknown as number };
     const bad = status({ tasksByWorker: [[task("t", 4, 2)], [six]] });
     expect(() => parseNodeStatus(bad)).toThrow(ProtocolError);

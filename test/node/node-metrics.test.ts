@@ -84,6 +84,16 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
     expect(value(second, name, labels)).toBeGreaterThanOrEqual(value(first, name, labels));
   }
 
+  // The status a root asks for, and `pcluster status`, carry the lag too.
+  const [status] = await root.status();
+  expect(status!.pipeline!.lagMs).toBeGreaterThanOrEqual(0);
+  const table = await runCli(["status", "--nodes", node.addr]);
+  expect(table.code).toBe(0);
+  expect(table.stdout).toMatch(/^node\s.*\smemory\s+lag$/m);
+  expect(table.stdout).toMatch(
+    new RegExp(`^${node.addr.replaceAll(".", "\\.")}\\s+metered 2\\s.*\\s\\d+\\.\\d ms$`, "m"),
+  );
+
   await running;
   const after = await scrape(metrics);
   const stats = await root.stats();

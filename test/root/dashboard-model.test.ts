@@ -12,7 +12,13 @@ function task(name: string, calls: number, ms: number, errors = 0): TaskStats {
   return { task: name, processed: calls, dropped: 0, errors, totalMs: (calls + errors) * ms, meanMs: ms, latency };
 }
 
-function node(address: string, itemsDone: number, tasks: TaskStats[], recentErrors: RecentError[] = []) {
+function node(
+  address: string,
+  itemsDone: number,
+  tasks: TaskStats[],
+  recentErrors: RecentError[] = [],
+  lagMs?: number,
+) {
   const status: NodeStatus = {
     host: "h",
     listen: address,
@@ -34,6 +40,7 @@ function node(address: string, itemsDone: number, tasks: TaskStats[], recentErro
       tasks,
       itemsDone,
       recentErrors,
+      ...(lagMs === undefined ? {} : { lagMs }),
     },
   };
   return { address, status, roundTripMs: 2 };
@@ -55,6 +62,7 @@ describe("DashboardModel", () => {
           doneB,
           [task("slow", doneB, 40)],
           [{ time: 9, task: "slow", item: 4, message: "newer", failed: true }],
+          12.5,
         ),
         { address: "c:1", error: "could not connect" },
       ],
@@ -71,6 +79,8 @@ describe("DashboardModel", () => {
       ["b:1", 1, 2, undefined],
       ["c:1", 0, null, "could not connect"],
     ]);
+    // Each node's thread lag, as its status gives it (none from a node of before it, or unreachable).
+    expect(first.nodes.map((n) => n.lagMs)).toEqual([null, 12.5, null]);
     expect(first.errors.map((error) => [error.message, error.node])).toEqual([
       ["newer", "b:1"],
       ["older", "a:1"],

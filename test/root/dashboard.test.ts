@@ -65,6 +65,9 @@ async function readPage(page: Page) {
         p99: field(row, "p99"),
       })),
       nodes: [...document.querySelectorAll("#nodes tr[data-node]")].map((row) => row.dataset.node),
+      lags: [...document.querySelectorAll("#nodes tr[data-node]")].map(
+        (row) => row.querySelector('[data-field="lag"]')?.textContent,
+      ),
       errors: [...document.querySelectorAll("#errors li")].map((item) => ({
         where: item.querySelector(".where")?.textContent,
         node: item.querySelector(".node")?.textContent,
@@ -125,6 +128,7 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless
     );
     expect(first.pipeline).toBe("dashboard-demo 1.0");
     expect(first.nodes.sort()).toEqual([...cluster.nodes].sort());
+    for (const lag of first.lags) expect(lag).toMatch(/^\d+(\.\d+)? ms$/); // each node's thread lag
     const second = await waitUntil(
       "the processed count to grow on the page",
       () => readPage(page),

@@ -25,6 +25,8 @@ export interface NodeView {
   inFlight: number;
   /** Items the root lets the node have in flight (root mode only). */
   window: number | null;
+  /** How late the node's socket thread runs (its status's `lagMs`; null from an older node or none). */
+  lagMs: number | null;
 }
 
 export interface TaskView {
@@ -114,6 +116,7 @@ export class DashboardModel {
         roundTripMs: lane !== undefined ? lane.roundTripMs : (node.roundTripMs ?? null),
         inFlight: lane?.inFlight ?? pipeline?.inFlight ?? 0,
         window: lane?.window ?? null,
+        lagMs: pipeline?.lagMs ?? null,
       };
     });
 
