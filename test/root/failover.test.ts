@@ -325,7 +325,7 @@ describe("a task that runs away with memory", () => {
     expect(report!.pipeline!.workersReplaced).toBe(2);
     expect(report!.memory.limit).toBe(400 * 1024 * 1024);
     const table = await runCli(["status", "--nodes", node.addr]);
-    expect(table.stdout).toMatch(/\s2 \(2 replaced\)\s+\d+\s+awake\s.* of 400 MB\n$/);
+    expect(table.stdout).toMatch(/\s2 \(2 replaced\)\s+\d+\s+awake\s.* of 400 MB\s+\d+\.\d ms\n$/);
     root.feed(1, 2, 3);
     await within(root.waitEmpty(), 10_000, "waitEmpty after");
     expect(outputs.length).toBe(3003);
