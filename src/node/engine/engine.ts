@@ -177,7 +177,9 @@ export class Engine {
 
   /**
    * How late this thread runs its timers, as followed (see ThreadLag): near 0 on a node with cores to
-   * spare; milliseconds when its cores are all busy (the workers' queues grow to cover it).
+   * spare; milliseconds when its cores are all busy (the workers' queues grow to cover it). Measured on
+   * the results' linger timer, which runs while items of half a millisecond or more keep finishing:
+   * between such runs it keeps its last value (0 before the first).
    */
   get lagMs(): number {
     return this.#lag.ms;
