@@ -6,13 +6,13 @@ import type { TaskSpec, TaskStats } from "../../protocol/pipeline.ts";
 import { WaitList } from "../../wait-list.ts";
 import { ByteRing } from "../ring.ts";
 import { RunningItems } from "../running-items.ts";
-import { allocateTaskStats, busyMilliseconds, statsStride, sumTaskStats } from "../task-stats.ts";
+import { allocateTaskStats, sumTaskStats } from "../task-stats.ts";
 import { Control, controlSlots } from "../worker-messages.ts";
 import { InputDispatcher, countFeedRecords } from "./input-dispatch.ts";
 import { OutputDrain, type ResultEvents } from "./output-drain.ts";
 import { type SupervisionOptions, type WorkerEvents, WorkerSupervisor } from "./worker-supervisor.ts";
 import { type WorkerSlot, newWorkerSlot } from "./worker-slot.ts";
-import { INITIAL_QUEUE, ThreadLag, queueCap, resultLingerMs } from "./pacing.ts";
+import { INITIAL_QUEUE, Pacer } from "./pacing.ts";
 
 export interface EngineOptions extends SupervisionOptions {
   /** Worker threads (default: the number of cores). */
@@ -68,12 +68,10 @@ export class Engine {
   #resultsHeldSince = Number.NaN;
   /** The timer ending the linger: it drains the rings again and hands out what is held by then. */
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  /** How late that timer fires: how long this thread waits for a core, which the workers' queues cover. */
-  readonly #lag = new ThreadLag();
+  /** The results' linger, the workers' queue caps, and how late that timer fires (which they cover). */
+  readonly #pacer: Pacer;
   #stopped = false;
   #sleeping = false;
-  /** With a combiner, workers hold their Done for a partial's linger: their queues cover it. */
-  readonly #combining: boolean;
 
   private constructor(
     tasks: TaskSpec[],
@@ -88,7 +86,6 @@ export class Engine {
     // Items finish out of order when several run at once, or when one waits for a retry meanwhile.
     const outOfOrder = perWorker > 1 || tasks.some((task) => task.retry != null);
     this.#tasks = tasks;
-    this.#combining = options.combine !== undefined;
     const control = new SharedArrayBuffer(controlSlots(this.workerCount) * 4);
     this.#control = new Int32Array(control);
     const stats = allocateTaskStats(this.workerCount, tasks.length);
@@ -102,6 +99,8 @@ export class Engine {
       this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE + perWorker - 1, perWorker, running));
     }
     this.#input = new InputDispatcher(this.#slots);
+    // With a combiner, workers hold their Done for a partial's linger: their queues cover it.
+    this.#pacer = new Pacer(this.#slots, this.#statsView, tasks.length, options.combine !== undefined);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);
     // A combiner's partial covers whole items: a fan-out shared out would split one (see combiners.ts).
@@ -182,7 +181,7 @@ export class Engine {
    * between such runs it keeps its last value (0 before the first).
    */
   get lagMs(): number {
-    return this.#lag.ms;
+    return this.#pacer.lag.ms;
   }
 
   // ---- output -----------------------------------------------------------------------------------
@@ -220,10 +219,10 @@ export class Engine {
     }
     // Refill the rings before the results go out: the idle count they carry is then the true one.
     if (this.#input.waiting) {
-      this.#sizeQueues();
+      this.#pacer.sizeQueues();
       this.#input.dispatchBacklog();
     }
-    const lingerMs = this.#sleeping || this.inFlight === 0 ? 0 : this.#resultLingerMs();
+    const lingerMs = this.#sleeping || this.inFlight === 0 ? 0 : this.#pacer.resultLingerMs();
     this.#flushResults(lingerMs);
     this.#waits.settle();
     if (this.#output.paused) return;
@@ -252,47 +251,19 @@ export class Engine {
   /** Sets the linger's timer, unless it is set. */
   #linger(ms: number): void {
     if (this.#lingerTimer !== undefined) return;
-    this.#lag.armed(ms);
+    this.#pacer.lag.armed(ms);
     this.#lingerTimer = setTimeout(this.#endLinger, ms);
   }
 
   /** The linger is over: drain again, and hand out what is held (a timer may fire a little early). */
   readonly #endLinger = (): void => {
-    this.#lag.fired();
+    this.#pacer.lag.fired();
     this.#lingerTimer = undefined;
     if (this.#stopped) return;
     // What this drain finds was committed during the linger: it goes out now, with what is held.
     this.#resultsHeldSince = Number.NEGATIVE_INFINITY;
     this.#drainAll();
   };
-
-  /** The results' linger now (see `resultLingerMs`), from the workers' mean time per item so far. */
-  #resultLingerMs(): number {
-    const width = statsStride(this.#tasks.length);
-    let busy = 0;
-    let completed = 0;
-    let places = 0;
-    for (const slot of this.#slots) {
-      busy += busyMilliseconds(this.#statsView, slot.index * width, this.#tasks.length);
-      completed += slot.completed;
-      if (slot.alive) places += slot.concurrency;
-    }
-    return resultLingerMs(completed === 0 ? 0 : busy / completed, places);
-  }
-
-  /** Sets each worker's queue cap from its mean time per record so far. */
-  #sizeQueues(): void {
-    const stats = this.#statsView;
-    const width = statsStride(this.#tasks.length);
-    for (const slot of this.#slots) {
-      if (slot.completed === 0) continue;
-      // A worker running `concurrency` items at once gets through one per mean time ÷ concurrency, and
-      // keeps that many places busy besides its queue.
-      const busy = busyMilliseconds(stats, slot.index * width, this.#tasks.length);
-      const meanMs = busy / slot.completed / slot.concurrency;
-      slot.queueCap = queueCap(meanMs, slot.concurrency, this.#combining, this.#lag.ms);
-    }
-  }
 
   /** Arms a wake-up for when the worker commits more output. */
   #arm(slot: WorkerSlot): void {

@@ -6,6 +6,8 @@
  * a busy worker while another idles).
  */
 import { COMBINER_QUEUE_MS } from "../../protocol/combiners.ts";
+import { busyMilliseconds, statsStride } from "../task-stats.ts";
+import type { WorkerSlot } from "./worker-slot.ts";
 
 /**
  * Work queued per worker, on a machine where the engine's thread runs when it asks to: the worker's
@@ -91,5 +93,48 @@ export class ThreadLag {
   /** The lag as followed so far, in ms. */
   get ms(): number {
     return this.#ms;
+  }
+}
+
+/** The engine's pacing of its workers, from their task stats so far and its thread's lag. */
+export class Pacer {
+  /** How late the engine's linger timer fires: the engine arms and fires it. */
+  readonly lag = new ThreadLag();
+  readonly #width: number;
+
+  constructor(
+    readonly slots: readonly WorkerSlot[],
+    /** The workers' task stats (task-stats.ts), `tasks` tasks each. */
+    readonly stats: Float64Array,
+    readonly tasks: number,
+    /** With a combiner, workers hold their Done for a partial's linger: their queues cover it. */
+    readonly combining: boolean,
+  ) {
+    this.#width = statsStride(tasks);
+  }
+
+  /** The results' linger now (see `resultLingerMs`), from the workers' mean time per item so far. */
+  resultLingerMs(): number {
+    let busy = 0;
+    let completed = 0;
+    let places = 0;
+    for (const slot of this.slots) {
+      busy += busyMilliseconds(this.stats, slot.index * this.#width, this.tasks);
+      completed += slot.completed;
+      if (slot.alive) places += slot.concurrency;
+    }
+    return resultLingerMs(completed === 0 ? 0 : busy / completed, places);
+  }
+
+  /** Sets each worker's queue cap from its mean time per record so far. */
+  sizeQueues(): void {
+    for (const slot of this.slots) {
+      if (slot.completed === 0) continue;
+      // A worker running `concurrency` items at once gets through one per mean time ÷ concurrency, and
+      // keeps that many places busy besides its queue.
+      const busy = busyMilliseconds(this.stats, slot.index * this.#width, this.tasks);
+      const meanMs = busy / slot.completed / slot.concurrency;
+      slot.queueCap = queueCap(meanMs, slot.concurrency, this.combining, this.lag.ms);
+    }
   }
 }
