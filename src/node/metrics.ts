@@ -11,8 +11,6 @@ export interface NodeObservation {
   retries: { retried: number; givenUp: number };
   /** Input bytes waiting for room in the rings. */
   backlogBytes: number;
-  /** How late the node's socket thread runs its timers (Engine's `lagMs`; 0 without a pipeline). */
-  lagMs: number;
 }
 
 type Ring = NodeObservation["rings"][number];
@@ -23,7 +21,7 @@ const seconds = (ms: number): number => ms / 1000;
  * The node's metrics in the Prometheus text format. Counters count since the pipeline was set up: a
  * new setup starts them at 0 again, which Prometheus' `rate()` takes as a counter reset.
  */
-export function nodeMetricsText({ status, rings, retries, backlogBytes, lagMs }: NodeObservation): string {
+export function nodeMetricsText({ status, rings, retries, backlogBytes }: NodeObservation): string {
   const text = new MetricsText();
   const pipeline = status.pipeline;
   const version = [{ labels: { version: status.version }, value: 1 }];
@@ -49,7 +47,7 @@ export function nodeMetricsText({ status, rings, retries, backlogBytes, lagMs }:
     .gauge(
       "pcluster_engine_lag_seconds",
       "How late the node's socket thread runs its timers; above a few ms, the node's cores are overloaded.",
-      seconds(lagMs),
+      seconds(pipeline?.lagMs ?? 0),
     );
 
   const perRing = (pick: (ring: Ring, kind: "input" | "output") => number): Sample[] =>

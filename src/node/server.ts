@@ -477,7 +477,6 @@ class NodeServer {
       rings: engine?.ringFill() ?? [],
       retries: engine?.retries ?? { retried: 0, givenUp: 0 },
       backlogBytes: engine?.backlogBytes ?? 0,
-      lagMs: engine?.lagMs ?? 0,
     };
   }
 

@@ -41,11 +41,10 @@ export interface EngineEvents extends ResultEvents, WorkerEvents {}
  *
  * Its thread moves bytes and keeps counts; it never decodes an item. Input batches (`dispatch`) are
  * copied span by span into the least loaded workers' rings (InputDispatcher); what bounds each
- * worker's queue is its queue cap (pacing.ts), a few milliseconds of its measured work.
- * Outputs, completions and errors are drained from the output rings into result batches for the owner
- * (OutputDrain). When the
- * owner pauses output (its socket or its consumer is slow), the output rings fill, the workers wait,
- * and input stops too: no buffer grows without bound. A worker that dies is replaced on the same rings
+ * worker's queue is its queue cap (pacing.ts), a few milliseconds of its measured work. Outputs,
+ * completions and errors are drained from the output rings into result batches for the owner
+ * (OutputDrain). When the owner pauses output (its socket or its consumer is slow), the output rings
+ * fill, the workers wait, and input stops too: no buffer grows without bound. A worker that dies is replaced on the same rings
  * (WorkerSupervisor); the item it was running is retried up to `maxAttempts` times, then reported as
  * failed.
  */
@@ -99,7 +98,6 @@ export class Engine {
       this.#slots.push(newWorkerSlot(index, input, output, INITIAL_QUEUE + perWorker - 1, perWorker, running));
     }
     this.#input = new InputDispatcher(this.#slots);
-    // With a combiner, workers hold their Done for a partial's linger: their queues cover it.
     this.#pacer = new Pacer(this.#slots, this.#statsView, tasks.length, options.combine !== undefined);
     const resultBatchBytes = options.resultBatchBytes ?? 256 * 1024;
     this.#output = new OutputDrain(this.#slots, tasks, this.#input, events, resultBatchBytes);

@@ -119,7 +119,7 @@ export class Pacer {
     let completed = 0;
     let places = 0;
     for (const slot of this.slots) {
-      busy += busyMilliseconds(this.stats, slot.index * this.#width, this.tasks);
+      busy += this.#busyMs(slot);
       completed += slot.completed;
       if (slot.alive) places += slot.concurrency;
     }
@@ -132,9 +132,13 @@ export class Pacer {
       if (slot.completed === 0) continue;
       // A worker running `concurrency` items at once gets through one per mean time ÷ concurrency, and
       // keeps that many places busy besides its queue.
-      const busy = busyMilliseconds(this.stats, slot.index * this.#width, this.tasks);
-      const meanMs = busy / slot.completed / slot.concurrency;
+      const meanMs = this.#busyMs(slot) / slot.completed / slot.concurrency;
       slot.queueCap = queueCap(meanMs, slot.concurrency, this.combining, this.lag.ms);
     }
+  }
+
+  /** Task time worker `slot` spent so far. */
+  #busyMs(slot: WorkerSlot): number {
+    return busyMilliseconds(this.stats, slot.index * this.#width, this.tasks);
   }
 }
