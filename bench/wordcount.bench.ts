@@ -5,6 +5,9 @@
  *   - a plain single-thread Bun loop folding as it goes, in a Worker thread started for each run: its
  *     first loop is as cold as the pcluster workers that `setup` starts for each case (the reference of
  *     the aims), its second is warm (every total must equal the loop's);
+ *   - the floor of any version on two cores: two fresh threads side by side (in a process of their own,
+ *     as pcluster's workers are in their node's), each the same loop over one half of the documents
+ *     (halves of equal size), timed by the later to finish; no merge, no shipping;
  *   - pcluster, 1 local node × 2 workers: per-line count objects to the root, summed in `outputHandler`;
  *   - pcluster with `combine: "sum-by-key"` (partials folded in the workers, merged on the root), and with
  *     a combiner class doing the same (bench/support/wordcount's WordTotals); "sum-by-key" runs twice on
@@ -28,7 +31,13 @@ import { join } from "node:path";
 import { startLocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { countWords, lines, WordTotals } from "./support/wordcount/index.ts";
-import { type LoopRun, type Totals, wordCountLoop, wordCountLoopInFreshThread } from "./support/wordcount-loop.ts";
+import {
+  type LoopRun,
+  type Totals,
+  wordCountHalvesInFreshProcess,
+  wordCountLoop,
+  wordCountLoopInFreshThread,
+} from "./support/wordcount-loop.ts";
 import { documents } from "./support/documents.ts";
 import { judgeAim } from "./support/aim.ts";
 import { fmtRatio, median, table } from "./support/report.ts";
@@ -42,6 +51,7 @@ const AIM_DASK_PER_ITEM_OVER_PLAIN = 3;
 
 const LOOP = "plain loop (1 thread), a fresh thread each run";
 const WARM_LOOP = "plain loop (1 thread), again in that thread";
+const FLOOR = "floor: the loop over half the documents in each of 2 fresh threads";
 const COMBINER = 'pcluster 1×2, combine: "sum-by-key"';
 const WARM_COMBINER = 'pcluster 1×2, combine: "sum-by-key", again on its warm workers';
 const PLAIN = "pcluster 1×2, per-line outputs summed on the root";
@@ -50,6 +60,7 @@ const PLAIN = "pcluster 1×2, per-line outputs summed on the root";
 const shortName = (name: string): string => {
   if (name === LOOP) return "loop";
   if (name === WARM_LOOP) return "warm loop";
+  if (name === FLOOR) return "floor";
   if (name === WARM_COMBINER) return "sum-by-key again";
   return `${name.startsWith("Dask") ? "Dask " : ""}${name.split(/, (combine: )?/).pop()}`;
 };
@@ -191,6 +202,10 @@ async function main(): Promise<void> {
       recordCpu(name, loop.cpuSeconds);
       check(name, loop.totals, expected);
     }
+    const floor = await wordCountHalvesInFreshProcess();
+    record(FLOOR, floor.seconds);
+    recordCpu(FLOOR, floor.cpuSeconds);
+    check(FLOOR, floor.totals, expected);
     for (const [name, prepare] of [
       [PLAIN, () => plain(root, docs)],
       [COMBINER, () => combined(root, docs, "sum-by-key")],
@@ -270,6 +285,25 @@ async function main(): Promise<void> {
       false,
     ),
   );
+  // The floor against the aims: where even two threads doing nothing but the count take longer than an
+  // aim allows, no cluster can meet it on this machine, and the bench says so beside the verdict.
+  const floorOfLoop = median(sameRun(FLOOR, LOOP));
+  const floorOfFold = median(sameRun(FLOOR, "Dask distributed 2 workers, fold"));
+  out.push(
+    `floor (2 threads, only the count): ${ratioOfRuns(sameRun(FLOOR, LOOP))} of the loop's time` +
+      (withDask ? `, ${ratioOfRuns(sameRun(FLOOR, "Dask distributed 2 workers, fold"))} of Dask's fold time` : ""),
+  );
+  for (const [what, floorRatio, bound] of [
+    ["the loop's", floorOfLoop, AIM_COMBINER_OF_LOOP],
+    ["Dask's fold", floorOfFold, AIM_COMBINER_OF_DASK_FOLD],
+  ] as const) {
+    if (floorRatio > bound) {
+      out.push(
+        `  the aim of ${fmtRatio(bound)} ${what} time is below this machine's floor here (${fmtRatio(floorRatio)}): ` +
+          "two threads counting and nothing else take longer",
+      );
+    }
+  }
   out.push(
     `(load average now ${loadavg()
       .map((l) => l.toFixed(2))
