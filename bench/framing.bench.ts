@@ -2,7 +2,7 @@
  * Framing bench: the item codec and the feed-frame path, each beside its baseline from the same run.
  *
  *   1. Items `{ id, payload: <64-char string> }` encoded and decoded, one at a time and as a feed blob
- *      of 1000 records, by codec.ts (src/protocol/codec.ts: its own small-item reader and writer, and
+ *      of 1000 records (and outputs keyed by data, as a word count's, decoded from results blobs), by codec.ts (src/protocol/codec.ts: its own small-item reader and writer, and
  *      msgpackr for anything else; msgpackr alone is shown beside it), @msgpack/msgpack tuned as far as
  *      its options go, and JSON as the reference. Applies the codec rule: codec.ts stays on msgpackr
  *      only while it encodes+decodes items at least 1.5× as fast as @msgpack/msgpack.
@@ -24,6 +24,7 @@ import { loadavg } from "node:os";
 import { RecordBatchBuilder } from "../src/protocol/codec.ts";
 import { FrameDecoder } from "../src/protocol/frame.ts";
 import { parseMessage } from "../src/protocol/messages.ts";
+import { RecordReader } from "../src/protocol/record.ts";
 import { judgeAim } from "./support/aim.ts";
 import { Child, serveCommands } from "./support/child.ts";
 import {
@@ -35,6 +36,8 @@ import {
   feedFrame,
   itemsFrom,
   json,
+  keyedBlobOf,
+  keyedOutputs,
   msgpackTuned,
   msgpackr,
 } from "./support/codecs.ts";
@@ -42,6 +45,8 @@ import { fmtMBps, fmtRange, fmtRate, fmtRatio, median, pct, table } from "./supp
 import { TCP_MODES, type TcpMode, type TcpResult, TcpReceiver, framesFor, send } from "./support/tcp.ts";
 
 const BATCH = 1000;
+/** Results blobs of keyed outputs read per call of the "decode keyed" cases (see codecCases). */
+const KEYED_BLOBS = 16;
 const AIM_DECODE_ITEMS_PER_S = 2.5e6;
 const AIM_FRAMED_OF_RAW = 0.7;
 const CODEC_RULE = 1.5;
@@ -67,6 +72,7 @@ type Op =
   | "decode batch"
   | "decode array"
   | "decode multiple"
+  | "decode keyed"
   | "receive (CPU)";
 
 interface Case {
@@ -100,6 +106,15 @@ function codecCases(): Case[] {
   const backToBack = new Uint8Array(Buffer.concat(items.map((item) => packr.pack(item))));
   const builders = new Map(CODECS.map((codec) => [codec, new RecordBatchBuilder()]));
   const blobs = new Map(CODECS.map((codec) => [codec, blobOf(codec, items)]));
+  // Outputs keyed by data: a round reads KEYED_BLOBS different results blobs, so their keys are not
+  // only the few of one blob, which the key caches would hold from the first pass on.
+  const keyed = keyedOutputs(KEYED_BLOBS * BATCH);
+  const keyedBlobs = new Map(
+    CODECS.map((codec) => [
+      codec,
+      Array.from({ length: KEYED_BLOBS }, (_, at) => keyedBlobOf(codec, keyed.slice(at * BATCH, (at + 1) * BATCH))),
+    ]),
+  );
   const batchNotes = new Map([
     [json, ["stringify + TextEncoder", "TextDecoder + JSON.parse"]],
     [msgpackTuned, ["encodeSharedRef", "reused Decoder"]],
@@ -217,6 +232,30 @@ function codecCases(): Case[] {
       note: "unpackMultiple, the 1000 payloads back to back without record headers",
       fn: () => packr.unpackMultiple(backToBack, do_not_optimize),
     },
+    ...CODECS.map(
+      (codec): Case => ({
+        op: "decode keyed",
+        codec: codec.name,
+        baseline: codec === json,
+        items: KEYED_BLOBS * BATCH,
+        fn: () => {
+          for (const blob of keyedBlobs.get(codec)!) decodeBlob(codec, blob, do_not_optimize);
+        },
+      }),
+    ),
+    {
+      op: "decode keyed",
+      codec: "codec.ts (msgpackr alone)",
+      printedOnly: true,
+      items: KEYED_BLOBS * BATCH,
+      note: "what codec.ts falls back to",
+      fn: () => {
+        for (const blob of keyedBlobs.get(msgpackr)!) {
+          const reader = new RecordReader(blob);
+          while (reader.next()) do_not_optimize(packr.unpack(blob.subarray(reader.payloadStart, reader.payloadEnd)));
+        }
+      },
+    },
     ...receivePathCases(),
   ];
 }
@@ -276,6 +315,10 @@ const GROUPS: ReadonlyArray<[readonly Op[], string]> = [
   [
     ["decode batch", "decode array", "decode multiple"],
     `decode: feed blob of ${BATCH} records, record by record (RecordReader)`,
+  ],
+  [
+    ["decode keyed"],
+    `decode: results blobs of ${BATCH} outputs keyed by data (8 words of a 60 000-word vocabulary each), ×${KEYED_BLOBS}`,
   ],
   [
     ["receive (CPU)"],

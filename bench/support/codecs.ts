@@ -84,6 +84,35 @@ export function blobOf(codec: ItemCodec, items: readonly Item[]): Uint8Array {
   return frame.subarray(frame.length - length);
 }
 
+/**
+ * Outputs keyed by data, as a word count's per-line counts are: `count` maps of 8 keys each, drawn from
+ * a vocabulary of `vocabulary` words with a log-uniform (roughly Zipf) frequency, as words in text are.
+ */
+export function keyedOutputs(count: number, vocabulary = 60_000): Record<string, number>[] {
+  let x = 7;
+  const next = () => {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    return x / 2 ** 32;
+  };
+  const word = () => `w${Math.floor(Math.exp(next() * Math.log(vocabulary))).toString(36)}`;
+  return Array.from({ length: count }, (_, i) => {
+    const counts: Record<string, number> = {};
+    while (Object.keys(counts).length < 8) counts[word()] = (i % 3) + 1;
+    return counts;
+  });
+}
+
+/** The blob (records only) of a results frame of `outputs`, each encoded by `codec`. */
+export function keyedBlobOf(codec: ItemCodec, outputs: readonly Record<string, number>[]): Uint8Array {
+  const builder = new RecordBatchBuilder();
+  for (const [index, output] of outputs.entries()) {
+    builder.append(RecordKind.Output, 0, 0, index, codec.encode(output as unknown as Item));
+  }
+  const length = builder.byteLength;
+  const frame = builder.finishFrame("results");
+  return frame.subarray(frame.length - length);
+}
+
 /** How a worker reads a blob: record by record, each payload decoded in place. */
 export function decodeBlob(codec: ItemCodec, blob: Uint8Array, onItem: (item: unknown) => void): void {
   const reader = new RecordReader(blob);

@@ -133,10 +133,18 @@ function readSmallMap(length: number): unknown {
 }
 
 /**
- * Keys seen before, by length and first and last byte: most items repeat the same few keys, and a key
- * string that already exists is both cheaper to get and cheaper to store under than a new one.
+ * Keys seen before: most items repeat the same few keys, and a key string that already exists is both
+ * cheaper to get and cheaper to store under than a new one. Two tables:
+ *   - `keyCache`, by length and first and last byte, its keys' bytes kept beside them: the few keys of
+ *     most items, each found with a byte compare. A slot, once taken, is kept: keys that come and go
+ *     must not copy their bytes again and again;
+ *   - `moreKeys`, for outputs keyed by data (a word count's: a vocabulary of tens of thousands), by a
+ *     hash of every byte, ASCII keys only: their characters are their bytes, so a key is checked against
+ *     the bytes without a copy of them, and a miss costs little more than the string itself.
  */
 const keyCache: Array<{ bytes: Uint8Array; key: string } | undefined> = new Array(4096);
+const MORE_KEY_SLOTS = 1 << 14;
+const moreKeys: Array<string | undefined> = new Array(MORE_KEY_SLOTS);
 
 /** A map key of `length` bytes at `smallAt`, or undefined where `readString` gives up. */
 function readKey(length: number): string | undefined {
@@ -145,23 +153,52 @@ function readKey(length: number): string | undefined {
   if (end > smallEnd) return undefined;
   const slot = ((length << 7) ^ (src[start]! << 4) ^ src[end - 1]!) & 4095;
   const cached = keyCache[slot];
-  if (cached !== undefined && cached.bytes.length === length) {
+  if (cached !== undefined) {
     const bytes = cached.bytes;
+    if (bytes.length === length) {
+      let same = true;
+      for (let i = 0; i < length; i++) {
+        if (bytes[i] !== src[start + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) {
+        smallAt = end;
+        return cached.key;
+      }
+    }
+    return readMoreKey(start, end);
+  }
+  const key = readString(length);
+  if (key === NOT_SMALL) return undefined;
+  keyCache[slot] = { bytes: src.slice(start, end), key: key as string };
+  return key as string;
+}
+
+/** A key whose `keyCache` slot holds another: looked up in `moreKeys` (see above). */
+function readMoreKey(start: number, end: number): string | undefined {
+  let hash = 0x811c9dc5;
+  for (let i = start; i < end; i++) hash = Math.imul(hash ^ src[i]!, 0x01000193);
+  const slot = (hash ^ (hash >>> 14)) & (MORE_KEY_SLOTS - 1);
+  const length = end - start;
+  const cached = moreKeys[slot];
+  if (cached !== undefined && cached.length === length) {
     let same = true;
     for (let i = 0; i < length; i++) {
-      if (bytes[i] !== src[start + i]) {
+      if (cached.charCodeAt(i) !== src[start + i]) {
         same = false;
         break;
       }
     }
     if (same) {
       smallAt = end;
-      return cached.key;
+      return cached;
     }
   }
   const key = readString(length);
   if (key === NOT_SMALL) return undefined;
-  keyCache[slot] = { bytes: src.slice(start, end), key: key as string };
+  if ((key as string).length === length) moreKeys[slot] = key as string; // ASCII: a character per byte
   return key as string;
 }
 

@@ -90,6 +90,27 @@ const values: unknown[] = [
 ];
 
 describe("decode", () => {
+  test("map keys by the tens of thousands (a vocabulary) decode exactly, first read and again from the key caches", () => {
+    // Every key starts with "w" and ends with "x": they share their length and first and last byte by
+    // thousands, so all but the first few go to the second key table, and 60 000 of them outgrow both.
+    const word = (i: number) => (i % 97 === 0 ? `wключ${i.toString(36)}x` : `w${i.toString(36)}x`);
+    const items = Array.from({ length: 15_000 }, (_, item) =>
+      Object.fromEntries(Array.from({ length: 8 }, (_, k) => [word((item * 7919 + k * 104_729) % 60_000), item + k])),
+    );
+    const encoded = items.map((item) => encode(item));
+    for (const pass of [1, 2]) {
+      for (const [index, bytes] of encoded.entries()) {
+        const decoded = decode(bytes);
+        if (!Bun.deepEquals(decoded, items[index])) {
+          throw new Error(
+            `pass ${pass}, item ${index}: decoded ${Bun.inspect(decoded)}, sent ${Bun.inspect(items[index])}`,
+          );
+        }
+      }
+    }
+    expect(decode(encoded[42]!)).toEqual(msgpackr.unpack(encoded[42]!));
+  });
+
   test("gives exactly what msgpackr gives for every kind of small and large value", () => {
     for (const value of [...values, { list: values }]) {
       const bytes = encode(value);
