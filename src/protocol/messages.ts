@@ -53,11 +53,16 @@ export interface FeedMessage {
   t: "feed";
   blob: Uint8Array;
 }
-/** Records from the node: outputs, completions, task errors; `idle` is its idle worker count now. */
+/**
+ * Records from the node: outputs, completions, task errors; `idle` is its idle worker count now;
+ * `standing` is 1 when items waited at the node for room in its workers' queues the whole time since
+ * its last results frame (the root keeps more in flight there than the workers need).
+ */
 export interface ResultsMessage {
   t: "results";
   blob: Uint8Array;
   idle: number;
+  standing?: number;
 }
 /** The root has handled `bytes` more of result bytes: the node may send that much more. */
 export interface CreditMessage {
@@ -229,7 +234,7 @@ const schemas: Record<Message["t"], Check> = {
   res: shape({ id: isUint, result: isAny }),
   err: shape({ id: optional(isUint), code: isString, message: isString }),
   feed: shape({ blob: isBinary }),
-  results: shape({ blob: isBinary, idle: isUint }),
+  results: shape({ blob: isBinary, idle: isUint, standing: optional(isUint) }),
   credit: shape({ bytes: isUint }),
   event: shape({ name: isString, data: isAny }),
   part: shape({ left: isUint, blob: isBinary }),

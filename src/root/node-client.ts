@@ -54,7 +54,7 @@ export type NodeClientOptions = Pick<
  */
 export class NodeClient implements FeedTarget {
   /** Results from the node: records, its idle worker count, the frame's size (for credit). */
-  onResults: (blob: Uint8Array, idle: number, frameBytes: number) => void = () => {};
+  onResults: (blob: Uint8Array, idle: number, standing: boolean, frameBytes: number) => void = () => {};
   /** The node reset its pipeline on its own (e.g. it is shutting down). */
   onEvent: (name: string, data: unknown) => void = () => {};
   /** The connection is gone or the node stopped answering; called once. */
@@ -212,7 +212,8 @@ export class NodeClient implements FeedTarget {
     this.#lastAnswer = performance.now();
     if (message.t === "results") {
       // The node charges the whole frame to our credit; give back exactly that.
-      this.onResults(message.blob, message.idle, resultsHeadBytes(message.idle) + message.blob.length);
+      const { blob, idle, standing } = message;
+      this.onResults(blob, idle, standing === 1, resultsHeadBytes(idle, standing) + blob.length);
     } else if (message.t === "event") this.onEvent(message.name, message.data);
   }
 
@@ -229,10 +230,11 @@ export class NodeClient implements FeedTarget {
   }
 }
 
-/** Head bytes of a results frame by its idle count (the same few counts over and over: worked out once each). */
+/** Head bytes of a results frame by its fields (the same few over and over: worked out once each). */
 const resultsHeads: number[] = [];
 
-function resultsHeadBytes(idle: number): number {
-  if (idle >= 1024) return blobFrameBytes("results", { idle }, 0);
-  return (resultsHeads[idle] ??= blobFrameBytes("results", { idle }, 0));
+function resultsHeadBytes(idle: number, standing: number | undefined): number {
+  const fields: Record<string, number> = standing === undefined ? { idle } : { idle, standing };
+  if (idle >= 1024 || (standing !== undefined && standing > 1)) return blobFrameBytes("results", fields, 0);
+  return (resultsHeads[idle * 3 + (standing ?? 2)] ??= blobFrameBytes("results", fields, 0));
 }

@@ -773,9 +773,9 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   async #connect(endpoint: Endpoint): Promise<NodeClient> {
     const client = await NodeClient.connect(endpoint, this.#options);
     this.#clients.set(endpoint.key, client);
-    client.onResults = (blob, idle, frameBytes) => {
+    client.onResults = (blob, idle, standing, frameBytes) => {
       const lane = this.#lanes.get(client);
-      if (lane !== undefined) this.#scheduler.reportIdle(lane, idle);
+      if (lane !== undefined) this.#scheduler.reportIdle(lane, idle, standing);
       this.#results.push(client, blob, frameBytes);
     };
     client.onLost = (reason) => this.#onNodeLost(client, reason);

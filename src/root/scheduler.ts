@@ -332,12 +332,15 @@ export class Scheduler {
   }
 
   /**
-   * The node says how many of its workers are idle now. Idle workers while items wait here for want of
-   * room in its window make the window grow: want of room is less room than a whole batch, not only none,
-   * since a partial batch lingers for room (#linger) — with "none" alone, a lingering lane never filled its
-   * window, so it never grew past its start (bench/scheduler.bench.ts: 7 items a frame, not 4 000).
+   * The node says how many of its workers are idle now, and whether items stood waiting in it beyond
+   * its workers' queues since its last report (`standing`: its window may shrink, see AdaptiveWindow).
+   * Idle workers while items wait here for want of room in its window make the window grow: want of room
+   * is less room than a whole batch, not only none, since a partial batch lingers for room (#linger) —
+   * with "none" alone, a lingering lane never filled its window, so it never grew past its start
+   * (bench/scheduler.bench.ts: 7 items a frame, not 4 000).
    */
-  reportIdle(lane: NodeLane, idleWorkers: number): void {
+  reportIdle(lane: NodeLane, idleWorkers: number, standing = false): void {
+    lane.window.backlog(standing);
     lane.idleWorkers = idleWorkers;
     if (idleWorkers === 0 || this.queued === 0) return;
     const room = lane.window.size - lane.inFlight;

@@ -8,12 +8,17 @@
  *     workers while the root held items back for lack of window;
  *   - shrink (×0.9, not below the floor) when an item's round trip climbs far above the fastest seen
  *     while no worker is idle — the extra time is queueing, not work;
+ *   - shrink (×0.9, at most once per fastest round trip) while the node reports a standing backlog:
+ *     items that waited for room in its workers' queues through every report of a round trip. They
+ *     are more than its workers need. Round trips alone cannot tell: the fastest one seen creeps up
+ *     with the queueing, and a window sized from it grows with the queue it makes (2 ms tasks on
+ *     4 workers: 300 items in flight and 120–150 ms round trips where 30 and a few ms keep them busy);
  *   - grow to twice the measured bandwidth-delay product (items done per ms × the fastest round trip):
  *     what keeps every worker busy across a round trip is workers × (1 + round trip ÷ task time), which
  *     is that product; twice it leaves room for the feed to linger until a whole batch has room. While
  *     round trips stay near the fastest, the rate is the window's own, so this doubles the window per
  *     round trip (a slow start); once items queue, the rate stops following the window and neither
- *     does this;
+ *     does this; nor does it grow while the node reports a standing backlog;
  * always within [floor, max], the max being what the node granted at setup.
  */
 export class AdaptiveWindow {
@@ -26,6 +31,8 @@ export class AdaptiveWindow {
   /** Items done since `#rateFrom`, counted over at least one fastest round trip. */
   #doneSince = 0;
   #rateFrom = Number.NaN;
+  /** Since when every report of the node said its backlog stood (NaN: the last one did not). */
+  #standingSince = Number.NaN;
 
   constructor(
     /** Never below this: enough to give every worker something while a batch travels. */
@@ -43,6 +50,22 @@ export class AdaptiveWindow {
     if (now - this.#grownAt < roundTrip) return;
     this.#grownAt = now;
     this.size = Math.min(this.max, Math.ceil(this.size * 1.5) + 1);
+  }
+
+  /** The node's word, with each results frame, on whether items stood waiting in it since its last. */
+  backlog(standing: boolean, now = performance.now()): void {
+    if (!standing) {
+      this.#standingSince = Number.NaN;
+      return;
+    }
+    if (Number.isNaN(this.#standingSince)) {
+      this.#standingSince = now;
+      return;
+    }
+    const roundTrip = Number.isFinite(this.#minLatencyMs) ? this.#minLatencyMs : 0;
+    if (now - this.#standingSince < roundTrip) return;
+    this.#standingSince = now; // a round trip for the node to show what the smaller window does
+    this.size = Math.max(this.floor, Math.floor(this.size * 0.9));
   }
 
   /** One item's time from sent to done, and the node's idle workers when it came back. */
@@ -67,7 +90,7 @@ export class AdaptiveWindow {
     if (!Number.isFinite(roundTrip) || span < Math.max(roundTrip, 1)) return;
     const product = (this.#doneSince / span) * roundTrip;
     const wanted = Math.ceil(2 * product) + this.floor;
-    if (wanted > this.size) this.size = Math.min(this.max, wanted);
+    if (wanted > this.size && Number.isNaN(this.#standingSince)) this.size = Math.min(this.max, wanted);
     this.#doneSince = 0;
     this.#rateFrom = now;
   }

@@ -77,8 +77,8 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
   try {
     const done = new Set<number>();
     const credited: Array<[given: number, charged: number]> = [];
-    client.onResults = (blob, idle, frameBytes) => {
-      credited.push([frameBytes, resultsFrameBytes(blob, idle)]);
+    client.onResults = (blob, idle, standing, frameBytes) => {
+      credited.push([frameBytes, resultsFrameBytes(blob, idle, standing ? 1 : 0)]); // a node always sends standing
       const reader = new RecordReader(blob);
       while (reader.next()) {
         if (reader.kind === RecordKind.Done)
@@ -105,4 +105,36 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
   } finally {
     client.close();
   }
+}, 60_000);
+
+test("a results frame says whether items stood waiting on the node since the last: a backlog does, a trickle never", async () => {
+  const client = await NodeTestClient.connect({ port: node.port, client: "root-standing" });
+  clients.push(client);
+  // The test before closed its root's connection: the node lets its pipeline go once it sees that.
+  await waitFor(() => client.status(), { what: "the node to be free", until: (status) => status.pipeline === null });
+  await client.setup({
+    name: "standing",
+    version: "1",
+    packages: [join(REPO, "test/fixtures/engine-tasks")],
+    tasks: ["engine-tasks#blockMs"],
+  });
+  // A trickle: each item fed once the one before is done. Nothing ever waits for a worker's queue.
+  for (let i = 0; i < 10; i++) {
+    const [id] = client.feed([{ ms: 5 }]);
+    await client.waitFor(
+      () => client.done.has(id!),
+      10_000,
+      () => `item ${id} of the trickle`,
+    );
+  }
+  expect(client.standingFrames).toBe(0);
+  // 80 items of 10 ms at once on 2 workers, whose queues hold a few each once their time is known:
+  // the rest waits on the node for most of a second, across many results frames.
+  const ids = client.feed(Array.from({ length: 80 }, () => ({ ms: 10 })));
+  await client.waitFor(
+    () => ids.every((id) => client.done.has(id)),
+    30_000,
+    () => `${client.done.size} items done`,
+  );
+  expect(client.standingFrames).toBeGreaterThan(0);
 }, 60_000);

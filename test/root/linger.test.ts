@@ -27,7 +27,10 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function rootWith(task: typeof tasks.spin | typeof tasks.gated, outputs: Array<{ id: number }>): Promise<Root> {
+async function rootWith(
+  task: typeof tasks.spin | typeof tasks.gated | typeof tasks.sleepy,
+  outputs: Array<{ id: number }>,
+): Promise<Root> {
   const root = new Root([["127.0.0.1", node.port]]);
   await root.setup(`linger-${task.name}`, "1", [{ function: task }], {
     localPackages: [TASKS],
@@ -102,4 +105,37 @@ describe("slow items are not held for a batch", () => {
       await root.reset();
     }
   }, 60_000);
+});
+
+describe("slow items are not piled up on a node", () => {
+  test("its window stays near what keeps its workers busy: a backlog that stands in the node shrinks it", async () => {
+    // 2 ms items on 2 workers, each worker's queue holding 12 ms of them: a window sized from round
+    // trips alone grew with the queue it made — to 300 items by the end of this run, most of them
+    // waiting on the node. Now it moves between about 15 and 45.
+    const outputs: Array<{ id: number }> = [];
+    const root = await rootWith(tasks.sleepy, outputs);
+    try {
+      const windows: number[] = [];
+      const items = 3000;
+      root.feedMany(Array.from({ length: items }, (_, id) => ({ ms: 2, id })));
+      await waitUntil(
+        "every output",
+        () => {
+          windows.push(root.observe().nodes[0]!.window);
+          return outputs.length;
+        },
+        (n) => n === items,
+        60_000,
+      );
+      expect(outputs.length).toBe(items);
+      // The second half of the run, once the window had time to settle (it starts at 16).
+      const late = windows.slice(Math.floor(windows.length / 2)).sort((a, b) => a - b);
+      const median = late[Math.floor(late.length / 2)]!;
+      if (median > 80)
+        throw new Error(`the window stood at ${median} (median of the run's second half): ${windows.join(" ")}`);
+      expect(median).toBeGreaterThanOrEqual(4); // its floor: 2 workers × 2
+    } finally {
+      await root.close();
+    }
+  }, 90_000);
 });

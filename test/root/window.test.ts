@@ -56,6 +56,47 @@ describe("AdaptiveWindow", () => {
     expect(window.minLatencyMs).toBe(50);
   });
 
+  test("a standing backlog on the node shrinks it ×0.9 once per fastest round trip, never below the floor", () => {
+    const window = new AdaptiveWindow(8, 1000, 300);
+    window.sample(20, 0); // fastest round trip: 20 ms
+    window.backlog(true, 0); // the first report of a standing backlog starts the count
+    expect(window.size).toBe(300);
+    window.backlog(true, 19);
+    expect(window.size).toBe(300);
+    window.backlog(true, 20); // standing for a whole round trip
+    expect(window.size).toBe(270);
+    window.backlog(true, 30);
+    expect(window.size).toBe(270);
+    window.backlog(true, 40);
+    expect(window.size).toBe(243);
+    for (let now = 60; now < 2000; now += 20) window.backlog(true, now);
+    expect(window.size).toBe(8);
+  });
+
+  test("a report without a standing backlog starts the count again: bursts the workers drain shrink nothing", () => {
+    const window = new AdaptiveWindow(8, 1000, 300);
+    window.sample(20, 0);
+    for (let now = 0; now < 1000; now += 10) window.backlog(now % 30 !== 20, now); // drained every 30 ms, within 20
+    expect(window.size).toBe(300);
+  });
+
+  test("the bandwidth-delay product does not grow it while the node reports a standing backlog", () => {
+    const grown = new AdaptiveWindow(4, 10_000, 20);
+    const held = new AdaptiveWindow(4, 10_000, 20);
+    for (const window of [grown, held]) {
+      window.sample(100, 0); // fastest round trip: 100 ms, as a queue that grew with the window makes it
+      window.delivered(0, 0);
+    }
+    held.backlog(true, 0);
+    grown.delivered(100, 100); // 1 item/ms over the round trip: wanted 2 × 100 + 4
+    held.delivered(100, 100);
+    expect(grown.size).toBe(204);
+    expect(held.size).toBe(20);
+    held.backlog(false, 150); // drained: it may grow again
+    held.delivered(100, 200);
+    expect(held.size).toBe(204);
+  });
+
   test("a feed frame carries a quarter of the window, at least one item, at most maxBatch", () => {
     expect(new AdaptiveWindow(4, 1000, 100).batchSize(4096)).toBe(25);
     expect(new AdaptiveWindow(4, 1000, 101).batchSize(4096)).toBe(26);

@@ -66,8 +66,8 @@ export interface NodeClientOptions {
 }
 
 /** The byte length of the results frame the node sent for this message (what it charged to our credit). */
-export function resultsFrameBytes(blob: Uint8Array, idle: number): number {
-  return blobFrameBytes("results", { idle }, blob.length);
+export function resultsFrameBytes(blob: Uint8Array, idle: number, standing?: number): number {
+  return blobFrameBytes("results", standing === undefined ? { idle } : { idle, standing }, blob.length);
 }
 
 /**
@@ -90,6 +90,8 @@ export class NodeTestClient {
   readonly connectionErrors: PclusterError[] = [];
   outputCount = 0;
   resultFrames = 0;
+  /** Results frames that said items stood waiting on the node since its last one (`standing`). */
+  standingFrames = 0;
   /** Bytes of results frames received (as the node counts them against our credit). */
   resultBytes = 0;
   /** Credit sent back so far. */
@@ -217,15 +219,16 @@ export class NodeTestClient {
   }
 
   #onMessage(message: Message): void {
-    if (message.t === "results") this.#onResults(message.blob, message.idle);
+    if (message.t === "results") this.#onResults(message.blob, message.idle, message.standing);
     else if (message.t === "event") this.events.push(message);
     else if (message.t === "err") this.connectionErrors.push(errorFromWire(message.code, message.message));
     this.#notify();
   }
 
-  #onResults(blob: Uint8Array, idle: number): void {
-    const frameBytes = resultsFrameBytes(blob, idle);
+  #onResults(blob: Uint8Array, idle: number, standing: number | undefined): void {
+    const frameBytes = resultsFrameBytes(blob, idle, standing);
     this.resultFrames++;
+    if (standing === 1) this.standingFrames++;
     this.resultBytes += frameBytes;
     const reader = new RecordReader(blob);
     while (reader.next()) {

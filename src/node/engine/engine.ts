@@ -324,6 +324,14 @@ export class Engine {
     return held;
   }
 
+  /**
+   * Whether items waited in the backlog (for room in a worker's queue) the whole time since the last
+   * call: the root then keeps more in flight here than the workers need. Asked once per results frame.
+   */
+  standingBacklog(): boolean {
+    return this.#input.standing();
+  }
+
   /** Idle workers that nothing waits for: 0 while items wait in the backlog (what a root should see). */
   get hungryWorkers(): number {
     return this.#input.waiting ? 0 : this.idleWorkers;

@@ -45,12 +45,26 @@ export class InputDispatcher {
   #backlog: Uint8Array[] = [];
   /** Marks slots found full during one dispatch pass (see `#dispatchBlob`). */
   #pass = 0;
+  /** Whether the backlog was empty at some moment since the last `standing()`. */
+  #emptied = true;
 
   constructor(readonly slots: readonly WorkerSlot[]) {}
 
   /** Whether records wait for ring space. */
   get waiting(): boolean {
     return this.#backlog.length > 0;
+  }
+
+  /**
+   * Whether records have waited for ring space the whole time since the last call: a standing backlog,
+   * more work here than the workers' queues hold for as long as that — not a burst of a feed frame that
+   * the workers drained meanwhile. Starts a new period (the engine asks once per results frame).
+   */
+  standing(): boolean {
+    const waiting = this.#backlog.length > 0;
+    const standing = waiting && !this.#emptied;
+    this.#emptied = !waiting;
+    return standing;
   }
 
   /** Bytes waiting for ring space. */
@@ -79,6 +93,7 @@ export class InputDispatcher {
 
   clear(): void {
     this.#backlog = [];
+    this.#emptied = true;
   }
 
   /**
@@ -103,7 +118,10 @@ export class InputDispatcher {
       else pass = ++this.#pass;
       offset = next;
     }
-    if (fromBacklog) this.#backlog.shift();
+    if (fromBacklog) {
+      this.#backlog.shift();
+      if (this.#backlog.length === 0) this.#emptied = true;
+    }
     return true;
   }
 
