@@ -62,8 +62,8 @@ export class AdaptiveWindow {
       this.#standingSince = now;
       return;
     }
-    const roundTrip = Number.isFinite(this.#minLatencyMs) ? this.#minLatencyMs : 0;
-    if (now - this.#standingSince < roundTrip) return;
+    // Not before a round trip is known: only then can the node have answered what this window sent.
+    if (now - this.#standingSince < this.#minLatencyMs) return;
     this.#standingSince = now; // a round trip for the node to show what the smaller window does
     this.size = Math.max(this.floor, Math.floor(this.size * 0.9));
   }

@@ -58,6 +58,9 @@ describe("AdaptiveWindow", () => {
 
   test("a standing backlog on the node shrinks it ×0.9 once per fastest round trip, never below the floor", () => {
     const window = new AdaptiveWindow(8, 1000, 300);
+    for (let now = 0; now < 100; now += 10) window.backlog(true, now); // no round trip known yet: nothing
+    expect(window.size).toBe(300);
+    window.backlog(false, 100);
     window.sample(20, 0); // fastest round trip: 20 ms
     window.backlog(true, 0); // the first report of a standing backlog starts the count
     expect(window.size).toBe(300);
