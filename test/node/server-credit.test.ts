@@ -110,8 +110,13 @@ test("a root's NodeClient gives back the credit the node charged, so a long run 
 test("a results frame says whether items stood waiting on the node since the last: a backlog does, a trickle never", async () => {
   const client = await NodeTestClient.connect({ port: node.port, client: "root-standing" });
   clients.push(client);
-  // The test before closed its root's connection: the node lets its pipeline go once it sees that.
-  await waitFor(() => client.status(), { what: "the node to be free", until: (status) => status.pipeline === null });
+  // The test before closed its root's connection: the node lets that root's pipeline go after its
+  // orphan grace (3 s, for a root that comes back).
+  await waitFor(() => client.status(), {
+    what: "the node to be free",
+    until: (status) => status.pipeline === null,
+    timeoutMs: 20_000,
+  });
   await client.setup({
     name: "standing",
     version: "1",
