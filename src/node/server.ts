@@ -444,7 +444,7 @@ class NodeServer {
       batch.takeRecords(); // the root is gone; what it does not acknowledge, it re-sends elsewhere
       return;
     }
-    const standing = engine?.standingBacklog() === true ? 1 : 0;
+    const standing = engine?.standingBacklog() ? 1 : 0;
     const frame = batch.finishFrame("results", { idle: engine?.hungryWorkers ?? 0, standing });
     pipeline.credit -= frame.length;
     connection.sendFrame(frame);

@@ -80,9 +80,12 @@ const ms = (value: number) => Number(value.toFixed(3));
 const megabytes = (bytes: number): number => Math.round(bytes / 1048576);
 
 export function formatStatuses(reports: StatusReply[]): string {
+  const header = ["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory", "lag"];
   const rows = reports.map((report) => {
     const status = report.status;
-    if (status === undefined) return [report.address, `unreachable: ${report.error}`, "", "", "", "", "", "", "", ""];
+    if (status === undefined) {
+      return [report.address, `unreachable: ${report.error}`, ...Array<string>(header.length - 2).fill("")];
+    }
     const pipeline = status.pipeline;
     return [
       report.address,
@@ -99,7 +102,6 @@ export function formatStatuses(reports: StatusReply[]): string {
       pipeline?.lagMs === undefined ? "" : `${pipeline.lagMs.toFixed(1)} ms`,
     ];
   });
-  const header = ["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory", "lag"];
   return table(header, rows);
 }
 

@@ -53,18 +53,19 @@ export class AdaptiveWindow {
   }
 
   /** The node's word, with each results frame, on whether items stood waiting in it since its last. */
-  backlog(standing: boolean, now = performance.now()): void {
+  backlog(standing: boolean, now?: number): void {
     if (!standing) {
       this.#standingSince = Number.NaN;
       return;
     }
+    const at = now ?? performance.now(); // the clock only while a backlog stands: this runs per results frame
     if (Number.isNaN(this.#standingSince)) {
-      this.#standingSince = now;
+      this.#standingSince = at;
       return;
     }
     // Not before a round trip is known: only then can the node have answered what this window sent.
-    if (now - this.#standingSince < this.#minLatencyMs) return;
-    this.#standingSince = now; // a round trip for the node to show what the smaller window does
+    if (at - this.#standingSince < this.#minLatencyMs) return;
+    this.#standingSince = at; // a round trip for the node to show what the smaller window does
     this.size = Math.max(this.floor, Math.floor(this.size * 0.9));
   }
 
