@@ -8,7 +8,11 @@
  * process's CPU.
  *
  *   bun run bench start
- *   env: PCLUSTER_BENCH_START_NODES (16), PCLUSTER_BENCH_START_RUNS (3), PCLUSTER_BENCH_START_WORKERS ("default,4")
+ * The layout "4+log" ships a task package that imports `log` from "pcluster", as task packages do: its
+ * Worker threads load pcluster's public surface too.
+ *
+ *   bun run bench start
+ *   env: PCLUSTER_BENCH_START_NODES (16), PCLUSTER_BENCH_START_RUNS (3), PCLUSTER_BENCH_START_WORKERS ("default,4,4+log")
  */
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -18,13 +22,18 @@ import { Root } from "../src/root/root.ts";
 import { aim } from "./support/aim.ts";
 import { processCpuSeconds } from "./support/process-cpu.ts";
 import { fmtRange, fmtRatio, median, table } from "./support/report.ts";
+import { identityLogging } from "./support/logging-tasks/index.ts";
 import { identity } from "./support/tasks/index.ts";
 
 const NODES = Number(process.env.PCLUSTER_BENCH_START_NODES ?? 16);
 const RUNS = Number(process.env.PCLUSTER_BENCH_START_RUNS ?? 3);
-/** Workers per node of each layout: "default" (Root.local's) and 4, the issue's table. */
-const WORKERS = (process.env.PCLUSTER_BENCH_START_WORKERS ?? "default,4").split(",");
+/**
+ * Workers per node of each layout: "default" (Root.local's) and 4, the issue's table; "+log": with a task
+ * package that imports `log` from "pcluster".
+ */
+const WORKERS = (process.env.PCLUSTER_BENCH_START_WORKERS ?? "default,4,4+log").split(",");
 const TASKS_PACKAGE = join(import.meta.dir, "support/tasks");
+const LOGGING_TASKS_PACKAGE = join(import.meta.dir, "support/logging-tasks");
 const BARE_START = join(import.meta.dir, "support/bare-start.ts");
 /** The issue's aim: 16 local nodes (default workers) started and set up within this, on the 2-core machine. */
 const AIM_START_S = 2.5;
@@ -53,7 +62,7 @@ const rootCpuSeconds = () => {
 };
 const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
 
-async function pclusterStart(workers: number | undefined): Promise<PclusterRun> {
+async function pclusterStart(workers: number | undefined, logging: boolean): Promise<PclusterRun> {
   const rootBefore = rootCpuSeconds();
   const started = performance.now();
   const cluster = await startLocalCluster({ nodes: NODES, workers });
@@ -62,8 +71,8 @@ async function pclusterStart(workers: number | undefined): Promise<PclusterRun> 
   setDefaultLogAddress(cluster.logAddress);
   const root = new Root(cluster.nodes);
   try {
-    await root.setup("start-bench", "1", [{ function: identity }], {
-      localPackages: [TASKS_PACKAGE],
+    await root.setup("start-bench", "1", [{ function: logging ? identityLogging : identity }], {
+      localPackages: [logging ? LOGGING_TASKS_PACKAGE : TASKS_PACKAGE],
       outputHandler: () => {},
     });
     const seconds = (performance.now() - started) / 1000;
@@ -117,24 +126,28 @@ async function main(): Promise<void> {
     `start bench — bun ${Bun.version}, ${navigator.hardwareConcurrency} cores, load ${loadavg()[0]!.toFixed(2)}; ` +
       `Root.local({ nodes: ${NODES} }) + setup() of a package without dependencies, ${RUNS} runs alternating with the floor`,
   );
-  const layouts = WORKERS.map((workers): [label: string, workers: number | undefined, bareWorkers: number] =>
-    workers === "default"
-      ? [`${NODES} × default (${DEFAULT_WORKERS})`, undefined, DEFAULT_WORKERS]
-      : [`${NODES} × ${workers}`, Number(workers), Number(workers)],
-  );
+  type Layout = [label: string, workers: number | undefined, bareWorkers: number, logging: boolean];
+  const layouts = WORKERS.map((layout): Layout => {
+    const logging = layout.endsWith("+log");
+    const workers = layout.replace(/\+log$/, "");
+    const imports = logging ? ", tasks import pcluster" : "";
+    return workers === "default"
+      ? [`${NODES} × default (${DEFAULT_WORKERS})${imports}`, undefined, DEFAULT_WORKERS, logging]
+      : [`${NODES} × ${workers}${imports}`, Number(workers), Number(workers), logging];
+  });
   const rows: string[][] = [];
   const cpuRows: string[][] = [];
   let defaultSeconds: number[] = [];
-  for (const [label, workers, bareWorkers] of layouts) {
+  for (const [label, workers, bareWorkers, logging] of layouts) {
     const ours: PclusterRun[] = [];
     const bare: BareRun[] = [];
     for (let run = 0; run < RUNS; run++) {
       console.log(`  ${label}: run ${run + 1}…`);
       bare.push(await bareStart(bareWorkers));
-      ours.push(await pclusterStart(workers));
+      ours.push(await pclusterStart(workers, logging));
     }
     const seconds = ours.map((r) => r.seconds);
-    if (workers === undefined) defaultSeconds = seconds;
+    if (workers === undefined && !logging) defaultSeconds = seconds;
     rows.push([
       label,
       fmtS(median(seconds)),

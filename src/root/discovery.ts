@@ -1,5 +1,5 @@
 import { lookup } from "node:dns/promises";
-import ipaddr from "ipaddr.js";
+import type IpAddr from "ipaddr.js";
 import { AuthError, NameLookupError, VersionMismatchError } from "../errors.ts";
 import { formatAddress } from "../protocol/address.ts";
 import type { ClientTls } from "../protocol/tls.ts";
@@ -169,7 +169,9 @@ export async function resolveName(name: string): Promise<string[]> {
  * address (0.0.0.0, ::) is never a host, though connecting to it reaches this machine.
  */
 function hostsOf(network: string): string[] {
-  let base: ipaddr.IPv4 | ipaddr.IPv6;
+  // Loaded on first use: a task's import of "pcluster" loads this module in every Worker thread.
+  const ipaddr = require("ipaddr.js") as typeof IpAddr;
+  let base: IpAddr.IPv4 | IpAddr.IPv6;
   let prefix: number;
   try {
     [base, prefix] = ipaddr.parseCIDR(network.trim());
@@ -198,7 +200,7 @@ function hostsOf(network: string): string[] {
     const value = low + offset;
     const address = ipaddr.fromByteArray([...first, value >> 8, value & 0xff]);
     if (address.range() === "unspecified") continue;
-    if (zoneId !== undefined) (address as ipaddr.IPv6).zoneId = zoneId;
+    if (zoneId !== undefined) (address as IpAddr.IPv6).zoneId = zoneId;
     hosts.push(address.toString());
   }
   return hosts;

@@ -1,4 +1,4 @@
-import { Format, SingleBar } from "cli-progress";
+import type * as CliProgress from "cli-progress";
 import type { ProgressOptions } from "./options.ts";
 
 /**
@@ -84,6 +84,9 @@ export function showProgress(
   read: () => ProgressCounts,
 ): Disposable | undefined {
   if (option === undefined || option === false) return undefined;
+  // Loaded here, not at the top: every Worker thread whose task imports `log` from "pcluster" loads
+  // this module, and cli-progress would cost each of them ~20 ms of CPU for a bar only a root draws.
+  const { Format, SingleBar } = require("cli-progress") as typeof CliProgress;
   const { stream, intervalMs, label } = parseOption(option);
   const base = read();
   const counts = (): ProgressCounts => {
@@ -95,7 +98,7 @@ export function showProgress(
   const colour = colourWanted(stream);
   const started = performance.now();
 
-  type BarOptions = Parameters<typeof Format.BarFormat>[1];
+  type BarOptions = Parameters<typeof CliProgress.Format.BarFormat>[1];
   /** One frame: on a terminal with the bar and colour as asked; elsewhere neither, figures by commas. */
   const frame = (options: BarOptions, withBar: boolean, inColour: boolean): string => {
     const { done, outputs, errors } = counts();
@@ -133,7 +136,7 @@ export function showProgress(
 
   const bar = new SingleBar({
     stream: stream as NodeJS.WritableStream, // a stream with `write` (checked above)
-    format: format as ConstructorParameters<typeof SingleBar>[0]["format"],
+    format: format as ConstructorParameters<typeof CliProgress.SingleBar>[0]["format"],
     noTTYOutput: true,
     notTTYSchedule: intervalMs,
     fps: TTY_FPS,

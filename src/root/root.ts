@@ -1,4 +1,4 @@
-import consola from "consola";
+import { diagnostics } from "../diagnostics.ts";
 import {
   NoNodesError,
   NodeBusyError,
@@ -882,7 +882,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     );
     const handler = this.#setupOptions.errorHandler;
     if (handler !== undefined) void callHandler("errorHandler", handler, error);
-    else consola.warn(`pcluster: ${error.message}`);
+    else diagnostics().warn(`pcluster: ${error.message}`);
   }
 
   /**
@@ -982,7 +982,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     const handler = this.#setupOptions.errorHandler;
     if (handler !== undefined) return callHandler("errorHandler", handler, error);
     if (this.#unhandledErrors++ < MAX_UNHANDLED_ERROR_NOTES) {
-      consola.warn(
+      diagnostics().warn(
         `pcluster: ${error.message}${this.#unhandledErrors === MAX_UNHANDLED_ERROR_NOTES ? " (further task errors are not printed; pass an errorHandler to see them all)" : ""}`,
       );
     }
@@ -1077,7 +1077,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /** To the console and the log. */
   #note(level: "info" | "warn", message: string): void {
-    consola[level](`[root] ${message}`);
+    diagnostics()[level](`[root] ${message}`);
     if (getDefaultLogAddress() !== undefined) log[level](`[root] ${message}`);
   }
 }
@@ -1133,7 +1133,7 @@ function callHandler<T>(name: string, handler: (value: T) => unknown, value: T):
 }
 
 function reportHandlerError(name: string, error: unknown): void {
-  consola.error(
+  diagnostics().error(
     `pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
   );
 }

@@ -1,4 +1,4 @@
-import consola from "consola";
+import { diagnostics } from "../../diagnostics.ts";
 import { PclusterError } from "../../errors.ts";
 import { runUntilStopped } from "../../lifetime.ts";
 import type { HttpEndpoint } from "../../metrics/endpoint.ts";
@@ -26,7 +26,7 @@ export async function runDashboard(options: StandaloneDashboardOptions): Promise
     endpoint = serveDashboard(() => watcher.look(), options);
   } catch (error) {
     if (!(error instanceof PclusterError)) throw error;
-    consola.error(`pcluster dashboard: ${error.message}`);
+    diagnostics().error(`pcluster dashboard: ${error.message}`);
     process.exit(1);
   }
   console.log(`pcluster dashboard on ${endpoint.url} (nodes ${options.nodes.join(", ")})`);
