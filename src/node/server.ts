@@ -143,6 +143,8 @@ class NodeServer {
       maxMessageBytes: messageLimitFor(node.#maxItemBytes),
       // Setup messages carry whole packages; a command may take long (installs), a result must not wait.
       requestTimeoutMs: 30_000,
+      // Large feeds come in parts: joined in shared memory, their large items go to a worker as they lie.
+      joinParts: sharedBytes,
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
       onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
     });
@@ -445,9 +447,17 @@ class NodeServer {
       return;
     }
     const standing = engine?.standingBacklog() ? 1 : 0;
-    const frame = batch.finishFrame("results", { idle: engine?.hungryWorkers ?? 0, standing });
-    pipeline.credit -= frame.length;
-    connection.sendFrame(frame);
+    const fields = { idle: engine?.hungryWorkers ?? 0, standing };
+    if (batch.hasReferences) {
+      // An oversize output is in it: its bytes go to the socket as they are, not copied into the frame.
+      const pieces = batch.finishFramePieces("results", fields);
+      for (const piece of pieces) pipeline.credit -= piece.length;
+      connection.sendFramePieces(pieces);
+    } else {
+      const frame = batch.finishFrame("results", fields);
+      pipeline.credit -= frame.length;
+      connection.sendFrame(frame);
+    }
     this.#updateOutputFlow(pipeline);
   }
 
@@ -568,4 +578,9 @@ function feedRecordIds(blob: Uint8Array, records: number): Uint8Array {
   const reader = new RecordReader(blob);
   for (let at = 0; reader.next(); at += 4) view.setUint32(at, reader.id, true);
   return ids;
+}
+
+/** `size` bytes of shared memory (its pages are taken as they are written). */
+function sharedBytes(size: number): Uint8Array {
+  return new Uint8Array(new SharedArrayBuffer(size));
 }

@@ -5,7 +5,8 @@ import type { TaskSpec } from "../protocol/pipeline.ts";
 /**
  * What the engine and its workers tell each other through `postMessage`: control only. Items travel
  * through the rings (ring.ts), except items too large for a ring, whose bytes take the oversize path:
- * a shared buffer announced here, with a small placeholder record in the ring keeping their place.
+ * shared memory announced here (a view of it: an item of a feed joined from parts lies inside the
+ * feed's), with a small placeholder record in the ring keeping their place.
  */
 
 /** Slots of the control array all workers share with the engine. */
@@ -67,13 +68,13 @@ export interface SetupMessage {
   /** A combiner folding this worker's outputs (see protocol/combiners.ts). */
   combine?: TaskSpec | BuiltInCombiner;
   /** Oversize input bytes this worker must have before it reads their placeholders (after a restart). */
-  oversize: Array<[key: number, bytes: SharedArrayBuffer]>;
+  oversize: Array<[key: number, bytes: Uint8Array]>;
 }
 
 export type ToWorker =
   | SetupMessage
-  /** Bytes of an input item too large for the ring; its placeholder record has key `key`. */
-  | { type: "oversize-input"; key: number; bytes: SharedArrayBuffer }
+  /** Bytes of an input item too large for the ring, in shared memory; its placeholder record has key `key`. */
+  | { type: "oversize-input"; key: number; bytes: Uint8Array }
   | { type: "stop" };
 
 export type FromWorker =

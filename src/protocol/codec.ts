@@ -318,6 +318,20 @@ export class RecordBatchBuilder {
     this.#count++;
   }
 
+  /**
+   * Appends a record whose payload is not copied when it is many bytes (an oversize output): the caller
+   * must keep those bytes unchanged until the frame is written, as for `appendRecordsByReference`.
+   */
+  appendByReference(kind: number, stage: number, flags: number, id: number, payload: Uint8Array): void {
+    if (payload.length < REFERENCE_FROM_BYTES) return this.append(kind, stage, flags, id, payload);
+    const at = this.#reserve(RECORD_HEADER_BYTES);
+    writeRecordHeader(this.#view, at, kind, stage, flags, id, payload.length);
+    this.#references.push(payload);
+    this.#referencedAt.push(this.#end);
+    this.#referencedBytes += payload.length;
+    this.#count++;
+  }
+
   /** Appends bytes that already are whole records (`count` of them), copied as one span. */
   appendRecords(records: Uint8Array, count: number): void {
     const at = this.#reserve(records.length);

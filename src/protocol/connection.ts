@@ -13,7 +13,7 @@ import {
 import { encode } from "./codec.ts";
 import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, frameOf } from "./frame.ts";
 import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
-import { PartJoiner, partFrames } from "./parts.ts";
+import { PART_FROM_BYTES, PartJoiner, partFrames } from "./parts.ts";
 import type { ClientTls } from "./tls.ts";
 
 export interface ConnectionOptions {
@@ -28,6 +28,11 @@ export interface ConnectionOptions {
   maxQueuedBytes?: number;
   /** Default time a request waits for its answer (default 30 s). */
   requestTimeoutMs?: number;
+  /**
+   * A buffer of `size` bytes to join a message sent in parts in (its bytes need not be zeroed); default:
+   * ordinary memory. A node joins in shared memory, so that its workers read a large item where it lies.
+   */
+  joinParts?: (size: number) => Uint8Array;
 }
 
 /** Answers a request; what it returns (or throws, as a typed error) goes back to the requester. */
@@ -89,7 +94,7 @@ export class Connection {
     this.#decoder = new FrameDecoder(this.#maxFrameBytes, options.maxHandshakeFrameBytes);
     // No message larger than a frame before the handshake (than a handshake frame, where that limit is
     // set) until the handshake trusts the peer (see `trust`, and `maxMessageBytes` of serve and dial).
-    this.#parts = new PartJoiner(options.maxHandshakeFrameBytes ?? this.#maxFrameBytes);
+    this.#parts = new PartJoiner(options.maxHandshakeFrameBytes ?? this.#maxFrameBytes, options.joinParts);
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.remoteAddress = socket.remoteAddress;
@@ -147,26 +152,35 @@ export class Connection {
 
   /**
    * Queues a whole, already encoded frame (header included). The bytes must not change afterwards. A
-   * frame larger than the peer takes goes in parts, queued back to back (nothing can come between them).
+   * large frame, or one larger than the peer takes, goes in parts, queued back to back (nothing can come
+   * between them; see parts.ts).
    */
   sendFrame(frame: Uint8Array): void {
     this.#assertOpen();
-    if (frame.length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) {
-      for (const piece of partFrames(frame, this.#peerMaxFrameBytes)) this.#enqueue(piece);
-    } else this.#enqueue(frame);
+    if (this.#inParts(frame.length)) this.#enqueueParts([frame]);
+    else this.#enqueue(frame);
   }
 
   /**
    * Queues one frame given as pieces, back to back (the first starts with the frame header). Their bytes
-   * must not change until written. One larger than the peer takes is joined and goes in parts.
+   * must not change until written. A large one, or one larger than the peer takes, goes in parts.
    */
   sendFramePieces(pieces: readonly Uint8Array[]): void {
     if (pieces.length === 1) return this.sendFrame(pieces[0]!);
     this.#assertOpen();
     let length = 0;
     for (const piece of pieces) length += piece.length;
-    if (length - FRAME_HEADER_BYTES > this.#peerMaxFrameBytes) return this.sendFrame(Buffer.concat(pieces, length));
-    for (const piece of pieces) this.#enqueue(piece);
+    if (this.#inParts(length)) this.#enqueueParts(pieces);
+    else for (const piece of pieces) this.#enqueue(piece);
+  }
+
+  #inParts(frameLength: number): boolean {
+    const bodyLength = frameLength - FRAME_HEADER_BYTES;
+    return bodyLength > PART_FROM_BYTES || bodyLength > this.#peerMaxFrameBytes;
+  }
+
+  #enqueueParts(frame: readonly Uint8Array[]): void {
+    for (const piece of partFrames(frame, this.#peerMaxFrameBytes)) this.#enqueue(piece);
   }
 
   #assertOpen(): void {
@@ -338,6 +352,8 @@ export class Connection {
     switch (message.t) {
       case "part": {
         const body = this.#parts.add(message.blob, message.left);
+        // The part's bytes were copied: its frame's memory may take the next frame.
+        if (body !== message.blob) this.#messageReleased = true;
         if (body === undefined) return this.send({ t: "part-ack", left: message.left });
         const whole = parseMessage(body);
         if (whole.t === "part") throw new ProtocolError("a message sent in parts was itself a part");

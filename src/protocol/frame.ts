@@ -174,7 +174,7 @@ export class FrameDecoder {
  * A buffer of `size` bytes, not zeroed: the decoder writes every byte of it before handing it out, and
  * zeroing would cost as much again as the copy (Buffer's own pool is not used, so the body owns its memory).
  */
-function unfilled(size: number): Uint8Array {
+export function unfilled(size: number): Uint8Array {
   const bytes = Buffer.allocUnsafeSlow(size);
   return new Uint8Array(bytes.buffer, bytes.byteOffset, size);
 }

@@ -6,7 +6,7 @@ import { MAX_BLOB_HEAD_BYTES, blobFrameHead, frameOf } from "../../src/protocol/
 import { dial, serve } from "../../src/protocol/handshake.ts";
 import { DEFAULT_MAX_ITEM_BYTES, messageLimitFor } from "../../src/protocol/limits.ts";
 import { type Message, parseMessage } from "../../src/protocol/messages.ts";
-import { PartJoiner, partFrames } from "../../src/protocol/parts.ts";
+import { PART_BYTES, PART_FROM_BYTES, PartJoiner, partFrames } from "../../src/protocol/parts.ts";
 
 /**
  * Messages larger than the peer's frame limit travel as part frames the receiver joins: frames stay
@@ -44,7 +44,7 @@ describe("splitting and joining, in memory", () => {
   test("a body split into parts within a frame limit is joined back byte for byte", () => {
     const body = encode({ t: "event", name: "big", data: pattern(300_000, 7) });
     const frame = frameOf(body);
-    const pieces = partFrames(frame, 16 * 1024);
+    const pieces = partFrames([frame], 16 * 1024);
     const joiner = new PartJoiner(1 << 20);
     let joined: Uint8Array | undefined;
     let frames = 0;
@@ -62,6 +62,47 @@ describe("splitting and joining, in memory", () => {
     expect(frames).toBe(Math.ceil(body.length / (16 * 1024 - 64)));
     expect(joined).toEqual(body);
     expect(joiner.joining).toBe(false);
+  });
+
+  test("a frame given as pieces splits into the same part frames as the frame in one piece", () => {
+    const body = encode({ t: "event", name: "big", data: pattern(100_000, 9) });
+    const frame = frameOf(body);
+    const joined = Buffer.concat(partFrames([frame], 16 * 1024));
+    // Pieces cut across the frame header, the parts' bounds and each other.
+    for (const cuts of [[2], [4, 16_379], [1000, 16_384, 16_390, 50_000], [99_990]]) {
+      const pieces: Uint8Array[] = [];
+      let from = 0;
+      for (const cut of [...cuts, frame.length]) {
+        pieces.push(frame.subarray(from, cut));
+        from = cut;
+      }
+      expect(Buffer.concat(partFrames(pieces, 16 * 1024)).equals(joined)).toBe(true);
+    }
+  });
+
+  test("parts hold PART_BYTES at most, whatever the frame limit; each is copied, so its frame may be reused", () => {
+    const body = encode({ t: "event", name: "big", data: pattern(3 * PART_BYTES + 5, 2) });
+    const pieces = partFrames([frameOf(body)], 64 * 1024 * 1024);
+    expect(pieces.length).toBe(2 * 4);
+    for (let i = 1; i < pieces.length; i += 2) expect(pieces[i]!.length).toBeLessThanOrEqual(PART_BYTES);
+    const joiner = new PartJoiner(1 << 24);
+    let joined: Uint8Array | undefined;
+    for (let i = 0; i < pieces.length; i += 2) {
+      const frameBody = Buffer.concat([pieces[i]!, pieces[i + 1]!]).subarray(4);
+      const part = parseMessage(frameBody);
+      if (part.t !== "part") throw new Error(`expected a part, got "${part.t}"`);
+      joined = joiner.add(part.blob, part.left);
+      frameBody.fill(0xee); // the receiver assembles its next frame here
+    }
+    expect(Buffer.from(joined!).equals(Buffer.from(body))).toBe(true);
+  });
+
+  test("a message is joined in the memory the joiner is given", () => {
+    const joiner = new PartJoiner(1 << 20, (size) => new Uint8Array(new SharedArrayBuffer(size)));
+    expect(joiner.add(pattern(100, 1), 50)).toBeUndefined();
+    const body = joiner.add(pattern(50, 2), 0)!;
+    expect(body.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect([...body]).toEqual([...pattern(100, 1), ...pattern(50, 2)]);
   });
 
   test("a claim of 2 GiB is refused at its first part, before anything of it is held", () => {
@@ -118,6 +159,34 @@ describe("over real sockets", () => {
     expect(connection.isClosed).toBe(false);
   }, 30_000);
 
+  test("a message over PART_FROM_BYTES goes in parts though the peer takes frames of 64 MiB", async () => {
+    let got: Message | undefined;
+    const server = serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      service: "node",
+      maxMessageBytes: 16 * 1024 * 1024,
+      onPeer(connection) {
+        connection.onMessage = (message) => (got = message);
+      },
+    });
+    stops.push(() => server.stop());
+    const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
+    stops.push(() => connection.destroy());
+    expect(connection.peerMaxFrameBytes).toBe(64 * 1024 * 1024);
+    const before = connection.receivedBytes;
+    const big = pattern(PART_FROM_BYTES + 3 * PART_BYTES, 5);
+    connection.send({ t: "event", name: "big", data: big });
+    for (let waited = 0; got === undefined && waited < 10_000; waited += 20) await Bun.sleep(20);
+    expect((got as { data?: Uint8Array } | undefined)?.data).toEqual(big);
+    // One acknowledgement per part but the last: 7 parts of 1 MiB and one of a few bytes.
+    const ack = frameOf(encode({ t: "part-ack", left: 1 << 20 })).length;
+    for (let waited = 0; connection.receivedBytes - before < 7 * (ack - 4) && waited < 5000; waited += 20)
+      await Bun.sleep(20);
+    expect(connection.receivedBytes - before).toBeGreaterThanOrEqual(7 * (ack - 4));
+    expect(connection.receivedBytes - before).toBeLessThanOrEqual(7 * ack);
+  }, 20_000);
+
   test("the receiver acknowledges each part but the last, so the sender sees it alive meanwhile", async () => {
     let got: Message | undefined;
     const server = serve({
@@ -135,7 +204,7 @@ describe("over real sockets", () => {
     stops.push(() => connection.destroy());
     const before = connection.receivedBytes;
     const parts =
-      partFrames(frameOf(encode({ t: "event", name: "big", data: pattern(1_000_000, 4) })), 64 * 1024).length / 2;
+      partFrames([frameOf(encode({ t: "event", name: "big", data: pattern(1_000_000, 4) }))], 64 * 1024).length / 2;
     let seen = false;
     connection.onMessage = () => (seen = true); // acknowledgements are the connection's own business
     connection.send({ t: "event", name: "big", data: pattern(1_000_000, 4) });

@@ -192,8 +192,13 @@ export class InputDispatcher {
     const id = recordId(view, offset);
     const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_OVERSIZE, id, EMPTY);
     if (next < 0) return -1;
-    const bytes = new SharedArrayBuffer(length);
-    new Uint8Array(bytes).set(blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length));
+    const item = blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
+    // A feed sent in parts was joined in shared memory (see NodeServer): the worker reads the item there.
+    let bytes = item;
+    if (!(item.buffer instanceof SharedArrayBuffer)) {
+      bytes = new Uint8Array(new SharedArrayBuffer(length));
+      bytes.set(item);
+    }
     const key = itemKey(flags, id);
     slot.oversizeInputs.set(key, bytes);
     // Posted before the placeholder is committed: the worker gets the bytes no later than it needs them.

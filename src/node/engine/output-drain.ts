@@ -117,7 +117,8 @@ export class OutputDrain {
           slot.oversizeOutputs.delete(ref);
           if (kind === RecordKind.Partial) slot.partial = bytes === undefined ? undefined : new Uint8Array(bytes);
           else if (bytes !== undefined) {
-            this.#results.append(kind, stage, 0, this.#tracker.rootOf(flags, id), new Uint8Array(bytes));
+            // Its own memory, which nothing writes again: it goes to the socket as it is.
+            this.#results.appendByReference(kind, stage, 0, this.#tracker.rootOf(flags, id), new Uint8Array(bytes));
           }
         } else if (kind === RecordKind.Partial) {
           flushSpan();

@@ -27,7 +27,7 @@ export interface WorkerSlot {
   /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
   lastDone: number;
   /** Bytes of oversize inputs, kept until Done so a replacement worker can get them again. */
-  oversizeInputs: Map<number, SharedArrayBuffer>;
+  oversizeInputs: Map<number, Uint8Array>;
   /** Bytes of oversize outputs, arrived by message, waiting for their placeholder record. */
   oversizeOutputs: Map<number, ArrayBuffer>;
   /** Crashes per item key, for items whose worker died while running them (forgotten at their Done). */

@@ -60,8 +60,8 @@ const MIN_PARKED = 64;
 const UNDECODABLE = Symbol("undecodable");
 
 /** Bytes of oversize inputs that arrived by message, and readers waiting for ones that have not. */
-const oversizeInputs = new Map<number, SharedArrayBuffer>();
-const oversizeWaiters = new Map<number, (bytes: SharedArrayBuffer) => void>();
+const oversizeInputs = new Map<number, Uint8Array>();
+const oversizeWaiters = new Map<number, (bytes: Uint8Array) => void>();
 
 port.onmessage = (event) => {
   const message = event.data;
@@ -83,7 +83,7 @@ port.onmessage = (event) => {
   }
 };
 
-function oversizeInput(key: number): SharedArrayBuffer | Promise<SharedArrayBuffer> {
+function oversizeInput(key: number): Uint8Array | Promise<Uint8Array> {
   const bytes = oversizeInputs.get(key);
   if (bytes !== undefined) return bytes;
   return new Promise((resolve) => oversizeWaiters.set(key, resolve));
@@ -328,7 +328,7 @@ class ItemLoop {
       const key = itemKey(run.flags, run.id);
       const bytes = await oversizeInput(key);
       oversizeInputs.delete(key);
-      return decode(new Uint8Array(bytes));
+      return decode(bytes);
     } catch (error) {
       this.#decodeError = error;
       return UNDECODABLE;
