@@ -136,6 +136,35 @@ export function encodeDeclined(value: unknown, name: string | number = "item", t
   }
 }
 
+/**
+ * The MessagePack head msgpackr writes before the bytes of a Buffer (bin) or a Uint8Array (its typed-array
+ * extension, which its reader turns back into a Uint8Array), for a writer that copies the bytes in after
+ * it itself, instead of into msgpackr's buffer first; undefined for any other value.
+ */
+export function byteArrayHead(value: ArrayBufferView): Uint8Array | undefined {
+  const length = value.byteLength;
+  if (value.constructor === Buffer) {
+    if (length < 0x100) return Uint8Array.of(0xc4, length);
+    if (length < 0x10000) return Uint8Array.of(0xc5, length >>> 8, length & 0xff);
+    return Uint8Array.of(0xc6, length >>> 24, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff);
+  }
+  if (value.constructor !== Uint8Array) return undefined;
+  uint8ArrayType ??= typedArrayType(new Uint8Array(1));
+  const size = length + 1; // the type byte, then the bytes
+  if (size < 0x100) return Uint8Array.of(0xc7, size, 0x74, uint8ArrayType);
+  if (size < 0x10000) return Uint8Array.of(0xc8, size >>> 8, size & 0xff, 0x74, uint8ArrayType);
+  return Uint8Array.of(0xc9, size >>> 24, (size >>> 16) & 0xff, (size >>> 8) & 0xff, size & 0xff, 0x74, uint8ArrayType);
+}
+let uint8ArrayType: number | undefined;
+
+/** msgpackr's type byte for `sample`'s class of typed array: ext 1 + 1 bytes, "t", the type, one element. */
+function typedArrayType(sample: Uint8Array): number {
+  library();
+  const bytes = pack(itemPackr, sample, false);
+  if (bytes[0] !== 0xc7 || bytes[2] !== 0x74) throw new Error(`msgpackr wrote a Uint8Array as ${bytes.join(" ")}`);
+  return bytes[3]!;
+}
+
 function itemEncodeError(path: string, reason: string, name: string | number): ItemEncodeError {
   const index = typeof name === "number" ? name : undefined;
   return new ItemEncodeError(`${path}: ${reason}`, { path, reason, index });

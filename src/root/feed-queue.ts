@@ -1,5 +1,5 @@
 import { ItemTooLargeError } from "../errors.ts";
-import { type RecordBatchBuilder, encodeDeclined } from "../protocol/codec.ts";
+import { type RecordBatchBuilder, byteArrayHead, encodeDeclined } from "../protocol/codec.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
 
@@ -26,6 +26,8 @@ const SPARE_LARGE_BYTES = 8 * 1024 * 1024;
  * its UTF-8 is written into its chunk directly (see `#appendString`).
  */
 const LONG_STRING = Math.floor((SMALL_OUTPUT_BYTES - 3) / 3);
+/** Bytes (a Buffer or a Uint8Array) longer than this are copied into their chunk directly (see `#appendBytes`). */
+const LONG_BYTES = SMALL_OUTPUT_BYTES;
 /** A record's reference is `chunk serial × OFFSETS + offset`: offsets stay below 2^24 (see `#chunkFor`). */
 const OFFSETS = 2 ** 24;
 
@@ -307,6 +309,10 @@ export class FeedQueue {
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
   #appendValue(value: unknown, index: number): void {
     if (typeof value === "string" && value.length > LONG_STRING) return this.#appendString(value, index);
+    if (ArrayBuffer.isView(value) && value.byteLength > LONG_BYTES) {
+      const head = byteArrayHead(value);
+      if (head !== undefined) return this.#appendBytes(head, value as Uint8Array, index);
+    }
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
@@ -355,6 +361,17 @@ export class FeedQueue {
     const written = chunk.target.text.utf8Write(value, start + head);
     if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
     this.#commit(chunk, at, head + length);
+  }
+
+  /** A long Buffer or Uint8Array (a file's bytes): msgpackr's head, then the bytes copied in once. */
+  #appendBytes(head: Uint8Array, bytes: Uint8Array, index: number): void {
+    this.#checkSize(head.length + bytes.length, index);
+    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + head.length + bytes.length);
+    const at = chunk.end;
+    const start = at + RECORD_HEADER_BYTES;
+    chunk.bytes.set(head, start);
+    chunk.bytes.set(bytes, start + head.length);
+    this.#commit(chunk, at, head.length + bytes.length);
   }
 
   #appendEncoded(bytes: Uint8Array): void {

@@ -28,7 +28,11 @@ export class HeldOutputs<Source> {
     return this.#bytes;
   }
 
-  /** Holds a copy of an output's encoded bytes (or a task error's, `error`) for item `id` of `source`. */
+  /**
+   * Holds an output's encoded bytes (or a task error's, `error`) for item `id` of `source`: `bytes` is a
+   * view of a results frame, which nothing writes again. A copy is held, so that a small output does not
+   * keep its whole frame alive; an output that fills most of its memory (a large one) is held as it is.
+   */
   hold(source: Source, id: number, bytes: Uint8Array, error = false): void {
     const overflowed = this.#overflowed.get(source);
     if (overflowed?.has(id)) return;
@@ -41,7 +45,8 @@ export class HeldOutputs<Source> {
       else overflowed.add(id);
       return;
     }
-    const held = error ? new HeldError(bytes.slice()) : bytes.slice();
+    const own = 2 * bytes.length >= bytes.buffer.byteLength ? bytes : bytes.slice();
+    const held = error ? new HeldError(own) : own;
     const list = items.get(id);
     if (list === undefined) items.set(id, [held]);
     else list.push(held);

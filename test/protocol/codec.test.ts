@@ -5,6 +5,7 @@ import { ItemEncodeError } from "../../src/errors.ts";
 import {
   RESET_BUFFER_MODE,
   RecordBatchBuilder,
+  byteArrayHead,
   decode,
   decodeMessage,
   encode,
@@ -439,6 +440,25 @@ describe("encode", () => {
     for (const value of [cycle, { f: () => 1 }, Symbol("s"), { s: Symbol("t") }, [() => 2]])
       expect(ours(value)).toBe("refused");
     expect(() => encodeItem([0, { s: Symbol("t") }], 7)).toThrow("items[7][1].s: a symbol cannot be sent");
+  });
+});
+
+describe("byteArrayHead", () => {
+  test("is the head msgpackr writes before a Buffer's or a Uint8Array's bytes, at every width; none for others", () => {
+    for (const size of [0, 1, 253, 254, 255, 256, 65_533, 65_534, 65_535, 65_536, 70_000]) {
+      for (const bytes of [new Uint8Array(size).fill(7), Buffer.alloc(size, 7)]) {
+        const head = byteArrayHead(bytes)!;
+        const encoded = encodeItem(bytes);
+        expect([bytes.constructor.name, size, [...encoded.subarray(0, head.length)]]).toEqual([
+          bytes.constructor.name,
+          size,
+          [...head],
+        ]);
+        expect(encoded.length).toBe(head.length + size);
+      }
+    }
+    expect(byteArrayHead(new Uint16Array(4))).toBeUndefined();
+    expect(byteArrayHead(new DataView(new ArrayBuffer(4)))).toBeUndefined();
   });
 });
 

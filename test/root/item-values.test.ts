@@ -122,6 +122,29 @@ describe("at feed", () => {
   }, 60_000);
 });
 
+describe("bytes as items themselves", () => {
+  test("a Buffer or a Uint8Array of any size comes back as its class, byte for byte (large ones copied once)", async () => {
+    const outputs: unknown[] = [];
+    await cluster.setup("item-bytes", "1", [{ function: tasks.identity }], {
+      localPackages: [TASKS],
+      outputHandler: (output) => void outputs.push(output),
+    });
+    /** Bytes that tell their own position, and `seed` in the first, so a shifted or foreign byte shows. */
+    const bytesOf = (size: number, seed: number) => Uint8Array.from({ length: size }, (_, i) => (i * 7 + seed) & 0xff);
+    // Sizes around the heads' widths (8 / 16 / 32-bit lengths), past the small writer, the ring and a part.
+    const sizes = [10, 254, 255, 256, 300, 8200, 65_534, 65_535, 65_536, 70_000, 300_000, 6_000_000];
+    const values: Uint8Array[] = [];
+    for (const [i, size] of sizes.entries()) values.push(bytesOf(size, 2 * i), Buffer.from(bytesOf(size, 2 * i + 1)));
+    cluster.feedMany(values);
+    await cluster.waitEmpty();
+    expect(outputs.length).toBe(values.length);
+    const key = (bytes: Uint8Array) => `${bytes.length}:${bytes[0]}`;
+    const byKey = new Map(outputs.map((output) => [key(output as Uint8Array), output]));
+    const wrong = values.map((value) => difference(byKey.get(key(value)), arrival(value), key(value)));
+    expect(wrong.filter((found) => found !== undefined)).toEqual([]);
+  }, 60_000);
+});
+
 describe("at a task's output", () => {
   test("an output that cannot be carried is its item's TaskError naming the path; the rest goes on", async () => {
     const outputs: Array<{ id: number; n?: number }> = [];

@@ -1,10 +1,11 @@
 import { ItemTooLargeError } from "../../errors.ts";
-import { encodeDeclined, encodeItem } from "../../protocol/codec.ts";
+import { byteArrayHead, encodeDeclined, encodeItem } from "../../protocol/codec.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, writeRecordHeader } from "../../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
 import type { ByteRing } from "../ring.ts";
 import { FLAG_OVERSIZE, type FromWorker } from "../worker-messages.ts";
 
+const EMPTY = new Uint8Array(0);
 /** Uncommitted output bytes after which the writer commits on its own. */
 const COMMIT_BYTES = 16 * 1024;
 
@@ -70,6 +71,11 @@ export class OutputWriter {
         if ((next - this.#committed) >>> 0 >= COMMIT_BYTES) this.flush();
         return;
       }
+    }
+    // Bytes too large for the ring (a file's): their head and themselves, copied once into memory of their own.
+    if (ArrayBuffer.isView(value) && value.byteLength > this.ring.maxPayload) {
+      const head = byteArrayHead(value);
+      if (head !== undefined) return this.#writeOversizeBytes(kind, stage, flags, id, head, value as Uint8Array);
     }
     // With room for any small item, the writer declined this one: msgpackr's, without a second try.
     const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
@@ -171,9 +177,25 @@ export class OutputWriter {
 
   /** Too large for the ring: the bytes go by message, a 4-byte placeholder keeps their place in order. */
   #writeOversize(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
+    return this.#writeOversizeBytes(kind, stage, flags, id, EMPTY, bytes);
+  }
+
+  /** The same for an encoding given as a head and the bytes that follow it. */
+  #writeOversizeBytes(
+    kind: number,
+    stage: number,
+    flags: number,
+    id: number,
+    head: Uint8Array,
+    bytes: Uint8Array,
+  ): void | Promise<void> {
+    const size = head.length + bytes.length;
+    if (size > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(size);
     const ref = this.#nextRef++;
-    const copy = new ArrayBuffer(bytes.length);
-    new Uint8Array(copy).set(bytes);
+    const copy = new ArrayBuffer(size);
+    const target = new Uint8Array(copy);
+    target.set(head);
+    target.set(bytes, head.length);
     this.post({ type: "oversize-output", ref, bytes: copy }, [copy]);
     const placeholder = new Uint8Array(4);
     new DataView(placeholder.buffer).setUint32(0, ref, true);
