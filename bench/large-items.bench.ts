@@ -7,11 +7,13 @@
  * throws them away — what sending those bytes costs at the least.
  *
  * Printed: per run of all the documents, the root's CPU against the raw sender's, the node process's
- * CPU, and the wall rate. A fresh buffer is faulted in page by page (about 10 µs a page on this VM),
+ * CPU, and the wall rate. Then one item of PCLUSTER_BENCH_BIG_MB (64) MB of bytes (a Uint8Array, a
+ * file's), sent to the task that discards it and to one that gives it back, beside the raw sender's
+ * CPU for the same bytes: an item over 4 MiB travels in parts, each copied once where it is joined. A fresh buffer is faulted in page by page (about 10 µs a page on this VM),
  * so this guards that large items cost their bytes, not fresh memory (see ARCHITECTURE.md).
  *
  *   bun run bench large-items
- *   env: PCLUSTER_BENCH_RUNS (5)
+ *   env: PCLUSTER_BENCH_RUNS (5), PCLUSTER_BENCH_BIG_MB (64)
  */
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -20,9 +22,10 @@ import { Root } from "../src/root/root.ts";
 import { documents } from "./support/documents.ts";
 import { processCpuSeconds } from "./support/process-cpu.ts";
 import { fmtRatio, median, table } from "./support/report.ts";
-import { discard } from "./support/tasks/index.ts";
+import { discard, identity } from "./support/tasks/index.ts";
 
 const RUNS = Number(process.env.PCLUSTER_BENCH_RUNS ?? 5);
+const BIG_BYTES = Number(process.env.PCLUSTER_BENCH_BIG_MB ?? 64) * 1e6;
 const TASKS = join(import.meta.dir, "support/tasks");
 
 /** A process that listens on loopback, throws away what it receives, and says how much at each end. */
@@ -41,8 +44,15 @@ function ownCpuMs(): number {
   return (usage.user + usage.system) / 1000;
 }
 
-/** Sends every document's UTF-8 over one raw socket, each written into one reused buffer; resolves once the sink has it all. */
-async function rawSend(port: number, docs: readonly string[], sink: AsyncIterator<string>): Promise<number> {
+/**
+ * Sends every document's UTF-8 (or bytes as they are) over one raw socket, each string written into one
+ * reused buffer; resolves once the sink has it all.
+ */
+async function rawSend(
+  port: number,
+  docs: ReadonlyArray<string | Uint8Array>,
+  sink: AsyncIterator<string>,
+): Promise<number> {
   const buffer = Buffer.allocUnsafe(8 * 1024 * 1024);
   let waiting: (() => void) | undefined;
   const socket = await Bun.connect({
@@ -57,8 +67,8 @@ async function rawSend(port: number, docs: readonly string[], sink: AsyncIterato
   });
   let total = 0;
   for (const doc of docs) {
-    const length = buffer.write(doc, 0, "utf8");
-    let view = buffer.subarray(0, length);
+    const length = typeof doc === "string" ? buffer.write(doc, 0, "utf8") : doc.length;
+    let view = typeof doc === "string" ? buffer.subarray(0, length) : doc;
     while (view.length > 0) {
       const written = socket.write(view);
       view = view.subarray(Math.max(0, written));
@@ -70,6 +80,60 @@ async function rawSend(port: number, docs: readonly string[], sink: AsyncIterato
   const line = await sink.next(); // "got <bytes>": everything arrived
   if (line.value !== `got ${total}`) throw new Error(`the sink got "${line.value}", not ${total} bytes`);
   return total;
+}
+
+/** One item of BIG_BYTES bytes, one way and there and back, beside the raw sender's CPU for its bytes. */
+async function bigItem(root: Root, port: number, sink: AsyncIterator<string>, node: number): Promise<void> {
+  const big = new Uint8Array(BIG_BYTES);
+  for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff; // every page written: none is shared zeroes
+  const megabytes = BIG_BYTES / 1e6;
+  const rows: string[][] = [];
+  for (const [label, task] of [
+    ["one way (task discards it)", discard],
+    ["there and back (task returns it)", identity],
+  ] as const) {
+    let back = 0;
+    await root.setup(`big-item-${task.name}`, "1", [{ function: task }], {
+      localPackages: [TASKS],
+      outputHandler: (output: unknown) => void (back += (output as Uint8Array | null)?.length ?? 0),
+    });
+    await root.run([big]); // warm
+    const raw: number[] = [];
+    const rootCpu: number[] = [];
+    const nodeCpu: number[] = [];
+    const seconds: number[] = [];
+    for (let run = 1; run <= RUNS; run++) {
+      let cpu = ownCpuMs();
+      await rawSend(port, [big], sink);
+      raw.push(ownCpuMs() - cpu);
+      back = 0;
+      cpu = ownCpuMs();
+      const nodeBefore = processCpuSeconds(node);
+      const started = performance.now();
+      await root.run([big]);
+      seconds.push((performance.now() - started) / 1000);
+      rootCpu.push(ownCpuMs() - cpu);
+      nodeCpu.push((processCpuSeconds(node) - nodeBefore) * 1000);
+      if (task === identity && back !== BIG_BYTES) throw new Error(`${back} bytes came back, not ${BIG_BYTES}`);
+    }
+    const ms = (values: number[]) =>
+      `${median(values).toFixed(0)} ms (${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)})`;
+    rows.push([
+      label,
+      fmtRatio(median(rootCpu.map((value, i) => value / raw[i]!))),
+      ms(rootCpu),
+      ms(nodeCpu),
+      ms(seconds.map((s) => s * 1000)),
+      `${(megabytes / median(seconds)).toFixed(0)} MB/s`,
+    ]);
+  }
+  console.log(
+    [
+      "",
+      `one item of ${megabytes.toFixed(0)} MB of bytes (Uint8Array), ${RUNS} runs: medians (ranges); raw = its bytes over a raw socket`,
+      table(["", "root ÷ raw CPU", "root CPU", "node CPU", "wall", "rate"], rows),
+    ].join("\n"),
+  );
 }
 
 async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
@@ -143,10 +207,13 @@ async function main(): Promise<void> {
         ),
         "",
         `root CPU ÷ raw sender CPU, same run: ${fmtRatio(median(ratios))} (runs ${range(ratios, 2)})`,
-        `(load average now ${loadavg()
-          .map((l) => l.toFixed(2))
-          .join(" ")})`,
       ].join("\n"),
+    );
+    await bigItem(root, port, sink, node);
+    console.log(
+      `(load average now ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(" ")})`,
     );
   } finally {
     await root.close();
