@@ -157,6 +157,19 @@ export function byteArrayHead(value: ArrayBufferView): Uint8Array | undefined {
 }
 let uint8ArrayType: number | undefined;
 
+/** The MessagePack head msgpackr writes before `byteLength` bytes of a string's UTF-8 (str8, str16 or str32). */
+export function stringHead(byteLength: number): Uint8Array {
+  if (byteLength < 0x100) return Uint8Array.of(0xd9, byteLength);
+  if (byteLength < 0x10000) return Uint8Array.of(0xda, byteLength >>> 8, byteLength & 0xff);
+  return Uint8Array.of(
+    0xdb,
+    byteLength >>> 24,
+    (byteLength >>> 16) & 0xff,
+    (byteLength >>> 8) & 0xff,
+    byteLength & 0xff,
+  );
+}
+
 /** msgpackr's type byte for `sample`'s class of typed array: ext 1 + 1 bytes, "t", the type, one element. */
 function typedArrayType(sample: Uint8Array): number {
   library();

@@ -1,5 +1,5 @@
 import { ItemTooLargeError } from "../errors.ts";
-import { type RecordBatchBuilder, byteArrayHead, encodeDeclined } from "../protocol/codec.ts";
+import { type RecordBatchBuilder, byteArrayHead, encodeDeclined, stringHead } from "../protocol/codec.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
 
@@ -342,25 +342,15 @@ export class FeedQueue {
    */
   #appendString(value: string, index: number): void {
     const length = Buffer.byteLength(value, "utf8");
-    const head = length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
-    this.#checkSize(head + length, index);
-    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + head + length);
+    const head = stringHead(length);
+    this.#checkSize(head.length + length, index);
+    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + head.length + length);
     const at = chunk.end;
     const start = at + RECORD_HEADER_BYTES;
-    const bytes = chunk.bytes;
-    if (head === 2) {
-      bytes[start] = 0xd9; // str8
-      bytes[start + 1] = length;
-    } else if (head === 3) {
-      bytes[start] = 0xda; // str16
-      chunk.view.setUint16(start + 1, length);
-    } else {
-      bytes[start] = 0xdb; // str32
-      chunk.view.setUint32(start + 1, length);
-    }
-    const written = chunk.target.text.utf8Write(value, start + head);
+    chunk.bytes.set(head, start);
+    const written = chunk.target.text.utf8Write(value, start + head.length);
     if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
-    this.#commit(chunk, at, head + length);
+    this.#commit(chunk, at, head.length + length);
   }
 
   /** A long Buffer or Uint8Array (a file's bytes): msgpackr's head, then the bytes copied in once. */

@@ -7,6 +7,7 @@ import {
   RecordBatchBuilder,
   byteArrayHead,
   decode,
+  stringHead,
   decodeMessage,
   encode,
   encodeItem,
@@ -459,6 +460,20 @@ describe("byteArrayHead", () => {
     }
     expect(byteArrayHead(new Uint16Array(4))).toBeUndefined();
     expect(byteArrayHead(new DataView(new ArrayBuffer(4)))).toBeUndefined();
+  });
+});
+
+describe("stringHead", () => {
+  test("is the head msgpackr writes before a string's UTF-8, at every width", () => {
+    const { Packr } = require("msgpackr") as typeof import("msgpackr");
+    const reference = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
+    for (const size of [32, 254, 255, 256, 65_534, 65_535, 65_536, 70_000]) {
+      const text = `é${"x".repeat(size - 2)}`; // size bytes of UTF-8
+      const head = stringHead(size);
+      const encoded = reference.pack(text);
+      expect([size, [...encoded.subarray(0, head.length)]]).toEqual([size, [...head]]);
+      expect(encoded.length).toBe(head.length + size);
+    }
   });
 });
 

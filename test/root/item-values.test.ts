@@ -145,6 +145,25 @@ describe("bytes as items themselves", () => {
   }, 60_000);
 });
 
+describe("text as items themselves", () => {
+  test("a string of any size, non-ASCII and lone surrogates too, comes back as itself", async () => {
+    const outputs: string[] = [];
+    await cluster.setup("item-text", "1", [{ function: tasks.identity }], {
+      localPackages: [TASKS],
+      outputHandler: (output) => void outputs.push(output as string),
+    });
+    const line = "Grüße, 世界! 🎉 \ud800 ";
+    const values = [300, 70_000, 1_500_000, 6_000_000].map(
+      (size, i) => `${i}:${line.repeat(Math.ceil(size / line.length))}`,
+    );
+    cluster.feedMany(values);
+    await cluster.waitEmpty();
+    expect(outputs.length).toBe(values.length);
+    const byStart = new Map(outputs.map((output) => [output.slice(0, 2), output]));
+    for (const value of values) expect(byStart.get(value.slice(0, 2)) === arrival(value)).toBe(true);
+  }, 60_000);
+});
+
 describe("at a task's output", () => {
   test("an output that cannot be carried is its item's TaskError naming the path; the rest goes on", async () => {
     const outputs: Array<{ id: number; n?: number }> = [];

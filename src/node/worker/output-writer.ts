@@ -1,5 +1,5 @@
 import { ItemTooLargeError } from "../../errors.ts";
-import { byteArrayHead, encodeDeclined, encodeItem } from "../../protocol/codec.ts";
+import { byteArrayHead, encodeDeclined, encodeItem, stringHead } from "../../protocol/codec.ts";
 import { DoneList, RECORD_HEADER_BYTES, RecordKind, writeRecordHeader } from "../../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../../protocol/small-msgpack.ts";
 import type { ByteRing } from "../ring.ts";
@@ -72,10 +72,13 @@ export class OutputWriter {
         return;
       }
     }
-    // Bytes too large for the ring (a file's): their head and themselves, copied once into memory of their own.
+    // Bytes or text too large for the ring (a file's): written once, behind their head, into memory of their own.
     if (ArrayBuffer.isView(value) && value.byteLength > this.ring.maxPayload) {
       const head = byteArrayHead(value);
       if (head !== undefined) return this.#writeOversizeBytes(kind, stage, flags, id, head, value as Uint8Array);
+    }
+    if (typeof value === "string" && value.length > this.ring.maxPayload) {
+      return this.#writeOversizeString(kind, stage, flags, id, value);
     }
     // With room for any small item, the writer declined this one: msgpackr's, without a second try.
     const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
@@ -180,6 +183,19 @@ export class OutputWriter {
     return this.#writeOversizeBytes(kind, stage, flags, id, EMPTY, bytes);
   }
 
+  /** A long string, its UTF-8 written straight into the message's memory (as msgpackr writes it). */
+  #writeOversizeString(kind: number, stage: number, flags: number, id: number, value: string): void | Promise<void> {
+    const length = Buffer.byteLength(value, "utf8");
+    const head = stringHead(length);
+    const size = head.length + length;
+    if (size > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(size);
+    const target = Buffer.allocUnsafeSlow(size);
+    target.set(head);
+    const written = target.write(value, head.length, "utf8");
+    if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
+    return this.#post(kind, stage, flags, id, target.buffer as ArrayBuffer);
+  }
+
   /** The same for an encoding given as a head and the bytes that follow it. */
   #writeOversizeBytes(
     kind: number,
@@ -191,12 +207,17 @@ export class OutputWriter {
   ): void | Promise<void> {
     const size = head.length + bytes.length;
     if (size > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(size);
-    const ref = this.#nextRef++;
     const copy = new ArrayBuffer(size);
     const target = new Uint8Array(copy);
     target.set(head);
     target.set(bytes, head.length);
-    this.post({ type: "oversize-output", ref, bytes: copy }, [copy]);
+    return this.#post(kind, stage, flags, id, copy);
+  }
+
+  /** Sends an oversize record's bytes (memory of their own, moved to the engine) and writes its placeholder. */
+  #post(kind: number, stage: number, flags: number, id: number, bytes: ArrayBuffer): void | Promise<void> {
+    const ref = this.#nextRef++;
+    this.post({ type: "oversize-output", ref, bytes }, [bytes]);
     const placeholder = new Uint8Array(4);
     new DataView(placeholder.buffer).setUint32(0, ref, true);
     return this.write(kind, stage, flags | FLAG_OVERSIZE, id, placeholder);
