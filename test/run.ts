@@ -3,15 +3,25 @@
 //
 // Most files wait on processes, sockets and timers more than they compute: on an idle machine one
 // file per core leaves the cores half idle, and twice as many keep them busy. On a machine that is
-// already busy (a 1-minute load of at least one per core), more files at once would only give each
-// test a smaller share of the CPU and slow the heavy ones past their bounds: then one per core.
+// already busy (other work keeping about half its cores busy right now), more files at once would
+// only give each test a smaller share of the CPU and slow the heavy ones past their bounds: then one
+// per core.
+//
+// "Right now" is the CPU time the machine spent busy over the last second (/proc/stat), not the
+// 1-minute load average: that one still counts, for a minute, the typecheck and build CI ran just before,
+// and made the suite run half as wide on a machine that had gone idle.
+import { readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { withNodeAllocator } from "../src/node/allocator.ts";
 
 const cores = availableParallelism();
-const load = loadavg()[0]!;
-const files = load >= cores ? cores : 2 * cores;
-console.error(`bun run test: ${files} files at once (1-minute load ${load.toFixed(1)} on ${cores} cores)`);
+const busy = await busyCores(1000);
+// A job that keeps one of two cores busy shows as a little under one core here: 0.4 of the cores, not 0.5.
+const files = busy >= 0.4 * cores ? cores : 2 * cores;
+console.error(
+  `bun run test: ${files} files at once (${busy.toFixed(1)} of ${cores} cores busy over the last second; ` +
+    `1-minute load ${loadavg()[0]!.toFixed(1)})`,
+);
 const args = ["test", "--timeout", "60000", `--parallel=${files}`, "--timings=test/timings.json"];
 const child = Bun.spawn([process.execPath, ...args, ...process.argv.slice(2)], {
   cwd: `${import.meta.dir}/..`,
@@ -20,3 +30,29 @@ const child = Bun.spawn([process.execPath, ...args, ...process.argv.slice(2)], {
   stdio: ["inherit", "inherit", "inherit"],
 });
 process.exit(await child.exited);
+
+/**
+ * How many cores' worth of CPU time the machine spent busy over the next `ms` (everything but idle and
+ * I/O wait, from /proc/stat); the 1-minute load where there is no /proc/stat.
+ */
+async function busyCores(ms: number): Promise<number> {
+  const before = cpuTimes();
+  if (before === undefined) return loadavg()[0]!;
+  await Bun.sleep(ms);
+  const after = cpuTimes()!;
+  const total = after.total - before.total;
+  return total > 0 ? (cores * (after.busy - before.busy)) / total : 0;
+}
+
+function cpuTimes(): { total: number; busy: number } | undefined {
+  let line: string;
+  try {
+    line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
+  } catch {
+    return undefined;
+  }
+  // cpu  user nice system idle iowait irq softirq steal guest guest_nice (guest time is in user already)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const busy = user! + nice! + system! + irq! + softirq! + steal!;
+  return { total: busy + idle! + iowait!, busy };
+}
