@@ -309,20 +309,23 @@ export class FeedQueue {
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
   #appendValue(value: unknown, index: number): void {
     if (typeof value === "string" && value.length > LONG_STRING) return this.#appendString(value, index);
+    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
+    const at = chunk.end;
+    const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
+    if (length < 0) return this.#appendDeclined(value, index);
+    this.#checkSize(length, index);
+    this.#commit(chunk, at, length);
+  }
+
+  /** An item the small writer declined (there was room: it is not a small item), kept off `#appendValue`'s path. */
+  #appendDeclined(value: unknown, index: number): void {
     if (ArrayBuffer.isView(value) && value.byteLength > LONG_BYTES) {
       const head = byteArrayHead(value);
       if (head !== undefined) return this.#appendBytes(head, value as Uint8Array, index);
     }
-    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
-    const at = chunk.end;
-    const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
-    if (length < 0) {
-      const bytes = encodeDeclined(value, index, true); // there was room: not a small item; copied at once
-      this.#checkSize(bytes.length, index); // before a chunk is made for it
-      return this.#appendEncoded(bytes);
-    }
-    this.#checkSize(length, index);
-    this.#commit(chunk, at, length);
+    const bytes = encodeDeclined(value, index, true); // copied at once
+    this.#checkSize(bytes.length, index); // before a chunk is made for it
+    return this.#appendEncoded(bytes);
   }
 
   #checkSize(size: number, index: number): void {
