@@ -82,6 +82,37 @@ async function rawSend(
   return total;
 }
 
+/** One run: CPU (ms) of the raw sender for `items`, then of pcluster's root and node for the same, and pcluster's seconds. */
+interface TimedRun {
+  raw: number;
+  root: number;
+  node: number;
+  seconds: number;
+}
+
+async function timedRun(
+  root: Root,
+  items: ReadonlyArray<string | Uint8Array>,
+  port: number,
+  sink: AsyncIterator<string>,
+  node: number,
+): Promise<TimedRun> {
+  let cpu = ownCpuMs();
+  await rawSend(port, items, sink);
+  const raw = ownCpuMs() - cpu;
+  cpu = ownCpuMs();
+  const nodeBefore = processCpuSeconds(node);
+  const started = performance.now();
+  await root.run(items);
+  const seconds = (performance.now() - started) / 1000;
+  return { raw, root: ownCpuMs() - cpu, node: (processCpuSeconds(node) - nodeBefore) * 1000, seconds };
+}
+
+const range = (values: number[], digits = 0) =>
+  `${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}`;
+/** Milliseconds per run: the median and the range. */
+const perRun = (values: number[]) => `${median(values).toFixed(0)} ms (${range(values)})`;
+
 /** One item of BIG_BYTES bytes, one way and there and back, beside the raw sender's CPU for its bytes. */
 async function bigItem(root: Root, port: number, sink: AsyncIterator<string>, node: number): Promise<void> {
   const big = new Uint8Array(BIG_BYTES);
@@ -98,32 +129,19 @@ async function bigItem(root: Root, port: number, sink: AsyncIterator<string>, no
       outputHandler: (output: unknown) => void (back += (output as Uint8Array | null)?.length ?? 0),
     });
     await root.run([big]); // warm
-    const raw: number[] = [];
-    const rootCpu: number[] = [];
-    const nodeCpu: number[] = [];
-    const seconds: number[] = [];
+    const runs: TimedRun[] = [];
     for (let run = 1; run <= RUNS; run++) {
-      let cpu = ownCpuMs();
-      await rawSend(port, [big], sink);
-      raw.push(ownCpuMs() - cpu);
       back = 0;
-      cpu = ownCpuMs();
-      const nodeBefore = processCpuSeconds(node);
-      const started = performance.now();
-      await root.run([big]);
-      seconds.push((performance.now() - started) / 1000);
-      rootCpu.push(ownCpuMs() - cpu);
-      nodeCpu.push((processCpuSeconds(node) - nodeBefore) * 1000);
+      runs.push(await timedRun(root, [big], port, sink, node));
       if (task === identity && back !== BIG_BYTES) throw new Error(`${back} bytes came back, not ${BIG_BYTES}`);
     }
-    const ms = (values: number[]) =>
-      `${median(values).toFixed(0)} ms (${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)})`;
+    const seconds = runs.map((run) => run.seconds);
     rows.push([
       label,
-      fmtRatio(median(rootCpu.map((value, i) => value / raw[i]!))),
-      ms(rootCpu),
-      ms(nodeCpu),
-      ms(seconds.map((s) => s * 1000)),
+      fmtRatio(median(runs.map((run) => run.root / run.raw))),
+      perRun(runs.map((run) => run.root)),
+      perRun(runs.map((run) => run.node)),
+      perRun(seconds.map((s) => s * 1000)),
       `${(megabytes / median(seconds)).toFixed(0)} MB/s`,
     ]);
   }
@@ -173,26 +191,17 @@ async function main(): Promise<void> {
     const rates: number[] = [];
     const ratios: number[] = [];
     for (let run = 1; run <= RUNS; run++) {
-      let cpu = ownCpuMs();
-      await rawSend(port, docs, sink);
-      raw.push(ownCpuMs() - cpu);
-      cpu = ownCpuMs();
-      const nodeBefore = processCpuSeconds(node);
-      const started = performance.now();
-      await root.run(docs);
-      const seconds = (performance.now() - started) / 1000;
-      rootCpu.push(ownCpuMs() - cpu);
-      nodeCpu.push((processCpuSeconds(node) - nodeBefore) * 1000);
-      rates.push(megabytes / seconds);
-      ratios.push(rootCpu.at(-1)! / raw.at(-1)!);
+      const timed = await timedRun(root, docs, port, sink, node);
+      raw.push(timed.raw);
+      rootCpu.push(timed.root);
+      nodeCpu.push(timed.node);
+      rates.push(megabytes / timed.seconds);
+      ratios.push(timed.root / timed.raw);
       console.log(
-        `  run ${run}: raw sender ${raw.at(-1)!.toFixed(0)} ms CPU · pcluster root ${rootCpu.at(-1)!.toFixed(0)} ms, ` +
-          `node ${nodeCpu.at(-1)!.toFixed(0)} ms, ${rates.at(-1)!.toFixed(0)} MB/s`,
+        `  run ${run}: raw sender ${timed.raw.toFixed(0)} ms CPU · pcluster root ${timed.root.toFixed(0)} ms, ` +
+          `node ${timed.node.toFixed(0)} ms, ${rates.at(-1)!.toFixed(0)} MB/s`,
       );
     }
-    const range = (values: number[], digits = 0) =>
-      `${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}`;
-    const perRun = (values: number[]) => `${median(values).toFixed(0)} ms (${range(values)})`;
     console.log(
       [
         "",

@@ -23,10 +23,10 @@ const LARGE_CLASS_MAX = 4 * 1024 * 1024;
 const SPARE_LARGE_BYTES = 8 * 1024 * 1024;
 /**
  * A string longer than this is past the small writer's reach (it needs room for 3 bytes a character):
- * its UTF-8 is written into its chunk directly (see `#appendString`).
+ * its UTF-8 is written into its chunk directly (see `#appendHeaded`).
  */
 const LONG_STRING = Math.floor((SMALL_OUTPUT_BYTES - 3) / 3);
-/** Bytes (a Buffer or a Uint8Array) longer than this are copied into their chunk directly (see `#appendBytes`). */
+/** Bytes (a Buffer or a Uint8Array) longer than this are copied into their chunk directly (see `#appendHeaded`). */
 const LONG_BYTES = SMALL_OUTPUT_BYTES;
 /** A record's reference is `chunk serial × OFFSETS + offset`: offsets stay below 2^24 (see `#chunkFor`). */
 const OFFSETS = 2 ** 24;
@@ -308,7 +308,7 @@ export class FeedQueue {
 
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
   #appendValue(value: unknown, index: number): void {
-    if (typeof value === "string" && value.length > LONG_STRING) return this.#appendString(value, index);
+    if (typeof value === "string" && value.length > LONG_STRING) return this.#appendHeaded(undefined, value, index);
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
@@ -321,7 +321,7 @@ export class FeedQueue {
   #appendDeclined(value: unknown, index: number): void {
     if (ArrayBuffer.isView(value) && value.byteLength > LONG_BYTES) {
       const head = byteArrayHead(value);
-      if (head !== undefined) return this.#appendBytes(head, value as Uint8Array, index);
+      if (head !== undefined) return this.#appendHeaded(head, value as Uint8Array, index);
     }
     const bytes = encodeDeclined(value, index, true); // copied at once
     this.#checkSize(bytes.length, index); // before a chunk is made for it
@@ -339,32 +339,24 @@ export class FeedQueue {
   }
 
   /**
-   * A long string (a document, a page, a file's text): its MessagePack head, then its UTF-8 written
-   * straight into its chunk, instead of into msgpackr's buffer and copied from there. A lone surrogate
-   * is U+FFFD, as msgpackr writes it.
+   * A long item written straight into its chunk behind its MessagePack head, instead of into msgpackr's
+   * buffer and copied from there: bytes (a file's, `head` from `byteArrayHead`) as they are, or a string's
+   * UTF-8 (a document, a page; its head made here), a lone surrogate as U+FFFD, as msgpackr writes it.
    */
-  #appendString(value: string, index: number): void {
-    const length = Buffer.byteLength(value, "utf8");
-    const head = stringHead(length);
+  #appendHeaded(head: Uint8Array | undefined, body: Uint8Array | string, index: number): void {
+    const length = typeof body === "string" ? Buffer.byteLength(body, "utf8") : body.length;
+    head ??= stringHead(length);
     this.#checkSize(head.length + length, index);
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + head.length + length);
     const at = chunk.end;
-    const start = at + RECORD_HEADER_BYTES;
-    chunk.bytes.set(head, start);
-    const written = chunk.target.text.utf8Write(value, start + head.length);
-    if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
+    const start = at + RECORD_HEADER_BYTES + head.length;
+    chunk.bytes.set(head, start - head.length);
+    if (typeof body !== "string") chunk.bytes.set(body, start);
+    else {
+      const written = chunk.target.text.utf8Write(body, start);
+      if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
+    }
     this.#commit(chunk, at, head.length + length);
-  }
-
-  /** A long Buffer or Uint8Array (a file's bytes): msgpackr's head, then the bytes copied in once. */
-  #appendBytes(head: Uint8Array, bytes: Uint8Array, index: number): void {
-    this.#checkSize(head.length + bytes.length, index);
-    const chunk = this.#chunkFor(RECORD_HEADER_BYTES + head.length + bytes.length);
-    const at = chunk.end;
-    const start = at + RECORD_HEADER_BYTES;
-    chunk.bytes.set(head, start);
-    chunk.bytes.set(bytes, start + head.length);
-    this.#commit(chunk, at, head.length + bytes.length);
   }
 
   #appendEncoded(bytes: Uint8Array): void {

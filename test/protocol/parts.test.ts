@@ -40,6 +40,30 @@ function nextMessage(connection: Connection): Promise<Message> {
   return new Promise((resolve) => (connection.onMessage = resolve));
 }
 
+/**
+ * A node-service server that keeps the last message a peer sent (it answers nothing itself), and a client
+ * dialled to it with the default frame limit; both stopped after the test.
+ */
+async function serverKeepingLast(limits: {
+  maxFrameBytes?: number;
+  maxMessageBytes: number;
+}): Promise<{ connection: Connection; last: () => Message | undefined }> {
+  let last: Message | undefined;
+  const server = serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    service: "node",
+    ...limits,
+    onPeer(connection) {
+      connection.onMessage = (message) => (last = message);
+    },
+  });
+  stops.push(() => server.stop());
+  const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
+  stops.push(() => connection.destroy());
+  return { connection, last: () => last };
+}
+
 describe("splitting and joining, in memory", () => {
   test("a body split into parts within a frame limit is joined back byte for byte", () => {
     const body = encode({ t: "event", name: "big", data: pattern(300_000, 7) });
@@ -160,25 +184,13 @@ describe("over real sockets", () => {
   }, 30_000);
 
   test("a message over PART_FROM_BYTES goes in parts though the peer takes frames of 64 MiB", async () => {
-    let got: Message | undefined;
-    const server = serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      service: "node",
-      maxMessageBytes: 16 * 1024 * 1024,
-      onPeer(connection) {
-        connection.onMessage = (message) => (got = message);
-      },
-    });
-    stops.push(() => server.stop());
-    const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
-    stops.push(() => connection.destroy());
+    const { connection, last } = await serverKeepingLast({ maxMessageBytes: 16 * 1024 * 1024 });
     expect(connection.peerMaxFrameBytes).toBe(64 * 1024 * 1024);
     const before = connection.receivedBytes;
     const big = pattern(PART_FROM_BYTES + 3 * PART_BYTES, 5);
     connection.send({ t: "event", name: "big", data: big });
-    for (let waited = 0; got === undefined && waited < 10_000; waited += 20) await Bun.sleep(20);
-    expect((got as { data?: Uint8Array } | undefined)?.data).toEqual(big);
+    for (let waited = 0; last() === undefined && waited < 10_000; waited += 20) await Bun.sleep(20);
+    expect((last() as { data?: Uint8Array } | undefined)?.data).toEqual(big);
     // One acknowledgement per part but the last: 7 parts of 1 MiB and one of a few bytes.
     const ack = frameOf(encode({ t: "part-ack", left: 1 << 20 })).length;
     for (let waited = 0; connection.receivedBytes - before < 7 * (ack - 4) && waited < 5000; waited += 20)
@@ -188,28 +200,18 @@ describe("over real sockets", () => {
   }, 20_000);
 
   test("the receiver acknowledges each part but the last, so the sender sees it alive meanwhile", async () => {
-    let got: Message | undefined;
-    const server = serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      service: "node",
+    const { connection, last } = await serverKeepingLast({
       maxFrameBytes: 64 * 1024,
       maxMessageBytes: 4 * 1024 * 1024,
-      onPeer(connection) {
-        connection.onMessage = (message) => (got = message); // it answers nothing itself
-      },
     });
-    stops.push(() => server.stop());
-    const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
-    stops.push(() => connection.destroy());
     const before = connection.receivedBytes;
     const parts =
       partFrames([frameOf(encode({ t: "event", name: "big", data: pattern(1_000_000, 4) }))], 64 * 1024).length / 2;
     let seen = false;
     connection.onMessage = () => (seen = true); // acknowledgements are the connection's own business
     connection.send({ t: "event", name: "big", data: pattern(1_000_000, 4) });
-    for (let waited = 0; got === undefined && waited < 10_000; waited += 20) await Bun.sleep(20);
-    expect(got?.t).toBe("event");
+    for (let waited = 0; last() === undefined && waited < 10_000; waited += 20) await Bun.sleep(20);
+    expect(last()?.t).toBe("event");
     // Each acknowledgement is one small frame: { t: "part-ack", left }.
     const ack = frameOf(encode({ t: "part-ack", left: 1 << 20 })).length;
     for (let waited = 0; connection.receivedBytes - before < (parts - 1) * (ack - 4) && waited < 5000; waited += 20)

@@ -35,6 +35,19 @@ function refusalOf(call: () => unknown): ItemEncodeError {
   throw new Error("was not refused");
 }
 
+/** `values` fed as items through the identity task; its outputs in the order they came (one per item). */
+async function throughIdentity(name: string, values: readonly unknown[]): Promise<unknown[]> {
+  const outputs: unknown[] = [];
+  await cluster.setup(name, "1", [{ function: tasks.identity }], {
+    localPackages: [TASKS],
+    outputHandler: (output) => void outputs.push(output),
+  });
+  cluster.feedMany(values);
+  await cluster.waitEmpty();
+  expect(outputs.length).toBe(values.length);
+  return outputs;
+}
+
 class Point {
   x = 1;
 }
@@ -89,11 +102,6 @@ describe("at feed", () => {
   }, 60_000);
 
   test("what can be carried goes to the node and comes back as itself", async () => {
-    const outputs: Array<{ i: number; v: unknown }> = [];
-    await cluster.setup("item-values", "1", [{ function: tasks.identity }], {
-      localPackages: [TASKS],
-      outputHandler: (output) => void outputs.push(output as { i: number; v: unknown }),
-    });
     const values: unknown[] = [
       undefined,
       [1, undefined, 3],
@@ -114,9 +122,10 @@ describe("at feed", () => {
       Object.assign(Object.create(null), { bare: true }),
       { text: "t".repeat(20_000), inner: [new Set([new Date(5)]), 3n] }, // msgpackr's path
     ];
-    cluster.feedMany(values.map((v, i) => ({ i, v })));
-    await cluster.waitEmpty();
-    expect(outputs.length).toBe(values.length);
+    const outputs = (await throughIdentity(
+      "item-values",
+      values.map((v, i) => ({ i, v })),
+    )) as Array<{ i: number }>;
     outputs.sort((a, b) => a.i - b.i);
     for (const [i, v] of values.entries()) expect(difference(outputs[i], arrival({ i, v }))).toBeUndefined();
   }, 60_000);
@@ -124,20 +133,13 @@ describe("at feed", () => {
 
 describe("bytes as items themselves", () => {
   test("a Buffer or a Uint8Array of any size comes back as its class, byte for byte (large ones copied once)", async () => {
-    const outputs: unknown[] = [];
-    await cluster.setup("item-bytes", "1", [{ function: tasks.identity }], {
-      localPackages: [TASKS],
-      outputHandler: (output) => void outputs.push(output),
-    });
     /** Bytes that tell their own position, and `seed` in the first, so a shifted or foreign byte shows. */
     const bytesOf = (size: number, seed: number) => Uint8Array.from({ length: size }, (_, i) => (i * 7 + seed) & 0xff);
     // Sizes around the heads' widths (8 / 16 / 32-bit lengths), past the small writer, the ring and a part.
     const sizes = [10, 254, 255, 256, 300, 8200, 65_534, 65_535, 65_536, 70_000, 300_000, 6_000_000];
     const values: Uint8Array[] = [];
     for (const [i, size] of sizes.entries()) values.push(bytesOf(size, 2 * i), Buffer.from(bytesOf(size, 2 * i + 1)));
-    cluster.feedMany(values);
-    await cluster.waitEmpty();
-    expect(outputs.length).toBe(values.length);
+    const outputs = await throughIdentity("item-bytes", values);
     const key = (bytes: Uint8Array) => `${bytes.length}:${bytes[0]}`;
     const byKey = new Map(outputs.map((output) => [key(output as Uint8Array), output]));
     const wrong = values.map((value) => difference(byKey.get(key(value)), arrival(value), key(value)));
@@ -147,18 +149,11 @@ describe("bytes as items themselves", () => {
 
 describe("text as items themselves", () => {
   test("a string of any size, non-ASCII and lone surrogates too, comes back as itself", async () => {
-    const outputs: string[] = [];
-    await cluster.setup("item-text", "1", [{ function: tasks.identity }], {
-      localPackages: [TASKS],
-      outputHandler: (output) => void outputs.push(output as string),
-    });
     const line = "Grüße, 世界! 🎉 \ud800 ";
     const values = [300, 70_000, 1_500_000, 6_000_000].map(
       (size, i) => `${i}:${line.repeat(Math.ceil(size / line.length))}`,
     );
-    cluster.feedMany(values);
-    await cluster.waitEmpty();
-    expect(outputs.length).toBe(values.length);
+    const outputs = (await throughIdentity("item-text", values)) as string[];
     const byStart = new Map(outputs.map((output) => [output.slice(0, 2), output]));
     for (const value of values) expect(byStart.get(value.slice(0, 2)) === arrival(value)).toBe(true);
   }, 60_000);

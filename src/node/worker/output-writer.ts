@@ -75,10 +75,10 @@ export class OutputWriter {
     // Bytes or text too large for the ring (a file's): written once, behind their head, into memory of their own.
     if (ArrayBuffer.isView(value) && value.byteLength > this.ring.maxPayload) {
       const head = byteArrayHead(value);
-      if (head !== undefined) return this.#writeOversizeBytes(kind, stage, flags, id, head, value as Uint8Array);
+      if (head !== undefined) return this.#writeOversizeHeaded(kind, stage, flags, id, head, value as Uint8Array);
     }
     if (typeof value === "string" && value.length > this.ring.maxPayload) {
-      return this.#writeOversizeString(kind, stage, flags, id, value);
+      return this.#writeOversizeHeaded(kind, stage, flags, id, undefined, value);
     }
     // With room for any small item, the writer declined this one: msgpackr's, without a second try.
     const declined = room >= RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES;
@@ -180,38 +180,33 @@ export class OutputWriter {
 
   /** Too large for the ring: the bytes go by message, a 4-byte placeholder keeps their place in order. */
   #writeOversize(kind: number, stage: number, flags: number, id: number, bytes: Uint8Array): void | Promise<void> {
-    return this.#writeOversizeBytes(kind, stage, flags, id, EMPTY, bytes);
+    return this.#writeOversizeHeaded(kind, stage, flags, id, EMPTY, bytes);
   }
 
-  /** A long string, its UTF-8 written straight into the message's memory (as msgpackr writes it). */
-  #writeOversizeString(kind: number, stage: number, flags: number, id: number, value: string): void | Promise<void> {
-    const length = Buffer.byteLength(value, "utf8");
-    const head = stringHead(length);
-    const size = head.length + length;
-    if (size > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(size);
-    const target = Buffer.allocUnsafeSlow(size);
-    target.set(head);
-    const written = target.write(value, head.length, "utf8");
-    if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
-    return this.#post(kind, stage, flags, id, target.buffer as ArrayBuffer);
-  }
-
-  /** The same for an encoding given as a head and the bytes that follow it. */
-  #writeOversizeBytes(
+  /**
+   * The same for an item encoded as a head and what follows it: bytes as they are, or a string's UTF-8
+   * (its head made here, once its length is known), written straight into the message's memory.
+   */
+  #writeOversizeHeaded(
     kind: number,
     stage: number,
     flags: number,
     id: number,
-    head: Uint8Array,
-    bytes: Uint8Array,
+    head: Uint8Array | undefined,
+    body: Uint8Array | string,
   ): void | Promise<void> {
-    const size = head.length + bytes.length;
+    const length = typeof body === "string" ? Buffer.byteLength(body, "utf8") : body.length;
+    head ??= stringHead(length);
+    const size = head.length + length;
     if (size > this.maxItemBytes && kind === RecordKind.Output) throw this.#tooLarge(size);
-    const copy = new ArrayBuffer(size);
-    const target = new Uint8Array(copy);
+    const target = Buffer.allocUnsafeSlow(size); // its own memory, every byte written below
     target.set(head);
-    target.set(bytes, head.length);
-    return this.#post(kind, stage, flags, id, copy);
+    if (typeof body !== "string") target.set(body, head.length);
+    else {
+      const written = target.write(body, head.length, "utf8");
+      if (written !== length) throw new Error(`a string's UTF-8 took ${written} bytes where ${length} were counted`);
+    }
+    return this.#post(kind, stage, flags, id, target.buffer as ArrayBuffer);
   }
 
   /** Sends an oversize record's bytes (memory of their own, moved to the engine) and writes its placeholder. */
