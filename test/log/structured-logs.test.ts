@@ -121,21 +121,21 @@ describe("pcluster log --json with a real node", () => {
     const cluster = new Root([node.addr]);
     const outputs: unknown[] = [];
     try {
-      await cluster.setup("abrupt", "1", [{ function: tasks.logThenSpin }], {
+      await cluster.setup("abrupt", "1", [{ function: tasks.logThenBlock }], {
         localPackages: [TASKS],
         outputHandler: (output) => void outputs.push(output),
       });
-      // The first item is done (its output is out) while the worker spins on the second, never idle.
+      // The first item is done (its output is out) while the worker blocks on the second, never idle.
       cluster.feed({ id: 1, ms: 2 }, { id: 2, ms: 20_000 });
       for (const deadline = Date.now() + 10_000; outputs.length === 0 && Date.now() < deadline; ) await Bun.sleep(5);
       expect(outputs).toEqual([{ id: 1 }]);
-      await cluster.reset(); // ends the spinning worker
+      await cluster.reset(); // ends the blocked worker
     } finally {
       await cluster.close();
     }
-    const text = await waitForFile(jsonServer.outfile, (t) => t.includes("spinning 2 ms for 1"), 5000);
-    const line = parseAll(text).find((record) => record.message === "spinning 2 ms for 1");
-    expect(line).toMatchObject({ level: "info", pipeline: "abrupt", task: "logThenSpin" });
+    const text = await waitForFile(jsonServer.outfile, (t) => t.includes("blocking 2 ms for 1"), 5000);
+    const line = parseAll(text).find((record) => record.message === "blocking 2 ms for 1");
+    expect(line).toMatchObject({ level: "info", pipeline: "abrupt", task: "logThenBlock" });
   }, 30_000);
 
   test("a line with a level that does not exist is refused, naming the field; the server goes on", async () => {

@@ -48,7 +48,7 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
 
   const root = new Root([node.addr]);
   roots.push(root);
-  await root.setup("metered", "2", [{ function: tasks.spinOrFail }, { function: tasks.identity }], {
+  await root.setup("metered", "2", [{ function: tasks.blockOrFail }, { function: tasks.identity }], {
     localPackages: [TASKS],
     errorHandler: () => {},
   });
@@ -118,8 +118,8 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
     let cumulative = 0;
     for (const [bucket, sample] of buckets.entries()) expect(sample.value).toBe((cumulative += task.latency![bucket]!));
   }
-  // The spinning task (4 ms a call) is timed on every call: its histogram counts them all, none under 4 ms.
-  const spin = { stage: "1", task: "spinOrFail" };
+  // The blocking task (4 ms a call) is timed on every call: its histogram counts them all, none under 4 ms.
+  const spin = { stage: "1", task: "blockOrFail" };
   expect(value(after, "pcluster_task_duration_seconds_count", spin)).toBe(ITEMS);
   expect(value(after, "pcluster_task_duration_seconds_bucket", { ...spin, le: "0.0025" })).toBe(0);
   expect(value(after, "pcluster_task_errors_total", spin)).toBe(ITEMS / 10);

@@ -104,7 +104,7 @@ async function screenshot(page: Page, name: string): Promise<void> {
 
 describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless Chromium", () => {
   test("cluster.serveDashboard: the numbers move during a run and end equal to stats()", async () => {
-    await cluster.setup("dashboard-demo", "1.0", [{ function: tasks.spinOrFail }, { function: tasks.identity }], {
+    await cluster.setup("dashboard-demo", "1.0", [{ function: tasks.blockOrFail }, { function: tasks.identity }], {
       localPackages: [TASKS],
       errorHandler: () => {},
     });
@@ -149,12 +149,12 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in a real headless
     expect(final.errorsTotal).toBe(ITEMS / 10);
     expect(final.percent).toBe("100.0%");
     expect(final.eta).toBe("done");
-    // Every call of the spinning task takes 5 ms or more: its mean and p99 say so.
+    // Every call of the blocking task takes 5 ms or more: its mean and p99 say so.
     expect(final.tasks[0]!.mean).toBeGreaterThanOrEqual(5);
     expect(final.tasks[0]!.p99).toBeGreaterThanOrEqual(5);
     expect(final.tasks[0]!.p99).toBeGreaterThanOrEqual(final.tasks[1]!.p99);
     expect(final.errors.length).toBeGreaterThan(0);
-    expect(final.errors[0]!.where).toMatch(/^spinOrFail · item \d+$/);
+    expect(final.errors[0]!.where).toMatch(/^blockOrFail · item \d+$/);
     expect(cluster.nodes).toContain(final.errors[0]!.node!);
     expect(final.errors[0]!.what).toMatch(/^item \d+ is a multiple of ten$/);
     await screenshot(page, "dashboard.png");

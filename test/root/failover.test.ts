@@ -178,7 +178,7 @@ describe("a node lost in the middle of a run", () => {
     const seen: number[] = [];
     let stoppedAt = 0;
     try {
-      await cluster.setup("frozen", "1", [{ function: tasks.spin }], {
+      await cluster.setup("frozen", "1", [{ function: tasks.block }], {
         localPackages: [TASKS],
         outputHandler: (output) => {
           seen.push((output as { id: number }).id);
@@ -363,7 +363,7 @@ describe("every node lost", () => {
     const nodes = await twoNodes(1);
     const cluster = track(new Root(nodes.map((node) => node.addr)));
     let outputs = 0;
-    await cluster.setup("doomed", "1", [{ function: tasks.spin }], {
+    await cluster.setup("doomed", "1", [{ function: tasks.block }], {
       localPackages: [TASKS],
       outputHandler: () => void outputs++,
     });

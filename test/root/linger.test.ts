@@ -28,7 +28,7 @@ afterAll(async () => {
 });
 
 async function rootWith(
-  task: typeof tasks.spin | typeof tasks.gated | typeof tasks.sleepy,
+  task: typeof tasks.block | typeof tasks.gated | typeof tasks.sleepy,
   outputs: Array<{ id: number }>,
 ): Promise<Root> {
   const root = new Root([["127.0.0.1", node.port]]);
@@ -44,7 +44,7 @@ async function rootWith(
 describe("slow items are not held for a batch", () => {
   test("one 10 ms item among nothing else comes back; so does each of a trickle, one every 50 ms", async () => {
     const outputs: Array<{ id: number }> = [];
-    const root = await rootWith(tasks.spin, outputs);
+    const root = await rootWith(tasks.block, outputs);
     try {
       root.feed({ ms: 10, id: 0 });
       await waitUntil(

@@ -141,7 +141,7 @@ describe("a root over two nodes", () => {
 
   test("sleep pauses every worker after its current item; wakeup resumes", async () => {
     const outputs: unknown[] = [];
-    await cluster.setup("sleepy", "1", [{ function: tasks.spin }], {
+    await cluster.setup("sleepy", "1", [{ function: tasks.block }], {
       localPackages: [TASKS],
       outputHandler: (output) => void outputs.push(output),
     });

@@ -21,7 +21,7 @@ const value = (families: Map<string, ParsedFamily>, name: string, labels: Record
 test("cluster.serveMetrics: fed, done, queue, in flight and each node's window and round trip; stopped by reset", async () => {
   delete process.env.PCLUSTER_TOKEN;
   cluster = await Root.local({ nodes: 2, workers: 1 });
-  await cluster.setup("root-metrics", "1", [{ function: tasks.spinOrFail }], {
+  await cluster.setup("root-metrics", "1", [{ function: tasks.blockOrFail }], {
     localPackages: [TASKS],
     errorHandler: () => {},
   });
