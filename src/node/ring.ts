@@ -38,6 +38,13 @@ const DOORBELL = 80;
  * such bugs.
  */
 export const WAKE_CHECK_MS = 250;
+/**
+ * The same bound once a waiter's last QUIET_LOOKS looks in a row found nothing (a second of silence):
+ * an idle node's threads then wake once every two seconds per ring instead of four times a second.
+ * Being rung, or finding what it waits for, brings the waiter back to WAKE_CHECK_MS.
+ */
+export const QUIET_WAKE_CHECK_MS = 2000;
+const QUIET_LOOKS = 4;
 const HEADER_BYTES = 384;
 
 export class ByteRing {
@@ -230,19 +237,33 @@ export class ByteRing {
 
   /** Returns undefined when the condition already holds, so the caller can go on without awaiting. */
   #waitAsync(flag: number, slot: number, ready: () => boolean, timeoutMs: number): Promise<unknown> | undefined {
-    if (ready() || this.closed) return undefined;
+    if (ready() || this.closed) {
+      this.#quietLooks = 0;
+      return undefined;
+    }
     Atomics.store(this.#state, flag, 1);
     const observed = Atomics.load(this.#state, slot);
     if (ready() || this.closed) {
       Atomics.store(this.#state, flag, 0);
+      this.#quietLooks = 0;
       return undefined;
     }
-    const result = Atomics.waitAsync(this.#state, slot, observed, timeoutMs);
+    const bound = timeoutMs === WAKE_CHECK_MS && this.#quietLooks >= QUIET_LOOKS ? QUIET_WAKE_CHECK_MS : timeoutMs;
+    const result = Atomics.waitAsync(this.#state, slot, observed, bound);
     const clear = (value: unknown) => {
       Atomics.store(this.#state, flag, 0);
+      this.#quietLooks = value === "timed-out" ? this.#quietLooks + 1 : 0;
       return value;
     };
     return result.async ? result.value.then(clear) : Promise.resolve(clear(result.value));
+  }
+
+  /** This side's waits in a row that ran to their bound without being rung (see QUIET_WAKE_CHECK_MS). */
+  #quietLooks = 0;
+
+  /** Whether this side's next wait with the default bound lasts QUIET_WAKE_CHECK_MS (it found nothing of late). */
+  get quiet(): boolean {
+    return this.#quietLooks >= QUIET_LOOKS;
   }
 
   /** Whether the producer is parked in `waitForRoom` (its consumer holds it back). */

@@ -59,10 +59,46 @@ export class HeapReporter {
   readonly #thread = ownThreadId();
   #lastReport = 0;
   #items = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #idle = false;
 
   constructor(buffer: SharedArrayBuffer, index: number) {
     this.#slot = new Float64Array(buffer, index * HEAP_FIELDS * Float64Array.BYTES_PER_ELEMENT, HEAP_FIELDS);
   }
+
+  /**
+   * Reports now, then every HEAP_REPORT_MS while the worker has work (a task that awaits lets the timer
+   * run). A worker that waits for input reports once more and then not again until it has work: its
+   * heap does not grow meanwhile, and should a task's own timer grow it, the engine's estimate still
+   * counts the pages its thread faults in since.
+   */
+  start(): void {
+    this.report();
+    this.busy();
+  }
+
+  /** The worker has work again. */
+  busy(): void {
+    this.#idle = false;
+    this.#timer ??= setInterval(this.#tick, HEAP_REPORT_MS);
+  }
+
+  /** The worker waits for input with nothing in progress. */
+  idle(): void {
+    this.#idle = true;
+  }
+
+  /** Whether reports still come every HEAP_REPORT_MS (false once an idle worker made its last). */
+  get reporting(): boolean {
+    return this.#timer !== undefined;
+  }
+
+  readonly #tick = (): void => {
+    this.report();
+    if (!this.#idle) return;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  };
 
   /** Writes the heap now. */
   report(): void {

@@ -50,6 +50,20 @@ describe("lifecycle", () => {
     expect(() => harness.feed([1])).toThrow(/reset/);
   });
 
+  test("an idle engine looks at its workers once a second; a feed brings back the look every 50 ms", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "cpu" }], { workers: 2 });
+    try {
+      await waitFor(() => harness.engine.watchEveryMs, { what: "the idle look", until: (ms) => ms === 1000 });
+      harness.feed(Array.from({ length: 50 }, (_, i) => i));
+      expect(harness.engine.watchEveryMs).toBe(50); // at once: a task that hangs is caught on time
+      await harness.waitEmpty();
+      expect(harness.outputCount).toBe(50);
+      await waitFor(() => harness.engine.watchEveryMs, { what: "the idle look again", until: (ms) => ms === 1000 });
+    } finally {
+      await harness.engine.reset();
+    }
+  });
+
   test("sleep() always reaches idle workers: 300 sleep and wakeup cycles, none lost", async () => {
     // An idle worker waits on its input ring with no timeout: a nudge lost between its last look at the
     // control word and its wait would leave sleep() pending for good, and this test would time out.

@@ -206,6 +206,24 @@ describe("ByteRing: wake-ups", () => {
     expect(ring.waitForRoom(ring.readPosition)).toBeUndefined();
   });
 
+  test("a side whose looks keep finding nothing looks less often; being rung or finding data brings it back", async () => {
+    const ring = new ByteRing(ByteRing.allocate(4096));
+    const consumer = new ByteRing(ring.buffer); // the other thread's view: its own count of quiet looks
+    expect(consumer.quiet).toBe(false);
+    for (let look = 1; look <= 4; look++) expect(await consumer.waitForData(0, 1)).toBe("timed-out");
+    expect(consumer.quiet).toBe(true);
+    expect(ring.quiet).toBe(false); // the producer's side waited for nothing
+    const data = consumer.waitForData(0); // now bounded by two seconds, not a quarter of one
+    ring.commit(ring.tryWrite(0, KIND, 0, 0, 1, payloadOf(1, 4)));
+    expect(await within(data!, 5000, "the quiet side's wake-up on a commit")).toBe("ok");
+    expect(consumer.quiet).toBe(false);
+
+    for (let look = 1; look <= 4; look++) await consumer.waitForData(ring.writePosition, 1);
+    expect(consumer.quiet).toBe(true);
+    expect(consumer.waitForData(0)).toBeUndefined(); // what it waits for is there: a find, not a quiet look
+    expect(consumer.quiet).toBe(false);
+  });
+
   test("across a real Worker thread, both ways through two 4 KiB rings: every record echoed in order, woken, not polled", async () => {
     const input = new ByteRing(ByteRing.allocate(4096));
     const output = new ByteRing(ByteRing.allocate(4096));

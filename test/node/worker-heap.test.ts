@@ -1,5 +1,12 @@
 import { afterEach, expect, test } from "bun:test";
-import { HEAP_REPORT_MS, HeapField, WorkerHeaps, heapSlotsBytes } from "../../src/node/worker-heap.ts";
+import {
+  HEAP_FIELDS,
+  HEAP_REPORT_MS,
+  HeapField,
+  HeapReporter,
+  WorkerHeaps,
+  heapSlotsBytes,
+} from "../../src/node/worker-heap.ts";
 import { waitFor } from "../support/wait.ts";
 
 /**
@@ -61,3 +68,27 @@ test("a worker growing its heap in synchronous code is seen growing; the ones be
   heaps.clear(0);
   expect(slots[HeapField.Used]).toBe(0);
 }, 60_000);
+
+test("a worker that waits for input reports once more, then not until it has work again", async () => {
+  const buffer = new SharedArrayBuffer(heapSlotsBytes(2));
+  const slots = new Float64Array(buffer);
+  const reporter = new HeapReporter(buffer, 1);
+  const used = HEAP_FIELDS + HeapField.Used; // worker 1's slot
+  reporter.start();
+  try {
+    expect(slots[used]).toBeGreaterThan(0); // reported at once
+    expect(reporter.reporting).toBe(true);
+    slots[used] = -1;
+    reporter.idle();
+    await waitUntil(() => !reporter.reporting, 10_000, "the reports to stop");
+    expect(slots[used]).toBeGreaterThan(0); // the last report came before they stopped
+    reporter.busy();
+    expect(reporter.reporting).toBe(true);
+    slots[used] = -1;
+    await waitUntil(() => slots[used]! > 0, 10_000, "a report once busy again");
+    expect(slots[0]).toBe(0); // another worker's slot is never written
+  } finally {
+    reporter.idle();
+    await waitUntil(() => !reporter.reporting, 10_000, "the reports to stop at the end");
+  }
+});

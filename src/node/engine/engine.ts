@@ -146,6 +146,7 @@ export class Engine {
   dispatch(blob: Uint8Array, records = countFeedRecords(blob, this.#tasks.length)): boolean {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
     this.#accepted += records;
+    this.#supervisor.busy();
     return this.#input.dispatch(blob);
   }
 
@@ -277,6 +278,11 @@ export class Engine {
   }
 
   // ---- state and lifecycle ----------------------------------------------------------------------
+
+  /** How often the engine looks at its workers' memory and progress, in ms (see WorkerSupervisor). */
+  get watchEveryMs(): number {
+    return this.#supervisor.watchEveryMs;
+  }
 
   /** Worker threads that died or were ended and were replaced, since the start. */
   get workersReplaced(): number {

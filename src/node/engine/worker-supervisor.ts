@@ -60,6 +60,12 @@ export interface WorkerSetup {
 
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
 const WATCH_MS = 50;
+/**
+ * How often it looks while no worker has an item: nothing can stall then, and memory moves only by a
+ * task's own timers, if at all. An idle node then wakes once a second instead of twenty times; the
+ * next feed brings back the short period (`busy()`).
+ */
+const IDLE_WATCH_MS = 1000;
 
 /**
  * Starts the worker threads, and keeps them running: a worker that dies (or is ended for using too
@@ -86,6 +92,8 @@ export class WorkerSupervisor {
   readonly #heaps: WorkerHeaps;
   readonly #progress: ProgressSample[] = [];
   #watchTimer: ReturnType<typeof setInterval> | undefined;
+  /** The watch's period now: WATCH_MS or IDLE_WATCH_MS (0: no watch, for there is nothing to guard). */
+  #watchEvery = 0;
   #stopped = false;
 
   constructor(
@@ -121,10 +129,27 @@ export class WorkerSupervisor {
     const outcomes = await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
     const errors = [...new Set(outcomes.filter((outcome): outcome is string => outcome !== undefined))];
     if (errors.length === 0 && (this.#memoryGuard !== undefined || this.#stallGuard !== undefined)) {
-      this.#watchTimer = setInterval(this.#watch, WATCH_MS);
-      this.#watchTimer.unref();
+      this.#watchEach(WATCH_MS);
     }
     return errors;
+  }
+
+  /** How often the watch looks now, in ms: 50 while items are queued, 1000 while none is (0: no watch). */
+  get watchEveryMs(): number {
+    return this.#watchEvery;
+  }
+
+  /** Items came in: the watch looks every WATCH_MS again if it had slowed down for an idle node. */
+  busy(): void {
+    if (this.#watchEvery === IDLE_WATCH_MS && !this.#stopped) this.#watchEach(WATCH_MS);
+  }
+
+  #watchEach(ms: number): void {
+    if (this.#watchEvery === ms) return;
+    clearInterval(this.#watchTimer);
+    this.#watchTimer = setInterval(this.#watch, ms);
+    this.#watchTimer.unref();
+    this.#watchEvery = ms;
   }
 
   /** Ends every worker and closes the rings; resolves once each is gone (or after 2 s). */
@@ -294,7 +319,9 @@ export class WorkerSupervisor {
   readonly #watch = (): void => {
     const stride = statsStride(this.#setup.tasks.length);
     const stats = this.#stats;
+    let queued = 0;
     for (const slot of this.#slots) {
+      queued += slot.queued;
       const sample = (this.#progress[slot.index] ??= { busy: false, progress: 0 });
       // A sleeping worker is not stuck; nor is one whose outputs wait for a paused consumer: it is held;
       // nor one whose items all wait for a retry's backoff.
@@ -303,6 +330,7 @@ export class WorkerSupervisor {
       sample.progress = slot.output.writePosition;
       for (let at = slot.index * stride, end = at + stride; at < end; at++) sample.progress += stats[at]!;
     }
+    if (queued === 0) this.#watchEach(IDLE_WATCH_MS);
     const stalled = this.#stallGuard?.check(this.#progress) ?? -1;
     const stuckWhy = () =>
       `its task got nothing done for ${this.#stallGuard!.timeoutMs} ms, the task timeout (setup's taskTimeoutMs)`;

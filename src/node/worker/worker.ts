@@ -12,7 +12,7 @@ import { RECORD_HEADER_BYTES, RecordKind, recordFlags, recordKind, setRecordKind
 import type { LogLine } from "../../protocol/messages.ts";
 import { PARTIAL_MS } from "../../protocol/combiners.ts";
 import { ByteRing, WAKE_CHECK_MS } from "../ring.ts";
-import { HEAP_REPORT_MS, HeapReporter } from "../worker-heap.ts";
+import { HeapReporter } from "../worker-heap.ts";
 import { RunningItems } from "../running-items.ts";
 import { busyMilliseconds, workerTaskStats } from "../task-stats.ts";
 import {
@@ -168,8 +168,7 @@ class ItemLoop {
     this.#position = this.#input.readPosition;
     this.#released = this.#position;
     this.#heap = new HeapReporter(setup.heap, setup.index);
-    this.#heap.report();
-    setInterval(() => this.#heap.report(), HEAP_REPORT_MS);
+    this.#heap.start();
   }
 
   run(): Promise<void> {
@@ -387,8 +386,10 @@ class ItemLoop {
   async #waitForInput(): Promise<void> {
     await this.#settle();
     this.#hunger.announce();
+    this.#heap.idle();
     // Also woken by `sleep()`: the engine raises the control word, then nudges this ring.
     await this.#input.waitForDataOr(this.#position, this.#sleepRequested);
+    if (this.#input.peek(this.#position) >= 0) this.#heap.busy(); // not after a look that found nothing
   }
 
   /** The same while items are in progress: also wakes when one of them finishes, parks or resumes. */
@@ -403,7 +404,9 @@ class ItemLoop {
         this.#inputWait = undefined;
       });
     }
+    if (inProgress.active === 0) this.#heap.idle();
     await Promise.race([this.#inputWait, inProgress.whenChanged()]);
+    if (inProgress.active > 0 || this.#input.peek(this.#position) >= 0) this.#heap.busy();
   }
 
   readonly #sleepRequested = (): boolean => Atomics.load(this.#control, Control.Sleep) === 1;
