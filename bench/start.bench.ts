@@ -11,6 +11,10 @@
  * The layout "4+log" ships a task package that imports `log` from "pcluster", as task packages do: its
  * Worker threads load pcluster's public surface too.
  *
+ * Then the cluster idles, set up and its root connected, as one waiting for input does: after a second
+ * and a half to settle, each node's CPU over the next two seconds, per second, beside a bare process
+ * whose bare threads idle as long (what idling costs a process and its threads that run nothing).
+ *
  *   bun run bench start
  *   env: PCLUSTER_BENCH_START_NODES (16), PCLUSTER_BENCH_START_RUNS (3), PCLUSTER_BENCH_START_WORKERS ("default,4,4+log")
  */
@@ -48,12 +52,16 @@ interface PclusterRun {
   nodeListenCpu: number;
   /** Per node, from listening to the end of setup. */
   nodeSetupCpu: number;
+  /** Per node, CPU seconds a second while set up and idle. */
+  nodeIdleCpu: number;
 }
 
 interface BareRun {
   seconds: number;
   /** Per process. */
   cpu: number;
+  /** Per process, CPU seconds a second while idle. */
+  idleCpu: number;
 }
 
 const rootCpuSeconds = () => {
@@ -61,6 +69,19 @@ const rootCpuSeconds = () => {
   return (user + system) / 1e6;
 };
 const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+/** Before the idle CPU is measured (a node slows its looks after a second without items), and how long. */
+const IDLE_SETTLE_MS = 1500;
+const IDLE_MS = 2000;
+
+/** CPU seconds per second and per process of `pids` over IDLE_MS, after IDLE_SETTLE_MS. */
+async function idleCpu(pids: number[]): Promise<number> {
+  await Bun.sleep(IDLE_SETTLE_MS);
+  const before = sum(pids.map(processCpuSeconds));
+  const started = performance.now();
+  await Bun.sleep(IDLE_MS);
+  const spent = sum(pids.map(processCpuSeconds)) - before;
+  return spent / ((performance.now() - started) / 1000) / pids.length;
+}
 
 async function pclusterStart(workers: number | undefined, logging: boolean): Promise<PclusterRun> {
   const rootBefore = rootCpuSeconds();
@@ -77,12 +98,15 @@ async function pclusterStart(workers: number | undefined, logging: boolean): Pro
     });
     const seconds = (performance.now() - started) / 1000;
     const setUp = nodePids.map(processCpuSeconds);
+    const rootCpu = rootCpuSeconds() - rootBefore;
+    const logCpu = processCpuSeconds(cluster.processes[0]!.pid);
     return {
       seconds,
-      rootCpu: rootCpuSeconds() - rootBefore,
-      logCpu: processCpuSeconds(cluster.processes[0]!.pid),
+      rootCpu,
+      logCpu,
       nodeListenCpu: sum(listening) / NODES,
       nodeSetupCpu: (sum(setUp) - sum(listening)) / NODES,
+      nodeIdleCpu: await idleCpu(nodePids),
     };
   } finally {
     await root.close();
@@ -99,7 +123,8 @@ async function bareStart(workers: number): Promise<BareRun> {
   try {
     await Promise.all(children.map(readyOf));
     const seconds = (performance.now() - started) / 1000;
-    return { seconds, cpu: sum(children.map((child) => processCpuSeconds(child.pid))) / NODES };
+    const cpu = sum(children.map((child) => processCpuSeconds(child.pid))) / NODES;
+    return { seconds, cpu, idleCpu: await idleCpu(children.map((child) => child.pid)) };
   } finally {
     for (const child of children) child.stdin.end();
     await Promise.all(children.map((child) => child.exited));
@@ -119,6 +144,7 @@ async function readyOf(child: { stdout: ReadableStream<Uint8Array> }): Promise<v
 
 const fmtS = (s: number) => `${s.toFixed(2)} s`;
 const fmtMs = (s: number) => `${(s * 1000).toFixed(0)} ms`;
+const fmtMsPerS = (s: number) => `${(s * 1000).toFixed(1)} ms/s`;
 
 async function main(): Promise<void> {
   const benchStarted = performance.now();
@@ -137,6 +163,7 @@ async function main(): Promise<void> {
   });
   const rows: string[][] = [];
   const cpuRows: string[][] = [];
+  const idleRows: string[][] = [];
   let defaultSeconds: number[] = [];
   for (const [label, workers, bareWorkers, logging] of layouts) {
     const ours: PclusterRun[] = [];
@@ -169,6 +196,15 @@ async function main(): Promise<void> {
       fmtS(median(ours.map((r) => r.rootCpu + r.logCpu + NODES * (r.nodeListenCpu + r.nodeSetupCpu)))),
       fmtS(median(bare.map((b) => NODES * b.cpu))),
     ]);
+    const idle = ours.map((r) => r.nodeIdleCpu);
+    const bareIdle = bare.map((b) => b.idleCpu);
+    idleRows.push([
+      label,
+      fmtMsPerS(median(idle)),
+      fmtRange(idle, fmtMsPerS),
+      fmtMsPerS(median(bareIdle)),
+      fmtRange(bareIdle, fmtMsPerS),
+    ]);
   }
   console.log(
     [
@@ -183,6 +219,10 @@ async function main(): Promise<void> {
       "CPU: the root, the log server, each node until it listens and during setup (medians); a bare process; totals",
       "",
       table(["layout", "root", "log", "node: listen", "node: setup", "bare process", "total", "bare total"], cpuRows),
+      "",
+      `idle, set up with the root connected: CPU per node per second over ${IDLE_MS / 1000} s, after ${IDLE_SETTLE_MS / 1000} s to settle; a bare process whose threads idle as long`,
+      "",
+      table(["layout", "node idle", "range", "bare process idle", "range"], idleRows),
       "",
     ].join("\n"),
   );
