@@ -5,7 +5,7 @@ import type { ConsolaInstance, LogObject } from "consola";
  * consola, which pcluster's parts print their diagnostics through, loaded on first use, with a reporter
  * of pcluster's own. consola's default entry costs a process about 75 ms of CPU before its first line
  * (its fancy reporter loads `node:tty` and measures each line's width for a right-aligned clock); its
- * core and this reporter cost about 10. Every node, log server and root script prints through it.
+ * core and this reporter, about 20. Every node, log server and root script prints through it.
  *
  * The lines look as consola's: `ℹ message` and `✔ message` on stdout, ` WARN  message` and
  * ` ERROR  message` (then the error's stack) on stderr, in colour on a terminal unless NO_COLOR is set.
