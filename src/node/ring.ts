@@ -53,6 +53,8 @@ export class ByteRing {
   readonly view: DataView;
   readonly #state: Int32Array;
   readonly #mask: number;
+  /** This side's waits in a row that ran to their bound without being rung (see QUIET_WAKE_CHECK_MS). */
+  #quietLooks = 0;
 
   /** Wraps a buffer made by `ByteRing.allocate` (in either thread). */
   constructor(readonly buffer: SharedArrayBuffer) {
@@ -218,7 +220,7 @@ export class ByteRing {
    * Never blocks the thread: it uses `Atomics.waitAsync`, so the caller's event loop keeps serving
    * messages meanwhile.
    */
-  waitForData(position: number, timeoutMs = WAKE_CHECK_MS): Promise<unknown> | undefined {
+  waitForData(position: number, timeoutMs?: number): Promise<unknown> | undefined {
     return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position, timeoutMs);
   }
 
@@ -226,17 +228,20 @@ export class ByteRing {
    * Like `waitForData`, but also resolves when `other()` holds: `other` is checked after the waiting
    * flag is up, and whoever makes it true must then `nudge` this ring, so the wake-up is never lost.
    */
-  waitForDataOr(position: number, other: () => boolean, timeoutMs = WAKE_CHECK_MS): Promise<unknown> | undefined {
+  waitForDataOr(position: number, other: () => boolean, timeoutMs?: number): Promise<unknown> | undefined {
     return this.#waitAsync(READER_WAITING, DOORBELL, () => this.writePosition !== position || other(), timeoutMs);
   }
 
   /** Resolves when the consumer releases bytes (or the ring is closed), or after `timeoutMs`; for a producer out of room. */
-  waitForRoom(readPosition: number, timeoutMs = WAKE_CHECK_MS): Promise<unknown> | undefined {
+  waitForRoom(readPosition: number, timeoutMs?: number): Promise<unknown> | undefined {
     return this.#waitAsync(WRITER_WAITING, READ, () => this.readPosition !== readPosition, timeoutMs);
   }
 
-  /** Returns undefined when the condition already holds, so the caller can go on without awaiting. */
-  #waitAsync(flag: number, slot: number, ready: () => boolean, timeoutMs: number): Promise<unknown> | undefined {
+  /**
+   * Returns undefined when the condition already holds, so the caller can go on without awaiting. Without
+   * `timeoutMs`, the wait lasts the safety bound: WAKE_CHECK_MS, or QUIET_WAKE_CHECK_MS while quiet.
+   */
+  #waitAsync(flag: number, slot: number, ready: () => boolean, timeoutMs?: number): Promise<unknown> | undefined {
     if (ready() || this.closed) {
       this.#quietLooks = 0;
       return undefined;
@@ -248,7 +253,7 @@ export class ByteRing {
       this.#quietLooks = 0;
       return undefined;
     }
-    const bound = timeoutMs === WAKE_CHECK_MS && this.#quietLooks >= QUIET_LOOKS ? QUIET_WAKE_CHECK_MS : timeoutMs;
+    const bound = timeoutMs ?? (this.quiet ? QUIET_WAKE_CHECK_MS : WAKE_CHECK_MS);
     const result = Atomics.waitAsync(this.#state, slot, observed, bound);
     const clear = (value: unknown) => {
       Atomics.store(this.#state, flag, 0);
@@ -257,9 +262,6 @@ export class ByteRing {
     };
     return result.async ? result.value.then(clear) : Promise.resolve(clear(result.value));
   }
-
-  /** This side's waits in a row that ran to their bound without being rung (see QUIET_WAKE_CHECK_MS). */
-  #quietLooks = 0;
 
   /** Whether this side's next wait with the default bound lasts QUIET_WAKE_CHECK_MS (it found nothing of late). */
   get quiet(): boolean {
