@@ -25,7 +25,7 @@ import { startLocalCluster, type LocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { aim } from "./support/aim.ts";
 import { type ProxyProcess, startProxyProcess } from "./support/delay-proxy.ts";
-import { processCpuSeconds } from "./support/process-cpu.ts";
+import { type ThreadKind, processCpuSeconds, threadCpuSeconds } from "./support/process-cpu.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { asyncWait, blockingWait, identity, makeItems } from "./support/tasks/index.ts";
 
@@ -89,6 +89,8 @@ interface Measured {
   itemsPerS: number;
   rootCpuUsPerItem: number;
   nodeCpuUsPerItem: number;
+  /** The same by kind of thread, summed over the nodes. */
+  nodeThreadsUsPerItem: Record<ThreadKind, number>;
 }
 
 /** The bare waits in `nodes` processes × `workers` threads for SECONDS: waits/s and CPU per wait. */
@@ -160,6 +162,7 @@ class ScaleCluster implements AsyncDisposable {
     this.outputs = 0;
     const pids = this.nodePids;
     const nodeBefore = pids.map(processCpuSeconds);
+    const threadsBefore = pids.map(threadCpuSeconds);
     const rootBefore = rootCpuSeconds();
     const started = performance.now();
     for (let i = 0; i < items.length; i += 1000) this.root.feed(...items.slice(i, i + 1000));
@@ -167,11 +170,19 @@ class ScaleCluster implements AsyncDisposable {
     const seconds = (performance.now() - started) / 1000;
     const rootCpu = rootCpuSeconds() - rootBefore;
     const nodeCpu = pids.reduce((sum, pid, i) => sum + processCpuSeconds(pid) - nodeBefore[i]!, 0);
+    const nodeThreadsUsPerItem: Record<ThreadKind, number> = { workers: 0, socket: 0, jit: 0, other: 0 };
+    pids.forEach((pid, i) => {
+      const after = threadCpuSeconds(pid);
+      for (const kind of Object.keys(after) as ThreadKind[]) {
+        nodeThreadsUsPerItem[kind] += ((after[kind] - threadsBefore[i]![kind]) * 1e6) / items.length;
+      }
+    });
     if (this.outputs !== items.length) throw new Error(`${this.outputs} outputs of ${items.length} items`);
     return {
       itemsPerS: items.length / seconds,
       rootCpuUsPerItem: (rootCpu * 1e6) / items.length,
       nodeCpuUsPerItem: (nodeCpu * 1e6) / items.length,
+      nodeThreadsUsPerItem,
     };
   }
 
@@ -258,6 +269,12 @@ async function blockingCase(nodes: number, workers: number, rows: string[][]) {
       `bare per wait ${bare.map((b) => fmtUs(b.cpuUsPerWait)).join(" ")}; ` +
       `pcluster's own ${ownPerRun.map(fmtUs).join(" ")} (median ${fmtUs(median2(ownPerRun))}` +
       `${ownPerRun.length > 1 ? `, ${fmtRange(ownPerRun, fmtUs)}` : ""})`,
+  );
+  // Where the nodes' CPU goes: the workers' share holds the bare wait's own cost (the task is a wait).
+  const byThread = (kind: ThreadKind) => fmtUs(median2(ours.map((m) => m.nodeThreadsUsPerItem[kind])));
+  console.log(
+    `    node CPU per item by thread (median): workers ${byThread("workers")}, socket thread ${byThread("socket")}, ` +
+      `JIT compilers ${byThread("jit")}, other ${byThread("other")}`,
   );
   const rootCpu = median2(ours.map((m) => m.rootCpuUsPerItem));
   rows.push([
