@@ -39,19 +39,20 @@ describe("resultLingerMs", () => {
     expect(resultLingerMs(0.49, 1)).toBe(0);
   });
 
-  test("results wait for about 8 items' worth of the workers' places", () => {
-    expect(resultLingerMs(1, 4)).toBe(2); // 8 × 1 ms over 4 places
-    expect(resultLingerMs(1, 2)).toBe(4);
+  test("results wait for about 20 items' worth of the workers' places", () => {
+    expect(resultLingerMs(1, 4)).toBe(5); // 20 × 1 ms over 4 places
+    expect(resultLingerMs(1, 2)).toBe(10);
+    expect(resultLingerMs(2, 8)).toBe(5);
   });
 
-  test("at least a timer tick, at most 4 ms, whatever the task takes", () => {
+  test("at least a timer tick, at most 10 ms, whatever the task takes", () => {
     expect(resultLingerMs(0.5, 64)).toBe(1);
-    expect(resultLingerMs(2, 4)).toBe(4);
-    expect(resultLingerMs(20_000, 1)).toBe(4);
+    expect(resultLingerMs(2, 4)).toBe(10);
+    expect(resultLingerMs(20_000, 1)).toBe(10);
   });
 
   test("with no worker alive, as for one place", () => {
-    expect(resultLingerMs(0.5, 0)).toBe(4);
+    expect(resultLingerMs(0.5, 0)).toBe(10);
   });
 });
 

@@ -10,10 +10,12 @@ import { busyMilliseconds, statsStride } from "../task-stats.ts";
 import type { WorkerSlot } from "./worker-slot.ts";
 
 /**
- * Work queued per worker, on a machine where the engine's thread runs when it asks to: the worker's
- * commit linger (COMMIT_MS in worker.ts) and the engine's look at the rings (at most the results'
- * linger after a commit) twice over, so a worker has work left when the engine learns of what it
- * finished.
+ * Work queued per worker, on a machine where the engine's thread runs when it asks to: more than the
+ * worker's commit linger (COMMIT_MS in worker.ts) and the engine's look at the rings (at most the
+ * results' linger after a commit) together, so a worker has work left when the engine learns of what
+ * it finished; a thread that runs late adds twice its lag (below). Measured with the 10 ms linger (2 ms
+ * items on 1 × 1, 1 × 4 and 2 × 4): no worker ever waited for input. Longer queues would hold items on
+ * one worker that another could take, and make the root's window grow with them.
  */
 const QUEUE_MS = 12;
 /** Items under MIN_LINGER_TASK_MS commit by count, not by time: their queues keep the shorter span they had. */
@@ -31,14 +33,19 @@ const MAX_LAG_MS = 50;
  * together, one frame and one wake-up of the root for many slow items. It is also how often the engine
  * looks at the output rings while slow items keep finishing: it drains them on this timer instead of
  * being woken by every worker's every commit. Each linger costs the socket thread a timer, a results
- * frame and the root's answers to it (its credit, its next feed), about the CPU of several items'
- * whole bookkeeping: so the linger is long enough for all the workers together to finish about
- * LINGER_ITEMS items, at least one timer tick and at most MAX_RESULT_LINGER_MS — the bound on what a
- * result ever waits here, whatever the task takes.
+ * frame and the root's answers to it (its credit, its next feed): 100–300 µs of CPU on each side, with
+ * caches cold after the wait, whatever the frame holds. So the linger is long enough for all the
+ * workers together to finish about LINGER_ITEMS items, at least one timer tick and at most
+ * MAX_RESULT_LINGER_MS — the bound on what a result ever waits here, whatever the task takes (Kafka's
+ * producers linger 5 ms by default). Raised from 8 items and 4 ms: 2 ms items on 2 nodes × 4 workers,
+ * runs of 20 000 items, cost the root 15–22 µs each instead of 39 and a node's socket thread 13–20 µs
+ * instead of 34–38, at the same rate; `bun run bench scale` (runs of 2 s, 3 each, alternating): root
+ * 33 µs instead of 38 (2 × 4) and 35 instead of 51 (1 × 4), socket thread 24 instead of 31 and 23 instead
+ * of 33.
  */
-const MAX_RESULT_LINGER_MS = 4;
+const MAX_RESULT_LINGER_MS = 10;
 const MIN_RESULT_LINGER_MS = 1;
-const LINGER_ITEMS = 8;
+const LINGER_ITEMS = 20;
 
 /**
  * The results' linger (see above) for `places` items running at once at `meanMs` each; none for items
