@@ -385,7 +385,12 @@ export class Scheduler {
     const alone = lane.ledger.size === 0;
     const budget = lane.maxInFlightBytes - lane.inFlightBytes;
     const batchSize = lane.window.batchSize(this.#maxBatch);
-    const count = Math.min(room, batchSize, this.queued);
+    // With more items waiting than every lane has room for, a lane's room goes in one frame (up to the
+    // largest batch): slow items free room a results frame at a time, and cutting it into batches of a
+    // quarter window sent a frame and a part that lingered — two writes here, two wake-ups there, per
+    // results frame. With fewer, a batch a turn, so that a few items still spread over the nodes.
+    const plenty = this.queued >= room * this.#lanes.length;
+    const count = Math.min(room, plenty ? this.#maxBatch : batchSize, this.queued);
     // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
     const busy = lane.idleWorkers === 0 && lane.ledger.size * 2 >= lane.window.size;
     if (busy && room < batchSize && this.queued > room && this.#linger(lane)) return 0;

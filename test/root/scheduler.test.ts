@@ -59,6 +59,32 @@ describe("Scheduler: round robin", () => {
     expect(order).toEqual(["a", "b", "c", "a", "b"]);
   });
 
+  test("with more items waiting than every lane has room for, a lane's room goes out in one frame", async () => {
+    const scheduler = new Scheduler({ fixedWindow: 8 }); // batches of a quarter window: 2 items
+    const order: string[] = [];
+    const targets = ["a", "b"].map((address) => new RecordingTarget(address, order));
+    const lanes = targets.map((target) => scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 }));
+    scheduler.enqueueValues(range(100));
+    scheduler.pump();
+    for (const target of targets) expect(target.frames.map((frame) => frame.ids.length)).toEqual([8]);
+    // Node a finishes 5 (one results frame's worth): the 5 places go back to it in one frame, not 2 + 2 + 1.
+    for (const id of targets[0]!.frames[0]!.ids.slice(0, 5)) scheduler.complete(lanes[0]!, id);
+    await Promise.resolve(); // complete() pumps at the end of the turn
+    expect(targets[0]!.frames.map((frame) => frame.ids.length)).toEqual([8, 5]);
+    expect(targets[0]!.frames[1]!.values).toEqual([16, 17, 18, 19, 20]);
+    expect(order).toEqual(["a", "b", "a"]);
+  });
+
+  test("with fewer, a batch a turn, so that a few items spread over the nodes", () => {
+    const scheduler = new Scheduler({ fixedWindow: 8 });
+    const targets = ["a", "b"].map((address) => new RecordingTarget(address));
+    for (const target of targets) scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 });
+    scheduler.enqueueValues(range(6));
+    scheduler.pump();
+    expect(targets[0]!.values).toEqual([0, 1, 4, 5]);
+    expect(targets[1]!.values).toEqual([2, 3]);
+  });
+
   test("a stalled node gets nothing more while a node that keeps up takes the rest", () => {
     const { scheduler, targets, lanes } = threeNodes();
     scheduler.enqueueValues(range(300));
