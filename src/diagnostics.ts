@@ -45,8 +45,8 @@ const paint = (code: string, text: string) => `${ESC}${code}m${text}${ESC}0m`;
 
 /** One log call as a line (or, with an error's stack, a few), written as consola's default reporter would. */
 function printLine(entry: LogObject): void {
-  const toStderr = entry.level < 2;
-  const colour = inColour(toStderr ? 2 : 1);
+  const fd = entry.level < 2 ? 2 : 1; // warnings and errors to stderr
+  const colour = inColour(fd);
   const text = formatArgs(entry.args);
   let line: string;
   switch (entry.type) {
@@ -67,7 +67,7 @@ function printLine(entry: LogObject): void {
     default:
       line = text;
   }
-  writeAll(toStderr ? 2 : 1, Buffer.from(`${line}\n`));
+  writeAll(fd, Buffer.from(`${line}\n`));
 }
 
 /**
