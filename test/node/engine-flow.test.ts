@@ -46,7 +46,7 @@ describe("dying workers", () => {
 
   test("a task that runs away with memory costs its worker, not the process: ended at the limit, retried, then given up", async () => {
     Bun.gc(true);
-    const limit = process.memoryUsage.rss() + 300 * 1024 * 1024;
+    const limit = process.memoryUsage.rss() + 200 * 1024 * 1024;
     const harness = await EngineHarness.start(dir, [{ export: "hog" }], {
       workers: 2,
       maxAttempts: 2,

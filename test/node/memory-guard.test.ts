@@ -18,8 +18,8 @@ let node: RunningNode;
 let root: Root | undefined;
 
 beforeAll(async () => {
-  // A fresh node uses well under 200 MB; the hog passes 400 MB within seconds.
-  node = await startNode({ workers: 2, args: ["--memory-limit", "400"] });
+  // A fresh node of 2 workers peaks near 65 MB; the hog passes 250 MB within a second or two.
+  node = await startNode({ workers: 2, args: ["--memory-limit", "250"] });
 }, 30_000);
 
 afterAll(async () => {
@@ -62,7 +62,7 @@ test("a memory hog beside an item that has run longer: only the hog's item is gi
   expect(outputs).toEqual([{ id: 7 }]);
   expect(errors.map((error) => [error.task, error.failed])).toEqual([["hogOn", true]]);
   expect(errors[0]!.message).toMatch(
-    /: gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 400 MB \(pcluster node --memory-limit\), and this worker's own heap held about \d+ MB, the most of any worker$/,
+    /: gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 250 MB \(pcluster node --memory-limit\), and this worker's own heap held about \d+ MB, the most of any worker$/,
   );
   const [report] = await root.status();
   expect(report!.pipeline!.workersReplaced).toBe(2);

@@ -294,8 +294,8 @@ describe("a node lost while its results wait at the root", () => {
 
 describe("a task that runs away with memory", () => {
   test("costs its worker, not the node: the worker is ended at --memory-limit, the item given up with the reason, the rest done", async () => {
-    // A fresh node uses well under 200 MB; the hog passes 400 MB within about a second.
-    const node = await startNode({ logPort, workers: 2, args: ["--memory-limit", "400"] });
+    // A fresh node of 2 workers peaks near 65 MB; the hog passes 250 MB within about a second.
+    const node = await startNode({ logPort, workers: 2, args: ["--memory-limit", "250"] });
     const errors: TaskError[] = [];
     const outputs: number[] = [];
     const root = track(new Root([["127.0.0.1", node.port]]));
@@ -314,18 +314,18 @@ describe("a task that runs away with memory", () => {
     expect(errors[0]!.task).toBe("hogOn");
     expect(errors[0]!.failed).toBe(true);
     expect(errors[0]!.message).toMatch(
-      /gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 400 MB/,
+      /gave up after 2 attempts, each of which took its worker down: the node's memory reached \d+ MB, over its limit of 250 MB/,
     );
     expect(errors[0]!.node).toBe(node.addr);
     // The node is alive and well, and its log says why each worker went.
     expect(node.proc.proc.exitCode).toBeNull();
-    const text = await waitForFile(logFile, (t) => (t.match(/over its limit of 400 MB/g) ?? []).length >= 3, 10_000);
-    expect(text).toMatch(/worker \d of "memory" 1 died \(the node's memory reached \d+ MB, over its limit of 400 MB/);
+    const text = await waitForFile(logFile, (t) => (t.match(/over its limit of 250 MB/g) ?? []).length >= 3, 10_000);
+    expect(text).toMatch(/worker \d of "memory" 1 died \(the node's memory reached \d+ MB, over its limit of 250 MB/);
     const [report] = await root.status();
     expect(report!.pipeline!.workersReplaced).toBe(2);
-    expect(report!.memory.limit).toBe(400 * 1024 * 1024);
+    expect(report!.memory.limit).toBe(250 * 1024 * 1024);
     const table = await runCli(["status", "--nodes", node.addr]);
-    expect(table.stdout).toMatch(/\s2 \(2 replaced\)\s+\d+\s+awake\s.* of 400 MB\s+\d+\.\d ms\n$/);
+    expect(table.stdout).toMatch(/\s2 \(2 replaced\)\s+\d+\s+awake\s.* of 250 MB\s+\d+\.\d ms\n$/);
     root.feed(1, 2, 3);
     await within(root.waitEmpty(), 10_000, "waitEmpty after");
     expect(outputs.length).toBe(3003);
