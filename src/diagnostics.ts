@@ -8,7 +8,7 @@ import type { ConsolaInstance, LogObject } from "consola";
  * core and this reporter, about 20. Every node, log server and root script prints through it.
  *
  * The lines look as consola's: `ℹ message` and `✔ message` on stdout, ` WARN  message` and
- * ` ERROR  message` (then the error's stack) on stderr, in colour on a terminal unless NO_COLOR is set.
+ * ` ERROR  message` (then the error's stack) on stderr, in colour as `colourWanted` says.
  * The level is consola's too: CONSOLA_LEVEL if given, else warnings and errors alone under tests
  * (NODE_ENV=test or TEST), everything with DEBUG, up to info otherwise.
  *
@@ -107,12 +107,24 @@ function formatError(error: Error, depth: number): string {
   return `${prefix}${error.message}\n${frames.join("\n")}${cause}`;
 }
 
-/** Whether file descriptor `fd` is a terminal that takes colour (not with NO_COLOR, nor TERM=dumb). */
-function inColour(fd: 1 | 2): boolean {
+/**
+ * Whether output to a terminal (or not, `terminal` false) is to have colour — the one rule of every
+ * console pcluster writes (diagnostics, the CLI's help, the progress bar). NO_COLOR set to anything
+ * but "" means none (https://no-color.org), whatever else is set. FORCE_COLOR decides next, as Node and
+ * chalk read it: "0" or "false" means none even on a terminal, any other value colour even in a pipe or
+ * with TERM=dumb. Otherwise a terminal other than TERM=dumb has colour.
+ */
+export function colourWanted(terminal: boolean | (() => boolean)): boolean {
   const env = process.env;
-  if (flag(env.NO_COLOR) || env.TERM === "dumb") return false;
-  if (flag(env.FORCE_COLOR)) return true;
-  return (colourFor[fd] ??= isTerminal(fd));
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== "") return false;
+  const force = env.FORCE_COLOR;
+  if (force !== undefined) return force !== "0" && force !== "false";
+  return env.TERM !== "dumb" && (typeof terminal === "function" ? terminal() : terminal);
+}
+
+/** Whether what goes to file descriptor `fd` has colour (see `colourWanted`). */
+function inColour(fd: 1 | 2): boolean {
+  return colourWanted(() => (colourFor[fd] ??= isTerminal(fd)));
 }
 
 const colourFor: { 1?: boolean; 2?: boolean } = {};

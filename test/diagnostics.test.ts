@@ -51,6 +51,17 @@ test("FORCE_COLOR paints the marks; NO_COLOR wins over it", async () => {
   expect(coloured.stderr).toContain("\u001b[43;30m WARN \u001b[0m [root] node 127.0.0.1:1 lost");
   const plain = await run(PRINT_ALL, { CONSOLA_LEVEL: "3", FORCE_COLOR: "1", NO_COLOR: "1" });
   expect(plain.stdout + plain.stderr).not.toContain("\u001b[");
+  // FORCE_COLOR overrides TERM=dumb; an empty NO_COLOR is no request (no-color.org).
+  const dumb = await run(PRINT_ALL, { CONSOLA_LEVEL: "3", FORCE_COLOR: "1", TERM: "dumb", NO_COLOR: "" });
+  expect(dumb.stdout).toStartWith("\u001b[36mℹ\u001b[0m [node] set up");
+});
+
+test("FORCE_COLOR=0 or false means no colour, as Node and chalk read it", async () => {
+  for (const force of ["0", "false"]) {
+    const { stdout, stderr } = await run(PRINT_ALL, { CONSOLA_LEVEL: "3", FORCE_COLOR: force });
+    expect(stdout).toBe('ℹ [node] set up "squares" 1.0 (2 workers)\n✔ done\n');
+    expect(stderr).not.toContain("\u001b[");
+  }
 });
 
 test("a closed stdout drops the line instead of taking the process down", async () => {

@@ -1,4 +1,5 @@
 import type { ArgsDef, CommandDef } from "citty";
+import { colourWanted } from "../diagnostics.ts";
 import { PclusterError, UsageError } from "../errors.ts";
 import { type FlagValues, type Flags, parseFlags } from "./flags.ts";
 import { closest } from "./suggest.ts";
@@ -78,9 +79,9 @@ function commandNamed(program: Program, name: string): Command {
   );
 }
 
-/** Colours only for a terminal, and never with NO_COLOR set (https://no-color.org) or TERM=dumb. */
+/** Whether help written to `stream` has colour: pcluster's one rule (`colourWanted`). */
 export function colorsWanted(stream: { isTTY?: boolean } = process.stdout): boolean {
-  return Boolean(stream.isTTY) && !process.env.NO_COLOR && process.env.TERM !== "dumb";
+  return colourWanted(stream.isTTY === true);
 }
 
 async function printUsage(program: Program, name?: string): Promise<void> {

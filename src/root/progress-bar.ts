@@ -1,4 +1,5 @@
 import type * as CliProgress from "cli-progress";
+import { colourWanted } from "../diagnostics.ts";
 import type { ProgressOptions } from "./options.ts";
 
 /**
@@ -51,11 +52,6 @@ function parseOption(option: boolean | ProgressOptions): Required<ProgressOption
   return { stream, intervalMs, label };
 }
 
-/** Colour only on a terminal, and not when the user asked for none (https://no-color.org). */
-function colourWanted(stream: { isTTY?: boolean }): boolean {
-  return stream.isTTY === true && !process.env.NO_COLOR;
-}
-
 const GREEN = (text: string) => `\x1b[32m${text}\x1b[39m`;
 
 /** Plain digits: a log line is read by scripts too. */
@@ -95,7 +91,8 @@ export function showProgress(
   };
   const total = knownTotal(items);
   const tty = stream.isTTY === true;
-  const colour = colourWanted(stream);
+  // Plain lines off a terminal never have colour; a bar on one as pcluster's one rule says (`colourWanted`).
+  const colour = tty && colourWanted(true);
   const started = performance.now();
 
   type BarOptions = Parameters<typeof CliProgress.Format.BarFormat>[1];

@@ -140,13 +140,27 @@ test("--help has no colours in a pipe, whether NO_COLOR is set or not", async ()
   }
 }, 30_000);
 
-test("colours only for a terminal without NO_COLOR", () => {
-  const saved = { NO_COLOR: process.env.NO_COLOR, TERM: process.env.TERM };
+test("colours for a terminal, unless NO_COLOR, FORCE_COLOR=0 or TERM=dumb; FORCE_COLOR=1 anywhere", () => {
+  const saved = { NO_COLOR: process.env.NO_COLOR, TERM: process.env.TERM, FORCE_COLOR: process.env.FORCE_COLOR };
   try {
     delete process.env.NO_COLOR;
+    delete process.env.FORCE_COLOR;
     process.env.TERM = "xterm-256color";
     expect(colorsWanted({ isTTY: true })).toBe(true);
     expect(colorsWanted({ isTTY: false })).toBe(false);
+    process.env.TERM = "dumb";
+    expect(colorsWanted({ isTTY: true })).toBe(false);
+    process.env.TERM = "xterm-256color";
+    process.env.FORCE_COLOR = "0";
+    expect(colorsWanted({ isTTY: true })).toBe(false);
+    process.env.FORCE_COLOR = "false";
+    expect(colorsWanted({ isTTY: true })).toBe(false);
+    process.env.FORCE_COLOR = "1";
+    expect(colorsWanted({ isTTY: false })).toBe(true);
+    process.env.TERM = "dumb";
+    expect(colorsWanted({ isTTY: false })).toBe(true);
+    process.env.NO_COLOR = "";
+    expect(colorsWanted({ isTTY: true })).toBe(true);
     process.env.NO_COLOR = "yes";
     expect(colorsWanted({ isTTY: true })).toBe(false);
   } finally {

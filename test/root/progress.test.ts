@@ -134,6 +134,14 @@ describe("progress on a terminal", () => {
     expect(screen).not.toMatch(/\x1b\[\d+m/);
   }, 40_000);
 
+  test("with FORCE_COLOR=0 (and no NO_COLOR) the bar has no colour codes either", async () => {
+    const screen = await onTerminal({ NO_COLOR: undefined, FORCE_COLOR: "0" });
+    expect(screen).toContain("RAN 300");
+    const last = screen.split("\x1b[1G").at(-1)!;
+    expect(last).toMatch(/^rows █{24} 100% 300\/300/);
+    expect(screen).not.toMatch(/\x1b\[\d+m/);
+  }, 40_000);
+
   test("on a narrow terminal a frame gives up its colour, then its bar, rather than wrap", async () => {
     const screen = await onTerminal({ NO_COLOR: undefined }, 60);
     expect(screen).toContain("RAN 300");
