@@ -114,17 +114,17 @@ function formatError(error: Error, depth: number): string {
  * chalk read it: "0" or "false" means none even on a terminal, any other value colour even in a pipe or
  * with TERM=dumb. Otherwise a terminal other than TERM=dumb has colour.
  */
-export function colourWanted(terminal: boolean | (() => boolean)): boolean {
+export function colourWanted(terminal: boolean): boolean {
   const env = process.env;
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== "") return false;
   const force = env.FORCE_COLOR;
   if (force !== undefined) return force !== "0" && force !== "false";
-  return env.TERM !== "dumb" && (typeof terminal === "function" ? terminal() : terminal);
+  return terminal && env.TERM !== "dumb";
 }
 
 /** Whether what goes to file descriptor `fd` has colour (see `colourWanted`). */
 function inColour(fd: 1 | 2): boolean {
-  return colourWanted(() => (colourFor[fd] ??= isTerminal(fd)));
+  return colourWanted((colourFor[fd] ??= isTerminal(fd)));
 }
 
 const colourFor: { 1?: boolean; 2?: boolean } = {};

@@ -91,8 +91,7 @@ export function showProgress(
   };
   const total = knownTotal(items);
   const tty = stream.isTTY === true;
-  // Plain lines off a terminal never have colour; a bar on one as pcluster's one rule says (`colourWanted`).
-  const colour = tty && colourWanted(true);
+  const colour = colourWanted(tty); // used by the bar alone: plain lines off a terminal have none
   const started = performance.now();
 
   type BarOptions = Parameters<typeof CliProgress.Format.BarFormat>[1];

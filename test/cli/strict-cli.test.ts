@@ -141,33 +141,32 @@ test("--help has no colours in a pipe, whether NO_COLOR is set or not", async ()
 }, 30_000);
 
 test("colours for a terminal, unless NO_COLOR, FORCE_COLOR=0 or TERM=dumb; FORCE_COLOR=1 anywhere", () => {
-  const saved = { NO_COLOR: process.env.NO_COLOR, TERM: process.env.TERM, FORCE_COLOR: process.env.FORCE_COLOR };
+  type Env = { NO_COLOR?: string; FORCE_COLOR?: string; TERM: string };
+  const xterm = "xterm-256color";
+  const cases: Array<[env: Env, isTTY: boolean, wanted: boolean]> = [
+    [{ TERM: xterm }, true, true],
+    [{ TERM: xterm }, false, false],
+    [{ TERM: "dumb" }, true, false],
+    [{ FORCE_COLOR: "0", TERM: xterm }, true, false],
+    [{ FORCE_COLOR: "false", TERM: xterm }, true, false],
+    [{ FORCE_COLOR: "1", TERM: xterm }, false, true],
+    [{ FORCE_COLOR: "1", TERM: "dumb" }, false, true],
+    [{ NO_COLOR: "", FORCE_COLOR: "1", TERM: "dumb" }, true, true],
+    [{ NO_COLOR: "yes", FORCE_COLOR: "1", TERM: "dumb" }, true, false],
+  ];
+  const names = ["NO_COLOR", "FORCE_COLOR", "TERM"] as const;
+  const saved = names.map((name) => process.env[name]);
+  const set = (name: string, value: string | undefined) => {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  };
   try {
-    delete process.env.NO_COLOR;
-    delete process.env.FORCE_COLOR;
-    process.env.TERM = "xterm-256color";
-    expect(colorsWanted({ isTTY: true })).toBe(true);
-    expect(colorsWanted({ isTTY: false })).toBe(false);
-    process.env.TERM = "dumb";
-    expect(colorsWanted({ isTTY: true })).toBe(false);
-    process.env.TERM = "xterm-256color";
-    process.env.FORCE_COLOR = "0";
-    expect(colorsWanted({ isTTY: true })).toBe(false);
-    process.env.FORCE_COLOR = "false";
-    expect(colorsWanted({ isTTY: true })).toBe(false);
-    process.env.FORCE_COLOR = "1";
-    expect(colorsWanted({ isTTY: false })).toBe(true);
-    process.env.TERM = "dumb";
-    expect(colorsWanted({ isTTY: false })).toBe(true);
-    process.env.NO_COLOR = "";
-    expect(colorsWanted({ isTTY: true })).toBe(true);
-    process.env.NO_COLOR = "yes";
-    expect(colorsWanted({ isTTY: true })).toBe(false);
-  } finally {
-    for (const [key, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[key];
-      else process.env[key] = value;
+    for (const [env, isTTY, wanted] of cases) {
+      for (const name of names) set(name, env[name]);
+      expect([env, isTTY, colorsWanted({ isTTY })]).toEqual([env, isTTY, wanted]);
     }
+  } finally {
+    for (const [index, name] of names.entries()) set(name, saved[index]);
   }
 });
 
