@@ -93,6 +93,17 @@ const node = command({
       description: "Largest frame accepted before the handshake, in bytes (default 4096)",
       valueHint: "bytes",
     },
+    "orphan-grace": {
+      type: "integer",
+      description: "Seconds a pipeline outlives its root's connection before it is reset (default 3)",
+      valueHint: "s",
+    },
+    "root-timeout": {
+      type: "count",
+      description:
+        "Seconds the root running a pipeline here may send nothing (it pings every 2 s) before it is taken for gone and the pipeline reset (default 60)",
+      valueHint: "s",
+    },
     "metrics-port": { type: "port", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
     "metrics-host": { type: "host", description: "Address the metrics listen on (default 127.0.0.1; no auth)" },
     quiet: {
@@ -129,6 +140,8 @@ const node = command({
       maxItemBytes: flags["max-item"],
       ringBytes: flags["ring-bytes"],
       memoryLimitBytes: flags["memory-limit"],
+      orphanGraceMs: flags["orphan-grace"] === undefined ? undefined : flags["orphan-grace"] * 1000,
+      rootTimeoutMs: flags["root-timeout"] === undefined ? undefined : flags["root-timeout"] * 1000,
       metricsPort: flags["metrics-port"],
       metricsHost: flags["metrics-host"],
       maxConnections: flags["max-connections"],

@@ -1,7 +1,7 @@
 import { diagnostics } from "../diagnostics.ts";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { join } from "node:path";
-import { NodeBusyError, ProtocolError, StateError, UsageError } from "../errors.ts";
+import { NodeBusyError, ProtocolError, StateError, TimeoutError, UsageError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
 import { flushLogs, logAt, sendLogLines, setDefaultLogAddress } from "../log/log.ts";
 import { formatAddress } from "../protocol/address.ts";
@@ -59,6 +59,11 @@ export interface NodeServerOptions {
   memoryLimitBytes?: number;
   /** How long a pipeline outlives its root's connection before it is reset (default 3 s). */
   orphanGraceMs?: number;
+  /**
+   * How long the root that owns the pipeline may send nothing at all before it is taken for gone and its
+   * connection closed (default 60 s; see `#watchOwner`). A root pings its nodes every 2 s.
+   */
+  rootTimeoutMs?: number;
   /** Serve Prometheus metrics at http://metricsHost:metricsPort/metrics (see metrics.ts). */
   metricsPort?: number;
   /** Default 127.0.0.1. */
@@ -84,6 +89,8 @@ interface Pipeline {
   /** Items the owner may have in flight here, at most (what `setup` granted). */
   window: SetupResult["window"];
   orphanTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Closes the owner's connection once it has been silent for the root timeout (see `#watchOwner`). */
+  ownerWatch: ReturnType<typeof setInterval> | undefined;
   /** The last task errors, for the dashboard. */
   errors: RecentErrors;
 }
@@ -91,6 +98,9 @@ interface Pipeline {
 /** Connection caps (see NodeServerOptions): far above what roots and `pcluster status` need. */
 const DEFAULT_MAX_CONNECTIONS = 256;
 const DEFAULT_MAX_UNAUTHENTICATED = 64;
+
+/** See NodeServerOptions.rootTimeoutMs. */
+const DEFAULT_ROOT_TIMEOUT_MS = 60_000;
 
 /** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
 const WINDOW_ITEMS_PER_WORKER = 16_384;
@@ -302,6 +312,12 @@ class NodeServer {
 
   async #setup(connection: Connection, client: string, args: SetupArgs): Promise<SetupResult> {
     const current = this.#pipeline;
+    // Its own root, back on a new connection within the grace (it was taken for gone, or its connection
+    // dropped): the grace was kept for it, so it need not wait for the reset.
+    if (current?.owner.isClosed && current.ownerName === client) {
+      await this.#resetPipeline(`set up again by its root ${client}, which came back`);
+      return this.#setup(connection, client, args);
+    }
     if (current !== undefined && current.owner !== connection) {
       this.#note(
         "warn",
@@ -325,6 +341,7 @@ class NodeServer {
       credit: args.resultWindow ?? DEFAULT_RESULT_WINDOW_BYTES,
       window: { items: 0, bytes: 0 },
       orphanTimer: undefined,
+      ownerWatch: undefined,
       errors: new RecentErrors(),
     };
     this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
@@ -382,6 +399,7 @@ class NodeServer {
         throw new StateError(`setup of ${describe(pipeline)} was cancelled: the root disconnected`);
       }
       pipeline.engine = engine;
+      pipeline.ownerWatch = this.#watchOwner(pipeline);
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
       const cached = installed.skipped ? " (code unchanged, not reinstalled)" : "";
       this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, {
@@ -409,6 +427,7 @@ class NodeServer {
     if (pipeline === undefined) return;
     this.#pipeline = undefined;
     clearTimeout(pipeline.orphanTimer);
+    clearInterval(pipeline.ownerWatch);
     await pipeline.engine?.reset();
     this.#note("info", `reset ${describe(pipeline)}: ${why}`, { about: { pipeline: pipeline.name } });
     if (!pipeline.owner.isClosed) {
@@ -418,6 +437,40 @@ class NodeServer {
         // closing
       }
     }
+  }
+
+  /**
+   * Takes the pipeline's owner for gone once it has sent nothing for the root timeout. A root pings its
+   * nodes every 2 s while a pipeline of theirs runs, so a silent one is stopped or hung, or its host or
+   * the network between is down without a word — no FIN, no RST: the socket stays open, and the node
+   * would be held for that root forever. Its connection is then closed as if it had left (the pipeline
+   * is reset after the grace; a root that comes back finds its node lost, re-sends its unfinished items
+   * and sets the node up again). Started once the pipeline is set up: a root sends nothing while it
+   * waits for a long install.
+   */
+  #watchOwner(pipeline: Pipeline): ReturnType<typeof setInterval> {
+    const timeoutMs = this.#options.rootTimeoutMs ?? DEFAULT_ROOT_TIMEOUT_MS;
+    const everyMs = Math.min(timeoutMs / 4, 5000);
+    const owner = pipeline.owner;
+    let received = owner.receivedBytes;
+    let heardAt = performance.now();
+    let lastTick = heardAt;
+    const watch = setInterval(() => {
+      const now = performance.now();
+      const late = now - lastTick > 2 * everyMs;
+      lastTick = now;
+      if (owner.isClosed) return clearInterval(watch);
+      // A tick that comes late means this thread was held: the root's bytes may be waiting unread.
+      if (owner.receivedBytes !== received || late) {
+        received = owner.receivedBytes;
+        heardAt = now;
+      } else if (now - heardAt >= timeoutMs) {
+        clearInterval(watch);
+        owner.destroy(new TimeoutError(`it sent nothing for ${timeoutMs} ms`));
+      }
+    }, everyMs);
+    watch.unref();
+    return watch;
   }
 
   #ownedBy(connection: Connection, what: string): Pipeline {

@@ -201,6 +201,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #pipeline: RunningPipeline | undefined;
   /** Set while every node is lost and a local cluster may still bring one back. */
   #noNodesTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Lost nodes being tried again whose first try is not over yet (see `#onNodeLost`). */
+  readonly #firstTries = new Set<Promise<void>>();
   /** While a `process()` left early has items still running (see `#abandon`). */
   #abandoned: Promise<void> | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
@@ -850,7 +852,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     );
     for (const item of givenUp) this.#giveUp(item, client.address);
     if (endpoint !== undefined && rejoinMs > 0 && this.#running && this.#pipeline !== undefined) {
-      void this.#join(endpoint, this.#pipeline, rejoinMs);
+      const { promise: tried, resolve: triedOnce } = Promise.withResolvers<void>();
+      this.#firstTries.add(tried);
+      void tried.then(() => this.#firstTries.delete(tried));
+      void this.#join(endpoint, this.#pipeline, rejoinMs, triedOnce);
     }
     if (left === 0 && this.#running) {
       const fail = () => {
@@ -866,6 +871,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       if (this.#local !== undefined && rejoinMs > 0) {
         clearTimeout(this.#noNodesTimer);
         this.#noNodesTimer = setTimeout(fail, rejoinMs);
+      } else if (this.#firstTries.size > 0) {
+        // Nodes that took this root for gone while it was stopped are up and free: give up on the run
+        // only once each lost node has been tried again (a node that is down refuses at once).
+        void Promise.all(this.#firstTries).then(fail);
       } else fail();
     }
     this.#settle();
@@ -890,32 +899,37 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * was lost and may come back (retried with backoff for `retryMs`; 0: one try). Gives up quietly when
    * the pipeline changes meanwhile.
    */
-  async #join(endpoint: Endpoint, pipeline: RunningPipeline, retryMs: number): Promise<void> {
+  async #join(endpoint: Endpoint, pipeline: RunningPipeline, retryMs: number, triedOnce?: () => void): Promise<void> {
     const deadline = Date.now() + retryMs;
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
-      if (this.#pipeline !== pipeline || !this.#running || this.#closed) return;
-      try {
-        const { client, result } = await this.#setupNode(endpoint, pipeline.args, pipeline.options);
-        if (this.#pipeline !== pipeline || !this.#running) {
-          await client.request("reset", undefined, 10_000).catch(() => {});
+    try {
+      for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+        if (this.#pipeline !== pipeline || !this.#running || this.#closed) return;
+        try {
+          const { client, result } = await this.#setupNode(endpoint, pipeline.args, pipeline.options);
+          if (this.#pipeline !== pipeline || !this.#running) {
+            await client.request("reset", undefined, 10_000).catch(() => {});
+            return;
+          }
+          this.#endpoints.set(endpoint.key, endpoint);
+          this.#addLane(client, result);
+          this.#note(
+            "info",
+            `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`,
+          );
+          this.#settle();
           return;
+        } catch (error) {
+          if (Date.now() + delay > deadline) {
+            if (retryMs === 0)
+              this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
+            return;
+          }
         }
-        this.#endpoints.set(endpoint.key, endpoint);
-        this.#addLane(client, result);
-        this.#note(
-          "info",
-          `node ${endpoint.key} joined "${pipeline.args.name}" ${pipeline.args.version} (${result.workers} workers)`,
-        );
-        this.#settle();
-        return;
-      } catch (error) {
-        if (Date.now() + delay > deadline) {
-          if (retryMs === 0)
-            this.#note("warn", `node ${endpoint.key} could not join the run: ${(error as Error).message}`);
-          return;
-        }
+        triedOnce?.();
+        await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
       }
-      await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
+    } finally {
+      triedOnce?.();
     }
   }
 

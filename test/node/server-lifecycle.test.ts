@@ -7,7 +7,7 @@ import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
 import { type RunningNode, runCli, startLogServer, startNode, tearDown } from "../support/nodes.ts";
 import { REPO, type Spawned } from "../support/processes.ts";
-import { waitFor } from "../support/wait.ts";
+import { waitFor, within } from "../support/wait.ts";
 
 /** How a node's pipeline ends: its root goes away, the node is stopped, its log server dies. */
 
@@ -143,11 +143,40 @@ test("a log server killed mid-run leaves tasks running; their lines go to the no
   await waitForFile(join(root, "dying.log"), (text) => text.includes("] tick 0\n"), 3000);
 }, 60_000);
 
+test("a root that falls silent with its socket open is taken for gone after --root-timeout; only it may come back within the grace", async () => {
+  const watched = await startNode({ logPort, workers: 1, args: ["--root-timeout", "1", "--orphan-grace", "60"] });
+  workdirs.push(watched.workdir);
+  const owner = await connect(watched.port, "root-silent");
+  await owner.setup(pipeline());
+  // Whatever it sends is life: a look every 200 ms keeps it the owner well past the timeout.
+  for (const until = performance.now() + 2500; performance.now() < until; ) {
+    await owner.status();
+    await Bun.sleep(200);
+  }
+  await expectTicks(owner, range(0, 20));
+  expect(owner.isClosed).toBe(false);
+
+  // Then it sends nothing, its socket still open: a stopped process, a hung one, a host or a network gone.
+  await within(owner.closed, 10_000, "the node to close the silent root's connection");
+  await watched.proc.waitFor(
+    /root root-silent disconnected \(it sent nothing for 1000 ms\); resetting "ticker" 1\.0 in 60000 ms/,
+    5000,
+  );
+  // Within the grace the pipeline is still its own: another root is refused, the same root is not.
+  const other = await connect(watched.port, "root-other");
+  expect(await other.setup(pipeline()).catch((error: Error) => error)).toBeInstanceOf(NodeBusyError);
+  const back = await connect(watched.port, "root-silent");
+  await back.setup(pipeline());
+  await watched.proc.waitFor(/reset "ticker" 1\.0: set up again by its root root-silent, which came back/, 5000);
+  await expectTicks(back, range(100, 20));
+}, 60_000);
+
 test("bad sizes on the command line are refused, naming the flag, before anything listens", async () => {
   for (const [flag, value, message] of [
     ["--memory-limit", "0", '--memory-limit must be a positive whole number of MB, got "0"'],
     ["--memory-limit", "lots", '--memory-limit must be a positive whole number of MB, got "lots"'],
     ["--ring-bytes", "-5", '--ring-bytes must be a non-negative integer, got "-5"'],
+    ["--root-timeout", "0", '--root-timeout must be a whole number of at least 1, got "0"'],
   ] as const) {
     const result = await runCli(["node", "--host", "127.0.0.1", "--port", "0", flag, value]);
     expect(result.code).toBe(2);

@@ -75,6 +75,31 @@ describe("a script that forgets reset() and close()", () => {
   }, 60_000);
 });
 
+describe("a root stopped mid-run (SIGSTOP) for longer than its nodes' --root-timeout", () => {
+  test("its nodes take it for gone and free themselves; continued, it sets them up again and every output comes once", async () => {
+    const nodes = await Promise.all([0, 1].map(() => startNode({ workers: 1, args: ["--root-timeout", "1"] })));
+    const script = spawnBun([join(REPO, "test/support/paused-root.ts"), nodes.map((node) => node.addr).join(",")], {
+      env: { PCLUSTER_TOKEN: undefined, CONSOLA_LEVEL: "3" }, // its info lines too (it says which nodes joined)
+    });
+    await script.waitFor(/RUNNING/, 20_000);
+    script.proc.kill("SIGSTOP");
+    try {
+      // A stopped process keeps its sockets open: only its silence tells the nodes it is gone.
+      for (const node of nodes) {
+        await node.proc.waitFor(/root \S+ disconnected \(it sent nothing for 1000 ms\); resetting "paused" 1/, 10_000);
+      }
+    } finally {
+      script.proc.kill("SIGCONT");
+    }
+    expect(await script.waitExit(30_000)).toBe(0);
+    const [, outputs, distinct, resent] = script.stdout.match(/DONE (\d+) (\d+) (\d+)/)!.map(Number);
+    expect({ outputs, distinct }).toEqual({ outputs: 400, distinct: 400 });
+    expect(resent).toBeGreaterThan(0); // what the nodes held when they let go was sent again
+    expect(script.output).toMatch(/node \S+ lost \(node \S+ closed the connection\)/);
+    for (const node of nodes) expect(script.output).toContain(`node ${node.addr} joined "paused" 1`);
+  }, 60_000);
+});
+
 describe("await using", () => {
   test("a Root.local cluster in a block: after the block its processes are gone and its work dir removed", async () => {
     const before = new Set(childrenOf(process.pid));
