@@ -98,6 +98,11 @@ const node = command({
       description: "Seconds a pipeline outlives its root's connection before it is reset (default 3)",
       valueHint: "s",
     },
+    "keep-pipelines": {
+      type: "count",
+      description:
+        "Installed pipelines the host's cache keeps, the most recently used first; older ones no node runs are removed (default 20)",
+    },
     "root-timeout": {
       type: "count",
       description:
@@ -141,6 +146,7 @@ const node = command({
       ringBytes: flags["ring-bytes"],
       memoryLimitBytes: flags["memory-limit"],
       orphanGraceMs: flags["orphan-grace"] === undefined ? undefined : flags["orphan-grace"] * 1000,
+      keepPipelines: flags["keep-pipelines"],
       rootTimeoutMs: flags["root-timeout"] === undefined ? undefined : flags["root-timeout"] * 1000,
       metricsPort: flags["metrics-port"],
       metricsHost: flags["metrics-host"],

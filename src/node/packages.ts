@@ -1,5 +1,18 @@
 import { constants } from "node:fs";
-import { lstat, mkdir, open, readFile, realpath, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
+import {
+  lstat,
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  realpath,
+  rename,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { SetupError } from "../errors.ts";
 import { processIsAlive } from "../lifetime.ts";
@@ -37,16 +50,36 @@ export interface InstallOptions {
 export interface InstalledPipeline {
   /** The pipeline folder. */
   dir: string;
-  /** For each package name, the absolute path of the module a worker imports. */
+  /**
+   * For each package name, the absolute path of the module a worker imports: inside the cache entry
+   * itself, never through the pipeline folder's link. Bun resolves a link once per process and keeps
+   * what it found, so workers importing through `pipelines/<name>@<version>` after that link moved to
+   * new code would still load the old.
+   */
   entries: Record<string, string>;
   /** True when this exact code was already installed and nothing was written. */
   skipped: boolean;
+  /**
+   * The host cache's entry this node now runs, marked in use by this process: give it back with
+   * `releaseCacheEntry` when the pipeline ends. Undefined when the node installed into its own work dir.
+   */
+  cacheEntry: string | undefined;
 }
 
 /** Written last, so a folder whose setup failed half-way is never taken for an installed one. */
 const HASH_MARKER = ".pcluster-hash";
 /** The host's cache of installed pipelines, beside the nodes' work dirs (see `hostCache`). */
 const CACHE_FOLDER = ".pcluster-cache";
+/**
+ * Inside a cache entry: an empty file per node process that runs it, named by its pid, so that no node
+ * removes the entry meanwhile (a replaced worker imports the code again). The folder's time is when a
+ * node last began or stopped running it: what `pruneHostCache` keeps the newest of.
+ */
+const IN_USE_FOLDER = ".pcluster-in-use";
+/** Where an entry goes to be removed: renamed out of the way at once, deleted at leisure. */
+const REMOVING_PREFIX = ".removing-";
+/** Cache entries a host keeps besides those in use, the most recently used first (`--keep-pipelines`). */
+export const DEFAULT_KEEP_PIPELINES = 20;
 const DEFAULT_INSTALL_TIMEOUT_MS = 10 * 60_000;
 /** How often a node waiting for another's install of the same entry looks again. */
 const LOCK_POLL_MS = 25;
@@ -80,22 +113,120 @@ export async function installPipeline(options: InstallOptions): Promise<Installe
   await mkdir(pipelines, { recursive: true });
   const dir = join(pipelines, `${name}@${version}`);
   if (await isInstalled(dir, hash, packages)) {
+    if (!(await isLink(dir))) {
+      await linkOwnPcluster(dir); // cheap, and keeps pointing at this node's pcluster if it moved
+      return { dir, entries: entriesOf(dir, packages), skipped: true, cacheEntry: undefined };
+    }
     // A link into the host's cache already points at this node's pcluster (its key says so).
-    if (!(await isLink(dir))) await linkOwnPcluster(dir); // cheap, and keeps pointing at this node's pcluster if it moved
-    return { dir, entries: entriesOf(dir, packages), skipped: true };
+    const entry = await realpath(dir);
+    if (await claimCacheEntry(entry, options, since)) {
+      return { dir, entries: entriesOf(entry, packages), skipped: true, cacheEntry: entry };
+    }
   }
 
   const cache = await hostCache(workdir);
   if (cache === undefined) {
     await clearPipelineFolder(dir);
     await build(dir, options);
-  } else {
-    const cached = join(cache, cacheEntryName(name, version, hash));
-    if (!(await isInstalled(cached, hash, packages))) await publishOnce(cached, options, since);
-    await clearPipelineFolder(dir, false);
-    await symlink(cached, dir, "junction");
+    return { dir, entries: entriesOf(dir, packages), skipped: false, cacheEntry: undefined };
   }
-  return { dir, entries: entriesOf(dir, packages), skipped: false };
+  const cached = join(cache, cacheEntryName(name, version, hash));
+  // A new entry is the newest: it is removed between its publishing and its claim only by a host that
+  // keeps no entry at all, which `pruneHostCache` refuses.
+  do {
+    if (!(await isInstalled(cached, hash, packages))) await publishOnce(cached, options, since);
+  } while (!(await claimCacheEntry(cached, options, since)));
+  await clearPipelineFolder(dir, false);
+  await symlink(cached, dir, "junction");
+  return { dir, entries: entriesOf(cached, packages), skipped: false, cacheEntry: cached };
+}
+
+// ---- entries in use, and the bound on the cache ------------------------------------------------------
+
+/**
+ * Marks the entry in use by this process, under the entry's lock (which whoever removes an entry
+ * holds, see `pruneHostCache`, as does whoever builds it); false when it is not (or no longer) there.
+ */
+async function claimCacheEntry(entry: string, options: InstallOptions, since: number): Promise<boolean> {
+  const lock = `${entry}.lock`;
+  const deadline = since + (options.installTimeoutMs ?? DEFAULT_INSTALL_TIMEOUT_MS) + LOCK_GRACE_MS;
+  while (!(await takeLock(lock))) {
+    if (await lockIsStale(lock)) await rm(lock, { recursive: true, force: true });
+    else if (Date.now() > deadline) throw new SetupError(`waited too long for ${lock}; remove it if no node holds it`);
+    else await Bun.sleep(LOCK_POLL_MS);
+  }
+  try {
+    if (!(await isInstalled(entry, options.hash, options.packages))) return false;
+    await mkdir(join(entry, IN_USE_FOLDER), { recursive: true });
+    await writeFile(join(entry, IN_USE_FOLDER, String(process.pid)), "");
+    return true;
+  } finally {
+    await rm(lock, { recursive: true, force: true });
+  }
+}
+
+/** This process no longer runs the entry (its pipeline was reset): it may be removed once it is old. */
+export async function releaseCacheEntry(entry: string): Promise<void> {
+  await unlink(join(entry, IN_USE_FOLDER, String(process.pid))).catch(() => {});
+}
+
+/** Whether a live process runs the entry; markers of processes that are gone are removed on the way. */
+async function inUse(entry: string): Promise<boolean> {
+  const users = await readdir(join(entry, IN_USE_FOLDER)).catch(() => [] as string[]);
+  let used = false;
+  for (const user of users) {
+    const pid = Number(user);
+    if (Number.isInteger(pid) && pid > 0 && processIsAlive(pid)) used = true;
+    else await unlink(join(entry, IN_USE_FOLDER, user)).catch(() => {});
+  }
+  return used;
+}
+
+/**
+ * Bounds the host's cache: keeps the `keep` entries used most recently (set up, or let go of, by any
+ * node of the host) and every entry a live node runs, and removes the others — each code change makes
+ * an entry, and a node left running for months would fill its disk with them. An entry is taken under
+ * its lock and renamed out of the way at once, so a node setting it up meanwhile either claimed it
+ * first (then it stays) or finds it gone and installs it again. Returns the entries removed.
+ */
+export async function pruneHostCache(workdir: string, keep = DEFAULT_KEEP_PIPELINES): Promise<string[]> {
+  if (!Number.isInteger(keep) || keep < 1)
+    throw new RangeError(`keep must be a whole number of at least 1, got ${keep}`);
+  const cache = join(dirname(resolve(workdir)), CACHE_FOLDER);
+  const names = await readdir(cache).catch(() => [] as string[]);
+  const entries: { entry: string; usedAt: number }[] = [];
+  for (const name of names) {
+    const path = join(cache, name);
+    if (name.startsWith(REMOVING_PREFIX)) {
+      // Left by a node that died while removing it.
+      const pid = Number(name.slice(REMOVING_PREFIX.length).split("-", 1)[0]);
+      if (!processIsAlive(pid)) await removeFolder(path);
+      continue;
+    }
+    const marker = await stat(join(path, HASH_MARKER)).catch(() => undefined);
+    if (marker === undefined) continue; // a lock, a failure record, an install being built
+    const used = await stat(join(path, IN_USE_FOLDER)).catch(() => undefined);
+    entries.push({ entry: path, usedAt: Math.max(marker.mtimeMs, used?.mtimeMs ?? 0) });
+  }
+  entries.sort((a, b) => b.usedAt - a.usedAt);
+  const removed: string[] = [];
+  for (const { entry } of entries.slice(keep)) {
+    const lock = `${entry}.lock`;
+    if (!(await takeLock(lock))) continue; // being built or claimed right now: not this time
+    const removing = join(cache, `${REMOVING_PREFIX}${process.pid}-${crypto.randomUUID().slice(0, 8)}`);
+    try {
+      if (await inUse(entry)) continue;
+      await rename(entry, removing);
+    } catch {
+      continue; // gone already, or not ours to move: left alone
+    } finally {
+      await rm(lock, { recursive: true, force: true });
+    }
+    removed.push(entry);
+    await rm(`${entry}.failed`, { force: true });
+    await removeFolder(removing);
+  }
+  return removed;
 }
 
 /** Writes, installs and marks a pipeline in `dir` (an empty folder). */

@@ -1,6 +1,6 @@
 import { diagnostics } from "../diagnostics.ts";
 import { availableParallelism, homedir, hostname } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { NodeBusyError, ProtocolError, StateError, TimeoutError, UsageError } from "../errors.ts";
 import { runUntilStopped } from "../lifetime.ts";
 import { flushLogs, logAt, sendLogLines, setDefaultLogAddress } from "../log/log.ts";
@@ -26,7 +26,7 @@ import { Engine } from "./engine/engine.ts";
 import { countFeedRecords } from "./engine/input-dispatch.ts";
 import { defaultMemoryLimit } from "./engine/memory-limit.ts";
 import { type NodeObservation, serveNodeMetrics } from "./metrics.ts";
-import { installPipeline } from "./packages.ts";
+import { DEFAULT_KEEP_PIPELINES, installPipeline, pruneHostCache, releaseCacheEntry } from "./packages.ts";
 
 export interface NodeServerOptions {
   host: string;
@@ -64,6 +64,11 @@ export interface NodeServerOptions {
    * connection closed (default 60 s; see `#watchOwner`). A root pings its nodes every 2 s.
    */
   rootTimeoutMs?: number;
+  /**
+   * Installed pipelines the host's cache keeps besides those a node runs, the most recently used first
+   * (default 20; see `pruneHostCache`).
+   */
+  keepPipelines?: number;
   /** Serve Prometheus metrics at http://metricsHost:metricsPort/metrics (see metrics.ts). */
   metricsPort?: number;
   /** Default 127.0.0.1. */
@@ -84,6 +89,8 @@ interface Pipeline {
   startedAt: number;
   /** Set once the packages are installed and the workers run. */
   engine: Engine | undefined;
+  /** The host cache's entry it runs from, marked in use by this node until the pipeline is reset. */
+  cacheEntry: string | undefined;
   /** Result bytes the owner still lets us send (it sends `credit` as it handles them). */
   credit: number;
   /** Items the owner may have in flight here, at most (what `setup` granted). */
@@ -338,6 +345,7 @@ class NodeServer {
       ownerName: client,
       startedAt: Date.now(),
       engine: undefined,
+      cacheEntry: undefined,
       credit: args.resultWindow ?? DEFAULT_RESULT_WINDOW_BYTES,
       window: { items: 0, bytes: 0 },
       orphanTimer: undefined,
@@ -355,6 +363,7 @@ class NodeServer {
         remotePackages: args.remotePackages,
         hash: args.hash,
       });
+      pipeline.cacheEntry = installed.cacheEntry;
       const workers = args.workers || this.#defaultWorkers;
       const ringBytes = this.#options.ringBytes ?? 1 << 20;
       const engine = await Engine.start(
@@ -405,6 +414,7 @@ class NodeServer {
       this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, {
         about: { pipeline: pipeline.name },
       });
+      if (installed.cacheEntry !== undefined) void this.#pruneCache();
       const maxItemBytes = this.#maxItemBytes;
       return {
         workers,
@@ -414,6 +424,7 @@ class NodeServer {
         maxItemBytes,
       };
     } catch (error) {
+      if (pipeline.cacheEntry !== undefined) await releaseCacheEntry(pipeline.cacheEntry);
       if (this.#pipeline === pipeline) this.#pipeline = undefined;
       const message = error instanceof Error ? error.message : String(error);
       const about = { pipeline: pipeline.name };
@@ -429,6 +440,7 @@ class NodeServer {
     clearTimeout(pipeline.orphanTimer);
     clearInterval(pipeline.ownerWatch);
     await pipeline.engine?.reset();
+    if (pipeline.cacheEntry !== undefined) await releaseCacheEntry(pipeline.cacheEntry);
     this.#note("info", `reset ${describe(pipeline)}: ${why}`, { about: { pipeline: pipeline.name } });
     if (!pipeline.owner.isClosed) {
       try {
@@ -436,6 +448,18 @@ class NodeServer {
       } catch {
         // closing
       }
+    }
+  }
+
+  /** Removes the host cache's oldest entries that no node runs, past the number kept (a note says which). */
+  async #pruneCache(): Promise<void> {
+    try {
+      const removed = await pruneHostCache(this.workdir, this.#options.keepPipelines ?? DEFAULT_KEEP_PIPELINES);
+      if (removed.length === 0) return;
+      const names = removed.map((entry) => basename(entry)).join(", ");
+      this.#note("info", `removed ${removed.length} installed pipelines no node runs from the host's cache: ${names}`);
+    } catch (error) {
+      this.#note("warn", `could not prune the host's cache of installed pipelines: ${(error as Error).message}`);
     }
   }
 

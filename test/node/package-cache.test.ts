@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { lstat, mkdir, mkdtemp, readdir, realpath, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, realpath, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cacheEntryName, installPipeline } from "../../src/node/packages.ts";
+import { cacheEntryName, installPipeline, pruneHostCache, releaseCacheEntry } from "../../src/node/packages.ts";
 import type { PackageBundle } from "../../src/protocol/pipeline.ts";
+import { NodeTestClient } from "../support/node-client.ts";
+import { startNode, tearDown } from "../support/nodes.ts";
+import { waitFor } from "../support/wait.ts";
 
 /** The nodes of one host share installed pipelines by content: one install, linked from every node. */
 let temp: string;
@@ -130,4 +133,111 @@ describe("one install per entry on a host", () => {
     expect(await realpath(installed.dir)).toBe(await realpath(entry));
     expect(await cacheEntries()).not.toContain(`${cacheEntryName("shared", "1.0", "hash-orphaned")}.lock`);
   });
+});
+
+describe("a host's cache stays bounded", () => {
+  const exists = (path: string) =>
+    stat(path).then(
+      () => true,
+      () => false,
+    );
+
+  test("pruning keeps the entries used last and every one a live process runs, and removes the rest", async () => {
+    const parent = await realpath(await mkdtemp(join(tmpdir(), "pcluster-prune-")));
+    try {
+      const workdir = join(parent, "node-0");
+      const entries: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const installed = await installPipeline({
+          workdir,
+          name: "p",
+          version: "1",
+          packages: [tasks],
+          remotePackages: [],
+          hash: `h${i}`,
+        });
+        expect(installed.cacheEntry).toBeDefined();
+        entries.push(installed.cacheEntry!);
+        await releaseCacheEntry(installed.cacheEntry!); // its pipeline was reset
+      }
+      // The oldest is run by a live process (this one); the next by one that is gone.
+      const dead = Bun.spawn(["true"]);
+      await dead.exited;
+      await writeFile(join(entries[0]!, ".pcluster-in-use", String(process.pid)), "");
+      await writeFile(join(entries[1]!, ".pcluster-in-use", String(dead.pid)), "");
+      // Entry i last used i minutes after the first.
+      const first = Date.now() / 1000 - 3600;
+      for (const [i, entry] of entries.entries()) await utimes(join(entry, ".pcluster-in-use"), first, first + 60 * i);
+      // A removal that a node died in the middle of.
+      const leftover = join(parent, ".pcluster-cache", `.removing-${dead.pid}-0badc0de`);
+      await mkdir(join(leftover, "tasks"), { recursive: true });
+
+      const removed = await pruneHostCache(workdir, 2);
+      expect(removed.sort()).toEqual([entries[1]!, entries[2]!].sort());
+      expect(await Promise.all(entries.map(exists))).toEqual([true, false, false, true, true]);
+      expect(await exists(leftover)).toBe(false);
+      // Nothing half-removed or locked is left, and a second look removes nothing more.
+      const names = await readdir(join(parent, ".pcluster-cache"));
+      expect(names.filter((name) => name.startsWith(".removing-") || name.endsWith(".lock"))).toEqual([]);
+      expect(await pruneHostCache(workdir, 2)).toEqual([]);
+      await expect(pruneHostCache(workdir, 0)).rejects.toThrow("keep must be a whole number of at least 1, got 0");
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
+  });
+
+  test("with --keep-pipelines, a node's setup removes old code no node runs, never the code another node runs; new code under the same name runs", async () => {
+    const parent = await realpath(await mkdtemp(join(tmpdir(), "pcluster-keep-")));
+    const clients: NodeTestClient[] = [];
+    try {
+      /** Version `n` of the code: a package whose task tags each item with `n`. */
+      const code = async (n: number) => {
+        const dir = join(parent, `code-${n}`, "tasks");
+        await mkdir(dir, { recursive: true });
+        await writeFile(join(dir, "package.json"), JSON.stringify({ name: "tasks", type: "module", main: "index.ts" }));
+        await writeFile(join(dir, "index.ts"), `export function tag(x: number) { return x * 1000 + ${n}; }\n`);
+        return { name: "code", version: "1", packages: [dir], tasks: ["tasks#tag"] };
+      };
+      const [a, b] = await Promise.all(
+        ["node-a", "node-b"].map((name) =>
+          startNode({ workers: 1, workdir: join(parent, name), args: ["--keep-pipelines", "1"] }),
+        ),
+      );
+      const runner = await NodeTestClient.connect({ port: a.port, client: "root-a" });
+      const changer = await NodeTestClient.connect({ port: b.port, client: "root-b" });
+      clients.push(runner, changer);
+      await runner.setup(await code(0)); // node A runs version 0 all along
+      // Node B moves on, version after version, under one name and version: each time the new code runs.
+      for (let n = 1; n <= 3; n++) {
+        await changer.setup(await code(n));
+        const ids = changer.feed([7]);
+        await changer.waitDone(ids);
+        expect(changer.outputsOf(ids)).toEqual([[7000 + n]]);
+      }
+
+      const cache = join(parent, ".pcluster-cache");
+      const installed = async () => {
+        const names = await readdir(cache);
+        const kept = await Promise.all(names.map((name) => exists(join(cache, name, ".pcluster-hash"))));
+        return names.filter((_, i) => kept[i]).sort();
+      };
+      // What node A and node B run now; B's old versions went as it set up the next.
+      const running = [
+        await realpath(join(parent, "node-a", "pipelines", "code@1")),
+        await realpath(join(parent, "node-b", "pipelines", "code@1")),
+      ].map((entry) => entry.slice(cache.length + 1));
+      await waitFor(installed, {
+        what: "the cache to hold only what the nodes run",
+        until: (names) => names.length === 2,
+      });
+      expect(await installed()).toEqual(running.sort());
+      await b.proc.waitFor(/removed 1 installed pipelines no node runs from the host's cache: code@1-/, 5000);
+      // Node A's code is still whole: its items still run on it.
+      const ids = runner.feed([1, 2]);
+      await runner.waitDone(ids);
+      expect(runner.outputsOf(ids)).toEqual([[1000], [2000]]);
+    } finally {
+      await tearDown(clients, [parent]);
+    }
+  }, 60_000);
 });

@@ -65,7 +65,9 @@ describe("installPipeline", () => {
     const installed = await install();
     expect(installed.skipped).toBe(false);
     expect(installed.dir).toBe(join(workdir, "pipelines", "example@1.0"));
-    expect(installed.entries).toEqual({ tasks: join(installed.dir, "tasks", "src", "main.ts") });
+    // Imported from the host cache's entry itself, which the pipeline folder links to.
+    expect(await realpath(installed.dir)).toBe(installed.cacheEntry!);
+    expect(installed.entries).toEqual({ tasks: join(installed.cacheEntry!, "tasks", "src", "main.ts") });
     const module = (await import(installed.entries.tasks!)) as { simpleTask: (n: number) => number };
     expect(module.simpleTask(21)).toBe(42);
     expect((await stat(join(installed.dir, "tasks", "bin", "tool.sh"))).mode & 0o777).toBe(0o755);
@@ -90,7 +92,7 @@ describe("installPipeline", () => {
     const replaced = await install({ packages: [changed], hash: "hash-2" });
     expect(replaced.skipped).toBe(false);
     expect(existsSync(main)).toBe(false);
-    expect(replaced.entries.tasks).toBe(join(replaced.dir, "tasks", "index.ts"));
+    expect(replaced.entries.tasks).toBe(join(replaced.cacheEntry!, "tasks", "index.ts"));
   });
 
   test("installs a package's dependencies and remote packages in the pipeline folder; pcluster is the node's own", async () => {
