@@ -22,6 +22,8 @@
  * value, keeps that value.
  */
 
+import { openLibc } from "./libc.ts";
+
 /** The variables a node runs with, unless the user set them. */
 export const NODE_ALLOCATOR_ENV: Readonly<Record<string, string>> = {
   MIMALLOC_PURGE_HOLES: "0",
@@ -40,13 +42,6 @@ function hasNodeAllocator(): boolean {
   return Object.keys(NODE_ALLOCATOR_ENV).every((name) => process.env[name] !== undefined);
 }
 
-/** Where the C library that has execve is, by platform (the first that opens is used). */
-function libcCandidates(): string[] {
-  if (process.platform === "darwin") return ["/usr/lib/libSystem.B.dylib"];
-  const arch = process.arch === "arm64" ? "aarch64" : "x86_64";
-  return ["libc.so.6", `libc.musl-${arch}.so.1`, "libc.so"];
-}
-
 /**
  * Replaces this process by the same command with the node's allocator variables set, unless it has
  * them already. Returns only when it cannot (no FFI on this platform, no C library found, execve
@@ -55,18 +50,9 @@ function libcCandidates(): string[] {
 export async function restartWithNodeAllocator(): Promise<void> {
   if (hasNodeAllocator() || process.platform === "win32") return;
   try {
-    const { dlopen, FFIType, ptr } = await import("bun:ffi");
+    const { FFIType, ptr } = await import("bun:ffi");
     const signature = { execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } };
-    let execve: ((path: number, argv: number, envp: number) => number) | undefined;
-    for (const path of libcCandidates()) {
-      try {
-        const library = dlopen(path, signature);
-        execve = library.symbols.execve as unknown as typeof execve;
-        break;
-      } catch {
-        // not this platform's name for it
-      }
-    }
+    const execve = (await openLibc<{ execve(path: number, argv: number, envp: number): number }>(signature))?.execve;
     if (execve === undefined) return;
     const strings: Buffer[] = []; // kept reachable until execve has read them
     const cString = (text: string): number => {

@@ -27,6 +27,7 @@ import { countFeedRecords } from "./engine/input-dispatch.ts";
 import { defaultMemoryLimit } from "./engine/memory-limit.ts";
 import { type NodeObservation, serveNodeMetrics } from "./metrics.ts";
 import { DEFAULT_KEEP_PIPELINES, installPipeline, pruneHostCache, releaseCacheEntry } from "./packages.ts";
+import { endProcesses, startedByThisProcess } from "./task-processes.ts";
 
 export interface NodeServerOptions {
   host: string;
@@ -440,6 +441,9 @@ class NodeServer {
     clearTimeout(pipeline.orphanTimer);
     clearInterval(pipeline.ownerWatch);
     await pipeline.engine?.reset();
+    // What its tasks started ends with it: the engine ended its workers' own, and here go those of
+    // workers that died on their own (their processes passed to another thread of this process).
+    await endProcesses(startedByThisProcess());
     if (pipeline.cacheEntry !== undefined) await releaseCacheEntry(pipeline.cacheEntry);
     this.#note("info", `reset ${describe(pipeline)}: ${why}`, { about: { pipeline: pipeline.name } });
     if (!pipeline.owner.isClosed) {

@@ -132,6 +132,11 @@ export class WorkerHeaps {
     this.#slots.fill(0, index * HEAP_FIELDS, (index + 1) * HEAP_FIELDS);
   }
 
+  /** The id of worker `index`'s thread, as it reported it (0: unknown, or not reported yet). */
+  thread(index: number): number {
+    return this.#slots[index * HEAP_FIELDS + HeapField.Thread]!;
+  }
+
   /** Bytes of worker `index`'s heap: its last report plus what its thread faulted in since. */
   estimate(index: number): number {
     const at = index * HEAP_FIELDS;

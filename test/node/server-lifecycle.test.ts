@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
+import { Root, type TaskError } from "../../src/index.ts";
+import * as tasks from "../fixtures/tasks/index.ts";
 import { waitForFile } from "../support/log-server.ts";
 import { NodeTestClient, type PipelineSpec } from "../support/node-client.ts";
 import { type RunningNode, runCli, startLogServer, startNode, tearDown } from "../support/nodes.ts";
@@ -170,6 +172,93 @@ test("a root that falls silent with its socket open is taken for gone after --ro
   await watched.proc.waitFor(/reset "ticker" 1\.0: set up again by its root root-silent, which came back/, 5000);
   await expectTicks(back, range(100, 20));
 }, 60_000);
+
+/** Pids of the running processes whose command line is exactly `args` (read from /proc). */
+function running(args: string[]): number[] {
+  const wanted = `${args.join("\0")}\0`;
+  return readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .filter((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+        return readFileSync(`/proc/${pid}/cmdline`, "latin1") === wanted && !/^\S+ \(.*\) Z/.test(stat);
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+}
+
+/** The children of process `pid` that ended and were not reaped (zombies). */
+function zombiesOf(pid: number): number[] {
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+    readFileSync(`/proc/${pid}/task/${tid}/children`, "latin1").split(" ").filter(Boolean).map(Number),
+  );
+  return children.filter((child) => {
+    try {
+      return /^\S+ \(.*\) Z/.test(readFileSync(`/proc/${child}/stat`, "latin1"));
+    } catch {
+      return false;
+    }
+  });
+}
+
+test.skipIf(process.platform !== "linux")(
+  "processes a task started end with its worker (task timeout) and with the pipeline (reset)",
+  async () => {
+    const own = await startNode({ logPort, workers: 1 });
+    workdirs.push(own.workdir);
+    const cluster = new Root([own.addr]);
+    try {
+      const errors: TaskError[] = [];
+      const localPackages = [join(REPO, "test/fixtures/tasks")];
+      // Stuck on a child that never ends: the worker is ended at the task timeout, and the child with it.
+      const stuck = ["sleep", "311.5"];
+      await cluster.setup("spawner", "1", [{ function: tasks.waitOnChild }], {
+        localPackages,
+        taskTimeoutMs: 1000,
+        maxAttempts: 1,
+        errorHandler: (error) => void errors.push(error),
+      });
+      cluster.feed({ seconds: 311.5 });
+      await waitFor(() => running(stuck).length, { what: "the task's child to start", until: (n) => n === 1 });
+      await cluster.waitEmpty();
+      expect(errors.map((error) => error.failed)).toEqual([true]);
+      await waitFor(() => running(stuck), {
+        what: "the ended worker's child to end",
+        until: (pids) => pids.length === 0,
+      });
+      // Reaped, too: the thread that started it is gone, and a zombie would stay for the node's lifetime.
+      await waitFor(() => zombiesOf(own.proc.proc.pid), {
+        what: "no zombie child of the node",
+        until: (z) => z.length === 0,
+      });
+
+      // Started and left running: it ends with the pipeline.
+      const left = ["sleep", "312.5"];
+      const outputs: number[] = [];
+      await cluster.setup("spawner", "2", [{ function: tasks.leaveChild }], {
+        localPackages,
+        outputHandler: (output) => void outputs.push(output),
+      });
+      await cluster.run([{ seconds: 312.5 }]);
+      expect(outputs).toEqual([312.5]);
+      expect(running(left)).toHaveLength(1); // it outlived its task
+      await cluster.reset();
+      await waitFor(() => running(left), {
+        what: "the child to end with the pipeline",
+        until: (pids) => pids.length === 0,
+      });
+      await waitFor(() => zombiesOf(own.proc.proc.pid), {
+        what: "no zombie child of the node",
+        until: (z) => z.length === 0,
+      });
+    } finally {
+      await cluster.close();
+    }
+  },
+  60_000,
+);
 
 test("bad sizes on the command line are refused, naming the flag, before anything listens", async () => {
   for (const [flag, value, message] of [

@@ -10,6 +10,7 @@ import type { OutputDrain } from "./output-drain.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
 import type { WorkerSlot } from "./worker-slot.ts";
 import { WorkerHeaps, heapSlotsBytes } from "../worker-heap.ts";
+import { endProcesses, startedByThread } from "../task-processes.ts";
 
 export interface SupervisionOptions {
   /** Times an item may take its worker down before it is given up (default 3). */
@@ -152,7 +153,10 @@ export class WorkerSupervisor {
     this.#watchEvery = ms;
   }
 
-  /** Ends every worker and closes the rings; resolves once each is gone (or after 2 s). */
+  /**
+   * Ends every worker, and the processes their tasks started, and closes the rings; resolves once each
+   * worker is gone (or after 2 s) and its processes too (see task-processes.ts).
+   */
   stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#watchTimer);
@@ -163,11 +167,22 @@ export class WorkerSupervisor {
       const worker = slot.worker;
       if (worker === undefined) return Promise.resolve();
       const gone = new Promise<void>((resolve) => worker.addEventListener("close", () => resolve()));
-      worker.terminate();
+      const ending = this.#terminate(slot);
       // Unref'd: once the worker is gone, the bound must not keep the process alive for the rest of it.
-      return Promise.race([gone, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
+      return Promise.all([
+        Promise.race([gone, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]),
+        ending,
+      ]);
     });
     return Promise.all(closed).then(() => {});
+  }
+
+  /** Ends the slot's worker, and the processes its tasks started (resolves once they are gone too). */
+  #terminate(slot: WorkerSlot): Promise<void> {
+    const thread = this.#heaps.thread(slot.index);
+    const started = thread === 0 ? [] : startedByThread(thread);
+    slot.worker.terminate();
+    return started.length === 0 ? Promise.resolve() : endProcesses(started);
   }
 
   /** Starts (or restarts) the slot's worker; resolves with its setup error, if any. */
@@ -375,10 +390,10 @@ export class WorkerSupervisor {
     return undefined;
   }
 
-  /** Ends a worker for `reason`; its close replaces it (see `#onWorkerDied`). */
+  /** Ends a worker for `reason`, and the processes its tasks started; its close replaces it (see `#onWorkerDied`). */
   #end(slot: WorkerSlot, reason: string): void {
     slot.lastError = reason;
-    slot.worker.terminate();
+    void this.#terminate(slot);
   }
 
   /** Retracts the outputs of each input record from `from` to `last` (both included; -1: to the end): they run again. */
