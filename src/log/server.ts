@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, fsyncSync, openSync, statSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { diagnostics } from "../diagnostics.ts";
 import { PclusterError, ProtocolError } from "../errors.ts";
@@ -49,9 +49,22 @@ interface LogServer {
 export async function startLogServer(options: LogServerOptions): Promise<LogServer> {
   assertSafeListen(options.host, Boolean(options.token), options.insecure ?? false, "log");
   const outfile = resolve(options.outfile);
-  const fd = openLogFile(outfile, options.overwrite ?? false);
+  let fd = openLogFile(outfile, options.overwrite ?? false);
   const echo = options.echo ?? true;
   let stopped = false;
+  // Rotated (renamed away, as logrotate does by default) or removed: lines go to a new file at the path.
+  const follow = setInterval(() => {
+    if (stopped || isOpenAt(fd, outfile)) return;
+    try {
+      const old = fd;
+      fd = openLogFile(outfile, false);
+      fsyncSync(old);
+      closeSync(old);
+    } catch (error) {
+      diagnostics().error(`pcluster log server: cannot open a new ${outfile}: ${(error as Error).message}`);
+    }
+  }, FOLLOW_MS);
+  follow.unref();
 
   const write = (lines: LogLine[]): void => {
     if (stopped || lines.length === 0) return;
@@ -93,6 +106,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
       onRefused,
     });
   } catch (error) {
+    clearInterval(follow);
     closeSync(fd);
     throw error;
   }
@@ -104,6 +118,7 @@ export async function startLogServer(options: LogServerOptions): Promise<LogServ
     async stop() {
       if (stopped) return;
       stopped = true;
+      clearInterval(follow);
       server.stop();
       fsyncSync(fd);
       closeSync(fd);
@@ -122,6 +137,20 @@ export async function runLogServer(options: LogServerOptions): Promise<void> {
     `pcluster log server listening on ${formatAddress(server.host, server.port)}, writing to ${server.outfile}`,
   );
   await runUntilStopped(() => server.stop());
+}
+
+/** How often the log server looks whether its file is still the one at its path. */
+const FOLLOW_MS = 1000;
+
+/** Whether the file open as `fd` is the one at `path` (not renamed away or removed since). */
+function isOpenAt(fd: number, path: string): boolean {
+  try {
+    const open = fstatSync(fd);
+    const there = statSync(path);
+    return open.ino === there.ino && open.dev === there.dev;
+  } catch {
+    return false;
+  }
 }
 
 function openLogFile(path: string, overwrite: boolean): number {

@@ -1,5 +1,5 @@
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProtocolError } from "../../src/errors.ts";
@@ -7,6 +7,7 @@ import { dial } from "../../src/protocol/handshake.ts";
 import { RECORD, messagesOf, spawnLogServer, waitForFile } from "../support/log-server.ts";
 import { CLI, REPO, killAll, spawnBun } from "../support/processes.ts";
 import { RawClient } from "../support/raw-client.ts";
+import { waitFor } from "../support/wait.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "pcluster-log-server-"));
 const WRITER = join(REPO, "test/support/log-writer.ts");
@@ -59,6 +60,30 @@ test("appends across runs by default, truncates with --overwrite, and stops clea
   const text = await waitForFile(outfile, () => true);
   expect(text).not.toContain("first");
   expect(text.trimEnd().split("\n")).toHaveLength(2);
+}, 60_000);
+
+test("a log file renamed away (logrotate) or removed is followed by a new one at its path; no line is lost", async () => {
+  const outfile = join(dir, "rotated.log");
+  const { addr } = await spawnLogServer(outfile, { env: NO_TOKEN });
+  const logLines = async (tag: string) => {
+    const writer = spawnBun([WRITER, addr, "3", "0", tag], { env: NO_TOKEN });
+    expect(await writer.waitExit()).toBe(0);
+    return writer.pid;
+  };
+  const before = await logLines("before");
+  await waitForFile(outfile, (text) => text.includes("] before 2\n"));
+  renameSync(outfile, `${outfile}.1`);
+  await waitFor(() => existsSync(outfile), { what: "the log server to make a new file at its path" });
+  const after = await logLines("after");
+  const text = await waitForFile(outfile, (t) => t.includes("] after 2\n"));
+  expect(messagesOf(text, after)).toEqual(range(3, "after"));
+  expect(text).not.toContain("before");
+  expect(messagesOf(readFileSync(`${outfile}.1`, "utf8"), before)).toEqual(range(3, "before"));
+
+  rmSync(outfile);
+  await waitFor(() => existsSync(outfile), { what: "the log server to make the removed file again" });
+  const again = await logLines("again");
+  expect(messagesOf(await waitForFile(outfile, (t) => t.includes("] again 2\n")), again)).toEqual(range(3, "again"));
 }, 60_000);
 
 test("garbage bytes and a non-log message get a clear error while another client keeps logging", async () => {
