@@ -30,6 +30,28 @@ describe("dying workers", () => {
     }
   }, 60_000);
 
+  test("workers that die again and again (every tenth item): each other item is done once, none is lost", async () => {
+    // The replacement reruns what its predecessor finished without committing; an item given up in
+    // between once made the next death take those for finished, and they were never run again.
+    for (const [workers, maxAttempts] of [
+      [1, 1],
+      [2, 1],
+      [1, 3],
+    ] as const) {
+      const harness = await EngineHarness.start(dir, [{ export: "exitOn" }], { workers, maxAttempts });
+      try {
+        const items = Array.from({ length: 60 }, (_, i) => (i % 10 === 9 ? "die" : i));
+        const ids = harness.feed(items);
+        await harness.waitEmpty();
+        const failed = expectAllDoneButFailed(harness, items, ids, (item) => item === "die");
+        expect(failed.map((error) => error.id).sort((a, b) => a - b)).toEqual(ids.filter((_, i) => i % 10 === 9));
+        expect(harness.deaths).toHaveLength(6 * maxAttempts);
+      } finally {
+        await harness.engine.reset();
+      }
+    }
+  }, 60_000);
+
   test("an asynchronous throw outside the task takes the worker down; the item is retried and others go on", async () => {
     const harness = await EngineHarness.start(dir, [{ export: "throwLaterOn" }], { workers: 2, maxAttempts: 2 });
     try {

@@ -186,7 +186,9 @@ export class OutputDrain {
     const task = this.#tasks[stage]?.export ?? "?";
     this.#results.append(RecordKind.Failed, stage, 0, root, encode({ task, message, attempts }));
     this.#events.onTaskError?.({ task, message, item: root, stage, failed: true, attempts });
-    this.#onDone(slot, flags, id, 0); // no run of it finished (what its failed runs wrote was handed out)
+    // No run of it finished (what its failed runs wrote was handed out). Nor is it the worker's Done:
+    // items before it in the ring may still be unfinished, so it does not move `lastDone`.
+    this.#onDone(slot, flags, id, 0, false);
   }
 
   /**
@@ -222,11 +224,12 @@ export class OutputDrain {
     });
   }
 
-  #onDone(slot: WorkerSlot, flags: number, id: number, outputs: number): void {
+  /** An item is finished: by its worker's Done (`byWorker`), or given up. */
+  #onDone(slot: WorkerSlot, flags: number, id: number, outputs: number, byWorker = true): void {
     slot.queued--;
     slot.completed++;
     const key = itemKey(flags, id);
-    slot.lastDone = key;
+    if (byWorker) slot.lastDone = key;
     if (slot.oversizeInputs.size > 0) slot.oversizeInputs.delete(key);
     if (slot.attempts.size > 0) slot.attempts.delete(key);
     const root = this.#tracker.finish(flags, id, outputs);
