@@ -192,7 +192,7 @@ async function inUse(entry: string): Promise<boolean> {
 export async function pruneHostCache(workdir: string, keep = DEFAULT_KEEP_PIPELINES): Promise<string[]> {
   if (!Number.isInteger(keep) || keep < 1)
     throw new RangeError(`keep must be a whole number of at least 1, got ${keep}`);
-  const cache = join(dirname(resolve(workdir)), CACHE_FOLDER);
+  const cache = cacheFolder(workdir);
   const names = await readdir(cache).catch(() => [] as string[]);
   const entries: { entry: string; usedAt: number }[] = [];
   for (const name of names) {
@@ -252,6 +252,11 @@ async function build(dir: string, options: InstallOptions): Promise<void> {
 
 // ---- the host's cache ---------------------------------------------------------------------------------
 
+/** The host's cache folder for a node with this work dir: beside it (see `hostCache`). */
+function cacheFolder(workdir: string): string {
+  return join(dirname(resolve(workdir)), CACHE_FOLDER);
+}
+
 /**
  * Installed pipelines by content, shared by every node whose work dir has the same parent (the nodes
  * of `Root.local`, or `~/.pcluster/node-<port>` of several nodes on one host): the first node to set
@@ -259,7 +264,7 @@ async function build(dir: string, options: InstallOptions): Promise<void> {
  * made; the node then installs into its own work dir, as before.
  */
 async function hostCache(workdir: string): Promise<string | undefined> {
-  const cache = join(dirname(resolve(workdir)), CACHE_FOLDER);
+  const cache = cacheFolder(workdir);
   try {
     await mkdir(cache, { recursive: true });
     return cache;

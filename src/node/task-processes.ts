@@ -47,15 +47,18 @@ export async function endProcesses(processes: readonly Started[], graceMs = END_
   await reap(processes.filter((started) => started.child).map((started) => started.pid));
 }
 
+type WaitpidLibc = { waitpid(pid: number, status: null, options: number): number };
+/** The C library's `waitpid`, opened once, at the first reaping. */
+let waitpidLibc: Promise<WaitpidLibc | undefined> | undefined;
+
 /**
  * Collects the exit of our own children among them. The thread that started them would have, but it is
  * gone (an ended worker's event loop is); left alone, each would stay a zombie for the node's lifetime.
  */
 async function reap(children: number[]): Promise<void> {
   if (children.length === 0) return;
-  const libc = await openLibc<{ waitpid(pid: number, status: null, options: number): number }>({
-    waitpid: { args: ["i32", "ptr", "i32"], returns: "i32" },
-  });
+  waitpidLibc ??= openLibc<WaitpidLibc>({ waitpid: { args: ["i32", "ptr", "i32"], returns: "i32" } });
+  const libc = await waitpidLibc;
   if (libc === undefined) return;
   let left = children;
   for (const deadline = performance.now() + 1000; left.length > 0; ) {

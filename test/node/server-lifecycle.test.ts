@@ -180,8 +180,7 @@ function running(args: string[]): number[] {
     .filter((name) => /^\d+$/.test(name))
     .filter((pid) => {
       try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-        return readFileSync(`/proc/${pid}/cmdline`, "latin1") === wanted && !/^\S+ \(.*\) Z/.test(stat);
+        return readFileSync(`/proc/${pid}/cmdline`, "latin1") === wanted && !isZombie(Number(pid));
       } catch {
         return false; // gone meanwhile
       }
@@ -189,17 +188,25 @@ function running(args: string[]): number[] {
     .map(Number);
 }
 
-/** The children of process `pid` that ended and were not reaped (zombies). */
-function zombiesOf(pid: number): number[] {
-  const children = readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
-    readFileSync(`/proc/${pid}/task/${tid}/children`, "latin1").split(" ").filter(Boolean).map(Number),
-  );
-  return children.filter((child) => {
-    try {
-      return /^\S+ \(.*\) Z/.test(readFileSync(`/proc/${child}/stat`, "latin1"));
-    } catch {
-      return false;
-    }
+/** Whether process `pid` ended and was not reaped (false when it is gone altogether). */
+function isZombie(pid: number): boolean {
+  try {
+    return /^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "latin1"));
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until no process runs `args` and process `parent` has no zombie child left (it reaped them). */
+async function waitEndedAndReaped(args: string[], parent: number, what: string): Promise<void> {
+  await waitFor(() => running(args), { what, until: (pids) => pids.length === 0 });
+  const children = () =>
+    readdirSync(`/proc/${parent}/task`).flatMap((tid) =>
+      readFileSync(`/proc/${parent}/task/${tid}/children`, "latin1").split(" ").filter(Boolean).map(Number),
+    );
+  await waitFor(() => children().filter(isZombie), {
+    what: `no zombie child of process ${parent}`,
+    until: (zombies) => zombies.length === 0,
   });
 }
 
@@ -224,15 +231,8 @@ test.skipIf(process.platform !== "linux")(
       await waitFor(() => running(stuck).length, { what: "the task's child to start", until: (n) => n === 1 });
       await cluster.waitEmpty();
       expect(errors.map((error) => error.failed)).toEqual([true]);
-      await waitFor(() => running(stuck), {
-        what: "the ended worker's child to end",
-        until: (pids) => pids.length === 0,
-      });
       // Reaped, too: the thread that started it is gone, and a zombie would stay for the node's lifetime.
-      await waitFor(() => zombiesOf(own.proc.proc.pid), {
-        what: "no zombie child of the node",
-        until: (z) => z.length === 0,
-      });
+      await waitEndedAndReaped(stuck, own.proc.proc.pid, "the ended worker's child to end");
 
       // Started and left running: it ends with the pipeline.
       const left = ["sleep", "312.5"];
@@ -245,14 +245,7 @@ test.skipIf(process.platform !== "linux")(
       expect(outputs).toEqual([312.5]);
       expect(running(left)).toHaveLength(1); // it outlived its task
       await cluster.reset();
-      await waitFor(() => running(left), {
-        what: "the child to end with the pipeline",
-        until: (pids) => pids.length === 0,
-      });
-      await waitFor(() => zombiesOf(own.proc.proc.pid), {
-        what: "no zombie child of the node",
-        until: (z) => z.length === 0,
-      });
+      await waitEndedAndReaped(left, own.proc.proc.pid, "the child to end with the pipeline");
     } finally {
       await cluster.close();
     }
