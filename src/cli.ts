@@ -109,6 +109,12 @@ const node = command({
         "Seconds the root running a pipeline here may send nothing (it pings every 2 s) before it is taken for gone and the pipeline reset (default 60)",
       valueHint: "s",
     },
+    "idle-timeout": {
+      type: "count",
+      description:
+        "Seconds any other connection (status, a root not set up here) may send nothing before it is closed (default 300)",
+      valueHint: "s",
+    },
     "metrics-port": { type: "port", description: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics" },
     "metrics-host": { type: "host", description: "Address the metrics listen on (default 127.0.0.1; no auth)" },
     quiet: {
@@ -148,6 +154,7 @@ const node = command({
       orphanGraceMs: flags["orphan-grace"] === undefined ? undefined : flags["orphan-grace"] * 1000,
       keepPipelines: flags["keep-pipelines"],
       rootTimeoutMs: flags["root-timeout"] === undefined ? undefined : flags["root-timeout"] * 1000,
+      idleTimeoutMs: flags["idle-timeout"] === undefined ? undefined : flags["idle-timeout"] * 1000,
       metricsPort: flags["metrics-port"],
       metricsHost: flags["metrics-host"],
       maxConnections: flags["max-connections"],

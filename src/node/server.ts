@@ -66,6 +66,12 @@ export interface NodeServerOptions {
    */
   rootTimeoutMs?: number;
   /**
+   * How long any other connection (a `pcluster status`, a dashboard's root, a root refused as busy or
+   * not set up yet) may send nothing before it is closed (default 300 s; see `#watchSilence`). A peer
+   * that vanished without a word would otherwise hold one of the `maxConnections` places for good.
+   */
+  idleTimeoutMs?: number;
+  /**
    * Installed pipelines the host's cache keeps besides those a node runs, the most recently used first
    * (default 20; see `pruneHostCache`).
    */
@@ -97,8 +103,6 @@ interface Pipeline {
   /** Items the owner may have in flight here, at most (what `setup` granted). */
   window: SetupResult["window"];
   orphanTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Closes the owner's connection once it has been silent for the root timeout (see `#watchOwner`). */
-  ownerWatch: ReturnType<typeof setInterval> | undefined;
   /** The last task errors, for the dashboard. */
   errors: RecentErrors;
 }
@@ -107,8 +111,20 @@ interface Pipeline {
 const DEFAULT_MAX_CONNECTIONS = 256;
 const DEFAULT_MAX_UNAUTHENTICATED = 64;
 
-/** See NodeServerOptions.rootTimeoutMs. */
+/** See NodeServerOptions.rootTimeoutMs and idleTimeoutMs. */
 const DEFAULT_ROOT_TIMEOUT_MS = 60_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+
+/** An open connection as the silence watch sees it (see `#watchSilence`). */
+interface Peer {
+  /** Who it is, for the notes: the client's name or its address. */
+  client: string;
+  /** Its received bytes when last looked at, and when they last changed. */
+  received: number;
+  heardAt: number;
+  /** Its requests still being answered: a peer waiting for an answer (a long install) is not silent. */
+  requests: number;
+}
 
 /** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
 const WINDOW_ITEMS_PER_WORKER = 16_384;
@@ -132,7 +148,8 @@ class NodeServer {
   #pipeline: Pipeline | undefined;
   /** Serializes setup and reset, so a second root cannot slip in while a pipeline installs or stops. */
   #lifecycle: Promise<unknown> = Promise.resolve();
-  readonly #connections = new Set<Connection>();
+  readonly #connections = new Map<Connection, Peer>();
+  #silenceWatch: ReturnType<typeof setInterval> | undefined;
 
   private constructor(options: NodeServerOptions) {
     this.#options = options;
@@ -178,6 +195,7 @@ class NodeServer {
       }
       node.#note("info", `serving Prometheus metrics at ${node.#metrics.url}metrics`);
     }
+    node.#watchSilence();
     // To the log server only: `pcluster node` prints this line itself, once, whatever consola's level.
     node.#note("info", node.listeningLine, { console: false });
     return node;
@@ -206,16 +224,23 @@ class NodeServer {
   async stop(): Promise<void> {
     // Stop listening but keep the open connections until the owner has heard the reset event.
     this.#server?.stop(false);
+    clearInterval(this.#silenceWatch);
     await this.#metrics?.stop();
     await this.#resetPipeline("the node is shutting down");
-    for (const connection of this.#connections) connection.close();
+    for (const connection of this.#connections.keys()) connection.close();
   }
 
   // ---- connections --------------------------------------------------------------------------------
 
   #accept(connection: Connection, client: string): void {
-    this.#connections.add(connection);
-    connection.onRequest = (cmd, args) => this.#command(connection, client, cmd, args);
+    const peer: Peer = { client, received: connection.receivedBytes, heardAt: performance.now(), requests: 0 };
+    this.#connections.set(connection, peer);
+    connection.onRequest = (cmd, args) => {
+      const answer = this.#command(connection, client, cmd, args);
+      if (!(answer instanceof Promise)) return answer;
+      peer.requests++;
+      return answer.finally(() => peer.requests--);
+    };
     connection.onMessage = (message) => this.#push(connection, message);
     connection.closed.then((reason) => {
       this.#connections.delete(connection);
@@ -350,7 +375,6 @@ class NodeServer {
       credit: args.resultWindow ?? DEFAULT_RESULT_WINDOW_BYTES,
       window: { items: 0, bytes: 0 },
       orphanTimer: undefined,
-      ownerWatch: undefined,
       errors: new RecentErrors(),
     };
     this.#pipeline = pipeline; // claimed now: another root's setup is refused while this one installs
@@ -409,7 +433,6 @@ class NodeServer {
         throw new StateError(`setup of ${describe(pipeline)} was cancelled: the root disconnected`);
       }
       pipeline.engine = engine;
-      pipeline.ownerWatch = this.#watchOwner(pipeline);
       pipeline.window = { items: workers * WINDOW_ITEMS_PER_WORKER, bytes: workers * ringBytes * 4 };
       const cached = installed.skipped ? " (code unchanged, not reinstalled)" : "";
       this.#note("info", `${describe(pipeline)} ready on ${workers} workers${cached}`, {
@@ -439,7 +462,6 @@ class NodeServer {
     if (pipeline === undefined) return;
     this.#pipeline = undefined;
     clearTimeout(pipeline.orphanTimer);
-    clearInterval(pipeline.ownerWatch);
     await pipeline.engine?.reset();
     // What its tasks started ends with it: the engine ended its workers' own, and here go those of
     // workers that died on their own (their processes passed to another thread of this process).
@@ -468,37 +490,44 @@ class NodeServer {
   }
 
   /**
-   * Takes the pipeline's owner for gone once it has sent nothing for the root timeout. A root pings its
-   * nodes every 2 s while a pipeline of theirs runs, so a silent one is stopped or hung, or its host or
-   * the network between is down without a word — no FIN, no RST: the socket stays open, and the node
-   * would be held for that root forever. Its connection is then closed as if it had left (the pipeline
-   * is reset after the grace; a root that comes back finds its node lost, re-sends its unfinished items
-   * and sets the node up again). Started once the pipeline is set up: a root sends nothing while it
-   * waits for a long install.
+   * Closes connections that have gone silent. The pipeline's owner is taken for gone once it has sent
+   * nothing for the root timeout: a root pings its nodes every 2 s while a pipeline of theirs runs, so a
+   * silent one is stopped or hung, or its host or the network between is down without a word — no FIN,
+   * no RST: the socket stays open, and the node would be held for that root forever. Its connection is
+   * then closed as if it had left (the pipeline is reset after the grace; a root that comes back finds
+   * its node lost, re-sends its unfinished items and sets the node up again). Any other connection is
+   * closed after the idle timeout, so that peers which vanished do not fill the connection places; a
+   * root dials again when it next needs the node. A connection waiting for an answer (a long install) is
+   * not silent, and neither is one whose ticks come late: this thread was held, its bytes may be unread.
    */
-  #watchOwner(pipeline: Pipeline): ReturnType<typeof setInterval> {
-    const timeoutMs = this.#options.rootTimeoutMs ?? DEFAULT_ROOT_TIMEOUT_MS;
-    const everyMs = Math.min(timeoutMs / 4, 5000);
-    const owner = pipeline.owner;
-    let received = owner.receivedBytes;
-    let heardAt = performance.now();
-    let lastTick = heardAt;
-    const watch = setInterval(() => {
+  #watchSilence(): void {
+    const rootMs = this.#options.rootTimeoutMs ?? DEFAULT_ROOT_TIMEOUT_MS;
+    const idleMs = this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const everyMs = Math.min(rootMs / 4, idleMs / 4, 5000);
+    let lastTick = performance.now();
+    this.#silenceWatch = setInterval(() => {
       const now = performance.now();
       const late = now - lastTick > 2 * everyMs;
       lastTick = now;
-      if (owner.isClosed) return clearInterval(watch);
-      // A tick that comes late means this thread was held: the root's bytes may be waiting unread.
-      if (owner.receivedBytes !== received || late) {
-        received = owner.receivedBytes;
-        heardAt = now;
-      } else if (now - heardAt >= timeoutMs) {
-        clearInterval(watch);
-        owner.destroy(new TimeoutError(`it sent nothing for ${timeoutMs} ms`));
+      for (const [connection, peer] of this.#connections) {
+        if (connection.receivedBytes !== peer.received || peer.requests > 0 || late) {
+          peer.received = connection.receivedBytes;
+          peer.heardAt = now;
+          continue;
+        }
+        const owner = this.#pipeline?.owner === connection;
+        const limitMs = owner ? rootMs : idleMs;
+        if (now - peer.heardAt < limitMs || connection.isClosed) continue;
+        if (owner) {
+          connection.destroy(new TimeoutError(`it sent nothing for ${rootMs} ms`));
+        } else {
+          // Told why, in case it is still there: a root dials again when it next needs this node.
+          this.#note("info", `closing the connection of ${peer.client}: idle for ${idleMs} ms`);
+          connection.fail(new TimeoutError(`the node closed this connection: idle for ${idleMs} ms`));
+        }
       }
     }, everyMs);
-    watch.unref();
-    return watch;
+    this.#silenceWatch.unref();
   }
 
   #ownedBy(connection: Connection, what: string): Pipeline {

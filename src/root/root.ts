@@ -637,10 +637,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   async status(): Promise<NodeReport[]> {
     this.#assertOpen();
     return Promise.all(
-      [...this.#endpoints.values()].map(async (endpoint) => {
-        const client = await this.#client(endpoint);
-        return { address: endpoint.key, ...(await client.request<NodeStatus>("status")) };
-      }),
+      [...this.#endpoints.values()].map(async (endpoint) => ({
+        address: endpoint.key,
+        ...(await this.#statusOf(endpoint)),
+      })),
     );
   }
 
@@ -665,8 +665,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     // Each node on its own: one that does not answer is shown so, beside the others.
     const ask = async (endpoint: Endpoint) => {
       try {
-        const client = await this.#client(endpoint);
-        return { address: endpoint.key, status: await client.request<NodeStatus>("status") };
+        return { address: endpoint.key, status: await this.#statusOf(endpoint) };
       } catch (error) {
         return { address: endpoint.key, error: (error as Error).message };
       }
@@ -770,6 +769,21 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       this.#connecting.set(endpoint.key, connecting);
     }
     return connecting;
+  }
+
+  /**
+   * A node's status. A node closes a connection that runs no pipeline of its own after it has been idle
+   * a while (`pcluster node --idle-timeout`): a look that meets that close on its way is asked again on
+   * a new connection, once.
+   */
+  async #statusOf(endpoint: Endpoint): Promise<NodeStatus> {
+    const client = await this.#client(endpoint);
+    try {
+      return await client.request<NodeStatus>("status");
+    } catch (error) {
+      if (client.isOpen || this.#lanes.has(client)) throw error;
+      return (await this.#client(endpoint)).request<NodeStatus>("status");
+    }
   }
 
   async #connect(endpoint: Endpoint): Promise<NodeClient> {

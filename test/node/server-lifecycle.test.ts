@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError } from "../../src/errors.ts";
 import { Root, type TaskError } from "../../src/index.ts";
@@ -173,6 +173,43 @@ test("a root that falls silent with its socket open is taken for gone after --ro
   await expectTicks(back, range(100, 20));
 }, 60_000);
 
+test("a connection that runs no pipeline here and falls silent is closed after --idle-timeout; the owner is judged by --root-timeout", async () => {
+  const watched = await startNode({ logPort, workers: 1, args: ["--idle-timeout", "1", "--root-timeout", "60"] });
+  workdirs.push(watched.workdir);
+  const owner = await connect(watched.port, "root-owner");
+  await owner.setup(pipeline());
+  const looker = await connect(watched.port, "looker");
+  const vanished = await connect(watched.port, "vanished");
+  await vanished.status();
+  // Whatever it sends is life: a look every 200 ms keeps a connection open well past the idle timeout.
+  for (const until = performance.now() + 2500; performance.now() < until; ) {
+    await looker.status();
+    await Bun.sleep(200);
+  }
+  expect(looker.isClosed).toBe(false);
+
+  // A peer that vanished without a word (its socket open, nothing sent) gives its place back.
+  const why = await within(vanished.closed, 10_000, "the node to close the silent connection");
+  expect(why?.message).toContain("the node closed this connection: idle for 1000 ms");
+  await watched.proc.waitFor(/closing the connection of vanished: idle for 1000 ms/, 5000);
+  await within(looker.closed, 10_000, "the node to close the looker's connection once it fell silent too");
+  // The owner, as silent since its setup, is a root with a pipeline here: it keeps it, and it still runs.
+  expect(owner.isClosed).toBe(false);
+  await expectTicks(owner, range(0, 20));
+
+  // A Root whose idle connection was closed dials again when it next needs the node.
+  const cluster = new Root([`127.0.0.1:${watched.port}`]);
+  try {
+    expect((await cluster.status())[0]!.pipeline?.name).toBe("ticker");
+    const me = `${hostname()}:${process.pid}`.replace(/[.]/g, "\\.");
+    await watched.proc.waitFor(new RegExp(`closing the connection of ${me}: idle for 1000 ms`), 10_000);
+    const again = await cluster.status();
+    expect(again[0]!.pipeline?.name).toBe("ticker");
+  } finally {
+    await cluster.close();
+  }
+}, 60_000);
+
 /** Pids of the running processes whose command line is exactly `args` (read from /proc). */
 function running(args: string[]): number[] {
   const wanted = `${args.join("\0")}\0`;
@@ -259,6 +296,7 @@ test("bad sizes on the command line are refused, naming the flag, before anythin
     ["--memory-limit", "lots", '--memory-limit must be a positive whole number of MB, got "lots"'],
     ["--ring-bytes", "-5", '--ring-bytes must be a non-negative integer, got "-5"'],
     ["--root-timeout", "0", '--root-timeout must be a whole number of at least 1, got "0"'],
+    ["--idle-timeout", "0", '--idle-timeout must be a whole number of at least 1, got "0"'],
   ] as const) {
     const result = await runCli(["node", "--host", "127.0.0.1", "--port", "0", flag, value]);
     expect(result.code).toBe(2);
