@@ -607,6 +607,7 @@ class NodeServer {
     return {
       host: hostname(),
       listen: this.address,
+      pid: process.pid,
       version: VERSION,
       cores: availableParallelism(),
       workers: this.#defaultWorkers,

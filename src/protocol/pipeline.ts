@@ -113,6 +113,8 @@ export interface NodeStatus {
   host: string;
   /** The address the node listens on, as it sees it. */
   listen: string;
+  /** The node's process id on its host (absent from nodes before 0.2). */
+  pid?: number;
   version: string;
   cores: number;
   /** Default worker threads per pipeline (`--workers`). */
@@ -182,6 +184,7 @@ const taskStatsRecord: Check = shape({
 const nodeStatus: Check = shape({
   host: isString,
   listen: isString,
+  pid: optional(isUint),
   version: isString,
   cores: isUint,
   workers: isUint,

@@ -80,15 +80,16 @@ const ms = (value: number) => Number(value.toFixed(3));
 const megabytes = (bytes: number): number => Math.round(bytes / 1048576);
 
 export function formatStatuses(reports: StatusReply[]): string {
-  const header = ["node", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory", "lag"];
+  const header = ["node", "pid", "pipeline", "root", "cores", "workers", "idle", "state", "started", "memory", "lag"];
   const rows = reports.map((report) => {
     const status = report.status;
     if (status === undefined) {
-      return [report.address, `unreachable: ${report.error}`, ...Array<string>(header.length - 2).fill("")];
+      return [report.address, "", `unreachable: ${report.error}`, ...Array<string>(header.length - 3).fill("")];
     }
     const pipeline = status.pipeline;
     return [
       report.address,
+      status.pid === undefined ? "" : `${status.pid}`,
       pipeline ? `${pipeline.name} ${pipeline.version}` : "(idle)",
       pipeline ? pipeline.owner : "",
       `${status.cores}`,

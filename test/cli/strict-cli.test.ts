@@ -102,6 +102,10 @@ test("a node prints its listening line once, and without colours into a pipe", a
     // A round trip through the node: by its answer, everything it prints at start is printed.
     const status = await runCli(["status", "--nodes", node.addr]);
     expect(status.code).toBe(0);
+    // Its pid, to find the process on its host: the node's row names it under "pid".
+    const [header, row] = status.stdout.trim().split("\n").slice(-2);
+    expect(header!.split(/\s+/).slice(0, 3)).toEqual(["node", "pid", "pipeline"]);
+    expect(row!.split(/\s+/).slice(0, 3)).toEqual([node.addr, String(node.proc.pid), "(idle)"]);
     expect(node.proc.output.match(/listening on/g)).toHaveLength(1);
     expect(node.proc.stdout).toContain(`pcluster node listening on ${node.addr} (workers 1, memory limit `);
     expect(node.proc.output).not.toMatch(ANSI);
