@@ -27,6 +27,14 @@ export interface RootOptions {
   maxItemBytes?: number;
   /** Most items waiting at the root: beyond it `feed` throws `QueueFullError` and `feedAsync` waits. */
   maxQueued?: number;
+  /**
+   * Most bytes of items (encoded) waiting at the root. `run()` and `process()` read their input only
+   * while the queue holds less (default: 64 MiB, or twice the bytes the nodes may have in flight, the
+   * larger), so items of megabytes are not read into memory far ahead of the nodes. Set, it bounds
+   * `feed` too (it throws `QueueFullError` once the queue holds that many bytes) and `feedAsync` (it
+   * waits for room). One item larger than the bound still goes, alone.
+   */
+  maxQueuedBytes?: number;
   /** Batching and window tuning (for experiments; the defaults adapt by themselves). */
   scheduler?: SchedulerOptions;
 }

@@ -117,6 +117,8 @@ const DEFAULT_REJOIN_MS = 60_000;
 
 /** Items `run()` takes from a (sync) iterable at a time, at most. */
 const RUN_CHUNK_ITEMS = 4096;
+/** The least of `run()`'s and `process()`'s default bound on the queue's bytes (see RootOptions.maxQueuedBytes). */
+const DEFAULT_MIN_QUEUED_BYTES = 64 * 1024 * 1024;
 
 export interface LocalOptions extends RootOptions {
   /** Node processes (default 2). */
@@ -182,6 +184,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #clients = new Map<string, NodeClient>();
   readonly #connecting = new Map<string, Promise<NodeClient>>();
+  /** Bytes an item waiting in the queue took, on average, when last looked at (see #itemsForBytes). */
+  #itemBytes: number | undefined;
   readonly #lanes = new Map<NodeClient, NodeLane>();
   readonly #scheduler: Scheduler;
   readonly #results: ResultPump<NodeClient>;
@@ -470,6 +474,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
           "use `await cluster.feedAsync(item)` to wait for room",
       );
     }
+    const maxQueuedBytes = this.#options.maxQueuedBytes;
+    if (maxQueuedBytes !== undefined && this.#scheduler.queuedBytes >= maxQueuedBytes) {
+      throw new QueueFullError(
+        `the root's queue holds ${this.#scheduler.queuedBytes} bytes of items and is bounded at ${maxQueuedBytes} ` +
+          "(maxQueuedBytes); use `await cluster.feedAsync(item)` to wait for room",
+      );
+    }
     this.#scheduler.enqueueValues(items, firstIndex); // an item that cannot be carried throws ItemEncodeError
     this.#progress.fed += items.length;
     this.#updateKeepAlive();
@@ -477,11 +488,12 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /** Like `feed`, but waits for room when the queue is bounded (`maxQueued`), feeding as much as fits each time. */
   async feedAsync<const Items extends readonly In[]>(...items: TravellingItems<Items>): Promise<void> {
-    const bound = this.#options.maxQueued;
-    if (bound === undefined) return this.#enqueue(items, 0);
+    const { maxQueued, maxQueuedBytes } = this.#options;
+    if (maxQueued === undefined && maxQueuedBytes === undefined) return this.#enqueue(items, 0);
+    const bound = { items: maxQueued ?? Number.POSITIVE_INFINITY, bytes: maxQueuedBytes ?? Number.POSITIVE_INFINITY };
     for (let at = 0; at < items.length; ) {
-      if (this.#scheduler.queued >= bound) await this.#room(bound);
-      const take = Math.min(items.length - at, bound - this.#scheduler.queued);
+      await this.#room(bound);
+      const take = Math.min(items.length - at, bound.items - this.#scheduler.queued, this.#itemsForBytes(bound.bytes));
       this.#enqueue(items.slice(at, at + take), at);
       at += take;
     }
@@ -524,7 +536,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /** Feeds every item of `items` as the queue has room, until they are all fed or `signal` aborts. */
   async #feedAll(items: Iterable<unknown> | AsyncIterable<unknown>, signal: AbortSignal | undefined): Promise<void> {
-    const bound = this.#options.maxQueued ?? this.#defaultBound();
+    const bound = {
+      items: this.#options.maxQueued ?? this.#defaultBound(),
+      bytes: this.#options.maxQueuedBytes ?? this.#defaultBytesBound(),
+    };
     if (Symbol.iterator in items) {
       // Items that are at hand go in chunks, as much as the queue has room for: no promise per item.
       const iterator = (items as Iterable<unknown>)[Symbol.iterator]();
@@ -532,9 +547,13 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       try {
         for (let done = false; !done; ) {
           signal?.throwIfAborted();
-          if (this.#scheduler.queued >= bound) await this.#room(bound, signal);
+          await this.#room(bound, signal);
           const chunk: unknown[] = [];
-          const room = Math.min(RUN_CHUNK_ITEMS, bound - this.#scheduler.queued);
+          const room = Math.min(
+            RUN_CHUNK_ITEMS,
+            bound.items - this.#scheduler.queued,
+            this.#itemsForBytes(bound.bytes),
+          );
           while (chunk.length < room) {
             const step = iterator.next();
             if (step.done === true) {
@@ -554,7 +573,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       let taken = 0;
       for await (const item of items) {
         signal?.throwIfAborted(); // leaving the loop closes the iterable
-        if (this.#scheduler.queued >= bound) await this.#room(bound, signal);
+        await this.#room(bound, signal);
         this.#enqueue([item], taken++);
       }
     }
@@ -1065,15 +1084,36 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     return promise;
   }
 
-  async #room(bound: number | undefined, signal?: AbortSignal): Promise<void> {
-    if (bound === undefined || this.#scheduler.queued < bound) return;
-    await this.#when(() => this.#scheduler.queued < bound, signal);
+  /** Resolves once the queue holds fewer items and bytes than `bound`. */
+  async #room(bound: { items: number; bytes: number }, signal?: AbortSignal): Promise<void> {
+    const roomy = () => this.#scheduler.queued < bound.items && this.#scheduler.queuedBytes < bound.bytes;
+    if (!roomy()) await this.#when(roomy, signal);
+  }
+
+  /**
+   * About how many more items fit below `bytes` in the queue, judged by the size of those it holds (at
+   * least one: an item larger than the bound goes alone). Items are encoded as they are queued, so their
+   * size is known only after; a chunk thus overshoots the bound by an item's worth at most, as sizes go.
+   */
+  #itemsForBytes(bytes: number): number {
+    if (bytes === Number.POSITIVE_INFINITY) return Number.POSITIVE_INFINITY;
+    const { queued, queuedBytes } = this.#scheduler;
+    if (queued > 0) this.#itemBytes = queuedBytes / queued;
+    if (this.#itemBytes === undefined) return 1; // the first item tells
+    return Math.max(1, Math.floor((bytes - queuedBytes) / Math.max(1, this.#itemBytes)));
   }
 
   #defaultBound(): number {
     let window = 0;
     for (const lane of this.#scheduler.lanes) window += lane.window.size;
     return Math.max(1024, window * 2);
+  }
+
+  /** See RootOptions.maxQueuedBytes: twice what the nodes may have in flight, 64 MiB at least. */
+  #defaultBytesBound(): number {
+    let inFlight = 0;
+    for (const lane of this.#scheduler.lanes) inFlight += lane.maxInFlightBytes;
+    return Math.max(DEFAULT_MIN_QUEUED_BYTES, inFlight * 2);
   }
 
   /** Wakes every waiter whose condition holds now (or fails them all if the cluster failed). */

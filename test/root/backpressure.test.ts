@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { QueueFullError } from "../../src/errors.ts";
 import { Root } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
@@ -96,6 +97,105 @@ describe("a slow outputHandler and large outputs", () => {
       expect(peakHeap).toBeLessThan(TOTAL_BYTES / 8);
       // run() holds input back at the bound: the queue never grows past it.
       expect(peakQueued).toBeLessThanOrEqual(256);
+    } finally {
+      await cluster.close();
+    }
+  }, 60_000);
+});
+
+describe("items of megabytes", () => {
+  const MIB = 1024 * 1024;
+  const ITEM_COUNT = 40;
+  // Each item a 1 MiB string; each takes 5 ms on the node, so the input is ready far faster than it goes.
+  const pad = "x".repeat(MIB);
+  const item = (ms = 5) => ({ ms, pad });
+
+  test("run() and process() read their input only while the root's queue holds less than maxQueuedBytes", async () => {
+    const cluster = new Root(
+      nodes.map((node) => node.addr),
+      { maxQueuedBytes: 4 * MIB },
+    );
+    try {
+      await cluster.setup("big-inputs", "1", [{ function: tasks.padLength }], { localPackages: [TASKS] });
+      // Before each item the iterable gives: the items it gave that are held at the root (read and not
+      // fed yet, or queued), not gone to a node.
+      let peakHeld = 0;
+      const look = (given: number) => {
+        const { fed, queued } = cluster.progress;
+        peakHeld = Math.max(peakHeld, given - (fed - fedBefore) + queued);
+      };
+      let fedBefore = 0;
+      function* syncItems() {
+        for (let i = 0; i < ITEM_COUNT; i++) {
+          look(i);
+          yield item();
+        }
+      }
+      async function* asyncItems() {
+        for (let i = 0; i < ITEM_COUNT; i++) {
+          look(i);
+          yield item();
+        }
+      }
+      const lengths: number[] = [];
+      await cluster.run(syncItems());
+      fedBefore = cluster.progress.fed;
+      for await (const length of cluster.process(asyncItems())) lengths.push(length as number);
+      expect(lengths).toEqual(Array(ITEM_COUNT).fill(MIB));
+      expect(cluster.progress).toMatchObject({ fed: 2 * ITEM_COUNT, done: 2 * ITEM_COUNT, queued: 0, inFlight: 0 });
+      // 4 MiB of 1 MiB items, and the one let in below the bound. Without the byte bound, all 40 wait here.
+      expect(peakHeld).toBeGreaterThan(0);
+      expect(peakHeld).toBeLessThanOrEqual(5);
+    } finally {
+      await cluster.close();
+    }
+  }, 60_000);
+
+  test("by default run() holds at most 64 MiB of input at the root (twice the nodes' window, when larger)", async () => {
+    const cluster = new Root(nodes.map((node) => node.addr));
+    try {
+      await cluster.setup("big-inputs", "1", [{ function: tasks.padLength }], { localPackages: [TASKS] });
+      let peakHeld = 0;
+      async function* items() {
+        for (let i = 0; i < 100; i++) {
+          const { fed, queued } = cluster.progress;
+          peakHeld = Math.max(peakHeld, i - fed + queued);
+          yield item(2);
+        }
+      }
+      await cluster.run(items());
+      expect(cluster.progress).toMatchObject({ fed: 100, done: 100, outputs: 100, queued: 0, inFlight: 0 });
+      // Two nodes of one worker may have 4 MiB each in flight: the default is then 64 MiB, and one more.
+      expect(peakHeld).toBeGreaterThan(32);
+      expect(peakHeld).toBeLessThanOrEqual(65);
+    } finally {
+      await cluster.close();
+    }
+  }, 60_000);
+
+  test("feed refuses items once the queue holds maxQueuedBytes (QueueFullError); feedAsync waits for room", async () => {
+    const cluster = new Root(
+      nodes.map((node) => node.addr),
+      { maxQueuedBytes: 4 * MIB },
+    );
+    try {
+      await cluster.setup("big-feeds", "1", [{ function: tasks.padLength }], { localPackages: [TASKS] });
+      // In one turn of the event loop nothing goes out: the queue holds all that was fed.
+      let fed = 0;
+      const error = (() => {
+        try {
+          for (; fed < ITEM_COUNT; fed++) cluster.feed(item(0));
+        } catch (caught) {
+          return caught as Error;
+        }
+      })();
+      expect(error).toBeInstanceOf(QueueFullError);
+      expect(error!.message).toContain("bounded at 4194304 (maxQueuedBytes)");
+      expect(fed).toBeGreaterThanOrEqual(4);
+      expect(fed).toBeLessThanOrEqual(5);
+      for (let i = fed; i < ITEM_COUNT; i++) await cluster.feedAsync(item(0));
+      await cluster.waitEmpty();
+      expect(cluster.progress).toMatchObject({ fed: ITEM_COUNT, done: ITEM_COUNT, outputs: ITEM_COUNT, errors: 0 });
     } finally {
       await cluster.close();
     }
