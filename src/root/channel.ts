@@ -4,6 +4,10 @@
  */
 export class OutputChannel<T> implements AsyncIterable<T> {
   readonly #items: T[] = [];
+  /** Each item's size as the producer gave it (its encoded bytes), beside it in `#items`. */
+  readonly #sizes: number[] = [];
+  /** The sizes of the items waiting, summed. */
+  #bytes = 0;
   #head = 0;
   #ended = false;
   /** Set when the consumer left: what is pushed from then on is dropped, and no producer waits. */
@@ -12,15 +16,28 @@ export class OutputChannel<T> implements AsyncIterable<T> {
   #wakeConsumer: (() => void) | undefined;
   #wakeProducers: Array<() => void> = [];
 
-  constructor(readonly capacity = 1024) {}
+  /**
+   * Full at `capacity` items or at `maxBytes` of their sizes, whichever comes first (an item larger
+   * than `maxBytes` still goes, alone).
+   */
+  constructor(
+    readonly capacity = 1024,
+    readonly maxBytes = Number.POSITIVE_INFINITY,
+  ) {}
 
-  /** Adds a value; resolves at once, or once the consumer has made room. */
-  push(value: T): Promise<void> | undefined {
+  /** Adds a value of `bytes` (its size, for `maxBytes`); resolves at once, or once the consumer has made room. */
+  push(value: T, bytes = 0): Promise<void> | undefined {
     if (this.#closed) return undefined;
     this.#items.push(value);
+    this.#sizes.push(bytes);
+    this.#bytes += bytes;
     this.#wake();
-    if (this.#items.length - this.#head < this.capacity) return undefined;
+    if (this.#hasRoom()) return undefined;
     return new Promise((resolve) => this.#wakeProducers.push(resolve));
+  }
+
+  #hasRoom(): boolean {
+    return this.#items.length - this.#head < this.capacity && this.#bytes < this.maxBytes;
   }
 
   end(): void {
@@ -33,6 +50,8 @@ export class OutputChannel<T> implements AsyncIterable<T> {
     this.#closed = true;
     this.#ended = true;
     this.#items.length = 0;
+    this.#sizes.length = 0;
+    this.#bytes = 0;
     this.#head = 0;
     this.#releaseProducers();
     this.#wake();
@@ -53,12 +72,14 @@ export class OutputChannel<T> implements AsyncIterable<T> {
     for (;;) {
       if (this.#head < this.#items.length) {
         const value = this.#items[this.#head]!;
+        this.#bytes -= this.#sizes[this.#head]!;
         this.#items[this.#head++] = undefined as T;
         if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
           this.#items.splice(0, this.#head);
+          this.#sizes.splice(0, this.#head);
           this.#head = 0;
         }
-        if (this.#items.length - this.#head < this.capacity) this.#releaseProducers();
+        if (this.#hasRoom()) this.#releaseProducers();
         yield value;
         continue;
       }

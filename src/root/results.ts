@@ -5,8 +5,11 @@ import { type Held, HeldError, HeldOutputs } from "./held-outputs.ts";
 
 /** Where the results of one node go, as the root's `ResultPump` hands them out. */
 export interface ResultSink<Source> {
-  /** An output of the last task. A returned promise holds every later result until it settles. */
-  output(value: unknown): unknown;
+  /**
+   * An output of the last task, `bytes` long encoded. A returned promise holds every later result until
+   * it settles.
+   */
+  output(value: unknown, bytes: number): unknown;
   /** A task threw on an item (`failed`: the item was given up after its worker died too often). */
   taskError(source: Source, item: number, report: TaskErrorReport, failed: boolean): unknown;
   /** A combiner's partial (its bytes at `bytes[start, end)`), covering the items of the Done just reported. */
@@ -235,7 +238,7 @@ export class ResultPump<Source> {
       const message = `an output could not be decoded: ${(error as Error).message}`;
       return this.#sink.taskError(source, id, { task: "(root)", message }, false);
     }
-    return this.#sink.output(value);
+    return this.#sink.output(value, end - start);
   }
 
   /**

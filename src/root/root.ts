@@ -117,6 +117,12 @@ const DEFAULT_REJOIN_MS = 60_000;
 
 /** Items `run()` takes from a (sync) iterable at a time, at most. */
 const RUN_CHUNK_ITEMS = 4096;
+/**
+ * Outputs `process()` keeps for its loop, at most, and their bytes (encoded): beyond either, results
+ * wait on the nodes (their result windows), not in the root's memory.
+ */
+const PROCESS_OUTPUTS = 1024;
+const PROCESS_OUTPUT_BYTES = 16 * 1024 * 1024;
 /** The least of `run()`'s and `process()`'s default bound on the queue's bytes (see RootOptions.maxQueuedBytes). */
 const DEFAULT_MIN_QUEUED_BYTES = 64 * 1024 * 1024;
 
@@ -200,7 +206,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   #localStopped = false;
   /** The local cluster's log server, while `Root.local` made it the default log address (undone on reset). */
   #localLogDefault: { address: readonly [host: string, port: number]; token: boolean } | undefined;
-  #outputOverride: ((output: unknown) => unknown) | undefined;
+  #outputOverride: ((output: unknown, bytes: number) => unknown) | undefined;
   /** What the running pipeline was set up with: a node that joins or comes back gets the same. */
   #pipeline: RunningPipeline | undefined;
   /** Set while every node is lost and a local cluster may still bring one back. */
@@ -225,7 +231,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#scheduler = new Scheduler(options.scheduler);
     this.#scheduler.onPumped = () => this.#settle();
     this.#results = new ResultPump<NodeClient>({
-      output: (value) => this.#onOutput(value),
+      output: (value, bytes) => this.#onOutput(value, bytes),
       taskError: (client, item, report, failed) => this.#onTaskError(client, item, report, failed),
       done: (client, ids) => this.#onDone(client, ids),
       partial: (client, bytes, start, end) => this.#onPartial(client, bytes, start, end),
@@ -601,10 +607,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     await this.#abandoned;
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
     using _display = showProgress(options.progress, items, () => this.progress); // gone when the loop is left
-    const channel = new OutputChannel<Out>(1024);
+    const channel = new OutputChannel<Out>(PROCESS_OUTPUTS, PROCESS_OUTPUT_BYTES);
     const stop = new AbortController();
     const signal = outer === undefined ? stop.signal : AbortSignal.any([stop.signal, outer]);
-    this.#outputOverride = (output) => channel.push(output as Out); // outputs are what the taskchain gives
+    this.#outputOverride = (output, bytes) => channel.push(output as Out, bytes); // outputs are what the taskchain gives
     const feeding = this.#feedAll(items, signal)
       .then(() => this.#when(() => this.#isEmpty(), signal))
       .then(
@@ -1004,9 +1010,10 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   // ---- results ------------------------------------------------------------------------------------
 
-  #onOutput(value: unknown): unknown {
+  #onOutput(value: unknown, bytes: number): unknown {
     this.#progress.outputs++;
-    const handler = this.#outputOverride ?? this.#setupOptions.outputHandler;
+    if (this.#outputOverride !== undefined) return this.#outputOverride(value, bytes);
+    const handler = this.#setupOptions.outputHandler;
     return handler === undefined ? undefined : callHandler("outputHandler", handler, value);
   }
 

@@ -173,6 +173,30 @@ describe("items of megabytes", () => {
     }
   }, 60_000);
 
+  test("process() keeps at most 16 MiB of outputs for a slow loop; the rest wait on the nodes", async () => {
+    const cluster = new Root(nodes.map((node) => node.addr));
+    try {
+      await cluster.setup("big-outputs-loop", "1", [{ function: tasks.inflate }], { localPackages: [TASKS] });
+      const count = 60;
+      const ids = Array.from({ length: count }, (_, id) => ({ id, size: MIB }));
+      let consumed = 0;
+      let peakWaiting = 0;
+      for await (const output of cluster.process(ids)) {
+        expect((output as { blob: string }).blob.length).toBe(MIB);
+        // Handed to the loop (counted in progress.outputs) and not taken by it yet.
+        peakWaiting = Math.max(peakWaiting, cluster.progress.outputs - consumed);
+        consumed++;
+        await Bun.sleep(5);
+      }
+      expect(consumed).toBe(count);
+      // 16 MiB of 1 MiB outputs, and the one that filled it. Bounded in outputs alone (1 024), all 60 wait.
+      expect(peakWaiting).toBeGreaterThan(4);
+      expect(peakWaiting).toBeLessThanOrEqual(17);
+    } finally {
+      await cluster.close();
+    }
+  }, 60_000);
+
   test("feed refuses items once the queue holds maxQueuedBytes (QueueFullError); feedAsync waits for room", async () => {
     const cluster = new Root(
       nodes.map((node) => node.addr),

@@ -31,6 +31,25 @@ describe("OutputChannel", () => {
     expect(await reader.next()).toEqual({ value: 3, done: false });
   });
 
+  test("it is full at maxBytes of its values' sizes too; one value larger than that still goes, alone", async () => {
+    const channel = new OutputChannel<string>(1024, 100);
+    expect(channel.push("a", 60)).toBeUndefined();
+    const held = channel.push("b", 60); // 120 bytes waiting: full, though 2 values are far below 1024
+    expect(held).toBeInstanceOf(Promise);
+    let released = false;
+    void held!.then(() => (released = true));
+    const reader = channel[Symbol.asyncIterator]();
+    expect(await reader.next()).toEqual({ value: "a", done: false }); // 60 bytes left: room again
+    await held;
+    expect(released).toBe(true);
+    expect(await reader.next()).toEqual({ value: "b", done: false });
+    const huge = channel.push("c", 1000);
+    expect(huge).toBeInstanceOf(Promise);
+    expect(await reader.next()).toEqual({ value: "c", done: false });
+    await huge;
+    expect(channel.push("d", 10)).toBeUndefined(); // nothing waits: the sizes taken out were all given back
+  });
+
   test("a consumer waiting on an empty channel wakes for the next value, and for the end", async () => {
     const channel = new OutputChannel<string>();
     const reader = channel[Symbol.asyncIterator]();
