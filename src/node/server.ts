@@ -667,18 +667,20 @@ export async function runNodeServer(options: NodeServerOptions): Promise<void> {
 
 /**
  * Why a feed of `records` records (`bytes` bytes) would take the engine past the grant, or undefined.
- * Counted as the root counts: whole records. An item larger than the whole byte grant is let in alone.
+ * Counted as the root counts: whole records. While the engine has fewer items than workers, one item
+ * is let in past the byte grant, in a feed of its own: items of megabytes, of which the grant holds
+ * one or none, still reach every worker (the root counts more in flight than this, never less).
  */
 function overGrant(
-  engine: { inFlight: number; backlogBytes: number },
+  engine: { inFlight: number; backlogBytes: number; workerCount: number },
   grant: { items: number; bytes: number },
   records: number,
   bytes: number,
 ): string | undefined {
   const items = engine.inFlight + records;
   const waiting = engine.backlogBytes + bytes;
-  const alone = engine.inFlight === 0 && records === 1;
-  if (items <= grant.items && (waiting <= grant.bytes || alone)) return undefined;
+  const byItself = engine.inFlight < engine.workerCount && records === 1;
+  if (items <= grant.items && (waiting <= grant.bytes || byItself)) return undefined;
   return `it would take this node past the window it granted (${items} items, ${waiting} bytes waiting; granted ${grant.items} items, ${grant.bytes} bytes)`;
 }
 

@@ -373,8 +373,9 @@ export class Scheduler {
   /**
    * Sends one batch to `lane` if its window and byte grant allow; returns how many items went. Bytes
    * are counted as the node counts them (whole records, headers included), and a batch never takes the
-   * lane past its grant: an item that does not fit waits for room — or, when larger than the whole
-   * grant, goes alone once nothing else is in flight there.
+   * lane past its grant: an item that does not fit waits for room — unless the node has fewer items
+   * than workers, when it goes in a batch of its own (items of megabytes: the grant may hold one or
+   * none, and every worker should still have one).
    */
   #sendBatch(lane: NodeLane): number {
     if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
@@ -382,7 +383,8 @@ export class Scheduler {
       return this.#isolate(lane);
     const room = lane.window.size - lane.ledger.size;
     if (room <= 0) return 0;
-    const alone = lane.ledger.size === 0;
+    // A worker may be without an item there: the first item of this batch may go past the byte grant.
+    const starving = lane.ledger.size < lane.workers;
     const budget = lane.maxInFlightBytes - lane.inFlightBytes;
     const batchSize = lane.window.batchSize(this.#maxBatch);
     // Room for less than two batches goes in one frame while more items wait than every lane has room
@@ -404,7 +406,8 @@ export class Scheduler {
       const resend = this.#retry[this.#retry.length - 1]!;
       const item = resend.bytes;
       const size = RECORD_HEADER_BYTES + item.length;
-      const fits = batch.count === 0 ? size <= budget || alone : bytes < this.#maxBatchBytes && bytes + size <= budget;
+      const fits =
+        batch.count === 0 ? size <= budget || starving : bytes < this.#maxBatchBytes && bytes + size <= budget;
       if (!fits) {
         retryHeld = true;
         break;
@@ -430,7 +433,7 @@ export class Scheduler {
           return id;
         },
         budget - bytes,
-        batch.count === 0 && alone,
+        batch.count === 0 && starving,
       );
     }
     const sent = batch.count;

@@ -1,10 +1,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ItemTooLargeError, Root, TaskError } from "../../src/index.ts";
 import { encodeItem } from "../../src/protocol/codec.ts";
 import * as tasks from "../fixtures/big-items/index.ts";
+import * as fixtureTasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, runCli, startNode, tearDown } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
+import { waitFor } from "../support/wait.ts";
 
 /**
  * Items and outputs of any size up to `maxItemBytes` pass split across frames, however small the
@@ -146,6 +150,36 @@ describe("items over the limit are refused at feed", () => {
     await root.reset();
   }, 60_000);
 });
+
+test("items larger than a node's byte grant still reach every worker at once, not one item at a time", async () => {
+  // Rings of 256 KiB: 2 workers grant 2 MiB in flight; each item is 3 MiB.
+  const node = await startNode({ workers: 2, args: ["--ring-bytes", "262144"] });
+  const dir = mkdtempSync(join(tmpdir(), "pcluster-big-grant-"));
+  try {
+    const root = newRoot(node);
+    await root.setup("over-grant", "1", [{ function: fixtureTasks.gated }], {
+      localPackages: [join(REPO, "test/fixtures/tasks")],
+    });
+    const gate = join(dir, "open");
+    const pad = "g".repeat(3 * MIB);
+    root.feed(...[1, 2, 3].map((id) => ({ gate, id, pad })));
+    // Both workers hold one (they wait on the gate); before, the second waited for the first to finish.
+    const [busy] = await waitFor(() => root.status(), {
+      what: "both workers of the node with an item",
+      until: ([status]) => status!.pipeline!.inFlight >= 2 && status!.pipeline!.idleWorkers === 0,
+    });
+    expect(busy!.pipeline!.inFlight).toBe(2); // no more: the third waits for a worker to be free
+    writeFileSync(gate, "");
+    await root.waitEmpty();
+    expect(root.progress).toMatchObject({ fed: 3, done: 3, outputs: 3, errors: 0, resent: 0 });
+    expect(node.proc.output).not.toContain("refused a feed");
+    await root.reset();
+  } finally {
+    node.proc.kill("SIGKILL");
+    await node.proc.proc.exited;
+    for (const folder of [dir, node.workdir]) rmSync(folder, { recursive: true, force: true });
+  }
+}, 60_000);
 
 test("an output over the limit is a TaskError for its item; the other items finish", async () => {
   const root = newRoot(smallFrames);

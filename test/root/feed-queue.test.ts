@@ -172,6 +172,47 @@ describe("FeedQueue", () => {
     expect(second.records.map(([, , value]) => value)).toEqual(["n".repeat(70_000), "z".repeat(150_000)]);
   });
 
+  test("a chunk of an item past 4 MiB is kept too: written again for an item it holds and not twice smaller, alone", () => {
+    const queue = new FeedQueue();
+    const bytes = (size: number, fill: number) => new Uint8Array(size).fill(fill);
+    const bufferOf = (sent: ReturnType<typeof sendSome>, id: number) => queue.payloadOf(sent.refs.get(id)!).buffer;
+    // As items stream: the first is done once the next is queued (a chunk still being filled is not kept).
+    queue.appendValues([bytes(6_000_000, 1)]);
+    const first = sendSome(queue, 1, 1);
+    const kept = bufferOf(first, 1);
+    queue.appendValues(["small"]);
+    queue.release(first.refs.get(1)!);
+    // Smaller, but more than half its size: the kept 6 MB chunk takes it, and nothing after it.
+    queue.appendValues([bytes(5_000_000, 2), "small after"]);
+    const second = sendSome(queue, 3, 2);
+    expect([2, 3, 4].map((id) => bufferOf(second, id) === kept)).toEqual([false, true, false]);
+    const values = second.records.map(([, , value]) => value);
+    expect(values[0]).toBe("small");
+    expect((values[1] as Uint8Array).length).toBe(5_000_000);
+    expect((values[1] as Uint8Array).every((byte) => byte === 2)).toBe(true);
+    expect(values[2]).toBe("small after");
+    queue.release(second.refs.get(3)!); // kept again
+    // Larger than it, or under half of a larger one: a chunk of its own size.
+    queue.appendValues([bytes(7_000_000, 3)]);
+    const third = sendSome(queue, 1, 5);
+    expect(bufferOf(third, 5) === kept).toBe(false);
+    const bigger = bufferOf(third, 5);
+    queue.appendValues(["small"]);
+    queue.release(third.refs.get(5)!); // kept: 6 MB and 7 MB chunks
+    queue.appendValues([bytes(4_300_000, 4)]); // 6 MB holds it, and is not twice its size
+    queue.appendValues([bytes(6_500_000, 5)]); // only the 7 MB one holds it
+    const fourth = sendSome(queue, 3, 6);
+    expect(bufferOf(fourth, 7) === kept).toBe(true);
+    expect(bufferOf(fourth, 8) === bigger).toBe(true);
+    queue.appendValues([bytes(20_000_000, 6)]);
+    const fifth = sendSome(queue, 1, 9);
+    const huge = bufferOf(fifth, 9);
+    queue.appendValues(["small"]);
+    queue.release(fifth.refs.get(9)!); // kept
+    queue.appendValues([bytes(9_000_000, 7)]); // the 20 MB chunk holds it, but is over twice its size
+    expect(bufferOf(sendSome(queue, 2, 10), 11) === huge).toBe(false);
+  });
+
   test("chunks whose items are all sent and done are let go", () => {
     const queue = new FeedQueue();
     for (let round = 0; round < 50; round++) {
