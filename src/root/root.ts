@@ -123,6 +123,11 @@ const RUN_CHUNK_ITEMS = 4096;
  */
 const PROCESS_OUTPUTS = 1024;
 const PROCESS_OUTPUT_BYTES = 16 * 1024 * 1024;
+/**
+ * Items `run()` and `process()` take at once before the size of any is known (then as many as their
+ * sizes let into the queue's bytes): a few, so that a short list is queued whole or not at all.
+ */
+const FIRST_CHUNK_ITEMS = 16;
 /** The least of `run()`'s and `process()`'s default bound on the queue's bytes (see RootOptions.maxQueuedBytes). */
 const DEFAULT_MIN_QUEUED_BYTES = 64 * 1024 * 1024;
 
@@ -560,13 +565,16 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
             bound.items - this.#scheduler.queued,
             this.#itemsForBytes(bound.bytes),
           );
-          while (chunk.length < room) {
+          // Before any item's size is known, the first ones are judged by a glance (see roughBytes).
+          let glanced = this.#itemBytes === undefined ? this.#scheduler.queuedBytes : Number.NEGATIVE_INFINITY;
+          while (chunk.length < room && glanced < bound.bytes) {
             const step = iterator.next();
             if (step.done === true) {
               done = true;
               break;
             }
             chunk.push(step.value);
+            if (glanced !== Number.NEGATIVE_INFINITY) glanced += roughBytes(step.value);
           }
           if (chunk.length > 0) this.#enqueue(chunk, taken);
           taken += chunk.length;
@@ -1100,13 +1108,14 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /**
    * About how many more items fit below `bytes` in the queue, judged by the size of those it holds (at
    * least one: an item larger than the bound goes alone). Items are encoded as they are queued, so their
-   * size is known only after; a chunk thus overshoots the bound by an item's worth at most, as sizes go.
+   * size is known only after; a chunk thus overshoots the bound by an item's worth at most, as sizes go
+   * (by FIRST_CHUNK_ITEMS items at most before any item was queued).
    */
   #itemsForBytes(bytes: number): number {
     if (bytes === Number.POSITIVE_INFINITY) return Number.POSITIVE_INFINITY;
     const { queued, queuedBytes } = this.#scheduler;
     if (queued > 0) this.#itemBytes = queuedBytes / queued;
-    if (this.#itemBytes === undefined) return 1; // the first item tells
+    if (this.#itemBytes === undefined) return FIRST_CHUNK_ITEMS; // their sizes tell
     return Math.max(1, Math.floor((bytes - queuedBytes) / Math.max(1, this.#itemBytes)));
   }
 
@@ -1195,6 +1204,20 @@ function freeAtExit(root: Root): void {
  * promise it returns rejects with, is printed and never stops the results; a promise it returns holds
  * the next results until it settles.
  */
+/**
+ * About how many bytes `value` takes encoded, at a glance: a string's length, a byte array's, and for an
+ * array or a plain object those of its members one level down. It misses what lies deeper; it serves
+ * only to take the first items of a run before the size of any is known (see `#feedAll`).
+ */
+function roughBytes(value: unknown): number {
+  const own = (member: unknown): number =>
+    typeof member === "string" ? member.length : ArrayBuffer.isView(member) ? member.byteLength : 8;
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value)) return own(value);
+  let bytes = 0;
+  for (const member of Array.isArray(value) ? value : Object.values(value)) bytes += own(member);
+  return bytes;
+}
+
 function callHandler<T>(name: string, handler: (value: T) => unknown, value: T): unknown {
   try {
     const result = handler(value);

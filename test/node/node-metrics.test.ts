@@ -91,7 +91,7 @@ test("pcluster node --metrics-port serves /metrics: per-task counters and histog
   expect(table.code).toBe(0);
   expect(table.stdout).toMatch(/^node\s.*\smemory\s+lag$/m);
   expect(table.stdout).toMatch(
-    new RegExp(`^${node.addr.replaceAll(".", "\\.")}\\s+metered 2\\s.*\\s\\d+\\.\\d ms$`, "m"),
+    new RegExp(`^${node.addr.replaceAll(".", "\\.")}\\s+${node.proc.pid}\\s+metered 2\\s.*\\s\\d+\\.\\d ms$`, "m"),
   );
 
   await running;

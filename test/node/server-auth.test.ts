@@ -133,7 +133,9 @@ describe("a node started with --token", () => {
   test("pcluster status takes the token from --token or PCLUSTER_TOKEN, and says when it is missing", async () => {
     const flag = await runCli(["status", "--nodes", tokenNode.addr, "--token", TOKEN]);
     expect(flag.code).toBe(0);
-    expect(flag.stdout).toMatch(new RegExp(`^${tokenNode.addr.replaceAll(".", "\\.")}\\s+\\(idle\\)`, "m"));
+    expect(flag.stdout).toMatch(
+      new RegExp(`^${tokenNode.addr.replaceAll(".", "\\.")}\\s+${tokenNode.proc.pid}\\s+\\(idle\\)`, "m"),
+    );
     const env = await runCli(["status", "--nodes", tokenNode.addr, "--json"], { env: { PCLUSTER_TOKEN: TOKEN } });
     expect(env.code).toBe(0);
     expect(JSON.parse(env.stdout)[0]).toMatchObject({

@@ -242,15 +242,15 @@ describe("two nodes, one pipeline each root", () => {
     const status = await runCli(["status", "--nodes", addrs]);
     expect(status.code).toBe(0);
     const rows = status.stdout.trimEnd().split("\n");
-    expect(rows[0]).toMatch(/^node\s+pipeline\s+root\s+cores\s+workers\s+idle\s+state\s+started\s+memory\s+lag$/);
+    expect(rows[0]).toMatch(/^node\s+pid\s+pipeline\s+root\s+cores\s+workers\s+idle\s+state\s+started\s+memory\s+lag$/);
     expect(rows[1]).toMatch(
       new RegExp(
-        `^${nodes[0]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-a\\s+\\d+\\s+2\\s+\\d\\s+awake\\s+\\d{4}-\\S+\\s+\\d+ of \\d+ MB\\s+\\d+\\.\\d ms$`,
+        `^${nodes[0]!.addr.replaceAll(".", "\\.")}\\s+${nodes[0]!.proc.pid}\\s+numbers 1\\.0\\s+test-root-a\\s+\\d+\\s+2\\s+\\d\\s+awake\\s+\\d{4}-\\S+\\s+\\d+ of \\d+ MB\\s+\\d+\\.\\d ms$`,
       ),
     );
     expect(rows[2]).toMatch(
       new RegExp(
-        `^${nodes[1]!.addr.replaceAll(".", "\\.")}\\s+numbers 1\\.0\\s+test-root-b\\s+\\d+\\s+2\\s+\\d\\s+awake`,
+        `^${nodes[1]!.addr.replaceAll(".", "\\.")}\\s+${nodes[1]!.proc.pid}\\s+numbers 1\\.0\\s+test-root-b\\s+\\d+\\s+2\\s+\\d\\s+awake`,
       ),
     );
 
