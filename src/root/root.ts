@@ -341,11 +341,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     options: SetupOptions<Known<Out, ChainOutput<Chain>>, Known<In, ChainInput<Chain>>> = {},
   ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
     this.#assertOpen();
-    if (this.#localStopped) {
-      throw new StateError(
-        "reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline",
-      );
-    }
+    this.#assertLocalRunning("set up");
     const numeric = [
       "workersPerNode",
       "maxAttempts",
@@ -669,6 +665,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   /** Each node's status: its pipeline, cores, workers, idle workers, awake, start time, per-task counts. */
   async status(): Promise<NodeReport[]> {
     this.#assertOpen();
+    this.#assertLocalRunning("ask the nodes' status");
     return Promise.all(
       [...this.#endpoints.values()].map(async (endpoint) => ({
         address: endpoint.key,
@@ -1147,6 +1144,14 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     const active =
       this.#waits.size > 0 || this.#scheduler.queued > 0 || this.#scheduler.inFlight > 0 || !this.#results.idle;
     for (const client of this.#clients.values()) client.keepAlive(active);
+  }
+
+  /** A `Root.local` whose nodes `reset()` stopped has nothing to ask: say so, not "could not connect". */
+  #assertLocalRunning(what: string): void {
+    if (!this.#localStopped) return;
+    throw new StateError(
+      `cannot ${what}: reset() stopped this root's local cluster; start another with Root.local(), or call setup() again without reset() to replace a pipeline`,
+    );
   }
 
   #assertOpen(): void {

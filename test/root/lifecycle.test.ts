@@ -147,6 +147,13 @@ describe("a Root.local after reset()", () => {
         .catch((caught: Error) => caught);
       expect(error).toBeInstanceOf(StateError);
       expect((error as Error).message).toContain("reset() stopped this root's local cluster");
+      // Asking the nodes that are gone says the same, not "could not connect".
+      const asked = await cluster.status().catch((caught: Error) => caught);
+      expect(asked).toBeInstanceOf(StateError);
+      expect((asked as Error).message).toStartWith(
+        "cannot ask the nodes' status: reset() stopped this root's local cluster",
+      );
+      expect(await cluster.stats().catch((caught: Error) => caught)).toBeInstanceOf(StateError);
     } finally {
       await cluster.close();
     }
