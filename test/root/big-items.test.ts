@@ -181,6 +181,31 @@ test("items larger than a node's byte grant still reach every worker at once, no
   }
 }, 60_000);
 
+test("items of megabytes in a row, through memory the node keeps for the next: every one arrives intact", async () => {
+  // 1 to 4 MiB items each go in a buffer of their own on the node, larger feeds are joined from parts;
+  // both are kept once done and written again for later items while other workers still read theirs.
+  const node = await startNode({ workers: 2 });
+  try {
+    const root = newRoot(node);
+    const outputs: Array<{ length: number; sha256: string }> = [];
+    await root.setup("kept-buffers", "1", [{ function: tasks.lengthAndHashSlowly }], {
+      localPackages: [TASKS],
+      outputHandler: (out) => void outputs.push(out),
+    });
+    const items = Array.from({ length: 36 }, (_, i) => bytesOf((i % 3 === 0 ? 5 : 2) * MIB + i * 4099, 100 + i));
+    await root.run(items);
+    const expected = items.map((item) => ({ length: item.length, sha256: sha256(item) }));
+    const byLength = (a: { length: number }, b: { length: number }) => a.length - b.length;
+    expect(outputs.sort(byLength)).toEqual(expected.sort(byLength));
+    expect(root.progress).toMatchObject({ fed: 36, done: 36, errors: 0, resent: 0 });
+    await root.reset();
+  } finally {
+    node.proc.kill("SIGKILL");
+    await node.proc.proc.exited;
+    rmSync(node.workdir, { recursive: true, force: true });
+  }
+}, 60_000);
+
 test("an output over the limit is a TaskError for its item; the other items finish", async () => {
   const root = newRoot(smallFrames);
   const outputs: number[] = [];

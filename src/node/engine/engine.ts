@@ -1,3 +1,4 @@
+import type { OversizeBuffers } from "./oversize-buffers.ts";
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
 import { DEFAULT_MAX_ITEM_BYTES } from "../../protocol/limits.ts";
@@ -153,6 +154,11 @@ export class Engine {
   /** Tasks in the chain. */
   get taskCount(): number {
     return this.#tasks.length;
+  }
+
+  /** Shared memory for oversize items and for feeds joined from parts, kept for the next ones. */
+  get oversizeBuffers(): OversizeBuffers {
+    return this.#input.oversize;
   }
 
   /** Root items accepted and not yet finished. */

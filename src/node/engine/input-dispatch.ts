@@ -1,3 +1,4 @@
+import { OversizeBuffers } from "./oversize-buffers.ts";
 import { ProtocolError } from "../../errors.ts";
 import {
   RECORD_HEADER_BYTES,
@@ -48,7 +49,10 @@ export class InputDispatcher {
   /** Whether the backlog was empty at some moment since the last `standing()`. */
   #emptied = true;
 
-  constructor(readonly slots: readonly WorkerSlot[]) {}
+  constructor(
+    readonly slots: readonly WorkerSlot[],
+    readonly oversize: OversizeBuffers = new OversizeBuffers(),
+  ) {}
 
   /** Whether records wait for ring space. */
   get waiting(): boolean {
@@ -122,6 +126,7 @@ export class InputDispatcher {
       this.#backlog.shift();
       if (this.#backlog.length === 0) this.#emptied = true;
     }
+    this.oversize.release(blob); // all of it went: a feed joined in memory of OversizeBuffers no longer holds it
     return true;
   }
 
@@ -193,10 +198,12 @@ export class InputDispatcher {
     const next = slot.input.tryWrite(position, RecordKind.Input, stage, flags | FLAG_OVERSIZE, id, EMPTY);
     if (next < 0) return -1;
     const item = blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
-    // A feed sent in parts was joined in shared memory (see NodeServer): the worker reads the item there.
+    // A feed sent in parts was joined in shared memory (see NodeServer): the worker reads the item there,
+    // which holds that memory until the item is done (see OversizeBuffers).
     let bytes = item;
-    if (!(item.buffer instanceof SharedArrayBuffer)) {
-      bytes = new Uint8Array(new SharedArrayBuffer(length));
+    if (item.buffer instanceof SharedArrayBuffer) this.oversize.hold(item);
+    else {
+      bytes = this.oversize.take(length);
       bytes.set(item);
     }
     const key = itemKey(flags, id);

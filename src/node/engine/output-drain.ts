@@ -230,7 +230,13 @@ export class OutputDrain {
     slot.completed++;
     const key = itemKey(flags, id);
     if (byWorker) slot.lastDone = key;
-    if (slot.oversizeInputs.size > 0) slot.oversizeInputs.delete(key);
+    if (slot.oversizeInputs.size > 0) {
+      const bytes = slot.oversizeInputs.get(key);
+      if (bytes !== undefined) {
+        slot.oversizeInputs.delete(key);
+        this.#input.oversize.release(bytes);
+      }
+    }
     if (slot.attempts.size > 0) slot.attempts.delete(key);
     const root = this.#tracker.finish(flags, id, outputs);
     if (root < 0) return;

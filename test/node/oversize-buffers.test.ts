@@ -1,0 +1,117 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { OversizeBuffers } from "../../src/node/engine/oversize-buffers.ts";
+import { RecordBatchBuilder, encode } from "../../src/protocol/codec.ts";
+import { RecordKind } from "../../src/protocol/record.ts";
+import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
+
+/** The shared memory a node keeps for items too large for a ring (src/node/engine/oversize-buffers.ts). */
+describe("OversizeBuffers", () => {
+  test("a buffer is kept once its last holder lets go, and taken again for an item it holds, under twice its size", () => {
+    const buffers = new OversizeBuffers();
+    const first = buffers.take(3_000_000);
+    expect(first.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(first.length).toBe(3_000_000);
+    buffers.hold(first); // two holders now
+    buffers.release(first);
+    expect(buffers.spareBytes).toBe(0); // one holder left: not free
+    expect(buffers.take(3_000_000).buffer === first.buffer).toBe(false);
+    buffers.release(first);
+    expect(buffers.spareBytes).toBe(3_000_000);
+    // Too small for it, and an item under half its size: fresh buffers. One that fits: the kept one.
+    expect(buffers.take(3_000_001).buffer === first.buffer).toBe(false);
+    expect(buffers.take(1_400_000).buffer === first.buffer).toBe(false);
+    const again = buffers.take(2_000_000);
+    expect(again.buffer === first.buffer).toBe(true);
+    expect(again.length).toBe(2_000_000);
+    expect(buffers.spareBytes).toBe(0);
+  });
+
+  test("a joined feed holds its buffer until dispatched, and each item read in place until it is done", () => {
+    const buffers = new OversizeBuffers();
+    const feed = buffers.takeJoined(10_000_000);
+    const items = [feed.subarray(100, 5_000_100), feed.subarray(5_000_200, 9_000_000)];
+    for (const item of items) buffers.hold(item);
+    buffers.release(feed); // all of it dispatched
+    buffers.release(items[0]!);
+    expect(buffers.spareBytes).toBe(0);
+    buffers.release(items[1]!); // the last item done
+    expect(buffers.spareBytes).toBe(10_000_000);
+    expect(buffers.takeJoined(9_000_000).buffer === feed.buffer).toBe(true);
+  });
+
+  test("memory not handed out here is never kept; what is kept is bounded", () => {
+    const buffers = new OversizeBuffers(5_000_000);
+    const foreign = new Uint8Array(new SharedArrayBuffer(1_000_000));
+    buffers.hold(foreign);
+    buffers.release(foreign);
+    buffers.release(new Uint8Array(1000));
+    expect(buffers.spareBytes).toBe(0);
+    const [a, b] = [buffers.take(3_000_000), buffers.take(3_000_000)];
+    buffers.release(a);
+    buffers.release(b); // past the bound: let go to the garbage collector
+    expect(buffers.spareBytes).toBe(3_000_000);
+  });
+});
+
+describe("an engine writing items of megabytes into kept memory", () => {
+  // Each item's hash, 30 ms later: the items after it wait in the worker's queue, their bytes not read yet.
+  const dir = writeTaskPackage({
+    "index.ts": `export function slowHash(bytes) {
+  Bun.sleepSync(30);
+  return { length: bytes.length, sha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex") };
+}`,
+  });
+  afterAll(() => removeDir(dir));
+  const hash = (bytes: Uint8Array) => ({
+    length: bytes.length,
+    sha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"),
+  });
+  /** Items of 3 MiB down to 2 MiB, each of its own bytes: any one of them fits where another was. */
+  const items = (seed: number) =>
+    Array.from({ length: 6 }, (_, i) => new Uint8Array(3 * MIB - i * 150_000).fill(seed + i));
+  const MIB = 1024 * 1024;
+
+  test("no item's memory is written again before the item is done, whether copied out or read in place", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "slowHash" }], { workers: 1 });
+    try {
+      const fed: Uint8Array[] = [];
+      const recordsOf = (seed: number) => {
+        const batch = new RecordBatchBuilder();
+        for (const item of items(seed)) {
+          fed.push(item);
+          batch.append(RecordKind.Input, 0, 0, fed.length, encode(item));
+        }
+        return batch.takeRecords();
+      };
+      const joinedFeed = (seed: number) => {
+        const records = recordsOf(seed);
+        const joined = harness.engine.oversizeBuffers.takeJoined(records.length);
+        joined.set(records);
+        return joined;
+      };
+      // A feed joined from parts: its items are read in place, later, one by one (30 ms each).
+      const first = joinedFeed(0);
+      harness.engine.dispatch(first);
+      // Another of the same size meanwhile does not get the same memory: items of the first still read it.
+      const second = joinedFeed(10);
+      expect(second.buffer === first.buffer).toBe(false);
+      harness.engine.dispatch(second);
+      // Feeds whose items are copied out of their frames, each into memory of its own, kept afterwards.
+      harness.engine.dispatch(recordsOf(20));
+      harness.engine.dispatch(recordsOf(30));
+      await harness.waitEmpty();
+      expect(harness.errors).toEqual([]);
+      expect(harness.values()).toEqual(fed.map(hash));
+      // Once they are done, the memory is kept: the next feed of that size is joined where the first was.
+      const kept = harness.engine.oversizeBuffers.spareBytes;
+      expect(kept).toBeGreaterThanOrEqual(first.buffer.byteLength);
+      const third = joinedFeed(40);
+      expect(third.buffer === first.buffer || third.buffer === second.buffer).toBe(true);
+      harness.engine.dispatch(third);
+      await harness.waitEmpty();
+      expect(harness.values()).toEqual(fed.map(hash));
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+});
