@@ -180,7 +180,7 @@ class NodeServer {
       requestTimeoutMs: 30_000,
       // Large feeds come in parts: joined in shared memory, their large items go to a worker as they lie
       // (in memory the pipeline's engine keeps for the next ones, once they are done).
-      joinParts: (size) => node.#pipeline?.engine?.oversizeBuffers.takeJoined(size) ?? sharedBytes(size),
+      joinParts: (size) => node.#pipeline?.engine?.oversizeBuffers.take(size) ?? sharedBytes(size),
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
       onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
     });

@@ -1,4 +1,4 @@
-import type { OversizeBuffers } from "./oversize-buffers.ts";
+import type { KeptBuffers } from "../../protocol/kept-buffers.ts";
 import { availableParallelism } from "node:os";
 import { SetupError, StateError } from "../../errors.ts";
 import { DEFAULT_MAX_ITEM_BYTES } from "../../protocol/limits.ts";
@@ -157,7 +157,7 @@ export class Engine {
   }
 
   /** Shared memory for oversize items and for feeds joined from parts, kept for the next ones. */
-  get oversizeBuffers(): OversizeBuffers {
+  get oversizeBuffers(): KeptBuffers {
     return this.#input.oversize;
   }
 

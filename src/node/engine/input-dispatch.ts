@@ -1,4 +1,4 @@
-import { OversizeBuffers } from "./oversize-buffers.ts";
+import { KeptBuffers, sharedMemory } from "../../protocol/kept-buffers.ts";
 import { ProtocolError } from "../../errors.ts";
 import {
   RECORD_HEADER_BYTES,
@@ -51,7 +51,8 @@ export class InputDispatcher {
 
   constructor(
     readonly slots: readonly WorkerSlot[],
-    readonly oversize: OversizeBuffers = new OversizeBuffers(),
+    /** Shared memory for oversize items, and for feeds joined from parts (see NodeServer). */
+    readonly oversize: KeptBuffers = new KeptBuffers(sharedMemory),
   ) {}
 
   /** Whether records wait for ring space. */
@@ -126,7 +127,7 @@ export class InputDispatcher {
       this.#backlog.shift();
       if (this.#backlog.length === 0) this.#emptied = true;
     }
-    this.oversize.release(blob); // all of it went: a feed joined in memory of OversizeBuffers no longer holds it
+    this.oversize.release(blob); // all of it went: a feed joined in kept memory no longer holds it
     return true;
   }
 
@@ -199,7 +200,7 @@ export class InputDispatcher {
     if (next < 0) return -1;
     const item = blob.subarray(offset + RECORD_HEADER_BYTES, offset + RECORD_HEADER_BYTES + length);
     // A feed sent in parts was joined in shared memory (see NodeServer): the worker reads the item there,
-    // which holds that memory until the item is done (see OversizeBuffers).
+    // which holds that memory until the item is done (see KeptBuffers).
     let bytes = item;
     if (item.buffer instanceof SharedArrayBuffer) this.oversize.hold(item);
     else {

@@ -1,58 +1,12 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { OversizeBuffers } from "../../src/node/engine/oversize-buffers.ts";
 import { RecordBatchBuilder, encode } from "../../src/protocol/codec.ts";
 import { RecordKind } from "../../src/protocol/record.ts";
 import { EngineHarness, removeDir, writeTaskPackage } from "../support/engine.ts";
 
-/** The shared memory a node keeps for items too large for a ring (src/node/engine/oversize-buffers.ts). */
-describe("OversizeBuffers", () => {
-  test("a buffer is kept once its last holder lets go, and taken again for an item it holds, under twice its size", () => {
-    const buffers = new OversizeBuffers();
-    const first = buffers.take(3_000_000);
-    expect(first.buffer).toBeInstanceOf(SharedArrayBuffer);
-    expect(first.length).toBe(3_000_000);
-    buffers.hold(first); // two holders now
-    buffers.release(first);
-    expect(buffers.spareBytes).toBe(0); // one holder left: not free
-    expect(buffers.take(3_000_000).buffer === first.buffer).toBe(false);
-    buffers.release(first);
-    expect(buffers.spareBytes).toBe(3_000_000);
-    // Too small for it, and an item under half its size: fresh buffers. One that fits: the kept one.
-    expect(buffers.take(3_000_001).buffer === first.buffer).toBe(false);
-    expect(buffers.take(1_400_000).buffer === first.buffer).toBe(false);
-    const again = buffers.take(2_000_000);
-    expect(again.buffer === first.buffer).toBe(true);
-    expect(again.length).toBe(2_000_000);
-    expect(buffers.spareBytes).toBe(0);
-  });
-
-  test("a joined feed holds its buffer until dispatched, and each item read in place until it is done", () => {
-    const buffers = new OversizeBuffers();
-    const feed = buffers.takeJoined(10_000_000);
-    const items = [feed.subarray(100, 5_000_100), feed.subarray(5_000_200, 9_000_000)];
-    for (const item of items) buffers.hold(item);
-    buffers.release(feed); // all of it dispatched
-    buffers.release(items[0]!);
-    expect(buffers.spareBytes).toBe(0);
-    buffers.release(items[1]!); // the last item done
-    expect(buffers.spareBytes).toBe(10_000_000);
-    expect(buffers.takeJoined(9_000_000).buffer === feed.buffer).toBe(true);
-  });
-
-  test("memory not handed out here is never kept; what is kept is bounded", () => {
-    const buffers = new OversizeBuffers(5_000_000);
-    const foreign = new Uint8Array(new SharedArrayBuffer(1_000_000));
-    buffers.hold(foreign);
-    buffers.release(foreign);
-    buffers.release(new Uint8Array(1000));
-    expect(buffers.spareBytes).toBe(0);
-    const [a, b] = [buffers.take(3_000_000), buffers.take(3_000_000)];
-    buffers.release(a);
-    buffers.release(b); // past the bound: let go to the garbage collector
-    expect(buffers.spareBytes).toBe(3_000_000);
-  });
-});
-
+/**
+ * Items too large for a worker's ring go in shared memory the engine keeps for the next such items
+ * (src/protocol/kept-buffers.ts): never written again while an item still reads it.
+ */
 describe("an engine writing items of megabytes into kept memory", () => {
   // Each item's hash, 30 ms later: the items after it wait in the worker's queue, their bytes not read yet.
   const dir = writeTaskPackage({
@@ -85,7 +39,7 @@ describe("an engine writing items of megabytes into kept memory", () => {
       };
       const joinedFeed = (seed: number) => {
         const records = recordsOf(seed);
-        const joined = harness.engine.oversizeBuffers.takeJoined(records.length);
+        const joined = harness.engine.oversizeBuffers.take(records.length);
         joined.set(records);
         return joined;
       };

@@ -1,0 +1,51 @@
+import { describe, expect, test } from "bun:test";
+import { KeptBuffers, sharedMemory } from "../../src/protocol/kept-buffers.ts";
+
+/** Memory kept for the next messages and items of megabytes (src/protocol/kept-buffers.ts). */
+describe("KeptBuffers", () => {
+  test("a buffer is kept once its last holder lets go, and taken again for an item it holds, under twice its size", () => {
+    const buffers = new KeptBuffers(sharedMemory);
+    const first = buffers.take(3_000_000);
+    expect(first.buffer).toBeInstanceOf(SharedArrayBuffer); // as allocated
+    expect(first.length).toBe(3_000_000);
+    buffers.hold(first); // two holders now
+    buffers.release(first);
+    expect(buffers.spareBytes).toBe(0); // one holder left: not free
+    expect(buffers.take(3_000_000).buffer === first.buffer).toBe(false);
+    buffers.release(first);
+    expect(buffers.spareBytes).toBe(3_000_000);
+    // Too small for it, and an item under half its size: fresh buffers. One that fits: the kept one.
+    expect(buffers.take(3_000_001).buffer === first.buffer).toBe(false);
+    expect(buffers.take(1_400_000).buffer === first.buffer).toBe(false);
+    const again = buffers.take(2_000_000);
+    expect(again.buffer === first.buffer).toBe(true);
+    expect(again.length).toBe(2_000_000);
+    expect(buffers.spareBytes).toBe(0);
+  });
+
+  test("a joined feed holds its buffer until dispatched, and each item read in place until it is done", () => {
+    const buffers = new KeptBuffers(sharedMemory);
+    const feed = buffers.take(10_000_000);
+    const items = [feed.subarray(100, 5_000_100), feed.subarray(5_000_200, 9_000_000)];
+    for (const item of items) buffers.hold(item);
+    buffers.release(feed); // all of it dispatched
+    buffers.release(items[0]!);
+    expect(buffers.spareBytes).toBe(0);
+    buffers.release(items[1]!); // the last item done
+    expect(buffers.spareBytes).toBe(10_000_000);
+    expect(buffers.take(9_000_000).buffer === feed.buffer).toBe(true);
+  });
+
+  test("memory not handed out here is never kept; what is kept is bounded", () => {
+    const buffers = new KeptBuffers((size) => new ArrayBuffer(size), 5_000_000);
+    const foreign = new Uint8Array(new SharedArrayBuffer(1_000_000));
+    buffers.hold(foreign);
+    buffers.release(foreign);
+    buffers.release(new Uint8Array(1000));
+    expect(buffers.spareBytes).toBe(0);
+    const [a, b] = [buffers.take(3_000_000), buffers.take(3_000_000)];
+    buffers.release(a);
+    buffers.release(b); // past the bound: let go to the garbage collector
+    expect(buffers.spareBytes).toBe(3_000_000);
+  });
+});
