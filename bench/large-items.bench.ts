@@ -10,10 +10,13 @@
  * CPU, and the wall rate. Then one item of PCLUSTER_BENCH_BIG_MB (64) MB of bytes (a Uint8Array, a
  * file's), sent to the task that discards it and to one that gives it back, beside the raw sender's
  * CPU for the same bytes: an item over 4 MiB travels in parts, each copied once where it is joined. A fresh buffer is faulted in page by page (about 10 µs a page on this VM),
- * so this guards that large items cost their bytes, not fresh memory (see ARCHITECTURE.md).
+ * so this guards that large items cost their bytes, not fresh memory (see ARCHITECTURE.md). Last, a
+ * stream of PCLUSTER_BENCH_STREAM_ITEMS (50) items of 8 MiB each, one after the other to the task that
+ * discards them, beside the raw sender's CPU for the same bytes: the memory of items done is taken again
+ * for the next (the root's feed chunks, the node's kept buffers), so a stream costs its bytes too.
  *
  *   bun run bench large-items
- *   env: PCLUSTER_BENCH_RUNS (5), PCLUSTER_BENCH_BIG_MB (64)
+ *   env: PCLUSTER_BENCH_RUNS (5), PCLUSTER_BENCH_BIG_MB (64), PCLUSTER_BENCH_STREAM_ITEMS (50)
  */
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -27,6 +30,8 @@ import { discard, identity } from "./support/tasks/index.ts";
 const RUNS = Number(process.env.PCLUSTER_BENCH_RUNS ?? 5);
 const BIG_BYTES = Number(process.env.PCLUSTER_BENCH_BIG_MB ?? 64) * 1e6;
 const TASKS = join(import.meta.dir, "support/tasks");
+const STREAM_ITEMS = Number(process.env.PCLUSTER_BENCH_STREAM_ITEMS ?? 50);
+const STREAM_ITEM_BYTES = 8 * 1024 * 1024;
 
 /** A process that listens on loopback, throws away what it receives, and says how much at each end. */
 const SINK = `
@@ -168,6 +173,38 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   }
 }
 
+/** STREAM_ITEMS items of 8 MiB, one after the other, one way; beside the raw sender's CPU for their bytes. */
+async function stream(root: Root, port: number, sink: AsyncIterator<string>, node: number): Promise<void> {
+  const item = new Uint8Array(STREAM_ITEM_BYTES);
+  for (let i = 0; i < item.length; i += 4096) item[i] = i & 0xff;
+  const items = Array<Uint8Array>(STREAM_ITEMS).fill(item);
+  const megabytes = (STREAM_ITEMS * STREAM_ITEM_BYTES) / 1e6;
+  await root.setup("stream-discard", "1", [{ function: discard }], { localPackages: [TASKS] });
+  await root.run(items.slice(0, 4)); // warm
+  const runs: TimedRun[] = [];
+  for (let run = 1; run <= RUNS; run++) runs.push(await timedRun(root, items, port, sink, node));
+  const seconds = runs.map((run) => run.seconds);
+  console.log(
+    [
+      "",
+      `${STREAM_ITEMS} items of 8 MiB (Uint8Array), one way, ${RUNS} runs: medians (ranges); raw = their bytes over a raw socket`,
+      table(
+        ["", "root ÷ raw CPU", "root CPU", "node CPU", "wall", "rate"],
+        [
+          [
+            "a stream of items of megabytes",
+            fmtRatio(median(runs.map((run) => run.root / run.raw))),
+            perRun(runs.map((run) => run.root)),
+            perRun(runs.map((run) => run.node)),
+            perRun(seconds.map((s) => s * 1000)),
+            `${(megabytes / median(seconds)).toFixed(0)} MB/s`,
+          ],
+        ],
+      ),
+    ].join("\n"),
+  );
+}
+
 async function main(): Promise<void> {
   const docs = documents();
   const megabytes = docs.reduce((sum, doc) => sum + Buffer.byteLength(doc), 0) / 1e6;
@@ -219,6 +256,7 @@ async function main(): Promise<void> {
       ].join("\n"),
     );
     await bigItem(root, port, sink, node);
+    await stream(root, port, sink, node);
     console.log(
       `(load average now ${loadavg()
         .map((l) => l.toFixed(2))

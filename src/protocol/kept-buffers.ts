@@ -20,7 +20,7 @@ export class KeptBuffers {
 
   /**
    * @param allocate a buffer of `size` bytes (they need not be zeroed: a taker writes them all)
-   * @param maxSpareBytes the most kept for the next takers; beyond it, a buffer let go is left to the GC
+   * @param maxSpareBytes the most kept for the next takers; beyond it, the largest kept are left to the GC
    */
   constructor(
     readonly allocate: (size: number) => ArrayBufferLike,
@@ -69,8 +69,11 @@ export class KeptBuffers {
     }
     this.#holders.delete(buffer);
     const size = buffer.byteLength;
-    if (this.#spareBytes + size > this.maxSpareBytes) return;
+    if (size > this.maxSpareBytes) return;
     const spare = this.#spare;
+    // The latest is kept over larger ones kept before: the items that come now are like it (one 64 MB
+    // item once must not keep the place of every later 8 MiB one).
+    while (this.#spareBytes + size > this.maxSpareBytes) this.#spareBytes -= spare.pop()!.byteLength;
     let at = spare.length;
     while (at > 0 && spare[at - 1]!.byteLength > size) at--;
     spare.splice(at, 0, buffer);

@@ -298,7 +298,10 @@ export class FeedQueue {
     const size = chunk.bytes.length;
     if (size === CHUNK_BYTES) {
       if (this.#spare.length < SPARE_CHUNKS) this.#spare.push(chunk);
-    } else if (this.#spareLargeBytes + size <= SPARE_LARGE_BYTES) {
+    } else if (size <= SPARE_LARGE_BYTES) {
+      // The latest is kept over larger ones kept before: the items that come now are like it (one
+      // 64 MB item once must not keep the place of every later 8 MiB one).
+      while (this.#spareLargeBytes + size > SPARE_LARGE_BYTES) this.#dropLargestSpare();
       if (size > LARGE_CLASS_MAX) {
         const huge = this.#spareHuge;
         let at = huge.length;
@@ -311,6 +314,20 @@ export class FeedQueue {
       }
       this.#spareLargeBytes += size;
     }
+  }
+
+  /** Lets the largest kept large chunk go. */
+  #dropLargestSpare(): void {
+    const huge = this.#spareHuge.pop();
+    if (huge !== undefined) {
+      this.#spareLargeBytes -= huge.bytes.length;
+      return;
+    }
+    const size = Math.max(...this.#spareLarge.keys());
+    const spares = this.#spareLarge.get(size)!;
+    spares.pop();
+    if (spares.length === 0) this.#spareLarge.delete(size);
+    this.#spareLargeBytes -= size;
   }
 
   /** A chunk of at least `bytes`, kept from before if one is, else new. */

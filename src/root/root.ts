@@ -123,10 +123,7 @@ const RUN_CHUNK_ITEMS = 4096;
  */
 const PROCESS_OUTPUTS = 1024;
 const PROCESS_OUTPUT_BYTES = 16 * 1024 * 1024;
-/**
- * Items `run()` and `process()` take at once before the size of any is known (then as many as their
- * sizes let into the queue's bytes): a few, so that a short list is queued whole or not at all.
- */
+/** Items `feedAsync` queues at once, under `maxQueuedBytes`, before the size of any is known. */
 const FIRST_CHUNK_ITEMS = 16;
 /** The least of `run()`'s and `process()`'s default bound on the queue's bytes (see RootOptions.maxQueuedBytes). */
 const DEFAULT_MIN_QUEUED_BYTES = 64 * 1024 * 1024;
@@ -556,21 +553,27 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
           signal?.throwIfAborted();
           await this.#room(bound, signal);
           const chunk: unknown[] = [];
-          const room = Math.min(
-            RUN_CHUNK_ITEMS,
-            bound.items - this.#scheduler.queued,
-            this.#itemsForBytes(bound.bytes),
-          );
-          // Before any item's size is known, the first ones are judged by a glance (see roughBytes).
-          let glanced = this.#itemBytes === undefined ? this.#scheduler.queuedBytes : Number.NEGATIVE_INFINITY;
-          while (chunk.length < room && glanced < bound.bytes) {
+          const room = Math.min(RUN_CHUNK_ITEMS, bound.items - this.#scheduler.queued);
+          const bytesRoom = bound.bytes - this.#scheduler.queuedBytes;
+          // An item's size is known only once it is encoded: until items were queued, each is judged by
+          // a glance (see roughBytes), and after, by what those queued took on average — but for the
+          // first of each chunk, glanced at too: a new run may bring items of another size (8 MiB ones
+          // after documents of 20 KB were read 3 000 at once, all of them).
+          let perItem = this.#itemBytesNow();
+          let pulled = 0;
+          while (chunk.length < room && pulled < bytesRoom) {
             const step = iterator.next();
             if (step.done === true) {
               done = true;
               break;
             }
             chunk.push(step.value);
-            if (glanced !== Number.NEGATIVE_INFINITY) glanced += roughBytes(step.value);
+            if (perItem !== undefined && chunk.length > 1) pulled += perItem;
+            else {
+              const rough = roughBytes(step.value);
+              pulled += rough;
+              if (perItem !== undefined && rough > perItem) perItem = rough;
+            }
           }
           if (chunk.length > 0) this.#enqueue(chunk, taken);
           taken += chunk.length;
@@ -1104,16 +1107,20 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /**
    * About how many more items fit below `bytes` in the queue, judged by the size of those it holds (at
-   * least one: an item larger than the bound goes alone). Items are encoded as they are queued, so their
-   * size is known only after; a chunk thus overshoots the bound by an item's worth at most, as sizes go
-   * (by FIRST_CHUNK_ITEMS items at most before any item was queued).
+   * least one: an item larger than the bound goes alone), for `feedAsync`, whose items are at hand.
    */
   #itemsForBytes(bytes: number): number {
     if (bytes === Number.POSITIVE_INFINITY) return Number.POSITIVE_INFINITY;
+    const perItem = this.#itemBytesNow();
+    if (perItem === undefined) return FIRST_CHUNK_ITEMS; // their sizes tell
+    return Math.max(1, Math.floor((bytes - this.#scheduler.queuedBytes) / Math.max(1, perItem)));
+  }
+
+  /** Bytes an item in the queue takes on average: of those queued now, else of those last seen. */
+  #itemBytesNow(): number | undefined {
     const { queued, queuedBytes } = this.#scheduler;
     if (queued > 0) this.#itemBytes = queuedBytes / queued;
-    if (this.#itemBytes === undefined) return FIRST_CHUNK_ITEMS; // their sizes tell
-    return Math.max(1, Math.floor((bytes - queuedBytes) / Math.max(1, this.#itemBytes)));
+    return this.#itemBytes;
   }
 
   #defaultBound(): number {

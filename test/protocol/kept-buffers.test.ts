@@ -45,7 +45,20 @@ describe("KeptBuffers", () => {
     expect(buffers.spareBytes).toBe(0);
     const [a, b] = [buffers.take(3_000_000), buffers.take(3_000_000)];
     buffers.release(a);
-    buffers.release(b); // past the bound: let go to the garbage collector
+    buffers.release(b); // past the bound: the latest is kept, the one kept before goes
     expect(buffers.spareBytes).toBe(3_000_000);
+    expect(buffers.take(3_000_000).buffer === b.buffer).toBe(true);
+    expect(buffers.spareBytes).toBe(0);
+  });
+
+  test("one very large buffer kept once does not keep the place of the smaller ones that come after", () => {
+    const buffers = new KeptBuffers((size) => new ArrayBuffer(size), 64 * 1024 * 1024);
+    buffers.release(buffers.take(60_000_000)); // one item of 60 MB, once
+    const item = buffers.take(8_000_000);
+    buffers.release(item); // then items of 8 MB: the 60 MB buffer goes, theirs is kept
+    expect(buffers.spareBytes).toBe(8_000_000);
+    expect(buffers.take(8_000_000).buffer === item.buffer).toBe(true);
+    buffers.release(buffers.take(70_000_000)); // larger than the bound: never kept
+    expect(buffers.spareBytes).toBe(0);
   });
 });

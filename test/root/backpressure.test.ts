@@ -138,11 +138,19 @@ describe("items of megabytes", () => {
         }
       }
       const lengths: number[] = [];
+      // Small items first: the queue's idea of an item's size must not carry over to the large ones.
+      await cluster.run(Array.from({ length: 500 }, () => ({ pad: "s" })));
+      fedBefore = cluster.progress.fed;
       await cluster.run(syncItems());
       fedBefore = cluster.progress.fed;
       for await (const length of cluster.process(asyncItems())) lengths.push(length as number);
       expect(lengths).toEqual(Array(ITEM_COUNT).fill(MIB));
-      expect(cluster.progress).toMatchObject({ fed: 2 * ITEM_COUNT, done: 2 * ITEM_COUNT, queued: 0, inFlight: 0 });
+      expect(cluster.progress).toMatchObject({
+        fed: 500 + 2 * ITEM_COUNT,
+        done: 500 + 2 * ITEM_COUNT,
+        queued: 0,
+        inFlight: 0,
+      });
       // 4 MiB of 1 MiB items, and the one let in below the bound. Without the byte bound, all 40 wait here.
       expect(peakHeld).toBeGreaterThan(0);
       expect(peakHeld).toBeLessThanOrEqual(5);

@@ -210,7 +210,19 @@ describe("FeedQueue", () => {
     queue.appendValues(["small"]);
     queue.release(fifth.refs.get(9)!); // kept
     queue.appendValues([bytes(9_000_000, 7)]); // the 20 MB chunk holds it, but is over twice its size
-    expect(bufferOf(sendSome(queue, 2, 10), 11) === huge).toBe(false);
+    const sixth = sendSome(queue, 2, 10);
+    expect(bufferOf(sixth, 11) === huge).toBe(false);
+    // One item of 60 MB once, then items of 9 MB: the 60 MB chunk kept does not keep their place.
+    queue.appendValues([bytes(60_000_000, 8)]);
+    const seventh = sendSome(queue, 2, 12);
+    queue.appendValues([bytes(9_000_000, 9)]); // a chunk of its own: the 60 MB one is over twice its size
+    for (const ref of [...sixth.refs.values(), ...seventh.refs.values()]) queue.release(ref);
+    const eighth = sendSome(queue, 1, 14);
+    const nine = bufferOf(eighth, 14);
+    queue.appendValues(["small"]);
+    queue.release(eighth.refs.get(14)!); // kept, in place of the 60 MB one
+    queue.appendValues([bytes(9_000_000, 10)]);
+    expect(bufferOf(sendSome(queue, 2, 15), 16) === nine).toBe(true);
   });
 
   test("chunks whose items are all sent and done are let go", () => {
