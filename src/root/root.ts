@@ -496,7 +496,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     if (maxQueued === undefined && maxQueuedBytes === undefined) return this.#enqueue(items, 0);
     const bound = { items: maxQueued ?? Number.POSITIVE_INFINITY, bytes: maxQueuedBytes ?? Number.POSITIVE_INFINITY };
     for (let at = 0; at < items.length; ) {
-      await this.#room(bound);
+      if (!this.#hasRoom(bound)) await this.#room(bound);
       const take = Math.min(items.length - at, bound.items - this.#scheduler.queued, this.#itemsForBytes(bound.bytes));
       this.#enqueue(items.slice(at, at + take), at);
       at += take;
@@ -551,7 +551,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       try {
         for (let done = false; !done; ) {
           signal?.throwIfAborted();
-          await this.#room(bound, signal);
+          if (!this.#hasRoom(bound)) await this.#room(bound, signal);
           const chunk: unknown[] = [];
           const room = Math.min(RUN_CHUNK_ITEMS, bound.items - this.#scheduler.queued);
           const bytesRoom = bound.bytes - this.#scheduler.queuedBytes;
@@ -586,7 +586,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       let taken = 0;
       for await (const item of items) {
         signal?.throwIfAborted(); // leaving the loop closes the iterable
-        await this.#room(bound, signal);
+        if (!this.#hasRoom(bound)) await this.#room(bound, signal);
         this.#enqueue([item], taken++);
       }
     }
@@ -1099,10 +1099,14 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     return promise;
   }
 
+  /** Whether the queue holds fewer items and bytes than `bound` (checked per item: no closure, no promise). */
+  #hasRoom(bound: { items: number; bytes: number }): boolean {
+    return this.#scheduler.queued < bound.items && this.#scheduler.queuedBytes < bound.bytes;
+  }
+
   /** Resolves once the queue holds fewer items and bytes than `bound`. */
-  async #room(bound: { items: number; bytes: number }, signal?: AbortSignal): Promise<void> {
-    const roomy = () => this.#scheduler.queued < bound.items && this.#scheduler.queuedBytes < bound.bytes;
-    if (!roomy()) await this.#when(roomy, signal);
+  #room(bound: { items: number; bytes: number }, signal?: AbortSignal): Promise<void> {
+    return this.#when(() => this.#hasRoom(bound), signal);
   }
 
   /**
