@@ -1,14 +1,16 @@
 /**
  * Memory for messages and items of megabytes, kept once nothing reads it any more, to take the next
  * ones. A fresh buffer is faulted in page by page as it is written (about 10 µs a page on a virtual
- * machine): on items of megabytes that was most of a node's socket thread's time.
+ * machine): on items of megabytes that was most of a node's socket thread's time, and of a root's.
  *
  * A buffer is free again once every holder let go: whoever takes it holds it (`take`), anyone who keeps
  * a view of it beyond that adds a hold (`hold`), and each lets go once done (`release`). On a node: a
  * feed of more than 4 MiB joined from its parts, until every record of it went to a ring or a worker, and
  * each item a worker reads there in place, until it is done; an item of 1 to 4 MiB copied out of its frame,
- * until it is done. Items are decoded with their binary values copied out (see `decode`), so what was
- * decoded never reads it. A buffer never let go (a feed refused, a connection failed) is simply left to
+ * until it is done. On a root: a results message joined from its parts, until it is handled, and each
+ * output of it held for its item's Done (exactly-once), until it is handed out or dropped. Items and
+ * outputs are decoded with their binary values copied out (see `decode`), so what was decoded never
+ * reads it. A buffer never let go (a feed refused, a connection failed) is simply left to
  * the garbage collector.
  */
 export class KeptBuffers {
@@ -83,3 +85,6 @@ export class KeptBuffers {
 
 /** Shared memory (a node's: its workers read oversize items there). */
 export const sharedMemory = (size: number): ArrayBufferLike => new SharedArrayBuffer(size);
+
+/** Memory of this thread, not zeroed (a root's: results are joined there). */
+export const ownMemory = (size: number): ArrayBufferLike => Buffer.allocUnsafeSlow(size).buffer;

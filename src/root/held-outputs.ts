@@ -1,3 +1,5 @@
+import type { KeptBuffers } from "../protocol/kept-buffers.ts";
+
 /** A task error's encoded report, held in its place among its item's outputs. */
 export class HeldError {
   constructor(readonly bytes: Uint8Array) {}
@@ -21,7 +23,14 @@ export class HeldOutputs<Source> {
   readonly #overflowed = new Map<Source, Set<number>>();
   #bytes = 0;
 
-  constructor(readonly maxBytes: number) {}
+  /**
+   * `memory`: where results messages of megabytes were joined; an output held as a view of such memory
+   * holds it (see KeptBuffers) until it is handed out (`handedOut`) or dropped.
+   */
+  constructor(
+    readonly maxBytes: number,
+    readonly memory?: KeptBuffers,
+  ) {}
 
   /** Bytes held now. */
   get bytes(): number {
@@ -40,12 +49,14 @@ export class HeldOutputs<Source> {
     if (items === undefined) this.#held.set(source, (items = new Map()));
     if (this.#bytes + bytes.length > this.maxBytes) {
       this.#bytes -= sizeOf(items.get(id));
+      this.#letGo(items.get(id));
       items.delete(id);
       if (overflowed === undefined) this.#overflowed.set(source, new Set([id]));
       else overflowed.add(id);
       return;
     }
     const own = 2 * bytes.length >= bytes.buffer.byteLength ? bytes : bytes.slice();
+    if (own === bytes) this.memory?.hold(bytes);
     const held = error ? new HeldError(own) : own;
     const list = items.get(id);
     if (list === undefined) items.set(id, [held]);
@@ -84,20 +95,36 @@ export class HeldOutputs<Source> {
     if (overflowed?.delete(id) && overflowed.size === 0) this.#overflowed.delete(source);
     const items = this.#held.get(source);
     this.#bytes -= sizeOf(items?.get(id));
+    this.#letGo(items?.get(id));
     items?.delete(id);
   }
 
   /** Drops everything `source` gave (the node is lost; its unfinished items are sent again). */
   dropSource(source: Source): void {
-    for (const list of this.#held.get(source)?.values() ?? []) this.#bytes -= sizeOf(list);
+    for (const list of this.#held.get(source)?.values() ?? []) {
+      this.#bytes -= sizeOf(list);
+      this.#letGo(list);
+    }
     this.#held.delete(source);
     this.#overflowed.delete(source);
   }
 
+  /** An output (or error) `release` gave is handed out: decoded, its bytes are no longer read. */
+  handedOut(held: Held): void {
+    this.memory?.release(held instanceof HeldError ? held.bytes : held);
+  }
+
   clear(): void {
+    for (const items of this.#held.values()) for (const list of items.values()) this.#letGo(list);
     this.#held.clear();
     this.#overflowed.clear();
     this.#bytes = 0;
+  }
+
+  /** What was held of an item is dropped: the memory its views held is let go. */
+  #letGo(list: Held[] | undefined): void {
+    if (this.memory === undefined || list === undefined) return;
+    for (const held of list) this.memory.release(held instanceof HeldError ? held.bytes : held);
   }
 }
 

@@ -89,7 +89,12 @@ export class NodeClient implements FeedTarget {
   }
 
   /** Connects and runs the handshake. */
-  static async connect(endpoint: Endpoint, options: NodeClientOptions = {}): Promise<NodeClient> {
+  /** `joinParts`: where a results message sent in parts is joined (see ConnectionOptions.joinParts). */
+  static async connect(
+    endpoint: Endpoint,
+    options: NodeClientOptions = {},
+    joinParts?: (size: number) => Uint8Array,
+  ): Promise<NodeClient> {
     const { connection } = await dial({
       hostname: endpoint.host,
       port: endpoint.port,
@@ -101,6 +106,7 @@ export class NodeClient implements FeedTarget {
       // Result frames are already bounded by credit; feed frames by the window.
       maxQueuedBytes: 16 * 1024 * 1024,
       maxMessageBytes: messageLimitFor(options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES),
+      joinParts,
     });
     return new NodeClient(endpoint, connection, options);
   }

@@ -1,3 +1,4 @@
+import type { KeptBuffers } from "../protocol/kept-buffers.ts";
 import { decode } from "../protocol/codec.ts";
 import { RecordKind, RecordReader, type TaskErrorReport, forEachDone } from "../protocol/record.ts";
 import { DoneIds } from "./done-ids.ts";
@@ -68,21 +69,30 @@ export class ResultPump<Source> {
    * that ran it (at once when they come in the same frame, the common case; else held until then).
    */
   #exactlyOnce = false;
-  #held = new HeldOutputs<Source>(DEFAULT_MAX_HELD_BYTES);
+  #held: HeldOutputs<Source>;
   /** Held outputs released by a Done, still to hand out (`undefined`: the item went past the bound). */
   #released: Array<[id: number, held: Held | undefined]> = [];
   #releasedAt = 0;
   /** The Done ids to report once `#released` is handed out. */
   #doneAfterRelease: number[] | undefined;
 
-  constructor(sink: ResultSink<Source>) {
+  /**
+   * `memory`: where results messages of megabytes are joined (see NodeClient.connect): a frame's memory
+   * is let go once the frame is handled, and what it holds for items' Done once that is handed out.
+   */
+  constructor(
+    sink: ResultSink<Source>,
+    readonly memory?: KeptBuffers,
+  ) {
     this.#sink = sink;
+    this.#held = new HeldOutputs<Source>(DEFAULT_MAX_HELD_BYTES, memory);
   }
 
   /** How outputs are handed out from now on (at setup; what is held is dropped). */
   configure(exactlyOnce: boolean, maxHeldBytes = DEFAULT_MAX_HELD_BYTES): void {
     this.#exactlyOnce = exactlyOnce;
-    this.#held = new HeldOutputs<Source>(maxHeldBytes);
+    this.#held.clear();
+    this.#held = new HeldOutputs<Source>(maxHeldBytes, this.memory);
   }
 
   /** Output bytes held for items not done yet (exactly-once). */
@@ -154,6 +164,7 @@ export class ResultPump<Source> {
         const waiting = this.#handleFrame(frame);
         if (waiting !== undefined) await waiting;
         if (this.#queue[0] === frame) this.#queue.shift();
+        this.memory?.release(frame.blob); // what it holds for items' Done holds its memory on
         this.#sink.handled(frame.source, frame.frameBytes);
       }
     } finally {
@@ -281,6 +292,7 @@ export class ResultPump<Source> {
           : held instanceof HeldError
             ? this.#taskError(source, id, held.bytes, 0, held.bytes.length, false)
             : this.#output(source, id, held, 0, held.length);
+      if (held !== undefined) this.#held.handedOut(held); // decoded: its bytes are read no more
       if (isThenable(pending)) return Promise.resolve(pending).then(() => this.#handOutReleased(source));
     }
     this.#released = [];

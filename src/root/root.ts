@@ -12,6 +12,7 @@ import { getDefaultLogAddress, log, setDefaultLogAddress, setLogToken } from "..
 import type { HttpEndpoint } from "../metrics/endpoint.ts";
 import { RecentErrors } from "../metrics/recent-errors.ts";
 import { type Endpoint, type HostPort, parseAddress } from "../protocol/address.ts";
+import { KeptBuffers, ownMemory } from "../protocol/kept-buffers.ts";
 import { decode } from "../protocol/codec.ts";
 import { DEFAULT_MAX_ITEM_BYTES, checkMaxItemBytes } from "../protocol/limits.ts";
 import type { TaskErrorReport } from "../protocol/record.ts";
@@ -192,6 +193,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #clients = new Map<string, NodeClient>();
   readonly #connecting = new Map<string, Promise<NodeClient>>();
+  /**
+   * Memory results of megabytes are joined in (they come in parts): taken again for the next once a
+   * results message is handled and the outputs it held for items' Done are handed out (see ResultPump).
+   */
+  readonly #joined = new KeptBuffers(ownMemory);
   /** Bytes an item waiting in the queue took, on average, when last looked at (see #itemsForBytes). */
   #itemBytes: number | undefined;
   readonly #lanes = new Map<NodeClient, NodeLane>();
@@ -232,13 +238,16 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     for (const addr of nodeAddrs) this.addNode(addr);
     this.#scheduler = new Scheduler(options.scheduler);
     this.#scheduler.onPumped = () => this.#settle();
-    this.#results = new ResultPump<NodeClient>({
-      output: (value, bytes) => this.#onOutput(value, bytes),
-      taskError: (client, item, report, failed) => this.#onTaskError(client, item, report, failed),
-      done: (client, ids) => this.#onDone(client, ids),
-      partial: (client, bytes, start, end) => this.#onPartial(client, bytes, start, end),
-      handled: (client, bytes) => client.credit(bytes),
-    });
+    this.#results = new ResultPump<NodeClient>(
+      {
+        output: (value, bytes) => this.#onOutput(value, bytes),
+        taskError: (client, item, report, failed) => this.#onTaskError(client, item, report, failed),
+        done: (client, ids) => this.#onDone(client, ids),
+        partial: (client, bytes, start, end) => this.#onPartial(client, bytes, start, end),
+        handled: (client, bytes) => client.credit(bytes),
+      },
+      this.#joined,
+    );
     this.#results.onIdle = () => this.#settle();
   }
 
@@ -820,7 +829,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   async #connect(endpoint: Endpoint): Promise<NodeClient> {
-    const client = await NodeClient.connect(endpoint, this.#options);
+    const client = await NodeClient.connect(endpoint, this.#options, (size) => this.#joined.take(size));
     this.#clients.set(endpoint.key, client);
     client.onResults = (blob, idle, standing, frameBytes) => {
       const lane = this.#lanes.get(client);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ItemTooLargeError, Root, TaskError } from "../../src/index.ts";
@@ -203,6 +203,40 @@ test("items of megabytes in a row, through memory the node keeps for the next: e
     node.proc.kill("SIGKILL");
     await node.proc.proc.exited;
     rmSync(node.workdir, { recursive: true, force: true });
+  }
+}, 60_000);
+
+test("outputs of megabytes held for their item's Done, some retracted by a worker's death, arrive once and intact", async () => {
+  // The root joins each (in parts) in memory it takes again once nothing reads it: an output held for its
+  // Done keeps it; one handed out or dropped lets it go.
+  const node = await startNode({ workers: 2 });
+  const dir = mkdtempSync(join(tmpdir(), "pcluster-held-large-"));
+  try {
+    const root = newRoot(node);
+    const outputs: Uint8Array[] = [];
+    await root.setup("held-large", "1", [{ function: tasks.threeLargeOutputs, isGenerator: true }], {
+      localPackages: [TASKS],
+      outputHandler: (out) => void outputs.push(out as Uint8Array),
+    });
+    const items = Array.from({ length: 8 }, (_, id) => ({
+      id,
+      dieOnce: id % 4 === 1 ? join(dir, `died-${id}`) : undefined,
+    }));
+    await root.run(items);
+    expect(root.progress).toMatchObject({ fed: 8, done: 8, outputs: 24, errors: 0 });
+    const fills = outputs.map((out) => {
+      expect(out.length).toBe(5_000_000);
+      const fill = out[0]!;
+      expect(out.every((byte) => byte === fill)).toBe(true);
+      return fill;
+    });
+    expect(fills.sort((a, b) => a - b)).toEqual(Array.from({ length: 24 }, (_, i) => i));
+    expect(items.filter((item) => item.dieOnce !== undefined).every((item) => existsSync(item.dieOnce!))).toBe(true);
+    await root.reset();
+  } finally {
+    node.proc.kill("SIGKILL");
+    await node.proc.proc.exited;
+    for (const folder of [dir, node.workdir]) rmSync(folder, { recursive: true, force: true });
   }
 }, 60_000);
 

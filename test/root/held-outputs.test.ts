@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { RecordBatchBuilder } from "../../src/protocol/codec.ts";
 import { DoneList, RecordKind } from "../../src/protocol/record.ts";
+import { KeptBuffers } from "../../src/protocol/kept-buffers.ts";
 import { ResultPump, type ResultSink } from "../../src/root/results.ts";
 
 /**
@@ -129,5 +130,54 @@ describe("exactly-once at the root", () => {
     );
     await results.whenIdle();
     expect(seen).toEqual(["first", "again"]);
+  });
+});
+
+describe("results joined in kept memory (messages of megabytes)", () => {
+  /** A results frame as a node's message sent in parts arrives: joined in memory taken from `memory`. */
+  function joined(memory: KeptBuffers, records: Frame): Uint8Array {
+    const bytes = blob(records);
+    const frame = memory.take(bytes.length);
+    frame.set(bytes);
+    return frame;
+  }
+  const big = (fill: string) => fill.repeat(200_000);
+
+  test("a frame's memory is free once it is handled, unless an output of it waits for its Done; then once that is out", async () => {
+    const memory = new KeptBuffers((size) => new ArrayBuffer(size));
+    const seen: unknown[] = [];
+    const sink: ResultSink<string> = {
+      output: (value) => void seen.push(value),
+      taskError: () => undefined,
+      done: (_source, ids) => void seen.push(`done ${ids.join(",")}`),
+      partial: () => undefined,
+      handled: () => {},
+    };
+    const results = new ResultPump<string>(sink, memory);
+    results.configure(true);
+    const held = joined(memory, [["out", 1, big("a")]]); // its Done comes later: held, as a view
+    results.push("a", held, 0);
+    await results.whenIdle();
+    expect(memory.spareBytes).toBe(0);
+    // Written again now, the held output would change: it must not be handed out for reuse.
+    expect(memory.take(held.buffer.byteLength).buffer === held.buffer).toBe(false); // (left to the GC)
+    const done = joined(memory, [["done", [1]]]);
+    results.push("a", done, 0);
+    await results.whenIdle();
+    expect(seen).toEqual([big("a"), "done 1"]);
+    expect(memory.take(held.length).buffer === held.buffer).toBe(true); // free once handed out
+
+    // Dropped rather than handed out — a Retract, a lost node — lets it go too.
+    const retracted = joined(memory, [["out", 2, big("b")]]);
+    results.push("a", retracted, 0);
+    results.push("a", joined(memory, [["retract", 2]]), 0);
+    await results.whenIdle();
+    const lost = joined(memory, [["out", 3, big("c")]]); // written where the retracted output was
+    expect(lost.buffer === retracted.buffer).toBe(true);
+    results.push("b", lost, 0);
+    results.endOf("b");
+    await results.whenIdle();
+    expect(memory.take(lost.length).buffer === lost.buffer).toBe(true);
+    expect(seen).toEqual([big("a"), "done 1"]);
   });
 });
