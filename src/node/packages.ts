@@ -187,7 +187,8 @@ async function inUse(entry: string): Promise<boolean> {
  * node of the host) and every entry a live node runs, and removes the others — each code change makes
  * an entry, and a node left running for months would fill its disk with them. An entry is taken under
  * its lock and renamed out of the way at once, so a node setting it up meanwhile either claimed it
- * first (then it stays) or finds it gone and installs it again. Returns the entries removed.
+ * first (then it stays) or finds it gone and installs it again. This node's `pipelines/<name>@<version>`
+ * links into removed entries go too. Returns the entries removed.
  */
 export async function pruneHostCache(workdir: string, keep = DEFAULT_KEEP_PIPELINES): Promise<string[]> {
   if (!Number.isInteger(keep) || keep < 1)
@@ -226,7 +227,17 @@ export async function pruneHostCache(workdir: string, keep = DEFAULT_KEEP_PIPELI
     await rm(`${entry}.failed`, { force: true });
     await removeFolder(removing);
   }
+  await removeDanglingLinks(join(resolve(workdir), "pipelines"));
   return removed;
+}
+
+/** Removes the links in `folder` whose target is gone (the cache entry of a pipeline, pruned). */
+async function removeDanglingLinks(folder: string): Promise<void> {
+  for (const name of await readdir(folder).catch(() => [] as string[])) {
+    const path = join(folder, name);
+    if (!(await lstat(path).catch(() => undefined))?.isSymbolicLink()) continue;
+    if ((await stat(path).catch(() => undefined)) === undefined) await unlink(path).catch(() => {});
+  }
 }
 
 /** Writes, installs and marks a pipeline in `dir` (an empty folder). */

@@ -186,6 +186,32 @@ describe("a host's cache stays bounded", () => {
     }
   });
 
+  test("pruning also removes this node's links to the pipelines it removed, and nothing else in pipelines/", async () => {
+    const parent = await realpath(await mkdtemp(join(tmpdir(), "pcluster-prune-links-")));
+    try {
+      const workdir = join(parent, "node-0");
+      const first = Date.now() / 1000 - 3600;
+      for (const [i, name] of ["p", "q", "r"].entries()) {
+        const installed = await installPipeline({
+          workdir,
+          name,
+          version: "1",
+          packages: [tasks],
+          remotePackages: [],
+          hash: `l${i}`,
+        });
+        await releaseCacheEntry(installed.cacheEntry!);
+        await utimes(join(installed.cacheEntry!, ".pcluster-in-use"), first, first + 60 * i); // r used last
+      }
+      await mkdir(join(workdir, "pipelines", "own@1"), { recursive: true }); // installed without the cache
+      expect((await pruneHostCache(workdir, 1)).length).toBe(2);
+      expect((await readdir(join(workdir, "pipelines"))).sort()).toEqual(["own@1", "r@1"]);
+      expect((await lstat(join(workdir, "pipelines", "r@1"))).isSymbolicLink()).toBe(true);
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
+  });
+
   test("with --keep-pipelines, a node's setup removes old code no node runs, never the code another node runs; new code under the same name runs", async () => {
     const parent = await realpath(await mkdtemp(join(tmpdir(), "pcluster-keep-")));
     const clients: NodeTestClient[] = [];
