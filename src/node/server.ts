@@ -1,3 +1,4 @@
+import { sharedMemory } from "../protocol/kept-buffers.ts";
 import { diagnostics } from "../diagnostics.ts";
 import { availableParallelism, homedir, hostname } from "node:os";
 import { basename, join } from "node:path";
@@ -180,7 +181,7 @@ class NodeServer {
       requestTimeoutMs: 30_000,
       // Large feeds come in parts: joined in shared memory, their large items go to a worker as they lie
       // (in memory the pipeline's engine keeps for the next ones, once they are done).
-      joinParts: (size) => node.#pipeline?.engine?.oversizeBuffers.take(size) ?? sharedBytes(size),
+      joinParts: (size) => node.#pipeline?.engine?.oversizeBuffers.take(size) ?? new Uint8Array(sharedMemory(size)),
       onPeer: (connection, client) => node.#accept(connection, client ?? connection.remoteAddress),
       onRefused: (address, error) => node.#note("warn", `refused ${address}: ${(error as Error).message}`),
     });
@@ -692,9 +693,4 @@ function feedRecordIds(blob: Uint8Array, records: number): Uint8Array {
   const reader = new RecordReader(blob);
   for (let at = 0; reader.next(); at += 4) view.setUint32(at, reader.id, true);
   return ids;
-}
-
-/** `size` bytes of shared memory (its pages are taken as they are written). */
-function sharedBytes(size: number): Uint8Array {
-  return new Uint8Array(new SharedArrayBuffer(size));
 }

@@ -1,5 +1,6 @@
 import { ItemTooLargeError } from "../errors.ts";
 import { type RecordBatchBuilder, byteArrayHead, encodeDeclined, stringHead } from "../protocol/codec.ts";
+import { KeptBuffers } from "../protocol/kept-buffers.ts";
 import { RECORD_HEADER_BYTES, RecordKind, recordLength, setRecordId, writeRecordHeader } from "../protocol/record.ts";
 import { SMALL_OUTPUT_BYTES, SmallTarget, encodeSmallInto } from "../protocol/small-msgpack.ts";
 
@@ -16,14 +17,13 @@ const CHUNK_BYTES = 64 * 1024;
  */
 const SPARE_CHUNKS = 32;
 /**
- * An item larger than a chunk gets one of its own, of the next power of two up to this size (then
- * exact); those are kept too once done, at most SPARE_LARGE_BYTES of them, for the next large items.
- * A kept chunk past LARGE_CLASS_MAX takes an item of at least half its size (it holds that one alone).
- * Items of 8 MiB went at 189 MB/s through 2 nodes when each had a fresh buffer, the root's time
- * mostly page faults; with buffers kept, at the rate of 2 MiB items (about 360 MB/s).
+ * An item larger than a chunk gets one of its own, of the next power of two up to this size (then of its
+ * exact size: it holds that item alone), in memory kept once the chunks before it were done (see
+ * KeptBuffers: up to 64 MiB, the latest kept over larger ones kept before). Items of 8 MiB went at 189
+ * MB/s through 2 nodes when each had fresh memory, the root's time mostly page faults; in kept memory,
+ * at the rate of 2 MiB items (about 360 MB/s).
  */
 const LARGE_CLASS_MAX = 4 * 1024 * 1024;
-const SPARE_LARGE_BYTES = 64 * 1024 * 1024;
 /**
  * A string longer than this is past the small writer's reach (it needs room for 3 bytes a character):
  * its UTF-8 is written into its chunk directly (see `#appendHeaded`).
@@ -51,23 +51,17 @@ class Chunk {
   /** When its last record was sent (`performance.now()`), or -1 while records wait. */
   sentOutAt = -1;
 
-  /**
-   * `capacity`: the bytes that may be written, from the start (less than `bytes` for a kept chunk that
-   * holds one large item: no other record goes after it, where offsets could pass 2^24).
-   */
   constructor(
     public serial: number,
     readonly bytes: Uint8Array,
-    public capacity = bytes.length,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.target = new SmallTarget(bytes);
   }
 
-  /** The chunk, empty, under a new serial (its old records are all done), to hold `capacity` bytes. */
-  reuse(serial: number, capacity = this.bytes.length): Chunk {
+  /** The chunk, empty, under a new serial (its old records are all done). */
+  reuse(serial: number): Chunk {
     this.serial = serial;
-    this.capacity = capacity;
     this.end = 0;
     this.sendAt = 0;
     this.sentOutAt = -1;
@@ -94,12 +88,9 @@ export class FeedQueue {
   #tail: Chunk | undefined;
   /** The chunk `#chunkAt` found last. */
   #lastAsked: Chunk | undefined;
-  /** Chunks let go, to be written again (see SPARE_CHUNKS), and larger ones by size (LARGE_CLASS_MAX). */
+  /** Chunks let go, to be written again (see SPARE_CHUNKS); the memory of larger ones (LARGE_CLASS_MAX). */
   readonly #spare: Chunk[] = [];
-  readonly #spareLarge = new Map<number, Chunk[]>();
-  /** Kept chunks larger than LARGE_CLASS_MAX, smallest first. */
-  readonly #spareHuge: Chunk[] = [];
-  #spareLargeBytes = 0;
+  readonly #large = new KeptBuffers((size) => new ArrayBuffer(size));
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
@@ -295,67 +286,14 @@ export class FeedQueue {
     this.#chunks.delete(chunk.serial);
     if (this.#lastAsked === chunk) this.#lastAsked = undefined;
     if (chunk.lent) return;
-    const size = chunk.bytes.length;
-    if (size === CHUNK_BYTES) {
-      if (this.#spare.length < SPARE_CHUNKS) this.#spare.push(chunk);
-    } else if (size <= SPARE_LARGE_BYTES) {
-      // The latest is kept over larger ones kept before: the items that come now are like it (one
-      // 64 MB item once must not keep the place of every later 8 MiB one).
-      while (this.#spareLargeBytes + size > SPARE_LARGE_BYTES) this.#dropLargestSpare();
-      if (size > LARGE_CLASS_MAX) {
-        const huge = this.#spareHuge;
-        let at = huge.length;
-        while (at > 0 && huge[at - 1]!.bytes.length > size) at--;
-        huge.splice(at, 0, chunk);
-      } else {
-        const spares = this.#spareLarge.get(size);
-        if (spares === undefined) this.#spareLarge.set(size, [chunk]);
-        else spares.push(chunk);
-      }
-      this.#spareLargeBytes += size;
-    }
-  }
-
-  /** Lets the largest kept large chunk go. */
-  #dropLargestSpare(): void {
-    const huge = this.#spareHuge.pop();
-    if (huge !== undefined) {
-      this.#spareLargeBytes -= huge.bytes.length;
-      return;
-    }
-    const size = Math.max(...this.#spareLarge.keys());
-    const spares = this.#spareLarge.get(size)!;
-    spares.pop();
-    if (spares.length === 0) this.#spareLarge.delete(size);
-    this.#spareLargeBytes -= size;
+    if (chunk.bytes.length !== CHUNK_BYTES) this.#large.release(chunk.bytes);
+    else if (this.#spare.length < SPARE_CHUNKS) this.#spare.push(chunk);
   }
 
   /** A chunk of at least `bytes`, kept from before if one is, else new. */
   #newChunk(serial: number, bytes: number): Chunk {
     if (bytes <= CHUNK_BYTES) return this.#spare.pop()?.reuse(serial) ?? new Chunk(serial, new Uint8Array(CHUNK_BYTES));
-    if (bytes > LARGE_CLASS_MAX) return this.#hugeChunk(serial, bytes);
-    const size = 2 ** Math.ceil(Math.log2(bytes));
-    const spare = this.#spareLarge.get(size)?.pop();
-    if (spare === undefined) return new Chunk(serial, new Uint8Array(size));
-    this.#spareLargeBytes -= size;
-    return spare.reuse(serial);
-  }
-
-  /**
-   * A chunk for one item of `bytes` past LARGE_CLASS_MAX: the smallest kept one that holds it and is
-   * not twice its size, or a new one of its exact size. Either way it takes that item alone.
-   */
-  #hugeChunk(serial: number, bytes: number): Chunk {
-    const huge = this.#spareHuge;
-    for (let at = 0; at < huge.length; at++) {
-      const size = huge[at]!.bytes.length;
-      if (size < bytes) continue;
-      if (size >= 2 * bytes) break;
-      const [spare] = huge.splice(at, 1);
-      this.#spareLargeBytes -= size;
-      return spare!.reuse(serial, bytes);
-    }
-    return new Chunk(serial, new Uint8Array(bytes));
+    return new Chunk(serial, this.#large.take(bytes > LARGE_CLASS_MAX ? bytes : 2 ** Math.ceil(Math.log2(bytes))));
   }
 
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
@@ -363,7 +301,7 @@ export class FeedQueue {
     if (typeof value === "string" && value.length > LONG_STRING) return this.#appendHeaded(undefined, value, index);
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
-    const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.capacity);
+    const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
     if (length < 0) return this.#appendDeclined(value, index);
     this.#checkSize(length, index);
     this.#commit(chunk, at, length);
@@ -435,7 +373,7 @@ export class FeedQueue {
    */
   #chunkFor(bytes: number): Chunk {
     const tail = this.#tail;
-    if (tail !== undefined && tail.end + bytes <= tail.capacity) return tail;
+    if (tail !== undefined && tail.end + bytes <= tail.bytes.length) return tail;
     // A tail whose records are all done goes, but is not kept to be written again: an appendValues that
     // fails rolls back to it (`#rollBack`), as it was.
     if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#chunks.delete(tail.serial);

@@ -109,7 +109,7 @@ export class HeldOutputs<Source> {
     this.#overflowed.delete(source);
   }
 
-  /** An output (or error) `release` gave is handed out: decoded, its bytes are no longer read. */
+  /** An output (or error) `release` gave is handed out (decoded) or dropped: its bytes are no longer read. */
   handedOut(held: Held): void {
     this.memory?.release(held instanceof HeldError ? held.bytes : held);
   }
@@ -124,7 +124,7 @@ export class HeldOutputs<Source> {
   /** What was held of an item is dropped: the memory its views held is let go. */
   #letGo(list: Held[] | undefined): void {
     if (this.memory === undefined || list === undefined) return;
-    for (const held of list) this.memory.release(held instanceof HeldError ? held.bytes : held);
+    for (const held of list) this.handedOut(held);
   }
 }
 

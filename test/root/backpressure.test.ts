@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { QueueFullError } from "../../src/errors.ts";
-import { Root } from "../../src/index.ts";
+import { Root, type RootOptions } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
@@ -109,14 +109,27 @@ describe("items of megabytes", () => {
   // Each item a 1 MiB string; each takes 5 ms on the node, so the input is ready far faster than it goes.
   const pad = "x".repeat(MIB);
   const item = (ms = 5) => ({ ms, pad });
-
-  test("run() and process() read their input only while the root's queue holds less than maxQueuedBytes", async () => {
+  /** Runs `body` on a root of the two nodes whose pipeline is `name` with the one task `task`; closes it. */
+  async function onPipeline(
+    name: string,
+    task: typeof tasks.padLength | typeof tasks.inflate,
+    options: RootOptions,
+    body: (cluster: Root) => Promise<void>,
+  ): Promise<void> {
     const cluster = new Root(
       nodes.map((node) => node.addr),
-      { maxQueuedBytes: 4 * MIB },
+      options,
     );
     try {
-      await cluster.setup("big-inputs", "1", [{ function: tasks.padLength }], { localPackages: [TASKS] });
+      await cluster.setup(name, "1", [{ function: task }], { localPackages: [TASKS] });
+      await body(cluster);
+    } finally {
+      await cluster.close();
+    }
+  }
+
+  test("run() and process() read their input only while the root's queue holds less than maxQueuedBytes", async () => {
+    await onPipeline("big-inputs", tasks.padLength, { maxQueuedBytes: 4 * MIB }, async (cluster) => {
       // Before each item the iterable gives: the items it gave that are held at the root (read and not
       // fed yet, or queued), not gone to a node.
       let peakHeld = 0;
@@ -154,15 +167,11 @@ describe("items of megabytes", () => {
       // 4 MiB of 1 MiB items, and the one let in below the bound. Without the byte bound, all 40 wait here.
       expect(peakHeld).toBeGreaterThan(0);
       expect(peakHeld).toBeLessThanOrEqual(5);
-    } finally {
-      await cluster.close();
-    }
+    });
   }, 60_000);
 
   test("by default run() holds at most 64 MiB of input at the root (twice the nodes' window, when larger)", async () => {
-    const cluster = new Root(nodes.map((node) => node.addr));
-    try {
-      await cluster.setup("big-inputs", "1", [{ function: tasks.padLength }], { localPackages: [TASKS] });
+    await onPipeline("big-inputs", tasks.padLength, {}, async (cluster) => {
       let peakHeld = 0;
       async function* items() {
         for (let i = 0; i < 100; i++) {
@@ -176,15 +185,11 @@ describe("items of megabytes", () => {
       // Two nodes of one worker may have 4 MiB each in flight: the default is then 64 MiB, and one more.
       expect(peakHeld).toBeGreaterThan(32);
       expect(peakHeld).toBeLessThanOrEqual(65);
-    } finally {
-      await cluster.close();
-    }
+    });
   }, 60_000);
 
   test("process() keeps at most 16 MiB of outputs for a slow loop; the rest wait on the nodes", async () => {
-    const cluster = new Root(nodes.map((node) => node.addr));
-    try {
-      await cluster.setup("big-outputs-loop", "1", [{ function: tasks.inflate }], { localPackages: [TASKS] });
+    await onPipeline("big-outputs-loop", tasks.inflate, {}, async (cluster) => {
       const count = 60;
       const ids = Array.from({ length: count }, (_, id) => ({ id, size: MIB }));
       let consumed = 0;
@@ -200,18 +205,11 @@ describe("items of megabytes", () => {
       // 16 MiB of 1 MiB outputs, and the one that filled it. Bounded in outputs alone (1 024), all 60 wait.
       expect(peakWaiting).toBeGreaterThan(4);
       expect(peakWaiting).toBeLessThanOrEqual(17);
-    } finally {
-      await cluster.close();
-    }
+    });
   }, 60_000);
 
   test("feed refuses items once the queue holds maxQueuedBytes (QueueFullError); feedAsync waits for room", async () => {
-    const cluster = new Root(
-      nodes.map((node) => node.addr),
-      { maxQueuedBytes: 4 * MIB },
-    );
-    try {
-      await cluster.setup("big-feeds", "1", [{ function: tasks.padLength }], { localPackages: [TASKS] });
+    await onPipeline("big-feeds", tasks.padLength, { maxQueuedBytes: 4 * MIB }, async (cluster) => {
       // In one turn of the event loop nothing goes out: the queue holds all that was fed.
       let fed = 0;
       const error = (() => {
@@ -228,8 +226,6 @@ describe("items of megabytes", () => {
       for (let i = fed; i < ITEM_COUNT; i++) await cluster.feedAsync(item(0));
       await cluster.waitEmpty();
       expect(cluster.progress).toMatchObject({ fed: ITEM_COUNT, done: ITEM_COUNT, outputs: ITEM_COUNT, errors: 0 });
-    } finally {
-      await cluster.close();
-    }
+    });
   }, 60_000);
 });

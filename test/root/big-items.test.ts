@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ItemTooLargeError, Root, TaskError } from "../../src/index.ts";
@@ -23,17 +23,26 @@ const roots: Root[] = [];
 let smallFrames: RunningNode;
 /** A node that takes items of up to 6 MB only (`--max-item`). */
 let smallItems: RunningNode;
+/** Two workers, as nodes have: large items go to both at once, through memory the node keeps. */
+let twoWorkers: RunningNode;
+/** Two workers with rings of 256 KiB: their byte grant (2 MiB) holds no item of 3 MiB. */
+let smallRings: RunningNode;
+/** Gates and marks the tasks' items name. */
+const dir = mkdtempSync(join(tmpdir(), "pcluster-big-items-"));
 
 beforeAll(async () => {
-  [smallFrames, smallItems] = await Promise.all([
+  [smallFrames, smallItems, twoWorkers, smallRings] = await Promise.all([
     startNode({ workers: 1, maxFrameBytes: 8 * MIB }),
     startNode({ workers: 1, args: ["--max-item", "6000000"] }),
+    startNode({ workers: 2 }),
+    startNode({ workers: 2, args: ["--ring-bytes", "262144"] }),
   ]);
 }, 30_000);
 
 afterAll(async () => {
   await Promise.all(roots.map((root) => root.close()));
-  await tearDown([], [smallFrames?.workdir, smallItems?.workdir]);
+  const nodes = [smallFrames, smallItems, twoWorkers, smallRings];
+  await tearDown([], [dir, ...nodes.map((node) => node?.workdir)]);
 }, 20_000);
 
 function newRoot(node: RunningNode, options: ConstructorParameters<typeof Root>[1] = {}): Root {
@@ -153,91 +162,68 @@ describe("items over the limit are refused at feed", () => {
 
 test("items larger than a node's byte grant still reach every worker at once, not one item at a time", async () => {
   // Rings of 256 KiB: 2 workers grant 2 MiB in flight; each item is 3 MiB.
-  const node = await startNode({ workers: 2, args: ["--ring-bytes", "262144"] });
-  const dir = mkdtempSync(join(tmpdir(), "pcluster-big-grant-"));
-  try {
-    const root = newRoot(node);
-    await root.setup("over-grant", "1", [{ function: fixtureTasks.gated }], {
-      localPackages: [join(REPO, "test/fixtures/tasks")],
-    });
-    const gate = join(dir, "open");
-    const pad = "g".repeat(3 * MIB);
-    root.feed(...[1, 2, 3].map((id) => ({ gate, id, pad })));
-    // Both workers hold one (they wait on the gate); before, the second waited for the first to finish.
-    const [busy] = await waitFor(() => root.status(), {
-      what: "both workers of the node with an item",
-      until: ([status]) => status!.pipeline!.inFlight >= 2 && status!.pipeline!.idleWorkers === 0,
-    });
-    expect(busy!.pipeline!.inFlight).toBe(2); // no more: the third waits for a worker to be free
-    writeFileSync(gate, "");
-    await root.waitEmpty();
-    expect(root.progress).toMatchObject({ fed: 3, done: 3, outputs: 3, errors: 0, resent: 0 });
-    expect(node.proc.output).not.toContain("refused a feed");
-    await root.reset();
-  } finally {
-    node.proc.kill("SIGKILL");
-    await node.proc.proc.exited;
-    for (const folder of [dir, node.workdir]) rmSync(folder, { recursive: true, force: true });
-  }
+  const root = newRoot(smallRings);
+  await root.setup("over-grant", "1", [{ function: fixtureTasks.gated }], {
+    localPackages: [join(REPO, "test/fixtures/tasks")],
+  });
+  const gate = join(dir, "open");
+  const pad = "g".repeat(3 * MIB);
+  root.feed(...[1, 2, 3].map((id) => ({ gate, id, pad })));
+  // Both workers hold one (they wait on the gate); before, the second waited for the first to finish.
+  const [busy] = await waitFor(() => root.status(), {
+    what: "both workers of the node with an item",
+    until: ([status]) => status!.pipeline!.inFlight >= 2 && status!.pipeline!.idleWorkers === 0,
+  });
+  expect(busy!.pipeline!.inFlight).toBe(2); // no more: the third waits for a worker to be free
+  writeFileSync(gate, "");
+  await root.waitEmpty();
+  expect(root.progress).toMatchObject({ fed: 3, done: 3, outputs: 3, errors: 0, resent: 0 });
+  expect(smallRings.proc.output).not.toContain("refused a feed");
+  await root.reset();
 }, 60_000);
 
 test("items of megabytes in a row, through memory the node keeps for the next: every one arrives intact", async () => {
   // 1 to 4 MiB items each go in a buffer of their own on the node, larger feeds are joined from parts;
   // both are kept once done and written again for later items while other workers still read theirs.
-  const node = await startNode({ workers: 2 });
-  try {
-    const root = newRoot(node);
-    const outputs: Array<{ length: number; sha256: string }> = [];
-    await root.setup("kept-buffers", "1", [{ function: tasks.lengthAndHashSlowly }], {
-      localPackages: [TASKS],
-      outputHandler: (out) => void outputs.push(out),
-    });
-    const items = Array.from({ length: 36 }, (_, i) => bytesOf((i % 3 === 0 ? 5 : 2) * MIB + i * 4099, 100 + i));
-    await root.run(items);
-    const expected = items.map((item) => ({ length: item.length, sha256: sha256(item) }));
-    const byLength = (a: { length: number }, b: { length: number }) => a.length - b.length;
-    expect(outputs.sort(byLength)).toEqual(expected.sort(byLength));
-    expect(root.progress).toMatchObject({ fed: 36, done: 36, errors: 0, resent: 0 });
-    await root.reset();
-  } finally {
-    node.proc.kill("SIGKILL");
-    await node.proc.proc.exited;
-    rmSync(node.workdir, { recursive: true, force: true });
-  }
+  const root = newRoot(twoWorkers);
+  const outputs: Array<{ length: number; sha256: string }> = [];
+  await root.setup("kept-buffers", "1", [{ function: tasks.lengthAndHashSlowly }], {
+    localPackages: [TASKS],
+    outputHandler: (out) => void outputs.push(out),
+  });
+  const items = Array.from({ length: 36 }, (_, i) => bytesOf((i % 3 === 0 ? 5 : 2) * MIB + i * 4099, 100 + i));
+  await root.run(items);
+  const expected = items.map((item) => ({ length: item.length, sha256: sha256(item) }));
+  const byLength = (a: { length: number }, b: { length: number }) => a.length - b.length;
+  expect(outputs.sort(byLength)).toEqual(expected.sort(byLength));
+  expect(root.progress).toMatchObject({ fed: 36, done: 36, errors: 0, resent: 0 });
+  await root.reset();
 }, 60_000);
 
 test("outputs of megabytes held for their item's Done, some retracted by a worker's death, arrive once and intact", async () => {
   // The root joins each (in parts) in memory it takes again once nothing reads it: an output held for its
   // Done keeps it; one handed out or dropped lets it go.
-  const node = await startNode({ workers: 2 });
-  const dir = mkdtempSync(join(tmpdir(), "pcluster-held-large-"));
-  try {
-    const root = newRoot(node);
-    const outputs: Uint8Array[] = [];
-    await root.setup("held-large", "1", [{ function: tasks.threeLargeOutputs, isGenerator: true }], {
-      localPackages: [TASKS],
-      outputHandler: (out) => void outputs.push(out as Uint8Array),
-    });
-    const items = Array.from({ length: 8 }, (_, id) => ({
-      id,
-      dieOnce: id % 4 === 1 ? join(dir, `died-${id}`) : undefined,
-    }));
-    await root.run(items);
-    expect(root.progress).toMatchObject({ fed: 8, done: 8, outputs: 24, errors: 0 });
-    const fills = outputs.map((out) => {
-      expect(out.length).toBe(5_000_000);
-      const fill = out[0]!;
-      expect(out.every((byte) => byte === fill)).toBe(true);
-      return fill;
-    });
-    expect(fills.sort((a, b) => a - b)).toEqual(Array.from({ length: 24 }, (_, i) => i));
-    expect(items.filter((item) => item.dieOnce !== undefined).every((item) => existsSync(item.dieOnce!))).toBe(true);
-    await root.reset();
-  } finally {
-    node.proc.kill("SIGKILL");
-    await node.proc.proc.exited;
-    for (const folder of [dir, node.workdir]) rmSync(folder, { recursive: true, force: true });
-  }
+  const root = newRoot(twoWorkers);
+  const outputs: Uint8Array[] = [];
+  await root.setup("held-large", "1", [{ function: tasks.threeLargeOutputs, isGenerator: true }], {
+    localPackages: [TASKS],
+    outputHandler: (out) => void outputs.push(out as Uint8Array),
+  });
+  const items = Array.from({ length: 8 }, (_, id) => ({
+    id,
+    dieOnce: id % 4 === 1 ? join(dir, `died-${id}`) : undefined,
+  }));
+  await root.run(items);
+  expect(root.progress).toMatchObject({ fed: 8, done: 8, outputs: 24, errors: 0 });
+  const fills = outputs.map((out) => {
+    expect(out.length).toBe(5_000_000);
+    const fill = out[0]!;
+    expect(out.every((byte) => byte === fill)).toBe(true);
+    return fill;
+  });
+  expect(fills.sort((a, b) => a - b)).toEqual(Array.from({ length: 24 }, (_, i) => i));
+  expect(items.filter((item) => item.dieOnce !== undefined).every((item) => existsSync(item.dieOnce!))).toBe(true);
+  await root.reset();
 }, 60_000);
 
 test("an output over the limit is a TaskError for its item; the other items finish", async () => {
