@@ -62,14 +62,25 @@ export class OutputChannel<T> implements AsyncIterable<T> {
     return this.#closed;
   }
 
+  /** The producer failed: the consumer gets what waits, then `error`. */
   fail(error: unknown): void {
     this.#failure = error;
     this.#ended = true;
     this.#wake();
   }
 
+  /**
+   * The consumer's loop is to end now (its signal aborted): its next pull throws `reason`, whatever
+   * waits is dropped, and so is what is pushed from then on.
+   */
+  abort(reason: unknown): void {
+    this.#failure = reason;
+    this.close();
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
+      if (this.#closed && this.#failure !== undefined) throw this.#failure;
       if (this.#head < this.#items.length) {
         const value = this.#items[this.#head]!;
         this.#bytes -= this.#sizes[this.#head]!;

@@ -608,7 +608,8 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * Leaving early — `break`, `return` or a throw in the `for await`, or aborting `signal` — stops
    * reading `items` at once. The items already fed finish on the nodes and their outputs are discarded;
    * the next `process()` or `run()` starts once they are done (so its outputs are never mixed with
-   * theirs). Aborting makes the loop throw the signal's reason.
+   * theirs). Aborting makes the loop throw the signal's reason at its next step; outputs that were
+   * waiting for it are discarded with the rest.
    *
    * @example
    * for await (const out of cluster.process(lines)) console.log(out);
@@ -633,12 +634,16 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         () => channel.end(),
         (error) => channel.fail(error),
       );
+    // An abort ends the loop at its next step, not after the outputs already waiting for it.
+    const aborted = () => channel.abort(outer!.reason);
+    outer?.addEventListener("abort", aborted, { once: true });
     let finished = false;
     try {
       yield* channel;
       await feeding;
       finished = true;
     } finally {
+      outer?.removeEventListener("abort", aborted);
       if (finished) this.#outputOverride = undefined;
       else this.#abandon(channel, stop, feeding);
     }

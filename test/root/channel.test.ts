@@ -73,6 +73,25 @@ describe("OutputChannel", () => {
     expect(seen).toEqual([1]);
   });
 
+  test("an abort is thrown at the consumer's next step: what waits is dropped, held producers go, later pushes are dropped", async () => {
+    const channel = new OutputChannel<number>(2);
+    const reader = channel[Symbol.asyncIterator]();
+    channel.push(1);
+    const held = channel.push(2);
+    expect(await reader.next()).toEqual({ value: 1, done: false });
+    channel.push(3);
+    channel.abort(new Error("enough"));
+    await held; // a producer held by the full channel is let go
+    expect(channel.push(4)).toBeUndefined();
+    await expect(reader.next()).rejects.toThrow("enough");
+
+    // A consumer parked on an empty channel wakes to the abort.
+    const idle = new OutputChannel<number>();
+    const waiting = idle[Symbol.asyncIterator]().next();
+    idle.abort(new Error("timed out"));
+    await expect(waiting).rejects.toThrow("timed out");
+  });
+
   test("100 000 values through a channel of 16: every one once, in order, producers held all along", async () => {
     const channel = new OutputChannel<number>(16);
     let holds = 0;

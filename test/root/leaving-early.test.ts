@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Root } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
+import { waitFor } from "../support/wait.ts";
 import { REPO, killAll } from "../support/processes.ts";
 
 /**
@@ -78,17 +79,22 @@ describe("leaving process() early", () => {
     expect(outputs).toEqual([42]);
   }, 60_000);
 
-  test("aborting process()'s signal makes the loop throw its reason and stops the input", async () => {
+  test("aborting process()'s signal makes the loop throw its reason at its next step and stops the input", async () => {
     await cluster.setup("early-abort", "1", [{ function: tasks.double }], { localPackages: [TASKS] });
     const controller = new AbortController();
     const taken = { count: 0 };
     let seen = 0;
     const thrown = await (async () => {
       for await (const _ of cluster.process(counted(1_000_000, taken), { signal: controller.signal })) {
-        if (++seen === 100) controller.abort(new Error("enough"));
+        if (++seen < 100) continue;
+        // Outputs wait for the loop (they reached the root, it has not taken them): the abort does not
+        // hand them out first.
+        await waitFor(() => cluster.progress.outputs, { what: "outputs waiting for the loop", until: (n) => n >= 300 });
+        controller.abort(new Error("enough"));
       }
     })().catch((error: Error) => error);
     expect((thrown as Error).message).toBe("enough");
+    expect(seen).toBe(100);
     expect(taken.count).toBeLessThan(1_000_000);
     const outputs: unknown[] = [];
     for await (const output of cluster.process([5])) outputs.push(output);
