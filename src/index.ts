@@ -44,7 +44,7 @@ export type { HttpEndpoint } from "./metrics/endpoint.ts";
 export type { RecentError } from "./metrics/recent-errors.ts";
 export type { HostPort } from "./protocol/address.ts";
 /** What a taskchain (a tuple: `as const`) takes and gives, as `setup` works them out. */
-export type { ChainInput, ChainOutput } from "./root/chain-types.ts";
+export type { ChainInput, ChainOutput, CombineFor, CombineResult } from "./root/chain-types.ts";
 export type { DashboardOptions } from "./root/dashboard/server.ts";
 export type { RootObservation } from "./root/observation.ts";
 export type { NodeStatus, TaskStats } from "./protocol/pipeline.ts";

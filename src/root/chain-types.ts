@@ -193,3 +193,51 @@ export type Travelling<T> = unknown extends T
 
 /** Each of the items `feed` is given, checked by `Travelling`. */
 export type TravellingItems<Items extends readonly unknown[]> = { [K in keyof Items]: Travelling<Items[K]> };
+
+// ---- combiners ----------------------------------------------------------------------------------
+
+/** What `"sum-by-key"` stands for where the chain's outputs are not `{ [key]: number }`: the reason. */
+type SumByKeyRefused = "sum-by-key (its outputs must be { [key]: number })";
+
+/**
+ * What setup's `combine` may be for a chain giving `Out`: `"count"`; `"sum-by-key"` when every field of
+ * the outputs is a number; a class whose `add` takes the outputs (its `result()` is the total); or a
+ * `"package#export"` name, which checks nothing. Where the outputs are `unknown`, any of them.
+ */
+export type CombineFor<Out> =
+  | "count"
+  | (unknown extends Out
+      ? "sum-by-key"
+      : [Out] extends [{ readonly [K in keyof Out]: number }]
+        ? "sum-by-key"
+        : SumByKeyRefused)
+  | { function: string; args?: readonly unknown[] }
+  | {
+      function: abstract new (
+        ...args: never
+      ) => { add: (output: Unchecked<Out>) => unknown; merge(other: never): unknown; result(): unknown };
+      args?: readonly unknown[];
+    };
+
+/**
+ * setup's options as far as a combiner class's `args` go: typed by its constructor, and needed when it
+ * has parameters that are not optional. (Apart from `combine` itself, so that a union of combiners is
+ * still inferred whole.)
+ */
+export type CombinerArgs<Combine> = [Combine] extends [{ function: abstract new (...args: infer Args) => unknown }]
+  ? { combine?: [] extends Args ? { args?: Readonly<Args> } : { args: Readonly<Args> } }
+  : unknown;
+
+/**
+ * What `run()` and `result()` give with `combine`: a count, the sums per key, or the class's `result()`;
+ * `undefined` without a combiner; `unknown` for a combiner named by a string.
+ */
+export type CombineResult<Combine> = [Combine] extends [undefined]
+  ? undefined
+  : Combine extends "count"
+    ? number
+    : Combine extends "sum-by-key"
+      ? Record<string, number>
+      : Combine extends { function: abstract new (...args: never) => { result(): infer Result } }
+        ? Result
+        : unknown;

@@ -1,3 +1,4 @@
+import type { CombineFor } from "./chain-types.ts";
 import type { ClientTls } from "../protocol/tls.ts";
 
 /**
@@ -80,11 +81,9 @@ export interface ProgressOptions {
  * setup's `combine`: a built-in by name (`"sum-by-key"`: outputs `{ [key]: number }` summed per key;
  * `"count"`), or a combiner class exported by one of `localPackages` — with `add(output)`,
  * `merge(other)` and `result()` — built once per worker, and once on the root, with `args`.
+ * (`CombineFor<Out>` is the same, checked against a chain giving `Out`.)
  */
-export type CombineOption =
-  | "sum-by-key"
-  | "count"
-  | { function: (new (...args: never[]) => object) | string; args?: unknown[] };
+export type CombineOption = CombineFor<unknown>;
 
 /** Options of `run()` and `process()`. */
 export interface RunOptions {

@@ -235,7 +235,7 @@ export async function resolveTaskchain(
  */
 export async function resolveCombiner(
   type: Function | string,
-  args: unknown[] | undefined,
+  args: readonly unknown[] | undefined,
   packages: LocalPackage[],
 ): Promise<{ spec: TaskSpec; value: unknown }> {
   const loaded = await Promise.all(packages.map(loadPackage));

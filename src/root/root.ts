@@ -27,11 +27,14 @@ import { type LocalCluster, startLocalCluster } from "./local.ts";
 import { serveRootMetrics } from "./metrics.ts";
 import { NodeClient } from "./node-client.ts";
 import type { RootObservation } from "./observation.ts";
-import type { CombineOption, RootOptions, RunOptions } from "./options.ts";
+import type { RootOptions, RunOptions } from "./options.ts";
 import type {
   ChainInput,
   ChainOutput,
   CheckedChain,
+  CombineFor,
+  CombineResult,
+  CombinerArgs,
   TaskDefinition,
   Travelling,
   TravellingItems,
@@ -101,9 +104,9 @@ export interface SetupOptions<Out = unknown, In = unknown> {
    * by one of `localPackages` with `add(output)`, `merge(other)` and `result()`. Each worker keeps a
    * partial and ships it with the Done of exactly the items it covers, so the total stays exact when a
    * node or worker dies; `result()` (and the value `run()` resolves to) gives the merged total. Outputs
-   * then do not reach `outputHandler`.
+   * then do not reach `outputHandler`. Typed by the chain: see `CombineFor`.
    */
-  combine?: CombineOption;
+  combine?: CombineFor<Out>;
   /** Bound on each node's setup, installs included (default 15 minutes). */
   setupTimeoutMs?: number;
   /**
@@ -188,7 +191,7 @@ const MAX_UNHANDLED_ERROR_NOTES = 10;
  * await cluster.waitEmpty();
  * await cluster.reset();
  */
-export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
+export class Root<In = unknown, Out = unknown, Total = unknown> implements AsyncDisposable {
   readonly #options: RootOptions;
   readonly #endpoints = new Map<string, Endpoint>();
   readonly #clients = new Map<string, NodeClient>();
@@ -340,12 +343,18 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * const pipeline = await cluster.setup("words", 1, [{ function: splitWords, isGenerator: true }], { localPackages: ["./tasks"] });
    * for await (const word of pipeline.process(lines)) console.log(word.toUpperCase()); // word: string
    */
-  async setup<const Chain extends readonly TaskDefinition[]>(
+  async setup<
+    const Chain extends readonly TaskDefinition[],
+    const Combine extends CombineFor<Known<Out, ChainOutput<Chain>>> | undefined = undefined,
+  >(
     name: string,
     version: string | number,
     taskchain: CheckedChain<Chain, In, Out>,
-    options: SetupOptions<Known<Out, ChainOutput<Chain>>, Known<In, ChainInput<Chain>>> = {},
-  ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>> {
+    given?: SetupOptions<Known<Out, ChainOutput<Chain>>, Known<In, ChainInput<Chain>>> & {
+      combine?: Combine;
+    } & CombinerArgs<Combine>,
+  ): Promise<Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>, CombineResult<Combine>>> {
+    const options = (given ?? {}) as SetupOptions; // typed by the chain for the caller; checked below
     this.#assertOpen();
     this.#assertLocalRunning("set up");
     const numeric = [
@@ -406,9 +415,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
       throw new NoNodesError("no nodes to set up: pass addresses to new Root(...), call addNode(), or searchNodes()");
     }
     const endpoints = [...this.#endpoints.values()];
-    const outcomes = await Promise.allSettled(
-      endpoints.map((endpoint) => this.#setupNode(endpoint, args, options as SetupOptions)),
-    );
+    const outcomes = await Promise.allSettled(endpoints.map((endpoint) => this.#setupNode(endpoint, args, options)));
     const failures = outcomes.flatMap((outcome, index) =>
       outcome.status === "rejected" ? [{ node: endpoints[index]!.key, error: outcome.reason as Error }] : [],
     );
@@ -423,11 +430,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
         ? new NodeBusyError(message)
         : new SetupError(message);
     }
-    this.#setupOptions = options as SetupOptions;
+    this.#setupOptions = options;
     // Room for at least one item's output of the largest size the pipeline takes.
     this.#results.configure(delivery === "exactly-once", options.maxHeldBytes ?? heldBytesFor(maxItemBytes));
     this.#total = combiner === undefined ? undefined : new CombinedTotal(combiner);
-    this.#pipeline = { args, options: options as SetupOptions };
+    this.#pipeline = { args, options: options };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
     this.#recentErrors.clear();
@@ -445,7 +452,11 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     );
     this.#updateKeepAlive();
     // The same root: only its type changes, to the one the taskchain gives.
-    return this as Root<unknown, unknown> as Root<Known<In, ChainInput<Chain>>, Known<Out, ChainOutput<Chain>>>;
+    return this as Root<unknown, unknown, unknown> as Root<
+      Known<In, ChainInput<Chain>>,
+      Known<Out, ChainOutput<Chain>>,
+      CombineResult<Combine>
+    >;
   }
 
   /**
@@ -536,7 +547,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
   async run<T extends In>(
     items: Iterable<Travelling<T>> | AsyncIterable<Travelling<T>>,
     options: RunOptions = {},
-  ): Promise<unknown> {
+  ): Promise<Total> {
     this.#assertRunning("run");
     const signal = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
     signal?.throwIfAborted();
@@ -544,7 +555,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
     using _display = showProgress(options.progress, items, () => this.progress);
     await this.#feedAll(items, signal);
     await this.#when(() => this.#isEmpty(), signal);
-    return this.#total?.result(); // with a combiner, the total so far
+    return this.#total?.result() as Total; // with a combiner, the total so far
   }
 
   /** Feeds every item of `items` as the queue has room, until they are all fed or `signal` aborts. */
@@ -1083,7 +1094,7 @@ export class Root<In = unknown, Out = unknown> implements AsyncDisposable {
    * With setup's `combine`: the total of every output so far, merged from the workers' partials (of
    * items done; after `waitEmpty()` or `run()`, of all). Each partial counts once, whatever died.
    */
-  result<Result = unknown>(): Result {
+  result<Result = Total>(): Result {
     if (this.#total === undefined) {
       throw new StateError('result() needs a combiner: pass setup\'s combine option (e.g. combine: "sum-by-key")');
     }

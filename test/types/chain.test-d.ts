@@ -193,6 +193,56 @@ await cluster.setup("t", 1, [{ function: length, isGenerator: true }]);
 // @ts-expect-error a class task has process(item)
 await cluster.setup("t", 1, [{ function: NoProcess }]);
 
+// ---- combiners: what the chain gives must fit, and run() / result() give the total ---------------
+
+declare function countWords(line: string): Record<string, number>;
+declare function tally(line: string): { lines: number; words: number };
+declare class Longest {
+  add(word: string): void;
+  merge(other: Longest): void;
+  result(): string;
+}
+declare class TopN {
+  constructor(n: number);
+  add(word: string): void;
+  merge(other: TopN): void;
+  result(): string[];
+}
+const summed = await cluster.setup("t", 1, [{ function: countWords }], { combine: "sum-by-key" });
+same<Awaited<ReturnType<typeof summed.run>>, Record<string, number>>();
+const summedSoFar = summed.result();
+same<typeof summedSoFar, Record<string, number>>();
+await cluster.setup("t", 1, [{ function: tally }], { combine: "sum-by-key" }); // every field a number
+// @ts-expect-error sum-by-key sums numbers per key: these outputs hold strings
+await cluster.setup("t", 1, [{ function: parse }], { combine: "sum-by-key" });
+const counted = await cluster.setup("t", 1, [{ function: parse }], { combine: "count" });
+same<Awaited<ReturnType<typeof counted.run>>, number>();
+const longest = await cluster.setup("t", 1, [{ function: words }], { combine: { function: Longest } });
+const longestSoFar = longest.result();
+same<typeof longestSoFar, string>();
+// @ts-expect-error Longest adds strings; parse gives records
+await cluster.setup("t", 1, [{ function: parse }], { combine: { function: Longest } });
+const top = await cluster.setup("t", 1, [{ function: words }], { combine: { function: TopN, args: [10] } });
+same<Awaited<ReturnType<typeof top.run>>, string[]>();
+// @ts-expect-error TopN is built with a number
+await cluster.setup("t", 1, [{ function: words }], { combine: { function: TopN, args: ["10"] } });
+// @ts-expect-error TopN needs its args
+await cluster.setup("t", 1, [{ function: words }], { combine: { function: TopN } });
+const namedCombiner = await cluster.setup("t", 1, [{ function: words }], { combine: { function: "tasks#Longest" } });
+const namedSoFar = namedCombiner.result();
+same<typeof namedSoFar, unknown>();
+declare const either: boolean;
+const mixed = await cluster.setup("t", 1, [{ function: countWords }], {
+  combine: either ? "sum-by-key" : "count",
+});
+same<Awaited<ReturnType<typeof mixed.run>>, Record<string, number> | number>();
+// without a combiner run() resolves to undefined; a chain of names may be summed (nothing to check)
+same<Awaited<ReturnType<typeof titles.run>>, undefined>();
+const byName = await cluster.setup("t", 1, [{ function: "tasks#countWords" }], { combine: "sum-by-key" });
+same<Awaited<ReturnType<typeof byName.run>>, Record<string, number>>();
+// a root used untyped gives what it always gave
+same<Awaited<ReturnType<typeof cluster.run>>, unknown>();
+
 // ---- declared roots, and typed roots where a Root is expected -------------------------------------
 
 const declared = new Root<string, number>([]);
