@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseInvocation } from "../../src/cli/program.ts";
 import { program } from "../../src/cli.ts";
+import { NODE_ALLOCATOR_ENV } from "../../src/node/allocator.ts";
 import { REPO } from "../support/processes.ts";
 
 /**
@@ -55,6 +56,13 @@ describe("Dockerfile", () => {
     expect(health.slice(0, 2)).toEqual(["bun", "src/cli.ts"]);
     expect(accepted(health.slice(2))).toMatchObject({ nodes: ["127.0.0.1:6000"] });
   });
+
+  test("sets the node's allocator variables, so that the node need not restart itself for them", () => {
+    const env = Object.fromEntries(
+      [...text.matchAll(/^ENV (.*)$/gm)].flatMap((line) => line[1]!.split(/\s+/).map((pair) => pair.split("="))),
+    );
+    expect(env).toMatchObject(NODE_ALLOCATOR_ENV);
+  });
 });
 
 describe("compose.yaml", () => {
@@ -91,6 +99,15 @@ describe("systemd unit", () => {
     expect(unit).toMatch(/^EnvironmentFile=\/etc\/pcluster\/node\.env$/m);
     expect(unit).toMatch(/^StateDirectory=pcluster$/m);
     for (const section of ["[Unit]", "[Service]", "[Install]"]) expect(unit).toContain(section);
+  });
+
+  test("sets the node's allocator variables, so that the node need not restart itself for them", () => {
+    const env = Object.fromEntries(
+      [...unit.matchAll(/^Environment=(.*)$/gm)].flatMap((line) =>
+        line[1]!.split(/\s+/).map((pair) => pair.split("=")),
+      ),
+    );
+    expect(env).toMatchObject(NODE_ALLOCATOR_ENV);
   });
 });
 
