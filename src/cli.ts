@@ -109,6 +109,12 @@ const node = command({
         "Seconds the root running a pipeline here may send nothing (it pings every 2 s) before it is taken for gone and the pipeline reset (default 60)",
       valueHint: "s",
     },
+    "drain-timeout": {
+      type: "integer",
+      description:
+        "On SIGTERM or SIGINT, seconds the items here may take to finish before the node stops; the root sends nothing more meanwhile, and a second signal stops at once (default 10; 0: stop at once)",
+      valueHint: "s",
+    },
     "idle-timeout": {
       type: "count",
       description:
@@ -155,6 +161,7 @@ const node = command({
       keepPipelines: flags["keep-pipelines"],
       rootTimeoutMs: flags["root-timeout"] === undefined ? undefined : flags["root-timeout"] * 1000,
       idleTimeoutMs: flags["idle-timeout"] === undefined ? undefined : flags["idle-timeout"] * 1000,
+      drainTimeoutMs: flags["drain-timeout"] === undefined ? undefined : flags["drain-timeout"] * 1000,
       metricsPort: flags["metrics-port"],
       metricsHost: flags["metrics-host"],
       maxConnections: flags["max-connections"],

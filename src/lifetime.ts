@@ -9,18 +9,31 @@ export const EXIT_WITH_PARENT_ENV = "PCLUSTER_EXIT_WITH_PARENT";
 
 const CHECK_EVERY_MS = 1000;
 
-/** Resolves once `stop` has run (or failed) after the first of SIGINT, SIGTERM or the parent's end. */
-export function runUntilStopped(stop: () => Promise<void>): Promise<void> {
+/**
+ * Resolves once `stop` has run (or failed) after the first of SIGINT, SIGTERM or the parent's end. With
+ * `drain`, a signal runs it first (the server finishes what it has), and a second signal stops at once;
+ * the parent's end stops at once (whoever the work was for is gone).
+ */
+export function runUntilStopped(stop: () => Promise<void>, drain?: () => Promise<void>): Promise<void> {
   return new Promise((resolveStopped) => {
-    const onStop = (): void => {
-      process.off("SIGINT", onStop);
-      process.off("SIGTERM", onStop);
+    let draining = false;
+    let stopping = false;
+    const stopNow = (): void => {
+      if (stopping) return; // a second signal, or the parent's end, came during the drain
+      stopping = true;
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
       clearInterval(watch);
       stop().then(resolveStopped, resolveStopped);
     };
-    process.on("SIGINT", onStop);
-    process.on("SIGTERM", onStop);
-    const watch = watchParent(onStop);
+    const onSignal = (): void => {
+      if (drain === undefined || draining) return stopNow();
+      draining = true;
+      drain().then(stopNow, stopNow);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    const watch = watchParent(stopNow);
   });
 }
 

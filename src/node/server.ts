@@ -73,6 +73,12 @@ export interface NodeServerOptions {
    */
   idleTimeoutMs?: number;
   /**
+   * On SIGTERM or SIGINT, how long the items of the running pipeline may take to finish here before the
+   * node stops (default 10 s; 0: it stops at once). The root is told to send nothing more meanwhile, and
+   * re-sends what is left after it, as for a node that dies. A second signal stops at once (see `drain`).
+   */
+  drainTimeoutMs?: number;
+  /**
    * Installed pipelines the host's cache keeps besides those a node runs, the most recently used first
    * (default 20; see `pruneHostCache`).
    */
@@ -115,6 +121,10 @@ const DEFAULT_MAX_UNAUTHENTICATED = 64;
 /** See NodeServerOptions.rootTimeoutMs and idleTimeoutMs. */
 const DEFAULT_ROOT_TIMEOUT_MS = 60_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+/** See NodeServerOptions.drainTimeoutMs: within systemd's and Kubernetes' default grace (15 s in our unit, 30 s). */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+/** How often a drain looks whether the items are done and their results sent. */
+const DRAIN_CHECK_MS = 20;
 
 /** An open connection as the silence watch sees it (see `#watchSilence`). */
 interface Peer {
@@ -220,6 +230,41 @@ class NodeServer {
 
   get address(): string {
     return formatAddress(this.#options.host, this.port);
+  }
+
+  /**
+   * Lets the running pipeline's items finish before a stop: its root is told to send nothing more (a
+   * `draining` event), and this waits until every item here is done and its results are written, for
+   * at most `drainTimeoutMs`. What is left then, the root re-sends elsewhere once the node stops, as for
+   * a node that dies. Returns at once without a pipeline, its root, or items.
+   */
+  async drain(): Promise<void> {
+    const pipeline = this.#pipeline;
+    const engine = pipeline?.engine;
+    const ms = this.#options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+    if (pipeline === undefined || engine === undefined || ms <= 0) return;
+    const owner = pipeline.owner;
+    const done = () => this.#pipeline !== pipeline || owner.isClosed || (engine.isEmpty && owner.queuedBytes === 0);
+    if (done()) return;
+    this.#server?.stop(false); // no new connections: the node is on its way out
+    owner.send({ t: "event", name: "draining", data: { items: engine.inFlight, timeoutMs: ms } });
+    const about = { pipeline: pipeline.name };
+    this.#note(
+      "info",
+      `stopping: the ${engine.inFlight} items of ${describe(pipeline)} here finish first, for at most ${ms / 1000} s (a second signal stops at once)`,
+      { about },
+    );
+    for (const deadline = performance.now() + ms; !done() && performance.now() < deadline; )
+      await Bun.sleep(DRAIN_CHECK_MS);
+    if (!done()) {
+      this.#note(
+        "warn",
+        `stopping with ${engine.inFlight} items unfinished after ${ms / 1000} s: the root sends them elsewhere`,
+        {
+          about,
+        },
+      );
+    }
   }
 
   /** Stops the pipeline, closes every connection and frees the port. */
@@ -655,14 +700,18 @@ function describe(pipeline: { name: string; version: string }): string {
 }
 
 /**
- * `pcluster node`: runs a node until SIGINT or SIGTERM, then stops its workers and frees its port.
+ * `pcluster node`: runs a node until SIGINT or SIGTERM, lets the items it has finish (see `drain`), then
+ * stops its workers and frees its port.
  * A refusal (an exposed address without a token, a port in use) is thrown as a `PclusterError`, which
  * the CLI prints on one line before it exits with code 1.
  */
 export async function runNodeServer(options: NodeServerOptions): Promise<void> {
   const node = await NodeServer.start(options);
   console.log(`pcluster node ${node.listeningLine}`);
-  await runUntilStopped(() => node.stop());
+  await runUntilStopped(
+    () => node.stop(),
+    () => node.drain(),
+  );
   await flushLogs(2000);
   process.exit(0);
 }

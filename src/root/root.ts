@@ -855,6 +855,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     client.onLost = (reason) => this.#onNodeLost(client, reason);
     client.onEvent = (name, data) => {
       if (name === "refused") return this.#onRefused(client, data);
+      if (name === "draining") return this.#onDraining(client, data);
       if (name === "reset" && this.#lanes.has(client)) {
         client.close();
         this.#onNodeLost(
@@ -877,6 +878,19 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     if (args.maxItemBytes !== undefined) client.allowItems(args.maxItemBytes);
     const result = await client.request<SetupResult>("setup", args, options.setupTimeoutMs ?? 15 * 60_000);
     return { client, result };
+  }
+
+  /** A node is stopping (SIGTERM): it gets no more items, and finishes those it has (see `drain` on the node). */
+  #onDraining(client: NodeClient, data: unknown): void {
+    const lane = this.#lanes.get(client);
+    if (lane === undefined) return;
+    lane.draining = true;
+    const { timeoutMs } = (data ?? {}) as { timeoutMs?: unknown };
+    const within = typeof timeoutMs === "number" ? ` within ${timeoutMs / 1000} s` : "";
+    this.#note(
+      "info",
+      `node ${client.address} is stopping: it gets no more items, and finishes its ${lane.inFlight} items in flight${within} (what is left then goes to the other nodes)`,
+    );
   }
 
   /** A node refused a feed (it would have gone past its grant): those items are queued again, first. */
@@ -914,14 +928,20 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     this.#progress.done += finished + givenUp.length;
     const left = this.#scheduler.lanes.length;
     const rejoinMs = this.#options.rejoinTimeoutMs ?? DEFAULT_REJOIN_MS;
-    this.#note(
-      "warn",
-      `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}` +
-        (givenUp.length > 0 ? `; ${givenUp.length} given up` : "") +
-        (rejoinMs > 0
-          ? `; it is set up again if it comes back within ${rejoinMs} ms`
-          : "; it is dropped from this root's nodes (addNode() brings it back)"),
-    );
+    const afterwards =
+      rejoinMs > 0
+        ? `; it is set up again if it comes back within ${rejoinMs} ms`
+        : "; it is dropped from this root's nodes (addNode() brings it back)";
+    if (lane.draining && requeued === 0 && givenUp.length === 0) {
+      this.#note("info", `node ${client.address} stopped, its items finished${afterwards}`);
+    } else {
+      this.#note(
+        "warn",
+        `node ${client.address} lost (${reason.message}); re-sending ${requeued} unfinished items to the ${left} other node${left === 1 ? "" : "s"}` +
+          (givenUp.length > 0 ? `; ${givenUp.length} given up` : "") +
+          afterwards,
+      );
+    }
     for (const item of givenUp) this.#giveUp(item, client.address);
     if (endpoint !== undefined && rejoinMs > 0 && this.#running && this.#pipeline !== undefined) {
       const { promise: tried, resolve: triedOnce } = Promise.withResolvers<void>();

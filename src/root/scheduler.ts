@@ -79,6 +79,8 @@ export class NodeLane {
   readonly samples = new Map<number, number>();
   /** Since when a partial batch for this node lingers (NaN: none does). */
   lingeringSince = Number.NaN;
+  /** The node is stopping (it said so): it finishes its items, and gets no more. */
+  draining = false;
 
   constructor(
     readonly target: FeedTarget,
@@ -378,6 +380,7 @@ export class Scheduler {
    * none, and every worker should still have one).
    */
   #sendBatch(lane: NodeLane): number {
+    if (lane.draining) return 0;
     if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
     if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0)
       return this.#isolate(lane);

@@ -4,6 +4,12 @@ import { join } from "node:path";
 import { parseInvocation } from "../../src/cli/program.ts";
 import { program } from "../../src/cli.ts";
 import { NODE_ALLOCATOR_ENV } from "../../src/node/allocator.ts";
+import { DEFAULT_DRAIN_TIMEOUT_MS } from "../../src/node/server.ts";
+
+/** A stop's grace (seconds) leaves a node time to finish its items (its drain) and stop. */
+function outlastsTheDrain(graceSeconds: number): void {
+  expect(graceSeconds * 1000).toBeGreaterThanOrEqual(DEFAULT_DRAIN_TIMEOUT_MS + 5000);
+}
 import { REPO } from "../support/processes.ts";
 
 /**
@@ -81,6 +87,7 @@ describe("compose.yaml", () => {
       expect(node.depends_on).toEqual(["log"]);
       expect(node.build).toEqual({ context: "..", dockerfile: "deploy/Dockerfile" });
       published.add(node.ports[0]);
+      outlastsTheDrain(Number(/^(\d+)s$/.exec(node.stop_grace_period)![1]));
     }
     expect([...published].sort()).toEqual(["127.0.0.1:6001:6000", "127.0.0.1:6002:6000", "127.0.0.1:6003:6000"]);
     for (const service of Object.values(services)) {
@@ -98,6 +105,8 @@ describe("systemd unit", () => {
     expectDeployedNode(exec.slice(2));
     expect(unit).toMatch(/^EnvironmentFile=\/etc\/pcluster\/node\.env$/m);
     expect(unit).toMatch(/^StateDirectory=pcluster$/m);
+    expect(unit).toMatch(/^KillSignal=SIGTERM$/m);
+    outlastsTheDrain(Number(/^TimeoutStopSec=(\d+)$/m.exec(unit)![1]));
     for (const section of ["[Unit]", "[Service]", "[Install]"]) expect(unit).toContain(section);
   });
 
@@ -133,6 +142,7 @@ describe("Kubernetes manifests", () => {
     expect(nodes.spec.selector.matchLabels).toEqual(nodes.spec.template.metadata.labels);
     const node = container(nodes);
     const flags = expectDeployedNode(node.args);
+    outlastsTheDrain(nodes.spec.template.spec.terminationGracePeriodSeconds);
     expect(service.spec.ports[0]).toMatchObject({ port: flags.port, targetPort: "node" });
     expect(node.ports).toEqual([{ name: "node", containerPort: flags.port }]);
     expect(node.env).toContainEqual(tokenFromSecret);
