@@ -976,9 +976,9 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   #giveUp(item: Resend, address: string): void {
     this.#progress.errors++;
     const input = decodeInput(item.bytes);
-    const preview = input === undefined ? `${item.bytes.length} bytes` : Bun.inspect(input).slice(0, 80);
+    const what = input === undefined ? `${item.bytes.length} bytes` : preview(input);
     const error = new TaskError(
-      `an item could not finish: it was in flight on ${item.lost} nodes that died (the last, ${address}); given up: ${preview}`,
+      `an item could not finish: it was in flight on ${item.lost} nodes that died (the last, ${address}); given up: ${what}`,
       { task: "?", failed: true, node: address, input },
     );
     const handler = this.#setupOptions.errorHandler;
@@ -1074,16 +1074,12 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     this.#progress.errors++;
     const lane = this.#lanes.get(client);
     const bytes = lane === undefined ? undefined : this.#scheduler.inputOf(lane, item);
+    const input = bytes === undefined ? undefined : decodeInput(bytes);
+    // The item is named by its input (the root's id of it follows the order items were sent in).
+    const which = bytes === undefined ? `item ${item}` : `item ${item} (input: ${preview(input)})`;
     const error = new TaskError(
-      `task "${report.task}" ${failed ? "could not finish" : "failed on"} item ${item} on node ${client.address}: ${report.message}`,
-      {
-        task: report.task,
-        stack: report.stack,
-        failed,
-        node: client.address,
-        item,
-        input: bytes === undefined ? undefined : decodeInput(bytes),
-      },
+      `task "${report.task}" ${failed ? "could not finish" : "failed on"} ${which} on node ${client.address}: ${report.message}`,
+      { task: report.task, stack: report.stack, failed, node: client.address, item, input },
     );
     this.#recentErrors.add({ task: report.task, item, message: report.message, failed, node: client.address });
     const handler = this.#setupOptions.errorHandler;
@@ -1230,6 +1226,12 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
 /** The default bound on held outputs: 64 MiB, or room for one output of `maxItemBytes` and 16 MiB more. */
 function heldBytesFor(maxItemBytes: number): number {
   return Math.max(DEFAULT_MAX_HELD_BYTES, maxItemBytes + 16 * 1024 * 1024);
+}
+
+/** A value on one line of at most 80 characters, for a message that names an item by its input. */
+function preview(value: unknown): string {
+  const text = Bun.inspect(value, { depth: 2 }).replace(/\s*\n\s*/g, " ");
+  return text.length <= 80 ? text : `${text.slice(0, 79)}…`;
 }
 
 /** An input item as it was fed, decoded from its bytes (undefined if they cannot be: never for ours). */

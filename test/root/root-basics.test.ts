@@ -134,6 +134,8 @@ describe("a root over two nodes", () => {
     const error = errors[0]!;
     expect(error.task).toBe("failOnThirteen");
     expect(error.message).toContain("thirteen is unlucky");
+    // Named by its input: the root's id of an item follows the order items were sent in, not fed.
+    expect(error.message).toMatch(/^task "failOnThirteen" failed on item \d+ \(input: 13\) on node 127\.0\.0\.1:\d+: /);
     expect(error.remoteStack).toContain("failOnThirteen");
     expect(addrs).toContain(error.node!);
     expect(error.failed).toBe(false);
