@@ -157,6 +157,8 @@ class NodeServer {
   #server: Server | undefined;
   #metrics: HttpEndpoint | undefined;
   #pipeline: Pipeline | undefined;
+  /** Set by `drain`: the node finishes its items, then stops. */
+  #stopping = false;
   /** Serializes setup and reset, so a second root cannot slip in while a pipeline installs or stops. */
   #lifecycle: Promise<unknown> = Promise.resolve();
   readonly #connections = new Map<Connection, Peer>();
@@ -246,6 +248,7 @@ class NodeServer {
     const owner = pipeline.owner;
     const done = () => this.#pipeline !== pipeline || owner.isClosed || (engine.isEmpty && owner.queuedBytes === 0);
     if (done()) return;
+    this.#stopping = true;
     this.#server?.stop(false); // no new connections: the node is on its way out
     owner.send({ t: "event", name: "draining", data: { items: engine.inFlight, timeoutMs: ms } });
     const about = { pipeline: pipeline.name };
@@ -659,6 +662,7 @@ class NodeServer {
       cores: availableParallelism(),
       workers: this.#defaultWorkers,
       memory: { used: process.memoryUsage.rss(), limit: this.#memoryLimit },
+      stopping: this.#stopping,
       pipeline:
         pipeline === undefined
           ? null

@@ -119,6 +119,8 @@ export interface NodeStatus {
   cores: number;
   /** Default worker threads per pipeline (`--workers`). */
   workers: number;
+  /** True while the node finishes its items before it stops (SIGTERM; see `pcluster node --drain-timeout`). */
+  stopping?: boolean;
   /** The node process's resident bytes now, and the limit above which it ends a runaway worker (`--memory-limit`). */
   memory: { used: number; limit: number };
   /** The pipeline set up now, if any. */

@@ -97,7 +97,7 @@ export function formatStatuses(reports: StatusReply[]): string {
         ? `${pipeline.workers}${pipeline.workersReplaced > 0 ? ` (${pipeline.workersReplaced} replaced)` : ""}`
         : `${status.workers}`,
       pipeline ? `${pipeline.idleWorkers}` : "",
-      pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
+      status.stopping ? "stopping" : pipeline ? (pipeline.awake ? "awake" : "asleep") : "",
       pipeline ? new Date(pipeline.startedAt).toISOString() : "",
       `${megabytes(status.memory.used)} of ${megabytes(status.memory.limit)} MB`,
       pipeline?.lagMs === undefined ? "" : `${pipeline.lagMs.toFixed(1)} ms`,

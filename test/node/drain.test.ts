@@ -2,6 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { diagnostics } from "../../src/diagnostics.ts";
 import { Root } from "../../src/index.ts";
+import { formatStatuses } from "../../src/root/inspect.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
@@ -113,6 +114,10 @@ test("a second signal stops a draining node at once", async () => {
     await waitFor(() => cluster.progress.inFlight, { what: "the item in flight", until: (n) => n === 1 });
     stopping.proc.kill("SIGINT");
     await stopping.proc.waitFor(/stopping: the 1 items of "drain-twice" 1 here finish first, for at most 600 s/);
+    // Its status says so, to its root (and `pcluster status`, the dashboard).
+    const [status] = await cluster.status();
+    expect(status!.stopping).toBe(true);
+    expect(formatStatuses([{ address: stopping.addr, status: status! }])).toMatch(/\bstopping\b/);
     stopping.proc.kill("SIGINT");
     // Far less than the 10 minutes the drain would take, and than the item.
     expect(await stopping.proc.waitExit(30_000)).toBe(0);

@@ -81,6 +81,12 @@ describe("DashboardModel", () => {
     ]);
     // Each node's thread lag, as its status gives it (none from a node of before it, or unreachable).
     expect(first.nodes.map((n) => n.lagMs)).toEqual([null, 12.5, null]);
+    expect(first.nodes.map((n) => n.stopping)).toEqual([false, false, false]);
+    const finishing = node("d:1", 0, []);
+    const stopping = new DashboardModel().next({
+      nodes: [{ ...finishing, status: { ...finishing.status, stopping: true } }],
+    });
+    expect(stopping.nodes[0]!.stopping).toBe(true); // finishing its items before it stops
     expect(first.errors.map((error) => [error.message, error.node])).toEqual([
       ["newer", "b:1"],
       ["older", "a:1"],

@@ -27,6 +27,8 @@ export interface NodeView {
   window: number | null;
   /** How late the node's socket thread runs (its status's `lagMs`; null from an older node or none). */
   lagMs: number | null;
+  /** The node finishes its items before it stops (SIGTERM): it gets no more. */
+  stopping: boolean;
 }
 
 export interface TaskView {
@@ -117,6 +119,7 @@ export class DashboardModel {
         inFlight: lane?.inFlight ?? pipeline?.inFlight ?? 0,
         window: lane?.window ?? null,
         lagMs: pipeline?.lagMs ?? null,
+        stopping: node.status?.stopping === true,
       };
     });
 
