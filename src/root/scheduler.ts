@@ -380,12 +380,11 @@ export class Scheduler {
    * none, and every worker should still have one).
    */
   #sendBatch(lane: NodeLane): number {
-    if (lane.draining) return 0;
     if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
-    if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0)
+    if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0 && !lane.draining)
       return this.#isolate(lane);
     const room = lane.window.size - lane.ledger.size;
-    if (room <= 0) return 0;
+    if (room <= 0 || lane.draining) return 0;
     // A worker may be without an item there: the first item of this batch may go past the byte grant.
     const starving = lane.ledger.size < lane.workers;
     const budget = lane.maxInFlightBytes - lane.inFlightBytes;
