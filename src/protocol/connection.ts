@@ -532,6 +532,11 @@ export interface ConnectOptions extends ConnectionOptions {
   onOpen?: (connection: Connection) => void;
 }
 
+/** Whether a client with these TLS options refuses a certificate it cannot verify (the default). */
+function verifies(tls: ClientTls | undefined): boolean {
+  return tls !== undefined && tls !== false && !(typeof tls === "object" && tls.rejectUnauthorized === false);
+}
+
 /** Opens a framed connection. Rejects with a `ConnectionClosedError` naming the address on failure. */
 export function connect(options: ConnectOptions): Promise<Connection> {
   const address = `${options.hostname}:${options.port}`;
@@ -561,6 +566,13 @@ export function connect(options: ConnectOptions): Promise<Connection> {
       ...(options.tls ? { tls: options.tls } : {}),
       socket: {
         ...handlers,
+        handshake(socket, success, authorizationError) {
+          // Bun closes a connection whose certificate it refused, and says why only here.
+          if (success || authorizationError === null || !verifies(options.tls)) return;
+          socket.data.connection?.handleClose(
+            new Error(`TLS: the certificate of ${address} is not trusted here: ${authorizationError.message}`),
+          );
+        },
         connectError(_socket, error) {
           if (settled) return;
           settled = true;

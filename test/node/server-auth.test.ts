@@ -199,8 +199,15 @@ describe("a node started with --tls-cert and --tls-key", () => {
     await expectServed(verified);
   }, 60_000);
 
-  test("a root that trusts only the system CAs refuses the self-signed node; a plain TCP root gets no answer", async () => {
-    await expect(NodeTestClient.connect({ port: tlsNode.port, tls: true, timeoutMs: 3000 })).rejects.toThrow();
+  test("a root that trusts only the system CAs refuses the self-signed node, saying why; a plain TCP root gets no answer", async () => {
+    const address = `127\\.0\\.0\\.1:${tlsNode.port}`;
+    await expect(NodeTestClient.connect({ port: tlsNode.port, tls: true, timeoutMs: 3000 })).rejects.toThrow(
+      new RegExp(`TLS: the certificate of ${address} is not trusted here: .*self[- ]signed`, "i"),
+    );
+    // A certificate for 127.0.0.1, reached by another name: the name is not in it.
+    await expect(
+      NodeTestClient.connect({ host: "localhost", port: tlsNode.port, tls: { ca: cert }, timeoutMs: 3000 }),
+    ).rejects.toThrow(/TLS: the certificate of localhost:\d+ is not trusted here: .*localhost/);
     await expect(NodeTestClient.connect({ port: tlsNode.port, timeoutMs: 1000 })).rejects.toThrow();
     // And the node still serves.
     const client = await connect({ port: tlsNode.port, tls: { ca: cert } });
@@ -223,5 +230,6 @@ describe("a node started with --tls-cert and --tls-key", () => {
     const untrusted = await runCli(["status", "--nodes", `127.0.0.1:${tlsNode.port}`, "--tls"]);
     expect(untrusted.code).toBe(1);
     expect(untrusted.stdout).toContain("unreachable");
+    expect(untrusted.stdout).toContain("is not trusted here");
   }, 60_000);
 });
