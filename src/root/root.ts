@@ -630,6 +630,12 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     options: RunOptions = {},
   ): AsyncGenerator<Out> {
     this.#assertRunning("process");
+    if (this.#total !== undefined) {
+      throw new StateError(
+        "process() yields outputs, and with setup's combine they are folded on the workers instead: " +
+          "run() resolves to the total (result() gives it so far)",
+      );
+    }
     const outer = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
     outer?.throwIfAborted();
     await this.#abandoned;

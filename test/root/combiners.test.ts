@@ -198,5 +198,14 @@ describe("combiners", () => {
       /class "lineCounts" has no add\(\), merge\(\), result\(\)/,
     );
     expect(() => root.result()).toThrow(/result\(\) needs a combiner/);
+    // With a combiner there are no outputs to yield: process() says so rather than yield nothing.
+    await root.setup("counted", "1", [{ function: tasks.lineCounts }], { localPackages: [TASKS], combine: "count" });
+    const loop = async () => {
+      for await (const _ of root.process([{ text: "a b", ms: 0 }])) throw new Error("an output was yielded");
+    };
+    await expect(loop()).rejects.toThrow(
+      /process\(\) yields outputs, and with setup's combine .* run\(\) resolves to the total/,
+    );
+    expect(await root.run([{ text: "a b", ms: 0 }])).toBe(1);
   }, 30_000);
 });
