@@ -259,15 +259,9 @@ class NodeServer {
     );
     for (const deadline = performance.now() + ms; !done() && performance.now() < deadline; )
       await Bun.sleep(DRAIN_CHECK_MS);
-    if (!done()) {
-      this.#note(
-        "warn",
-        `stopping with ${engine.inFlight} items unfinished after ${ms / 1000} s: the root sends them elsewhere`,
-        {
-          about,
-        },
-      );
-    }
+    if (done()) return;
+    const left = `stopping with ${engine.inFlight} items unfinished after ${ms / 1000} s: the root sends them elsewhere`;
+    this.#note("warn", left, { about });
   }
 
   /** Stops the pipeline, closes every connection and frees the port. */

@@ -434,7 +434,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     // Room for at least one item's output of the largest size the pipeline takes.
     this.#results.configure(delivery === "exactly-once", options.maxHeldBytes ?? heldBytesFor(maxItemBytes));
     this.#total = combiner === undefined ? undefined : new CombinedTotal(combiner);
-    this.#pipeline = { args, options: options };
+    this.#pipeline = { args, options };
     this.#progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
     this.#unhandledErrors = 0;
     this.#recentErrors.clear();
