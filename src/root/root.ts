@@ -291,6 +291,43 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     return { ...this.#progress, queued: this.#scheduler.queued, inFlight: this.#scheduler.inFlight };
   }
 
+  /**
+   * Takes a node out, as `addNode` puts one in: while a pipeline runs, the node gets no more items and
+   * those it has finish there (their outputs handed out as usual); then its pipeline is reset — the node
+   * is free for another root — and this root forgets it. Past `timeoutMs` (default: no bound), what it
+   * has not finished goes to the other nodes, as when a node is lost. Resolves once the node is out.
+   *
+   * @example
+   * await cluster.removeNode("10.0.0.5:6000"); // the machine is needed elsewhere; the run goes on
+   */
+  async removeNode(addr: HostPort, options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#assertOpen();
+    const endpoint = parseAddress(addr, "node address");
+    if (!this.#endpoints.has(endpoint.key)) {
+      throw new StateError(`removeNode: ${endpoint.key} is not one of this root's nodes (${this.nodes.join(", ")})`);
+    }
+    const client = this.#clients.get(endpoint.key);
+    const lane = client === undefined ? undefined : this.#lanes.get(client);
+    if (client !== undefined && lane !== undefined) {
+      lane.draining = true;
+      this.#note(
+        "info",
+        `node ${client.address} is being removed: it gets no more items, and finishes its ${lane.inFlight} items in flight`,
+      );
+      const { timeoutMs } = options;
+      const bound = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
+      // A lost node, a reset or a failed run end the wait too: the node is out then anyway.
+      await this.#when(() => lane.inFlight === 0 || !this.#lanes.has(client), bound).catch(() => {});
+    }
+    this.#endpoints.delete(endpoint.key); // before it leaves: a node removed is not tried again
+    if (client === undefined) return;
+    if (lane !== undefined && this.#lanes.has(client))
+      this.#onNodeLost(client, new StateError("removed by removeNode()"));
+    await client.request("reset", undefined, 10_000).catch(() => {}); // free for another root
+    client.close();
+    this.#clients.delete(endpoint.key);
+  }
+
   /** Adds a node by address (it is set up with the next `setup`). */
   addNode(addr: HostPort): void {
     const endpoint = parseAddress(addr, "node address");
@@ -935,11 +972,11 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     const left = this.#scheduler.lanes.length;
     const rejoinMs = this.#options.rejoinTimeoutMs ?? DEFAULT_REJOIN_MS;
     const afterwards =
-      rejoinMs > 0
+      rejoinMs > 0 && endpoint !== undefined
         ? `; it is set up again if it comes back within ${rejoinMs} ms`
         : "; it is dropped from this root's nodes (addNode() brings it back)";
     if (lane.draining && requeued === 0 && givenUp.length === 0) {
-      this.#note("info", `node ${client.address} stopped, its items finished${afterwards}`);
+      this.#note("info", `node ${client.address} left, its items finished (${reason.message})${afterwards}`);
     } else {
       this.#note(
         "warn",

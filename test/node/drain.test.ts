@@ -1,11 +1,12 @@
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { diagnostics } from "../../src/diagnostics.ts";
 import { Root } from "../../src/index.ts";
 import { formatStatuses } from "../../src/root/inspect.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
-import { type RunningNode, startNode } from "../support/nodes.ts";
+import { startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
+import { consoleNotes } from "../support/console-notes.ts";
+import { processedOn, setupCountingBlocks } from "../support/counted.ts";
 import { waitFor } from "../support/wait.ts";
 
 /**
@@ -18,40 +19,13 @@ import { waitFor } from "../support/wait.ts";
 const TASKS = join(REPO, "test/fixtures/tasks");
 afterAll(() => killAll());
 
-/** What the root said on its console while `body` ran. */
-async function rootNotes(body: () => Promise<void>): Promise<string> {
-  const lines: string[] = [];
-  const reporter = { log: (entry: { args: unknown[] }) => void lines.push(entry.args.join(" ")) };
-  const console = diagnostics();
-  const level = console.level;
-  console.level = 3; // its notes too, not only its warnings (tests print warnings alone)
-  console.addReporter(reporter);
-  try {
-    await body();
-  } finally {
-    console.removeReporter(reporter);
-    console.level = level;
-  }
-  return lines.join("\n");
-}
-
-/** How many items `node` finished, as its status says. */
-async function processedOn(cluster: Root, node: RunningNode): Promise<number> {
-  const report = (await cluster.status()).find((status) => status.address === node.addr);
-  return report?.pipeline?.tasks[0]?.processed ?? 0;
-}
-
 test("SIGTERM: the node finishes its items and exits; none is sent again, and every output arrives once", async () => {
   const [stopping, staying] = await Promise.all([startNode({ workers: 2 }), startNode({ workers: 2 })]);
   const cluster = new Root([stopping.addr, staying.addr]);
   try {
-    const seen = new Map<number, number>();
-    await cluster.setup("drain", "1", [{ function: tasks.block }], {
-      localPackages: [TASKS],
-      outputHandler: ({ id }) => void seen.set(id, (seen.get(id) ?? 0) + 1),
-    });
+    const seen = await setupCountingBlocks(cluster, "drain");
     const ids = Array.from({ length: 80 }, (_, id) => id);
-    const notes = await rootNotes(async () => {
+    const notes = await consoleNotes(async () => {
       const running = cluster.run(ids.map((id) => ({ id, ms: 50 })));
       await waitFor(() => processedOn(cluster, stopping), { what: "items done on the node", until: (n) => n >= 4 });
       stopping.proc.kill("SIGTERM");
@@ -65,7 +39,9 @@ test("SIGTERM: the node finishes its items and exits; none is sent again, and ev
     expect([...seen.keys()].sort((a, b) => a - b)).toEqual(ids);
     expect([...seen.values()].every((times) => times === 1)).toBe(true);
     expect(notes).toContain(`node ${stopping.addr} is stopping: it gets no more items`);
-    expect(notes).toContain(`node ${stopping.addr} stopped, its items finished`);
+    expect(notes).toContain(
+      `node ${stopping.addr} left, its items finished (node ${stopping.addr} reset the pipeline: the node is shutting down)`,
+    );
     expect(notes).not.toContain("lost");
     // The other node took everything after the signal, and the root works on with it alone.
     const after: number[] = [];
@@ -84,11 +60,7 @@ test("an item longer than --drain-timeout is sent to another node once the drain
   const stopping = await startNode({ workers: 1, args: ["--drain-timeout", "1"] });
   const cluster = new Root([stopping.addr]);
   try {
-    const seen: number[] = [];
-    await cluster.setup("drain-late", "1", [{ function: tasks.block }], {
-      localPackages: [TASKS],
-      outputHandler: ({ id }) => void seen.push(id),
-    });
+    const seen = await setupCountingBlocks(cluster, "drain-late");
     cluster.feed({ id: 7, ms: 4000 });
     await waitFor(() => cluster.progress.inFlight, { what: "the item in flight", until: (n) => n === 1 });
     const other = await startNode({ workers: 1 });
@@ -98,7 +70,7 @@ test("an item longer than --drain-timeout is sent to another node once the drain
     expect(await stopping.proc.waitExit(30_000)).toBe(0);
     expect(stopping.proc.output).toMatch(/stopping with 1 items unfinished after 1 s: the root sends them elsewhere/);
     await cluster.waitEmpty();
-    expect(seen).toEqual([7]);
+    expect([...seen]).toEqual([[7, 1]]); // once
     expect(cluster.progress.resent).toBe(1);
   } finally {
     await cluster.close();

@@ -7,8 +7,8 @@ import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startLogServerAt, startNode } from "../support/nodes.ts";
 import { REPO, killAll, removeWithChildren } from "../support/processes.ts";
 import { waitForFile } from "../support/log-server.ts";
+import { consoleNotes } from "../support/console-notes.ts";
 import { waitFor } from "../support/wait.ts";
-import { diagnostics } from "../../src/diagnostics.ts";
 
 const TASKS = join(REPO, "test/fixtures/tasks");
 let logFile: string;
@@ -143,12 +143,9 @@ describe("a root over two nodes", () => {
   });
 
   test("handlers that throw or reject are reported with their stack; the run goes on and every output is handed out once", async () => {
-    const reported: string[] = [];
-    const reporter = { log: (entry: { args: unknown[] }) => void reported.push(entry.args.join(" ")) };
-    diagnostics().addReporter(reporter);
-    try {
-      const seen = new Set<number>();
-      let handled = 0;
+    const seen = new Set<number>();
+    let handled = 0;
+    const text = await consoleNotes(async () => {
       await cluster.setup("handlers", "1", [{ function: tasks.failOnThirteen }], {
         localPackages: [TASKS],
         outputHandler: async (output) => {
@@ -161,17 +158,14 @@ describe("a root over two nodes", () => {
         },
       });
       await cluster.run(Array.from({ length: 200 }, (_, i) => i));
-      expect(handled).toBe(199); // 13 threw in its task
-      expect(seen.size).toBe(199);
-      expect(cluster.progress).toMatchObject({ fed: 200, done: 200, outputs: 199, errors: 1 });
-      const text = reported.join("\n");
-      expect(text).toContain("the outputHandler threw: Error: the sink broke");
-      expect(text).toContain("the outputHandler threw: Error: the sink broke later");
-      expect(text).toContain("the errorHandler threw: Error: the error sink broke");
-      expect(text).toMatch(/root-basics\.test\.ts:\d+:\d+/); // the stack, where it threw
-    } finally {
-      diagnostics().removeReporter(reporter);
-    }
+    });
+    expect(handled).toBe(199); // 13 threw in its task
+    expect(seen.size).toBe(199);
+    expect(cluster.progress).toMatchObject({ fed: 200, done: 200, outputs: 199, errors: 1 });
+    expect(text).toContain("the outputHandler threw: Error: the sink broke");
+    expect(text).toContain("the outputHandler threw: Error: the sink broke later");
+    expect(text).toContain("the errorHandler threw: Error: the error sink broke");
+    expect(text).toMatch(/root-basics\.test\.ts:\d+:\d+/); // the stack, where it threw
   });
 
   test("sleep pauses every worker after its current item; wakeup resumes", async () => {
