@@ -25,7 +25,7 @@ import { startLocalCluster, type LocalCluster } from "../src/root/local.ts";
 import { Root } from "../src/root/root.ts";
 import { aim } from "./support/aim.ts";
 import { type ProxyProcess, startProxyProcess } from "./support/delay-proxy.ts";
-import { type ThreadKind, processCpuSeconds, threadCpuSeconds } from "./support/process-cpu.ts";
+import { type ThreadKind, processCpuSeconds, threadCpuBetween, threadTimes } from "./support/process-cpu.ts";
 import { fmtRange, fmtRate, fmtRatio, median, pct, table } from "./support/report.ts";
 import { asyncWait, blockingWait, identity, makeItems } from "./support/tasks/index.ts";
 
@@ -52,9 +52,11 @@ const PARTS = new Set((process.env.PCLUSTER_BENCH_SCALE_PARTS ?? "start,blocking
 const WAIT_MS = 2;
 const ASYNC_MS = 20;
 const ASYNC_CONCURRENCY = 50;
-/** Length of each untimed run before the timed ones, and how many at most (see warmUp). */
+/** Length of each untimed run before the timed ones, and how long the warm-up lasts at most (see warmUp). */
 const WARM_SECONDS = 1;
-const MAX_WARM_RUNS = 20;
+const MAX_WARM_MS = 120_000;
+/** Items each worker thread runs before the timed runs: by then JSC has compiled its item path (see warmUp). */
+const WARM_ITEMS_PER_WORKER = 20_000;
 const RUNS = Math.max(1, Number(process.env.PCLUSTER_BENCH_SCALE_RUNS ?? 2));
 /** Round trips the proxy adds; 0 is the proxy alone, the baseline of the rows with a delay. */
 const ROUND_TRIPS_MS = [0, 10, 50];
@@ -162,7 +164,7 @@ class ScaleCluster implements AsyncDisposable {
     this.outputs = 0;
     const pids = this.nodePids;
     const nodeBefore = pids.map(processCpuSeconds);
-    const threadsBefore = pids.map(threadCpuSeconds);
+    const threadsBefore = pids.map(threadTimes);
     const rootBefore = rootCpuSeconds();
     const started = performance.now();
     for (let i = 0; i < items.length; i += 1000) this.root.feed(...items.slice(i, i + 1000));
@@ -172,10 +174,9 @@ class ScaleCluster implements AsyncDisposable {
     const nodeCpu = pids.reduce((sum, pid, i) => sum + processCpuSeconds(pid) - nodeBefore[i]!, 0);
     const nodeThreadsUsPerItem: Record<ThreadKind, number> = { workers: 0, socket: 0, jit: 0, other: 0 };
     pids.forEach((pid, i) => {
-      const after = threadCpuSeconds(pid);
-      for (const kind of Object.keys(after) as ThreadKind[]) {
-        nodeThreadsUsPerItem[kind] += ((after[kind] - threadsBefore[i]![kind]) * 1e6) / items.length;
-      }
+      const used = threadCpuBetween(threadsBefore[i]!, threadTimes(pid));
+      for (const kind of Object.keys(used) as ThreadKind[])
+        nodeThreadsUsPerItem[kind] += (used[kind] * 1e6) / items.length;
     });
     if (this.outputs !== items.length) throw new Error(`${this.outputs} outputs of ${items.length} items`);
     return {
@@ -228,23 +229,28 @@ const fmtS = (s: number) => `${s.toFixed(2)} s`;
 const median2 = (values: number[]) => median(values);
 
 /**
- * Runs `items` until the nodes' CPU per item settles (within 10% of the run before), at most
- * MAX_WARM_RUNS times, and prints how it fell. Each worker thread compiles its item path on its own
- * while items trickle in at the tasks' pace: on 16 nodes × 4 workers that is 64 compilations of the
- * same code, 10 s of the machine's CPU and more, and that JIT work is start-up, not the per-item cost
- * of a node serving a pipeline (the bare waits have no code to compile).
+ * Runs `items` until every worker thread has run WARM_ITEMS_PER_WORKER items (at most MAX_WARM_MS), and
+ * prints how the nodes' CPU per item fell. Each worker thread is a VM of its own that compiles its item
+ * path as its own items come — JSC tiers code up by how often it ran — so on 16 nodes × 4 workers that
+ * is 64 compilations of the same code, each at 1/64 of the items' pace: about a minute here. That JIT
+ * work is start-up, not the per-item cost of a node serving a pipeline (the bare waits have no code to
+ * compile). Stopping once two runs came within 10% of each other stopped after ~10 s at 16 × 4, with
+ * the compilers still at 11 µs per item and the nodes' CPU per item 60% above where it ends (40 runs
+ * of 32 000 items: 215 → 80 → 65 → 100 → 55 → 45 µs); it ends about where each worker has run 16 000.
  */
-async function warmUp(cluster: ScaleCluster, items: readonly unknown[]): Promise<void> {
+async function warmUp(cluster: ScaleCluster, items: readonly unknown[], workers: number): Promise<void> {
   const started = performance.now();
   const costs: number[] = [];
-  for (let run = 0; run < MAX_WARM_RUNS; run++) {
-    costs.push((await cluster.run(items)).nodeCpuUsPerItem);
-    const [before, last] = costs.slice(-2);
-    if (costs.length >= 2 && Math.abs(last! - before!) <= 0.1 * before!) break;
+  const jit: number[] = [];
+  for (let ran = 0; ran < workers * WARM_ITEMS_PER_WORKER && performance.now() - started < MAX_WARM_MS; ) {
+    const measured = await cluster.run(items);
+    costs.push(measured.nodeCpuUsPerItem);
+    jit.push(measured.nodeThreadsUsPerItem.jit);
+    ran += items.length;
   }
   console.log(
     `    warm-up: ${costs.length} runs of ${items.length} items in ${fmtS((performance.now() - started) / 1000)}, ` +
-      `node CPU per item ${costs.map(fmtUs).join(" → ")}`,
+      `node CPU per item ${costs.map(fmtUs).join(" → ")} (JIT compilers ${jit.map(fmtUs).join(" → ")})`,
   );
 }
 
@@ -252,7 +258,8 @@ async function blockingCase(nodes: number, workers: number, rows: string[][]) {
   const ideal = (nodes * workers * 1000) / WAIT_MS;
   const items = Array.from({ length: Math.round(ideal * SECONDS) }, () => ({ ms: WAIT_MS }));
   await using cluster = await ScaleCluster.start(nodes, workers, blockingWait);
-  await warmUp(cluster, items.slice(0, Math.max(nodes * workers * 20, Math.round(ideal * WARM_SECONDS))));
+  const warmItems = items.slice(0, Math.max(nodes * workers * 20, Math.round(ideal * WARM_SECONDS)));
+  await warmUp(cluster, warmItems, nodes * workers);
   const ours: Measured[] = [];
   const bare: Array<{ perS: number; cpuUsPerWait: number }> = [];
   for (let run = 0; run < RUNS; run++) {

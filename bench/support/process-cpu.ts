@@ -24,27 +24,39 @@ function threadKind(name: string, pid: number, tid: number): ThreadKind {
   return "other";
 }
 
-/**
- * CPU seconds each kind of thread of a process has used so far (threads that ended since are not
- * counted: a node's threads live as long as its pipeline). Empty where there is no /proc.
- */
-export function threadCpuSeconds(pid: number): Record<ThreadKind, number> {
-  const seconds: Record<ThreadKind, number> = { workers: 0, socket: 0, jit: 0, other: 0 };
+/** Each live thread of a process (by tid): its kind and the CPU seconds it has used so far. */
+export type ThreadTimes = Map<number, { kind: ThreadKind; seconds: number }>;
+
+/** The threads of process `pid` now (see ThreadTimes); empty where there is no /proc. */
+export function threadTimes(pid: number): ThreadTimes {
+  const times: ThreadTimes = new Map();
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return seconds;
+    return times;
   }
   for (const tid of tids) {
     try {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      seconds[threadKind(name, pid, Number(tid))] += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+      const seconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+      times.set(Number(tid), { kind: threadKind(name, pid, Number(tid)), seconds });
     } catch {
       // the thread ended meanwhile
     }
   }
+  return times;
+}
+
+/**
+ * CPU seconds each kind of thread used between two looks, thread by thread: a thread that started since
+ * counts whole, one that ended since counts nothing (its last share is lost; JSC ends idle JIT threads).
+ * Summing by kind before and after instead made a kind negative whenever one of its threads ended.
+ */
+export function threadCpuBetween(before: ThreadTimes, after: ThreadTimes): Record<ThreadKind, number> {
+  const seconds: Record<ThreadKind, number> = { workers: 0, socket: 0, jit: 0, other: 0 };
+  for (const [tid, now] of after) seconds[now.kind] += now.seconds - (before.get(tid)?.seconds ?? 0);
   return seconds;
 }
