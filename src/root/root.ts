@@ -224,6 +224,10 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   #noNodesTimer: ReturnType<typeof setTimeout> | undefined;
   /** Lost nodes being tried again whose first try is not over yet (see `#onNodeLost`). */
   readonly #firstTries = new Set<Promise<void>>();
+  /** Nodes being tried again after they were lost (see `#join`), by address: `removeNode` may take them out too. */
+  readonly #rejoining = new Set<string>();
+  /** Nodes taken out by `removeNode`: a join of theirs still under way gives up (`addNode` puts one back). */
+  readonly #removed = new Set<string>();
   /** While a `process()` left early has items still running (see `#abandon`). */
   #abandoned: Promise<void> | undefined;
   #progress = { fed: 0, done: 0, outputs: 0, errors: 0, resent: 0 };
@@ -303,9 +307,10 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   async removeNode(addr: HostPort, options: { timeoutMs?: number } = {}): Promise<void> {
     this.#assertOpen();
     const endpoint = parseAddress(addr, "node address");
-    if (!this.#endpoints.has(endpoint.key)) {
+    if (!this.#endpoints.has(endpoint.key) && !this.#rejoining.has(endpoint.key)) {
       throw new StateError(`removeNode: ${endpoint.key} is not one of this root's nodes (${this.nodes.join(", ")})`);
     }
+    this.#removed.add(endpoint.key); // a join of it still under way gives up
     const client = this.#clients.get(endpoint.key);
     const lane = client === undefined ? undefined : this.#lanes.get(client);
     if (client !== undefined && lane !== undefined) {
@@ -331,6 +336,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   /** Adds a node by address (it is set up with the next `setup`). */
   addNode(addr: HostPort): void {
     const endpoint = parseAddress(addr, "node address");
+    this.#removed.delete(endpoint.key);
     const known = this.#endpoints.has(endpoint.key);
     this.#endpoints.set(endpoint.key, endpoint);
     // While a pipeline runs, a new node is set up with it and joins the run.
@@ -990,7 +996,10 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
       const { promise: tried, resolve: triedOnce } = Promise.withResolvers<void>();
       this.#firstTries.add(tried);
       void tried.then(() => this.#firstTries.delete(tried));
-      void this.#join(endpoint, this.#pipeline, rejoinMs, triedOnce);
+      this.#rejoining.add(endpoint.key);
+      void this.#join(endpoint, this.#pipeline, rejoinMs, triedOnce).finally(() =>
+        this.#rejoining.delete(endpoint.key),
+      );
     }
     if (left === 0 && this.#running) {
       const fail = () => {
@@ -1037,11 +1046,12 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   async #join(endpoint: Endpoint, pipeline: RunningPipeline, retryMs: number, triedOnce?: () => void): Promise<void> {
     const deadline = Date.now() + retryMs;
     try {
+      const wanted = () => this.#pipeline === pipeline && this.#running && !this.#removed.has(endpoint.key);
       for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
-        if (this.#pipeline !== pipeline || !this.#running || this.#closed) return;
+        if (!wanted() || this.#closed) return;
         try {
           const { client, result } = await this.#setupNode(endpoint, pipeline.args, pipeline.options);
-          if (this.#pipeline !== pipeline || !this.#running) {
+          if (!wanted()) {
             await client.request("reset", undefined, 10_000).catch(() => {});
             return;
           }

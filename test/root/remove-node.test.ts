@@ -70,6 +70,25 @@ test("past timeoutMs, what the node has not finished goes to the other nodes; th
   expect(cluster.progress.resent).toBe(1);
 }, 60_000);
 
+test("a node lost and being tried again can be removed: it is not set up when it is back", async () => {
+  const coming = await startNode({ workers: 1 });
+  await using cluster = new Root([coming.addr, staying.addr]);
+  await cluster.setup("remove-lost", "1", [{ function: tasks.block }], { localPackages: [TASKS] });
+  await cluster.run([{ id: 1, ms: 1 }]);
+  coming.proc.kill("SIGKILL");
+  await waitFor(() => cluster.observe().nodes.map((node) => node.address), {
+    what: "the node lost",
+    until: (lanes) => !lanes.includes(coming.addr),
+  });
+  await cluster.removeNode(coming.addr); // out of the root's nodes already, but tried again until now
+  expect(cluster.nodes).toEqual([staying.addr]);
+  const back = await startNode({ workers: 1, port: coming.port, workdir: coming.workdir });
+  // The root tries a lost node every 2 s at most: a run of 3 s after it is back outlasts its next try.
+  await cluster.run([{ id: 2, ms: 3000 }]);
+  expect(await isFree(back)).toBe(true);
+  expect(cluster.observe().nodes.map((node) => node.address)).toEqual([staying.addr]);
+}, 60_000);
+
 test("outside a run it resets and forgets the node; a node it does not have is refused", async () => {
   await using cluster = new Root([leaving.addr, staying.addr]);
   await cluster.setup("remove-idle", "1", [{ function: tasks.double }], { localPackages: [TASKS] });

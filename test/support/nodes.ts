@@ -17,6 +17,8 @@ export interface NodeOptions {
   /** Log server port (on 127.0.0.1): passed as --log-host/--log-port. */
   logPort?: number;
   workers?: number;
+  /** Port on 127.0.0.1 (default: a free one). */
+  port?: number;
   /** Default: a fresh temp folder, removed by `killAll()` (see `RunningNode.workdir`). */
   workdir?: string;
   token?: string;
@@ -40,7 +42,7 @@ export interface RunningNode {
 
 /** The argument list of `bun src/cli.ts node …` for these options, on 127.0.0.1 and a free port. */
 export function nodeArgs(options: NodeOptions & { workdir: string }): string[] {
-  const args = [CLI, "node", "--host", "127.0.0.1", "--port", "0", "--workdir", options.workdir];
+  const args = [CLI, "node", "--host", "127.0.0.1", "--port", String(options.port ?? 0), "--workdir", options.workdir];
   if (options.logPort !== undefined) args.push("--log-host", "127.0.0.1", "--log-port", String(options.logPort));
   if (options.workers !== undefined) args.push("--workers", String(options.workers));
   if (options.token !== undefined) args.push("--token", options.token);
