@@ -248,8 +248,7 @@ class NodeServer {
     const owner = pipeline.owner;
     const done = () => this.#pipeline !== pipeline || owner.isClosed || (engine.isEmpty && owner.queuedBytes === 0);
     if (done()) return;
-    this.#stopping = true;
-    this.#server?.stop(false); // no new connections: the node is on its way out
+    this.#stopping = true; // it still listens: `pcluster status` shows it stopping, and other roots find it busy
     owner.send({ t: "event", name: "draining", data: { items: engine.inFlight, timeoutMs: ms } });
     const about = { pipeline: pipeline.name };
     this.#note(

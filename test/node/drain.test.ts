@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { Root } from "../../src/index.ts";
 import { formatStatuses } from "../../src/root/inspect.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
-import { startNode } from "../support/nodes.ts";
+import { runCli, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
 import { consoleNotes } from "../support/console-notes.ts";
 import { processedOn, setupCountingBlocks } from "../support/counted.ts";
@@ -94,6 +94,8 @@ test("a second signal stops a draining node at once", async () => {
     const [status] = await cluster.status();
     expect(status!.stopping).toBe(true);
     expect(formatStatuses([{ address: stopping.addr, status: status! }])).toMatch(/\bstopping\b/);
+    const asked = await runCli(["status", "--nodes", stopping.addr]); // a new connection: it still listens
+    expect(asked.stdout).toMatch(new RegExp(`${stopping.addr.replaceAll(".", "\\.")} .*\\bstopping\\b`));
     stopping.proc.kill("SIGINT");
     // Far less than the 10 minutes the drain would take, and than the item.
     expect(await stopping.proc.waitExit(30_000)).toBe(0);
