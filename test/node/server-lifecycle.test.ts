@@ -282,7 +282,11 @@ test.skipIf(process.platform !== "linux")(
       });
       await cluster.run([{ seconds: 312.5 }]);
       expect(outputs).toEqual([312.5]);
-      expect(running(left)).toHaveLength(1); // it outlived its task
+      // It outlived its task. (The task returns once `sleep` is forked; the child may not have exec'd yet.)
+      await waitFor(() => running(left), {
+        what: "the task's child, left running",
+        until: (pids) => pids.length === 1,
+      });
       await cluster.reset();
       await waitEndedAndReaped(left, own.proc.proc.pid, "the child to end with the pipeline");
     } finally {
