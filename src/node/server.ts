@@ -249,7 +249,7 @@ class NodeServer {
     const done = () => this.#pipeline !== pipeline || owner.isClosed || (engine.isEmpty && owner.queuedBytes === 0);
     if (done()) return;
     this.#stopping = true; // it still listens: `pcluster status` shows it stopping, and other roots find it busy
-    owner.send({ t: "event", name: "draining", data: { items: engine.inFlight, timeoutMs: ms } });
+    owner.send({ t: "event", name: "draining", data: { timeoutMs: ms } });
     const about = { pipeline: pipeline.name };
     this.#note(
       "info",

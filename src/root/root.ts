@@ -525,7 +525,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
       typeof (iterable as Partial<Iterable<unknown>>)?.[Symbol.iterator] !== "function"
     ) {
       throw new TypeError(
-        `feedMany takes an array or an iterable of items, got ${Bun.inspect(iterable).slice(0, 80)}; to feed one item, call feed(item)`,
+        `feedMany takes an array or an iterable of items, got ${preview(iterable)}; to feed one item, call feed(item)`,
       );
     }
     this.#enqueue(Array.isArray(iterable) ? iterable : Array.from(iterable), 0);

@@ -5,7 +5,7 @@ import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
 import { REPO, killAll } from "../support/processes.ts";
 import { consoleNotes } from "../support/console-notes.ts";
-import { processedOn, setupCountingBlocks } from "../support/counted.ts";
+import { lanesOf, processedOn, setupCountingBlocks, waitInFlight, waitInRun } from "../support/run-probes.ts";
 import { waitFor } from "../support/wait.ts";
 
 /**
@@ -56,13 +56,9 @@ test("past timeoutMs, what the node has not finished goes to the other nodes; th
   await using cluster = new Root([leaving.addr]);
   const seen = await setupCountingBlocks(cluster, "remove-late");
   cluster.feed({ id: 7, ms: 3000 });
-  await waitFor(() => cluster.progress.inFlight, { what: "the item in flight", until: (items) => items === 1 });
+  await waitInFlight(cluster, 1);
   cluster.addNode(staying.addr);
-  // The root has it in the run (a lane of its own), not only among its nodes.
-  await waitFor(() => cluster.observe().nodes.map((node) => node.address), {
-    what: "the second node in the run",
-    until: (lanes) => lanes.includes(staying.addr),
-  });
+  await waitInRun(cluster, staying);
   await cluster.removeNode(leaving.addr, { timeoutMs: 200 });
   expect(await isFree(leaving)).toBe(true);
   await cluster.waitEmpty();
@@ -76,17 +72,14 @@ test("a node lost and being tried again can be removed: it is not set up when it
   await cluster.setup("remove-lost", "1", [{ function: tasks.block }], { localPackages: [TASKS] });
   await cluster.run([{ id: 1, ms: 1 }]);
   coming.proc.kill("SIGKILL");
-  await waitFor(() => cluster.observe().nodes.map((node) => node.address), {
-    what: "the node lost",
-    until: (lanes) => !lanes.includes(coming.addr),
-  });
+  await waitFor(() => lanesOf(cluster), { what: "the node lost", until: (lanes) => !lanes.includes(coming.addr) });
   await cluster.removeNode(coming.addr); // out of the root's nodes already, but tried again until now
   expect(cluster.nodes).toEqual([staying.addr]);
   const back = await startNode({ workers: 1, port: coming.port, workdir: coming.workdir });
   // The root tries a lost node every 2 s at most: a run of 3 s after it is back outlasts its next try.
   await cluster.run([{ id: 2, ms: 3000 }]);
   expect(await isFree(back)).toBe(true);
-  expect(cluster.observe().nodes.map((node) => node.address)).toEqual([staying.addr]);
+  expect(lanesOf(cluster)).toEqual([staying.addr]);
 }, 60_000);
 
 test("outside a run it resets and forgets the node; a node it does not have is refused", async () => {

@@ -2,6 +2,7 @@ import type { Root } from "../../src/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import type { RunningNode } from "./nodes.ts";
 import { REPO } from "./processes.ts";
+import { waitFor } from "./wait.ts";
 
 /**
  * Sets `cluster` up with the fixture task `block` ({ id, ms } → { id } after ms) under `name`, and
@@ -20,4 +21,22 @@ export async function setupCountingBlocks(cluster: Root, name: string): Promise<
 export async function processedOn(cluster: Root, node: RunningNode): Promise<number> {
   const report = (await cluster.status()).find((status) => status.address === node.addr);
   return report?.pipeline?.tasks[0]?.processed ?? 0;
+}
+
+/** The nodes `cluster` runs its pipeline on now (its lanes), not only those it knows. */
+export function lanesOf(cluster: Root): string[] {
+  return cluster.observe().nodes.map((node) => node.address);
+}
+
+/** Waits until `node` is in `cluster`'s run (a lane of its own): joined, not only added or installing. */
+export async function waitInRun(cluster: Root, node: RunningNode): Promise<void> {
+  await waitFor(() => lanesOf(cluster), {
+    what: `${node.addr} in the run`,
+    until: (lanes) => lanes.includes(node.addr),
+  });
+}
+
+/** Waits until `cluster` has exactly `items` in flight. */
+export async function waitInFlight(cluster: Root, items: number): Promise<void> {
+  await waitFor(() => cluster.progress.inFlight, { what: `${items} items in flight`, until: (n) => n === items });
 }
