@@ -7,7 +7,11 @@
  * Slot 0 (an Int32): items holding a place now. Then two doubles per place: the item's input position
  * (-1: a free place; positions are uint32 counters, which a double holds exactly), and when it last got
  * something done (took its place, finished an async task call, wrote an output; `Date.now()`, the
- * clock both threads share), for the task timeout of one item among others that progress.
+ * clock both threads share), for the task timeout of one item among others that progress. A free place's
+ * time is +Infinity, and a place taken gets its time before its position: the engine, reading while the
+ * worker writes, must never see a live position beside a time from before it (0 at the start, or the
+ * last item's there) — it took such an item, a few microseconds old, for one stuck since then, and ended
+ * a healthy worker for it (an item beside it was given up: seen when the watch ran right after a drain).
  */
 export class RunningItems {
   readonly #count: Int32Array;
@@ -21,14 +25,19 @@ export class RunningItems {
     this.#places = this.#positions.length / 2;
   }
 
-  /** A shared buffer for up to `places` items in progress. */
+  /** A shared buffer for up to `places` items in progress, all free. */
   static allocate(places: number): SharedArrayBuffer {
-    return new SharedArrayBuffer(8 + 16 * places);
+    const buffer = new SharedArrayBuffer(8 + 16 * places);
+    new RunningItems(buffer).clear();
+    return buffer;
   }
 
   /** Empties the table (a new worker on it starts with nothing in progress). */
   clear(): void {
-    this.#positions.fill(-1);
+    for (let place = 0; place < this.#places; place++) {
+      this.#positions[place * 2 + 1] = Number.POSITIVE_INFINITY;
+      this.#positions[place * 2] = -1;
+    }
     Atomics.store(this.#count, 0, 0);
     this.#free.length = 0;
     for (let place = this.#places - 1; place >= 0; place--) this.#free.push(place);
@@ -38,8 +47,8 @@ export class RunningItems {
   add(position: number): number {
     const place = this.#free.pop();
     if (place === undefined) throw new RangeError("more items in progress than the worker's concurrency");
+    this.#positions[place * 2 + 1] = Date.now(); // the time first (see above); x86 keeps stores in order
     this.#positions[place * 2] = position;
-    this.#positions[place * 2 + 1] = Date.now();
     Atomics.add(this.#count, 0, 1);
     return place;
   }
@@ -50,6 +59,7 @@ export class RunningItems {
   }
 
   remove(place: number): void {
+    this.#positions[place * 2 + 1] = Number.POSITIVE_INFINITY;
     this.#positions[place * 2] = -1;
     this.#free.push(place);
     Atomics.sub(this.#count, 0, 1);
