@@ -607,7 +607,7 @@ class NodeServer {
       for (const piece of pieces) pipeline.credit -= piece.length;
       connection.sendFramePieces(pieces);
     } else {
-      const frame = batch.finishFrame("results", fields);
+      const frame = batch.takeFrame("results", fields);
       pipeline.credit -= frame.length;
       connection.sendFrame(frame);
     }

@@ -15,12 +15,6 @@ const PUMP_NOW_ITEMS = 1024;
 const SMALL_BATCH_ITEMS = 32;
 
 /**
- * Feed frames up to this size are copied out of their builder, which keeps its buffer: a fresh buffer
- * per frame (allocated, zeroed, collected) cost more than the copy. Larger ones take the buffer along.
- */
-const COPIED_FRAME_BYTES = 16 * 1024;
-
-/**
  * The feed's linger (Kafka's `linger.ms`): a batch that the window's room cuts below the window's batch
  * size, for a node that still has half its window in flight, waits up to this long for room for a
  * whole batch. (A batch cut short by the queue goes at once: only a feeder could make it larger.) That
@@ -456,7 +450,7 @@ export class Scheduler {
    */
   #frameOf(batch: RecordBatchBuilder): Uint8Array[] {
     if (batch.hasReferences) return batch.finishFramePieces("feed");
-    return [batch.byteLength <= COPIED_FRAME_BYTES ? batch.copyFrame("feed") : batch.finishFrame("feed")];
+    return [batch.takeFrame("feed")];
   }
 
   /** Whether `lane`'s partial batch should wait longer; arms a pump for when its linger ends. */
