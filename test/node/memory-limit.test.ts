@@ -46,6 +46,19 @@ describe("MemoryGuard", () => {
     expect(guard.check(workers, 1170 * MB, 5300)).toBe(1);
   });
 
+  test("the resident bytes are read again sooner the closer they are to the limit, and at once while settling", () => {
+    const guard = new MemoryGuard(16_384 * MB);
+    expect(guard.nextLookMs(200 * MB)).toBe(1000); // far below: once a second
+    expect(guard.nextLookMs(16_000 * MB)).toBe(48); // 384 MB of headroom at 8 MB per ms
+    expect(guard.nextLookMs(16_384 * MB)).toBe(0);
+    expect(guard.nextLookMs(20_000 * MB)).toBe(0);
+    // A node of 250 MB (as the tests start them) reads them on every watch.
+    expect(new MemoryGuard(250 * MB).nextLookMs(65 * MB)).toBeLessThan(50);
+    const settling = new MemoryGuard(1000 * MB);
+    expect(settling.check(heaps(600, 300), 1200 * MB, 0)).toBe(0);
+    expect(settling.nextLookMs(900 * MB)).toBe(0);
+  });
+
   test("the default is 80% of the machine's memory (or of a lower container limit)", () => {
     const limit = defaultMemoryLimit();
     expect(limit).toBeGreaterThan(0);

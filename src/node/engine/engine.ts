@@ -229,6 +229,7 @@ export class Engine {
     }
     const lingerMs = this.#sleeping || this.inFlight === 0 ? 0 : this.#pacer.resultLingerMs();
     this.#flushResults(lingerMs);
+    this.#supervisor.watchIfDue(performance.now());
     this.#waits.settle();
     if (this.#output.paused) return;
     // Found nothing new: the workers are in long tasks, or out of work; their next commit wakes us.

@@ -62,6 +62,13 @@ export interface WorkerSetup {
 /** How often the engine looks at the process's memory and its workers' progress (see MemoryGuard, StallGuard). */
 const WATCH_MS = 50;
 /**
+ * A drain of the engine's runs the watch once this much of its period has passed (`watchIfDue`), and
+ * the timer starts its period over: on a busy node the watch rides on the drains' wake-ups (every
+ * linger, at most 10 ms apart) instead of waking the thread twenty times a second on its own, and it
+ * still looks at least every WATCH_MS.
+ */
+const WATCH_DUE_MS = 0.8 * WATCH_MS;
+/**
  * How often it looks while no worker has an item: nothing can stall then, and memory moves only by a
  * task's own timers, if at all. An idle node then wakes once a second instead of twenty times; the
  * next feed brings back the short period (`busy()`).
@@ -93,6 +100,10 @@ export class WorkerSupervisor {
   readonly #heaps: WorkerHeaps;
   readonly #progress: ProgressSample[] = [];
   #watchTimer: ReturnType<typeof setInterval> | undefined;
+  /** When the watch last looked (performance.now()). */
+  #watchedAt = 0;
+  /** When the watch next reads the process's resident bytes (see MemoryGuard.nextLookMs). */
+  #residentDue = 0;
   /** The watch's period now: WATCH_MS or IDLE_WATCH_MS (0: no watch, for there is nothing to guard). */
   #watchEvery = 0;
   #stopped = false;
@@ -143,6 +154,13 @@ export class WorkerSupervisor {
   /** Items came in: the watch looks every WATCH_MS again if it had slowed down for an idle node. */
   busy(): void {
     if (this.#watchEvery === IDLE_WATCH_MS && !this.#stopped) this.#watchEach(WATCH_MS);
+  }
+
+  /** Runs the watch now if it is due soon (see WATCH_DUE_MS); the engine calls this as it drains. */
+  watchIfDue(now: number): void {
+    if (this.#watchEvery !== WATCH_MS || now - this.#watchedAt < WATCH_DUE_MS) return;
+    this.#watchTimer!.refresh();
+    this.#watch();
   }
 
   #watchEach(ms: number): void {
@@ -332,6 +350,7 @@ export class WorkerSupervisor {
    * counts an attempt.
    */
   readonly #watch = (): void => {
+    this.#watchedAt = performance.now();
     const stride = statsStride(this.#setup.tasks.length);
     const stats = this.#stats;
     let queued = 0;
@@ -352,7 +371,7 @@ export class WorkerSupervisor {
     if (stalled >= 0) return this.#end(this.#slots[stalled]!, stuckWhy());
     const overdue = this.#overdue();
     if (overdue !== undefined) return this.#end(overdue, stuckWhy());
-    if (this.#memoryGuard === undefined) return;
+    if (this.#memoryGuard === undefined || this.#watchedAt < this.#residentDue) return;
     const resident = process.memoryUsage.rss();
     if (resident > this.#memoryGuard.limitBytes) {
       // Measured only over the limit: a file read per worker.
@@ -362,6 +381,7 @@ export class WorkerSupervisor {
       }
     }
     const pick = this.#memoryGuard.check(this.#watched, resident);
+    this.#residentDue = this.#watchedAt + this.#memoryGuard.nextLookMs(resident);
     if (pick < 0) return;
     const mb = (bytes: number) => Math.round(bytes / 1048576);
     const limit = mb(this.#memoryGuard.limitBytes);
