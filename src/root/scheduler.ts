@@ -30,22 +30,6 @@ const SMALL_BATCH_ITEMS = 32;
  */
 const FEED_LINGER_MS = 2;
 const MAX_FEED_LINGER_MS = 10;
-/**
- * The feed's pace for a busy node of slow items, whose results come a linger apart (2–10 ms, see
- * `resultLingerMs` in node/engine/pacing.ts): its refill waits FEED_PACE of that gap after room came,
- * and so reaches the node in the second half of its next linger — where the node sends the results it
- * holds on the wake-up the feed costs (`Engine`'s `#endLingerEarly`), not on a timer of its own. Sent at
- * once, the refill woke the node a second time per linger; on a busy machine each wake-up costs more
- * than its work (a node's socket thread: 2 ms items on 16 nodes × 4 workers, wake-ups per item 0.121 →
- * 0.100 and CPU per item 15.1 → 13.5 µs; on 4 × 4, 0.104 → 0.082 and about 13.5 → 10 µs, at the same
- * rate). The node's workers' queues hold more than this wait (QUEUE_MS there), and a node that reports
- * an idle worker is not busy: it gets its refill at once, and its window grows.
- */
-const FEED_PACE = 0.8;
-/** Results coming closer together than this are fast items': their refills go at once. */
-const PACED_FROM_MS = 2;
-/** A gap between two results frames longer than this is a pause (no items, a late thread), not a pace. */
-const MAX_PACE_GAP_MS = 4 * MAX_FEED_LINGER_MS;
 
 /** What the scheduler needs of a node: somewhere to send finished feed frames. */
 export interface FeedTarget {
@@ -89,13 +73,6 @@ export class NodeLane {
   readonly samples = new Map<number, number>();
   /** Since when a partial batch for this node lingers (NaN: none does). */
   lingeringSince = Number.NaN;
-  /** When its last results frame came (NaN: none yet). */
-  resultsAt = Number.NaN;
-  /**
-   * How far apart its results frames come (the node's results linger, for slow items): the longest gap
-   * of late, forgotten 1% a frame; gaps past MAX_PACE_GAP_MS are pauses, not a pace.
-   */
-  resultsEveryMs = 0;
   /** The node is stopping (it said so): it finishes its items, and gets no more. */
   draining = false;
 
@@ -149,8 +126,6 @@ export class Scheduler {
   #pumpScheduled = false;
   #pumping = false;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  /** When that timer fires (performance.now()). */
-  #lingerDue = 0;
   readonly #batch = new RecordBatchBuilder(64 * 1024);
   /**
    * For batches of a few items: a builder starts a fresh buffer of its initial size after every frame,
@@ -360,10 +335,7 @@ export class Scheduler {
    * with "none" alone, a lingering lane never filled its window, so it never grew past its start
    * (bench/scheduler.bench.ts: 7 items a frame, not 4 000).
    */
-  reportIdle(lane: NodeLane, idleWorkers: number, standing = false, now = performance.now()): void {
-    const gap = now - lane.resultsAt; // NaN before the first
-    if (gap <= MAX_PACE_GAP_MS) lane.resultsEveryMs = Math.max(lane.resultsEveryMs * 0.99, gap);
-    lane.resultsAt = now;
+  reportIdle(lane: NodeLane, idleWorkers: number, standing = false): void {
     lane.window.backlog(standing);
     lane.idleWorkers = idleWorkers;
     if (idleWorkers === 0 || this.queued === 0) return;
@@ -422,9 +394,6 @@ export class Scheduler {
     // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
     const busy = lane.idleWorkers === 0 && lane.ledger.size * 2 >= lane.window.size;
     if (busy && room < batchSize && this.queued > room && this.#linger(lane)) return 0;
-    // A busy node of slow items: its refill goes in the second half of its results' linger (see FEED_PACE).
-    const paced = busy && lane.resultsEveryMs >= PACED_FROM_MS && this.queued > room;
-    if (paced && this.#linger(lane, FEED_PACE * lane.resultsEveryMs)) return 0;
     const batch = count <= SMALL_BATCH_ITEMS ? this.#smallBatch : this.#batch;
     let bytes = 0;
     let firstId = -1;
@@ -484,33 +453,21 @@ export class Scheduler {
     return [batch.takeFrame("feed")];
   }
 
-  /**
-   * Whether `lane`'s batch should wait longer — a partial batch for room for a whole one, or a paced
-   * node's refill for its pace (`paceMs`) — since the lane first had to wait; arms a pump for when the
-   * linger ends.
-   */
-  #linger(lane: NodeLane, paceMs?: number): boolean {
+  /** Whether `lane`'s partial batch should wait longer; arms a pump for when its linger ends. */
+  #linger(lane: NodeLane): boolean {
     const now = performance.now();
     if (Number.isNaN(lane.lingeringSince)) lane.lingeringSince = now;
-    const lingerMs = Math.min(MAX_FEED_LINGER_MS, paceMs ?? this.#partialLingerMs(lane));
+    const roundTrip = lane.window.minLatencyMs;
+    const lingerMs = Number.isFinite(roundTrip)
+      ? Math.min(MAX_FEED_LINGER_MS, Math.max(FEED_LINGER_MS, roundTrip / 4))
+      : FEED_LINGER_MS;
     const left = lane.lingeringSince + lingerMs - now;
     if (left <= 0) return false;
-    // One timer for every lane, due at the soonest end of a linger.
-    if (this.#lingerTimer === undefined || now + left < this.#lingerDue) {
-      clearTimeout(this.#lingerTimer);
-      this.#lingerDue = now + left;
-      this.#lingerTimer = setTimeout(() => {
-        this.#lingerTimer = undefined;
-        this.pump();
-      }, left);
-    }
+    this.#lingerTimer ??= setTimeout(() => {
+      this.#lingerTimer = undefined;
+      this.pump();
+    }, left);
     return true;
-  }
-
-  /** How long a partial batch waits for room for a whole one: a quarter of the node's fastest round trip. */
-  #partialLingerMs(lane: NodeLane): number {
-    const roundTrip = lane.window.minLatencyMs;
-    return Number.isFinite(roundTrip) ? Math.max(FEED_LINGER_MS, roundTrip / 4) : FEED_LINGER_MS;
   }
 
   /** Sends the first quarantined item alone to `lane` (which has nothing else in flight). */

@@ -1,7 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Scheduler } from "../../src/root/scheduler.ts";
 import { RecordingTarget } from "../support/feed-target.ts";
-import { waitUntil } from "../support/wait.ts";
 
 // The scheduler's round robin, driven by hand without sockets (as bench/scheduler.bench.ts does):
 // targets record the feed frames they are sent; `complete` stands for the node's Done.
@@ -121,49 +120,6 @@ describe("Scheduler: round robin", () => {
     for (const frame of resent) for (const id of frame.ids) expect(lostIds).not.toContain(id);
     expect(scheduler.lanes).toHaveLength(2);
     expect(scheduler.queued).toBe(0);
-  });
-
-  test("a busy node of slow items gets its refill in the second half of its results' linger, at once when a worker idles", async () => {
-    const scheduler = new Scheduler({ fixedWindow: 8 }); // batches of 2: a results frame's room is a whole batch
-    const target = new RecordingTarget("a");
-    const lane = scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 });
-    try {
-      scheduler.enqueueValues(range(100));
-      scheduler.pump();
-      expect(lane.inFlight).toBe(8);
-      // Results frames come 10 ms apart (a node lingering its results for 2 ms items), none idle.
-      const now = performance.now();
-      scheduler.reportIdle(lane, 0, false, now - 10);
-      scheduler.reportIdle(lane, 0, false, now);
-      expect(lane.resultsEveryMs).toBe(10);
-      const frames = target.frames.length;
-      for (const id of target.frames[0]!.ids) scheduler.complete(lane, id);
-      scheduler.pump();
-      expect(target.frames.length).toBe(frames); // held for the pace, though room for a whole batch came
-      const sent = await waitUntil(
-        "the paced refill",
-        () => target.frames.length,
-        (count) => count > frames,
-        5000,
-        1,
-      );
-      expect(sent).toBe(frames + 1);
-      expect(target.frames.at(-1)!.ids).toHaveLength(2);
-      // A worker idles: the next room goes at once.
-      for (const id of target.frames[1]!.ids) scheduler.complete(lane, id);
-      scheduler.reportIdle(lane, 1, false, performance.now());
-      scheduler.pump();
-      expect(target.frames.length).toBe(frames + 2);
-      // A pause between frames is not a pace; fast items' frames (under 2 ms apart) are not paced.
-      scheduler.reportIdle(lane, 0, false, performance.now() + 1000);
-      expect(lane.resultsEveryMs).toBeLessThanOrEqual(10);
-      const fast = scheduler.addLane(new RecordingTarget("b"), 1, { items: 1000, bytes: 1 << 30 });
-      scheduler.reportIdle(fast, 0, false, 0);
-      scheduler.reportIdle(fast, 0, false, 1);
-      expect(fast.resultsEveryMs).toBe(1);
-    } finally {
-      scheduler.clear();
-    }
   });
 
   test("a node with idle workers while its partial batch lingers for room gets a larger window", () => {

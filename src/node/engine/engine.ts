@@ -68,8 +68,6 @@ export class Engine {
   #resultsHeldSince = Number.NaN;
   /** The timer ending the linger: it drains the rings again and hands out what is held by then. */
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  /** When half the running linger is over (see `#endLingerEarly`). */
-  #lingerHalfway = 0;
   /** The results' linger, the workers' queue caps, and how late that timer fires (which they cover). */
   readonly #pacer: Pacer;
   #stopped = false;
@@ -150,23 +148,7 @@ export class Engine {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
     this.#accepted += records;
     this.#supervisor.busy();
-    const kept = this.#input.dispatch(blob);
-    this.#endLingerEarly();
-    return kept;
-  }
-
-  /**
-   * A feed came while results linger, and half the linger is over: they go out now, on this wake-up,
-   * rather than wake the thread again at its end. A root answers each results frame with its next feed,
-   * so a node would otherwise wake twice per linger — once for its timer, once for that feed — and on a
-   * busy machine each wake-up costs more than the work it does.
-   */
-  #endLingerEarly(): void {
-    if (this.#lingerTimer === undefined || performance.now() < this.#lingerHalfway) return;
-    clearTimeout(this.#lingerTimer);
-    this.#lingerTimer = undefined;
-    this.#resultsHeldSince = Number.NEGATIVE_INFINITY;
-    this.#drainAll();
+    return this.#input.dispatch(blob);
   }
 
   /** Tasks in the chain. */
@@ -275,7 +257,6 @@ export class Engine {
   /** Sets the linger's timer, unless it is set. */
   #linger(ms: number): void {
     if (this.#lingerTimer !== undefined) return;
-    this.#lingerHalfway = performance.now() + ms / 2;
     this.#pacer.lag.armed(ms);
     this.#lingerTimer = setTimeout(this.#endLinger, ms);
   }
