@@ -90,6 +90,32 @@ describe("concurrency", () => {
     }
   }, 90_000);
 
+  test("an item whose Done was committed just before its worker died does not run again", async () => {
+    // One worker: the exit starts (and waits a microtask), the next item finishes inside its call and
+    // is due to commit (2 ms of task time); the worker commits its Done, then, before it marks the
+    // input done, the exit runs.
+    const harness = await EngineHarness.start(TASKS, [{ export: "commitThenExit" }], {
+      workers: 1,
+      concurrency: 4,
+      maxAttempts: 1,
+    });
+    try {
+      const ids = harness.feed([
+        { id: 0, ms: 0, act: "exit" },
+        { id: 1, ms: 2 },
+        { id: 2, ms: 0 },
+      ]);
+      await harness.waitEmpty(60_000);
+      expect(harness.deaths).toEqual(["worker exited with code 7"]);
+      const outputs = (harness.values() as Array<{ id: number; run: number }>).sort(byId);
+      expect(outputs.filter((output) => output.id === 1)).toEqual([{ id: 1, run: 1 }]);
+      expect(outputs.map((output) => output.id)).toEqual([1, 2]);
+      expect(harness.done.filter((id) => id === ids[1])).toHaveLength(1);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+
   test("sleep with 50 items per worker suspended: they finish, nothing starts until wakeup, then all do", async () => {
     const harness = await EngineHarness.start(TASKS, [{ export: "act" }], { workers: 2, concurrency: 50 });
     try {

@@ -81,3 +81,30 @@ test("a task's retries through the cluster: counted in stats, the last failure r
   const [stats] = await cluster.stats();
   expect([stats!.processed, stats!.errors, stats!.retries]).toEqual([1, 1, 4]);
 }, 60_000);
+
+test("exactly once: an item finished just before its worker died is handed out once, not again after a rerun", async () => {
+  const cluster = await Root.local({ nodes: 1, workers: 1 });
+  roots.push(cluster);
+  const outputs: Array<{ id: number; run: number }> = [];
+  const errors: TaskError[] = [];
+  await cluster.setup("done-then-death", "1", [{ function: concurrent.commitThenExit }], {
+    localPackages: [TASKS],
+    concurrency: 4,
+    maxAttempts: 1,
+    outputHandler: (output: { id: number; run: number }) => void outputs.push(output),
+    errorHandler: (error) => void errors.push(error),
+  });
+  // The worker commits item 1's Done, then item 0 ends it before it marks item 1's input done.
+  cluster.feed({ id: 0, ms: 0, act: "exit" }, { id: 1, ms: 2 }, { id: 2, ms: 0 });
+  await cluster.waitEmpty();
+  expect(outputs.sort((a, b) => a.id - b.id)).toEqual([
+    { id: 1, run: 1 },
+    { id: 2, run: 1 },
+  ]);
+  expect(errors).toHaveLength(1);
+  expect(errors[0]!.failed).toBe(true);
+  expect(errors[0]!.message).toContain('(input: { id: 0, ms: 0, act: "exit", })');
+  expect(errors[0]!.message).toEndWith(
+    "gave up after 1 attempts, each of which took its worker down: worker exited with code 7",
+  );
+}, 60_000);

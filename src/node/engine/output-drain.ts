@@ -20,7 +20,7 @@ import type { TaskSpec } from "../../protocol/pipeline.ts";
 import { FLAG_OVERSIZE, SHARE_TARGET_SHIFT, itemKey } from "../worker-messages.ts";
 import type { InputDispatcher } from "./input-dispatch.ts";
 import { ItemTracker } from "./item-tracker.ts";
-import type { WorkerSlot } from "./worker-slot.ts";
+import { type WorkerSlot, noteDone } from "./worker-slot.ts";
 
 /** What the drain hands its owner. */
 export interface ResultEvents {
@@ -230,6 +230,7 @@ export class OutputDrain {
     slot.completed++;
     const key = itemKey(flags, id);
     if (byWorker) slot.lastDone = key;
+    if (byWorker && slot.running !== undefined) noteDone(slot, key);
     if (slot.oversizeInputs.size > 0) {
       const bytes = slot.oversizeInputs.get(key);
       if (bytes !== undefined) {

@@ -1,6 +1,8 @@
 /** The engine's record of each worker thread (see Engine): the engine alone reads and writes it. */
+import { RecordKind, recordFlags, recordId, recordKind } from "../../protocol/record.ts";
 import type { ByteRing } from "../ring.ts";
 import type { RunningItems } from "../running-items.ts";
+import { itemKey } from "../worker-messages.ts";
 
 /** One worker thread, its two rings, and the engine's side of their positions. */
 export interface WorkerSlot {
@@ -26,6 +28,12 @@ export interface WorkerSlot {
   completed: number;
   /** Key of the last item this worker finished: after a crash, it and those before it are not run again. */
   lastDone: number;
+  /**
+   * With items finishing out of order (`running`): keys of items whose Done the engine took. The worker
+   * marks a finished item's input Void only after it committed the Done; should it die in between, the
+   * item is finished all the same and must not run again. Pruned to the items still in its input ring.
+   */
+  doneKeys: Set<number>;
   /** Bytes of oversize inputs, kept until Done so a replacement worker can get them again. */
   oversizeInputs: Map<number, Uint8Array>;
   /** Bytes of oversize outputs, arrived by message, waiting for their placeholder record. */
@@ -68,6 +76,7 @@ export function newWorkerSlot(
     overdue: undefined,
     completed: 0,
     lastDone: -1,
+    doneKeys: new Set(),
     oversizeInputs: new Map(),
     oversizeOutputs: new Map(),
     attempts: new Map(),
@@ -79,4 +88,26 @@ export function newWorkerSlot(
     alive: false,
     lastError: undefined,
   };
+}
+
+/** Done keys a slot keeps before it drops those no longer in its input ring (see `WorkerSlot.doneKeys`). */
+export const DONE_KEYS_PRUNE_AT = 4096;
+
+/** Notes that the item `key` of a worker running items out of order is finished (see `WorkerSlot.doneKeys`). */
+export function noteDone(slot: WorkerSlot, key: number): void {
+  const keys = slot.doneKeys;
+  keys.add(key);
+  if (keys.size < DONE_KEYS_PRUNE_AT) return;
+  // Keep those whose input the worker has not given back nor marked Void: the rest cannot run again.
+  const input = slot.input;
+  const kept = new Set<number>();
+  for (let at = input.peek(input.readPosition); at >= 0; ) {
+    const offset = input.offsetOf(at);
+    if (recordKind(input.view, offset) !== RecordKind.Void) {
+      const inputKey = itemKey(recordFlags(input.view, offset), recordId(input.view, offset));
+      if (keys.has(inputKey)) kept.add(inputKey);
+    }
+    at = input.peek((at + input.recordSize(offset)) >>> 0);
+  }
+  slot.doneKeys = kept;
 }

@@ -308,8 +308,10 @@ export class WorkerSupervisor {
       if (started) this.#retractUpTo(input, position, running);
       if (started) this.#countAttempt(slot, running, reason);
     } else {
-      // Several at once: every item not yet released may have given outputs without its Done (finished
-      // and not committed, in progress, parked for a retry): what they gave is void.
+      // Items whose Done came, though the worker died before it marked their input done, are finished.
+      this.#markFinished(slot, position);
+      // Several at once: every other item not yet released may have given outputs without its Done
+      // (finished and not committed, in progress, parked for a retry): what they gave is void.
       this.#retractUpTo(input, position, -1);
       // Each item that held a place counts an attempt (only the overdue ones when the task timeout
       // ended it). Items it finished and committed are Void already; finished ones not committed, and
@@ -320,6 +322,7 @@ export class WorkerSupervisor {
         if (recordKind(input.view, input.offsetOf(at)) !== RecordKind.Void) this.#countAttempt(slot, at, reason);
       }
       slot.running.clear();
+      slot.doneKeys.clear();
     }
     input.release(position);
     this.#drain.flush();
@@ -414,6 +417,19 @@ export class WorkerSupervisor {
   #end(slot: WorkerSlot, reason: string): void {
     slot.lastError = reason;
     void this.#terminate(slot);
+  }
+
+  /** Marks Void each input record from `from` on whose Done the engine took (see `WorkerSlot.doneKeys`). */
+  #markFinished(slot: WorkerSlot, from: number): void {
+    const input = slot.input;
+    if (slot.doneKeys.size === 0) return;
+    for (let at = input.peek(from); at >= 0; ) {
+      const offset = input.offsetOf(at);
+      if (recordKind(input.view, offset) !== RecordKind.Void && slot.doneKeys.has(keyAt(input, at))) {
+        setRecordKind(input.view, offset, RecordKind.Void);
+      }
+      at = input.peek((at + input.recordSize(offset)) >>> 0);
+    }
   }
 
   /** Retracts the outputs of each input record from `from` to `last` (both included; -1: to the end): they run again. */
