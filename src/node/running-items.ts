@@ -47,9 +47,9 @@ export class RunningItems {
   add(position: number): number {
     const place = this.#free.pop();
     if (place === undefined) throw new RangeError("more items in progress than the worker's concurrency");
-    this.#positions[place * 2 + 1] = Date.now(); // the time first (see above); x86 keeps stores in order
+    this.#positions[place * 2 + 1] = Date.now(); // the time first (see above)
+    Atomics.add(this.#count, 0, 1); // keeps the two stores in that order on every CPU
     this.#positions[place * 2] = position;
-    Atomics.add(this.#count, 0, 1);
     return place;
   }
 
@@ -80,7 +80,9 @@ export class RunningItems {
     const positions: number[] = [];
     for (let place = 0; place < this.#places; place++) {
       const position = this.#positions[place * 2]!;
-      if (position >= 0 && this.#positions[place * 2 + 1]! < before) positions.push(position);
+      if (position < 0) continue;
+      Atomics.load(this.#count, 0); // reads the time after the position on every CPU
+      if (this.#positions[place * 2 + 1]! < before) positions.push(position);
     }
     return positions;
   }
