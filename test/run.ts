@@ -10,8 +10,13 @@
 // "Right now" is the CPU time the machine spent busy over the last second (/proc/stat), not the
 // 1-minute load average: that one still counts, for a minute, the typecheck and build CI ran just before,
 // and made the suite run half as wide on a machine that had gone idle.
-import { readFileSync } from "node:fs";
-import { availableParallelism, loadavg } from "node:os";
+//
+// The tests get a temp dir of their own (TMPDIR), removed at the end: a run that is interrupted (Ctrl-C,
+// a SIGTERM) leaves nothing behind either, though its tests' teardown did not run. What a finished run's
+// tests left in it fails the run, by name: every test removes what it made.
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import { withNodeAllocator } from "../src/node/allocator.ts";
 
 const cores = availableParallelism();
@@ -23,13 +28,30 @@ console.error(
     `1-minute load ${loadavg()[0]!.toFixed(1)})`,
 );
 const args = ["test", "--timeout", "60000", `--parallel=${files}`, "--timings=test/timings.json"];
+const temp = mkdtempSync(join(tmpdir(), "pcluster-test-run-"));
 const child = Bun.spawn([process.execPath, ...args, ...process.argv.slice(2)], {
   cwd: `${import.meta.dir}/..`,
   // Every node the tests start runs with this as deployed; given here, they need not restart to get it.
-  env: withNodeAllocator(process.env),
+  env: { ...withNodeAllocator(process.env), TMPDIR: temp },
   stdio: ["inherit", "inherit", "inherit"],
 });
-process.exit(await child.exited);
+// Interrupted: the tests stop (their own handlers end their children), and the temp dir goes below.
+let signalled: number | undefined;
+for (const [signal, code] of Object.entries({ SIGINT: 130, SIGTERM: 143 })) {
+  process.on(signal, () => {
+    signalled = code;
+    child.kill(signal as NodeJS.Signals);
+  });
+}
+let status = await child.exited;
+const left = readdirSync(temp);
+rmSync(temp, { recursive: true, force: true });
+if (signalled !== undefined) process.exit(signalled);
+if (left.length > 0) {
+  console.error(`bun run test: the tests left ${left.length} entries in their temp dir: ${left.join(", ")}`);
+  status ||= 1;
+}
+process.exit(status);
 
 /**
  * How many cores' worth of CPU time the machine spent busy over the next `ms` (everything but idle and

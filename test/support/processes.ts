@@ -152,6 +152,9 @@ process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
   removeChildFolders();
 });
+// An interrupted run (Ctrl-C, a SIGTERM) ends its children too: exiting runs the handler above.
+process.on("SIGINT", () => process.exit(130));
+process.on("SIGTERM", () => process.exit(143));
 
 /**
  * Runs `command` (with piped output) as the leader of its own process group, for commands that run the
