@@ -197,6 +197,11 @@ export class ByteRing {
     return RECORD_HEADER_BYTES + recordLength(this.view, offset);
   }
 
+  /** The position just past the record at `position`. */
+  after(position: number): number {
+    return (position + this.recordSize(this.offsetOf(position))) >>> 0;
+  }
+
   /** Notes that the consumer now works on the record at `position` (one plain store per record). */
   markRunning(position: number): void {
     Atomics.store(this.#state, RUNNING, position | 0);

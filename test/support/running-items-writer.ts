@@ -1,5 +1,6 @@
 // A worker thread that takes and frees places in a shared RunningItems table as fast as it can, as a
-// worker running many short items at once does, until told to stop (see running-items.test.ts). `stop`: [0] set to stop, [1] rounds so far.
+// worker running many short items at once does, until told to stop (see running-items.test.ts).
+// `stop`: [0] is set to stop it; [1] counts its rounds so far.
 import { RunningItems } from "../../src/node/running-items.ts";
 
 const port = globalThis as unknown as {

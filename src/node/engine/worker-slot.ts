@@ -101,13 +101,11 @@ export function noteDone(slot: WorkerSlot, key: number): void {
   // Keep those whose input the worker has not given back nor marked Void: the rest cannot run again.
   const input = slot.input;
   const kept = new Set<number>();
-  for (let at = input.peek(input.readPosition); at >= 0; ) {
+  for (let at = input.peek(input.readPosition); at >= 0; at = input.peek(input.after(at))) {
     const offset = input.offsetOf(at);
-    if (recordKind(input.view, offset) !== RecordKind.Void) {
-      const inputKey = itemKey(recordFlags(input.view, offset), recordId(input.view, offset));
-      if (keys.has(inputKey)) kept.add(inputKey);
-    }
-    at = input.peek((at + input.recordSize(offset)) >>> 0);
+    if (recordKind(input.view, offset) === RecordKind.Void) continue;
+    const inputKey = itemKey(recordFlags(input.view, offset), recordId(input.view, offset));
+    if (keys.has(inputKey)) kept.add(inputKey);
   }
   slot.doneKeys = kept;
 }

@@ -308,11 +308,10 @@ export class WorkerSupervisor {
       if (started) this.#retractUpTo(input, position, running);
       if (started) this.#countAttempt(slot, running, reason);
     } else {
-      // Items whose Done came, though the worker died before it marked their input done, are finished.
-      this.#markFinished(slot, position);
-      // Several at once: every other item not yet released may have given outputs without its Done
-      // (finished and not committed, in progress, parked for a retry): what they gave is void.
-      this.#retractUpTo(input, position, -1);
+      // Several at once: every item not yet released may have given outputs without its Done (finished
+      // and not committed, in progress, parked for a retry): what they gave is void — save those whose
+      // Done came, though the worker died before it marked their input done: they are finished.
+      this.#retractUpTo(input, position, -1, slot.doneKeys);
       // Each item that held a place counts an attempt (only the overdue ones when the task timeout
       // ended it). Items it finished and committed are Void already; finished ones not committed, and
       // parked ones, run again.
@@ -419,26 +418,18 @@ export class WorkerSupervisor {
     void this.#terminate(slot);
   }
 
-  /** Marks Void each input record from `from` on whose Done the engine took (see `WorkerSlot.doneKeys`). */
-  #markFinished(slot: WorkerSlot, from: number): void {
-    const input = slot.input;
-    if (slot.doneKeys.size === 0) return;
-    for (let at = input.peek(from); at >= 0; ) {
+  /**
+   * Retracts the outputs of each input record from `from` to `last` (both included; -1: to the end): they
+   * run again. Those whose item key is in `finished` (their Done came) are marked Void instead.
+   */
+  #retractUpTo(input: ByteRing, from: number, last: number, finished?: ReadonlySet<number>): void {
+    for (let at = input.peek(from); at >= 0; at = input.peek(input.after(at))) {
       const offset = input.offsetOf(at);
-      if (recordKind(input.view, offset) !== RecordKind.Void && slot.doneKeys.has(keyAt(input, at))) {
-        setRecordKind(input.view, offset, RecordKind.Void);
+      if (recordKind(input.view, offset) !== RecordKind.Void) {
+        if (finished?.has(keyAt(input, at))) setRecordKind(input.view, offset, RecordKind.Void);
+        else this.#drain.retract(input.view, offset);
       }
-      at = input.peek((at + input.recordSize(offset)) >>> 0);
-    }
-  }
-
-  /** Retracts the outputs of each input record from `from` to `last` (both included; -1: to the end): they run again. */
-  #retractUpTo(input: ByteRing, from: number, last: number): void {
-    for (let at = input.peek(from); at >= 0; ) {
-      const offset = input.offsetOf(at);
-      if (recordKind(input.view, offset) !== RecordKind.Void) this.#drain.retract(input.view, offset);
       if (at === last) return;
-      at = input.peek((at + input.recordSize(offset)) >>> 0);
     }
   }
 
@@ -463,7 +454,7 @@ export class WorkerSupervisor {
     let position = start;
     let past = start;
     for (let at = input.peek(position); at >= 0; at = input.peek(position)) {
-      position = (at + input.recordSize(input.offsetOf(at))) >>> 0;
+      position = input.after(at);
       if (keyAt(input, at) === slot.lastDone) past = position;
     }
     return past;

@@ -305,7 +305,7 @@ class ItemLoop {
     const input = this.#input;
     const offset = input.offsetOf(at);
     if (recordKind(input.view, offset) !== RecordKind.Void) return false;
-    this.#position = (at + input.recordSize(offset)) >>> 0;
+    this.#position = input.after(at);
     return true;
   }
 
