@@ -140,6 +140,9 @@ interface Peer {
 /** Items in flight a node grants per worker: enough to keep rings full across a round trip. */
 const WINDOW_ITEMS_PER_WORKER = 16_384;
 
+/** Results bytes queued for the owner's socket above which the engine's output pauses until it writes them. */
+const RESULTS_QUEUE_BYTES = 4 * 1024 * 1024;
+
 /**
  * `NodeServer`: one per host. Serves roots over persistent framed connections; runs one root's pipeline
  * at a time on an `Engine`. Input batches go to the engine as bytes and results come back as bytes:
@@ -619,13 +622,13 @@ class NodeServer {
     const engine = pipeline.engine;
     if (engine === undefined) return;
     const connection = pipeline.owner;
-    if (pipeline.credit > 0 && connection.queuedBytes <= 4 * 1024 * 1024) {
+    if (pipeline.credit > 0 && connection.queuedBytes <= RESULTS_QUEUE_BYTES) {
       engine.resumeOutput();
       return;
     }
     engine.pauseOutput();
     if (pipeline.credit > 0) {
-      connection.writable().then(() => {
+      connection.writable(RESULTS_QUEUE_BYTES).then(() => {
         if (this.#pipeline === pipeline) this.#updateOutputFlow(pipeline);
       });
     }

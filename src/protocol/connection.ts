@@ -84,7 +84,7 @@ export class Connection {
   #isClosed = false;
   #closeReason: PclusterError | undefined;
   #resolveClosed!: (reason: PclusterError | undefined) => void;
-  #writableWaiters: Array<() => void> = [];
+  #writableWaiters: Array<{ queuedBytes: number; wake: () => void }> = [];
   #nextRequestId = 1;
   readonly #pending = new Map<number, PendingRequest>();
 
@@ -198,10 +198,15 @@ export class Connection {
     }
   }
 
-  /** Resolves when the write queue is at or below its bound (at once if it already is, or if closed). */
-  writable(): Promise<void> {
-    if (this.#queuedBytes <= this.#maxQueuedBytes || this.#isClosed) return Promise.resolve();
-    return new Promise((resolve) => this.#writableWaiters.push(resolve));
+  /**
+   * Resolves when at most `queuedBytes` wait to be written (default: the connection's bound) — at once if
+   * no more do already, or if it is closed. A caller that waits for less than the bound must say so here:
+   * resolved at the bound, it would find the queue still too long and ask again at once, a loop of
+   * microtasks in which the socket never gets to write.
+   */
+  writable(queuedBytes = this.#maxQueuedBytes): Promise<void> {
+    if (this.#queuedBytes <= queuedBytes || this.#isClosed) return Promise.resolve();
+    return new Promise((wake) => this.#writableWaiters.push({ queuedBytes, wake }));
   }
 
   /** Sends a request and resolves with the peer's answer; rejects with its typed error or a timeout. */
@@ -453,11 +458,14 @@ export class Connection {
   }
 
   #releaseWriters(): void {
-    if (this.#writableWaiters.length === 0) return;
-    if (this.#queuedBytes > this.#maxQueuedBytes && !this.#isClosed) return;
     const waiters = this.#writableWaiters;
-    this.#writableWaiters = [];
-    for (const wake of waiters) wake();
+    if (waiters.length === 0) return;
+    let kept = 0;
+    for (const waiter of waiters) {
+      if (this.#queuedBytes <= waiter.queuedBytes || this.#isClosed) waiter.wake();
+      else waiters[kept++] = waiter;
+    }
+    waiters.length = kept;
   }
 }
 

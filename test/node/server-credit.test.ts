@@ -5,6 +5,7 @@ import { RecordBatchBuilder, encode } from "../../src/protocol/codec.ts";
 import { RecordKind, RecordReader, forEachDone } from "../../src/protocol/record.ts";
 import { NodeClient } from "../../src/root/node-client.ts";
 import { NodeTestClient, type PipelineSpec, buildSetupArgs, resultsFrameBytes } from "../support/node-client.ts";
+import { GateProxy } from "../support/gate-proxy.ts";
 import { type RunningNode, startNode, tearDown } from "../support/nodes.ts";
 import { REPO } from "../support/processes.ts";
 import { waitFor } from "../support/wait.ts";
@@ -17,6 +18,7 @@ import { waitFor } from "../support/wait.ts";
 let node: RunningNode;
 let packageDir: string;
 const clients: NodeTestClient[] = [];
+const proxies: GateProxy[] = [];
 
 const pipeline = (task: string, resultWindow: number): PipelineSpec => ({
   name: task,
@@ -30,7 +32,10 @@ beforeAll(async () => {
   [packageDir, node] = await Promise.all([join(REPO, "test/fixtures/sizes"), startNode({ workers: 2 })]);
 }, 60_000);
 
-afterAll(() => tearDown(clients, [node?.workdir]), 20_000);
+afterAll(async () => {
+  for (const proxy of proxies) proxy.stop();
+  await tearDown(clients, [node?.workdir]);
+}, 20_000);
 
 test("the node stops sending results when the root's credit runs out, and goes on when it is given more", async () => {
   const client = await NodeTestClient.connect({ port: node.port, client: "root-stingy", autoCredit: false });
@@ -70,6 +75,37 @@ test("the node stops sending results when the root's credit runs out, and goes o
   client.close();
   await client.closed;
 }, 60_000);
+
+test("a root that stops reading holds the node's results in a bounded queue; the node serves others meanwhile, and sends them all once it reads", async () => {
+  // Between the two, a proxy that stops reading the node's side when shut: the node's results back up in
+  // the kernel, then in the node's own queue. With credit to spare (64 MiB), what pauses the results
+  // is that queue's bound (4 MiB), and it must pause them without holding the node's thread: once
+  // waiting on a queue of 4 to 8 MiB spun the node at 100% CPU, deaf to everyone, for good.
+  const proxy = GateProxy.start(node.port);
+  proxies.push(proxy);
+  const client = await NodeTestClient.connect({ port: proxy.port, client: "root-deaf" });
+  clients.push(client);
+  await client.setup(pipeline("pad", 64 * 1024 * 1024));
+  proxy.shut();
+  const sizes = Array.from({ length: 24 }, () => 1_000_000);
+  const ids = client.feed(sizes);
+  const other = await NodeTestClient.connect({ port: node.port, client: "root-other", timeoutMs: 10_000 });
+  clients.push(other);
+  await waitFor(() => other.status(), {
+    what: "the node to run every item while its root reads nothing, and to tell another client so",
+    until: (status) => status.pipeline!.tasks[0]!.processed === ids.length,
+    timeoutMs: 30_000,
+    everyMs: 50,
+  });
+  expect(client.done.size).toBeLessThan(ids.length);
+
+  proxy.open();
+  await client.waitDone(ids, 30_000);
+  expect(client.outputsOf(ids).map((outputs) => outputs.map((output) => (output as string).length))).toEqual(
+    sizes.map((size) => [size]),
+  );
+  await client.request("reset");
+}, 90_000);
 
 test("a root's NodeClient gives back the credit the node charged, so a long run of small result frames never stalls", async () => {
   const args = await buildSetupArgs(pipeline("same", 2048));
