@@ -11,7 +11,7 @@ import {
   errorToWire,
 } from "../errors.ts";
 import { encode } from "./codec.ts";
-import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, frameOf } from "./frame.ts";
+import { type BodyMemory, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, frameOf } from "./frame.ts";
 import { type ErrorMessage, type Message, parseMessage } from "./messages.ts";
 import { PART_FROM_BYTES, PartJoiner, partFrames } from "./parts.ts";
 import type { ClientTls } from "./tls.ts";
@@ -33,6 +33,11 @@ export interface ConnectionOptions {
    * ordinary memory. A node joins in shared memory, so that its workers read a large item where it lies.
    */
   joinParts?: (size: number) => Uint8Array;
+  /**
+   * Memory that frames spanning chunks are assembled in (see FrameDecoder): given, each message's
+   * receiver releases its bytes there once done with them; default: ordinary memory, one body's kept.
+   */
+  frameMemory?: BodyMemory;
 }
 
 /** Answers a request; what it returns (or throws, as a typed error) goes back to the requester. */
@@ -91,7 +96,7 @@ export class Connection {
   constructor(socket: Socket<unknown>, options: ConnectionOptions = {}) {
     this.#socket = socket;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-    this.#decoder = new FrameDecoder(this.#maxFrameBytes, options.maxHandshakeFrameBytes);
+    this.#decoder = new FrameDecoder(this.#maxFrameBytes, options.maxHandshakeFrameBytes, options.frameMemory);
     // No message larger than a frame before the handshake (than a handshake frame, where that limit is
     // set) until the handshake trusts the peer (see `trust`, and `maxMessageBytes` of serve and dial).
     this.#parts = new PartJoiner(options.maxHandshakeFrameBytes ?? this.#maxFrameBytes, options.joinParts);

@@ -52,6 +52,12 @@ export class FrameDecoder {
   constructor(
     readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
     readonly handshakeFrameBytes?: number,
+    /**
+     * Memory to assemble bodies in, taken again once given back: the receiver of a body releases it there
+     * when done with it (as it does a message joined from parts). Without it, one body's buffer is kept
+     * for the next, if its handler said it kept none of it.
+     */
+    readonly memory?: BodyMemory,
   ) {
     this.#limit = Math.min(handshakeFrameBytes ?? maxFrameBytes, maxFrameBytes);
   }
@@ -125,7 +131,10 @@ export class FrameDecoder {
     this.#partial = EMPTY;
     this.#bodyLength = -1;
     this.#filled = 0;
-    if (onFrame(body) === true && buffer.length <= MAX_SPARE_BODY_BYTES) this.#spare = buffer;
+    if (onFrame(body) === true) {
+      if (this.memory !== undefined) this.memory.release(buffer);
+      else if (buffer.length <= MAX_SPARE_BODY_BYTES) this.#spare = buffer;
+    }
     return offset < chunk.length ? offset : -1;
   }
 
@@ -142,8 +151,10 @@ export class FrameDecoder {
         return;
       }
       const size = Math.min(this.#bodyLength, Math.max(2 * needed, MIN_BODY_BUFFER_BYTES));
-      const grown = unfilled(size);
+      const memory = this.memory;
+      const grown = memory === undefined ? unfilled(size) : memory.take(size);
       if (this.#filled > 0) grown.set(this.#partial.subarray(0, this.#filled));
+      if (memory !== undefined && this.#partial.length > 0) memory.release(this.#partial);
       this.#partial = grown;
     }
     this.#partial.set(bytes, this.#filled);
@@ -168,6 +179,14 @@ export class FrameDecoder {
     if (length === 0) throw new ProtocolError("empty frame: a frame body must hold one MessagePack message");
     return length;
   }
+}
+
+/** Memory that bodies are assembled in and given back to (see KeptBuffers). */
+export interface BodyMemory {
+  /** `size` bytes, not zeroed, held by the caller until released. */
+  take(size: number): Uint8Array;
+  /** The memory under `bytes` is free again (a no-op for memory that did not come from here). */
+  release(bytes: Uint8Array): void;
 }
 
 /**

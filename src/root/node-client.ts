@@ -2,7 +2,7 @@ import { ConnectionClosedError, type PclusterError, TimeoutError } from "../erro
 import type { Endpoint } from "../protocol/address.ts";
 import { dial } from "../protocol/handshake.ts";
 import type { Connection } from "../protocol/connection.ts";
-import { blobFrameBytes } from "../protocol/frame.ts";
+import { type BodyMemory, blobFrameBytes } from "../protocol/frame.ts";
 import { DEFAULT_MAX_ITEM_BYTES, DEFAULT_RESULT_WINDOW_BYTES, messageLimitFor } from "../protocol/limits.ts";
 import type { Message } from "../protocol/messages.ts";
 import type { NodeStatus, SetupArgs } from "../protocol/pipeline.ts";
@@ -88,13 +88,11 @@ export class NodeClient implements FeedTarget {
     });
   }
 
-  /** Connects and runs the handshake. */
-  /** `joinParts`: where a results message sent in parts is joined (see ConnectionOptions.joinParts). */
-  static async connect(
-    endpoint: Endpoint,
-    options: NodeClientOptions = {},
-    joinParts?: (size: number) => Uint8Array,
-  ): Promise<NodeClient> {
+  /**
+   * Connects and runs the handshake. `memory`: where results frames that span chunks are assembled and
+   * results messages sent in parts are joined; their receiver releases them there once handled.
+   */
+  static async connect(endpoint: Endpoint, options: NodeClientOptions = {}, memory?: BodyMemory): Promise<NodeClient> {
     const { connection } = await dial({
       hostname: endpoint.host,
       port: endpoint.port,
@@ -106,7 +104,8 @@ export class NodeClient implements FeedTarget {
       // Result frames are already bounded by credit; feed frames by the window.
       maxQueuedBytes: 16 * 1024 * 1024,
       maxMessageBytes: messageLimitFor(options.maxItemBytes ?? DEFAULT_MAX_ITEM_BYTES),
-      joinParts,
+      joinParts: memory === undefined ? undefined : (size) => memory.take(size),
+      frameMemory: memory,
     });
     return new NodeClient(endpoint, connection, options);
   }

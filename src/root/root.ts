@@ -197,8 +197,9 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   readonly #clients = new Map<string, NodeClient>();
   readonly #connecting = new Map<string, Promise<NodeClient>>();
   /**
-   * Memory results of megabytes are joined in (they come in parts): taken again for the next once a
-   * results message is handled and the outputs it held for items' Done are handed out (see ResultPump).
+   * Memory results frames of more than a socket read are assembled in, and results of megabytes joined
+   * in (they come in parts): taken again for the next once a results message is handled and the outputs
+   * it held for items' Done are handed out (see ResultPump).
    */
   readonly #joined = new KeptBuffers(ownMemory);
   /** Bytes an item waiting in the queue took, on average, when last looked at (see #itemsForBytes). */
@@ -894,7 +895,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
   }
 
   async #connect(endpoint: Endpoint): Promise<NodeClient> {
-    const client = await NodeClient.connect(endpoint, this.#options, (size) => this.#joined.take(size));
+    const client = await NodeClient.connect(endpoint, this.#options, this.#joined);
     this.#clients.set(endpoint.key, client);
     client.onResults = (blob, idle, standing, frameBytes) => {
       const lane = this.#lanes.get(client);

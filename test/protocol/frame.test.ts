@@ -2,7 +2,14 @@ import { describe, expect, test } from "bun:test";
 import { decode as decodeStd } from "@msgpack/msgpack";
 import { ProtocolError } from "../../src/errors.ts";
 import { encode } from "../../src/protocol/codec.ts";
-import { FrameDecoder, MAX_BLOB_HEAD_BYTES, blobFrameHead, frameOf } from "../../src/protocol/frame.ts";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  FrameDecoder,
+  MAX_BLOB_HEAD_BYTES,
+  blobFrameHead,
+  frameOf,
+} from "../../src/protocol/frame.ts";
+import { KeptBuffers, ownMemory } from "../../src/protocol/kept-buffers.ts";
 import { parseMessage } from "../../src/protocol/messages.ts";
 import { seededRandom } from "../support/random.ts";
 
@@ -88,6 +95,46 @@ describe("FrameDecoder", () => {
     expect(third.buffer === firstMemory).toBe(false);
     expect(second).toEqual(new Uint8Array(200_000).fill(2));
     expect(third).toEqual(new Uint8Array(250_000).fill(3));
+  });
+
+  test("with memory of its own, bodies are assembled there and taken again once their receiver releases them", () => {
+    const memory = new KeptBuffers(ownMemory);
+    const taken: ArrayBufferLike[] = [];
+    const decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES, undefined, {
+      take(size) {
+        const bytes = memory.take(size);
+        taken.push(bytes.buffer);
+        return bytes;
+      },
+      release: (bytes) => memory.release(bytes),
+    });
+    /** Pushes a frame of `length` bytes of `fill` in chunks of 64 KiB; returns the body handed out. */
+    const push = (length: number, fill: number): Uint8Array => {
+      const frame = frameOf(new Uint8Array(length).fill(fill));
+      const bodies: Uint8Array[] = [];
+      for (let at = 0; at < frame.length; at += 65_536)
+        decoder.push(frame.subarray(at, at + 65_536), (b) => void bodies.push(b));
+      expect(bodies.length).toBe(1);
+      return bodies[0]!;
+    };
+    // The first body grows through buffers of 256 KiB, 512 KiB, 1 MiB: each outgrown one goes back.
+    const first = push(1_000_000, 1);
+    expect(Buffer.compare(first, new Uint8Array(1_000_000).fill(1))).toBe(0);
+    expect(taken.length).toBeGreaterThan(1);
+    expect(memory.spareBytes).toBeGreaterThan(0); // the outgrown buffers, kept
+    const held = push(1_000_000, 2); // the first is still held: its memory is not written over
+    expect(held.buffer === first.buffer).toBe(false);
+    expect(Buffer.compare(first, new Uint8Array(1_000_000).fill(1))).toBe(0);
+    // Released, the next body of its size is assembled in its memory, and no buffer is new.
+    memory.release(first);
+    memory.release(held);
+    const before = new Set(taken);
+    const count = taken.length;
+    const third = push(1_000_000, 3);
+    expect(third.buffer === first.buffer || third.buffer === held.buffer).toBe(true);
+    expect(taken.length).toBeGreaterThan(count);
+    expect(taken.slice(count).every((buffer) => before.has(buffer))).toBe(true);
+    expect(Buffer.compare(third, new Uint8Array(1_000_000).fill(3))).toBe(0);
   });
 
   test("a length above the maximum is a ProtocolError before any body byte arrives", () => {
