@@ -91,6 +91,8 @@ export class FeedQueue {
   /** Chunks let go, to be written again (see SPARE_CHUNKS); the memory of larger ones (LARGE_CLASS_MAX). */
   readonly #spare: Chunk[] = [];
   readonly #large = new KeptBuffers((size) => new ArrayBuffer(size));
+  /** Tails with all their records done (or none) that the current appends replaced (see `#chunkFor`). */
+  #retired: Chunk[] = [];
   #nextSerial = 1;
   #queued = 0;
   #queuedBytes = 0;
@@ -136,12 +138,14 @@ export class FeedQueue {
         throw error;
       }
     }
+    this.#keepRetired();
   }
 
   /** Queues items already encoded (copied into the queue); one larger than `maxItemBytes` throws first, and none is queued. */
   appendBytes(items: readonly Uint8Array[]): void {
     for (let index = 0; index < items.length; index++) this.#checkSize(items[index]!.length, index);
     for (const bytes of items) this.#appendEncoded(bytes);
+    this.#keepRetired();
   }
 
   /**
@@ -299,6 +303,7 @@ export class FeedQueue {
   /** Encodes and queues the item `values[index]` of an `appendValues`; throws what `encodeDeclined` throws. */
   #appendValue(value: unknown, index: number): void {
     if (typeof value === "string" && value.length > LONG_STRING) return this.#appendHeaded(undefined, value, index);
+    if (ArrayBuffer.isView(value) && value.byteLength > LONG_BYTES) return this.#appendDeclined(value, index);
     const chunk = this.#chunkFor(RECORD_HEADER_BYTES + SMALL_OUTPUT_BYTES);
     const at = chunk.end;
     const length = encodeSmallInto(value, chunk.target, at + RECORD_HEADER_BYTES, chunk.bytes.length);
@@ -374,17 +379,28 @@ export class FeedQueue {
   #chunkFor(bytes: number): Chunk {
     const tail = this.#tail;
     if (tail !== undefined && tail.end + bytes <= tail.bytes.length) return tail;
-    // A tail whose records are all done goes, but is not kept to be written again: an appendValues that
-    // fails rolls back to it (`#rollBack`), as it was.
-    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) this.#chunks.delete(tail.serial);
+    // A tail whose records are all done goes. Its memory is kept for new chunks only once the appends
+    // that replaced it went through: an appendValues that fails rolls back to it (`#rollBack`), as it was.
+    if (tail !== undefined && tail.queued === 0 && tail.outstanding === 0) {
+      this.#chunks.delete(tail.serial);
+      this.#retired.push(tail);
+    }
     const chunk = this.#newChunk(this.#nextSerial++, bytes);
     this.#chunks.set(chunk.serial, chunk);
     this.#tail = chunk;
     return chunk;
   }
 
+  /** The done tails the appends just made replaced, kept to be written again now that they went through. */
+  #keepRetired(except?: Chunk): void {
+    if (this.#retired.length === 0) return;
+    for (const chunk of this.#retired) if (chunk !== except) this.#drop(chunk);
+    this.#retired = [];
+  }
+
   /** Undoes the appends since `mark` (a failed `appendValues`; nothing was sent meanwhile). */
   #rollBack(mark: Mark): void {
+    this.#keepRetired(mark.tail); // but the tail before, which is the tail again
     for (const chunk of this.#sending.splice(mark.sending)) if (chunk !== mark.tail) this.#chunks.delete(chunk.serial);
     if (this.#tail !== undefined && this.#tail !== mark.tail) this.#chunks.delete(this.#tail.serial);
     if (mark.tail !== undefined) {

@@ -225,6 +225,31 @@ describe("FeedQueue", () => {
     expect(bufferOf(sendSome(queue, 2, 15), 16) === nine).toBe(true);
   });
 
+  test("large items fed each once the one before is done (run after run) take the memory of those before", () => {
+    const queue = new FeedQueue();
+    const bytes = (fill: number) => new Uint8Array(6_000_000).fill(fill);
+    const buffers: ArrayBufferLike[] = [];
+    for (let round = 0; round < 6; round++) {
+      // The tail is the last item's chunk, all of it done. It is kept once the call that replaced it went
+      // through (a call that fails goes back to it): the items take turns in two chunks, never a new one.
+      queue.appendValues([bytes(round)]);
+      const sent = sendSome(queue, 1, round + 1);
+      const value = sent.records[0]![2] as Uint8Array;
+      expect(value.length).toBe(6_000_000);
+      expect(value[0] === round && value[5_999_999] === round).toBe(true);
+      buffers.push(queue.payloadOf(sent.refs.get(round + 1)!).buffer);
+      queue.release(sent.refs.get(round + 1)!);
+    }
+    expect(new Set(buffers).size).toBe(2);
+    // A call that fails after replacing the done tail rolls back to it, its memory not written over.
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    expect(() => queue.appendValues([bytes(9), cycle])).toThrow(/circular reference/);
+    queue.appendValues(["after"]);
+    const after = sendSome(queue, 10, 100);
+    expect(after.records.map(([, , value]) => value)).toEqual(["after"]);
+  });
+
   test("chunks whose items are all sent and done are let go", () => {
     const queue = new FeedQueue();
     for (let round = 0; round < 50; round++) {
