@@ -13,10 +13,13 @@
  * so this guards that large items cost their bytes, not fresh memory (see ARCHITECTURE.md). Last, a
  * stream of PCLUSTER_BENCH_STREAM_ITEMS (50) items of 8 MiB each, one after the other to the task that
  * discards them, beside the raw sender's CPU for the same bytes: the memory of items done is taken again
- * for the next (the root's feed chunks, the node's kept buffers), so a stream costs its bytes too.
+ * for the next (the root's feed chunks, the node's kept buffers), so a stream costs its bytes too; and
+ * PCLUSTER_BENCH_ECHO_ITEMS (200) items of 1 MiB there and back, whose results frames the root
+ * assembles from many socket reads, in memory it takes again.
  *
  *   bun run bench large-items
- *   env: PCLUSTER_BENCH_RUNS (5), PCLUSTER_BENCH_BIG_MB (64), PCLUSTER_BENCH_STREAM_ITEMS (50)
+ *   env: PCLUSTER_BENCH_RUNS (5), PCLUSTER_BENCH_BIG_MB (64), PCLUSTER_BENCH_STREAM_ITEMS (50),
+ *   PCLUSTER_BENCH_ECHO_ITEMS (200)
  */
 import { loadavg } from "node:os";
 import { join } from "node:path";
@@ -32,6 +35,7 @@ const BIG_BYTES = Number(process.env.PCLUSTER_BENCH_BIG_MB ?? 64) * 1e6;
 const TASKS = join(import.meta.dir, "support/tasks");
 const STREAM_ITEMS = Number(process.env.PCLUSTER_BENCH_STREAM_ITEMS ?? 50);
 const STREAM_ITEM_BYTES = 8 * 1024 * 1024;
+const ECHO_ITEMS = Number(process.env.PCLUSTER_BENCH_ECHO_ITEMS ?? 200);
 
 /** A process that listens on loopback, throws away what it receives, and says how much at each end. */
 const SINK = `
@@ -173,34 +177,71 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   }
 }
 
-/** STREAM_ITEMS items of 8 MiB, one after the other, one way; beside the raw sender's CPU for their bytes. */
-async function stream(root: Root, port: number, sink: AsyncIterator<string>, node: number): Promise<void> {
-  const item = new Uint8Array(STREAM_ITEM_BYTES);
+/**
+ * A stream of `count` items of `itemBytes` bytes to `task` (one after the other, as `run` feeds them),
+ * beside the raw sender's CPU for their bytes (one way).
+ */
+async function stream(
+  root: Root,
+  port: number,
+  sink: AsyncIterator<string>,
+  node: number,
+  shape: { label: string; task: typeof discard | typeof identity; itemBytes: number; count: number },
+): Promise<string[]> {
+  const { task, itemBytes, count } = shape;
+  const item = new Uint8Array(itemBytes);
   for (let i = 0; i < item.length; i += 4096) item[i] = i & 0xff;
-  const items = Array<Uint8Array>(STREAM_ITEMS).fill(item);
-  const megabytes = (STREAM_ITEMS * STREAM_ITEM_BYTES) / 1e6;
-  await root.setup("stream-discard", "1", [{ function: discard }], { localPackages: [TASKS] });
+  const items = Array<Uint8Array>(count).fill(item);
+  const megabytes = (count * itemBytes) / 1e6;
+  let back = 0;
+  await root.setup(`stream-${task.name}`, "1", [{ function: task }], {
+    localPackages: [TASKS],
+    outputHandler: (output: unknown) => void (back += (output as Uint8Array | null)?.length ?? 0),
+  });
   await root.run(items.slice(0, 4)); // warm
   const runs: TimedRun[] = [];
-  for (let run = 1; run <= RUNS; run++) runs.push(await timedRun(root, items, port, sink, node));
+  for (let run = 1; run <= RUNS; run++) {
+    back = 0;
+    runs.push(await timedRun(root, items, port, sink, node));
+    if (task === identity && back !== count * itemBytes)
+      throw new Error(`${back} bytes came back, not ${count * itemBytes}`);
+  }
   const seconds = runs.map((run) => run.seconds);
+  return [
+    shape.label,
+    fmtRatio(median(runs.map((run) => run.root / run.raw))),
+    perRun(runs.map((run) => run.root)),
+    perRun(runs.map((run) => run.node)),
+    perRun(seconds.map((s) => s * 1000)),
+    `${(megabytes / median(seconds)).toFixed(0)} MB/s`,
+  ];
+}
+
+/**
+ * Streams of items of megabytes: STREAM_ITEMS of 8 MiB one way, the memory of items done taken again for
+ * the next (the root's feed chunks, the node's kept buffers); and ECHO_ITEMS of 1 MiB there and back,
+ * whose results frames span many socket reads at the root (assembled in memory it takes again).
+ */
+async function streams(root: Root, port: number, sink: AsyncIterator<string>, node: number): Promise<void> {
+  const rows = [
+    await stream(root, port, sink, node, {
+      label: `${STREAM_ITEMS} items of 8 MiB, one way (task discards them)`,
+      task: discard,
+      itemBytes: STREAM_ITEM_BYTES,
+      count: STREAM_ITEMS,
+    }),
+    await stream(root, port, sink, node, {
+      label: `${ECHO_ITEMS} items of 1 MiB, there and back (task returns them)`,
+      task: identity,
+      itemBytes: 1024 * 1024,
+      count: ECHO_ITEMS,
+    }),
+  ];
   console.log(
     [
       "",
-      `${STREAM_ITEMS} items of 8 MiB (Uint8Array), one way, ${RUNS} runs: medians (ranges); raw = their bytes over a raw socket`,
-      table(
-        ["", "root ÷ raw CPU", "root CPU", "node CPU", "wall", "rate"],
-        [
-          [
-            "a stream of items of megabytes",
-            fmtRatio(median(runs.map((run) => run.root / run.raw))),
-            perRun(runs.map((run) => run.root)),
-            perRun(runs.map((run) => run.node)),
-            perRun(seconds.map((s) => s * 1000)),
-            `${(megabytes / median(seconds)).toFixed(0)} MB/s`,
-          ],
-        ],
-      ),
+      `streams of items of megabytes (Uint8Array), ${RUNS} runs: medians (ranges); raw = their bytes one way over a raw socket`,
+      table(["", "root ÷ raw CPU", "root CPU", "node CPU", "wall", "rate"], rows),
     ].join("\n"),
   );
 }
@@ -256,7 +297,7 @@ async function main(): Promise<void> {
       ].join("\n"),
     );
     await bigItem(root, port, sink, node);
-    await stream(root, port, sink, node);
+    await streams(root, port, sink, node);
     console.log(
       `(load average now ${loadavg()
         .map((l) => l.toFixed(2))
