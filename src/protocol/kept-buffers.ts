@@ -7,22 +7,24 @@
  * a view of it beyond that adds a hold (`hold`), and each lets go once done (`release`). On a node: a
  * feed of more than 4 MiB joined from its parts, until every record of it went to a ring or a worker, and
  * each item a worker reads there in place, until it is done; an item of 1 to 4 MiB copied out of its frame,
- * until it is done. On a root: a results message joined from its parts, until it is handled, and each
- * output of it held for its item's Done (exactly-once), until it is handed out or dropped. Items and
+ * until it is done. On a root: a results message joined from its parts, or a results frame assembled
+ * from several socket reads, until it is handled, and each output of it held for its item's Done
+ * (exactly-once), until it is handed out or dropped. Items and
  * outputs are decoded with their binary values copied out (see `decode`), so what was decoded never
  * reads it. A buffer never let go (a feed refused, a connection failed) is simply left to
  * the garbage collector.
  */
 export class KeptBuffers {
-  /** Buffers kept for the next takers, smallest first. */
-  readonly #spare: ArrayBufferLike[] = [];
-  #spareBytes = 0;
+  /** Buffers of up to SMALL_CLASS_BYTES kept for the next takers, smallest first; then larger ones. */
+  readonly #small = new SpareList();
+  readonly #large = new SpareList();
   /** Buffers handed out, and how many holders each has. */
   readonly #holders = new WeakMap<ArrayBufferLike, number>();
 
   /**
    * @param allocate a buffer of `size` bytes (they need not be zeroed: a taker writes them all)
-   * @param maxSpareBytes the most kept for the next takers; beyond it, the largest kept are left to the GC
+   * @param maxSpareBytes the most kept of buffers over SMALL_CLASS_BYTES; of smaller ones, the least of it
+   *   and SMALL_CLASS_SPARE_BYTES. Past either, the largest kept of that class are left to the GC.
    */
   constructor(
     readonly allocate: (size: number) => ArrayBufferLike,
@@ -31,7 +33,7 @@ export class KeptBuffers {
 
   /** Bytes kept for the next takers. */
   get spareBytes(): number {
-    return this.#spareBytes;
+    return this.#small.bytes + this.#large.bytes;
   }
 
   /**
@@ -39,17 +41,7 @@ export class KeptBuffers {
    * and is less than twice their size, or a new buffer of their size.
    */
   take(length: number): Uint8Array {
-    const spare = this.#spare;
-    for (let at = 0; at < spare.length; at++) {
-      const size = spare[at]!.byteLength;
-      if (size < length) continue;
-      if (size >= 2 * length) break;
-      const [buffer] = spare.splice(at, 1);
-      this.#spareBytes -= size;
-      this.#holders.set(buffer!, 1);
-      return new Uint8Array(buffer!, 0, length);
-    }
-    const buffer = this.allocate(length);
+    const buffer = this.#small.take(length) ?? this.#large.take(length) ?? this.allocate(length);
     this.#holders.set(buffer, 1);
     return new Uint8Array(buffer, 0, length);
   }
@@ -70,16 +62,51 @@ export class KeptBuffers {
       return;
     }
     this.#holders.delete(buffer);
+    // Two classes, each bounded on its own: the frames and items of a few megabytes that come and go
+    // all the time must not push out the one buffer a stream of much larger messages is joined in.
+    if (buffer.byteLength <= SMALL_CLASS_BYTES) {
+      this.#small.keep(buffer, Math.min(this.maxSpareBytes, SMALL_CLASS_SPARE_BYTES));
+    } else this.#large.keep(buffer, this.maxSpareBytes);
+  }
+}
+
+/** Buffers up to this size are kept apart from larger ones, within a bound of their own. */
+const SMALL_CLASS_BYTES = 8 * 1024 * 1024;
+/** The most kept of buffers up to SMALL_CLASS_BYTES. */
+const SMALL_CLASS_SPARE_BYTES = 16 * 1024 * 1024;
+
+/** Kept buffers of one class, smallest first, and their bytes. */
+class SpareList {
+  readonly #buffers: ArrayBufferLike[] = [];
+  bytes = 0;
+
+  /** A kept buffer of `length` bytes or more and less than twice that, taken out of the list. */
+  take(length: number): ArrayBufferLike | undefined {
+    const buffers = this.#buffers;
+    for (let at = 0; at < buffers.length; at++) {
+      const size = buffers[at]!.byteLength;
+      if (size < length) continue;
+      if (size >= 2 * length) return undefined;
+      const [buffer] = buffers.splice(at, 1);
+      this.bytes -= size;
+      return buffer;
+    }
+    return undefined;
+  }
+
+  /**
+   * Keeps `buffer`, within `maxBytes`: the latest is kept over larger ones kept before, as the items that
+   * come now are like it (one 64 MB item once must not keep the place of every later 20 MB one).
+   */
+  keep(buffer: ArrayBufferLike, maxBytes: number): void {
     const size = buffer.byteLength;
-    if (size > this.maxSpareBytes) return;
-    const spare = this.#spare;
-    // The latest is kept over larger ones kept before: the items that come now are like it (one 64 MB
-    // item once must not keep the place of every later 8 MiB one).
-    while (this.#spareBytes + size > this.maxSpareBytes) this.#spareBytes -= spare.pop()!.byteLength;
-    let at = spare.length;
-    while (at > 0 && spare[at - 1]!.byteLength > size) at--;
-    spare.splice(at, 0, buffer);
-    this.#spareBytes += size;
+    if (size > maxBytes) return;
+    const buffers = this.#buffers;
+    while (this.bytes + size > maxBytes) this.bytes -= buffers.pop()!.byteLength;
+    let at = buffers.length;
+    while (at > 0 && buffers[at - 1]!.byteLength > size) at--;
+    buffers.splice(at, 0, buffer);
+    this.bytes += size;
   }
 }
 

@@ -54,11 +54,28 @@ describe("KeptBuffers", () => {
   test("one very large buffer kept once does not keep the place of the smaller ones that come after", () => {
     const buffers = new KeptBuffers((size) => new ArrayBuffer(size), 64 * 1024 * 1024);
     buffers.release(buffers.take(60_000_000)); // one item of 60 MB, once
-    const item = buffers.take(8_000_000);
-    buffers.release(item); // then items of 8 MB: the 60 MB buffer goes, theirs is kept
-    expect(buffers.spareBytes).toBe(8_000_000);
-    expect(buffers.take(8_000_000).buffer === item.buffer).toBe(true);
+    const item = buffers.take(20_000_000);
+    buffers.release(item); // then items of 20 MB: the 60 MB buffer goes, theirs is kept
+    expect(buffers.spareBytes).toBe(20_000_000);
+    expect(buffers.take(20_000_000).buffer === item.buffer).toBe(true);
     buffers.release(buffers.take(70_000_000)); // larger than the bound: never kept
     expect(buffers.spareBytes).toBe(0);
+  });
+
+  test("buffers of a few megabytes are kept apart from larger ones: they never push out the buffer a large message is joined in", () => {
+    const MIB = 1024 * 1024;
+    const buffers = new KeptBuffers((size) => new ArrayBuffer(size), 64 * MIB);
+    const joined = buffers.take(60_000_000); // a results message of 60 MB joined from its parts
+    buffers.release(joined);
+    // Then the frames of the next one's parts (4 MiB each), one after the other: kept beside it.
+    for (let part = 0; part < 20; part++) buffers.release(buffers.take(4 * MIB + 100));
+    expect(buffers.spareBytes).toBe(60_000_000 + 4 * MIB + 100);
+    expect(buffers.take(60_000_000).buffer === joined.buffer).toBe(true);
+    // Of the smaller ones, at most 16 MiB are kept: the latest, over larger ones kept before.
+    const small = Array.from({ length: 5 }, (_, k) => buffers.take(5 * MIB + k));
+    for (const bytes of small) buffers.release(bytes);
+    expect(buffers.spareBytes).toBeGreaterThan(10 * MIB);
+    expect(buffers.spareBytes).toBeLessThanOrEqual(16 * MIB);
+    expect(buffers.take(5 * MIB + 4).buffer === small[4]!.buffer).toBe(true);
   });
 });
