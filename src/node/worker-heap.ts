@@ -21,8 +21,17 @@ export const HeapField = {
   Faults: 1,
   /** Its thread's id (0: unknown). */
   Thread: 2,
+  /**
+   * A count, odd while the worker writes a report (an Int32 in this float64's bytes, used atomically):
+   * the engine reads a report only between two looks that find it even and the same, never half of one.
+   */
+  Seq: 3,
 } as const;
-export const HEAP_FIELDS = 3;
+export const HEAP_FIELDS = 4;
+/** The Int32 index of worker `index`'s `Seq` count. */
+const seqAt = (index: number) => (index * HEAP_FIELDS + HeapField.Seq) * 2;
+/** Looks a read takes at most before it settles for the heap reported without the faults since. */
+const READ_TRIES = 4;
 
 /** How often a worker reports while its tasks let it (between items, and while a task awaits). */
 export const HEAP_REPORT_MS = 200;
@@ -56,6 +65,8 @@ function ownThreadId(): number {
 /** A worker's side: writes its heap into its slot, every HEAP_REPORT_MS at most. */
 export class HeapReporter {
   readonly #slot: Float64Array;
+  readonly #seq: Int32Array;
+  readonly #seqAt: number;
   readonly #thread = ownThreadId();
   #lastReport = 0;
   #items = 0;
@@ -64,6 +75,8 @@ export class HeapReporter {
 
   constructor(buffer: SharedArrayBuffer, index: number) {
     this.#slot = new Float64Array(buffer, index * HEAP_FIELDS * Float64Array.BYTES_PER_ELEMENT, HEAP_FIELDS);
+    this.#seq = new Int32Array(buffer);
+    this.#seqAt = seqAt(index);
   }
 
   /**
@@ -103,11 +116,17 @@ export class HeapReporter {
   /** Writes the heap now. */
   report(): void {
     this.#lastReport = performance.now();
-    const faults = this.#thread === 0 ? Number.NaN : minorFaults("/proc/thread-self/stat");
+    this.write(process.memoryUsage().heapUsed, this.#thread === 0 ? Number.NaN : minorFaults("/proc/thread-self/stat"));
+  }
+
+  /** Writes a report of `used` heap bytes when this thread had `faults` minor page faults (NaN: unknown). */
+  write(used: number, faults: number): void {
+    Atomics.add(this.#seq, this.#seqAt, 1); // odd: writing
     // Without a fault count to start from, the engine must not count faults at all: no thread, then.
     this.#slot[HeapField.Faults] = faults || 0;
     this.#slot[HeapField.Thread] = Number.isNaN(faults) ? 0 : this.#thread;
-    this.#slot[HeapField.Used] = process.memoryUsage().heapUsed;
+    this.#slot[HeapField.Used] = used;
+    Atomics.add(this.#seq, this.#seqAt, 1); // even: written
   }
 
   /** Called once per item: reports when the last report is HEAP_REPORT_MS old. */
@@ -121,10 +140,12 @@ export class HeapReporter {
 /** The engine's side: reads the slots and estimates each worker's heap. */
 export class WorkerHeaps {
   readonly #slots: Float64Array;
+  readonly #seq: Int32Array;
   readonly #pageBytes = pageBytes();
 
   constructor(readonly buffer: SharedArrayBuffer) {
     this.#slots = new Float64Array(buffer);
+    this.#seq = new Int32Array(buffer);
   }
 
   /** Forgets a worker's reports (its replacement reports afresh). */
@@ -140,12 +161,23 @@ export class WorkerHeaps {
   /** Bytes of worker `index`'s heap: its last report plus what its thread faulted in since. */
   estimate(index: number): number {
     const at = index * HEAP_FIELDS;
-    const used = this.#slots[at + HeapField.Used]!;
-    const thread = this.#slots[at + HeapField.Thread]!;
-    if (thread === 0) return used;
-    const faults = minorFaults(`/proc/self/task/${thread}/stat`);
-    const since = faults - this.#slots[at + HeapField.Faults]!;
-    return since > 0 ? used + since * this.#pageBytes : used;
+    const slots = this.#slots;
+    const seq = this.#seq;
+    const seqIndex = seqAt(index);
+    let used = 0;
+    for (let tries = 0; tries < READ_TRIES; tries++) {
+      const before = Atomics.load(seq, seqIndex);
+      used = slots[at + HeapField.Used]!;
+      const thread = slots[at + HeapField.Thread]!;
+      const reported = slots[at + HeapField.Faults]!;
+      if ((before & 1) !== 0 || Atomics.load(seq, seqIndex) !== before) continue; // written meanwhile
+      if (thread === 0) return used;
+      const since = minorFaults(`/proc/self/task/${thread}/stat`) - reported;
+      return since > 0 ? used + since * this.#pageBytes : used;
+    }
+    // Reports come at most every HEAP_REPORT_MS: this takes a worker writing one after another. Its
+    // heap as last read, without the pages since, is less than it holds, never more.
+    return used;
   }
 }
 

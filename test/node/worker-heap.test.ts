@@ -92,3 +92,27 @@ test("a worker that waits for input reports once more, then not until it has wor
     await waitUntil(() => !reporter.reporting, 10_000, "the reports to stop at the end");
   }
 });
+
+test("a report read while its worker writes the next is never half of each", async () => {
+  // A torn read — the new heap with the old fault count — counts the pages the new heap holds twice:
+  // enough, near --memory-limit, to end a healthy worker.
+  const huge = 1e12;
+  const heaps = new WorkerHeaps(new SharedArrayBuffer(heapSlotsBytes(2)));
+  const stop = new Int32Array(new SharedArrayBuffer(8));
+  const writer = new Worker(new URL("../support/heap-writer.ts", import.meta.url).href);
+  running.push(writer);
+  const finished = new Promise<number>((resolve) => (writer.onmessage = (event) => resolve(event.data)));
+  writer.postMessage({ heap: heaps.buffer, index: 1, stop: stop.buffer, huge });
+  await waitUntil(() => Atomics.load(stop, 1) > 1000, 10_000, "the writer to run");
+  let reads = 0;
+  let highest = 0;
+  for (const until = performance.now() + 500; performance.now() < until; reads++) {
+    const estimate = heaps.estimate(1);
+    if (estimate > highest) highest = estimate;
+  }
+  Atomics.store(stop, 0, 1);
+  const rounds = await finished;
+  expect(rounds).toBeGreaterThan(1000);
+  expect(reads).toBeGreaterThan(100);
+  expect(highest).toBeLessThanOrEqual(huge);
+}, 30_000);
