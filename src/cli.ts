@@ -13,6 +13,8 @@ import { VERSION } from "./version.ts";
  */
 
 const TOKEN = "PCLUSTER_TOKEN";
+/** The least `--stall-exit` other than 0 (see node/watchdog.ts). */
+const MIN_STALL_EXIT_S = 5;
 
 const log = command({
   description: "Run a log server that collects lines from roots, nodes and tasks into one file",
@@ -115,6 +117,12 @@ const node = command({
         "On SIGTERM or SIGINT, seconds the items here may take to finish before the node stops; the root sends nothing more meanwhile, and a second signal stops at once (default 10; 0: stop at once)",
       valueHint: "s",
     },
+    "stall-exit": {
+      type: "integer",
+      description:
+        "Seconds the node's main thread may not run (a loop that never yields) before the process ends itself, for its supervisor to start it again (default 60; 0: never)",
+      valueHint: "s",
+    },
     "idle-timeout": {
       type: "count",
       description:
@@ -136,6 +144,11 @@ const node = command({
   async run(flags) {
     if (flags["metrics-host"] !== undefined && flags["metrics-port"] === undefined) {
       throw new UsageError("--metrics-host needs --metrics-port");
+    }
+    const stallExit = flags["stall-exit"];
+    if (stallExit !== undefined && stallExit > 0 && stallExit < MIN_STALL_EXIT_S) {
+      // The main thread's timer moves the watchdog's count every second: a bound near it ends busy nodes.
+      throw new UsageError(`--stall-exit takes 0 (never) or ${MIN_STALL_EXIT_S} seconds or more, got ${stallExit}`);
     }
     // Returns only when the process already runs with the node's allocator setting, or cannot get it.
     await (await import("./node/allocator.ts")).restartWithNodeAllocator();
@@ -162,6 +175,7 @@ const node = command({
       rootTimeoutMs: flags["root-timeout"] === undefined ? undefined : flags["root-timeout"] * 1000,
       idleTimeoutMs: flags["idle-timeout"] === undefined ? undefined : flags["idle-timeout"] * 1000,
       drainTimeoutMs: flags["drain-timeout"] === undefined ? undefined : flags["drain-timeout"] * 1000,
+      stallExitMs: flags["stall-exit"] === undefined ? undefined : flags["stall-exit"] * 1000,
       metricsPort: flags["metrics-port"],
       metricsHost: flags["metrics-host"],
       maxConnections: flags["max-connections"],

@@ -29,6 +29,7 @@ import { defaultMemoryLimit } from "./engine/memory-limit.ts";
 import { type NodeObservation, serveNodeMetrics } from "./metrics.ts";
 import { DEFAULT_KEEP_PIPELINES, installPipeline, pruneHostCache, releaseCacheEntry } from "./packages.ts";
 import { endProcesses, startedByThisProcess } from "./task-processes.ts";
+import { DEFAULT_STALL_EXIT_MS, startWatchdog } from "./watchdog.ts";
 
 export interface NodeServerOptions {
   host: string;
@@ -78,6 +79,11 @@ export interface NodeServerOptions {
    * re-sends what is left after it, as for a node that dies. A second signal stops at once (see `drain`).
    */
   drainTimeoutMs?: number;
+  /**
+   * `pcluster node` only: how long its main thread may not run before the process ends itself, so that
+   * its supervisor starts it again (default 60 s; 0: never; see watchdog.ts).
+   */
+  stallExitMs?: number;
   /**
    * Installed pipelines the host's cache keeps besides those a node runs, the most recently used first
    * (default 20; see `pruneHostCache`).
@@ -701,17 +707,21 @@ function describe(pipeline: { name: string; version: string }): string {
 
 /**
  * `pcluster node`: runs a node until SIGINT or SIGTERM, lets the items it has finish (see `drain`), then
- * stops its workers and frees its port.
+ * stops its workers and frees its port. A watchdog ends it should its main thread stop running (see
+ * watchdog.ts).
  * A refusal (an exposed address without a token, a port in use) is thrown as a `PclusterError`, which
  * the CLI prints on one line before it exits with code 1.
  */
 export async function runNodeServer(options: NodeServerOptions): Promise<void> {
   const node = await NodeServer.start(options);
   console.log(`pcluster node ${node.listeningLine}`);
+  const stallMs = options.stallExitMs ?? DEFAULT_STALL_EXIT_MS;
+  const stopWatchdog = stallMs > 0 ? startWatchdog(stallMs, `pcluster node ${node.address}`) : () => {};
   await runUntilStopped(
     () => node.stop(),
     () => node.drain(),
   );
+  stopWatchdog();
   await flushLogs(2000);
   process.exit(0);
 }

@@ -59,6 +59,7 @@ describe("bad invocations are refused with one line and exit code 2", () => {
     [["node", "--port", "0", "--port", "1", ...workdir()], "--port is given twice"],
     [["node", "--insecure=maybe", ...workdir()], "--insecure is a switch"],
     [["node", "6000", ...workdir()], 'unexpected argument "6000"'],
+    [["node", "--stall-exit", "2", ...workdir()], "--stall-exit takes 0 (never) or 5 seconds or more, got 2"],
     [["log", "--outfile", join(root, "never.log"), "--port", "-1"], '--port must be a port from 0 to 65535, got "-1"'],
     [["status", "--nodes", "nonsense"], '--nodes: "nonsense" is not host:port'],
     [["status", "--nodes", ","], "--nodes names no node"],
