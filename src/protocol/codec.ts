@@ -316,11 +316,6 @@ function readAscii(bytes: Uint8Array, at: number): string | undefined {
 const REFERENCE_FROM_BYTES = 4096;
 
 /**
- * Builds a blob of records in one growing buffer with room reserved in front for the frame head, so a
- * finished batch goes to the socket as it is (`finishFrame`). A builder starts a fresh buffer after
- * each finish: the finished frame belongs to the caller.
- */
-/**
  * Frames up to this size are copied out of their builder, which keeps its buffer (`takeFrame`): a fresh
  * buffer per frame (allocated, zeroed, collected) cost more than the copy — on the root's feed, and on
  * a node's results at 16 nodes × 4 workers of 2 ms items, where it was a tenth of the socket thread's
@@ -328,6 +323,11 @@ const REFERENCE_FROM_BYTES = 4096;
  */
 const COPIED_FRAME_BYTES = 16 * 1024;
 
+/**
+ * Builds a blob of records in one growing buffer with room reserved in front for the frame head, so a
+ * finished batch goes to the socket as it is (`finishFrame`). A builder starts a fresh buffer after
+ * each finish: the finished frame belongs to the caller.
+ */
 export class RecordBatchBuilder {
   #buffer: Uint8Array;
   #view: DataView;

@@ -102,10 +102,15 @@ export function noteDone(slot: WorkerSlot, key: number): void {
   const input = slot.input;
   const kept = new Set<number>();
   for (let at = input.peek(input.readPosition); at >= 0; at = input.peek(input.after(at))) {
-    const offset = input.offsetOf(at);
-    if (recordKind(input.view, offset) === RecordKind.Void) continue;
-    const inputKey = itemKey(recordFlags(input.view, offset), recordId(input.view, offset));
+    if (recordKind(input.view, input.offsetOf(at)) === RecordKind.Void) continue;
+    const inputKey = keyAt(input, at);
     if (keys.has(inputKey)) kept.add(inputKey);
   }
   slot.doneKeys = kept;
+}
+
+/** The item key of the record at `position` of `ring`. */
+export function keyAt(ring: ByteRing, position: number): number {
+  const offset = ring.offsetOf(position);
+  return itemKey(recordFlags(ring.view, offset), recordId(ring.view, offset));
 }

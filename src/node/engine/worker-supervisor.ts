@@ -1,14 +1,14 @@
-import { RecordKind, recordFlags, recordId, recordKind, setRecordFlags, setRecordKind } from "../../protocol/record.ts";
+import { RecordKind, recordFlags, recordKind, setRecordFlags, setRecordKind } from "../../protocol/record.ts";
 import type { LogLine } from "../../protocol/messages.ts";
 import type { BuiltInCombiner } from "../../protocol/combiners.ts";
 import type { TaskSpec } from "../../protocol/pipeline.ts";
 import type { ByteRing } from "../ring.ts";
 import { statsStride } from "../task-stats.ts";
-import { FLAG_ALONE, type FromWorker, itemKey } from "../worker-messages.ts";
+import { FLAG_ALONE, type FromWorker } from "../worker-messages.ts";
 import { MemoryGuard, type WatchedWorker, defaultMemoryLimit } from "./memory-limit.ts";
 import type { OutputDrain } from "./output-drain.ts";
 import { type ProgressSample, StallGuard } from "./stall-guard.ts";
-import type { WorkerSlot } from "./worker-slot.ts";
+import { type WorkerSlot, keyAt } from "./worker-slot.ts";
 import { WorkerHeaps, heapSlotsBytes } from "../worker-heap.ts";
 import { endProcesses, startedByThread } from "../task-processes.ts";
 
@@ -459,10 +459,4 @@ export class WorkerSupervisor {
     }
     return past;
   }
-}
-
-/** The item key of the record at `position` of `ring`. */
-function keyAt(ring: ByteRing, position: number): number {
-  const offset = ring.offsetOf(position);
-  return itemKey(recordFlags(ring.view, offset), recordId(ring.view, offset));
 }
