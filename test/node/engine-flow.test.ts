@@ -134,9 +134,10 @@ describe("dying workers", () => {
     try {
       harness.engine.pauseOutput();
       harness.feed([50_000, 50_000]);
+      // One item a worker (two items to two idle workers go one each), each held by its full output ring.
       const held = await waitFor(() => harness.engine.heldWorkers, {
-        what: "a worker held by its full output ring",
-        until: (n) => n >= 1,
+        what: "both workers held by their full output rings",
+        until: (n) => n === 2,
       });
       // The time under test: four task timeouts, counted from when the workers are held (the guard
       // looks every 50 ms). They stay held, and alive, all along.

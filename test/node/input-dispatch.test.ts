@@ -30,7 +30,38 @@ function dispatcherWithCap(cap: number) {
   return { dispatcher: new InputDispatcher([slot]), slot, finishAll };
 }
 
+/** `count` live worker slots whose queues hold `cap` records each, on real rings. */
+function slotsWithCap(count: number, cap: number) {
+  return Array.from({ length: count }, (_, index) => {
+    const slot = newWorkerSlot(
+      index,
+      new ByteRing(ByteRing.allocate(1 << 16)),
+      new ByteRing(ByteRing.allocate(1 << 16)),
+      cap,
+    );
+    slot.alive = true;
+    return slot;
+  });
+}
+
 describe("InputDispatcher", () => {
+  test("workers of slow items (short queues) get records one by one, each to the least loaded", () => {
+    // 2 ms items: queues of 6. Three records into two idle workers: both start at once.
+    const slow = slotsWithCap(2, 6);
+    new InputDispatcher(slow).dispatch(feedBlob(1, 3));
+    expect(slow.map((slot) => slot.queued)).toEqual([2, 1]);
+    // Not measured yet (INITIAL_QUEUE): the same.
+    const fresh = slotsWithCap(3, 16);
+    new InputDispatcher(fresh).dispatch(feedBlob(1, 4));
+    expect(fresh.map((slot) => slot.queued)).toEqual([2, 1, 1]);
+  });
+
+  test("workers of short items (long queues) take a span of records at a time", () => {
+    const fast = slotsWithCap(2, 400);
+    new InputDispatcher(fast).dispatch(feedBlob(1, 100));
+    expect(fast.map((slot) => slot.queued)).toEqual([64, 36]);
+  });
+
   test("records beyond the workers' queue caps wait, in order, and go in as room comes", () => {
     const { dispatcher, slot, finishAll } = dispatcherWithCap(2);
     dispatcher.dispatch(feedBlob(1, 5));

@@ -17,6 +17,18 @@ describe("queueCap", () => {
     expect(queueCap(200, 1, false, 40)).toBe(2);
   });
 
+  test("items of a second or more queue none behind the ones running: a refill costs under 1% of one", () => {
+    expect(queueCap(1000, 1, false, 0)).toBe(1);
+    expect(queueCap(60_000, 1, false, 0)).toBe(1);
+    expect(queueCap(999, 1, false, 0)).toBe(2);
+    expect(queueCap(2000, 3, false, 0)).toBe(3); // its places, no more
+    // On a thread running late, a refill may take longer: the bound grows with the lag.
+    expect(queueCap(2000, 1, false, 10)).toBe(2); // 100 × (10 + 20) ms
+    expect(queueCap(3000, 1, false, 10)).toBe(1);
+    // With a combiner, the queue covers the partial's linger as before.
+    expect(queueCap(5000, 1, true, 0)).toBe(2);
+  });
+
   test("the span grows by twice the thread's lag, up to 50 ms of lag", () => {
     expect(queueCap(2, 1, false, 10)).toBe(16); // (12 + 20) / 2
     expect(queueCap(0.01, 1, false, 3)).toBe(1000); // (4 + 6) / 0.01

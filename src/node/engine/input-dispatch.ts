@@ -15,6 +15,14 @@ import type { WorkerSlot } from "./worker-slot.ts";
 const EMPTY = new Uint8Array(0);
 /** Records given to one worker in a row before the least loaded one is picked again. */
 const SPAN_RECORDS = 64;
+/**
+ * Workers whose queue holds fewer than this besides the items they run at once (items of a quarter of a
+ * millisecond or more, and any not measured yet: INITIAL_QUEUE) get their records one by one, each to
+ * the least loaded worker, not in spans: a span of three slow items to one worker left the one beside it
+ * idle while they ran one after another. A copy per record costs nothing beside such items; workers of
+ * shorter items, whose queues are longer, still get spans.
+ */
+const SPREAD_CAP = 16;
 
 /**
  * Checks a feed blob: whole records (RecordReader's checks), each an Input without flags starting at a
@@ -152,7 +160,8 @@ export class InputDispatcher {
       if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
       spanDestination = -1;
     };
-    const limit = Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
+    const spread = slot.queueCap - slot.concurrency < SPREAD_CAP; // its queue besides the places it runs
+    const limit = Math.min(spread ? 1 : SPAN_RECORDS, slot.queueCap - slot.queued);
     while (offset < blob.length && count < limit) {
       const length = recordLength(view, offset);
       const size = RECORD_HEADER_BYTES + length;

@@ -23,6 +23,13 @@ const FAST_QUEUE_MS = 4;
 /** Below this mean task time, results go out without a linger and workers commit by count. */
 const MIN_LINGER_TASK_MS = 0.5;
 const MIN_QUEUE = 2;
+/**
+ * A worker whose items take this many times longer than the longest wait for a refill (the results'
+ * linger and twice the thread's lag) queues none behind the ones it runs: it idles at most 1% of its
+ * time between items, and an item never waits seconds behind another worker's while a third one idles
+ * (6 items of 5 s on 2 workers took 3 rounds instead of 2 with an item queued behind each).
+ */
+const LONG_TASK_FACTOR = 100;
 /** The cap before anything was measured. */
 export const INITIAL_QUEUE = 16;
 /** However late the engine's thread runs, a queue holds at most this much more work. */
@@ -61,14 +68,17 @@ export function resultLingerMs(meanMs: number, places: number): number {
 /**
  * A worker's queue cap, in records: its span of work (QUEUE_MS; FAST_QUEUE_MS for short items;
  * COMBINER_QUEUE_MS with a combiner) over its mean time per record, at least MIN_QUEUE, plus the places
- * it keeps busy besides its queue when it runs `concurrency` items at once. The span grows
+ * it keeps busy besides its queue when it runs `concurrency` items at once; for items of a second or
+ * more (LONG_TASK_FACTOR), only the places it keeps busy. The span grows
  * by twice the engine thread's lag (`ThreadLag`): a worker must not run dry while that thread waits
  * for a core, or it sleeps between refills, and on a loaded machine each sleep and wake-up costs more
  * than a short item.
  */
 export function queueCap(meanMs: number, concurrency: number, combining: boolean, lagMs: number): number {
+  const lagSpanMs = 2 * Math.min(lagMs, MAX_LAG_MS);
+  if (!combining && meanMs >= LONG_TASK_FACTOR * (MAX_RESULT_LINGER_MS + lagSpanMs)) return concurrency;
   const baseMs = combining ? COMBINER_QUEUE_MS : meanMs < MIN_LINGER_TASK_MS ? FAST_QUEUE_MS : QUEUE_MS;
-  const spanMs = baseMs + 2 * Math.min(lagMs, MAX_LAG_MS);
+  const spanMs = baseMs + lagSpanMs;
   const queue = meanMs * MIN_QUEUE >= spanMs ? MIN_QUEUE : Math.ceil(spanMs / Math.max(meanMs, 1e-4));
   return queue + concurrency - 1;
 }
