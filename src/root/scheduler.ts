@@ -31,6 +31,16 @@ const SMALL_BATCH_ITEMS = 32;
 const FEED_LINGER_MS = 2;
 const MAX_FEED_LINGER_MS = 10;
 
+/**
+ * While the items waiting fit in the room the lanes have, each lane gets its share of them (in
+ * proportion to its window, counting what it has in flight), not a whole batch in turn: three items of
+ * 5 s fed to 2 nodes of 2 workers went to one node, one behind the others, while the other idled (10 s
+ * where 5 s do), and 10 to 3 nodes of 4 workers took two rounds where one does. Lanes whose items came
+ * back faster than this (round trip, task included) still get whole batches: there a frame more per
+ * node costs more than what an item waits.
+ */
+const SPREAD_ROUND_TRIP_MS = 20;
+
 /** What the scheduler needs of a node: somewhere to send finished feed frames. */
 export interface FeedTarget {
   readonly address: string;
@@ -126,6 +136,11 @@ export class Scheduler {
   #pumpScheduled = false;
   #pumping = false;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * During a pump that spreads the waiting items (see SPREAD_ROUND_TRIP_MS): the items in flight and
+   * waiting together, and the open lanes' windows together; undefined otherwise.
+   */
+  #spread: { items: number; window: number } | undefined;
   readonly #batch = new RecordBatchBuilder(64 * 1024);
   /**
    * For batches of a few items: a builder starts a fresh buffer of its initial size after every frame,
@@ -356,11 +371,18 @@ export class Scheduler {
     this.#pumping = true;
     const lanes = this.#lanes;
     let idleRounds = 0;
-    while (this.queued > 0 && lanes.length > 0 && idleRounds < lanes.length) {
+    this.#spread = this.#spreadNow();
+    while (this.queued > 0 && lanes.length > 0) {
+      if (idleRounds >= lanes.length) {
+        if (this.#spread === undefined) break;
+        this.#spread = undefined; // every lane took its share and some still wait: batches, as with many
+        idleRounds = 0;
+      }
       const lane = lanes[this.#next++ % lanes.length]!;
       if (this.#sendBatch(lane) === 0) idleRounds++;
       else idleRounds = 0;
     }
+    this.#spread = undefined;
     this.#pumping = false;
     this.#releaseStaleChunks();
     this.onPumped();
@@ -390,7 +412,9 @@ export class Scheduler {
     // identity items 5–9% of their rate), and with fewer items waiting, a batch a turn, so that a few
     // items spread over the nodes.
     const whole = room < 2 * batchSize && this.queued >= room * this.#lanes.length;
-    const count = Math.min(whole ? room : batchSize, this.#maxBatch, this.queued);
+    const share = this.#shareOf(lane);
+    if (share <= 0) return 0;
+    const count = Math.min(whole ? room : batchSize, this.#maxBatch, this.queued, share);
     // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
     const busy = lane.idleWorkers === 0 && lane.ledger.size * 2 >= lane.window.size;
     if (busy && room < batchSize && this.queued > room && this.#linger(lane)) return 0;
@@ -441,6 +465,29 @@ export class Scheduler {
     if (lane.samples.size < 64) lane.samples.set(firstId, performance.now());
     lane.target.sendFeed(this.#frameOf(batch));
     return sent;
+  }
+
+  /** The spread of this pump (see SPREAD_ROUND_TRIP_MS): when the waiting items fit in the lanes' room. */
+  #spreadNow(): { items: number; window: number } | undefined {
+    let inFlight = 0;
+    let window = 0;
+    for (const lane of this.#lanes) {
+      if (lane.draining || this.#isolated?.lane === lane) continue;
+      inFlight += lane.ledger.size;
+      window += lane.window.size;
+    }
+    const items = inFlight + this.queued;
+    return items <= window ? { items, window } : undefined;
+  }
+
+  /**
+   * How many more items `lane` takes in this pump's spread: its window's part of all the items in flight
+   * and waiting, less what it has. Never more than its room (the items fit in the windows together).
+   */
+  #shareOf(lane: NodeLane): number {
+    const spread = this.#spread;
+    if (spread === undefined || lane.window.minLatencyMs < SPREAD_ROUND_TRIP_MS) return Number.POSITIVE_INFINITY;
+    return Math.ceil((spread.items * lane.window.size) / spread.window) - lane.ledger.size;
   }
 
   /**

@@ -51,7 +51,10 @@ describe("Scheduler: round robin", () => {
     const scheduler = new Scheduler({ fixedWindow: 100, maxBatch: 2 });
     const order: string[] = [];
     const targets = ["a", "b", "c"].map((address) => new RecordingTarget(address, order));
-    for (const target of targets) scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 });
+    for (const target of targets) {
+      const lane = scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 });
+      lane.window.sample(1, 0); // items back in 1 ms: whole batches, however few wait (see the spread below)
+    }
     for (let round = 0; round < 5; round++) {
       scheduler.enqueueValues([round * 2, round * 2 + 1]); // one frame's worth each time
       scheduler.pump();
@@ -83,8 +86,8 @@ describe("Scheduler: round robin", () => {
     for (const target of targets) scheduler.addLane(target, 1, { items: 1000, bytes: 1 << 30 });
     scheduler.enqueueValues(range(6));
     scheduler.pump();
-    expect(targets[0]!.values).toEqual([0, 1, 4, 5]);
-    expect(targets[1]!.values).toEqual([2, 3]);
+    expect(targets[0]!.frames.map((frame) => frame.values)).toEqual([[0, 1], [4]]);
+    expect(targets[1]!.frames.map((frame) => frame.values)).toEqual([[2, 3], [5]]);
   });
 
   test("a stalled node gets nothing more while a node that keeps up takes the rest", () => {
@@ -144,5 +147,50 @@ describe("Scheduler: round robin", () => {
     } finally {
       scheduler.clear();
     }
+  });
+});
+
+describe("Scheduler: a few slow items spread over the nodes", () => {
+  /** `count` lanes of `workers` workers each, with the adaptive window (its first size: 4 × 2 × workers). */
+  function lanesOf(count: number, workers: number) {
+    const scheduler = new Scheduler();
+    const targets = range(count).map((i) => new RecordingTarget(String.fromCharCode(97 + i)));
+    const lanes = targets.map((target) => scheduler.addLane(target, workers, { items: 1000, bytes: 1 << 30 }));
+    return { scheduler, targets, lanes };
+  }
+
+  test("items that fit in the windows go out in shares of them, not a batch to the first node", () => {
+    // Three items of seconds on 2 nodes of 2 workers: each node starts on its share at once.
+    const two = lanesOf(2, 2);
+    two.scheduler.enqueueValues(range(3));
+    two.scheduler.pump();
+    expect(two.targets.map((target) => target.values)).toEqual([[0, 1], [2]]);
+    // Ten on 3 nodes of 4 workers: no node gets more items than it has workers; all run in one round.
+    const three = lanesOf(3, 4);
+    three.scheduler.enqueueValues(range(10));
+    three.scheduler.pump();
+    const shares = three.targets.map((target) => target.values.length);
+    expect(shares.reduce((sum, n) => sum + n, 0)).toBe(10);
+    expect(Math.max(...shares)).toBeLessThanOrEqual(4);
+  });
+
+  test("a node's share counts what it has in flight: new items go to the node that has fewer", () => {
+    const { scheduler, targets, lanes } = lanesOf(2, 2);
+    scheduler.enqueueValues(range(3));
+    scheduler.pump(); // a: 0, 1; b: 2
+    for (const id of targets[1]!.frames[0]!.ids) scheduler.complete(lanes[1]!, id); // b finished its one
+    scheduler.enqueueValues([10, 11, 12]);
+    scheduler.pump();
+    // 5 in flight and waiting together, 3 a node at most (half, rounded up): b, with none, takes 2; a one.
+    expect(targets[0]!.values).toEqual([0, 1, 10]);
+    expect(targets[1]!.values).toEqual([2, 11, 12]);
+  });
+
+  test("nodes whose items come back fast still get whole batches", () => {
+    const { scheduler, targets, lanes } = lanesOf(2, 2);
+    for (const lane of lanes) lane.window.sample(1, 0);
+    scheduler.enqueueValues(range(3));
+    scheduler.pump();
+    expect(targets.map((target) => target.values)).toEqual([[0, 1, 2], []]);
   });
 });
