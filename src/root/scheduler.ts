@@ -33,7 +33,7 @@ const MAX_FEED_LINGER_MS = 10;
 
 /**
  * While the items waiting fit in the room the lanes have, each lane gets its share of them (in
- * proportion to its window, counting what it has in flight), not a whole batch in turn: three items of
+ * proportion to its workers, counting what it has in flight), not a whole batch in turn: three items of
  * 5 s fed to 2 nodes of 2 workers went to one node, one behind the others, while the other idled (10 s
  * where 5 s do), and 10 to 3 nodes of 4 workers took two rounds where one does. Lanes whose items came
  * back faster than this (round trip, task included) still get whole batches: there a frame more per
@@ -138,9 +138,9 @@ export class Scheduler {
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * During a pump that spreads the waiting items (see SPREAD_ROUND_TRIP_MS): the items in flight and
-   * waiting together, and the open lanes' windows together; undefined otherwise.
+   * waiting together, and the open lanes' workers together; undefined otherwise.
    */
-  #spread: { items: number; window: number } | undefined;
+  #spread: { items: number; workers: number } | undefined;
   readonly #batch = new RecordBatchBuilder(64 * 1024);
   /**
    * For batches of a few items: a builder starts a fresh buffer of its initial size after every frame,
@@ -468,26 +468,29 @@ export class Scheduler {
   }
 
   /** The spread of this pump (see SPREAD_ROUND_TRIP_MS): when the waiting items fit in the lanes' room. */
-  #spreadNow(): { items: number; window: number } | undefined {
+  #spreadNow(): { items: number; workers: number } | undefined {
     let inFlight = 0;
     let window = 0;
+    let workers = 0;
     for (const lane of this.#lanes) {
       if (lane.draining || this.#isolated?.lane === lane) continue;
       inFlight += lane.ledger.size;
       window += lane.window.size;
+      workers += lane.workers;
     }
     const items = inFlight + this.queued;
-    return items <= window ? { items, window } : undefined;
+    return items <= window && workers > 0 ? { items, workers } : undefined;
   }
 
   /**
-   * How many more items `lane` takes in this pump's spread: its window's part of all the items in flight
-   * and waiting, less what it has. Never more than its room (the items fit in the windows together).
+   * How many more items `lane` takes in this pump's spread: its workers' part of all the items in flight
+   * and waiting, less what it has. Its room bounds it as ever; what a full lane leaves goes out after
+   * every lane had its share, in batches.
    */
   #shareOf(lane: NodeLane): number {
     const spread = this.#spread;
     if (spread === undefined || lane.window.minLatencyMs < SPREAD_ROUND_TRIP_MS) return Number.POSITIVE_INFINITY;
-    return Math.ceil((spread.items * lane.window.size) / spread.window) - lane.ledger.size;
+    return Math.ceil((spread.items * lane.workers) / spread.workers) - lane.ledger.size;
   }
 
   /**

@@ -186,6 +186,16 @@ describe("Scheduler: a few slow items spread over the nodes", () => {
     expect(targets[1]!.values).toEqual([2, 11, 12]);
   });
 
+  test("shares follow the nodes' workers: a node of one worker gets one of five items, a node of four the rest", () => {
+    const scheduler = new Scheduler();
+    const targets = ["small", "large"].map((address) => new RecordingTarget(address));
+    scheduler.addLane(targets[0]!, 1, { items: 1000, bytes: 1 << 30 });
+    scheduler.addLane(targets[1]!, 4, { items: 1000, bytes: 1 << 30 });
+    scheduler.enqueueValues(range(5));
+    scheduler.pump();
+    expect(targets.map((target) => target.values.length)).toEqual([1, 4]);
+  });
+
   test("nodes whose items come back fast still get whole batches", () => {
     const { scheduler, targets, lanes } = lanesOf(2, 2);
     for (const lane of lanes) lane.window.sample(1, 0);
