@@ -28,7 +28,11 @@ export interface LocalClusterOptions {
   token?: string;
   /** Where the log server writes, kept by `stop()` (default `<workdir>/pcluster.log`, removed by `stop()`). */
   logFile?: string;
-  /** `false` echoes the processes' output, each line prefixed with its process name (default true). */
+  /**
+   * `false` echoes all of the processes' output, each line prefixed with its process name. Quiet (the
+   * default), the nodes keep their notes for the log file, and what their consoles still get — what
+   * tasks print with console.log and console.error, and the nodes' warnings — is echoed the same way.
+   */
   quiet?: boolean;
 }
 
@@ -87,7 +91,10 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   const quiet = options.quiet ?? true;
   const children: LocalProcess[] = [];
   const spawn = (name: string, args: string[]): LocalProcess => {
-    const child = new LocalProcess(name, [process.execPath, CLI, ...args], { cwd: workdir, env, quiet });
+    // A quiet node's console still gets what its tasks print (console.log in a task) and its warnings:
+    // they show here, where the script runs, as they would in a node's own terminal or journal.
+    const echo = quiet ? (name === "log" ? "none" : "output") : "all";
+    const child = new LocalProcess(name, [process.execPath, CLI, ...args], { cwd: workdir, env, echo });
     children.push(child);
     return child;
   };
@@ -205,7 +212,8 @@ class LocalProcess {
   constructor(
     readonly name: string,
     command: string[],
-    options: { cwd: string; env: Record<string, string | undefined>; quiet: boolean },
+    /** What of its output is echoed here: every line, all but its "listening on" line, or none. */
+    options: { cwd: string; env: Record<string, string | undefined>; echo: "all" | "output" | "none" },
   ) {
     this.#proc = Bun.spawn(command, {
       cwd: options.cwd,
@@ -225,8 +233,13 @@ class LocalProcess {
       updateGuards();
       return code;
     });
-    const echo = (stream: NodeJS.WriteStream) =>
-      options.quiet ? undefined : (line: string) => stream.write(`[${name}] ${line}\n`);
+    const echo = (stream: NodeJS.WriteStream) => {
+      if (options.echo === "none") return undefined;
+      const all = options.echo === "all";
+      return (line: string) => {
+        if (all || !LISTENING.test(line)) stream.write(`[${name}] ${line}\n`);
+      };
+    };
     this.drained = Promise.all([
       this.#read(this.#proc.stdout, echo(process.stdout)),
       this.#read(this.#proc.stderr, echo(process.stderr)),

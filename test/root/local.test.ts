@@ -105,6 +105,22 @@ describe("startLocalCluster", () => {
     await expect(startLocalCluster({ memoryLimitMb: -1 })).rejects.toThrow(/memoryLimitMb must be a positive integer/);
   });
 
+  test("what a task prints with console.log and console.error shows in the script's output, marked with its node", async () => {
+    const script = spawnBun([join(REPO, "test/support/local-exit.ts"), "console"], {
+      env: { PCLUSTER_TOKEN: undefined },
+    });
+    expect(await script.waitExit(30_000)).toBe(0);
+    await script.drained;
+    expect(script.stdout).toContain("DONE");
+    for (const item of [1, 2]) {
+      expect(script.stdout).toContain(`[node-0] a task's console.log: ${item}\n`);
+      expect(script.stderr).toContain(`[node-0] a task's console.error: ${item}\n`);
+    }
+    // Nothing else of a quiet node's: not its start line, nor its notes (they are in the log file).
+    expect(script.output).not.toContain("listening on");
+    expect(script.output).not.toContain("ready on");
+  }, 60_000);
+
   for (const mode of ["exit", "throw", "signal"] as const) {
     test(`a parent that ends without stop() (${mode}) leaves no process behind`, async () => {
       const parent = spawnBun([join(REPO, "test/support/local-exit.ts"), mode], { env: { PCLUSTER_TOKEN: undefined } });

@@ -11,9 +11,21 @@ import { childrenOf } from "./pids.ts";
  *
  * "forget": a `Root.local` script that runs a pipeline to its end and then simply stops, forgetting
  * `reset()` and `close()` — no exit call, nothing thrown. It must end by itself, taking its processes along.
+ *
+ * "console": a `Root.local` script whose task prints with console.log and console.error, run on two
+ * items; then it stops its cluster and says "DONE".
  */
 const mode = process.argv[2] ?? "exit";
-if (mode === "forget") {
+if (mode === "console") {
+  const { printing } = await import("../fixtures/tasks/index.ts");
+  await using cluster = await Root.local({ nodes: 1, workers: 1 });
+  await cluster.setup("console", "1", [{ function: printing }], {
+    localPackages: [`${import.meta.dir}/../fixtures/tasks`],
+  });
+  await cluster.run([1, 2]);
+  await cluster.reset();
+  console.log("DONE");
+} else if (mode === "forget") {
   const cluster = await Root.local({ nodes: 1, workers: 1 });
   const outputs = await runDoubles(cluster, "forgetful");
   const sum = outputs.reduce((total, output) => total + output, 0);
