@@ -19,12 +19,11 @@ import type { TaskErrorReport } from "../protocol/record.ts";
 import type { NodeStatus, SetupArgs, SetupResult, TaskStats } from "../protocol/pipeline.ts";
 import { WaitList } from "../wait-list.ts";
 import { OutputChannel } from "./channel.ts";
-import { type DashboardOptions, serveDashboard } from "./dashboard/server.ts";
-import { type ScanTarget, scanForNodes } from "./discovery.ts";
+import type { DashboardOptions } from "./dashboard/server.ts";
+import type { ScanTarget } from "./discovery.ts";
 import { mergeTaskStats } from "./inspect.ts";
 import { checkConcurrency } from "./task-options.ts";
-import { type LocalCluster, startLocalCluster } from "./local.ts";
-import { serveRootMetrics } from "./metrics.ts";
+import type { LocalCluster } from "./local.ts";
 import { NodeClient } from "./node-client.ts";
 import type { RootObservation } from "./observation.ts";
 import type { RootOptions, RunOptions } from "./options.ts";
@@ -41,7 +40,6 @@ import type {
 } from "./chain-types.ts";
 import { CombinedTotal, resolveCombine } from "./combine.ts";
 import { pipelineHash, readLocalPackages, resolveTaskchain } from "./packager.ts";
-import { showProgress } from "./progress-bar.ts";
 import { DEFAULT_MAX_HELD_BYTES, ResultPump, isThenable } from "./results.ts";
 import { type NodeLane, type Resend, Scheduler } from "./scheduler.ts";
 
@@ -268,6 +266,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
    */
   static async local<In = unknown, Out = unknown>(options: LocalOptions = {}): Promise<Root<In, Out>> {
     const { nodes, workers, memoryLimitMb, token, logFile } = options;
+    const { startLocalCluster } = await import("./local.ts");
     const cluster = await startLocalCluster({ nodes, workers, memoryLimitMb, token, logFile });
     const root = new Root<In, Out>(cluster.nodes, options);
     root.#local = cluster;
@@ -356,6 +355,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
    * await cluster.searchNodes({ dns: "pcluster-nodes.default.svc.cluster.local", port: 6000 });
    */
   async searchNodes(options: ScanTarget & { port: number; timeoutMs?: number; concurrency?: number }): Promise<number> {
+    const { scanForNodes } = await import("./discovery.ts");
     const found = await scanForNodes({ ...options, token: this.#options.token, tls: this.#options.tls });
     let added = 0;
     for (const node of found.idle) {
@@ -596,7 +596,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     const signal = options.signal as AbortSignal | undefined; // a real one (see AbortSignalLike)
     signal?.throwIfAborted();
     await this.#abandoned;
-    using _display = showProgress(options.progress, items, () => this.progress);
+    using _display = progressDisplay(options.progress, items, () => this.progress);
     await this.#feedAll(items, signal);
     await this.#when(() => this.#isEmpty(), signal);
     return this.#total?.result() as Total; // with a combiner, the total so far
@@ -684,7 +684,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
     outer?.throwIfAborted();
     await this.#abandoned;
     if (this.#outputOverride !== undefined) throw new StateError("process() is already running on this root");
-    using _display = showProgress(options.progress, items, () => this.progress); // gone when the loop is left
+    using _display = progressDisplay(options.progress, items, () => this.progress); // gone when the loop is left
     const channel = new OutputChannel<Out>(PROCESS_OUTPUTS, PROCESS_OUTPUT_BYTES);
     const stop = new AbortController();
     const signal = outer === undefined ? stop.signal : AbortSignal.any([stop.signal, outer]);
@@ -782,6 +782,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
       const nodes = await Promise.all([...this.#endpoints.values()].map(ask));
       return { nodes, root: this.observe() };
     };
+    const { serveDashboard } = require("./dashboard/server.ts") as typeof import("./dashboard/server.ts");
     return this.#serve(serveDashboard(look, { ...options, keepAlive: false }));
   }
 
@@ -794,6 +795,7 @@ export class Root<In = unknown, Out = unknown, Total = unknown> implements Async
    */
   serveMetrics(options: { port: number; host?: string }): HttpEndpoint {
     this.#assertOpen();
+    const { serveRootMetrics } = require("./metrics.ts") as typeof import("./metrics.ts");
     return this.#serve(serveRootMetrics(() => this.observe(), { ...options, keepAlive: false }));
   }
 
@@ -1351,4 +1353,16 @@ function reportHandlerError(name: string, error: unknown): void {
   diagnostics().error(
     `pcluster: the ${name} threw: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
   );
+}
+
+/**
+ * The progress bar of `run()` and `process()`, loaded at the first run that asks for one. What only some
+ * programs use — the progress bar, the dashboard, metrics, discovery, the local cluster — is loaded
+ * when first used: a task that imports `log` from "pcluster" loads the root's module graph in every
+ * worker thread, and those parts made it a sixth larger (42 ms of CPU a worker, 36 without them).
+ */
+function progressDisplay(...args: Parameters<typeof import("./progress-bar.ts").showProgress>): Disposable | undefined {
+  if (args[0] === undefined || args[0] === false) return undefined;
+  const { showProgress } = require("./progress-bar.ts") as typeof import("./progress-bar.ts");
+  return showProgress(...args);
 }

@@ -25,6 +25,26 @@ test('import { log } from "pcluster" loads no third-party package', async () => 
   expect(await packagesLoadedBy('const { log, Root } = await import("pcluster"); log("x"); void Root;')).toEqual([]);
 });
 
+test('import "pcluster" leaves the parts only some programs use to their first use', async () => {
+  // Each Worker thread of a task that imports `log` loads what this loads: the root's dashboard, metrics,
+  // discovery, local cluster and progress bar made that a sixth larger.
+  const listing = "console.log(JSON.stringify(Object.keys(require.cache).filter((k) => k.includes('/src/'))));";
+  const proc = spawnBun(["-e", `const { log, Root } = await import("pcluster"); void log; void Root;\n${listing}`]);
+  expect(await proc.waitExit(20_000)).toBe(0);
+  await proc.drained;
+  const loaded = (JSON.parse(proc.stdout.trim().split("\n").at(-1)!) as string[]).map((path) => path.split("/src/")[1]);
+  expect(loaded).toContain("root/root.ts"); // the listing sees the modules the import loaded
+  for (const part of [
+    "root/dashboard/server.ts",
+    "root/metrics.ts",
+    "root/discovery.ts",
+    "root/local.ts",
+    "root/progress-bar.ts",
+  ]) {
+    expect(loaded).not.toContain(part);
+  }
+});
+
 test("each one loads where it is first needed: diagnostics, the progress bar, a network scan, a large item", async () => {
   const loaded = await packagesLoadedBy(`
     const { diagnostics } = await import("./src/diagnostics.ts");
