@@ -26,8 +26,8 @@ const MIN_QUEUE = 2;
 /**
  * A worker whose items take this many times longer than the longest wait for a refill (the results'
  * linger and twice the thread's lag) queues none behind the ones it runs: it idles at most 1% of its
- * time between items, and an item never waits seconds behind another worker's while a third one idles
- * (6 items of 5 s on 2 workers took 3 rounds instead of 2 with an item queued behind each).
+ * time between items, and an item never waits behind a long one while a worker beside them idles (an
+ * item of 1 s queued behind one of 5 s, the other worker done with its own: 6 s where 2 s do).
  */
 const LONG_TASK_FACTOR = 100;
 /** The cap before anything was measured. */
