@@ -223,3 +223,24 @@ describe("setup", () => {
     await expect(Engine.start([], {}, {}, { onResults() {} })).rejects.toThrow(/taskchain is empty/);
   });
 });
+
+describe("queues", () => {
+  test("a feed meets caps from what the workers measured, though no item ever waited in the backlog", async () => {
+    const harness = await EngineHarness.start(dir, [{ export: "blockMs" }], { workers: 2 });
+    try {
+      // One item of 60 ms a worker: measured, never a backlog (where the drain sizes the queues too).
+      harness.feed([{ ms: 60 }, { ms: 60 }]);
+      await harness.waitEmpty();
+      expect(harness.engine.backlogBytes).toBe(0);
+      // Items of 60 ms: a worker queues 2 (however late the engine's thread: 2 × 60 ≥ 12 + 2 × 50 ms),
+      // not the 16 of a worker not measured yet. Of 20 fed at once, most wait here for whichever
+      // worker is free first, rather than in one worker's queue.
+      harness.feed(Array.from({ length: 20 }, () => ({ ms: 60 })));
+      expect(harness.engine.backlogBytes).toBeGreaterThan(0);
+      await harness.waitEmpty();
+      expect(harness.done.length).toBe(22);
+    } finally {
+      await harness.engine.reset();
+    }
+  }, 60_000);
+});

@@ -148,6 +148,9 @@ export class Engine {
     if (this.#stopped) throw new StateError("the engine was reset; set the pipeline up again");
     this.#accepted += records;
     this.#supervisor.busy();
+    // Caps from what the workers measured so far: a run of long items that never stood in the backlog
+    // (where the drain sizes them) left the first caps, and its next items queued behind long ones.
+    this.#pacer.sizeQueues();
     return this.#input.dispatch(blob);
   }
 
