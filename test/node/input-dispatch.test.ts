@@ -45,21 +45,26 @@ function slotsWithCap(count: number, cap: number) {
 }
 
 describe("InputDispatcher", () => {
-  test("workers of slow items (short queues) get records one by one, each to the least loaded", () => {
+  test("while several workers have nothing to do, each gets a record before any gets a second", () => {
     // 2 ms items: queues of 6. Three records into two idle workers: both start at once.
     const slow = slotsWithCap(2, 6);
     new InputDispatcher(slow).dispatch(feedBlob(1, 3));
-    expect(slow.map((slot) => slot.queued)).toEqual([2, 1]);
-    // Not measured yet (INITIAL_QUEUE): the same.
+    expect(slow.map((slot) => slot.queued)).toEqual([1, 2]);
+    // Not measured yet (queues of 16): the same, over three.
     const fresh = slotsWithCap(3, 16);
     new InputDispatcher(fresh).dispatch(feedBlob(1, 4));
-    expect(fresh.map((slot) => slot.queued)).toEqual([2, 1, 1]);
+    expect(fresh.map((slot) => slot.queued)).toEqual([1, 1, 2]);
   });
 
-  test("workers of short items (long queues) take a span of records at a time", () => {
+  test("once none is idle, records go a span at a time to the least loaded", () => {
     const fast = slotsWithCap(2, 400);
     new InputDispatcher(fast).dispatch(feedBlob(1, 100));
-    expect(fast.map((slot) => slot.queued)).toEqual([64, 36]);
+    expect(fast.map((slot) => slot.queued)).toEqual([1 + 35, 64]); // one to start it, then spans
+    const busy = slotsWithCap(2, 400);
+    busy[0]!.queued = 10;
+    busy[1]!.queued = 20;
+    new InputDispatcher(busy).dispatch(feedBlob(1, 30));
+    expect(busy.map((slot) => slot.queued)).toEqual([40, 20]); // one span of 30
   });
 
   test("records beyond the workers' queue caps wait, in order, and go in as room comes", () => {

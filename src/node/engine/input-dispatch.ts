@@ -16,15 +16,6 @@ const EMPTY = new Uint8Array(0);
 /** Records given to one worker in a row before the least loaded one is picked again. */
 const SPAN_RECORDS = 64;
 /**
- * Workers whose queue holds fewer than this besides the items they run at once (items of a quarter of a
- * millisecond or more, and any not measured yet: INITIAL_QUEUE) get their records one by one, each to
- * the least loaded worker, not in spans: a span of three slow items to one worker left the one beside it
- * idle while they ran one after another. A copy per record costs nothing beside such items; workers of
- * shorter items, whose queues are longer, still get spans.
- */
-const SPREAD_CAP = 16;
-
-/**
  * Checks a feed blob: whole records (RecordReader's checks), each an Input without flags starting at a
  * task of the chain. Returns how many records it holds; throws a `ProtocolError` naming the first bad one.
  */
@@ -54,6 +45,8 @@ export class InputDispatcher {
   #backlog: Uint8Array[] = [];
   /** Marks slots found full during one dispatch pass (see `#dispatchBlob`). */
   #pass = 0;
+  /** Whether the last `#leastLoaded` saw another worker with nothing to do beside the one it chose. */
+  #anotherIdle = false;
   /** Whether the backlog was empty at some moment since the last `standing()`. */
   #emptied = true;
 
@@ -111,7 +104,7 @@ export class InputDispatcher {
 
   /**
    * Copies records from `blob` into rings, in spans of up to SPAN_RECORDS records per worker, each span
-   * one memcpy. Returns false (and keeps the rest in the backlog) when every ring is full.
+   * one memcpy; one record at a time while several workers have nothing to do, so that each starts. Returns false (and keeps the rest in the backlog) when every ring is full.
    */
   #dispatchBlob(blob: Uint8Array, fromBacklog: boolean): boolean {
     const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
@@ -139,13 +132,19 @@ export class InputDispatcher {
     return true;
   }
 
-  /** The live worker with the fewest queued items that was not found full in this pass. */
+  /**
+   * The live worker with the fewest queued items that was not found full in this pass; notes whether
+   * another such worker has nothing to do either (`#anotherIdle`).
+   */
   #leastLoaded(pass: number): WorkerSlot | undefined {
     let best: WorkerSlot | undefined;
+    let idle = 0;
     for (const slot of this.slots) {
       if (!slot.alive || slot.fullInPass === pass || slot.queued >= slot.queueCap) continue;
+      if (slot.queued === 0) idle++;
       if (best === undefined || slot.queued < best.queued) best = slot;
     }
+    this.#anotherIdle = idle > 1;
     return best;
   }
 
@@ -160,8 +159,9 @@ export class InputDispatcher {
       if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
       spanDestination = -1;
     };
-    const spread = slot.queueCap - slot.concurrency < SPREAD_CAP; // its queue besides the places it runs
-    const limit = Math.min(spread ? 1 : SPAN_RECORDS, slot.queueCap - slot.queued);
+    // While another worker has nothing to do, one record each: a span of three slow items to one idle
+    // worker left the one beside it idle while they ran one after another.
+    const limit = this.#anotherIdle ? 1 : Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
     while (offset < blob.length && count < limit) {
       const length = recordLength(view, offset);
       const size = RECORD_HEADER_BYTES + length;
