@@ -90,17 +90,16 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   if (options.token) env.PCLUSTER_TOKEN = options.token;
   const quiet = options.quiet ?? true;
   const children: LocalProcess[] = [];
-  const spawn = (name: string, args: string[]): LocalProcess => {
-    // A quiet node's console still gets what its tasks print (console.log in a task) and its warnings:
-    // they show here, where the script runs, as they would in a node's own terminal or journal.
-    const echo = quiet ? (name === "log" ? "none" : "output") : "all";
+  /** `quietEcho`: what of its output is echoed while quiet (otherwise all of it). */
+  const spawn = (name: string, args: string[], quietEcho: "output" | "none"): LocalProcess => {
+    const echo = quiet ? quietEcho : "all";
     const child = new LocalProcess(name, [process.execPath, CLI, ...args], { cwd: workdir, env, echo });
     children.push(child);
     return child;
   };
 
   try {
-    const logServer = spawn("log", ["log", "--host", "127.0.0.1", "--port", "0", "--outfile", logFile]);
+    const logServer = spawn("log", ["log", "--host", "127.0.0.1", "--port", "0", "--outfile", logFile], "none");
     const logPort = await logServer.listeningPort(START_TIMEOUT_MS);
     const nodeArgs = (index: number, port: number) => [
       "node",
@@ -121,7 +120,11 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
       // Nobody reads a quiet cluster's consoles: its nodes' notes go to the log server alone.
       ...(quiet ? ["--quiet"] : []),
     ];
-    const nodes = Array.from({ length: nodeCount }, (_, index) => spawn(`node-${index}`, nodeArgs(index, 0)));
+    // A quiet node's console still gets what its tasks print (console.log in a task) and its warnings:
+    // they show here, where the script runs, as in a node's own terminal or journal. (A quiet log
+    // server's lines are the log file's.)
+    const spawnNode = (index: number, port: number) => spawn(`node-${index}`, nodeArgs(index, port), "output");
+    const nodes = Array.from({ length: nodeCount }, (_, index) => spawnNode(index, 0));
     const nodePorts = await Promise.all(nodes.map((node) => node.listeningPort(START_TIMEOUT_MS)));
 
     let stopping: Promise<void> | undefined;
@@ -136,7 +139,7 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         const recent = restarts[index]!.filter((at) => now - at < RESTART_WINDOW_MS);
         if (recent.length >= MAX_RESTARTS) return;
         restarts[index] = [...recent, now];
-        const again = spawn(`node-${index}`, nodeArgs(index, nodePorts[index]!));
+        const again = spawnNode(index, nodePorts[index]!);
         nodes[index] = again;
         supervise(index);
         await again.listeningPort(START_TIMEOUT_MS).catch(() => again.kill("SIGKILL"));

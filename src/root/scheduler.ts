@@ -136,11 +136,6 @@ export class Scheduler {
   #pumpScheduled = false;
   #pumping = false;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  /**
-   * During a pump that spreads the waiting items (see SPREAD_ROUND_TRIP_MS): the items in flight and
-   * waiting together, and the open lanes' workers together; undefined otherwise.
-   */
-  #spread: { items: number; workers: number } | undefined;
   readonly #batch = new RecordBatchBuilder(64 * 1024);
   /**
    * For batches of a few items: a builder starts a fresh buffer of its initial size after every frame,
@@ -371,18 +366,17 @@ export class Scheduler {
     this.#pumping = true;
     const lanes = this.#lanes;
     let idleRounds = 0;
-    this.#spread = this.#spreadNow();
+    let spread = this.#spreadNow();
     while (this.queued > 0 && lanes.length > 0) {
       if (idleRounds >= lanes.length) {
-        if (this.#spread === undefined) break;
-        this.#spread = undefined; // every lane took its share and some still wait: batches, as with many
+        if (spread === undefined) break;
+        spread = undefined; // every lane took its share and some still wait: batches, as with many
         idleRounds = 0;
       }
       const lane = lanes[this.#next++ % lanes.length]!;
-      if (this.#sendBatch(lane) === 0) idleRounds++;
+      if (this.#sendBatch(lane, spread) === 0) idleRounds++;
       else idleRounds = 0;
     }
-    this.#spread = undefined;
     this.#pumping = false;
     this.#releaseStaleChunks();
     this.onPumped();
@@ -395,7 +389,7 @@ export class Scheduler {
    * than workers, when it goes in a batch of its own (items of megabytes: the grant may hold one or
    * none, and every worker should still have one).
    */
-  #sendBatch(lane: NodeLane): number {
+  #sendBatch(lane: NodeLane, spread: Spread | undefined): number {
     if (this.#isolated?.lane === lane) return 0; // a quarantined item runs there alone
     if (this.#quarantine.length > 0 && this.#isolated === undefined && lane.ledger.size === 0 && !lane.draining)
       return this.#isolate(lane);
@@ -412,7 +406,7 @@ export class Scheduler {
     // identity items 5–9% of their rate), and with fewer items waiting, a batch a turn, so that a few
     // items spread over the nodes.
     const whole = room < 2 * batchSize && this.queued >= room * this.#lanes.length;
-    const share = this.#shareOf(lane);
+    const share = shareOf(lane, spread);
     if (share <= 0) return 0;
     const count = Math.min(whole ? room : batchSize, this.#maxBatch, this.queued, share);
     // Only the window's room limits this batch (more items wait): wait a little for room for a whole one.
@@ -467,8 +461,8 @@ export class Scheduler {
     return sent;
   }
 
-  /** The spread of this pump (see SPREAD_ROUND_TRIP_MS): when the waiting items fit in the lanes' room. */
-  #spreadNow(): { items: number; workers: number } | undefined {
+  /** The spread of a pump (see SPREAD_ROUND_TRIP_MS): when the waiting items fit in the lanes' room. */
+  #spreadNow(): Spread | undefined {
     let inFlight = 0;
     let window = 0;
     let workers = 0;
@@ -480,17 +474,6 @@ export class Scheduler {
     }
     const items = inFlight + this.queued;
     return items <= window && workers > 0 ? { items, workers } : undefined;
-  }
-
-  /**
-   * How many more items `lane` takes in this pump's spread: its workers' part of all the items in flight
-   * and waiting, less what it has. Its room bounds it as ever; what a full lane leaves goes out after
-   * every lane had its share, in batches.
-   */
-  #shareOf(lane: NodeLane): number {
-    const spread = this.#spread;
-    if (spread === undefined || lane.window.minLatencyMs < SPREAD_ROUND_TRIP_MS) return Number.POSITIVE_INFINITY;
-    return Math.ceil((spread.items * lane.workers) / spread.workers) - lane.ledger.size;
   }
 
   /**
@@ -583,4 +566,20 @@ export class Scheduler {
     }
     this.#lanes = [];
   }
+}
+
+/** A pump's spread (see SPREAD_ROUND_TRIP_MS): the items in flight and waiting, the open lanes' workers. */
+interface Spread {
+  items: number;
+  workers: number;
+}
+
+/**
+ * How many more items `lane` takes in a pump's spread: its workers' part of all the items in flight and
+ * waiting, less what it has (no bound without a spread, or for a lane whose items come back fast). Its
+ * room bounds it as ever; what a full lane leaves goes out after every lane had its share, in batches.
+ */
+function shareOf(lane: NodeLane, spread: Spread | undefined): number {
+  if (spread === undefined || lane.window.minLatencyMs < SPREAD_ROUND_TRIP_MS) return Number.POSITIVE_INFINITY;
+  return Math.ceil((spread.items * lane.workers) / spread.workers) - lane.ledger.size;
 }

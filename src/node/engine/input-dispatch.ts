@@ -15,6 +15,7 @@ import type { WorkerSlot } from "./worker-slot.ts";
 const EMPTY = new Uint8Array(0);
 /** Records given to one worker in a row before the least loaded one is picked again. */
 const SPAN_RECORDS = 64;
+
 /**
  * Checks a feed blob: whole records (RecordReader's checks), each an Input without flags starting at a
  * task of the chain. Returns how many records it holds; throws a `ProtocolError` naming the first bad one.
@@ -104,7 +105,8 @@ export class InputDispatcher {
 
   /**
    * Copies records from `blob` into rings, in spans of up to SPAN_RECORDS records per worker, each span
-   * one memcpy; one record at a time while several workers have nothing to do, so that each starts. Returns false (and keeps the rest in the backlog) when every ring is full.
+   * one memcpy; one record at a time while several workers have nothing to do, so that each starts.
+   * Returns false (and keeps the rest in the backlog) when every ring is full.
    */
   #dispatchBlob(blob: Uint8Array, fromBacklog: boolean): boolean {
     const view = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
