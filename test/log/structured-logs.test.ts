@@ -8,6 +8,7 @@ import { setLogSink } from "../../src/log/log.ts";
 import { formatLogJson, formatLogLine } from "../../src/log/format.ts";
 import { dial } from "../../src/protocol/handshake.ts";
 import type { LogLine } from "../../src/protocol/messages.ts";
+import * as logging from "../fixtures/logging-tasks/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { spawnLogServer, waitForFile } from "../support/log-server.ts";
 import { type RunningNode, startNode } from "../support/nodes.ts";
@@ -16,6 +17,7 @@ import { REPO, type Spawned, killAll } from "../support/processes.ts";
 /** `pcluster log --json`, log levels, and the pipeline and task on the lines that tasks log. */
 
 const TASKS = join(REPO, "test/fixtures/tasks");
+const LOGGING_TASKS = join(REPO, "test/fixtures/logging-tasks");
 const NO_TOKEN = { PCLUSTER_TOKEN: undefined };
 const dir = mkdtempSync(join(tmpdir(), "pcluster-structured-"));
 
@@ -55,8 +57,8 @@ describe("pcluster log --json with a real node", () => {
   test("a task's log.warn (and each level) is a JSON line naming level, host, pid, pipeline and task", async () => {
     const cluster = new Root([node.addr]);
     try {
-      const chain = [{ function: tasks.countTo, isGenerator: true }, { function: tasks.logLevels }];
-      await cluster.setup("structured", "1", chain, { localPackages: [TASKS] });
+      const chain = [{ function: logging.countTo, isGenerator: true }, { function: logging.logLevels }];
+      await cluster.setup("structured", "1", chain, { localPackages: [LOGGING_TASKS] });
       cluster.feed(2);
       await cluster.waitEmpty();
     } finally {
@@ -121,8 +123,8 @@ describe("pcluster log --json with a real node", () => {
     const cluster = new Root([node.addr]);
     const outputs: unknown[] = [];
     try {
-      await cluster.setup("abrupt", "1", [{ function: tasks.logThenBlock }], {
-        localPackages: [TASKS],
+      await cluster.setup("abrupt", "1", [{ function: logging.logThenBlock }], {
+        localPackages: [LOGGING_TASKS],
         outputHandler: (output) => void outputs.push(output),
       });
       // The first item is done (its output is out) while the worker blocks on the second, never idle.

@@ -3,6 +3,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBusyError, Root, SetupError, StateError, type TaskError } from "../../src/index.ts";
+import * as logging from "../fixtures/logging-tasks/index.ts";
 import * as tasks from "../fixtures/tasks/index.ts";
 import { type RunningNode, startLogServerAt, startNode } from "../support/nodes.ts";
 import { REPO, killAll, removeWithChildren } from "../support/processes.ts";
@@ -11,6 +12,7 @@ import { consoleNotes } from "../support/console-notes.ts";
 import { waitFor } from "../support/wait.ts";
 
 const TASKS = join(REPO, "test/fixtures/tasks");
+const LOGGING_TASKS = join(REPO, "test/fixtures/logging-tasks");
 let logFile: string;
 let nodes: RunningNode[];
 let addrs: string[];
@@ -46,11 +48,11 @@ describe("the seed's flow", () => {
       "example-pipeline",
       1.0,
       [
-        { function: tasks.simpleTask, isGenerator: false },
-        { function: tasks.generatorTask, isGenerator: true },
-        { function: tasks.DropItem, isGenerator: false, args: ["item dropped"] },
+        { function: logging.simpleTask, isGenerator: false },
+        { function: logging.generatorTask, isGenerator: true },
+        { function: logging.DropItem, isGenerator: false, args: ["item dropped"] },
       ],
-      { localPackages: [TASKS], outputHandler: (output) => outputs.push(output) },
+      { localPackages: [LOGGING_TASKS], outputHandler: (output) => outputs.push(output) },
     );
     cluster.feed("hello world!", "its me an input item!");
     await cluster.waitEmpty();
