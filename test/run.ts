@@ -2,10 +2,11 @@
 // holds each file's seconds when run alone). Arguments are passed on to `bun test`.
 //
 // Most files wait on processes, sockets and timers more than they compute: on an idle machine one
-// file per core leaves the cores half idle, and twice as many keep them busy. On a machine that is
+// file per core leaves the cores half idle. Twice as many still left 2 cores idle a tenth of the run
+// (1.78 busy on average: stretches where all four files waited on timers); five files at once, a
+// twentieth (1.86–1.94), and the suite ended 4 s sooner at the median of three. On a machine that is
 // already busy (other work keeping about half its cores busy right now), more files at once would
-// only give each test a smaller share of the CPU and slow the heavy ones past their bounds: then one
-// per core.
+// only give each test a smaller share of the CPU: then one per core.
 //
 // "Right now" is the CPU time the machine spent busy over the last second (/proc/stat), not the
 // 1-minute load average: that one still counts, for a minute, the typecheck and build CI ran just before,
@@ -22,7 +23,7 @@ import { withNodeAllocator } from "../src/node/allocator.ts";
 const cores = availableParallelism();
 const busy = await busyCores(1000);
 // A job that keeps one of two cores busy shows as a little under one core here: 0.4 of the cores, not 0.5.
-const files = busy >= 0.4 * cores ? cores : 2 * cores;
+const files = busy >= 0.4 * cores ? cores : Math.round(2.5 * cores);
 console.error(
   `bun run test: ${files} files at once (${busy.toFixed(1)} of ${cores} cores busy over the last second; ` +
     `1-minute load ${loadavg()[0]!.toFixed(1)})`,
