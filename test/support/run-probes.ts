@@ -36,7 +36,14 @@ export async function waitInRun(cluster: Root, node: RunningNode): Promise<void>
   });
 }
 
-/** Waits until `cluster` has exactly `items` in flight. */
+/**
+ * Waits until `cluster`'s nodes have exactly `items` in their engines, by their own count: a signal sent
+ * to a node after this finds them there. (The root counts an item in flight once it is sent: a node
+ * signalled then may not have read it yet, and stops at once with nothing to finish.)
+ */
 export async function waitInFlight(cluster: Root, items: number): Promise<void> {
-  await waitFor(() => cluster.progress.inFlight, { what: `${items} items in flight`, until: (n) => n === items });
+  await waitFor(async () => (await cluster.status()).reduce((sum, node) => sum + (node.pipeline?.inFlight ?? 0), 0), {
+    what: `${items} items in the nodes' engines`,
+    until: (n) => n === items,
+  });
 }
