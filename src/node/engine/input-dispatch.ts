@@ -120,7 +120,9 @@ export class InputDispatcher {
         else this.#backlog.push(rest);
         return false;
       }
-      const next = this.#writeSpan(slot, blob, view, offset);
+      // While another worker has nothing to do, one record each: a span of three slow items to one idle
+      // worker left the one beside it idle while they ran one after another.
+      const next = this.#writeSpan(slot, blob, view, offset, this.#anotherIdle ? 1 : SPAN_RECORDS);
       if (next === offset)
         slot.fullInPass = pass; // try the others before giving up
       else pass = ++this.#pass;
@@ -150,8 +152,11 @@ export class InputDispatcher {
     return best;
   }
 
-  /** Writes up to SPAN_RECORDS records from `offset` into the slot's ring; returns where it stopped. */
-  #writeSpan(slot: WorkerSlot, blob: Uint8Array, view: DataView, offset: number): number {
+  /**
+   * Writes up to `maxRecords` records from `offset` into the slot's ring (fewer past its queue cap);
+   * returns where it stopped.
+   */
+  #writeSpan(slot: WorkerSlot, blob: Uint8Array, view: DataView, offset: number, maxRecords: number): number {
     const ring = slot.input;
     let position = slot.inputPosition;
     let spanStart = offset;
@@ -161,9 +166,7 @@ export class InputDispatcher {
       if (spanDestination >= 0 && end > spanStart) ring.data.set(blob.subarray(spanStart, end), spanDestination);
       spanDestination = -1;
     };
-    // While another worker has nothing to do, one record each: a span of three slow items to one idle
-    // worker left the one beside it idle while they ran one after another.
-    const limit = this.#anotherIdle ? 1 : Math.min(SPAN_RECORDS, slot.queueCap - slot.queued);
+    const limit = Math.min(maxRecords, slot.queueCap - slot.queued);
     while (offset < blob.length && count < limit) {
       const length = recordLength(view, offset);
       const size = RECORD_HEADER_BYTES + length;
