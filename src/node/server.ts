@@ -616,9 +616,10 @@ class NodeServer {
       for (const piece of pieces) pipeline.credit -= piece.length;
       connection.sendFramePieces(pieces);
     } else {
-      const frame = batch.takeFrame("results", fields);
-      pipeline.credit -= frame.length;
-      connection.sendFrame(frame);
+      batch.lendFrame("results", fields, (frame) => {
+        pipeline.credit -= frame.length;
+        connection.sendFrameCopy(frame);
+      });
     }
     this.#updateOutputFlow(pipeline);
   }

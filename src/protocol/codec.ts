@@ -528,6 +528,23 @@ export class RecordBatchBuilder {
     return frame;
   }
 
+  /**
+   * Lends the finished frame to `use`, in the builder's own buffer, then starts over in that buffer: for a
+   * caller that is done with the bytes when `use` returns (`Connection.sendFrameCopy`), no buffer of its
+   * own per frame. Spans appended by reference are copied in first.
+   */
+  lendFrame(
+    type: string,
+    fields: Readonly<Record<string, number>> | undefined,
+    use: (frame: Uint8Array) => void,
+  ): void {
+    this.#copyReferences();
+    const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
+    use(this.#buffer.subarray(start, this.#end));
+    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
+    else this.clear();
+  }
+
   /** The records appended so far as a buffer of their own (no frame head); the builder starts over. */
   takeRecords(): Uint8Array {
     this.#copyReferences();
