@@ -411,8 +411,7 @@ export class RecordBatchBuilder {
     const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.byteLength);
     const own = this.#buffer.buffer;
     const pieces = this.#pieces(start).map((piece) => (piece.buffer === own ? piece.slice() : piece));
-    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
-    else this.clear();
+    this.#startOver();
     return pieces;
   }
 
@@ -498,9 +497,7 @@ export class RecordBatchBuilder {
 
   /** The finished frame `{ t: type, ...fields, blob }`, ready for the socket; the builder starts over. */
   finishFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
-    this.#copyReferences();
-    const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
-    const frame = this.#buffer.subarray(start, this.#end);
+    const frame = this.#frameInPlace(type, fields);
     this.#replaceBuffer(this.#nextBufferBytes());
     return frame;
   }
@@ -519,28 +516,37 @@ export class RecordBatchBuilder {
    * zeroed and later collected: with 2 ms items, an eighth of the root's JavaScript time went there).
    */
   copyFrame(type: string, fields?: Readonly<Record<string, number>>): Uint8Array {
-    this.#copyReferences();
-    const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
-    const frame = this.#buffer.slice(start, this.#end);
-    // A buffer grown for a large record goes, rather than stay held for small frames.
-    if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
-    else this.clear();
+    const frame = this.#frameInPlace(type, fields).slice();
+    this.#startOver();
     return frame;
   }
 
   /**
    * Lends the finished frame to `use`, in the builder's own buffer, then starts over in that buffer: for a
    * caller that is done with the bytes when `use` returns (`Connection.sendFrameCopy`), no buffer of its
-   * own per frame. Spans appended by reference are copied in first.
+   * own per frame.
    */
   lendFrame(
     type: string,
     fields: Readonly<Record<string, number>> | undefined,
     use: (frame: Uint8Array) => void,
   ): void {
+    use(this.#frameInPlace(type, fields));
+    this.#startOver();
+  }
+
+  /** The finished frame in the builder's own buffer (spans appended by reference copied in first). */
+  #frameInPlace(type: string, fields: Readonly<Record<string, number>> | undefined): Uint8Array {
     this.#copyReferences();
     const start = blobFrameHead(this.#buffer, MAX_BLOB_HEAD_BYTES, type, fields, this.#end - MAX_BLOB_HEAD_BYTES);
-    use(this.#buffer.subarray(start, this.#end));
+    return this.#buffer.subarray(start, this.#end);
+  }
+
+  /**
+   * Starts over in the same buffer once its frame is out; a buffer grown for a large record goes instead,
+   * rather than stay held for small frames.
+   */
+  #startOver(): void {
     if (this.#buffer.length > 4 * this.initialBytes) this.#replaceBuffer(this.initialBytes);
     else this.clear();
   }

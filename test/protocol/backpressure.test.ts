@@ -6,6 +6,29 @@ import { dial, serve } from "../../src/protocol/handshake.ts";
 import { spawnBun } from "../support/processes.ts";
 import { waitFor, within } from "../support/wait.ts";
 
+/**
+ * A node-service server on a free port of 127.0.0.1 that hands each "chunk" event's `seq` and `bytes` to
+ * `onChunk`, with the connection they came on; `onClosed` when that connection closes.
+ */
+function serveChunks(
+  onChunk: (seq: number, bytes: Uint8Array, connection: Connection) => void,
+  onClosed?: () => void,
+): ReturnType<typeof serve> {
+  return serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    service: "node",
+    onPeer(connection) {
+      connection.onMessage = (message) => {
+        if (message.t !== "event") return;
+        const { seq, bytes } = message.data as { seq: number; bytes: Uint8Array };
+        onChunk(seq, bytes, connection);
+      };
+      if (onClosed !== undefined) connection.closed.then(onClosed);
+    },
+  });
+}
+
 test("200 MB to a slow reader arrive whole and in order, and the sender's queue stays bounded", async () => {
   const count = 200;
   const size = 1 << 20;
@@ -15,24 +38,17 @@ test("200 MB to a slow reader arrive whole and in order, and the sender's queue 
   let received = 0;
   let done!: () => void;
   const finished = new Promise<void>((resolve) => (done = resolve));
-  const server = serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    service: "node",
-    onPeer(connection) {
-      connection.onMessage = (message) => {
-        if (message.t !== "event") return;
-        const { seq, bytes } = message.data as { seq: number; bytes: Uint8Array };
-        if (seq !== next++) corrupt++;
-        for (let i = 0; i < size; i += 4096) if (bytes[i] !== ((seq + i) & 0xff)) corrupt++;
-        received += bytes.length;
-        // A deliberately slow reader: stop reading for a moment after every frame.
-        connection.pause();
-        setTimeout(() => connection.resume(), 8);
-      };
-      connection.closed.then(() => done());
+  const server = serveChunks(
+    (seq, bytes, connection) => {
+      if (seq !== next++) corrupt++;
+      for (let i = 0; i < size; i += 4096) if (bytes[i] !== ((seq + i) & 0xff)) corrupt++;
+      received += bytes.length;
+      // A deliberately slow reader: stop reading for a moment after every frame.
+      connection.pause();
+      setTimeout(() => connection.resume(), 8);
     },
-  });
+    () => done(),
+  );
   const sender = spawnBun([
     "test/support/bulk-sender.ts",
     String(server.port),
@@ -67,24 +83,15 @@ test("frames sent from memory the sender reuses at once (sendFrameCopy) arrive a
   let reader: Connection | undefined;
   let done!: () => void;
   const finished = new Promise<void>((resolve) => (done = resolve));
-  const server = serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    service: "node",
-    onPeer(connection) {
-      connection.onMessage = (message) => {
-        if (message.t !== "event") return;
-        const { seq, bytes } = message.data as { seq: number; bytes: Uint8Array };
-        seen.push(seq);
-        if (bytes.length !== sizeOf(seq)) corrupt++;
-        for (let i = 0; i < bytes.length; i += 997) if (bytes[i] !== ((seq * 7 + i) & 0xff)) corrupt++;
-        if (seq === 0) {
-          connection.pause();
-          reader = connection;
-        }
-        if (seq === count - 1) done();
-      };
-    },
+  const server = serveChunks((seq, bytes, connection) => {
+    seen.push(seq);
+    if (bytes.length !== sizeOf(seq)) corrupt++;
+    for (let i = 0; i < bytes.length; i += 997) if (bytes[i] !== ((seq * 7 + i) & 0xff)) corrupt++;
+    if (seq === 0) {
+      connection.pause();
+      reader = connection;
+    }
+    if (seq === count - 1) done();
   });
   const { connection } = await dial({ hostname: "127.0.0.1", port: server.port });
   try {
